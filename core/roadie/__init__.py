@@ -1,0 +1,80 @@
+"""roadie: persistent background tasks whose executors come from pip-installed plugins."""
+
+from __future__ import annotations
+
+import logging
+
+from roadie.app import Roadie
+from roadie.codec import TypeRegistry, context_type
+from roadie.config import Settings
+from roadie.errors import (
+    AttachmentError,
+    Cancelled,
+    ContextDecodeError,
+    ContextEncodeError,
+    ContextError,
+    DatabaseError,
+    InvalidTransition,
+    PluginError,
+    RoadieError,
+    SchemaOutdatedError,
+    TaskNotFound,
+    TypeRegistrationError,
+    UnknownExecutor,
+)
+from roadie.executor import CrashPolicy, Executor, Isolation, Retry, StatusMessageTranslator
+from roadie.hookspecs import hookimpl, hookspec
+from roadie.lifecycle import Delay, Veto
+from roadie.lightweight import ChildState, LightweightTask
+from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskRecord
+from roadie.result import Result
+from roadie.running import RunningTask, current_task
+from roadie.status import Status
+from roadie.taskstatus import TaskStatus
+from roadie.worker import Worker, WorkerStats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttachmentError",
+    "AttachmentInfo",
+    "AttemptRecord",
+    "Cancelled",
+    "ChildState",
+    "ContextDecodeError",
+    "ContextEncodeError",
+    "ContextError",
+    "CrashPolicy",
+    "DatabaseError",
+    "Delay",
+    "Executor",
+    "InvalidTransition",
+    "Isolation",
+    "LightweightTask",
+    "NodeRecord",
+    "PluginError",
+    "Result",
+    "Retry",
+    "Roadie",
+    "RoadieError",
+    "RunningTask",
+    "SchemaOutdatedError",
+    "Settings",
+    "Status",
+    "StatusMessageTranslator",
+    "TaskNotFound",
+    "TaskRecord",
+    "TaskStatus",
+    "TypeRegistrationError",
+    "TypeRegistry",
+    "UnknownExecutor",
+    "Veto",
+    "Worker",
+    "WorkerStats",
+    "context_type",
+    "current_task",
+    "hookimpl",
+    "hookspec",
+]
+
+logging.getLogger("roadie").addHandler(logging.NullHandler())

@@ -1,0 +1,5 @@
+"""``python -m roadie``: the CLI."""
+
+from roadie.cli import main
+
+main()

@@ -1,0 +1,551 @@
+"""``roadie.Roadie``: the application object that adds, reads, cancels and runs tasks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from types import SimpleNamespace
+from typing import IO, TYPE_CHECKING, Any
+
+from roadie.codec import TypeRegistry
+from roadie.config import Settings
+from roadie.errors import ContextEncodeError, PluginError, UnknownExecutor
+from roadie.executor import CrashPolicy, Executor, Isolation
+from roadie.lifecycle import notify_hook
+from roadie.plugins import Plugins, split_executor_name
+from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskRecord
+from roadie.status import FINAL_STATUSES, Status
+from roadie.store import (
+    CHANNEL_CHANGED,
+    Claimable,
+    NewTask,
+    Outcome,
+    Store,
+    tags_key,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from roadie.attachments import AttachmentStore
+    from roadie.result import Result
+    from roadie.running import RunningTask
+    from roadie.worker import Worker, WorkerStats
+
+log = logging.getLogger("roadie")
+
+
+class Roadie:
+    """The entry point of roadie: one database, the installed plugins, and the task API.
+
+    ``Roadie()`` uses the embedded SQLite file (``ROADIE_URL`` or the data directory);
+    ``Roadie("postgresql+psycopg://...")`` shares a PostgreSQL database with other nodes.
+    The SQLite schema upgrades itself; PostgreSQL needs ``roadie db upgrade`` (or
+    ``auto_upgrade=True``).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        blocked_plugins: Iterable[str] = (),
+        entry_points: bool = True,
+        auto_upgrade: bool | None = None,
+        **setting_overrides: Any,
+    ) -> None:
+        self.settings = settings or Settings.from_env(**setting_overrides)
+        self.url = url or self.settings.default_url()
+        self.registry = TypeRegistry(max_size=self.settings.max_context_size)
+        self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points)
+        self._auto_upgrade = auto_upgrade
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+        self._attachment_store: AttachmentStore | None = None
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The database (connected, and schema checked, on first use)."""
+        with self._store_lock:
+            if self._store is None:
+                store = Store(self.url)
+                auto = store.is_sqlite if self._auto_upgrade is None else self._auto_upgrade
+                store.check_schema(auto_upgrade=auto)
+                self._store = store
+            return self._store
+
+    def close(self) -> None:
+        """Release the database connections."""
+        with self._store_lock:
+            if self._store is not None:
+                self._store.dispose()
+                self._store = None
+
+    def __enter__(self) -> Roadie:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def upgrade_schema(self) -> None:
+        """Create or upgrade the database schema (``roadie db upgrade``)."""
+        store = Store(self.url)
+        try:
+            store.upgrade()
+        finally:
+            store.dispose()
+
+    def decode_for_task(self, record: TaskRecord, data: bytes, what: str) -> Any:
+        """Decode one of a task's stored values inside its import context."""
+        return self.registry.decode(
+            data, what=f"{what} of task {record.id}", namespaces=record.plugins,
+            installed=self.plugins.is_installed,
+        )
+
+    # -- adding tasks --------------------------------------------------------------------
+
+    def add_task(
+        self,
+        executor: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        name: str = "",
+        owner: str | None = None,
+        group: str | None = None,
+        priority: int = 0,
+        run_after: dt.datetime | None = None,
+        delay: float | None = None,
+        tags: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> TaskRecord:
+        """Store a new task for ``executor`` (``"distribution:name"``) with its context map.
+
+        The executor is checked against the installed plugins (or those that live workers
+        advertise); the context is encoded with the type registry. Returns the stored task.
+        """
+        spec = self._new_task(executor, context, name=name, owner=owner, group=group,
+                              priority=priority, run_after=run_after, delay=delay, tags=tags,
+                              timeout=timeout)
+        (task_id,) = self.store.insert_tasks([spec])
+        task = self.get_task(task_id)
+        self._task_added(task)
+        return task
+
+    def add_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[TaskRecord]:
+        """Add many tasks in one transaction; each item holds ``add_task``'s arguments
+        (``{"executor": ..., "context": ..., "name": ...}``)."""
+        specs = []
+        for index, item in enumerate(tasks):
+            arguments = dict(item)
+            try:
+                executor = arguments.pop("executor")
+            except KeyError:
+                raise ValueError(f"tasks[{index}] has no 'executor'") from None
+            context = arguments.pop("context", None)
+            specs.append(self._new_task(executor, context, **arguments))
+        ids = self.store.insert_tasks(specs)
+        records = {t.id: t for t in self.store.list_tasks(ids=ids, limit=None,
+                                                          decoder=self.decode_for_task)}
+        added = [records[i] for i in ids]
+        if self.plugins.hook.roadie_task_added.get_hookimpls():
+            for task in added:
+                self._task_added(task)
+        return added
+
+    def _task_added(self, task: TaskRecord) -> None:
+        for line in notify_hook(self, "roadie_task_added", app=self, task=task):
+            log.warning("task %s: %s", task.id, line)
+
+    def _new_task(
+        self,
+        executor: str,
+        context: Mapping[str, Any] | None,
+        *,
+        name: str = "",
+        owner: str | None = None,
+        group: str | None = None,
+        priority: int = 0,
+        run_after: dt.datetime | None = None,
+        delay: float | None = None,
+        tags: Iterable[str] = (),
+        timeout: float | None = None,
+    ) -> NewTask:
+        try:
+            dist, entry = split_executor_name(executor)
+        except ValueError as exc:
+            raise UnknownExecutor(str(exc)) from None
+        qualified = f"{dist}:{entry}"
+        if context is None:
+            context = {}
+        if not isinstance(context, Mapping):
+            raise ContextEncodeError(
+                f"the context of a {qualified} task must be a mapping (a dict of names to "
+                f"values), not {type(context).__name__}"
+            )
+        context = dict(context)
+        for key in context:
+            if not isinstance(key, str):
+                raise ContextEncodeError(
+                    f"context keys must be strings; key {key!r} is {type(key).__name__}"
+                )
+        executor_class, plugin_versions, isolation = self._resolve_executor(qualified)
+        data, namespaces = self.registry.encode_with_namespaces(context, what="context")
+        versions = dict(plugin_versions)
+        for namespace in namespaces:
+            versions.setdefault(namespace, self.plugins.versions().get(namespace, "0"))
+        captured = self._capture(qualified, context)
+        spec_view = SimpleNamespace(name=name, owner=owner, group=group, task_group=group,
+                                    executor=qualified, context=context)
+        key = self._isolation_key(qualified, executor_class, isolation, spec_view)
+        if delay is not None:
+            run_after = utcnow() + dt.timedelta(seconds=delay)
+        if run_after is not None and run_after.tzinfo is None:
+            raise ValueError("run_after must be timezone-aware (use datetime.now(timezone.utc))")
+        if timeout is not None and timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        return NewTask(
+            executor=qualified, plugins=versions, context=data, name=name or "", owner=owner,
+            group=group, captured=captured, isolation_key=key, priority=int(priority),
+            run_after=run_after, tags=tags_key(tags), timeout=timeout,
+        )
+
+    def _resolve_executor(
+        self, qualified: str
+    ) -> tuple[type[Executor] | None, dict[str, str], Isolation]:
+        """The executor class (if installed here), the plugin versions it needs, and its
+        isolation; falls back on what live nodes advertise."""
+        dist = qualified.partition(":")[0]
+        if qualified in self.plugins.executor_names():
+            try:
+                executor_class = self.plugins.load_executor(qualified)
+            except PluginError:
+                # broken here: store it anyway; a worker records the error on the task
+                return None, {dist: self.plugins.versions().get(dist, "0")}, Isolation.NOT_ISOLATED
+            return executor_class, {dist: self.plugins.versions().get(dist, "0")}, \
+                executor_class.isolation
+        grace = self.settings.heartbeat_grace
+        now = utcnow()
+        advertised: set[str] = set()
+        for node in self.store.list_nodes():
+            if not node.is_alive(now, grace):
+                continue
+            advertised.update(node.executors)
+            if qualified in node.executors:
+                isolation = Isolation(node.executors[qualified])
+                if isolation is Isolation.CUSTOM:
+                    raise UnknownExecutor(
+                        f"executor {qualified!r} computes its isolation key in code: add its "
+                        f"tasks from a process where plugin {dist!r} is installed"
+                    )
+                return None, {dist: node.plugins.get(dist, "0")}, isolation
+        raise self.plugins.unknown_executor(qualified, advertised)
+
+    def isolation_key_function(self, qualified: str, executor_class: type[Executor]) -> Any:
+        """A function of a task row that gives its isolation key (for the claim)."""
+        isolation = executor_class.isolation
+
+        def key(row: Any) -> str | None:
+            return self._isolation_key(qualified, executor_class, isolation, row)
+
+        return key
+
+    @staticmethod
+    def _isolation_key(
+        qualified: str, executor_class: type[Executor] | None, isolation: Isolation, task: Any
+    ) -> str | None:
+        if isolation is Isolation.NOT_ISOLATED:
+            return None
+        if isolation is Isolation.CLASS:
+            return qualified
+        if isolation is Isolation.GROUP:
+            return f"{qualified}#group={task.task_group}"
+        if isolation is Isolation.OWNER:
+            return f"{qualified}#owner={task.owner}"
+        if isolation is Isolation.TASK_NAME:
+            return f"{qualified}#name={task.name}"
+        if executor_class is None:
+            return None
+        custom = executor_class().isolation_key(task)
+        return None if custom is None else f"{qualified}#{custom}"
+
+    def _capture(self, qualified: str, context: dict[str, Any]) -> bytes | None:
+        captured: dict[str, Any] = {}
+        for part in self.plugins.hook.roadie_capture_context(executor=qualified, context=context):
+            if part:
+                captured.update(part)
+        if not captured:
+            return None
+        return self.registry.encode(captured, what="captured context")
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get_task(self, task_id: int) -> TaskRecord:
+        """The task with ``task_id`` (raises ``roadie.TaskNotFound``)."""
+        return self.store.get_task(task_id, decoder=self.decode_for_task)
+
+    def get_task_status(self, task_id: int) -> dict[str, Any]:
+        """The live status attributes of a task (progress, counters, ...), from any process."""
+        return self.get_task(task_id).task_status
+
+    def list_tasks(
+        self,
+        *,
+        status: Status | str | Iterable[Status | str] | None = None,
+        executor: str | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[TaskRecord]:
+        """Tasks matching the filters, newest first."""
+        statuses = None
+        if status is not None:
+            items = [status] if isinstance(status, (str, int, Status)) else list(status)
+            statuses = [Status.parse(s) for s in items]
+        return self.store.list_tasks(
+            status=statuses, executor=executor, owner=owner, group=group, name=name,
+            limit=limit, offset=offset, decoder=self.decode_for_task,
+        )
+
+    def attempts(self, task_id: int) -> list[AttemptRecord]:
+        """The finished attempts of a task (attempt number, outcome, error, times)."""
+        self.get_task(task_id)
+        return self.store.attempts_of(task_id)
+
+    def list_nodes(self, *, include_stopped: bool = False) -> list[NodeRecord]:
+        """The worker nodes registered in the database."""
+        return self.store.list_nodes(include_stopped=include_stopped)
+
+    def waiting_reason(self, task: TaskRecord) -> str | None:
+        """Why a waiting task is not running yet, or None when nothing stands in its way."""
+        if task.status not in (Status.NEW, Status.QUEUED):
+            return None
+        if task.run_after > utcnow():
+            return f"waiting: runs after {task.run_after.isoformat(timespec='seconds')}"
+        if task.status == Status.QUEUED and task.isolation_key:
+            holder = self.store.held_locks().get(task.isolation_key)
+            if holder is not None:
+                return f"queued: task {holder} holds isolation key {task.isolation_key!r}"
+        nodes = [n for n in self.list_nodes() if n.is_alive(utcnow(), self.settings.heartbeat_grace)]
+        if not nodes:
+            return "waiting: no worker is running (start one with `roadie worker`)"
+        needs = dict(task.plugins)
+        for node in nodes:
+            if all(p in node.plugins for p in needs) and task.tags <= node.tags:
+                return None
+        missing_plugin = [p for p in needs if not any(p in n.plugins for n in nodes)]
+        if missing_plugin:
+            wanted = ", ".join(f"{p} >= {needs[p]}" for p in missing_plugin)
+            return f"waiting: no worker has {wanted}"
+        return f"waiting: no worker has tags {', '.join(sorted(task.tags))}"
+
+    # -- changing ------------------------------------------------------------------------
+
+    def cancel_task(self, task_id: int, *, by: str = "api") -> TaskRecord:
+        """Cancel a task: a waiting one ends CANCELLED at once; a running one is asked to stop
+        at its next safe point."""
+        when = utcnow().isoformat(timespec="seconds")
+        task = self.store.cancel_task(task_id, by, f"cancelled by {by} at {when}")
+        if task.status == Status.CANCELLED:
+            record = self.get_task(task_id)
+            notify_hook(self, "roadie_task_cancelled", task=record, message=record.status_message)
+        return self.get_task(task_id)
+
+    def resume_task(self, task_id: int) -> TaskRecord:
+        """Run a FAILED or CANCELLED task again: a new attempt on the same row and context."""
+        self.store.resume_task(task_id)
+        return self.get_task(task_id)
+
+    def delete_task(self, task_id: int) -> None:
+        """Delete a task that is not running, with its attempts and attachments."""
+        self.store.delete_task(task_id)
+        self.attachment_store.delete_all(task_id)
+
+    # -- attachments ---------------------------------------------------------------------
+
+    @property
+    def attachment_store(self) -> AttachmentStore:
+        """The attachment storage backend (from the ``roadie_attachment_store`` hook)."""
+        if self._attachment_store is None:
+            store = self.plugins.hook.roadie_attachment_store(app=self)
+            if store is None:
+                raise PluginError("no plugin provides an attachment store (is the built-in "
+                                  "roadie.builtins.attachments blocked?)")
+            self._attachment_store = store
+        return self._attachment_store
+
+    def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,
+                       media_type: str | None = None) -> AttachmentInfo:
+        """Keep a file with a task: bytes, a path, or a binary file object."""
+        from roadie.attachments import store_attachment
+
+        return store_attachment(self, task_id, name, data, media_type=media_type)
+
+    def list_attachments(self, task_id: int) -> list[AttachmentInfo]:
+        """The attachments of a task."""
+        self.get_task(task_id)
+        return self.store.list_attachments(task_id)
+
+    def open_attachment(self, task_id: int, name: str) -> IO[bytes]:
+        """Open an attachment for reading (binary)."""
+        from roadie.attachments import open_attachment
+
+        return open_attachment(self, task_id, name)
+
+    # -- running -------------------------------------------------------------------------
+
+    def worker(self, *, concurrency: int = 2, until_idle: bool = False,
+               tags: Iterable[str] = (), name: str | None = None,
+               handle_signals: bool | None = None) -> Worker:
+        """A worker for this app (call ``.run()``; ``.stop()`` from another thread)."""
+        from roadie.worker import Worker
+
+        return Worker(self, concurrency=concurrency, until_idle=until_idle, tags=tags,
+                      name=name, handle_signals=handle_signals)
+
+    def run_worker(self, concurrency: int = 2, *, until_idle: bool = False,
+                   tags: Iterable[str] = (), name: str | None = None) -> WorkerStats:
+        """Run a worker in this thread: until stopped (SIGINT/SIGTERM), or with
+        ``until_idle`` until no task it can run is waiting (or due within a minute)."""
+        return self.worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
+                           name=name).run()
+
+    def has_pending_work(self, can: Claimable) -> bool:
+        """Whether a task that ``can`` runs is waiting and due within the pending horizon."""
+        horizon = utcnow() + dt.timedelta(seconds=self.settings.pending_horizon)
+        return self.store.count_pending(can, horizon) > 0
+
+    def after_finish(self, task: RunningTask, outcome: Outcome, result: Result | None,
+                     error: BaseException | None) -> None:
+        """Fire the ending hooks of a finished attempt; failures are noted on the task."""
+        record = self.get_task(task.id)
+        if outcome.status == Status.SUCCESSFUL and result is not None:
+            failures = notify_hook(self, "roadie_task_finished", task=record, result=result)
+        elif outcome.status == Status.FAILED:
+            failures = notify_hook(self, "roadie_task_failed", task=record,
+                                   message=outcome.message, error=error)
+        elif outcome.status == Status.CANCELLED:
+            failures = notify_hook(self, "roadie_task_cancelled", task=record,
+                                   message=outcome.message)
+        else:
+            failures = []
+        if failures:
+            self.store.append_error(task.id, "\n".join(failures))
+
+    # -- crash recovery ------------------------------------------------------------------
+
+    def recover_orphans(self, worker: Worker | None = None) -> int:
+        """Find the running tasks of dead nodes and apply their crash policy; returns how
+        many were handled."""
+        count = 0
+        nodes = {n.id: n for n in self.store.list_nodes(include_stopped=True)}
+        for task in self.store.orphaned_tasks(self.settings.heartbeat_grace):
+            node = nodes.get(task.node or "")
+            if node is None:
+                reason = f"worker {task.node} is gone"
+            else:
+                seen = node.heartbeat_at.isoformat(timespec="seconds")
+                reason = f"worker {node.name} stopped responding (last heartbeat {seen})"
+            if self.apply_crash_policy(task, worker, reason=reason):
+                count += 1
+        return count
+
+    def apply_crash_policy(self, task: TaskRecord, worker: Worker | None, *, reason: str) -> bool:
+        """End or requeue a task whose worker died, per its executor's crash policy."""
+        record = self.get_task(task.id)
+        try:
+            executor_class = self.plugins.load_executor(record.executor)
+            policy, max_attempts = executor_class.crash_policy, executor_class.max_attempts
+        except Exception:
+            policy, max_attempts = CrashPolicy.FAIL, 1
+        progress = _progress_summary(record)
+        if policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
+            outcome = policy.value
+            message = (f"{reason} during attempt {record.attempts}; "
+                       f"{'resuming from its checkpoint' if policy is CrashPolicy.RESUME else 'retrying'}"
+                       f"{progress}")
+            done = self.store.take_over_orphan(record, Status.NEW, message,
+                                               keep_checkpoint=policy is CrashPolicy.RESUME)
+        else:
+            outcome = "failed"
+            limit = ("" if policy is CrashPolicy.FAIL
+                     else f" after {record.attempts} of {max_attempts} attempts")
+            message = f"{reason} while it ran{limit}{progress}"
+            done = self.store.take_over_orphan(record, Status.FAILED, message)
+        if done:
+            updated = self.get_task(task.id)
+            log.warning("task %s: %s", task.id, message)
+            notify_hook(self, "roadie_task_orphaned", task=updated, node=record.node or "",
+                        outcome=outcome)
+            if outcome == "failed":
+                notify_hook(self, "roadie_task_failed", task=updated, message=message, error=None)
+        return done
+
+    # -- watching ------------------------------------------------------------------------
+
+    def watch(
+        self,
+        ids: Iterable[int] | None = None,
+        *,
+        interval: float = 0.2,
+        timeout: float | None = None,
+        until_done: bool = True,
+        **filters: Any,
+    ) -> Iterator[TaskRecord]:
+        """Yield each task (by ``ids``, or by ``list_tasks`` filters) every time it changes.
+
+        Ends when every watched task has ended (``until_done``) or after ``timeout`` seconds.
+        On PostgreSQL changes wake it at once (NOTIFY); otherwise it polls every ``interval``.
+        """
+        import time
+
+        wanted = None if ids is None else list(ids)
+        changed = threading.Event()
+
+        def on_change(channel: str, _payload: str) -> None:
+            if channel == CHANNEL_CHANGED:
+                changed.set()
+
+        hub = self.store.listen()
+        token = hub.subscribe(on_change)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen: dict[int, tuple[dt.datetime, int, bytes | None]] = {}
+        try:
+            while True:
+                changed.clear()
+                if wanted is not None:
+                    tasks = self.store.list_tasks(ids=wanted, limit=None,
+                                                  decoder=self.decode_for_task)
+                else:
+                    tasks = self.list_tasks(**filters, limit=None)
+                for task in sorted(tasks, key=lambda t: t.id):
+                    mark = (task.updated_at, int(task.status), task.status_bytes)
+                    if seen.get(task.id) != mark:
+                        seen[task.id] = mark
+                        yield task
+                if until_done and tasks and all(t.status in FINAL_STATUSES for t in tasks):
+                    return
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                wait = interval if deadline is None else min(interval, deadline - time.monotonic())
+                changed.wait(max(wait, 0))
+        finally:
+            hub.unsubscribe(token)
+
+
+def _progress_summary(record: TaskRecord) -> str:
+    try:
+        status = record.task_status
+    except Exception:
+        return ""
+    if "done" not in status:
+        return ""
+    total = status.get("total")
+    return f"; last progress {status['done']}" + (f" of {total}" if total is not None else "")
+

@@ -1,0 +1,135 @@
+"""Task attachments: files kept with a task, stored by a pluggable backend."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import mimetypes
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Protocol
+
+from roadie.errors import AttachmentError
+from roadie.records import AttachmentInfo
+from roadie.store import utcnow
+
+if TYPE_CHECKING:
+    from roadie.app import Roadie
+
+CHUNK = 1024 * 1024
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ +-]{0,254}$")
+
+
+class AttachmentStore(Protocol):
+    """Where attachment bytes live. ``put`` consumes a stream and returns
+    (size, "sha256:<hex>"); it must refuse more than ``max_size`` bytes."""
+
+    def put(self, task_id: int, name: str, stream: IO[bytes], max_size: int) -> tuple[int, str]:
+        """Store the bytes of ``stream`` as attachment ``name`` of ``task_id``."""
+
+    def open(self, task_id: int, name: str) -> IO[bytes]:
+        """Open a stored attachment for reading."""
+
+    def delete_all(self, task_id: int) -> None:
+        """Delete every attachment of a task (no error if there are none)."""
+
+
+class LocalAttachmentStore:
+    """Keeps a folder per task under ``root``; writes go to a temporary file first."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _folder(self, task_id: int) -> Path:
+        return self.root / str(int(task_id))
+
+    def put(self, task_id: int, name: str, stream: IO[bytes], max_size: int) -> tuple[int, str]:
+        folder = self._folder(task_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_size:
+                        raise AttachmentError(
+                            f"attachment {name!r} of task {task_id} is larger than the limit of "
+                            f"{max_size:,} bytes (setting max_attachment_size)"
+                        )
+                    digest.update(chunk)
+                    out.write(chunk)
+            os.replace(temporary, folder / name)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+        return size, f"sha256:{digest.hexdigest()}"
+
+    def open(self, task_id: int, name: str) -> IO[bytes]:
+        return (self._folder(task_id) / name).open("rb")
+
+    def delete_all(self, task_id: int) -> None:
+        shutil.rmtree(self._folder(task_id), ignore_errors=True)
+
+
+def check_name(name: str) -> str:
+    """Refuse names that could escape the task's folder or confuse a file system."""
+    if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..") \
+            or ".." in name or name.endswith((" ", ".")):
+        raise AttachmentError(
+            f"attachment name {name!r} is not allowed: use 1-255 letters, digits, '.', '_', "
+            f"'-', '+' or spaces, starting with a letter or digit (no paths)"
+        )
+    return name
+
+
+def store_attachment(app: Roadie, task_id: int, name: str,
+                     data: bytes | str | Path | IO[bytes], *,
+                     media_type: str | None = None) -> AttachmentInfo:
+    """Validate, store and record one attachment."""
+    check_name(name)
+    app.get_task(task_id)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        stream: IO[bytes] = io.BytesIO(bytes(data))
+        close = False
+    elif isinstance(data, (str, Path)):
+        path = Path(data)
+        if not path.is_file():
+            raise AttachmentError(f"cannot attach {str(path)!r} to task {task_id}: no such file")
+        stream = path.open("rb")
+        close = True
+    elif hasattr(data, "read"):
+        stream = data
+        close = False
+    else:
+        raise AttachmentError(
+            f"attachment {name!r}: give bytes, a path or a binary file object, "
+            f"not {type(data).__name__}"
+        )
+    try:
+        size, checksum = app.attachment_store.put(task_id, name, stream,
+                                                  app.settings.max_attachment_size)
+    finally:
+        if close:
+            stream.close()
+    info = AttachmentInfo(
+        task_id=task_id, name=name, size=size, checksum=checksum,
+        media_type=media_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
+        created_at=utcnow(),
+    )
+    app.store.add_attachment(info)
+    return info
+
+
+def open_attachment(app: Roadie, task_id: int, name: str) -> IO[bytes]:
+    """Open a recorded attachment, or raise a clear error."""
+    check_name(name)
+    names = {a.name for a in app.list_attachments(task_id)}
+    if name not in names:
+        listing = ", ".join(sorted(names)) or "none"
+        raise AttachmentError(f"task {task_id} has no attachment {name!r} (it has: {listing})")
+    return app.attachment_store.open(task_id, name)

@@ -1,0 +1,51 @@
+"""The built-in logging of task events (logger ``roadie.events``)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from roadie.hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    from roadie.app import Roadie
+    from roadie.records import TaskRecord
+    from roadie.result import Result
+    from roadie.worker import Worker
+
+log = logging.getLogger("roadie.events")
+
+
+@hookimpl
+def roadie_task_added(app: Roadie, task: TaskRecord) -> None:
+    log.debug("task %s added: %s %r", task.id, task.executor, task.name)
+
+
+@hookimpl
+def roadie_task_finished(task: TaskRecord, result: Result) -> None:
+    log.info("task %s successful: %s", task.id, result.message)
+
+
+@hookimpl
+def roadie_task_failed(task: TaskRecord, message: str, error: BaseException | None) -> None:
+    log.warning("task %s failed: %s", task.id, message)
+
+
+@hookimpl
+def roadie_task_cancelled(task: TaskRecord, message: str) -> None:
+    log.info("task %s cancelled: %s", task.id, message)
+
+
+@hookimpl
+def roadie_task_orphaned(task: TaskRecord, node: str, outcome: str) -> None:
+    log.warning("task %s of dead worker %s: %s", task.id, node, outcome)
+
+
+@hookimpl
+def roadie_worker_started(worker: Worker) -> None:
+    log.info("worker %s started (%d threads)", worker.name, worker.concurrency)
+
+
+@hookimpl
+def roadie_worker_stopping(worker: Worker) -> None:
+    log.info("worker %s stopping", worker.name)

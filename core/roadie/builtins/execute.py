@@ -1,0 +1,24 @@
+"""The built-in ``roadie_execute_task``: call the executor (wrappers go around it)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from roadie.hookspecs import hookimpl
+from roadie.lifecycle import mark_from_executor
+
+if TYPE_CHECKING:
+    from roadie.executor import Executor
+    from roadie.result import Result
+    from roadie.running import RunningTask
+
+
+@hookimpl(trylast=True)
+def roadie_execute_task(task: RunningTask, executor: Executor) -> Result:
+    """Run ``executor.execute(task)``; its exceptions are marked as the executor's own, so
+    that they are not mistaken for a failing plugin hook."""
+    try:
+        return executor.execute(task)
+    except BaseException as exc:
+        mark_from_executor(exc)
+        raise

@@ -1,0 +1,464 @@
+"""Context maps in msgpack with a type registry: plugin classes round-trip, nothing is pickled.
+
+Plain data (None, bool, int, float, str, bytes, list, dict) is stored as msgpack. Any other
+value must belong to a registered type: it is stored as a msgpack extension carrying
+``[key, version, data]``, where ``key`` is ``"<plugin distribution>:<TypeName>"`` and ``data``
+is what the type's encoder made of the value (itself encoded the same way). Decoding looks the
+key up in the registry, never imports anything by a name found in the data, and only resolves
+keys of the namespaces it is allowed (the task's plugins and ``roadie``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import pathlib
+import threading
+import uuid
+import zoneinfo
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+
+from roadie.errors import ContextDecodeError, ContextEncodeError, TypeRegistrationError
+
+EXT_CODE = 42
+CORE_NAMESPACE = "roadie"
+DEFAULT_MAX_SIZE = 4 * 1024 * 1024
+DEFAULT_MAX_DEPTH = 64
+
+Encoder = Callable[[Any], Any]
+Decoder = Callable[[Any], Any]
+Upgrader = Callable[[Any], Any]
+T = TypeVar("T", bound=type)
+
+
+@dataclass(frozen=True)
+class RegisteredType:
+    """One entry of the registry: a class under a namespaced key and version."""
+
+    key: str
+    cls: type
+    version: int
+    encode: Encoder
+    decode: Decoder
+    upgraders: Mapping[int, Upgrader] = field(default_factory=dict)
+
+    @property
+    def namespace(self) -> str:
+        """The plugin distribution that owns the key."""
+        return self.key.partition(":")[0]
+
+    def upgrade(self, data: Any, stored_version: int) -> Any:
+        """Bring ``data`` stored by ``stored_version`` up to the current version."""
+        for version in range(stored_version, self.version):
+            upgrader = self.upgraders.get(version)
+            if upgrader is None:
+                raise ContextDecodeError(
+                    f"type {self.key!r} has no upgrader from version {version} to {version + 1}; "
+                    f"the stored value cannot be read by this version of the plugin"
+                )
+            data = upgrader(data)
+        return data
+
+
+def context_type(
+    cls: T | None = None,
+    *,
+    name: str | None = None,
+    version: int = 1,
+    upgraders: Mapping[int, Upgrader] | None = None,
+) -> Any:
+    """Mark a dataclass (or a class with ``__roadie_encode__``/``__roadie_decode__``) as a
+    context type, with its name and version, for ``register(cls)`` in the
+    ``roadie_register_types`` hook. Usable bare (``@context_type``) or with arguments.
+    """
+
+    def mark(target: T) -> T:
+        target.__roadie_type__ = {  # type: ignore[attr-defined]
+            "name": name or target.__qualname__,
+            "version": version,
+            "upgraders": dict(upgraders or {}),
+        }
+        return target
+
+    return mark(cls) if cls is not None else mark
+
+
+def _codec_for_class(cls: type) -> tuple[Encoder, Decoder]:
+    """The encoder and decoder that a class offers by its shape."""
+    encode = getattr(cls, "__roadie_encode__", None)
+    decode = getattr(cls, "__roadie_decode__", None)
+    if encode is not None and decode is not None:
+        return encode, decode
+    if issubclass(cls, enum.Enum):
+        members = cls
+        return (lambda member: member.name), (lambda name: members[name])
+    if dataclasses.is_dataclass(cls):
+        fields = [f.name for f in dataclasses.fields(cls) if f.init]
+
+        def encode_dataclass(obj: Any) -> dict[str, Any]:
+            return {name: getattr(obj, name) for name in fields}
+
+        def decode_dataclass(data: Any) -> Any:
+            return cls(**data)
+
+        return encode_dataclass, decode_dataclass
+    raise TypeRegistrationError(
+        f"cannot register {cls.__qualname__}: it is not a dataclass or an Enum and has no "
+        f"__roadie_encode__/__roadie_decode__ methods; pass encode= and decode= functions"
+    )
+
+
+class TypeRegistry:
+    """Maps namespaced type keys to codecs; encodes and decodes context maps.
+
+    ``encode`` and ``decode`` are safe to call from many threads at once.
+    """
+
+    def __init__(self, *, max_size: int = DEFAULT_MAX_SIZE, max_depth: int = DEFAULT_MAX_DEPTH):
+        self.max_size = max_size
+        self.max_depth = max_depth
+        self._by_key: dict[str, RegisteredType] = {}
+        self._by_class: dict[type, RegisteredType] = {}
+        self._local = threading.local()
+        _register_builtins(self)
+
+    # -- registration -------------------------------------------------------------------
+
+    def register(
+        self,
+        cls: type,
+        *,
+        namespace: str,
+        name: str | None = None,
+        version: int | None = None,
+        encode: Encoder | None = None,
+        decode: Decoder | None = None,
+        upgraders: Mapping[int, Upgrader] | None = None,
+    ) -> RegisteredType:
+        """Register ``cls`` under ``"<namespace>:<name>"``.
+
+        Without ``encode``/``decode`` the class must be a dataclass, an Enum, or offer
+        ``__roadie_encode__(self)`` and a classmethod ``__roadie_decode__(data)``. Options set
+        with ``@context_type`` are used unless given here.
+        """
+        marked = getattr(cls, "__roadie_type__", None) or {}
+        name = name or marked.get("name") or cls.__qualname__
+        version = version if version is not None else marked.get("version", 1)
+        upgraders = upgraders if upgraders is not None else marked.get("upgraders", {})
+        if not isinstance(version, int) or version < 1:
+            raise TypeRegistrationError(f"type {name!r}: version must be an int >= 1")
+        if (encode is None) != (decode is None):
+            raise TypeRegistrationError(f"type {name!r}: give both encode= and decode=, or neither")
+        if encode is None or decode is None:
+            encode, decode = _codec_for_class(cls)
+        key = f"{namespace}:{name}"
+        entry = RegisteredType(key, cls, version, encode, decode, dict(upgraders or {}))
+        existing = self._by_key.get(key)
+        if existing is not None:
+            if existing.cls is cls:
+                return existing
+            raise TypeRegistrationError(
+                f"type key {key!r} is registered twice: by {_qualname(existing.cls)} and by "
+                f"{_qualname(cls)}; give one of them another name"
+            )
+        other = self._by_class.get(cls)
+        if other is not None:
+            raise TypeRegistrationError(
+                f"{_qualname(cls)} is already registered as {other.key!r}; cannot also be {key!r}"
+            )
+        self._by_key[key] = entry
+        self._by_class[cls] = entry
+        return entry
+
+    def registrar(self, namespace: str) -> Callable[..., RegisteredType]:
+        """A ``register`` callback bound to one plugin's namespace (given to the hook)."""
+
+        def register(cls: type, **options: Any) -> RegisteredType:
+            return self.register(cls, namespace=namespace, **options)
+
+        return register
+
+    def unregister_namespace(self, namespace: str) -> None:
+        """Forget every type of one namespace (used when a plugin is unregistered)."""
+        for key in [k for k, v in self._by_key.items() if v.namespace == namespace]:
+            entry = self._by_key.pop(key)
+            self._by_class.pop(entry.cls, None)
+
+    def get(self, key: str) -> RegisteredType | None:
+        """The registered type of ``key``, or None."""
+        return self._by_key.get(key)
+
+    def keys(self, namespace: str | None = None) -> list[str]:
+        """The registered keys, of one namespace or all."""
+        return sorted(k for k, v in self._by_key.items() if namespace in (None, v.namespace))
+
+    # -- encoding ------------------------------------------------------------------------
+
+    def encode(self, value: Any, *, what: str = "context", max_size: int | None = None) -> bytes:
+        """Encode ``value``; a value that cannot be encoded raises ``ContextEncodeError``
+        naming its key path (``context["rows"][3]["when"]``)."""
+        return self.encode_with_namespaces(value, what=what, max_size=max_size)[0]
+
+    def encode_with_namespaces(
+        self, value: Any, *, what: str = "context", max_size: int | None = None
+    ) -> tuple[bytes, set[str]]:
+        """Encode ``value`` and say which plugin namespaces its types came from."""
+        used: set[str] = set()
+        self._local.used = used
+        try:
+            data = msgpack.packb(
+                value, default=self._default, strict_types=True, use_bin_type=True
+            )
+        except ContextEncodeError as exc:
+            raise ContextEncodeError(self._explain_failure(value, what, exc)) from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ContextEncodeError(self._explain_failure(value, what, exc)) from None
+        finally:
+            self._local.used = None
+        limit = self.max_size if max_size is None else max_size
+        if len(data) > limit:
+            raise ContextEncodeError(
+                f"{what} encodes to {len(data):,} bytes, over the limit of {limit:,}; keep large "
+                f"data in attachments or storage and pass a reference"
+            )
+        used.discard(CORE_NAMESPACE)
+        return data, used
+
+    def _default(self, obj: Any) -> msgpack.ExtType:
+        entry = self._by_class.get(type(obj))
+        if entry is None:
+            if type(obj) is int:
+                entry = self._by_key["roadie:int"]
+            else:
+                raise ContextEncodeError(_unregistered(obj))
+        used = getattr(self._local, "used", None)
+        if used is not None:
+            used.add(entry.namespace)
+        payload = msgpack.packb(
+            [entry.key, entry.version, entry.encode(obj)],
+            default=self._default,
+            strict_types=True,
+            use_bin_type=True,
+        )
+        return msgpack.ExtType(EXT_CODE, payload)
+
+    def _explain_failure(self, value: Any, what: str, exc: Exception) -> str:
+        found = self._find_unencodable(value, what, 0)
+        if found is not None:
+            path, reason = found
+            return f"cannot encode {path}: {reason}"
+        return f"cannot encode {what}: {exc}"
+
+    def _find_unencodable(self, value: Any, path: str, depth: int) -> tuple[str, str] | None:
+        """The key path of the first value that cannot be encoded, and why (slow; errors only)."""
+        if depth > self.max_depth:
+            return path, f"nested deeper than {self.max_depth} levels"
+        kind = type(value)
+        if value is None or kind in (bool, float, str, bytes):
+            return None
+        if kind is int:
+            return None
+        if kind is list:
+            for index, item in enumerate(value):
+                found = self._find_unencodable(item, f"{path}[{index}]", depth + 1)
+                if found:
+                    return found
+            return None
+        if kind is dict:
+            for key, item in value.items():
+                found = self._find_unencodable(key, f"{path} key {key!r}", depth + 1)
+                if found:
+                    return found
+                found = self._find_unencodable(item, f"{path}[{key!r}]", depth + 1)
+                if found:
+                    return found
+            return None
+        entry = self._by_class.get(kind)
+        if entry is None:
+            return path, _unregistered(value)
+        try:
+            data = entry.encode(value)
+        except Exception as exc:
+            return path, f"the encoder of {entry.key!r} failed: {exc}"
+        return self._find_unencodable(data, f"{path}<{entry.key}>", depth + 1)
+
+    # -- decoding ------------------------------------------------------------------------
+
+    def decode(
+        self,
+        data: bytes,
+        *,
+        what: str = "context",
+        namespaces: Iterable[str] | None = None,
+        installed: Callable[[str], bool] | None = None,
+    ) -> Any:
+        """Decode bytes made by ``encode``.
+
+        ``namespaces`` limits which plugins' types resolve (the task's import context);
+        ``installed`` tells whether a plugin distribution is installed, for clearer errors.
+        Any problem raises ``ContextDecodeError``, never another exception.
+        """
+        allowed = None if namespaces is None else {*namespaces, CORE_NAMESPACE}
+        depth = 0
+
+        def ext_hook(code: int, payload: bytes) -> Any:
+            nonlocal depth
+            if code != EXT_CODE:
+                raise ContextDecodeError(f"{what}: unknown msgpack extension code {code}")
+            depth += 1
+            if depth > self.max_depth:
+                raise ContextDecodeError(f"{what}: nested deeper than {self.max_depth} levels")
+            try:
+                header = _unpack(payload, ext_hook)
+                if not (isinstance(header, list) and len(header) == 3):
+                    raise ContextDecodeError(f"{what}: malformed typed value")
+                key, version, inner = header
+                if not (isinstance(key, str) and type(version) is int and version >= 1):
+                    raise ContextDecodeError(f"{what}: malformed typed value")
+                return self._decode_typed(key, version, inner, what, allowed, installed)
+            finally:
+                depth -= 1
+
+        try:
+            return _unpack(data, ext_hook)
+        except ContextDecodeError:
+            raise
+        except Exception as exc:  # any failure of corrupt data is a decode error
+            raise ContextDecodeError(f"{what} is not valid roadie data: {exc}") from None
+
+    def _decode_typed(
+        self,
+        key: str,
+        version: int,
+        inner: Any,
+        what: str,
+        allowed: set[str] | None,
+        installed: Callable[[str], bool] | None,
+    ) -> Any:
+        namespace, _, type_name = key.partition(":")
+        if allowed is not None and namespace not in allowed:
+            raise ContextDecodeError(
+                f"{what} holds a value of type {key!r} from plugin {namespace!r}, which the task "
+                f"does not name among its plugins"
+            )
+        entry = self._by_key.get(key)
+        if entry is None:
+            if installed is not None and not installed(namespace):
+                raise ContextDecodeError(
+                    f"{what} needs type {type_name!r} from plugin {namespace!r}, which is not "
+                    f"installed here; install {namespace!r} (pip install {namespace}) and resume "
+                    f"the task"
+                )
+            raise ContextDecodeError(
+                f"{what} needs type {type_name!r}, which plugin {namespace!r} does not register "
+                f"(any more); install a version of {namespace!r} that registers it"
+            )
+        if version > entry.version:
+            raise ContextDecodeError(
+                f"{what} holds {key!r} version {version}, newer than version {entry.version} "
+                f"registered here; upgrade plugin {namespace!r}"
+            )
+        if version < entry.version:
+            inner = entry.upgrade(inner, version)
+        try:
+            return entry.decode(inner)
+        except ContextDecodeError:
+            raise
+        except Exception as exc:
+            raise ContextDecodeError(
+                f"{what}: the decoder of {key!r} failed on the stored value: {exc}"
+            ) from None
+
+
+def _unpack(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
+    return msgpack.unpackb(
+        data, ext_hook=ext_hook, raw=False, strict_map_key=False, use_list=True
+    )
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _unregistered(obj: Any) -> str:
+    kind = type(obj)
+    return (
+        f"{_qualname(kind)} is not a registered context type; register it in your plugin's "
+        f"roadie_register_types hook (register({kind.__qualname__})), or pass plain data"
+    )
+
+
+# -- the built-in types -------------------------------------------------------------------
+
+
+def _encode_tz(tz: dt.tzinfo | None) -> Any:
+    if tz is None:
+        return None
+    if isinstance(tz, zoneinfo.ZoneInfo):
+        return ["zone", tz.key]
+    if isinstance(tz, dt.timezone):
+        offset = tz.utcoffset(None)
+        default_name = dt.timezone(offset).tzname(None)
+        name = tz.tzname(None)
+        return ["fixed", offset // dt.timedelta(microseconds=1), None if name == default_name else name]
+    raise TypeError(
+        f"time zone {tz!r} is neither a zoneinfo.ZoneInfo nor a datetime.timezone; convert it"
+    )
+
+
+def _decode_tz(data: Any) -> dt.tzinfo | None:
+    if data is None:
+        return None
+    kind = data[0]
+    if kind == "zone":
+        return zoneinfo.ZoneInfo(data[1])
+    if kind == "fixed":
+        offset = dt.timedelta(microseconds=data[1])
+        return dt.timezone(offset, data[2]) if data[2] is not None else dt.timezone(offset)
+    raise ValueError(f"unknown time zone kind {kind!r}")
+
+
+def _encode_datetime(v: dt.datetime) -> list[Any]:
+    return [
+        v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, v.fold,
+        _encode_tz(v.tzinfo),
+    ]
+
+
+def _decode_datetime(d: list[Any]) -> dt.datetime:
+    return dt.datetime(*d[:7], fold=d[7], tzinfo=_decode_tz(d[8]))
+
+
+def _encode_time(v: dt.time) -> list[Any]:
+    return [v.hour, v.minute, v.second, v.microsecond, v.fold, _encode_tz(v.tzinfo)]
+
+
+def _decode_time(d: list[Any]) -> dt.time:
+    return dt.time(*d[:4], fold=d[4], tzinfo=_decode_tz(d[5]))
+
+
+def _register_builtins(registry: TypeRegistry) -> None:
+    def add(cls: type, name: str, encode: Encoder, decode: Decoder) -> None:
+        registry.register(cls, namespace=CORE_NAMESPACE, name=name, encode=encode, decode=decode)
+
+    add(dt.datetime, "datetime", _encode_datetime, _decode_datetime)
+    add(dt.date, "date", lambda v: [v.year, v.month, v.day], lambda d: dt.date(*d))
+    add(dt.time, "time", _encode_time, _decode_time)
+    add(dt.timedelta, "timedelta", lambda v: [v.days, v.seconds, v.microseconds],
+        lambda d: dt.timedelta(days=d[0], seconds=d[1], microseconds=d[2]))
+    add(decimal.Decimal, "decimal", str, decimal.Decimal)
+    add(uuid.UUID, "uuid", lambda v: v.bytes, lambda d: uuid.UUID(bytes=d))
+    add(tuple, "tuple", list, tuple)
+    add(set, "set", list, set)
+    add(frozenset, "frozenset", list, frozenset)
+    add(bytearray, "bytearray", bytes, bytearray)
+    add(int, "int", lambda v: str(v), lambda d: int(d))
+    for path_class in (pathlib.PurePosixPath, pathlib.PureWindowsPath,
+                       pathlib.PosixPath, pathlib.WindowsPath):
+        add(path_class, path_class.__name__, str, path_class)

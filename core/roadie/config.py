@@ -1,0 +1,81 @@
+"""Settings: defaults, overridden by ``ROADIE_*`` environment variables and by arguments."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from roadie.errors import ConfigurationError
+
+
+def default_data_dir() -> Path:
+    """Where the embedded database and attachments live: ROADIE_DATA_DIR or the user's data
+    directory."""
+    configured = os.environ.get("ROADIE_DATA_DIR")
+    return Path(configured) if configured else Path(platformdirs.user_data_dir("roadie"))
+
+
+@dataclass
+class Settings:
+    """Every tunable of roadie. Each field can be set with ``ROADIE_<FIELD>`` (upper case)."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    heartbeat_interval: float = 5.0
+    heartbeat_grace: float = 30.0
+    status_interval: float = 0.25
+    cancel_poll_interval: float = 1.0
+    sqlite_poll_interval: float = 0.1
+    postgres_poll_interval: float = 2.0
+    max_status_messages: int = 50
+    child_width: int = 4
+    max_context_size: int = 4 * 1024 * 1024
+    max_attachment_size: int = 256 * 1024 * 1024
+    pending_horizon: float = 60.0
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> Settings:
+        """Defaults, then environment variables, then ``overrides``."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = os.environ.get(f"ROADIE_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _parse(f.name, f.type, raw)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigurationError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        values.update(overrides)
+        if "data_dir" in values:
+            values["data_dir"] = Path(values["data_dir"])
+        return cls(**values)
+
+    def default_url(self) -> str:
+        """ROADIE_URL, or the embedded SQLite file in the data directory."""
+        return os.environ.get("ROADIE_URL") or f"sqlite:///{self.data_dir / 'roadie.db'}"
+
+    def poll_interval(self, postgres: bool) -> float:
+        """How long a worker sleeps between claims when nothing wakes it."""
+        return self.postgres_poll_interval if postgres else self.sqlite_poll_interval
+
+
+def _parse(name: str, kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "Path":
+            return Path(raw)
+        if kind.startswith("tuple"):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+    except ValueError:
+        raise ConfigurationError(
+            f"environment variable ROADIE_{name.upper()}={raw!r} is not a valid {kind}"
+        ) from None
+    return raw

@@ -1,0 +1,71 @@
+"""Every error roadie raises; each message names the task, key or plugin and what to do."""
+
+from __future__ import annotations
+
+
+class RoadieError(Exception):
+    """The base of every roadie error."""
+
+
+class ConfigurationError(RoadieError):
+    """A setting or argument is wrong."""
+
+
+class DatabaseError(RoadieError):
+    """The database cannot be reached, or its schema does not match the code."""
+
+
+class SchemaOutdatedError(DatabaseError):
+    """The database schema is older than the code: run ``roadie db upgrade``."""
+
+
+class TaskNotFound(RoadieError, LookupError):
+    """No task has the given id."""
+
+    def __init__(self, task_id: int) -> None:
+        super().__init__(f"task {task_id} does not exist (see `roadie list`)")
+        self.task_id = task_id
+
+
+class UnknownExecutor(RoadieError, LookupError):
+    """No installed plugin (nor any live worker) provides the executor."""
+
+
+class PluginError(RoadieError):
+    """A plugin failed to load; the message names the plugin and its error."""
+
+
+class ContextError(RoadieError):
+    """A context map (or status message) cannot be encoded or decoded."""
+
+
+class ContextEncodeError(ContextError, TypeError):
+    """A value in a context map cannot be encoded; the message names its key path."""
+
+
+class ContextDecodeError(ContextError, ValueError):
+    """Stored bytes cannot be decoded: corrupt data, a missing plugin or type, or a newer version."""
+
+
+class TypeRegistrationError(RoadieError):
+    """A type was registered twice under one key, or with bad arguments."""
+
+
+class InvalidTransition(RoadieError):
+    """The task's status does not allow the operation (for example resuming a running task)."""
+
+
+class AttachmentError(RoadieError):
+    """An attachment name, size or lookup is wrong."""
+
+
+class Cancelled(Exception):
+    """Raised inside a running task at a safe point once a cancel was requested.
+
+    Executors may catch it to clean up, but should re-raise it.
+    """
+
+    def __init__(self, message: str = "cancelled", *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.timed_out = timed_out

@@ -1,0 +1,104 @@
+"""The executor: the class a plugin writes to do a task's work."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from roadie.records import TaskRecord
+    from roadie.result import Result
+    from roadie.running import RunningTask
+    from roadie.taskstatus import TaskStatus
+
+
+class Isolation(enum.Enum):
+    """Which tasks of an executor may not run at the same time.
+
+    NOT_ISOLATED: any number at once. CLASS: one at a time per executor (Liferay's serial
+    executor). GROUP, OWNER, TASK_NAME: one at a time per executor and group, owner or task
+    name. CUSTOM: one at a time per executor and the key that ``Executor.isolation_key``
+    computes.
+    """
+
+    NOT_ISOLATED = "not-isolated"
+    CLASS = "class"
+    GROUP = "group"
+    OWNER = "owner"
+    TASK_NAME = "task-name"
+    CUSTOM = "custom"
+
+
+class CrashPolicy(enum.Enum):
+    """What happens to a task whose worker died while it ran.
+
+    FAIL: FAILED, saying which worker stopped and when. RETRY: back to NEW, up to
+    ``Executor.max_attempts``. RESUME: back to NEW with its last checkpoint.
+    """
+
+    FAIL = "fail"
+    RETRY = "retry"
+    RESUME = "resume"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Retry a task whose ``execute`` raised one of ``on`` (exception classes).
+
+    ``max_attempts`` counts every attempt, the first included; attempt ``n`` waits
+    ``backoff * factor ** (n - 1)`` seconds (at most ``max_backoff``) before it may start.
+    """
+
+    on: tuple[type[BaseException], ...] = (Exception,)
+    max_attempts: int = 3
+    backoff: float = 1.0
+    factor: float = 2.0
+    max_backoff: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before attempt ``attempt + 1``."""
+        return float(min(self.max_backoff, self.backoff * self.factor ** max(0, attempt - 1)))
+
+    def applies(self, exc: BaseException, attempt: int) -> bool:
+        """Whether ``exc`` on attempt ``attempt`` earns another attempt."""
+        return attempt < self.max_attempts and isinstance(exc, self.on)
+
+
+class StatusMessageTranslator:
+    """Turns a status message (a map sent by ``task.send_status``) into task status attributes.
+
+    Subclass and override ``translate``; the default copies the message's keys and derives
+    percent, rate and time left from ``done`` and ``total``.
+    """
+
+    def translate(self, task: RunningTask, message: dict[str, Any], status: TaskStatus) -> None:
+        """Update ``status`` from ``message``."""
+        status.apply_progress_fields(message)
+        status.update({k: v for k, v in message.items() if k not in status.PROGRESS_KEYS})
+
+
+class Executor:
+    """The base class of executors. Subclass it, implement ``execute``, declare an entry point.
+
+    Class attributes configure how roadie runs the executor's tasks.
+    """
+
+    isolation: ClassVar[Isolation] = Isolation.NOT_ISOLATED
+    translator: ClassVar[StatusMessageTranslator | None] = None
+    crash_policy: ClassVar[CrashPolicy] = CrashPolicy.FAIL
+    max_attempts: ClassVar[int] = 3
+    retry: ClassVar[Retry | None] = None
+    timeout: ClassVar[float | None] = None
+
+    def execute(self, task: RunningTask) -> Result:
+        """Do the work of ``task`` and return a Result."""
+        raise NotImplementedError(f"{type(self).__qualname__} must implement execute(task)")
+
+    def handle_exception(self, task: RunningTask, exc: BaseException) -> str:
+        """The status message of a task whose ``execute`` raised ``exc``."""
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+    def isolation_key(self, task: TaskRecord) -> str | None:
+        """The key under which ``task`` is isolated (for ``Isolation.CUSTOM``: override it)."""
+        return None

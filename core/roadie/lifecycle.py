@@ -1,0 +1,205 @@
+"""One attempt of one task, through the hooks: load, decode, veto, restore, execute, wait for
+children, and the Outcome that the worker writes."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from roadie.errors import Cancelled, ContextDecodeError, PluginError, RoadieError
+from roadie.executor import Executor
+from roadie.result import Result
+from roadie.running import RunningTask, _current
+from roadie.status import Status
+from roadie.store import Outcome, utcnow
+
+if TYPE_CHECKING:
+    from roadie.app import Roadie
+
+log = logging.getLogger("roadie.lifecycle")
+
+
+@dataclass(frozen=True)
+class Veto:
+    """Returned by ``roadie_before_task``: do not run the task; it ends CANCELLED with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Returned by ``roadie_before_task``: put the task back to wait ``seconds``, with ``reason``
+    as its status message. The attempt does not count."""
+
+    seconds: float
+    reason: str = ""
+
+
+class HookFailure(RoadieError):
+    """A plugin's hook raised; the message names the plugin and the hook."""
+
+
+def plugin_of_error(app: Roadie, hook_name: str, exc: BaseException) -> str:
+    """The name of the plugin whose implementation of ``hook_name`` raised ``exc``."""
+    caller = getattr(app.plugins.pm.hook, hook_name)
+    codes = {impl.function.__code__: impl.plugin_name for impl in caller.get_hookimpls()}
+    found = "unknown plugin"
+    tb = exc.__traceback__
+    while tb is not None:
+        name = codes.get(tb.tb_frame.f_code)
+        if name is not None:
+            found = name
+        tb = tb.tb_next
+    return found
+
+
+def mark_from_executor(exc: BaseException) -> None:
+    """Mark an exception as raised by the executor's own code (not by a plugin's hook)."""
+    with contextlib.suppress(AttributeError, TypeError):
+        exc.__roadie_from_executor__ = True  # type: ignore[attr-defined]
+
+
+def call_hook(app: Roadie, hook_name: str, caller: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call a hook; a raising implementation becomes a HookFailure naming its plugin."""
+    try:
+        return caller(**kwargs)
+    except (Cancelled, HookFailure):
+        raise
+    except Exception as exc:
+        if getattr(exc, "__roadie_from_executor__", False):
+            raise
+        plugin = plugin_of_error(app, hook_name, exc)
+        raise HookFailure(
+            f"hook {hook_name} of plugin {plugin!r} failed: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def notify_hook(roadie: Roadie, hook_name: str, **kwargs: Any) -> list[str]:
+    """Call an observing hook on every plugin, each on its own: a failing plugin neither stops
+    the others nor the task. Returns one line per failure, naming the plugin."""
+    failures = []
+    for impl in reversed(getattr(roadie.plugins.hook, hook_name).get_hookimpls()):
+        if impl.hookwrapper or impl.wrapper:
+            continue
+        try:
+            impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception as exc:
+            line = (f"hook {hook_name} of plugin {impl.plugin_name!r} failed: "
+                    f"{type(exc).__name__}: {exc}")
+            log.warning(line, exc_info=exc)
+            failures.append(line)
+    return failures
+
+
+def run_attempt(app: Roadie, task: RunningTask) -> tuple[Outcome, Result | None, BaseException | None]:
+    """Run one attempt of ``task`` and say how it ended (nothing is written here)."""
+    record = task.record
+    try:
+        executor_class = app.plugins.load_executor(record.executor)
+    except (PluginError, RoadieError) as exc:
+        return _failed(task, f"cannot load executor {record.executor!r}: {exc}", None), None, exc
+    try:
+        task.context = record.context
+    except ContextDecodeError as exc:
+        message = f"cannot decode the context of task {record.id}: {exc}"
+        return _failed(task, message, None), None, exc
+
+    executor = executor_class()
+    task.executor = executor
+    plugins = task.plugins
+    token = _current.set(task)
+    try:
+        verdict = call_hook(app, "roadie_before_task",
+                            app.plugins.task_hook("roadie_before_task", plugins), task=task)
+        if isinstance(verdict, Veto):
+            return _outcome(task, Status.CANCELLED, verdict.reason), None, None
+        if isinstance(verdict, Delay):
+            outcome = _outcome(task, Status.NEW, verdict.reason or "delayed",
+                               run_after=utcnow() + dt.timedelta(seconds=verdict.seconds),
+                               attempt_counts=False)
+            return outcome, None, None
+        result = _execute(app, task, executor, plugins)
+    except Cancelled as exc:
+        task.children.wait_all()
+        return _cancelled(task, executor, exc), None, exc
+    except HookFailure as exc:
+        task.children.wait_all()
+        return _failed(task, str(exc), exc), None, exc
+    except Exception as exc:
+        task.children.wait_all()
+        return _on_exception(task, executor, exc), None, exc
+    finally:
+        _current.reset(token)
+
+    failed_children = task.children.wait_all()
+    if failed_children and result.status == Status.SUCCESSFUL:
+        first = failed_children[0]
+        error = first.exception()
+        message = (f"{len(failed_children)} of {len(task.children)} child tasks failed; "
+                   f"first: {first.name!r}: {type(error).__name__}: {error}")
+        return _failed(task, message, error), None, error
+    value = None
+    if result.value is not None:
+        try:
+            value = app.registry.encode(result.value, what=f"result of task {record.id}")
+        except RoadieError as exc:
+            return _failed(task, str(exc), exc), None, exc
+    return _outcome(task, result.status, result.message, result=value), result, None
+
+
+def _execute(app: Roadie, task: RunningTask, executor: Executor, plugins: list[str]) -> Result:
+    with contextlib.ExitStack() as stack:
+        managers = call_hook(app, "roadie_restore_context",
+                             app.plugins.task_hook("roadie_restore_context", plugins),
+                             task=task, captured=task.captured)
+        for manager in managers:
+            if manager is not None:
+                stack.enter_context(manager)
+        result = call_hook(app, "roadie_execute_task",
+                           app.plugins.task_hook("roadie_execute_task", plugins),
+                           task=task, executor=executor)
+    if result is None:
+        result = Result.SUCCESS
+    if not isinstance(result, Result):
+        raise TypeError(
+            f"{type(executor).__qualname__}.execute returned {type(result).__name__}, not a "
+            f"roadie.Result (return roadie.Result.SUCCESS or roadie.Result.failed('why'))"
+        )
+    return result
+
+
+def _on_exception(task: RunningTask, executor: Executor, exc: Exception) -> Outcome:
+    retry = executor.retry
+    trace = "".join(traceback.format_exception(exc))
+    if retry is not None and retry.applies(exc, task.attempt):
+        delay = retry.delay(task.attempt)
+        message = (f"attempt {task.attempt} of {retry.max_attempts} failed "
+                   f"({type(exc).__name__}: {exc}); retrying in {delay:g} s")
+        return _outcome(task, Status.NEW, message, error=trace,
+                        run_after=utcnow() + dt.timedelta(seconds=delay))
+    try:
+        message = executor.handle_exception(task, exc)
+    except Exception as handler_error:
+        message = (f"{type(exc).__name__}: {exc} (and handle_exception failed: "
+                   f"{type(handler_error).__name__}: {handler_error})")
+    return _outcome(task, Status.FAILED, str(message), error=trace)
+
+
+def _cancelled(task: RunningTask, executor: Executor, exc: Cancelled) -> Outcome:
+    if exc.timed_out:
+        return _outcome(task, Status.FAILED, exc.message)
+    return _outcome(task, Status.CANCELLED, exc.message)
+
+
+def _failed(task: RunningTask, message: str, exc: BaseException | None) -> Outcome:
+    trace = "".join(traceback.format_exception(exc)) if exc is not None else None
+    return _outcome(task, Status.FAILED, message, error=trace)
+
+
+def _outcome(task: RunningTask, status: Status, message: str, **extra: Any) -> Outcome:
+    return Outcome(task_id=task.id, status=status, message=message, **extra)

@@ -1,0 +1,167 @@
+"""Lightweight child tasks: transient, in-process pieces of a running task (never stored).
+
+A child is RUNNABLE until its callable returns or raises, then CLOSED. The parent task does not
+finish until every child is CLOSED; cancelling the parent cancels the children at their next
+safe point, and a child that has not started yet is closed without running.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextvars
+import enum
+import itertools
+import threading
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from roadie.errors import Cancelled
+
+if TYPE_CHECKING:
+    from roadie.running import RunningTask
+
+
+class ChildState(enum.Enum):
+    """The states of a lightweight task."""
+
+    RUNNABLE = "runnable"
+    CLOSED = "closed"
+
+
+class LightweightTask:
+    """A handle on one child: its name, its state, its result."""
+
+    def __init__(self, name: str, future: concurrent.futures.Future[Any]) -> None:
+        self.name = name
+        self._future = future
+
+    @property
+    def state(self) -> ChildState:
+        """RUNNABLE until the callable has returned or raised, then CLOSED."""
+        return ChildState.CLOSED if self._future.done() else ChildState.RUNNABLE
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The callable's return value; re-raises its exception."""
+        return self._future.result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The callable's exception, or None."""
+        return self._future.exception(timeout)
+
+    @property
+    def failed(self) -> bool:
+        """CLOSED with an exception."""
+        return self._future.done() and self._future.exception() is not None
+
+    def __repr__(self) -> str:
+        return f"<LightweightTask {self.name!r} {self.state.value}>"
+
+
+class Children:
+    """The lightweight children of one running task, on a pool of ``width`` threads."""
+
+    def __init__(self, parent: RunningTask, width: int = 4) -> None:
+        self.parent = parent
+        self.width = width
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._children: list[LightweightTask] = []
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._closed = 0
+        self._failed = 0
+
+    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    self.width, thread_name_prefix=f"roadie-task-{self.parent.id}-child"
+                )
+            return self._pool
+
+    def spawn(self, fn: Callable[..., Any], *args: Any, name: str | None = None,
+              **kwargs: Any) -> LightweightTask:
+        """Start ``fn(*args, **kwargs)`` as a child; it sees ``current_task()`` as its parent."""
+        self.parent.raise_if_cancelled()
+        child_name = name or f"{getattr(fn, '__name__', 'child')}-{next(self._numbers)}"
+        context = contextvars.copy_context()
+
+        def run() -> Any:
+            self.parent.raise_if_cancelled()  # a child that had not started is closed at once
+            return context.run(fn, *args, **kwargs)
+
+        future = self._executor().submit(run)
+        child = LightweightTask(child_name, future)
+        with self._lock:
+            self._children.append(child)
+        self._publish_counts()
+        future.add_done_callback(self._on_closed)
+        return child
+
+    def _on_closed(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._closed += 1
+            if future.cancelled() or future.exception() is not None:
+                self._failed += 1
+        self._publish_counts()
+
+    def counts(self) -> dict[str, int]:
+        """How many children are runnable, closed, and failed (closed with an exception)."""
+        with self._lock:
+            total = len(self._children)
+            return {"runnable": total - self._closed, "closed": self._closed,
+                    "failed": self._failed}
+
+    def _publish_counts(self) -> None:
+        self.parent.status.set("children", self.counts())
+        self.parent._sink.mark_dirty(self.parent)
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, width: int | None = None,
+            progress: bool = True) -> list[Any]:
+        """Run ``fn`` over ``items`` as children, at most ``width`` at once; results in order.
+
+        Waits for all of them; raises the first failure (by position) once all are CLOSED.
+        """
+        items = list(items)
+        total = len(items)
+        limit = threading.BoundedSemaphore(width or self.width)
+        done = itertools.count(1)
+        children: list[LightweightTask] = []
+
+        def one(item: Any) -> Any:
+            try:
+                return fn(item)
+            finally:
+                limit.release()
+                if progress:
+                    finished = next(done)
+                    self.parent.status.apply_progress_fields({"done": finished, "total": total})
+                    self.parent._sink.mark_dirty(self.parent)
+
+        try:
+            for index, item in enumerate(items):
+                while not limit.acquire(timeout=0.1):
+                    self.parent.raise_if_cancelled()
+                children.append(self.spawn(one, item, name=f"{getattr(fn, '__name__', 'map')}[{index}]"))
+        finally:
+            concurrent.futures.wait([c._future for c in children])
+        return [child.result() for child in children]
+
+    def wait_all(self) -> list[LightweightTask]:
+        """Block until every child is CLOSED; return the failed ones (not counting children
+        closed by a cancellation of the parent)."""
+        while True:
+            with self._lock:
+                pending = [c._future for c in self._children if not c._future.done()]
+            if not pending:
+                break
+            concurrent.futures.wait(pending)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        with self._lock:
+            return [
+                c for c in self._children
+                if c.failed and not isinstance(c.exception(), Cancelled)
+            ]
+
+    def __len__(self) -> int:
+        return len(self._children)

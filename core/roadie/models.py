@@ -1,0 +1,127 @@
+"""The database tables (SQLAlchemy Core). Alembic migrations in ``roadie/migrations`` create them."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+
+class UTCDateTime(sa.TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC datetime on every database (SQLite keeps naive UTC text)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: roadie stores timezone-aware UTC times")
+        value = value.astimezone(dt.timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)  # type: ignore[no-any-return]
+        return value.astimezone(dt.timezone.utc)  # type: ignore[no-any-return]
+
+
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+tasks = sa.Table(
+    "roadie_tasks",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(255), nullable=False, server_default=""),
+    sa.Column("owner", sa.String(255)),
+    sa.Column("task_group", sa.String(255)),
+    sa.Column("executor", sa.String(255), nullable=False),
+    sa.Column("plugins", sa.JSON, nullable=False),  # {"dist": "version", ...}
+    sa.Column("context", sa.LargeBinary, nullable=False),
+    sa.Column("captured", sa.LargeBinary),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("status_message", sa.Text, nullable=False, server_default=""),
+    sa.Column("completed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("result", sa.LargeBinary),
+    sa.Column("error", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("isolation_key", sa.String(512)),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("run_after", UTCDateTime, nullable=False),
+    sa.Column("tags", sa.String(512), nullable=False, server_default=""),
+    sa.Column("timeout", sa.Float),
+    sa.Column("node", sa.String(64)),
+    sa.Column("heartbeat_at", UTCDateTime),
+    sa.Column("cancel_requested_at", UTCDateTime),
+    sa.Column("cancel_requested_by", sa.String(255)),
+    sa.Column("checkpoint", sa.LargeBinary),
+    sa.Column("task_status", sa.LargeBinary),
+    sa.Column("messages", sa.LargeBinary),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("roadie_tasks_claim", "status", "priority", "id"),
+    sa.Index("roadie_tasks_isolation_key", "isolation_key"),
+    sa.Index("roadie_tasks_node", "node"),
+    sa.Index("roadie_tasks_owner", "owner"),
+    sa.Index("roadie_tasks_group", "task_group"),
+    sa.Index("roadie_tasks_executor", "executor"),
+)
+
+locks = sa.Table(
+    "roadie_locks",
+    metadata,
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("task_id", Id, nullable=False),
+    sa.Column("node", sa.String(64)),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+)
+
+nodes = sa.Table(
+    "roadie_nodes",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("concurrency", sa.Integer, nullable=False),
+    sa.Column("plugins", sa.JSON, nullable=False),  # {"dist": "version"}
+    sa.Column("executors", sa.JSON, nullable=False),  # ["dist:name", ...]
+    sa.Column("tags", sa.JSON, nullable=False),  # ["gpu", ...]
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    sa.Column("stopped_at", UTCDateTime),
+)
+
+attempts = sa.Table(
+    "roadie_attempts",
+    metadata,
+    sa.Column("id", Id, primary_key=True, autoincrement=True),
+    sa.Column("task_id", Id, nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("node", sa.String(64)),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("error", sa.Text),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime, nullable=False),
+)
+
+attachments = sa.Table(
+    "roadie_attachments",
+    metadata,
+    sa.Column("task_id", Id, primary_key=True),
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("checksum", sa.String(80), nullable=False),  # "sha256:<hex>"
+    sa.Column("media_type", sa.String(255), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,144 @@
+"""Read-only views of stored rows: tasks, nodes, attempts, attachments."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from roadie.status import Status
+
+Decoder = Callable[["TaskRecord", bytes, str], Any]
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task as stored. ``context``, ``result``, ``checkpoint`` and ``status`` attributes are
+    decoded on access (inside the task's import context); the raw bytes stay available."""
+
+    id: int
+    name: str
+    owner: str | None
+    group: str | None
+    executor: str
+    plugins: Mapping[str, str]
+    status: Status
+    status_message: str
+    completed: bool
+    attempts: int
+    isolation_key: str | None
+    priority: int
+    run_after: dt.datetime
+    tags: frozenset[str]
+    timeout: float | None
+    node: str | None
+    heartbeat_at: dt.datetime | None
+    cancel_requested_at: dt.datetime | None
+    cancel_requested_by: str | None
+    error: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+    context_bytes: bytes = field(repr=False)
+    result_bytes: bytes | None = field(default=None, repr=False)
+    checkpoint_bytes: bytes | None = field(default=None, repr=False)
+    status_bytes: bytes | None = field(default=None, repr=False)
+    messages_bytes: bytes | None = field(default=None, repr=False)
+    captured_bytes: bytes | None = field(default=None, repr=False)
+    decoder: Decoder | None = field(default=None, repr=False, compare=False)
+
+    def _decode(self, data: bytes | None, what: str, default: Any = None) -> Any:
+        if data is None:
+            return default
+        if self.decoder is None:
+            raise RuntimeError("this TaskRecord was made without a decoder")
+        return self.decoder(self, data, what)
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """The decoded context map."""
+        return self._decode(self.context_bytes, "context", {})  # type: ignore[no-any-return]
+
+    @property
+    def result(self) -> Any:
+        """The decoded ``Result.value`` the executor returned, or None."""
+        return self._decode(self.result_bytes, "result")
+
+    @property
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The last checkpoint saved with ``task.checkpoint(...)``, or None."""
+        return self._decode(self.checkpoint_bytes, "checkpoint")  # type: ignore[no-any-return]
+
+    @property
+    def captured(self) -> dict[str, Any]:
+        """The caller context captured by ``roadie_capture_context`` hooks at add time."""
+        return self._decode(self.captured_bytes, "captured context", {})  # type: ignore[no-any-return]
+
+    @property
+    def task_status(self) -> dict[str, Any]:
+        """The live status attributes (progress, counters, ...) as last written."""
+        return self._decode(self.status_bytes, "task status", {})  # type: ignore[no-any-return]
+
+    @property
+    def recent_messages(self) -> list[dict[str, Any]]:
+        """The most recent status messages, oldest first."""
+        return self._decode(self.messages_bytes, "status messages", [])  # type: ignore[no-any-return]
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether a cancel was requested and the task has not ended yet."""
+        return self.cancel_requested_at is not None and not self.status.is_final
+
+    @property
+    def plugin_names(self) -> list[str]:
+        """The plugin distributions the task needs."""
+        return sorted(self.plugins)
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A worker process as registered in the database."""
+
+    id: str
+    name: str
+    host: str
+    pid: int
+    concurrency: int
+    plugins: Mapping[str, str]
+    executors: Mapping[str, str]  # "dist:name" -> isolation value
+    tags: frozenset[str]
+    started_at: dt.datetime
+    heartbeat_at: dt.datetime
+    stopped_at: dt.datetime | None
+
+    def is_alive(self, now: dt.datetime, grace: float) -> bool:
+        """Whether the node heartbeat is fresher than ``grace`` seconds and it has not stopped."""
+        return self.stopped_at is None and (now - self.heartbeat_at).total_seconds() <= grace
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One finished attempt at running a task."""
+
+    task_id: int
+    attempt: int
+    node: str | None
+    status: Status
+    message: str
+    error: str | None
+    started_at: dt.datetime | None
+    finished_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    """A file kept with a task."""
+
+    task_id: int
+    name: str
+    size: int
+    checksum: str
+    media_type: str
+    created_at: dt.datetime

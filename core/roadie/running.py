@@ -1,0 +1,198 @@
+"""The running task: what ``Executor.execute`` receives, and ``roadie.current_task()``."""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from roadie.errors import Cancelled
+from roadie.lightweight import Children, LightweightTask
+from roadie.records import TaskRecord
+from roadie.status import Status
+from roadie.store import utcnow
+from roadie.taskstatus import TaskStatus
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from roadie.app import Roadie
+    from roadie.executor import Executor
+    from roadie.records import AttachmentInfo
+
+_current: contextvars.ContextVar[RunningTask | None] = contextvars.ContextVar(
+    "roadie_current_task", default=None
+)
+
+
+def current_task() -> RunningTask | None:
+    """The task running in this thread (or its lightweight children), or None outside one."""
+    return _current.get()
+
+
+class ProgressSink(Protocol):
+    """Where a running task announces that its status, messages or checkpoint changed."""
+
+    def mark_dirty(self, task: RunningTask) -> None:
+        """Schedule a throttled write of the task's live state."""
+
+
+class RunningTask:
+    """A task while a worker runs it: its decoded context, its live status, its safe points.
+
+    Everything here is safe to call from the task's lightweight children too.
+    """
+
+    def __init__(
+        self,
+        app: Roadie,
+        record: TaskRecord,
+        *,
+        sink: ProgressSink,
+        max_messages: int = 50,
+        child_width: int = 4,
+    ) -> None:
+        self.app = app
+        self.record = record
+        self.executor: Executor | None = None
+        self.context: dict[str, Any] = {}
+        self.status = TaskStatus()
+        self.messages: collections.deque[dict[str, Any]] = collections.deque(
+            maxlen=max_messages
+        )
+        self._sink = sink
+        self.started = time.monotonic()
+        self._cancel = threading.Event()
+        self._cancel_message = ""
+        self._timed_out = False
+        self._checkpoint: bytes | None = None
+        self._checkpoint_version = 0
+        self.children = Children(self, width=child_width)
+
+    # -- identity ------------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The task id."""
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        """The task name."""
+        return self.record.name
+
+    @property
+    def owner(self) -> str | None:
+        """The task owner."""
+        return self.record.owner
+
+    @property
+    def group(self) -> str | None:
+        """The task group."""
+        return self.record.group
+
+    @property
+    def attempt(self) -> int:
+        """The attempt number, 1 for the first run."""
+        return self.record.attempts
+
+    @property
+    def plugins(self) -> list[str]:
+        """The plugin distributions in this task's import context."""
+        return self.record.plugin_names
+
+    @property
+    def captured(self) -> dict[str, Any]:
+        """The caller state captured when the task was added (see ``roadie_capture_context``)."""
+        return self.record.captured
+
+    @property
+    def last_checkpoint(self) -> dict[str, Any] | None:
+        """The checkpoint saved by an earlier attempt (crash policy RESUME), or None."""
+        return self.record.checkpoint
+
+    # -- status --------------------------------------------------------------------------
+
+    def send_status(self, message: Mapping[str, Any]) -> None:
+        """Send a status message (a map): the translator turns it into status attributes.
+
+        Cheap and non-blocking: writes are coalesced and throttled. A safe point for
+        cancellation.
+        """
+        self.raise_if_cancelled()
+        message = dict(message)
+        self.app.registry.encode(message, what=f"status message of task {self.id}")
+        hook = self.app.plugins.task_hook("roadie_status_message", self.plugins)
+        hook(task=self, message=message, status=self.status)
+        self.messages.append({"at": utcnow(), **message})
+        self._sink.mark_dirty(self)
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report generic progress: ``done`` of ``total`` (no translator needed)."""
+        update: dict[str, Any] = {"done": done}
+        if total is not None:
+            update["total"] = total
+        if message is not None:
+            update["message"] = message
+        self.send_status(update)
+
+    def checkpoint(self, state: Mapping[str, Any]) -> None:
+        """Persist a small map from which a later attempt can resume (``last_checkpoint``)."""
+        self.raise_if_cancelled()
+        data = self.app.registry.encode(dict(state), what=f"checkpoint of task {self.id}")
+        self._checkpoint = data
+        self._checkpoint_version += 1
+        self._sink.mark_dirty(self)
+
+    def pending_checkpoint(self) -> tuple[int, bytes | None]:
+        """(version, bytes) of the newest checkpoint (for the worker's writer)."""
+        return self._checkpoint_version, self._checkpoint
+
+    # -- cancellation --------------------------------------------------------------------
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether a cancel was requested (poll this in a loop that has no other safe point)."""
+        return self._cancel.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """A safe point: raise ``roadie.Cancelled`` if a cancel was requested."""
+        if self._cancel.is_set():
+            raise Cancelled(self._cancel_message, timed_out=self._timed_out)
+
+    def request_cancel(self, message: str, *, timed_out: bool = False) -> None:
+        """Ask the task to stop at its next safe point (used by the worker)."""
+        if not self._cancel.is_set():
+            self._cancel_message = message
+            self._timed_out = timed_out
+            self._cancel.set()
+
+    def wait_cancelled(self, timeout: float | None = None) -> bool:
+        """Sleep up to ``timeout`` seconds, waking early if a cancel is requested."""
+        return self._cancel.wait(timeout)
+
+    # -- lightweight children ------------------------------------------------------------
+
+    def spawn(self, fn: Callable[..., Any], *args: Any, name: str | None = None,
+              **kwargs: Any) -> LightweightTask:
+        """Run ``fn(*args, **kwargs)`` as a transient child on this task's pool."""
+        return self.children.spawn(fn, *args, name=name, **kwargs)
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, width: int | None = None,
+            progress: bool = True) -> list[Any]:
+        """Run ``fn`` on each item as children, at most ``width`` at once; return results in
+        order. With ``progress`` the task's generic progress follows the children."""
+        return self.children.map(fn, items, width=width, progress=progress)
+
+    # -- attachments ---------------------------------------------------------------------
+
+    def attach(self, name: str, data: bytes | str | Path | IO[bytes], *,
+               media_type: str | None = None) -> AttachmentInfo:
+        """Keep a file with this task (bytes, a path, or a binary file object)."""
+        return self.app.add_attachment(self.id, name, data, media_type=media_type)
+
+    def __repr__(self) -> str:
+        return f"<RunningTask {self.id} {self.record.executor} {Status.IN_PROGRESS.label}>"

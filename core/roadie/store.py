@@ -1,0 +1,835 @@
+"""Every database operation of roadie. The app, the worker and the CLI never build queries.
+
+One code path serves SQLite and PostgreSQL. On PostgreSQL the claim locks candidate rows with
+``FOR UPDATE SKIP LOCKED`` so workers never wait on each other, and changes are announced with
+NOTIFY. On SQLite every writing transaction starts with ``BEGIN IMMEDIATE`` (one writer at a
+time, readers never blocked thanks to WAL), which makes the claim just as atomic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from roadie import models
+from roadie.errors import DatabaseError, InvalidTransition, SchemaOutdatedError, TaskNotFound
+from roadie.notifications import Hub, PgListener, hub_for
+from roadie.records import AttachmentInfo, AttemptRecord, Decoder, NodeRecord, TaskRecord
+from roadie.status import FINAL_STATUSES, Status
+
+T = models.tasks
+CHANNEL_ADDED = "roadie_task_added"
+CHANNEL_CHANGED = "roadie_task_changed"
+CHANNEL_CANCEL = "roadie_task_cancel"
+MAX_TAGS_PER_NODE = 10
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def tags_key(tags: Iterable[str]) -> str:
+    """How a set of tags is stored: sorted and comma-joined ('' for none)."""
+    cleaned = sorted({t.strip() for t in tags if t.strip()})
+    for tag in cleaned:
+        if "," in tag:
+            raise ValueError(f"tag {tag!r} may not contain a comma")
+    return ",".join(cleaned)
+
+
+def tag_subsets(tags: Iterable[str]) -> list[str]:
+    """Every stored tags value a node with ``tags`` may run (all subsets, as keys)."""
+    items = sorted(set(tags))
+    if len(items) > MAX_TAGS_PER_NODE:
+        raise ValueError(f"a node may have at most {MAX_TAGS_PER_NODE} tags")
+    return [
+        ",".join(combo) for size in range(len(items) + 1)
+        for combo in itertools.combinations(items, size)
+    ]
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to insert (made by the app from ``add_task`` arguments)."""
+
+    executor: str
+    plugins: Mapping[str, str]
+    context: bytes
+    name: str = ""
+    owner: str | None = None
+    group: str | None = None
+    captured: bytes | None = None
+    isolation_key: str | None = None
+    priority: int = 0
+    run_after: dt.datetime | None = None
+    tags: str = ""
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Claimable:
+    """What a worker can run: its executors (with their isolation) and tags."""
+
+    executors: Sequence[str]
+    isolated: Mapping[str, Any]  # executor -> callable(row) -> key, for executors that isolate
+    plugins: Mapping[str, str]
+    tag_keys: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt of a task ended, as the worker writes it."""
+
+    task_id: int
+    status: Status
+    message: str
+    result: bytes | None = None
+    error: str | None = None
+    task_status: bytes | None = None
+    messages: bytes | None = None
+    run_after: dt.datetime | None = None  # for a task put back to NEW (retry, delay)
+    attempt_counts: bool = True
+
+
+class Store:
+    """The database: connection, schema, and every query roadie makes."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = _make_engine(url, echo=echo)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.hub = hub_for(self.safe_url)
+        self._listener: PgListener | None = None
+        self._listener_lock = threading.Lock()
+
+    def listen(self) -> Hub:
+        """The hub where this database's changes are announced (starts the PostgreSQL
+        listener on first use)."""
+        if self.is_postgres:
+            with self._listener_lock:
+                if self._listener is None:
+                    conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
+                        hide_password=False
+                    )
+                    self._listener = PgListener(
+                        conninfo, [CHANNEL_ADDED, CHANNEL_CHANGED, CHANNEL_CANCEL], self.hub
+                    )
+                    self._listener.start()
+        return self.hub
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def dispose(self) -> None:
+        """Stop listening and close every pooled connection."""
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.stop()
+                self._listener = None
+        self.engine.dispose()
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A writing transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        pending: list[tuple[str, str]] = []
+        try:
+            with self.engine.connect() as conn:
+                conn = conn.execution_options(roadie_write=True)
+                conn.info["roadie_pending"] = pending
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    conn.info.pop("roadie_pending", None)
+        except sa.exc.OperationalError as exc:
+            raise self._database_error(exc) from exc
+        for channel, payload in pending:  # committed: tell this process's listeners
+            self.hub.publish(channel, payload)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A reading transaction."""
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except sa.exc.OperationalError as exc:
+            raise self._database_error(exc) from exc
+
+    def _database_error(self, exc: sa.exc.OperationalError) -> DatabaseError:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
+            return SchemaOutdatedError(
+                f"database {self.safe_url} has no roadie schema; run `roadie db upgrade`"
+            )
+        return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
+
+    def notify(self, conn: Connection, channel: str, payload: str) -> None:
+        """Announce a change once the transaction commits (PostgreSQL NOTIFY reaches every
+        process; on SQLite only this process's hub hears it, others poll)."""
+        if self.is_postgres:
+            conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
+        else:
+            conn.info["roadie_pending"].append((channel, payload))
+
+    # -- schema --------------------------------------------------------------------------
+
+    def _alembic_config(self, conn: Connection) -> Any:
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        config.attributes["connection"] = conn
+        return config
+
+    def schema_revision(self) -> tuple[str | None, str]:
+        """(the database's revision or None, the code's head revision)."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        with self.read() as conn:
+            config = self._alembic_config(conn)
+            head = ScriptDirectory.from_config(config).get_current_head() or ""
+            context = MigrationContext.configure(
+                conn, opts={"version_table": "roadie_alembic_version"}
+            )
+            return context.get_current_revision(), head
+
+    def upgrade(self) -> None:
+        """Create or upgrade the schema to the code's revision (Alembic)."""
+        from alembic import command
+
+        with self.write() as conn:
+            command.upgrade(self._alembic_config(conn), "head")
+
+    def check_schema(self, *, auto_upgrade: bool) -> None:
+        """Raise a clear error if the schema is missing or older than the code
+        (or upgrade it, with ``auto_upgrade``)."""
+        try:
+            current, head = self.schema_revision()
+        except DatabaseError:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot use database {self.safe_url}: {exc}") from exc
+        if current == head:
+            return
+        if auto_upgrade:
+            self.upgrade()
+            return
+        if current is None:
+            raise SchemaOutdatedError(
+                f"database {self.safe_url} has no roadie schema; run `roadie db upgrade`"
+            )
+        raise SchemaOutdatedError(
+            f"database {self.safe_url} has roadie schema {current}, older than {head}; "
+            f"run `roadie db upgrade`"
+        )
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def insert_tasks(self, new_tasks: Sequence[NewTask], held_keys_queue: bool = True) -> list[int]:
+        """Insert tasks in one transaction; return their ids in order. A task whose isolation
+        key is held is stored as QUEUED."""
+        now = utcnow()
+        with self.write() as conn:
+            held: set[str] = set()
+            keys = {t.isolation_key for t in new_tasks if t.isolation_key}
+            if keys and held_keys_queue:
+                held = set(
+                    conn.execute(
+                        sa.select(models.locks.c.key).where(models.locks.c.key.in_(keys))
+                    ).scalars()
+                )
+            rows = [
+                {
+                    "name": t.name,
+                    "owner": t.owner,
+                    "task_group": t.group,
+                    "executor": t.executor,
+                    "plugins": dict(t.plugins),
+                    "context": t.context,
+                    "captured": t.captured,
+                    "status": int(Status.QUEUED if t.isolation_key in held else Status.NEW),
+                    "status_message": "",
+                    "completed": False,
+                    "attempts": 0,
+                    "isolation_key": t.isolation_key,
+                    "priority": t.priority,
+                    "run_after": t.run_after or now,
+                    "tags": t.tags,
+                    "timeout": t.timeout,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for t in new_tasks
+            ]
+            if len(rows) == 1:
+                ids = [conn.execute(T.insert().returning(T.c.id), rows[0]).scalar_one()]
+            else:
+                result = conn.execute(
+                    T.insert().returning(T.c.id, sort_by_parameter_order=True), rows
+                )
+                ids = list(result.scalars())
+            self.notify(conn, CHANNEL_ADDED, str(ids[-1]) if ids else "")
+        return ids
+
+    def get_task(self, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
+        """The task with ``task_id``; raises TaskNotFound."""
+        with self.read() as conn:
+            row = conn.execute(sa.select(T).where(T.c.id == task_id)).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        return _task_record(row, decoder)
+
+    def list_tasks(
+        self,
+        *,
+        status: Iterable[Status] | None = None,
+        executor: str | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+        name: str | None = None,
+        ids: Iterable[int] | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+        decoder: Decoder | None = None,
+    ) -> list[TaskRecord]:
+        """Tasks matching every filter given, newest first."""
+        query = sa.select(T).order_by(T.c.id.desc()).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        if status is not None:
+            query = query.where(T.c.status.in_([int(s) for s in status]))
+        if ids is not None:
+            query = query.where(T.c.id.in_(list(ids)))
+        for column, value in (
+            (T.c.executor, executor), (T.c.owner, owner), (T.c.task_group, group),
+            (T.c.name, name),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        with self.read() as conn:
+            return [_task_record(row, decoder) for row in conn.execute(query)]
+
+    def count_tasks(self) -> dict[Status, int]:
+        """How many tasks have each status."""
+        with self.read() as conn:
+            rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
+            return {Status(s): n for s, n in rows}
+
+    def delete_task(self, task_id: int) -> None:
+        """Delete a task that is not running, with its attempts and attachment rows."""
+        with self.write() as conn:
+            status = conn.execute(
+                sa.select(T.c.status).where(T.c.id == task_id).with_for_update()
+            ).scalar()
+            if status is None:
+                raise TaskNotFound(task_id)
+            if status == Status.IN_PROGRESS:
+                raise InvalidTransition(
+                    f"task {task_id} is in progress; cancel it (`roadie cancel {task_id}`) and "
+                    f"delete it once it has ended"
+                )
+            conn.execute(T.delete().where(T.c.id == task_id))
+            conn.execute(models.attempts.delete().where(models.attempts.c.task_id == task_id))
+            conn.execute(
+                models.attachments.delete().where(models.attachments.c.task_id == task_id)
+            )
+            conn.execute(models.locks.delete().where(models.locks.c.task_id == task_id))
+            self.notify(conn, CHANNEL_CHANGED, str(task_id))
+
+    def cancel_task(self, task_id: int, by: str, message: str) -> TaskRecord:
+        """Cancel a waiting task at once, or store a cancel request for a running one."""
+        now = utcnow()
+        with self.write() as conn:
+            row = conn.execute(sa.select(T).where(T.c.id == task_id).with_for_update()).first()
+            if row is None:
+                raise TaskNotFound(task_id)
+            status = Status(row.status)
+            if status in (Status.NEW, Status.QUEUED):
+                conn.execute(
+                    T.update().where(T.c.id == task_id).values(
+                        status=int(Status.CANCELLED), status_message=message, completed=True,
+                        cancel_requested_at=now, cancel_requested_by=by, finished_at=now,
+                        updated_at=now,
+                    )
+                )
+            elif status == Status.IN_PROGRESS:
+                if row.cancel_requested_at is None:
+                    conn.execute(
+                        T.update().where(T.c.id == task_id).values(
+                            cancel_requested_at=now, cancel_requested_by=by, updated_at=now
+                        )
+                    )
+                self.notify(conn, CHANNEL_CANCEL, f"{task_id}:{row.node or ''}")
+            else:
+                raise InvalidTransition(
+                    f"task {task_id} has already ended ({status.label}); nothing to cancel"
+                )
+            self.notify(conn, CHANNEL_CHANGED, str(task_id))
+            row = conn.execute(sa.select(T).where(T.c.id == task_id)).one()
+        return _task_record(row, None)
+
+    def resume_task(self, task_id: int) -> None:
+        """Put a FAILED or CANCELLED task back to NEW (same row, same context)."""
+        now = utcnow()
+        with self.write() as conn:
+            row = conn.execute(
+                sa.select(T.c.status).where(T.c.id == task_id).with_for_update()
+            ).first()
+            if row is None:
+                raise TaskNotFound(task_id)
+            status = Status(row.status)
+            if status not in (Status.FAILED, Status.CANCELLED):
+                raise InvalidTransition(
+                    f"task {task_id} is {status.label}; only failed or cancelled tasks can be "
+                    f"resumed"
+                )
+            conn.execute(
+                T.update().where(T.c.id == task_id).values(
+                    status=int(Status.NEW), completed=False, status_message="resumed",
+                    cancel_requested_at=None, cancel_requested_by=None, finished_at=None,
+                    run_after=now, node=None, error=None, updated_at=now,
+                )
+            )
+            self.notify(conn, CHANNEL_ADDED, str(task_id))
+            self.notify(conn, CHANNEL_CHANGED, str(task_id))
+
+    # -- claiming and finishing ----------------------------------------------------------
+
+    def claim(self, node: str, can: Claimable, limit: int) -> list[TaskRecord]:
+        """Atomically take up to ``limit`` runnable tasks for ``node``: highest priority
+        first, then oldest; never a task another worker holds or whose isolation key is held.
+        A candidate whose key is held becomes QUEUED."""
+        if limit <= 0 or not can.executors:
+            return []
+        now = utcnow()
+        L = models.locks
+        lock_held = sa.exists().where(L.c.key == T.c.isolation_key)
+        query = (
+            sa.select(T.c.id, T.c.executor, T.c.isolation_key, T.c.plugins, T.c.name,
+                      T.c.owner, T.c.task_group)
+            .where(
+                T.c.status.in_([int(Status.NEW), int(Status.QUEUED)]),
+                T.c.run_after <= now,
+                T.c.executor.in_(list(can.executors)),
+                T.c.tags.in_(list(can.tag_keys)),
+                sa.or_(T.c.isolation_key.is_(None), ~lock_held),
+            )
+            .order_by(T.c.priority.desc(), T.c.id)
+            .limit(limit * 2 if can.isolated else limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.write() as conn:
+            candidates = conn.execute(query).all()
+            if not candidates:
+                return []
+            winners: list[int] = []
+            queued: list[tuple[int, str]] = []
+            wanted_keys: dict[str, int] = {}
+            for row in candidates:
+                if len(winners) + len(wanted_keys) >= limit:
+                    break
+                if not set(row.plugins or {}) <= set(can.plugins):
+                    continue  # needs a plugin this node lacks: another node will take it
+                key = row.isolation_key
+                if key is None and row.executor in can.isolated:
+                    key = can.isolated[row.executor](row)
+                if key is None:
+                    winners.append(row.id)
+                elif key in wanted_keys:
+                    queued.append((row.id, key))
+                else:
+                    wanted_keys[key] = row.id
+            if wanted_keys:
+                got = self._take_locks(conn, wanted_keys, node, now)
+                for key, task_id in wanted_keys.items():
+                    if key in got:
+                        winners.append(task_id)
+                    else:
+                        queued.append((task_id, key))
+                for key, task_id in wanted_keys.items():
+                    conn.execute(
+                        T.update().where(T.c.id == task_id, T.c.isolation_key.is_(None))
+                        .values(isolation_key=key)
+                    )
+            for task_id, key in queued:
+                conn.execute(
+                    T.update().where(T.c.id == task_id).values(
+                        status=int(Status.QUEUED), isolation_key=key, updated_at=now
+                    )
+                )
+            if not winners:
+                return []
+            rows = conn.execute(
+                T.update()
+                .where(T.c.id.in_(winners))
+                .values(
+                    status=int(Status.IN_PROGRESS), node=node, started_at=now,
+                    heartbeat_at=now, attempts=T.c.attempts + 1, updated_at=now,
+                    status_message="",
+                )
+                .returning(*T.c)
+            ).all()
+            for task_id in winners:
+                self.notify(conn, CHANNEL_CHANGED, str(task_id))
+        order = {task_id: i for i, task_id in enumerate(winners)}
+        return sorted((_task_record(r, None) for r in rows), key=lambda t: order[t.id])
+
+    def _take_locks(
+        self, conn: Connection, wanted: Mapping[str, int], node: str, now: dt.datetime
+    ) -> set[str]:
+        L = models.locks
+        insert: Any
+        if self.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        statement = (
+            insert(L)
+            .values([
+                {"key": key, "task_id": task_id, "node": node, "acquired_at": now}
+                for key, task_id in wanted.items()
+            ])
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(L.c.key)
+        )
+        return set(conn.execute(statement).scalars())
+
+    def finish(self, node: str, outcome: Outcome) -> bool:
+        """Record how an attempt ended, release the task's isolation lock and log the
+        attempt, in one transaction. Returns False (and writes nothing) if ``node`` no
+        longer owns the task (it was recovered as orphaned meanwhile)."""
+        now = utcnow()
+        final = outcome.status in FINAL_STATUSES
+        values: dict[str, Any] = {
+            "status": int(outcome.status),
+            "status_message": outcome.message,
+            "completed": final,
+            "updated_at": now,
+        }
+        if outcome.result is not None:
+            values["result"] = outcome.result
+        if outcome.task_status is not None:
+            values["task_status"] = outcome.task_status
+        if outcome.messages is not None:
+            values["messages"] = outcome.messages
+        values["error"] = outcome.error
+        if final:
+            values["finished_at"] = now
+        else:
+            values["run_after"] = outcome.run_after or now
+            values["node"] = None
+            values["cancel_requested_at"] = None
+            values["cancel_requested_by"] = None
+            if not outcome.attempt_counts:
+                values["attempts"] = T.c.attempts - 1
+        with self.write() as conn:
+            row = conn.execute(
+                T.update()
+                .where(T.c.id == outcome.task_id, T.c.node == node,
+                       T.c.status == int(Status.IN_PROGRESS))
+                .values(**values)
+                .returning(T.c.attempts, T.c.started_at)
+            ).first()
+            if row is None:
+                return False
+            conn.execute(models.locks.delete().where(models.locks.c.task_id == outcome.task_id))
+            if outcome.attempt_counts:
+                conn.execute(
+                    models.attempts.insert().values(
+                        task_id=outcome.task_id, attempt=row.attempts, node=node,
+                        status=int(outcome.status), message=outcome.message,
+                        error=outcome.error, started_at=row.started_at, finished_at=now,
+                    )
+                )
+            self.notify(conn, CHANNEL_CHANGED, str(outcome.task_id))
+            if not final:
+                self.notify(conn, CHANNEL_ADDED, str(outcome.task_id))
+        return True
+
+    def save_progress(
+        self, node: str, updates: Mapping[int, tuple[bytes | None, bytes | None, bytes | None]]
+    ) -> set[int]:
+        """Write the live status, recent messages and checkpoint of running tasks; return the
+        ids among them that have a cancel request."""
+        now = utcnow()
+        cancelled: set[int] = set()
+        with self.write() as conn:
+            for task_id, (status_bytes, messages, checkpoint) in updates.items():
+                values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
+                if status_bytes is not None:
+                    values["task_status"] = status_bytes
+                if messages is not None:
+                    values["messages"] = messages
+                if checkpoint is not None:
+                    values["checkpoint"] = checkpoint
+                row = conn.execute(
+                    T.update().where(T.c.id == task_id, T.c.node == node)
+                    .values(**values).returning(T.c.cancel_requested_at)
+                ).first()
+                if row is not None and row.cancel_requested_at is not None:
+                    cancelled.add(task_id)
+                self.notify(conn, CHANNEL_CHANGED, str(task_id))
+        return cancelled
+
+    def count_pending(self, can: Claimable, before: dt.datetime) -> int:
+        """How many waiting tasks that ``can`` runs are due before ``before``."""
+        query = sa.select(sa.func.count()).select_from(T).where(
+            T.c.status.in_([int(Status.NEW), int(Status.QUEUED)]),
+            T.c.run_after <= before,
+            T.c.executor.in_(list(can.executors)),
+            T.c.tags.in_(list(can.tag_keys)),
+        )
+        with self.read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def append_error(self, task_id: int, text: str) -> None:
+        """Add a line to a task's error notes (for example a failing plugin hook)."""
+        with self.write() as conn:
+            current = conn.execute(sa.select(T.c.error).where(T.c.id == task_id)).scalar()
+            joined = f"{current}\n{text}" if current else text
+            conn.execute(T.update().where(T.c.id == task_id).values(error=joined))
+
+    def cancel_requests(self, node: str) -> set[int]:
+        """The ids of this node's running tasks that have a cancel request."""
+        with self.read() as conn:
+            return set(
+                conn.execute(
+                    sa.select(T.c.id).where(
+                        T.c.node == node, T.c.status == int(Status.IN_PROGRESS),
+                        T.c.cancel_requested_at.is_not(None),
+                    )
+                ).scalars()
+            )
+
+    def request_cancel(self, task_id: int, by: str) -> None:
+        """Store a cancel request on a running task (used for timeouts and parents)."""
+        now = utcnow()
+        with self.write() as conn:
+            conn.execute(
+                T.update().where(T.c.id == task_id, T.c.cancel_requested_at.is_(None))
+                .values(cancel_requested_at=now, cancel_requested_by=by, updated_at=now)
+            )
+
+    def attempts_of(self, task_id: int) -> list[AttemptRecord]:
+        """The finished attempts of a task, oldest first."""
+        A = models.attempts
+        with self.read() as conn:
+            rows = conn.execute(sa.select(A).where(A.c.task_id == task_id).order_by(A.c.id))
+            return [
+                AttemptRecord(r.task_id, r.attempt, r.node, Status(r.status), r.message,
+                              r.error, r.started_at, r.finished_at)
+                for r in rows
+            ]
+
+    def held_locks(self) -> dict[str, int]:
+        """Isolation keys held now, with the task holding each."""
+        with self.read() as conn:
+            return dict(conn.execute(sa.select(models.locks.c.key, models.locks.c.task_id)).all())
+
+    def changed_since(
+        self, since: dt.datetime, ids: Iterable[int] | None = None
+    ) -> list[TaskRecord]:
+        """Tasks updated at or after ``since`` (for watching), oldest change first."""
+        query = sa.select(T).where(T.c.updated_at >= since).order_by(T.c.updated_at)
+        if ids is not None:
+            query = query.where(T.c.id.in_(list(ids)))
+        with self.read() as conn:
+            return [_task_record(r, None) for r in conn.execute(query)]
+
+    # -- nodes ---------------------------------------------------------------------------
+
+    def register_node(self, node: NodeRecord) -> None:
+        """Insert (or refresh) a worker node row."""
+        N = models.nodes
+        values = {
+            "id": node.id, "name": node.name, "host": node.host, "pid": node.pid,
+            "concurrency": node.concurrency, "plugins": dict(node.plugins),
+            "executors": dict(node.executors), "tags": sorted(node.tags),
+            "started_at": node.started_at, "heartbeat_at": node.heartbeat_at,
+            "stopped_at": None,
+        }
+        with self.write() as conn:
+            conn.execute(N.delete().where(N.c.id == node.id))
+            conn.execute(N.insert().values(**values))
+
+    def heartbeat(self, node: str) -> None:
+        """Prove ``node`` and its running tasks alive."""
+        now = utcnow()
+        with self.write() as conn:
+            conn.execute(models.nodes.update().where(models.nodes.c.id == node)
+                         .values(heartbeat_at=now))
+            conn.execute(
+                T.update().where(T.c.node == node, T.c.status == int(Status.IN_PROGRESS))
+                .values(heartbeat_at=now)
+            )
+
+    def stop_node(self, node: str) -> None:
+        """Mark a node stopped."""
+        with self.write() as conn:
+            conn.execute(models.nodes.update().where(models.nodes.c.id == node)
+                         .values(stopped_at=utcnow()))
+
+    def list_nodes(self, *, include_stopped: bool = False) -> list[NodeRecord]:
+        """Registered nodes, newest first."""
+        N = models.nodes
+        query = sa.select(N).order_by(N.c.started_at.desc())
+        if not include_stopped:
+            query = query.where(N.c.stopped_at.is_(None))
+        with self.read() as conn:
+            return [
+                NodeRecord(r.id, r.name, r.host, r.pid, r.concurrency, r.plugins or {},
+                           r.executors or {}, frozenset(r.tags or ()), r.started_at,
+                           r.heartbeat_at, r.stopped_at)
+                for r in conn.execute(query)
+            ]
+
+    def prune_nodes(self, older_than: dt.datetime) -> int:
+        """Forget nodes that stopped (or stopped heartbeating) before ``older_than``."""
+        N = models.nodes
+        with self.write() as conn:
+            result = conn.execute(N.delete().where(N.c.heartbeat_at < older_than))
+            return result.rowcount or 0
+
+    def orphaned_tasks(self, grace: float) -> list[TaskRecord]:
+        """IN_PROGRESS tasks whose node stopped heartbeating ``grace`` seconds ago or more
+        (or is gone, or stopped)."""
+        now = utcnow()
+        N = models.nodes
+        stale = now - dt.timedelta(seconds=grace)
+        alive = sa.exists().where(
+            N.c.id == T.c.node, N.c.heartbeat_at >= stale, N.c.stopped_at.is_(None)
+        )
+        query = sa.select(T).where(T.c.status == int(Status.IN_PROGRESS), ~alive)
+        with self.read() as conn:
+            return [_task_record(r, None) for r in conn.execute(query)]
+
+    def take_over_orphan(
+        self, task: TaskRecord, status: Status, message: str, *, keep_checkpoint: bool = True
+    ) -> bool:
+        """End (FAILED) or requeue (NEW) a dead node's task and release its lock, unless
+        someone else did first."""
+        now = utcnow()
+        final = status in FINAL_STATUSES
+        values: dict[str, Any] = {
+            "status": int(status), "status_message": message, "completed": final,
+            "updated_at": now, "node": None if not final else task.node,
+        }
+        if final:
+            values["finished_at"] = now
+        else:
+            values["run_after"] = now
+            values["cancel_requested_at"] = None
+            values["cancel_requested_by"] = None
+        if not keep_checkpoint:
+            values["checkpoint"] = None
+        with self.write() as conn:
+            done = conn.execute(
+                T.update().where(T.c.id == task.id, T.c.status == int(Status.IN_PROGRESS),
+                                 T.c.node == task.node).values(**values)
+            ).rowcount
+            if not done:
+                return False
+            conn.execute(models.locks.delete().where(models.locks.c.task_id == task.id))
+            conn.execute(
+                models.attempts.insert().values(
+                    task_id=task.id, attempt=task.attempts, node=task.node,
+                    status=int(Status.FAILED), message=message, error=None,
+                    started_at=task.started_at, finished_at=now,
+                )
+            )
+            self.notify(conn, CHANNEL_CHANGED, str(task.id))
+            if not final:
+                self.notify(conn, CHANNEL_ADDED, str(task.id))
+        return True
+
+    # -- attachments ---------------------------------------------------------------------
+
+    def add_attachment(self, info: AttachmentInfo) -> None:
+        """Record (or replace) an attachment row."""
+        A = models.attachments
+        with self.write() as conn:
+            if conn.execute(sa.select(T.c.id).where(T.c.id == info.task_id)).first() is None:
+                raise TaskNotFound(info.task_id)
+            conn.execute(A.delete().where(A.c.task_id == info.task_id, A.c.name == info.name))
+            conn.execute(A.insert().values(
+                task_id=info.task_id, name=info.name, size=info.size, checksum=info.checksum,
+                media_type=info.media_type, created_at=info.created_at,
+            ))
+
+    def list_attachments(self, task_id: int) -> list[AttachmentInfo]:
+        """The attachments of a task, by name."""
+        A = models.attachments
+        with self.read() as conn:
+            rows = conn.execute(sa.select(A).where(A.c.task_id == task_id).order_by(A.c.name))
+            return [AttachmentInfo(r.task_id, r.name, r.size, r.checksum, r.media_type,
+                                   r.created_at) for r in rows]
+
+
+def _task_record(row: Row[Any], decoder: Decoder | None) -> TaskRecord:
+    m = row._mapping
+    plugins = m["plugins"]
+    if isinstance(plugins, str):  # some drivers hand JSON back as text
+        plugins = json.loads(plugins)
+    return TaskRecord(
+        id=m["id"], name=m["name"], owner=m["owner"], group=m["task_group"],
+        executor=m["executor"], plugins=plugins or {}, status=Status(m["status"]),
+        status_message=m["status_message"] or "", completed=bool(m["completed"]),
+        attempts=m["attempts"], isolation_key=m["isolation_key"], priority=m["priority"],
+        run_after=m["run_after"], tags=frozenset(t for t in (m["tags"] or "").split(",") if t),
+        timeout=m["timeout"], node=m["node"], heartbeat_at=m["heartbeat_at"],
+        cancel_requested_at=m["cancel_requested_at"],
+        cancel_requested_by=m["cancel_requested_by"], error=m["error"],
+        created_at=m["created_at"], started_at=m["started_at"], finished_at=m["finished_at"],
+        updated_at=m["updated_at"], context_bytes=m["context"], result_bytes=m["result"],
+        checkpoint_bytes=m["checkpoint"], status_bytes=m["task_status"],
+        messages_bytes=m["messages"], captured_bytes=m["captured"], decoder=decoder,
+    )
+
+
+def _make_engine(url: str, *, echo: bool) -> Engine:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 30,
+                                                                "check_same_thread": False})
+        path = engine.url.database
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.isolation_level = None  # roadie issues BEGIN itself
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            write = conn.get_execution_options().get("roadie_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    try:
+        return sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20,
+                                pool_pre_ping=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc

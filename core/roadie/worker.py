@@ -1,0 +1,399 @@
+"""The worker: a node that claims tasks, runs them on threads, heartbeats, writes progress,
+sees cancel requests and timeouts, and recovers the tasks of dead nodes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from roadie.errors import PluginError, RoadieError
+from roadie.executor import Isolation
+from roadie.lifecycle import notify_hook, run_attempt
+from roadie.records import NodeRecord, TaskRecord
+from roadie.running import RunningTask
+from roadie.store import (
+    CHANNEL_ADDED,
+    CHANNEL_CANCEL,
+    Claimable,
+    tag_subsets,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from roadie.app import Roadie
+
+log = logging.getLogger("roadie.worker")
+
+
+@dataclass
+class WorkerStats:
+    """Counters of one worker run."""
+
+    claimed: int = 0
+    finished: int = 0
+    claims: int = 0
+    progress_writes: int = 0
+    recovered: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """Claims and runs tasks until stopped (or, with ``until_idle``, until nothing is left)."""
+
+    def __init__(
+        self,
+        app: Roadie,
+        *,
+        concurrency: int = 2,
+        name: str | None = None,
+        tags: Iterable[str] = (),
+        until_idle: bool = False,
+        handle_signals: bool | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.app = app
+        self.store = app.store
+        self.settings = app.settings
+        self.concurrency = concurrency
+        self.until_idle = until_idle
+        self.tags = frozenset(t.strip() for t in tags if t.strip())
+        self.id = uuid.uuid4().hex[:16]
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.name = name or f"{self.host}:{self.pid}"
+        self.handle_signals = (
+            threading.current_thread() is threading.main_thread()
+            if handle_signals is None else handle_signals
+        )
+        self.stats = WorkerStats()
+        self.running: dict[int, RunningTask] = {}
+        self._running_lock = threading.Lock()
+        self._queue: queue.Queue[TaskRecord | None] = queue.Queue()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._stop_now = threading.Event()
+        self._dirty: set[int] = set()
+        self._dirty_lock = threading.Lock()
+        self._written_checkpoints: dict[int, int] = {}
+        self._threads: list[threading.Thread] = []
+        self._claimable: Claimable | None = None
+
+    # -- what this node can run ----------------------------------------------------------
+
+    def _build_claimable(self) -> Claimable:
+        plugins = self.app.plugins
+        executors: list[str] = []
+        isolated: dict[str, Any] = {}
+        for qualified in plugins.executor_names():
+            try:
+                executor_class = plugins.load_executor(qualified)
+            except PluginError as exc:
+                # still claimed, so that its tasks fail with the plugin's error
+                log.warning("%s", exc)
+                executors.append(qualified)
+                continue
+            executors.append(qualified)
+            if executor_class.isolation is not Isolation.NOT_ISOLATED:
+                isolated[qualified] = self.app.isolation_key_function(qualified, executor_class)
+        return Claimable(
+            executors=executors,
+            isolated=isolated,
+            plugins=plugins.versions(),
+            tag_keys=tag_subsets(self.tags),
+        )
+
+    def node_record(self) -> NodeRecord:
+        """This worker as a node row."""
+        assert self._claimable is not None
+        now = utcnow()
+        executor_isolation = {}
+        for qualified in self._claimable.executors:
+            error = self.app.plugins.executor_error(qualified)
+            if error is None:
+                executor_isolation[qualified] = self.app.plugins.load_executor(
+                    qualified
+                ).isolation.value
+        return NodeRecord(
+            id=self.id, name=self.name, host=self.host, pid=self.pid,
+            concurrency=self.concurrency, plugins=self._claimable.plugins,
+            executors=executor_isolation, tags=self.tags, started_at=now, heartbeat_at=now,
+            stopped_at=None,
+        )
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self) -> WorkerStats:
+        """Run until stopped; returns the counters."""
+        self._claimable = self._build_claimable()
+        self.store.register_node(self.node_record())
+        hub = self.store.listen()
+        token = hub.subscribe(self._on_notification)
+        previous_handlers = self._install_signal_handlers()
+        try:
+            notify_hook(self.app, "roadie_worker_started", worker=self)
+            self._start_threads()
+            self.app.recover_orphans(self)
+            self._claim_loop()
+        finally:
+            self._stopping.set()
+            notify_hook(self.app, "roadie_worker_stopping", worker=self)
+            self._shutdown()
+            hub.unsubscribe(token)
+            self._restore_signal_handlers(previous_handlers)
+        return self.stats
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop claiming; running tasks finish (``now``: they go through their crash policy at
+        once instead)."""
+        self._stopping.set()
+        if now:
+            self._stop_now.set()
+        self._wake.set()
+
+    def _on_notification(self, channel: str, payload: str) -> None:
+        if channel == CHANNEL_ADDED:
+            self._wake.set()
+        elif channel == CHANNEL_CANCEL:
+            task_id = int(payload.split(":", 1)[0])
+            with self._running_lock:
+                running = self.running.get(task_id)
+            if running is not None:
+                self._apply_cancel_requests({task_id})
+
+    def _start_threads(self) -> None:
+        for index in range(self.concurrency):
+            thread = threading.Thread(target=self._thread_main, name=f"roadie-worker-{index}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._maintenance = threading.Thread(target=self._maintenance_main,
+                                             name="roadie-maintenance", daemon=True)
+        self._maintenance.start()
+
+    def _claim_loop(self) -> None:
+        assert self._claimable is not None
+        poll = self.settings.poll_interval(self.store.is_postgres)
+        while not self._stopping.is_set():
+            self._wake.clear()
+            with self._running_lock:
+                free = self.concurrency - len(self.running)
+            if free > 0:
+                try:
+                    claimed = self.store.claim(self.id, self._claimable, free)
+                except RoadieError as exc:
+                    log.warning("claim failed: %s", exc)
+                    claimed = []
+                    self._stopping.wait(poll)
+                self.stats.claims += 1
+                if claimed:
+                    for record in claimed:
+                        self._accept(record)
+                    continue
+                if self.until_idle and self._idle():
+                    return
+            self._wake.wait(poll)
+
+    def _idle(self) -> bool:
+        with self._running_lock:
+            if self.running:
+                return False
+        assert self._claimable is not None
+        return not self.app.has_pending_work(self._claimable)
+
+    def _accept(self, record: TaskRecord) -> None:
+        record = dataclasses.replace(record, decoder=self.app.decode_for_task)
+        running = RunningTask(self.app, record, sink=self,
+                              max_messages=self.settings.max_status_messages,
+                              child_width=self.settings.child_width)
+        with self._running_lock:
+            self.running[record.id] = running
+        self.stats.claimed += 1
+        self._queue.put(record)
+
+    def _thread_main(self) -> None:
+        while True:
+            record = self._queue.get()
+            if record is None:
+                return
+            with self._running_lock:
+                running = self.running.get(record.id)
+            if running is None:
+                continue
+            try:
+                self._run_one(running)
+            except Exception:
+                log.exception("roadie: unexpected error while running task %s", record.id)
+            finally:
+                with self._running_lock:
+                    self.running.pop(record.id, None)
+                with self._dirty_lock:
+                    self._dirty.discard(record.id)
+                    self._written_checkpoints.pop(record.id, None)
+                self._wake.set()
+
+    def _run_one(self, task: RunningTask) -> None:
+        outcome, result, error = run_attempt(self.app, task)
+        version, checkpoint = task.pending_checkpoint()
+        outcome = dataclasses.replace(
+            outcome,
+            task_status=self.app.registry.encode(task.status.snapshot(), what="task status"),
+            messages=self.app.registry.encode(list(task.messages), what="status messages"),
+        )
+        if checkpoint is not None and version != self._written_checkpoints.get(task.id):
+            self.store.save_progress(self.id, {task.id: (None, None, checkpoint)})
+        if not self.store.finish(self.id, outcome):
+            log.warning("task %s was taken over by another node before it finished", task.id)
+            return
+        self.stats.finished += 1
+        label = outcome.status.label
+        self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
+        self.app.after_finish(task, outcome, result, error)
+
+    # -- progress, heartbeat, cancel, timeouts, recovery -----------------------------------
+
+    def mark_dirty(self, task: RunningTask) -> None:
+        """Schedule a throttled write of a running task's live state."""
+        with self._dirty_lock:
+            self._dirty.add(task.id)
+
+    def flush_progress(self) -> None:
+        """Write the live state of every task that changed since the last write."""
+        with self._dirty_lock:
+            dirty, self._dirty = self._dirty, set()
+        if not dirty:
+            return
+        updates = {}
+        for task_id in dirty:
+            with self._running_lock:
+                task = self.running.get(task_id)
+            if task is None:
+                continue
+            version, checkpoint = task.pending_checkpoint()
+            if version == self._written_checkpoints.get(task_id):
+                checkpoint = None
+            try:
+                updates[task_id] = (
+                    self.app.registry.encode(task.status.snapshot(), what="task status"),
+                    self.app.registry.encode(list(task.messages), what="status messages"),
+                    checkpoint,
+                )
+            except RoadieError as exc:
+                log.warning("task %s: cannot write its status: %s", task_id, exc)
+                continue
+            self._written_checkpoints[task_id] = version
+        if not updates:
+            return
+        cancelled = self.store.save_progress(self.id, updates)
+        self.stats.progress_writes += len(updates)
+        if cancelled:
+            self._apply_cancel_requests(cancelled)
+
+    def _apply_cancel_requests(self, task_ids: Iterable[int]) -> None:
+        for task_id in task_ids:
+            with self._running_lock:
+                task = self.running.get(task_id)
+            if task is None or task.cancelled:
+                continue
+            record = self.store.get_task(task_id)
+            who = record.cancel_requested_by or "someone"
+            when = record.cancel_requested_at.isoformat(timespec="seconds") if \
+                record.cancel_requested_at else "?"
+            task.request_cancel(f"cancelled by {who} at {when}")
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        with self._running_lock:
+            tasks = list(self.running.values())
+        for task in tasks:
+            limit = task.record.timeout
+            if limit is None:
+                executor = task.executor
+                limit = executor.timeout if executor is not None else None
+            if limit is None or task.cancelled:
+                continue
+            if now - task.started >= limit:
+                task.request_cancel(f"timed out after {limit:g} s", timed_out=True)
+
+    def _maintenance_main(self) -> None:
+        settings = self.settings
+        next_heartbeat = time.monotonic() + settings.heartbeat_interval
+        next_sweep = time.monotonic() + settings.heartbeat_interval
+        next_cancel_poll = time.monotonic() + settings.cancel_poll_interval
+        while not self._stopping.wait(settings.status_interval) or self.running:
+            if self._stop_now.is_set():
+                return
+            now = time.monotonic()
+            try:
+                self.flush_progress()
+                self._check_timeouts()
+                if now >= next_cancel_poll:
+                    next_cancel_poll = now + settings.cancel_poll_interval
+                    with self._running_lock:
+                        busy = bool(self.running)
+                    if busy:
+                        self._apply_cancel_requests(self.store.cancel_requests(self.id))
+                if now >= next_heartbeat:
+                    next_heartbeat = now + settings.heartbeat_interval
+                    self.store.heartbeat(self.id)
+                if now >= next_sweep:
+                    next_sweep = now + settings.heartbeat_interval
+                    self.stats.recovered += self.app.recover_orphans(self)
+            except RoadieError as exc:
+                log.warning("worker maintenance failed: %s", exc)
+
+    def _shutdown(self) -> None:
+        if self._stop_now.is_set():
+            self._abandon_running()
+        for _ in self._threads:
+            self._queue.put(None)
+        if not self._stop_now.is_set():
+            for thread in self._threads:
+                thread.join()
+            self._maintenance.join(timeout=10)
+            self.flush_progress()
+        self.store.stop_node(self.id)
+
+    def _abandon_running(self) -> None:
+        """Stop at once: the tasks still running go through their crash policy now."""
+        with self._running_lock:
+            tasks = list(self.running.values())
+        for task in tasks:
+            task.request_cancel("the worker stopped")
+        self.store.stop_node(self.id)
+        for task in tasks:
+            self.app.apply_crash_policy(task.record, self, reason="its worker was stopped")
+
+    # -- signals -------------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if not self.handle_signals:
+            return {}
+        previous = {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self._stopping.is_set():
+                log.warning("second signal: stopping at once")
+                self.stop(now=True)
+            else:
+                log.warning("stopping: running tasks finish, nothing new is claimed "
+                            "(signal again to stop at once)")
+                self.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

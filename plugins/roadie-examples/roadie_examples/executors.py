@@ -1,0 +1,90 @@
+"""Example executors: count, fail, echo, noop, serial, fanout, report."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import roadie
+
+from roadie_examples.types import Batch
+
+
+class Count(roadie.Executor):
+    """Counts to ``n`` (default 20), ``delay`` seconds (default 0.05) per step, with progress."""
+
+    crash_policy = roadie.CrashPolicy.RESUME
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        n = int(task.context.get("n", 20))
+        delay = float(task.context.get("delay", 0.05))
+        start = (task.last_checkpoint or {}).get("i", 0)
+        for i in range(start, n):
+            task.progress(i + 1, n, f"counted to {i + 1}")
+            if (i + 1) % 10 == 0:
+                task.checkpoint({"i": i + 1})
+            task.wait_cancelled(delay)
+        return roadie.Result.success(f"counted to {n}", value=n)
+
+
+class Fail(roadie.Executor):
+    """Raises, to show ``handle_exception``: its message becomes the task's status message."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        raise ValueError(task.context.get("reason", "this task fails on purpose"))
+
+    def handle_exception(self, task: roadie.RunningTask, exc: BaseException) -> str:
+        return f"fail example: {exc}"
+
+
+class Echo(roadie.Executor):
+    """Returns its context as the status message (and as the result value)."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        context: dict[str, Any] = task.context
+        return roadie.Result.success(repr(context), value=context)
+
+
+class Noop(roadie.Executor):
+    """Does nothing at all: the benchmarks' task."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        return roadie.Result.SUCCESS
+
+
+class Serial(roadie.Executor):
+    """One at a time across every worker (Liferay's serial executor): sleeps ``seconds``."""
+
+    isolation = roadie.Isolation.CLASS
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        task.wait_cancelled(float(task.context.get("seconds", 0.2)))
+        task.raise_if_cancelled()
+        return roadie.Result.success("done, alone")
+
+
+class Fanout(roadie.Executor):
+    """Splits ``items`` (default 40) into lightweight children, ``width`` at a time."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        items = range(int(task.context.get("items", 40)))
+        delay = float(task.context.get("delay", 0.02))
+
+        def square(i: int) -> int:
+            roadie.current_task().raise_if_cancelled()  # type: ignore[union-attr]
+            time.sleep(delay)
+            return i * i
+
+        results = task.map(square, items, width=int(task.context.get("width", 8)))
+        return roadie.Result.success(f"sum of squares {sum(results)}", value=sum(results))
+
+
+class Report(roadie.Executor):
+    """Processes a ``roadie_examples.types.Batch`` from its context and attaches a report."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        batch: Batch = task.context["batch"]
+        lines = [f"{batch.unit} {i}" for i in range(batch.start, batch.start + batch.size)]
+        task.progress(batch.size, batch.size)
+        task.attach("report.txt", "\n".join(lines).encode(), media_type="text/plain")
+        return roadie.Result.success(f"reported {batch.size} {batch.unit}")
