@@ -1,0 +1,222 @@
+"""Test helpers for plugin authors, registered as a pytest plugin (``pytest11``).
+
+Fixtures:
+
+- ``roadie_app``: a ``Roadie`` on a fresh SQLite file in ``tmp_path``, with every installed plugin
+  (yours too, once ``pip install -e .``-ed) and short intervals so tests run fast.
+- ``roadie_recorder``: a ``HookRecorder`` registered on ``roadie_app`` that records every hook
+  call in order.
+
+Functions:
+
+- ``run_task(app, executor, context, **add_task_args)``: add a task, run a worker until it ends,
+  and return a ``TaskRun`` (the final record, its status attributes, its messages).
+- ``wait_for(condition, timeout=...)``: poll a condition with a deadline (never a bare sleep).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from roadie.app import Roadie
+from roadie.hookspecs import hookimpl
+from roadie.records import TaskRecord
+from roadie.status import FINAL_STATUSES
+from roadie.worker import Worker, WorkerStats
+
+T = TypeVar("T")
+
+FAST_SETTINGS: dict[str, Any] = {
+    "heartbeat_interval": 0.2,
+    "heartbeat_grace": 2.0,
+    "status_interval": 0.05,
+    "cancel_poll_interval": 0.1,
+    "sqlite_poll_interval": 0.02,
+    "postgres_poll_interval": 0.5,
+    "pending_horizon": 10.0,
+}
+
+
+def make_app(url: str, data_dir: Path, **overrides: Any) -> Roadie:
+    """A Roadie with test-friendly intervals (``FAST_SETTINGS``) and its schema in place."""
+    settings = {**FAST_SETTINGS, **overrides}
+    app = Roadie(url, data_dir=data_dir, auto_upgrade=True, **settings)
+    app.store  # noqa: B018 - connect and create the schema now
+    return app
+
+
+def wait_for(condition: Callable[[], T], *, timeout: float = 20.0, interval: float = 0.02,
+             message: str = "condition") -> T:
+    """Call ``condition`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+@dataclass
+class TaskRun:
+    """The outcome of ``run_task``."""
+
+    task: TaskRecord
+    stats: WorkerStats
+
+    @property
+    def status(self) -> dict[str, Any]:
+        """The task's final status attributes."""
+        return self.task.task_status
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        """The recent status messages, without their timestamps."""
+        return [{k: v for k, v in m.items() if k != "at"} for m in self.task.recent_messages]
+
+
+def run_task(app: Roadie, executor: str, context: dict[str, Any] | None = None, *,
+             concurrency: int = 1, **add_task_args: Any) -> TaskRun:
+    """Add one task and run a worker until nothing is left; return its final state."""
+    task = app.add_task(executor, context or {}, **add_task_args)
+    stats = app.run_worker(concurrency=concurrency, until_idle=True)
+    return TaskRun(app.get_task(task.id), stats)
+
+
+class BackgroundWorker:
+    """A worker running in a thread of the test process; stop it with ``stop()``."""
+
+    def __init__(self, app: Roadie, **options: Any) -> None:
+        self.worker: Worker = app.worker(handle_signals=False, **options)
+        self.stats: WorkerStats | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="roadie-test-worker", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.stats = self.worker.run()
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> BackgroundWorker:
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> WorkerStats | None:
+        """Stop claiming, let running tasks finish, and wait for the thread."""
+        self.worker.stop()
+        self._thread.join(timeout)
+        if self.error is not None:
+            raise self.error
+        return self.stats
+
+    def __enter__(self) -> BackgroundWorker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_final(app: Roadie, task_id: int, timeout: float = 30.0) -> TaskRecord:
+    """Wait until a task has ended; return its record."""
+    return wait_for(
+        lambda: (lambda t: t if t.status in FINAL_STATUSES else None)(app.get_task(task_id)),
+        timeout=timeout, message=f"task {task_id} to end",
+    )
+
+
+@dataclass
+class HookCall:
+    """One recorded hook call."""
+
+    name: str
+    kwargs: dict[str, Any]
+
+
+@dataclass
+class HookRecorder:
+    """A plugin that records the hooks fired (names and arguments, in order)."""
+
+    calls: list[HookCall] = field(default_factory=list)
+
+    def names(self, task_id: int | None = None) -> list[str]:
+        """The hook names, in order (of one task, if given)."""
+        return [c.name for c in self.calls if task_id is None or _task_id(c) == task_id]
+
+    def _record(self, name: str, **kwargs: Any) -> None:
+        self.calls.append(HookCall(name, kwargs))
+
+    @hookimpl
+    def roadie_task_added(self, app: Roadie, task: TaskRecord) -> None:
+        self._record("roadie_task_added", task=task)
+
+    @hookimpl
+    def roadie_before_task(self, task: Any) -> None:
+        self._record("roadie_before_task", task=task)
+
+    @hookimpl
+    def roadie_restore_context(self, task: Any, captured: dict[str, Any]) -> None:
+        self._record("roadie_restore_context", task=task, captured=captured)
+
+    @hookimpl(wrapper=True)
+    def roadie_execute_task(self, task: Any, executor: Any) -> Iterator[None]:
+        self._record("roadie_execute_task", task=task, executor=executor)
+        return (yield)
+
+    @hookimpl
+    def roadie_status_message(self, task: Any, message: dict[str, Any], status: Any) -> None:
+        self._record("roadie_status_message", task=task, message=message)
+
+    @hookimpl
+    def roadie_task_finished(self, task: TaskRecord, result: Any) -> None:
+        self._record("roadie_task_finished", task=task, result=result)
+
+    @hookimpl
+    def roadie_task_failed(self, task: TaskRecord, message: str, error: Any) -> None:
+        self._record("roadie_task_failed", task=task, message=message, error=error)
+
+    @hookimpl
+    def roadie_task_cancelled(self, task: TaskRecord, message: str) -> None:
+        self._record("roadie_task_cancelled", task=task, message=message)
+
+    @hookimpl
+    def roadie_task_orphaned(self, task: TaskRecord, node: str, outcome: str) -> None:
+        self._record("roadie_task_orphaned", task=task, node=node, outcome=outcome)
+
+    @hookimpl
+    def roadie_worker_started(self, worker: Any) -> None:
+        self._record("roadie_worker_started", worker=worker)
+
+    @hookimpl
+    def roadie_worker_stopping(self, worker: Any) -> None:
+        self._record("roadie_worker_stopping", worker=worker)
+
+
+def _task_id(call: HookCall) -> int | None:
+    task = call.kwargs.get("task")
+    return getattr(task, "id", None)
+
+
+@pytest.fixture
+def roadie_app(tmp_path: Path) -> Iterator[Roadie]:
+    """A Roadie on a fresh SQLite file, with every installed plugin and fast intervals."""
+    app = make_app(f"sqlite:///{tmp_path / 'roadie.db'}", tmp_path / "data")
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def roadie_recorder(roadie_app: Roadie) -> HookRecorder:
+    """A HookRecorder registered on ``roadie_app``."""
+    recorder = HookRecorder()
+    roadie_app.plugins.register(recorder, name="roadie-recorder")
+    return recorder

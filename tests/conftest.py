@@ -1,0 +1,122 @@
+"""Shared fixtures: every ``app`` test runs on SQLite and on PostgreSQL.
+
+PostgreSQL tests skip when the server is unreachable, except when CI=true, where they fail.
+Set ROADIE_TEST_PG_URL to use another server than 127.0.0.1:5432/test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from roadie import Roadie
+from roadie.testing import make_app
+
+PG_URL = os.environ.get(
+    "ROADIE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+ROADIE_TABLES = ("roadie_tasks", "roadie_locks", "roadie_nodes", "roadie_attempts",
+                 "roadie_attachments")
+_pg_state: dict[str, object] = {}
+
+
+def postgres_available() -> bool:
+    """Whether the test PostgreSQL answers (asked once per session)."""
+    if "ok" not in _pg_state:
+        try:
+            engine = sa.create_engine(PG_URL, connect_args={"connect_timeout": 3})
+            with engine.connect() as conn:
+                conn.execute(sa.text("select 1"))
+            engine.dispose()
+            _pg_state["ok"] = True
+        except Exception as exc:
+            _pg_state["ok"] = False
+            _pg_state["why"] = str(exc).splitlines()[0]
+    return bool(_pg_state["ok"])
+
+
+def require_postgres() -> None:
+    """Skip (locally) or fail (CI=true) when PostgreSQL is unreachable."""
+    if postgres_available():
+        return
+    message = f"PostgreSQL unreachable at {PG_URL}: {_pg_state.get('why')}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
+    pytest.skip(message)
+
+
+def reset_postgres() -> None:
+    """Empty roadie's tables (creating the schema if needed)."""
+    engine = sa.create_engine(PG_URL)
+    with engine.begin() as conn:
+        exists = conn.execute(sa.text("select to_regclass('roadie_tasks')")).scalar()
+        if exists:
+            conn.execute(sa.text(f"TRUNCATE {', '.join(ROADIE_TABLES)} RESTART IDENTITY"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: a SQLite file, or the emptied PostgreSQL test database."""
+    if request.param == "postgres":
+        require_postgres()
+        reset_postgres()
+        return PG_URL
+    return f"sqlite:///{tmp_path / 'roadie.db'}"
+
+
+@pytest.fixture
+def app(db_url: str, tmp_path: Path) -> Iterator[Roadie]:
+    """A Roadie on each database, with fast intervals and the test executors registered."""
+    instance = make_app(db_url, tmp_path / "data")
+    register_test_executors(instance)
+    yield instance
+    instance.close()
+
+
+def register_test_executors(app: Roadie) -> None:
+    """Executors defined in tests/executors.py, under the pseudo-distribution 'tests'."""
+    from tests import executors
+
+    for name, cls in executors.ALL.items():
+        app.plugins.register_executor(f"tests:{name}", cls)
+
+
+@pytest.fixture
+def make_plugin(tmp_path: Path) -> Iterator[object]:
+    """Create throwaway plugin distributions on a fresh path entry (with dist-info metadata)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    sys.path.insert(0, str(site))
+    created: list[str] = []
+
+    def create(dist: str, files: dict[str, str], executors: dict[str, str],
+               hooks: str | None = None, version: str = "0.1") -> Path:
+        for relative, text in files.items():
+            path = site / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(text))
+        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
+        )
+        lines = ["[roadie.executors]"] + [f"{k} = {v}" for k, v in executors.items()]
+        if hooks:
+            lines += ["", "[roadie.plugins]", f"{dist.replace('-', '_')} = {hooks}"]
+        (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+        created.extend(p.split("/")[0].removesuffix(".py") for p in files)
+        return site
+
+    create.site = site  # type: ignore[attr-defined]
+    yield create
+    sys.path.remove(str(site))
+    for module in list(sys.modules):
+        if module.split(".")[0] in created:
+            del sys.modules[module]

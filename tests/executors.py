@@ -1,0 +1,168 @@
+"""Executors used by the tests (registered under the pseudo-distribution ``tests``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import roadie
+
+RUNS: list[tuple[int, float, float]] = []  # (task id, start, end), appended by Tracked
+RUNS_LOCK = threading.Lock()
+
+
+class Sleep(roadie.Executor):
+    """Sleeps ``seconds`` (default 0.05), waking early on cancel."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        task.wait_cancelled(float(task.context.get("seconds", 0.05)))
+        task.raise_if_cancelled()
+        return roadie.Result.success("slept")
+
+
+class Boom(roadie.Executor):
+    """Raises RuntimeError."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        raise RuntimeError(task.context.get("reason", "boom"))
+
+
+class Refuse(roadie.Executor):
+    """Returns a failed Result (no exception)."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        return roadie.Result.failed("refused politely")
+
+
+class Flaky(roadie.Executor):
+    """Fails with ConnectionError until attempt ``succeed_on``; retried with a short backoff."""
+
+    retry = roadie.Retry(on=(ConnectionError,), max_attempts=3, backoff=0.05, factor=2)
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        if task.attempt < int(task.context.get("succeed_on", 2)):
+            raise ConnectionError(f"flaky on attempt {task.attempt}")
+        return roadie.Result.success(f"worked on attempt {task.attempt}")
+
+
+class Spin(roadie.Executor):
+    """Loops on safe points until cancelled (or ``limit`` seconds pass)."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        deadline = time.monotonic() + float(task.context.get("limit", 30))
+        i = 0
+        while time.monotonic() < deadline:
+            i += 1
+            task.progress(i, message="spinning")
+            time.sleep(0.005)
+        return roadie.Result.success("spun out")
+
+
+class Timed(Spin):
+    """A Spin with an executor time limit of 0.3 s."""
+
+    timeout = 0.3
+
+
+class Chatty(roadie.Executor):
+    """Sends ``n`` progress updates as fast as it can."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        n = int(task.context.get("n", 10_000))
+        for i in range(n):
+            task.progress(i + 1, n)
+        return roadie.Result.success(f"sent {n}")
+
+
+class Tracked(roadie.Executor):
+    """Records its run (start, end) in RUNS; sleeps ``seconds``."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        start = time.monotonic()
+        time.sleep(float(task.context.get("seconds", 0.02)))
+        with RUNS_LOCK:
+            RUNS.append((task.id, start, time.monotonic()))
+        return roadie.Result.SUCCESS
+
+
+class SerialTracked(Tracked):
+    """Tracked, one at a time."""
+
+    isolation = roadie.Isolation.CLASS
+
+
+class GroupTracked(Tracked):
+    """Tracked, one at a time per group."""
+
+    isolation = roadie.Isolation.GROUP
+
+
+class BadReturn(roadie.Executor):
+    """Returns something that is not a Result."""
+
+    def execute(self, task: roadie.RunningTask) -> Any:
+        return 42
+
+
+class Translated(roadie.Executor):
+    """Uses its own translator: turns {"rows": n} messages into a rows_done counter."""
+
+    class Rows(roadie.StatusMessageTranslator):
+        def translate(self, task: roadie.RunningTask, message: dict[str, Any],
+                      status: roadie.TaskStatus) -> None:
+            status.increment("rows_done", message.get("rows", 0))
+            status.set("step", message.get("step", "?"))
+
+    translator = Rows()
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        for step in ("read", "write"):
+            task.send_status({"rows": 5, "step": step})
+        return roadie.Result.success("translated")
+
+
+class WhoAmI(roadie.Executor):
+    """Returns what current_task() says, from a nested call."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        return roadie.Result.success(str(nested_current_id()))
+
+
+def nested_current_id() -> int | None:
+    current = roadie.current_task()
+    return None if current is None else current.id
+
+
+class Parent(roadie.Executor):
+    """Fans out ``items`` children ``width`` wide; child number ``fail_at`` raises."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        fail_at = task.context.get("fail_at")
+        delay = float(task.context.get("delay", 0.01))
+        width = int(task.context.get("width", 8))
+
+        def child(i: int) -> int:
+            current = roadie.current_task()
+            assert current is not None and current.id == task.id
+            current.raise_if_cancelled()
+            time.sleep(delay)
+            current.raise_if_cancelled()
+            if i == fail_at:
+                raise ValueError(f"child {i} failed")
+            return i
+
+        children = [task.spawn(child, i, name=f"piece-{i}") for i in range(
+            int(task.context.get("items", 100)))] if task.context.get("spawn") else None
+        if children is not None:
+            return roadie.Result.success(f"spawned {len(children)}")
+        results = task.map(child, range(int(task.context.get("items", 100))), width=width)
+        return roadie.Result.success(f"{len(results)} children")
+
+
+ALL: dict[str, type[roadie.Executor]] = {
+    "sleep": Sleep, "boom": Boom, "refuse": Refuse, "flaky": Flaky, "spin": Spin,
+    "timed": Timed, "chatty": Chatty, "tracked": Tracked, "serial": SerialTracked,
+    "grouped": GroupTracked, "badreturn": BadReturn, "translated": Translated,
+    "whoami": WhoAmI, "parent": Parent,
+}

@@ -1,0 +1,168 @@
+"""The task API: add, get, list, cancel, resume, delete, and its errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+import roadie
+from roadie import Status
+
+
+def test_status_values_and_labels_match_liferay() -> None:
+    assert [(s.name, int(s), s.label) for s in Status] == [
+        ("NEW", 0, "new"), ("IN_PROGRESS", 1, "in-progress"), ("FAILED", 2, "failed"),
+        ("SUCCESSFUL", 3, "successful"), ("QUEUED", 4, "queued"), ("CANCELLED", 5, "cancelled"),
+    ]
+    assert Status.parse("in-progress") is Status.IN_PROGRESS
+    assert Status.parse("CANCELLED") is Status.CANCELLED
+    with pytest.raises(ValueError, match="use one of: new, in-progress"):
+        Status.parse("running")
+
+
+def test_result_shortcuts() -> None:
+    assert roadie.Result.SUCCESS.status is Status.SUCCESSFUL
+    assert roadie.Result.failed("why") == roadie.Result(Status.FAILED, "why")
+    with pytest.raises(ValueError, match="final status"):
+        roadie.Result(Status.NEW)
+
+
+def test_add_and_get_task(app: roadie.Roadie) -> None:
+    task = app.add_task("roadie-examples:echo", {"n": 1, "when": dt.date(2026, 1, 2)},
+                        name="hello", owner="alice", group="site-1")
+    again = app.get_task(task.id)
+    assert again.status is Status.NEW
+    assert again.completed is False
+    assert again.name == "hello" and again.owner == "alice" and again.group == "site-1"
+    assert again.executor == "roadie-examples:echo"
+    assert again.plugins == {"roadie-examples": "0.1.0"}
+    assert again.context == {"n": 1, "when": dt.date(2026, 1, 2)}
+    assert isinstance(again.context_bytes, bytes)
+    assert again.created_at.tzinfo is not None
+    assert again.attempts == 0
+
+
+def test_executor_names_are_canonical(app: roadie.Roadie) -> None:
+    task = app.add_task("Roadie_Examples:echo", {})
+    assert task.executor == "roadie-examples:echo"
+
+
+def test_unknown_executor_suggests_the_closest(app: roadie.Roadie) -> None:
+    with pytest.raises(roadie.UnknownExecutor) as info:
+        app.add_task("roadie-examples:cuont", {})
+    message = str(info.value)
+    assert "Did you mean 'roadie-examples:count'" in message
+    assert "roadie-examples:echo" in message  # lists what is installed
+    assert app.list_tasks() == []
+
+
+def test_malformed_executor_name(app: roadie.Roadie) -> None:
+    with pytest.raises(roadie.UnknownExecutor, match="must look like '<distribution>:<name>'"):
+        app.add_task("count", {})
+
+
+def test_context_must_be_a_mapping(app: roadie.Roadie) -> None:
+    with pytest.raises(roadie.ContextEncodeError, match="must be a mapping.*not list"):
+        app.add_task("roadie-examples:echo", [1, 2])  # type: ignore[arg-type]
+
+
+def test_unencodable_context_names_key_and_type(app: roadie.Roadie) -> None:
+    class Secret:
+        pass
+
+    with pytest.raises(roadie.ContextEncodeError) as info:
+        app.add_task("roadie-examples:echo", {"rows": [{"ok": 1}, {"who": Secret()}]})
+    assert "context['rows'][1]['who']" in str(info.value)
+    assert "Secret" in str(info.value)
+    assert app.list_tasks() == []
+
+
+def test_list_tasks_filters_newest_first(app: roadie.Roadie) -> None:
+    a = app.add_task("roadie-examples:echo", {}, owner="alice", group="g1")
+    b = app.add_task("roadie-examples:noop", {}, owner="bob", group="g1")
+    c = app.add_task("roadie-examples:echo", {}, owner="alice", group="g2")
+    assert [t.id for t in app.list_tasks()] == [c.id, b.id, a.id]
+    assert [t.id for t in app.list_tasks(owner="alice")] == [c.id, a.id]
+    assert [t.id for t in app.list_tasks(group="g1")] == [b.id, a.id]
+    assert [t.id for t in app.list_tasks(executor="roadie-examples:noop")] == [b.id]
+    assert [t.id for t in app.list_tasks(limit=1, offset=1)] == [b.id]
+    assert [t.id for t in app.list_tasks(status="new")] == [c.id, b.id, a.id]
+    assert app.list_tasks(status=[Status.FAILED]) == []
+
+
+def test_cancel_waiting_task_is_immediate(app: roadie.Roadie) -> None:
+    task = app.add_task("roadie-examples:echo", {})
+    cancelled = app.cancel_task(task.id, by="alice")
+    assert cancelled.status is Status.CANCELLED
+    assert cancelled.completed
+    assert "cancelled by alice" in cancelled.status_message
+    stats = app.run_worker(concurrency=1, until_idle=True)
+    assert stats.finished == 0
+    with pytest.raises(roadie.InvalidTransition, match="already ended"):
+        app.cancel_task(task.id)
+
+
+def test_resume_a_cancelled_task_runs_it(app: roadie.Roadie) -> None:
+    task = app.add_task("roadie-examples:echo", {"x": 1})
+    app.cancel_task(task.id)
+    resumed = app.resume_task(task.id)
+    assert resumed.status is Status.NEW and not resumed.completed
+    app.run_worker(concurrency=1, until_idle=True)
+    assert app.get_task(task.id).status is Status.SUCCESSFUL
+    with pytest.raises(roadie.InvalidTransition, match="only failed or cancelled"):
+        app.resume_task(task.id)
+
+
+def test_delete_task(app: roadie.Roadie) -> None:
+    task = app.add_task("roadie-examples:echo", {})
+    app.delete_task(task.id)
+    with pytest.raises(roadie.TaskNotFound, match=f"task {task.id} does not exist"):
+        app.get_task(task.id)
+
+
+@pytest.mark.parametrize("operation", ["get_task", "cancel_task", "delete_task",
+                                       "resume_task", "get_task_status"])
+def test_missing_task_ids_are_clear_errors(app: roadie.Roadie, operation: str) -> None:
+    with pytest.raises(roadie.TaskNotFound, match="task 4242 does not exist"):
+        getattr(app, operation)(4242)
+
+
+def test_add_tasks_in_one_batch(app: roadie.Roadie) -> None:
+    tasks = app.add_tasks([
+        {"executor": "roadie-examples:echo", "context": {"i": i}, "name": f"t{i}"}
+        for i in range(50)
+    ])
+    assert [t.context["i"] for t in tasks] == list(range(50))
+    assert len({t.id for t in tasks}) == 50
+    with pytest.raises(ValueError, match=r"tasks\[0\] has no 'executor'"):
+        app.add_tasks([{"context": {}}])
+
+
+def test_unreachable_database_is_one_clear_line(tmp_path: object) -> None:
+    app = roadie.Roadie("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(roadie.DatabaseError) as info:
+        app.list_tasks()
+    message = str(info.value)
+    assert "127.0.0.1:1" in message and "\n" not in message
+
+
+def test_outdated_schema_says_what_to_run(db_url: str, tmp_path: object) -> None:
+    import sqlalchemy as sa
+
+    if db_url.startswith("postgresql"):
+        engine = sa.create_engine(db_url)
+        with engine.begin() as conn:
+            for table in ("roadie_attachments", "roadie_attempts", "roadie_nodes",
+                          "roadie_locks", "roadie_tasks", "roadie_alembic_version"):
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+        engine.dispose()
+        with pytest.raises(roadie.SchemaOutdatedError, match="run `roadie db upgrade`"):
+            roadie.Roadie(db_url).list_tasks()
+        roadie.Roadie(db_url).upgrade_schema()
+        assert roadie.Roadie(db_url).list_tasks() == []
+    else:
+        # the embedded SQLite database upgrades itself on first use
+        assert roadie.Roadie(db_url).list_tasks() == []
+        with pytest.raises(roadie.SchemaOutdatedError, match="run `roadie db upgrade`"):
+            roadie.Roadie(db_url.replace("roadie.db", "other.db"), auto_upgrade=False).list_tasks()

@@ -1,0 +1,109 @@
+"""Running tasks: results, failures, exceptions, current_task, concurrency."""
+
+from __future__ import annotations
+
+import pytest
+
+import roadie
+from roadie import Status
+from roadie.testing import BackgroundWorker, run_task, wait_final
+from tests import executors
+
+
+def test_successful_task_records_everything(app: roadie.Roadie) -> None:
+    run = run_task(app, "roadie-examples:count", {"n": 5, "delay": 0})
+    task = run.task
+    assert task.status is Status.SUCCESSFUL
+    assert task.completed
+    assert task.status_message == "counted to 5"
+    assert task.result == 5
+    assert task.attempts == 1
+    assert task.started_at is not None and task.finished_at is not None
+    assert task.created_at <= task.started_at <= task.finished_at
+    assert run.status["done"] == 5 and run.status["percent"] == 100.0
+    assert app.get_task_status(task.id)["total"] == 5
+
+
+def test_exception_goes_through_handle_exception(app: roadie.Roadie) -> None:
+    task = run_task(app, "roadie-examples:fail", {"reason": "disk full"}).task
+    assert task.status is Status.FAILED
+    assert task.completed
+    assert task.status_message == "fail example: disk full"
+    assert task.error is not None and "Traceback" in task.error
+    assert "ValueError: disk full" in task.error
+
+
+def test_default_handle_exception_message(app: roadie.Roadie) -> None:
+    task = run_task(app, "tests:boom", {"reason": "kaput"}).task
+    assert task.status is Status.FAILED
+    assert task.status_message == "RuntimeError: kaput"
+
+
+def test_failed_result_without_exception(app: roadie.Roadie) -> None:
+    task = run_task(app, "tests:refuse").task
+    assert task.status is Status.FAILED and task.status_message == "refused politely"
+    assert task.error is None
+
+
+def test_execute_must_return_a_result(app: roadie.Roadie) -> None:
+    task = run_task(app, "tests:badreturn").task
+    assert task.status is Status.FAILED
+    assert "not a roadie.Result" in task.status_message
+
+
+def test_current_task_from_nested_calls(app: roadie.Roadie) -> None:
+    task = run_task(app, "tests:whoami").task
+    assert task.status_message == str(task.id)
+    assert roadie.current_task() is None
+
+
+def test_many_tasks_each_run_once_on_a_thread_pool(app: roadie.Roadie) -> None:
+    executors.RUNS.clear()
+    tasks = app.add_tasks([{"executor": "tests:tracked", "context": {"seconds": 0.005}}
+                           for _ in range(60)])
+    stats = app.run_worker(concurrency=4, until_idle=True)
+    assert stats.finished == 60
+    ran = [run[0] for run in executors.RUNS]
+    assert sorted(ran) == sorted(t.id for t in tasks)
+    assert all(t.status is Status.SUCCESSFUL for t in app.list_tasks(limit=None))
+
+
+def test_two_workers_in_one_process_never_run_a_task_twice(app: roadie.Roadie) -> None:
+    executors.RUNS.clear()
+    tasks = app.add_tasks([{"executor": "tests:tracked", "context": {"seconds": 0.002}}
+                           for _ in range(80)])
+    with BackgroundWorker(app, concurrency=2), BackgroundWorker(app, concurrency=2):
+        for task in tasks:
+            wait_final(app, task.id)
+    ran = [run[0] for run in executors.RUNS]
+    assert len(ran) == len(set(ran)) == 80
+
+
+def test_priority_then_age(app: roadie.Roadie) -> None:
+    executors.RUNS.clear()
+    low = app.add_task("tests:tracked", {"seconds": 0}, priority=0)
+    high = app.add_task("tests:tracked", {"seconds": 0}, priority=5)
+    low2 = app.add_task("tests:tracked", {"seconds": 0}, priority=0)
+    app.run_worker(concurrency=1, until_idle=True)
+    assert [run[0] for run in executors.RUNS] == [high.id, low.id, low2.id]
+
+
+def test_broken_plugin_fails_its_tasks_with_the_error(app: roadie.Roadie, make_plugin) -> None:
+    make_plugin("roadie-broken", {"roadie_broken/__init__.py": "raise ImportError('no numpy')"},
+                {"work": "roadie_broken:Work"})
+    fresh = roadie.Roadie(app.url, settings=app.settings)
+    assert "roadie-broken:work" in fresh.plugins.executor_names()
+    task = fresh.add_task("roadie-broken:work", {"a": 1})
+    fresh.run_worker(concurrency=1, until_idle=True)
+    done = fresh.get_task(task.id)
+    assert done.status is Status.FAILED
+    assert "plugin 'roadie-broken' is broken" in done.status_message
+    assert "no numpy" in done.status_message
+    assert done.context == {"a": 1}  # the row and its bytes are kept
+    fresh.close()
+
+
+@pytest.mark.parametrize("concurrency", [0, -1])
+def test_bad_concurrency(app: roadie.Roadie, concurrency: int) -> None:
+    with pytest.raises(ValueError, match="concurrency must be at least 1"):
+        app.run_worker(concurrency=concurrency)
