@@ -6,6 +6,11 @@ value must belong to a registered type: it is stored as a msgpack extension carr
 is what the type's encoder made of the value (itself encoded the same way). Decoding looks the
 key up in the registry, never imports anything by a name found in the data, and only resolves
 keys of the namespaces it is allowed (the task's plugins and ``roadie``).
+
+Limits: an encoding larger than ``max_size`` is refused; typed values nest at most
+``max_depth`` deep inside one another (plain lists and maps are bounded by msgpack's own nesting
+limit); decoding first checks that the bytes are complete, so a forged length never makes it
+allocate more than the data could hold.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ EXT_CODE = 42
 CORE_NAMESPACE = "roadie"
 DEFAULT_MAX_SIZE = 4 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 64
+# how deeply msgpack nests plain lists and maps within one packb call (its C packer's limit)
+_PLAIN_NEST_LIMIT = 1024
 
 Encoder = Callable[[Any], Any]
 Decoder = Callable[[Any], Any]
@@ -62,7 +69,15 @@ class RegisteredType:
                     f"type {self.key!r} has no upgrader from version {version} to {version + 1}; "
                     f"the stored value cannot be read by this version of the plugin"
                 )
-            data = upgrader(data)
+            try:
+                data = upgrader(data)
+            except ContextDecodeError:
+                raise
+            except Exception as exc:
+                raise ContextDecodeError(
+                    f"the upgrader of type {self.key!r} from version {version} to {version + 1} "
+                    f"failed on the stored value: {exc}"
+                ) from None
         return data
 
 
@@ -95,6 +110,10 @@ def _codec_for_class(cls: type) -> tuple[Encoder, Decoder]:
     decode = getattr(cls, "__roadie_decode__", None)
     if encode is not None and decode is not None:
         return encode, decode
+    if issubclass(cls, enum.Flag):
+        # combined flags (A | B) have no member name of their own: store the value
+        flags = cls
+        return (lambda member: member.value), (lambda value: flags(value))
     if issubclass(cls, enum.Enum):
         members = cls
         return (lambda member: member.name), (lambda name: members[name])
@@ -147,14 +166,33 @@ class TypeRegistry:
         ``__roadie_encode__(self)`` and a classmethod ``__roadie_decode__(data)``. Options set
         with ``@context_type`` are used unless given here.
         """
-        marked = getattr(cls, "__roadie_type__", None) or {}
+        if not isinstance(cls, type):
+            raise TypeRegistrationError(
+                f"register() needs a class, not {type(cls).__name__} {cls!r}"
+            )
+        # only the class's own marks: a subclass of a @context_type class is another type
+        marked = cls.__dict__.get("__roadie_type__") or {}
         name = name or marked.get("name") or cls.__qualname__
         version = version if version is not None else marked.get("version", 1)
         upgraders = upgraders if upgraders is not None else marked.get("upgraders", {})
-        if not isinstance(version, int) or version < 1:
+        for label, part in (("namespace", namespace), ("name", name)):
+            if not isinstance(part, str) or not part or ":" in part:
+                raise TypeRegistrationError(
+                    f"cannot register {_qualname(cls)}: its {label} {part!r} must be a "
+                    f"non-empty string without ':'"
+                )
+        if type(version) is not int or version < 1:
             raise TypeRegistrationError(f"type {name!r}: version must be an int >= 1")
         if (encode is None) != (decode is None):
             raise TypeRegistrationError(f"type {name!r}: give both encode= and decode=, or neither")
+        if not all(callable(f) for f in (encode, decode) if f is not None):
+            raise TypeRegistrationError(f"type {name!r}: encode= and decode= must be callables")
+        for old, upgrader in dict(upgraders or {}).items():
+            if type(old) is not int or not 1 <= old < version or not callable(upgrader):
+                raise TypeRegistrationError(
+                    f"type {name!r} version {version}: upgraders must map a version from 1 to "
+                    f"{version - 1} to a function that upgrades its data by one version"
+                )
         if encode is None or decode is None:
             encode, decode = _codec_for_class(cls)
         key = f"{namespace}:{name}"
@@ -210,17 +248,17 @@ class TypeRegistry:
     ) -> tuple[bytes, set[str]]:
         """Encode ``value`` and say which plugin namespaces its types came from."""
         used: set[str] = set()
-        self._local.used = used
+        # an encoder may itself call encode: keep the outer call's state
+        outer = getattr(self._local, "used", None), getattr(self._local, "depth", 0)
+        self._local.used, self._local.depth = used, 0
         try:
             data = msgpack.packb(
                 value, default=self._default, strict_types=True, use_bin_type=True
             )
-        except ContextEncodeError as exc:
-            raise ContextEncodeError(self._explain_failure(value, what, exc)) from None
-        except (TypeError, ValueError, OverflowError) as exc:
+        except Exception as exc:  # an encoder may raise anything: report it with its key path
             raise ContextEncodeError(self._explain_failure(value, what, exc)) from None
         finally:
-            self._local.used = None
+            self._local.used, self._local.depth = outer
         limit = self.max_size if max_size is None else max_size
         if len(data) > limit:
             raise ContextEncodeError(
@@ -233,60 +271,71 @@ class TypeRegistry:
     def _default(self, obj: Any) -> msgpack.ExtType:
         entry = self._by_class.get(type(obj))
         if entry is None:
-            if type(obj) is int:
-                entry = self._by_key["roadie:int"]
-            else:
-                raise ContextEncodeError(_unregistered(obj))
+            raise ContextEncodeError(_unregistered(obj))
         used = getattr(self._local, "used", None)
         if used is not None:
             used.add(entry.namespace)
-        payload = msgpack.packb(
-            [entry.key, entry.version, entry.encode(obj)],
-            default=self._default,
-            strict_types=True,
-            use_bin_type=True,
-        )
+        # typed values nest through this function: count them as decode does
+        depth = getattr(self._local, "depth", 0) + 1
+        if depth > self.max_depth:
+            raise ContextEncodeError(_too_deep(self.max_depth))
+        self._local.depth = depth
+        try:
+            payload = msgpack.packb(
+                [entry.key, entry.version, entry.encode(obj)],
+                default=self._default,
+                strict_types=True,
+                use_bin_type=True,
+            )
+        finally:
+            self._local.depth = depth - 1
         return msgpack.ExtType(EXT_CODE, payload)
 
     def _explain_failure(self, value: Any, what: str, exc: Exception) -> str:
-        found = self._find_unencodable(value, what, 0)
+        try:
+            found = self._find_unencodable(value, what)
+        except RecursionError:
+            found = None
         if found is not None:
             path, reason = found
             return f"cannot encode {path}: {reason}"
         return f"cannot encode {what}: {exc}"
 
-    def _find_unencodable(self, value: Any, path: str, depth: int) -> tuple[str, str] | None:
-        """The key path of the first value that cannot be encoded, and why (slow; errors only)."""
-        if depth > self.max_depth:
-            return path, f"nested deeper than {self.max_depth} levels"
-        kind = type(value)
-        if value is None or kind in (bool, float, str, bytes):
-            return None
-        if kind is int:
-            return None
-        if kind is list:
-            for index, item in enumerate(value):
-                found = self._find_unencodable(item, f"{path}[{index}]", depth + 1)
-                if found:
-                    return found
-            return None
-        if kind is dict:
-            for key, item in value.items():
-                found = self._find_unencodable(key, f"{path} key {key!r}", depth + 1)
-                if found:
-                    return found
-                found = self._find_unencodable(item, f"{path}[{key!r}]", depth + 1)
-                if found:
-                    return found
-            return None
-        entry = self._by_class.get(kind)
-        if entry is None:
-            return path, _unregistered(value)
-        try:
-            data = entry.encode(value)
-        except Exception as exc:
-            return path, f"the encoder of {entry.key!r} failed: {exc}"
-        return self._find_unencodable(data, f"{path}<{entry.key}>", depth + 1)
+    def _find_unencodable(self, value: Any, what: str) -> tuple[str, str] | None:
+        """The key path of the first value that cannot be encoded, and why (slow; errors only).
+
+        Walks like the encoder: ``typed`` counts the typed values around a value (at most
+        ``max_depth``), ``plain`` its lists and maps within the innermost one (msgpack's limit).
+        """
+        stack: list[tuple[Any, str, int, int]] = [(value, what, 0, 0)]
+        while stack:
+            item, path, typed, plain = stack.pop()
+            if plain > _PLAIN_NEST_LIMIT:
+                return path, f"lists and maps nested deeper than {_PLAIN_NEST_LIMIT} levels"
+            kind = type(item)
+            if item is None or kind in (bool, int, float, str, bytes, bytearray, memoryview):
+                continue
+            children: list[tuple[Any, str, int, int]] = []
+            if kind is list:
+                children = [(v, f"{path}[{i}]", typed, plain + 1) for i, v in enumerate(item)]
+            elif kind is dict:
+                for key, v in item.items():
+                    children.append((key, f"{path} key {key!r}", typed, plain + 1))
+                    children.append((v, f"{path}[{key!r}]", typed, plain + 1))
+            else:
+                entry = self._by_class.get(kind)
+                if entry is None:
+                    return path, _unregistered(item)
+                if typed + 1 > self.max_depth:
+                    return path, _too_deep(self.max_depth)
+                try:
+                    data = entry.encode(item)
+                except Exception as exc:
+                    return path, f"the encoder of {entry.key!r} failed: {_describe(exc)}"
+                # the data sits in a [key, version, data] list: one plain level
+                children = [(data, f"{path}<{entry.key}>", typed + 1, 1)]
+            stack.extend(reversed(children))
+        return None
 
     # -- decoding ------------------------------------------------------------------------
 
@@ -313,7 +362,7 @@ class TypeRegistry:
                 raise ContextDecodeError(f"{what}: unknown msgpack extension code {code}")
             depth += 1
             if depth > self.max_depth:
-                raise ContextDecodeError(f"{what}: nested deeper than {self.max_depth} levels")
+                raise ContextDecodeError(f"{what}: {_too_deep(self.max_depth)}")
             try:
                 header = _unpack(payload, ext_hook)
                 if not (isinstance(header, list) and len(header) == 3):
@@ -349,7 +398,7 @@ class TypeRegistry:
             )
         entry = self._by_key.get(key)
         if entry is None:
-            if installed is not None and not installed(namespace):
+            if installed is not None and not _safely(installed, namespace):
                 raise ContextDecodeError(
                     f"{what} needs type {type_name!r} from plugin {namespace!r}, which is not "
                     f"installed here; install {namespace!r} (pip install {namespace}) and resume "
@@ -377,8 +426,34 @@ class TypeRegistry:
 
 
 def _unpack(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
+    # msgpack allocates a list as long as its header says before reading the items; check
+    # first (skipping builds nothing) that every length fits in the data, so forged headers
+    # nested in a short input cannot make it allocate far more than the input's size
+    checker = msgpack.Unpacker(max_buffer_size=max(len(data), 1))
+    checker.feed(data)
+    checker.skip()
+    if checker.tell() != len(data):
+        raise ValueError(f"{len(data) - checker.tell()} bytes of extra data after the value")
     return msgpack.unpackb(
         data, ext_hook=ext_hook, raw=False, strict_map_key=False, use_list=True
+    )
+
+
+def _safely(installed: Callable[[str], bool], namespace: str) -> bool:
+    try:
+        return bool(installed(namespace))
+    except Exception:
+        return False
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _too_deep(max_depth: int) -> str:
+    return (
+        f"typed values (tuples, sets, dates, registered classes, ...) nested more than "
+        f"{max_depth} levels deep inside one another"
     )
 
 
@@ -401,12 +476,18 @@ def _encode_tz(tz: dt.tzinfo | None) -> Any:
     if tz is None:
         return None
     if isinstance(tz, zoneinfo.ZoneInfo):
+        if tz.key is None:
+            raise TypeError(
+                f"time zone {tz!r} was loaded from a file and has no key; use "
+                f"zoneinfo.ZoneInfo('Area/City')"
+            )
         return ["zone", tz.key]
     if isinstance(tz, dt.timezone):
         offset = tz.utcoffset(None)
         default_name = dt.timezone(offset).tzname(None)
         name = tz.tzname(None)
-        return ["fixed", offset // dt.timedelta(microseconds=1), None if name == default_name else name]
+        micros = offset // dt.timedelta(microseconds=1)
+        return ["fixed", micros, None if name == default_name else name]
     raise TypeError(
         f"time zone {tz!r} is neither a zoneinfo.ZoneInfo nor a datetime.timezone; convert it"
     )
@@ -432,7 +513,9 @@ def _encode_datetime(v: dt.datetime) -> list[Any]:
 
 
 def _decode_datetime(d: list[Any]) -> dt.datetime:
-    return dt.datetime(*d[:7], fold=d[7], tzinfo=_decode_tz(d[8]))
+    year, month, day, hour, minute, second, micro, fold, tz = d
+    return dt.datetime(year, month, day, hour, minute, second, micro, fold=fold,
+                       tzinfo=_decode_tz(tz))
 
 
 def _encode_time(v: dt.time) -> list[Any]:
@@ -440,7 +523,19 @@ def _encode_time(v: dt.time) -> list[Any]:
 
 
 def _decode_time(d: list[Any]) -> dt.time:
-    return dt.time(*d[:4], fold=d[4], tzinfo=_decode_tz(d[5]))
+    hour, minute, second, micro, fold, tz = d
+    return dt.time(hour, minute, second, micro, fold=fold, tzinfo=_decode_tz(tz))
+
+
+def _encode_int(v: int) -> bytes:
+    # ints beyond 64 bits: two's complement bytes (str() refuses more than 4300 digits)
+    return v.to_bytes(v.bit_length() // 8 + 1, "big", signed=True)
+
+
+def _decode_int(d: Any) -> int:
+    if type(d) is not bytes:
+        raise TypeError(f"expected bytes, not {type(d).__name__}")
+    return int.from_bytes(d, "big", signed=True)
 
 
 def _register_builtins(registry: TypeRegistry) -> None:
@@ -457,8 +552,8 @@ def _register_builtins(registry: TypeRegistry) -> None:
     add(tuple, "tuple", list, tuple)
     add(set, "set", list, set)
     add(frozenset, "frozenset", list, frozenset)
-    add(bytearray, "bytearray", bytes, bytearray)
-    add(int, "int", lambda v: str(v), lambda d: int(d))
+    # bytearray and memoryview need no entry: msgpack stores them as bytes itself
+    add(int, "int", _encode_int, _decode_int)
     for path_class in (pathlib.PurePosixPath, pathlib.PureWindowsPath,
                        pathlib.PosixPath, pathlib.WindowsPath):
         add(path_class, path_class.__name__, str, path_class)

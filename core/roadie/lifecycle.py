@@ -86,6 +86,7 @@ def notify_hook(roadie: Roadie, hook_name: str, **kwargs: Any) -> list[str]:
     for impl in reversed(getattr(roadie.plugins.hook, hook_name).get_hookimpls()):
         if impl.hookwrapper or impl.wrapper:
             continue
+        roadie.plugins.trace_call(hook_name, impl.plugin_name, kwargs)
         try:
             impl.function(*[kwargs[name] for name in impl.argnames])
         except Exception as exc:

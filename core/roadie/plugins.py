@@ -118,6 +118,7 @@ class Plugins:
         self._subset_callers: dict[tuple[str, frozenset[str]], Any] = {}
         self._lock = threading.RLock()
         self._loaded = False
+        self.tracing = False
         if os.environ.get("ROADIE_TRACE_HOOKS"):
             self._enable_tracing()
 
@@ -369,11 +370,15 @@ class Plugins:
         return found
 
     def _enable_tracing(self) -> None:
-        def write(text: str) -> None:
-            sys.stderr.write(text)
-
-        self.pm.trace.root.setwriter(write)
+        self.tracing = True
+        self.pm.trace.root.setwriter(sys.stderr.write)
         self.pm.enable_tracing()
+
+    def trace_call(self, hook_name: str, plugin_name: str, kwargs: dict[str, Any]) -> None:
+        """Print a hook call made one plugin at a time (when ROADIE_TRACE_HOOKS is set)."""
+        if self.tracing:
+            arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            sys.stderr.write(f"  {hook_name} [{plugin_name}] ({arguments})\n")
 
 
 def _describe(exc: BaseException) -> str:

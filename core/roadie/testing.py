@@ -142,7 +142,7 @@ class HookCall:
     kwargs: dict[str, Any]
 
 
-@dataclass
+@dataclass(eq=False)
 class HookRecorder:
     """A plugin that records the hooks fired (names and arguments, in order)."""
 
