@@ -73,7 +73,7 @@ def test_unencodable_context_names_key_and_type(app: roadie.Roadie) -> None:
 
     with pytest.raises(roadie.ContextEncodeError) as info:
         app.add_task("roadie-examples:echo", {"rows": [{"ok": 1}, {"who": Secret()}]})
-    assert "context['rows'][1]['who']" in str(info.value)
+    assert 'context["rows"][1]["who"]' in str(info.value)
     assert "Secret" in str(info.value)
     assert app.list_tasks() == []
 

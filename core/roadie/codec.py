@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import json
 import pathlib
 import threading
 import uuid
@@ -321,7 +322,7 @@ class TypeRegistry:
             elif kind is dict:
                 for key, v in item.items():
                     children.append((key, f"{path} key {key!r}", typed, plain + 1))
-                    children.append((v, f"{path}[{key!r}]", typed, plain + 1))
+                    children.append((v, f"{path}[{_subscript(key)}]", typed, plain + 1))
             else:
                 entry = self._by_class.get(kind)
                 if entry is None:
@@ -437,6 +438,11 @@ def _unpack(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
     return msgpack.unpackb(
         data, ext_hook=ext_hook, raw=False, strict_map_key=False, use_list=True
     )
+
+
+def _subscript(key: Any) -> str:
+    """A map key as written in a key path: ``"rows"`` for strings (as in the docs), else repr."""
+    return json.dumps(key, ensure_ascii=False) if type(key) is str else repr(key)
 
 
 def _safely(installed: Callable[[str], bool], namespace: str) -> bool:

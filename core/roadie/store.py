@@ -98,6 +98,7 @@ class Outcome:
     error: str | None = None
     task_status: bytes | None = None
     messages: bytes | None = None
+    checkpoint: bytes | None = None
     run_after: dt.datetime | None = None  # for a task put back to NEW (retry, delay)
     attempt_counts: bool = True
 
@@ -529,6 +530,8 @@ class Store:
             values["task_status"] = outcome.task_status
         if outcome.messages is not None:
             values["messages"] = outcome.messages
+        if outcome.checkpoint is not None:
+            values["checkpoint"] = outcome.checkpoint
         values["error"] = outcome.error
         if final:
             values["finished_at"] = now

@@ -245,13 +245,15 @@ class Worker:
     def _run_one(self, task: RunningTask) -> None:
         outcome, result, error = run_attempt(self.app, task)
         version, checkpoint = task.pending_checkpoint()
+        with self._dirty_lock:
+            if version == self._written_checkpoints.get(task.id):
+                checkpoint = None  # already written
         outcome = dataclasses.replace(
             outcome,
             task_status=self.app.registry.encode(task.status.snapshot(), what="task status"),
             messages=self.app.registry.encode(list(task.messages), what="status messages"),
+            checkpoint=checkpoint,
         )
-        if checkpoint is not None and version != self._written_checkpoints.get(task.id):
-            self.store.save_progress(self.id, {task.id: (None, None, checkpoint)})
         if not self.store.finish(self.id, outcome):
             log.warning("task %s was taken over by another node before it finished", task.id)
             return
