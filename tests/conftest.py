@@ -120,3 +120,16 @@ def make_plugin(tmp_path: Path) -> Iterator[object]:
     for module in list(sys.modules):
         if module.split(".")[0] in created:
             del sys.modules[module]
+
+
+@pytest.fixture
+def recorded(make_plugin: object, db_url: str, tmp_path: Path) -> dict[str, object]:
+    """The record plugin on the path, and a side table ``test_runs`` in a side database."""
+    from tests import record_plugin
+
+    site = make_plugin(record_plugin.DIST, {f"{record_plugin.MODULE}.py": record_plugin.SOURCE},
+                       record_plugin.EXECUTORS)  # type: ignore[operator]
+    runs_url = (db_url if db_url.startswith("postgresql")
+                else f"sqlite:///{tmp_path / 'runs.db'}")
+    record_plugin.create_runs_table(runs_url)
+    return {"site": site, "runs_url": runs_url}
