@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
     from roadie.attachments import AttachmentStore
     from roadie.result import Result
-    from roadie.running import RunningTask
     from roadie.worker import Worker, WorkerStats
 
 log = logging.getLogger("roadie")
@@ -421,10 +420,9 @@ class Roadie:
         horizon = utcnow() + dt.timedelta(seconds=self.settings.pending_horizon)
         return self.store.count_pending(can, horizon) > 0
 
-    def after_finish(self, task: RunningTask, outcome: Outcome, result: Result | None,
+    def after_finish(self, record: TaskRecord, outcome: Outcome, result: Result | None,
                      error: BaseException | None) -> None:
-        """Fire the ending hooks of a finished attempt; failures are noted on the task."""
-        record = self.get_task(task.id)
+        """Fire the ending hooks of a recorded attempt; failures are noted on the task."""
         if outcome.status == Status.SUCCESSFUL and result is not None:
             failures = notify_hook(self, "roadie_task_finished", task=record, result=result)
         elif outcome.status == Status.FAILED:
@@ -436,7 +434,7 @@ class Roadie:
         else:
             failures = []
         if failures:
-            self.store.append_error(task.id, "\n".join(failures))
+            self.store.append_error(record.id, "\n".join(failures))
 
     # -- crash recovery ------------------------------------------------------------------
 

@@ -76,9 +76,51 @@ class LocalAttachmentStore:
         shutil.rmtree(self._folder(task_id), ignore_errors=True)
 
 
+class _CheckedStream(io.RawIOBase):
+    """Reads a caller's stream for a store: counts and hashes the bytes, and refuses more than
+    ``max_size`` (so the limit and the checksum hold whichever store keeps the bytes)."""
+
+    def __init__(self, stream: IO[bytes], task_id: int, name: str, max_size: int) -> None:
+        super().__init__()
+        self._stream = stream
+        self._task_id = task_id
+        self._name = name
+        self._max_size = max_size
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    @property
+    def checksum(self) -> str:
+        """``"sha256:<hex>"`` of the bytes read so far."""
+        return f"sha256:{self._digest.hexdigest()}"
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int | None:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        chunk = self._stream.read(len(view))
+        if chunk is None:
+            return None  # a non-blocking stream with no data yet
+        if isinstance(chunk, str):
+            raise AttachmentError(
+                f"attachment {self._name!r} of task {self._task_id}: the file object gives "
+                f"text; open it in binary mode ('rb')"
+            )
+        self.size += len(chunk)
+        if self.size > self._max_size:
+            raise AttachmentError(
+                f"attachment {self._name!r} of task {self._task_id} is larger than the limit of "
+                f"{self._max_size:,} bytes (setting max_attachment_size)"
+            )
+        self._digest.update(chunk)
+        view[: len(chunk)] = chunk
+        return len(chunk)
+
+
 def check_name(name: str) -> str:
     """Refuse names that could escape the task's folder or confuse a file system."""
-    if not isinstance(name, str) or not _NAME.match(name) or name in (".", "..") \
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", "..") \
             or ".." in name or name.endswith((" ", ".")):
         raise AttachmentError(
             f"attachment name {name!r} is not allowed: use 1-255 letters, digits, '.', '_', "
@@ -102,6 +144,11 @@ def store_attachment(app: Roadie, task_id: int, name: str,
             raise AttachmentError(f"cannot attach {str(path)!r} to task {task_id}: no such file")
         stream = path.open("rb")
         close = True
+    elif isinstance(data, io.TextIOBase):
+        raise AttachmentError(
+            f"attachment {name!r} of task {task_id}: the file object gives text; open it in "
+            f"binary mode ('rb')"
+        )
     elif hasattr(data, "read"):
         stream = data
         close = False
@@ -110,14 +157,15 @@ def store_attachment(app: Roadie, task_id: int, name: str,
             f"attachment {name!r}: give bytes, a path or a binary file object, "
             f"not {type(data).__name__}"
         )
+    max_size = app.settings.max_attachment_size
+    checked = _CheckedStream(stream, task_id, name, max_size)
     try:
-        size, checksum = app.attachment_store.put(task_id, name, stream,
-                                                  app.settings.max_attachment_size)
+        app.attachment_store.put(task_id, name, checked, max_size)  # type: ignore[arg-type]
     finally:
         if close:
             stream.close()
     info = AttachmentInfo(
-        task_id=task_id, name=name, size=size, checksum=checksum,
+        task_id=task_id, name=name, size=checked.size, checksum=checked.checksum,
         media_type=media_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
         created_at=utcnow(),
     )
@@ -132,4 +180,10 @@ def open_attachment(app: Roadie, task_id: int, name: str) -> IO[bytes]:
     if name not in names:
         listing = ", ".join(sorted(names)) or "none"
         raise AttachmentError(f"task {task_id} has no attachment {name!r} (it has: {listing})")
-    return app.attachment_store.open(task_id, name)
+    try:
+        return app.attachment_store.open(task_id, name)
+    except (OSError, LookupError) as exc:
+        raise AttachmentError(
+            f"attachment {name!r} of task {task_id} is recorded but its store cannot open it "
+            f"({type(exc).__name__}: {exc}); delete the task or attach it again"
+        ) from exc

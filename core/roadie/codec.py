@@ -314,6 +314,9 @@ class TypeRegistry:
             if plain > _PLAIN_NEST_LIMIT:
                 return path, f"lists and maps nested deeper than {_PLAIN_NEST_LIMIT} levels"
             kind = type(item)
+            if kind is str and not _is_utf8(item):
+                return path, (f"the string {_short(item)} holds lone surrogates, which UTF-8 "
+                              f"cannot store; decode the bytes it came from properly")
             if item is None or kind in (bool, int, float, str, bytes, bytearray, memoryview):
                 continue
             children: list[tuple[Any, str, int, int]] = []
@@ -415,7 +418,10 @@ class TypeRegistry:
                 f"registered here; upgrade plugin {namespace!r}"
             )
         if version < entry.version:
-            inner = entry.upgrade(inner, version)
+            try:
+                inner = entry.upgrade(inner, version)
+            except ContextDecodeError as exc:
+                raise ContextDecodeError(f"{what}: {exc}") from None
         try:
             return entry.decode(inner)
         except ContextDecodeError:
@@ -438,6 +444,19 @@ def _unpack(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
     return msgpack.unpackb(
         data, ext_hook=ext_hook, raw=False, strict_map_key=False, use_list=True
     )
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _subscript(key: Any) -> str:
@@ -544,6 +563,23 @@ def _decode_int(d: Any) -> int:
     return int.from_bytes(d, "big", signed=True)
 
 
+def _encode_path(v: pathlib.PurePath) -> str | bytes:
+    text = str(v)
+    # a file name that is not valid UTF-8 comes with lone surrogates: keep them, as bytes
+    return text if _is_utf8(text) else text.encode("utf-8", "surrogatepass")
+
+
+def _path_decoder(cls: type[pathlib.PurePath]) -> Decoder:
+    def decode(d: Any) -> pathlib.PurePath:
+        if type(d) is bytes:
+            d = d.decode("utf-8", "surrogatepass")
+        if type(d) is not str:
+            raise TypeError(f"expected str or bytes, not {type(d).__name__}")
+        return cls(d)
+
+    return decode
+
+
 def _register_builtins(registry: TypeRegistry) -> None:
     def add(cls: type, name: str, encode: Encoder, decode: Decoder) -> None:
         registry.register(cls, namespace=CORE_NAMESPACE, name=name, encode=encode, decode=decode)
@@ -562,4 +598,4 @@ def _register_builtins(registry: TypeRegistry) -> None:
     add(int, "int", _encode_int, _decode_int)
     for path_class in (pathlib.PurePosixPath, pathlib.PureWindowsPath,
                        pathlib.PosixPath, pathlib.WindowsPath):
-        add(path_class, path_class.__name__, str, path_class)
+        add(path_class, path_class.__name__, _encode_path, _path_decoder(path_class))

@@ -64,23 +64,36 @@ class Children:
         self.parent = parent
         self.width = width
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_width = 0
+        self._pools: list[concurrent.futures.ThreadPoolExecutor] = []
         self._children: list[LightweightTask] = []
         self._lock = threading.Lock()
+        self._progress_lock = threading.Lock()
         self._numbers = itertools.count(1)
         self._closed = 0
         self._failed = 0
 
-    def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+    def _executor(self, width: int) -> concurrent.futures.ThreadPoolExecutor:
+        """A pool with at least ``width`` threads (a wider ``map`` gets a wider pool; the
+        narrower one finishes what it was given)."""
         with self._lock:
-            if self._pool is None:
+            if self._pool is None or self._pool_width < width:
+                if self._pool is not None:
+                    self._pool.shutdown(wait=False)  # its queued children still run
                 self._pool = concurrent.futures.ThreadPoolExecutor(
-                    self.width, thread_name_prefix=f"roadie-task-{self.parent.id}-child"
+                    width, thread_name_prefix=f"roadie-task-{self.parent.id}-child"
                 )
+                self._pool_width = width
+                self._pools.append(self._pool)
             return self._pool
 
     def spawn(self, fn: Callable[..., Any], *args: Any, name: str | None = None,
               **kwargs: Any) -> LightweightTask:
         """Start ``fn(*args, **kwargs)`` as a child; it sees ``current_task()`` as its parent."""
+        return self._spawn(fn, args, kwargs, name=name, width=self.width)
+
+    def _spawn(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+               name: str | None, width: int) -> LightweightTask:
         self.parent.raise_if_cancelled()
         child_name = name or f"{getattr(fn, '__name__', 'child')}-{next(self._numbers)}"
         context = contextvars.copy_context()
@@ -89,30 +102,38 @@ class Children:
             self.parent.raise_if_cancelled()  # a child that had not started is closed at once
             return context.run(fn, *args, **kwargs)
 
-        future = self._executor().submit(run)
+        future = self._executor(width).submit(run)
         child = LightweightTask(child_name, future)
         with self._lock:
             self._children.append(child)
-        self._publish_counts()
+            self._publish_counts()
         future.add_done_callback(self._on_closed)
         return child
 
     def _on_closed(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._closed += 1
-            if future.cancelled() or future.exception() is not None:
+            if future.cancelled():
                 self._failed += 1
-        self._publish_counts()
+            else:
+                error = future.exception()
+                if error is not None and not isinstance(error, Cancelled):
+                    self._failed += 1
+            self._publish_counts()
 
     def counts(self) -> dict[str, int]:
-        """How many children are runnable, closed, and failed (closed with an exception)."""
+        """How many children are runnable, closed, and failed (closed with an exception other
+        than the parent's cancellation)."""
         with self._lock:
-            total = len(self._children)
-            return {"runnable": total - self._closed, "closed": self._closed,
-                    "failed": self._failed}
+            return self._counts()
+
+    def _counts(self) -> dict[str, int]:
+        total = len(self._children)
+        return {"runnable": total - self._closed, "closed": self._closed, "failed": self._failed}
 
     def _publish_counts(self) -> None:
-        self.parent.status.set("children", self.counts())
+        # called with self._lock held, so that the counts published last are the newest
+        self.parent.status.set("children", self._counts())
         self.parent._sink.mark_dirty(self.parent)
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, width: int | None = None,
@@ -123,9 +144,17 @@ class Children:
         """
         items = list(items)
         total = len(items)
-        limit = threading.BoundedSemaphore(width or self.width)
+        width = width or self.width
+        if width < 1:
+            raise ValueError(f"map width must be at least 1, not {width}")
+        limit = threading.BoundedSemaphore(width)
         done = itertools.count(1)
         children: list[LightweightTask] = []
+        label = getattr(fn, "__name__", "map")
+
+        def report(finished: int) -> None:
+            self.parent.status.apply_progress_fields({"done": finished, "total": total})
+            self.parent._sink.mark_dirty(self.parent)
 
         def one(item: Any) -> Any:
             try:
@@ -133,15 +162,18 @@ class Children:
             finally:
                 limit.release()
                 if progress:
-                    finished = next(done)
-                    self.parent.status.apply_progress_fields({"done": finished, "total": total})
-                    self.parent._sink.mark_dirty(self.parent)
+                    with self._progress_lock:  # so that "done" never goes backwards
+                        report(next(done))
 
+        if progress:
+            with self._progress_lock:
+                report(0)
         try:
             for index, item in enumerate(items):
                 while not limit.acquire(timeout=0.1):
                     self.parent.raise_if_cancelled()
-                children.append(self.spawn(one, item, name=f"{getattr(fn, '__name__', 'map')}[{index}]"))
+                children.append(self._spawn(one, (item,), {}, name=f"{label}[{index}]",
+                                            width=width))
         finally:
             concurrent.futures.wait([c._future for c in children])
         return [child.result() for child in children]
@@ -155,13 +187,40 @@ class Children:
             if not pending:
                 break
             concurrent.futures.wait(pending)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        with self._lock:
+            pools = list(self._pools)
+        for pool in pools:
+            pool.shutdown(wait=True)
         with self._lock:
             return [
                 c for c in self._children
                 if c.failed and not isinstance(c.exception(), Cancelled)
             ]
+
+    def cut_short(self) -> list[LightweightTask]:
+        """The children closed by a cancellation of the parent (``roadie.Cancelled``): those
+        that stopped at a safe point and those that never started."""
+        with self._lock:
+            children = list(self._children)
+        return [c for c in children if c.failed and isinstance(c.exception(), Cancelled)]
+
+    def child_of(self, error: BaseException) -> LightweightTask | None:
+        """The failed child whose exception is ``error`` or caused it (``raise ... from``), or
+        None: lets the parent's failure message name the child whose exception ``execute``
+        let through (``map`` re-raises the first failure)."""
+        chain: list[BaseException] = []
+        seen: BaseException | None = error
+        while seen is not None and not any(seen is e for e in chain):
+            chain.append(seen)
+            seen = seen.__cause__ or seen.__context__
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            if child.failed:
+                raised = child.exception()
+                if any(raised is e for e in chain) and not isinstance(raised, Cancelled):
+                    return child
+        return None
 
     def __len__(self) -> int:
         return len(self._children)

@@ -65,6 +65,7 @@ class RunningTask:
         )
         self._sink = sink
         self.started = time.monotonic()
+        self.ended = False
         self._cancel = threading.Event()
         self._cancel_message = ""
         self._timed_out = False

@@ -88,6 +88,14 @@ class Claimable:
 
 
 @dataclass(frozen=True)
+class Settled:
+    """What one ``settle`` transaction did: the attempts it recorded, the tasks it claimed."""
+
+    finished: list[TaskRecord]
+    claimed: list[TaskRecord]
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How one attempt of a task ended, as the worker writes it."""
 
@@ -147,8 +155,9 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """A writing transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        pending: list[tuple[str, str]] = []
+        """A writing transaction (``BEGIN IMMEDIATE`` on SQLite). Notifications queued with
+        ``notify`` are sent with the commit."""
+        pending: dict[str, list[str]] = {}
         try:
             with self.engine.connect() as conn:
                 conn = conn.execution_options(roadie_write=True)
@@ -156,12 +165,15 @@ class Store:
                 try:
                     with conn.begin():
                         yield conn
+                        if pending and self.is_postgres:
+                            self._send_notifications(conn, pending)
                 finally:
                     conn.info.pop("roadie_pending", None)
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
-        for channel, payload in pending:  # committed: tell this process's listeners
-            self.hub.publish(channel, payload)
+        if pending and not self.is_postgres:  # committed: tell this process's listeners
+            for channel, payloads in pending.items():
+                self.hub.publish(channel, _join_payloads(payloads))
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -181,12 +193,15 @@ class Store:
         return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
 
     def notify(self, conn: Connection, channel: str, payload: str) -> None:
-        """Announce a change once the transaction commits (PostgreSQL NOTIFY reaches every
-        process; on SQLite only this process's hub hears it, others poll)."""
-        if self.is_postgres:
-            conn.execute(sa.select(sa.func.pg_notify(channel, payload)))
-        else:
-            conn.info["roadie_pending"].append((channel, payload))
+        """Announce a change once the transaction commits. On PostgreSQL NOTIFY reaches every
+        process; on SQLite only this process's hub hears it, and other processes poll.
+        Payloads of one channel are joined with commas (``*`` when too long)."""
+        conn.info["roadie_pending"].setdefault(channel, []).append(payload)
+
+    def _send_notifications(self, conn: Connection, pending: dict[str, list[str]]) -> None:
+        calls = [sa.func.pg_notify(channel, _join_payloads(payloads))
+                 for channel, payloads in pending.items()]
+        conn.execute(sa.select(*calls))
 
     # -- schema --------------------------------------------------------------------------
 
@@ -414,12 +429,99 @@ class Store:
     # -- claiming and finishing ----------------------------------------------------------
 
     def claim(self, node: str, can: Claimable, limit: int) -> list[TaskRecord]:
-        """Atomically take up to ``limit`` runnable tasks for ``node``: highest priority
-        first, then oldest; never a task another worker holds or whose isolation key is held.
-        A candidate whose key is held becomes QUEUED."""
-        if limit <= 0 or not can.executors:
-            return []
+        """Atomically take up to ``limit`` runnable tasks for ``node`` (see ``settle``)."""
+        return self.settle(node, [], can, limit).claimed
+
+    def finish(self, node: str, outcome: Outcome, isolated: bool = True) -> bool:
+        """Record how one attempt ended (see ``settle``); False if ``node`` lost the task."""
+        return bool(self.settle(node, [(outcome, isolated)], None, 0).finished)
+
+    def settle(
+        self,
+        node: str,
+        outcomes: Sequence[tuple[Outcome, bool]],
+        can: Claimable | None,
+        limit: int,
+    ) -> Settled:
+        """In one transaction: record the ``outcomes`` of ``node``'s finished attempts
+        (``(outcome, had an isolation key)``), then claim up to ``limit`` new tasks.
+
+        An outcome is only written while ``node`` still owns its task (it may have been
+        recovered as orphaned meanwhile); the task's isolation lock is released and the
+        attempt is logged. The claim takes the highest priority, then oldest, runnable tasks
+        that ``can`` runs, never one another worker holds (``FOR UPDATE SKIP LOCKED`` on
+        PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) nor one whose isolation key is held; a
+        candidate whose key is held becomes QUEUED.
+        """
         now = utcnow()
+        finished: list[TaskRecord] = []
+        claimed: list[TaskRecord] = []
+        if not outcomes and (limit <= 0 or can is None or not can.executors):
+            return Settled(finished, claimed)
+        with self.write() as conn:
+            if outcomes:
+                finished = self._finish(conn, node, outcomes, now)
+            if can is not None and limit > 0 and can.executors:
+                claimed = self._claim(conn, node, can, limit, now)
+        return Settled(finished, claimed)
+
+    def _finish(self, conn: Connection, node: str,
+                outcomes: Sequence[tuple[Outcome, bool]], now: dt.datetime) -> list[TaskRecord]:
+        final = [o for o, _ in outcomes if o.status in FINAL_STATUSES]
+        again = [o for o, _ in outcomes if o.status not in FINAL_STATUSES]
+        owned = (T.c.id == sa.bindparam("b_id"), T.c.node == node,
+                 T.c.status == int(Status.IN_PROGRESS))
+        if final:
+            conn.execute(
+                T.update().where(*owned).values(
+                    status=sa.bindparam("b_status"), status_message=sa.bindparam("b_message"),
+                    completed=True, result=sa.bindparam("b_result"),
+                    error=sa.bindparam("b_error"), task_status=sa.bindparam("b_task_status"),
+                    messages=sa.bindparam("b_messages"),
+                    checkpoint=sa.func.coalesce(sa.bindparam("b_checkpoint", type_=sa.LargeBinary),
+                                                T.c.checkpoint),
+                    finished_at=now, updated_at=now,
+                ),
+                [{"b_id": o.task_id, "b_status": int(o.status), "b_message": o.message,
+                  "b_result": o.result, "b_error": o.error, "b_task_status": o.task_status,
+                  "b_messages": o.messages, "b_checkpoint": o.checkpoint} for o in final],
+            )
+        for o in again:  # back to wait: a retry or a delay (rare, one by one)
+            values: dict[str, Any] = {
+                "status": int(o.status), "status_message": o.message, "completed": False,
+                "error": o.error, "run_after": o.run_after or now, "node": None,
+                "cancel_requested_at": None, "cancel_requested_by": None, "updated_at": now,
+            }
+            for column in ("task_status", "messages", "checkpoint"):
+                if getattr(o, column) is not None:
+                    values[column] = getattr(o, column)
+            if not o.attempt_counts:
+                values["attempts"] = T.c.attempts - 1
+            conn.execute(T.update().where(*owned).values(**values), {"b_id": o.task_id})
+        ids = [o.task_id for o, _ in outcomes]
+        rows = {
+            r.id: r for r in conn.execute(sa.select(T).where(T.c.id.in_(ids)))
+            if r.updated_at == now and (r.node == node or r.node is None)
+        }
+        if any(isolated for _, isolated in outcomes):
+            conn.execute(models.locks.delete().where(models.locks.c.task_id.in_(list(rows))))
+        attempts = [
+            {"task_id": o.task_id, "attempt": rows[o.task_id].attempts, "node": node,
+             "status": int(o.status), "message": o.message, "error": o.error,
+             "started_at": rows[o.task_id].started_at, "finished_at": now}
+            for o, _ in outcomes if o.task_id in rows and o.attempt_counts
+        ]
+        if attempts:
+            conn.execute(models.attempts.insert(), attempts)
+        for o, _ in outcomes:
+            if o.task_id in rows:
+                self.notify(conn, CHANNEL_CHANGED, str(o.task_id))
+                if o.status not in FINAL_STATUSES:
+                    self.notify(conn, CHANNEL_ADDED, str(o.task_id))
+        return [_task_record(rows[o.task_id], None) for o, _ in outcomes if o.task_id in rows]
+
+    def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
+               now: dt.datetime) -> list[TaskRecord]:
         L = models.locks
         lock_held = sa.exists().where(L.c.key == T.c.isolation_key)
         query = (
@@ -436,59 +538,59 @@ class Store:
             .limit(limit * 2 if can.isolated else limit)
             .with_for_update(skip_locked=True)
         )
-        with self.write() as conn:
-            candidates = conn.execute(query).all()
-            if not candidates:
-                return []
-            winners: list[int] = []
-            queued: list[tuple[int, str]] = []
-            wanted_keys: dict[str, int] = {}
-            for row in candidates:
-                if len(winners) + len(wanted_keys) >= limit:
-                    break
-                if not set(row.plugins or {}) <= set(can.plugins):
-                    continue  # needs a plugin this node lacks: another node will take it
-                key = row.isolation_key
-                if key is None and row.executor in can.isolated:
-                    key = can.isolated[row.executor](row)
-                if key is None:
-                    winners.append(row.id)
-                elif key in wanted_keys:
-                    queued.append((row.id, key))
+        candidates = conn.execute(query).all()
+        if not candidates:
+            return []
+        winners: list[int] = []
+        queued: list[tuple[int, str]] = []
+        wanted_keys: dict[str, int] = {}
+        mine = set(can.plugins)
+        for row in candidates:
+            if len(winners) + len(wanted_keys) >= limit:
+                break
+            if row.plugins and not set(row.plugins) <= mine:
+                continue  # needs a plugin this node lacks: another node will take it
+            key = row.isolation_key
+            if key is None and row.executor in can.isolated:
+                key = can.isolated[row.executor](row)
+            if key is None:
+                winners.append(row.id)
+            elif key in wanted_keys:
+                queued.append((row.id, key))
+            else:
+                wanted_keys[key] = row.id
+        if wanted_keys:
+            got = self._take_locks(conn, wanted_keys, node, now)
+            for key, task_id in wanted_keys.items():
+                if key in got:
+                    winners.append(task_id)
                 else:
-                    wanted_keys[key] = row.id
-            if wanted_keys:
-                got = self._take_locks(conn, wanted_keys, node, now)
-                for key, task_id in wanted_keys.items():
-                    if key in got:
-                        winners.append(task_id)
-                    else:
-                        queued.append((task_id, key))
-                for key, task_id in wanted_keys.items():
-                    conn.execute(
-                        T.update().where(T.c.id == task_id, T.c.isolation_key.is_(None))
-                        .values(isolation_key=key)
-                    )
-            for task_id, key in queued:
+                    queued.append((task_id, key))
                 conn.execute(
-                    T.update().where(T.c.id == task_id).values(
-                        status=int(Status.QUEUED), isolation_key=key, updated_at=now
-                    )
+                    T.update().where(T.c.id == task_id, T.c.isolation_key.is_(None))
+                    .values(isolation_key=key)
                 )
-            if not winners:
-                return []
-            rows = conn.execute(
-                T.update()
-                .where(T.c.id.in_(winners))
-                .values(
-                    status=int(Status.IN_PROGRESS), node=node, started_at=now,
-                    heartbeat_at=now, attempts=T.c.attempts + 1, updated_at=now,
-                    status_message="",
+        for task_id, key in queued:
+            conn.execute(
+                T.update().where(T.c.id == task_id).values(
+                    status=int(Status.QUEUED), isolation_key=key, updated_at=now
                 )
-                .returning(*T.c)
-            ).all()
-            for task_id in winners:
-                self.notify(conn, CHANNEL_CHANGED, str(task_id))
+            )
+            self.notify(conn, CHANNEL_CHANGED, str(task_id))
+        if not winners:
+            return []
+        rows = conn.execute(
+            T.update()
+            .where(T.c.id.in_(winners))
+            .values(
+                status=int(Status.IN_PROGRESS), node=node, started_at=now,
+                heartbeat_at=now, attempts=T.c.attempts + 1, updated_at=now,
+                status_message="",
+            )
+            .returning(*T.c)
+        ).all()
+        for task_id in winners:
+            self.notify(conn, CHANNEL_CHANGED, str(task_id))
         order = {task_id: i for i, task_id in enumerate(winners)}
         return sorted((_task_record(r, None) for r in rows), key=lambda t: order[t.id])
 
@@ -512,60 +614,6 @@ class Store:
         )
         return set(conn.execute(statement).scalars())
 
-    def finish(self, node: str, outcome: Outcome) -> bool:
-        """Record how an attempt ended, release the task's isolation lock and log the
-        attempt, in one transaction. Returns False (and writes nothing) if ``node`` no
-        longer owns the task (it was recovered as orphaned meanwhile)."""
-        now = utcnow()
-        final = outcome.status in FINAL_STATUSES
-        values: dict[str, Any] = {
-            "status": int(outcome.status),
-            "status_message": outcome.message,
-            "completed": final,
-            "updated_at": now,
-        }
-        if outcome.result is not None:
-            values["result"] = outcome.result
-        if outcome.task_status is not None:
-            values["task_status"] = outcome.task_status
-        if outcome.messages is not None:
-            values["messages"] = outcome.messages
-        if outcome.checkpoint is not None:
-            values["checkpoint"] = outcome.checkpoint
-        values["error"] = outcome.error
-        if final:
-            values["finished_at"] = now
-        else:
-            values["run_after"] = outcome.run_after or now
-            values["node"] = None
-            values["cancel_requested_at"] = None
-            values["cancel_requested_by"] = None
-            if not outcome.attempt_counts:
-                values["attempts"] = T.c.attempts - 1
-        with self.write() as conn:
-            row = conn.execute(
-                T.update()
-                .where(T.c.id == outcome.task_id, T.c.node == node,
-                       T.c.status == int(Status.IN_PROGRESS))
-                .values(**values)
-                .returning(T.c.attempts, T.c.started_at)
-            ).first()
-            if row is None:
-                return False
-            conn.execute(models.locks.delete().where(models.locks.c.task_id == outcome.task_id))
-            if outcome.attempt_counts:
-                conn.execute(
-                    models.attempts.insert().values(
-                        task_id=outcome.task_id, attempt=row.attempts, node=node,
-                        status=int(outcome.status), message=outcome.message,
-                        error=outcome.error, started_at=row.started_at, finished_at=now,
-                    )
-                )
-            self.notify(conn, CHANNEL_CHANGED, str(outcome.task_id))
-            if not final:
-                self.notify(conn, CHANNEL_ADDED, str(outcome.task_id))
-        return True
-
     def save_progress(
         self, node: str, updates: Mapping[int, tuple[bytes | None, bytes | None, bytes | None]]
     ) -> set[int]:
@@ -583,7 +631,8 @@ class Store:
                 if checkpoint is not None:
                     values["checkpoint"] = checkpoint
                 row = conn.execute(
-                    T.update().where(T.c.id == task_id, T.c.node == node)
+                    T.update().where(T.c.id == task_id, T.c.node == node,
+                                     T.c.status == int(Status.IN_PROGRESS))
                     .values(**values).returning(T.c.cancel_requested_at)
                 ).first()
                 if row is not None and row.cancel_requested_at is not None:
@@ -783,6 +832,16 @@ class Store:
             rows = conn.execute(sa.select(A).where(A.c.task_id == task_id).order_by(A.c.name))
             return [AttachmentInfo(r.task_id, r.name, r.size, r.checksum, r.media_type,
                                    r.created_at) for r in rows]
+
+
+def _join_payloads(payloads: list[str]) -> str:
+    joined = ",".join(dict.fromkeys(payloads))
+    return joined if len(joined) < 7900 else "*"
+
+
+def split_payload(payload: str) -> list[str]:
+    """The items of a notification payload (``["*"]`` means "anything may have changed")."""
+    return [p for p in payload.split(",") if p]
 
 
 def _task_record(row: Row[Any], decoder: Decoder | None) -> TaskRecord:

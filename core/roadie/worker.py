@@ -21,18 +21,32 @@ from roadie.executor import Isolation
 from roadie.lifecycle import notify_hook, run_attempt
 from roadie.records import NodeRecord, TaskRecord
 from roadie.running import RunningTask
+from roadie.status import Status
 from roadie.store import (
     CHANNEL_ADDED,
     CHANNEL_CANCEL,
     Claimable,
+    Outcome,
+    split_payload,
     tag_subsets,
     utcnow,
 )
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
+    from roadie.result import Result
 
 log = logging.getLogger("roadie.worker")
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A finished attempt waiting to be written."""
+
+    task: RunningTask
+    outcome: Outcome
+    result: Result | None
+    error: BaseException | None
 
 
 @dataclass
@@ -79,7 +93,8 @@ class Worker:
         self.stats = WorkerStats()
         self.running: dict[int, RunningTask] = {}
         self._running_lock = threading.Lock()
-        self._queue: queue.Queue[TaskRecord | None] = queue.Queue()
+        self._queue: queue.Queue[RunningTask | None] = queue.Queue()
+        self._done: queue.Queue[_Done] = queue.Queue()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
@@ -165,11 +180,15 @@ class Worker:
         if channel == CHANNEL_ADDED:
             self._wake.set()
         elif channel == CHANNEL_CANCEL:
-            task_id = int(payload.split(":", 1)[0])
+            items = split_payload(payload)
             with self._running_lock:
-                running = self.running.get(task_id)
-            if running is not None:
-                self._apply_cancel_requests({task_id})
+                mine = set(self.running)
+            if "*" in items:
+                self._apply_cancel_requests(self.store.cancel_requests(self.id))
+                return
+            wanted = {int(item.split(":", 1)[0]) for item in items} & mine
+            if wanted:
+                self._apply_cancel_requests(wanted)
 
     def _start_threads(self) -> None:
         for index in range(self.concurrency):
@@ -182,32 +201,79 @@ class Worker:
         self._maintenance.start()
 
     def _claim_loop(self) -> None:
+        """Settle finished attempts and claim new tasks, one transaction per round, until
+        stopped (and every running task is settled) or idle."""
         assert self._claimable is not None
         poll = self.settings.poll_interval(self.store.is_postgres)
-        while not self._stopping.is_set():
+        while True:
             self._wake.clear()
+            if self._stop_now.is_set():
+                return
+            done = self._take_done()
+            stopping = self._stopping.is_set()
             with self._running_lock:
-                free = self.concurrency - len(self.running)
-            if free > 0:
+                busy = len(self.running) - len(done)
+            free = 0 if stopping else self.concurrency - busy
+            if done or free > 0:
                 try:
-                    claimed = self.store.claim(self.id, self._claimable, free)
+                    settled = self.store.settle(
+                        self.id, [(d.outcome, d.task.record.isolation_key is not None
+                                   or d.task.record.executor in self._claimable.isolated)
+                                  for d in done],
+                        self._claimable if free > 0 else None, free,
+                    )
                 except RoadieError as exc:
-                    log.warning("claim failed: %s", exc)
-                    claimed = []
+                    log.warning("could not reach the database: %s", exc)
+                    self._requeue_done(done)
                     self._stopping.wait(poll)
-                self.stats.claims += 1
-                if claimed:
-                    for record in claimed:
-                        self._accept(record)
                     continue
-                if self.until_idle and self._idle():
-                    return
+                self.stats.claims += free > 0
+                self._after_settle(done, settled.finished)
+                for record in settled.claimed:
+                    self._accept(record)
+                if settled.claimed or done:
+                    continue
+            if stopping and busy <= 0:
+                return
+            if self.until_idle and busy <= 0 and self._idle():
+                return
             self._wake.wait(poll)
 
+    def _take_done(self) -> list[_Done]:
+        done = []
+        while True:
+            try:
+                done.append(self._done.get_nowait())
+            except queue.Empty:
+                return done
+
+    def _requeue_done(self, done: list[_Done]) -> None:
+        for item in done:
+            self._done.put(item)
+
+    def _after_settle(self, done: list[_Done], finished: list[TaskRecord]) -> None:
+        records = {r.id: r for r in finished}
+        for item in done:
+            task_id = item.task.id
+            with self._running_lock:
+                self.running.pop(task_id, None)
+            with self._dirty_lock:
+                self._dirty.discard(task_id)
+                self._written_checkpoints.pop(task_id, None)
+            record = records.get(task_id)
+            if record is None:
+                log.warning("task %s was taken over by another node before it finished",
+                            task_id)
+                continue
+            self.stats.finished += 1
+            label = item.outcome.status.label
+            self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
+            self.app.after_finish(
+                dataclasses.replace(record, decoder=self.app.decode_for_task),
+                item.outcome, item.result, item.error,
+            )
+
     def _idle(self) -> bool:
-        with self._running_lock:
-            if self.running:
-                return False
         assert self._claimable is not None
         return not self.app.has_pending_work(self._claimable)
 
@@ -219,31 +285,24 @@ class Worker:
         with self._running_lock:
             self.running[record.id] = running
         self.stats.claimed += 1
-        self._queue.put(record)
+        self._queue.put(running)
 
     def _thread_main(self) -> None:
         while True:
-            record = self._queue.get()
-            if record is None:
+            task = self._queue.get()
+            if task is None:
                 return
-            with self._running_lock:
-                running = self.running.get(record.id)
-            if running is None:
-                continue
             try:
-                self._run_one(running)
-            except Exception:
-                log.exception("roadie: unexpected error while running task %s", record.id)
-            finally:
-                with self._running_lock:
-                    self.running.pop(record.id, None)
-                with self._dirty_lock:
-                    self._dirty.discard(record.id)
-                    self._written_checkpoints.pop(record.id, None)
-                self._wake.set()
+                self._done.put(self._run_one(task))
+            except Exception as exc:  # a bug in roadie itself: still end the task
+                log.exception("roadie: unexpected error while running task %s", task.id)
+                outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}")
+                self._done.put(_Done(task, outcome, None, exc))
+            self._wake.set()
 
-    def _run_one(self, task: RunningTask) -> None:
+    def _run_one(self, task: RunningTask) -> _Done:
         outcome, result, error = run_attempt(self.app, task)
+        task.ended = True
         version, checkpoint = task.pending_checkpoint()
         with self._dirty_lock:
             if version == self._written_checkpoints.get(task.id):
@@ -254,13 +313,7 @@ class Worker:
             messages=self.app.registry.encode(list(task.messages), what="status messages"),
             checkpoint=checkpoint,
         )
-        if not self.store.finish(self.id, outcome):
-            log.warning("task %s was taken over by another node before it finished", task.id)
-            return
-        self.stats.finished += 1
-        label = outcome.status.label
-        self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
-        self.app.after_finish(task, outcome, result, error)
+        return _Done(task, outcome, result, error)
 
     # -- progress, heartbeat, cancel, timeouts, recovery -----------------------------------
 
@@ -279,7 +332,7 @@ class Worker:
         for task_id in dirty:
             with self._running_lock:
                 task = self.running.get(task_id)
-            if task is None:
+            if task is None or task.ended:
                 continue
             version, checkpoint = task.pending_checkpoint()
             if version == self._written_checkpoints.get(task_id):
@@ -363,7 +416,11 @@ class Worker:
             for thread in self._threads:
                 thread.join()
             self._maintenance.join(timeout=10)
-            self.flush_progress()
+            done = self._take_done()  # attempts that ended after the claim loop stopped
+            if done:
+                settled = self.store.settle(
+                    self.id, [(d.outcome, True) for d in done], None, 0)
+                self._after_settle(done, settled.finished)
         self.store.stop_node(self.id)
 
     def _abandon_running(self) -> None:
