@@ -236,18 +236,15 @@ def test_counts_and_progress_are_visible_while_children_run(app: roadie.Roadie) 
     assert final.task_status["done"] == 20 and final.task_status["percent"] == 100.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lifecycle._on_exception does not name the child whose exception map re-raised through "
-    "execute (fix: prefix the message with task.children.child_of(exc).name); remove this "
-    "marker with that fix"))
 def test_a_failing_child_of_map_fails_the_parent_naming_the_child(app: roadie.Roadie) -> None:
     task = run_task(app, "tests:parent", {"items": 100, "width": 8, "fail_at": 37,
                                           "delay": 0.001}).task
     assert task.status is Status.FAILED
     assert "child 37 failed" in task.status_message
-    assert "child[37]" in task.status_message, task.status_message
     assert task.task_status["children"]["failed"] == 1
     assert task.task_status["children"]["runnable"] == 0
+    assert task.error is not None and "ValueError: child 37 failed" in task.error
+    assert "child[37]" in task.status_message, task.status_message
 
 
 def test_a_failing_spawned_child_fails_a_parent_that_returned_success(
@@ -307,11 +304,6 @@ def test_execute_returning_early_still_waits_for_the_children(app: roadie.Roadie
     assert final.task_status["children"] == {"runnable": 0, "closed": 6, "failed": 0}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "lifecycle.run_attempt ends the task SUCCESSFUL when execute returned success and the "
-    "parent was then cancelled while waiting for its children (fix: after wait_all, if "
-    "task.cancelled and task.children.cut_short(), end it through _cancelled); remove this "
-    "marker with that fix"))
 def test_cancel_while_waiting_for_children_after_execute_returned(app: roadie.Roadie) -> None:
     key, probe = new_probe()
     task = app.add_task("tests:spawn-return", {"key": key, "items": 3})

@@ -72,7 +72,8 @@ class Roadie:
         """The database (connected, and schema checked, on first use)."""
         with self._store_lock:
             if self._store is None:
-                store = Store(self.url)
+                store = Store(self.url,
+                              synchronous_commit=self.settings.postgres_synchronous_commit)
                 auto = store.is_sqlite if self._auto_upgrade is None else self._auto_upgrade
                 store.check_schema(auto_upgrade=auto)
                 self._store = store
@@ -371,13 +372,14 @@ class Roadie:
     @property
     def attachment_store(self) -> AttachmentStore:
         """The attachment storage backend (from the ``roadie_attachment_store`` hook)."""
-        if self._attachment_store is None:
-            store = self.plugins.hook.roadie_attachment_store(app=self)
-            if store is None:
-                raise PluginError("no plugin provides an attachment store (is the built-in "
-                                  "roadie.builtins.attachments blocked?)")
-            self._attachment_store = store
-        return self._attachment_store
+        with self._store_lock:
+            if self._attachment_store is None:
+                store = self.plugins.hook.roadie_attachment_store(app=self)
+                if store is None:
+                    raise PluginError("no plugin provides an attachment store (is the "
+                                      "built-in roadie.builtins.attachments blocked?)")
+                self._attachment_store = store
+            return self._attachment_store
 
     def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,
                        media_type: str | None = None) -> AttachmentInfo:

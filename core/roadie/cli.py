@@ -291,8 +291,11 @@ def attachment_get(app: Roadie, task_id: int, name: str, output: Path | None) ->
             shutil.copyfileobj(source, sys.stdout.buffer)
             sys.stdout.flush()
         else:
-            with output.open("wb") as target:
-                shutil.copyfileobj(source, target)
+            try:
+                with output.open("wb") as target:
+                    shutil.copyfileobj(source, target)
+            except OSError as exc:
+                raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
             click.echo(f"wrote {output}", err=True)
 
 

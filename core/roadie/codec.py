@@ -19,9 +19,9 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import json
 import pathlib
-import threading
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +38,8 @@ DEFAULT_MAX_SIZE = 4 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 64
 # how deeply msgpack nests plain lists and maps within one packb call (its C packer's limit)
 _PLAIN_NEST_LIMIT = 1024
+# bytes that are decoded without checking their lengths first: at most ~100 KB of allocation
+_UNCHECKED_SIZE = 256
 
 Encoder = Callable[[Any], Any]
 Decoder = Callable[[Any], Any]
@@ -56,7 +58,7 @@ class RegisteredType:
     decode: Decoder
     upgraders: Mapping[int, Upgrader] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def namespace(self) -> str:
         """The plugin distribution that owns the key."""
         return self.key.partition(":")[0]
@@ -145,7 +147,6 @@ class TypeRegistry:
         self.max_depth = max_depth
         self._by_key: dict[str, RegisteredType] = {}
         self._by_class: dict[type, RegisteredType] = {}
-        self._local = threading.local()
         _register_builtins(self)
 
     # -- registration -------------------------------------------------------------------
@@ -249,17 +250,32 @@ class TypeRegistry:
     ) -> tuple[bytes, set[str]]:
         """Encode ``value`` and say which plugin namespaces its types came from."""
         used: set[str] = set()
-        # an encoder may itself call encode: keep the outer call's state
-        outer = getattr(self._local, "used", None), getattr(self._local, "depth", 0)
-        self._local.used, self._local.depth = used, 0
+        by_class = self._by_class
+        max_depth = self.max_depth
+        depth = 0  # typed values nest through default(): count them as decode does
+
+        def default(obj: Any) -> msgpack.ExtType:
+            nonlocal depth
+            entry = by_class.get(type(obj))
+            if entry is None:
+                raise ContextEncodeError(_unregistered(obj))
+            used.add(entry.namespace)
+            if depth >= max_depth:
+                raise ContextEncodeError(_too_deep(max_depth))
+            depth += 1
+            try:
+                payload = msgpack.packb(
+                    [entry.key, entry.version, entry.encode(obj)],
+                    default=default, strict_types=True, use_bin_type=True,
+                )
+            finally:
+                depth -= 1
+            return msgpack.ExtType(EXT_CODE, payload)
+
         try:
-            data = msgpack.packb(
-                value, default=self._default, strict_types=True, use_bin_type=True
-            )
+            data = msgpack.packb(value, default=default, strict_types=True, use_bin_type=True)
         except Exception as exc:  # an encoder may raise anything: report it with its key path
             raise ContextEncodeError(self._explain_failure(value, what, exc)) from None
-        finally:
-            self._local.used, self._local.depth = outer
         limit = self.max_size if max_size is None else max_size
         if len(data) > limit:
             raise ContextEncodeError(
@@ -268,29 +284,6 @@ class TypeRegistry:
             )
         used.discard(CORE_NAMESPACE)
         return data, used
-
-    def _default(self, obj: Any) -> msgpack.ExtType:
-        entry = self._by_class.get(type(obj))
-        if entry is None:
-            raise ContextEncodeError(_unregistered(obj))
-        used = getattr(self._local, "used", None)
-        if used is not None:
-            used.add(entry.namespace)
-        # typed values nest through this function: count them as decode does
-        depth = getattr(self._local, "depth", 0) + 1
-        if depth > self.max_depth:
-            raise ContextEncodeError(_too_deep(self.max_depth))
-        self._local.depth = depth
-        try:
-            payload = msgpack.packb(
-                [entry.key, entry.version, entry.encode(obj)],
-                default=self._default,
-                strict_types=True,
-                use_bin_type=True,
-            )
-        finally:
-            self._local.depth = depth - 1
-        return msgpack.ExtType(EXT_CODE, payload)
 
     def _explain_failure(self, value: Any, what: str, exc: Exception) -> str:
         try:
@@ -433,14 +426,15 @@ class TypeRegistry:
 
 
 def _unpack(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
-    # msgpack allocates a list as long as its header says before reading the items; check
-    # first (skipping builds nothing) that every length fits in the data, so forged headers
-    # nested in a short input cannot make it allocate far more than the input's size
-    checker = msgpack.Unpacker(max_buffer_size=max(len(data), 1))
-    checker.feed(data)
-    checker.skip()
-    if checker.tell() != len(data):
-        raise ValueError(f"{len(data) - checker.tell()} bytes of extra data after the value")
+    # msgpack allocates a list as long as its header says before it reads the items, so
+    # headers nested in n bytes can claim about n * n / 5 pointers. Above a small size, first
+    # check (skipping builds nothing) that every length fits in the data.
+    if len(data) > _UNCHECKED_SIZE:
+        checker = msgpack.Unpacker(max_buffer_size=len(data))
+        checker.feed(data)
+        checker.skip()
+        if checker.tell() != len(data):
+            raise ValueError(f"{len(data) - checker.tell()} bytes of extra data after the value")
     return msgpack.unpackb(
         data, ext_hook=ext_hook, raw=False, strict_map_key=False, use_list=True
     )

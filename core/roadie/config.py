@@ -36,6 +36,7 @@ class Settings:
     max_context_size: int = 4 * 1024 * 1024
     max_attachment_size: int = 256 * 1024 * 1024
     pending_horizon: float = 60.0
+    postgres_synchronous_commit: str = "on"
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

@@ -138,6 +138,11 @@ def run_attempt(app: Roadie, task: RunningTask) -> tuple[Outcome, Result | None,
         _current.reset(token)
 
     failed_children = task.children.wait_all()
+    if task.cancelled and task.children.cut_short():
+        try:
+            task.raise_if_cancelled()
+        except Cancelled as exc:
+            return _cancelled(task, executor, exc), None, exc
     if failed_children and result.status == Status.SUCCESSFUL:
         first = failed_children[0]
         error = first.exception()
@@ -188,6 +193,9 @@ def _on_exception(task: RunningTask, executor: Executor, exc: Exception) -> Outc
     except Exception as handler_error:
         message = (f"{type(exc).__name__}: {exc} (and handle_exception failed: "
                    f"{type(handler_error).__name__}: {handler_error})")
+    child = task.children.child_of(exc)
+    if child is not None:
+        message = f"child task {child.name!r} failed: {message}"
     return _outcome(task, Status.FAILED, str(message), error=trace)
 
 

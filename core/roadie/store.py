@@ -114,9 +114,10 @@ class Outcome:
 class Store:
     """The database: connection, schema, and every query roadie makes."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False,
+                 synchronous_commit: str = "on") -> None:
         self.url = url
-        self.engine = _make_engine(url, echo=echo)
+        self.engine = _make_engine(url, echo=echo, synchronous_commit=synchronous_commit)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.hub = hub_for(self.safe_url)
@@ -865,7 +866,7 @@ def _task_record(row: Row[Any], decoder: Decoder | None) -> TaskRecord:
     )
 
 
-def _make_engine(url: str, *, echo: bool) -> Engine:
+def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on") -> Engine:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
@@ -890,8 +891,12 @@ def _make_engine(url: str, *, echo: bool) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
+    if synchronous_commit not in ("on", "off", "local", "remote_write", "remote_apply"):
+        raise DatabaseError(f"postgres_synchronous_commit={synchronous_commit!r}: use on or off")
+    options = {} if synchronous_commit == "on" else {
+        "options": f"-c synchronous_commit={synchronous_commit}"}
     try:
         return sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20,
-                                pool_pre_ping=True)
+                                pool_pre_ping=True, connect_args=options)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
         raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
