@@ -12,11 +12,12 @@ import pathlib
 import random
 import struct
 import sys
+import threading
 import tracemalloc
 import types
 import uuid
 import zoneinfo
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -322,22 +323,24 @@ class Unregistered:
 
 
 @pytest.fixture
-def app(tmp_path: Path) -> Any:
+def sqlite_app(tmp_path: Path) -> Iterator[roadie.Roadie]:
     app = make_app(f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "data")
     yield app
     app.close()
 
 
-def test_an_unregistered_object_fails_at_add_task_naming_its_key_path(app: Any) -> None:
+def test_an_unregistered_object_fails_at_add_task_naming_its_key_path(
+    sqlite_app: roadie.Roadie,
+) -> None:
     rows = [{"when": dt.datetime.now(dt.timezone.utc)} for _ in range(3)]
     rows.append({"when": Unregistered()})
     with pytest.raises(roadie.ContextEncodeError) as caught:
-        app.add_task("roadie-examples:echo", {"rows": rows})
+        sqlite_app.add_task("roadie-examples:echo", {"rows": rows})
     message = str(caught.value)
     assert 'context["rows"][3]["when"]' in message
     assert "test_codec.Unregistered is not a registered context type" in message
     assert "roadie_register_types" in message
-    assert app.list_tasks() == []
+    assert sqlite_app.list_tasks() == []
 
 
 def test_an_unregistered_object_inside_a_typed_value_is_located() -> None:
@@ -388,21 +391,21 @@ def test_a_time_zone_that_cannot_be_stored_is_refused_when_encoding() -> None:
         REGISTRY.encode({"at": dt.datetime(2024, 1, 1, tzinfo=Odd())})
 
 
-def test_context_keys_must_be_strings_at_add_task(app: Any) -> None:
+def test_context_keys_must_be_strings_at_add_task(sqlite_app: roadie.Roadie) -> None:
     with pytest.raises(roadie.ContextEncodeError, match="context keys must be strings"):
-        app.add_task("roadie-examples:echo", {1: "x"})
+        sqlite_app.add_task("roadie-examples:echo", {1: "x"})
 
 
-def test_plugin_types_in_a_context_join_the_tasks_import_context(app: Any) -> None:
+def test_plugin_types_in_a_context_join_the_tasks_import_context(sqlite_app: roadie.Roadie) -> None:
     @roadie.hookimpl
     def roadie_register_types(register: Callable[..., Any]) -> None:
         register(Point)
 
-    app.plugins.register(types.SimpleNamespace(roadie_register_types=roadie_register_types),
-                         name=NS, is_global=False)
-    task = app.add_task("roadie-examples:echo", {"p": Point(1, 2), "b": Batch(0, 5)})
+    plugin = types.SimpleNamespace(roadie_register_types=roadie_register_types)
+    sqlite_app.plugins.register(plugin, name=NS, is_global=False)
+    task = sqlite_app.add_task("roadie-examples:echo", {"p": Point(1, 2), "b": Batch(0, 5)})
     assert set(task.plugins) == {"roadie-examples", NS}
-    assert_same({"p": Point(1, 2), "b": Batch(0, 5)}, app.get_task(task.id).context)
+    assert_same({"p": Point(1, 2), "b": Batch(0, 5)}, sqlite_app.get_task(task.id).context)
 
 
 # -- registration ------------------------------------------------------------------------------
@@ -465,14 +468,14 @@ def test_a_subclass_does_not_inherit_the_context_type_name() -> None:
     assert_same({"c": BigCrate([1], size=3)}, roundtrip({"c": BigCrate([1], size=3)}, registry))
 
 
-def test_a_failing_registration_hook_marks_the_plugin_broken(app: Any) -> None:
+def test_a_failing_registration_hook_marks_the_plugin_broken(sqlite_app: roadie.Roadie) -> None:
     @roadie.hookimpl
     def roadie_register_types(register: Callable[..., Any]) -> None:
         register(Unregistered)
 
     with pytest.raises(roadie.PluginError, match=f"plugin '{NS}': roadie_register_types failed"):
-        app.plugins.register(types.SimpleNamespace(roadie_register_types=roadie_register_types),
-                             name=NS)
+        sqlite_app.plugins.register(
+            types.SimpleNamespace(roadie_register_types=roadie_register_types), name=NS)
 
 
 # -- versions ----------------------------------------------------------------------------------
@@ -606,10 +609,10 @@ def test_a_broken_installed_check_still_gives_a_decode_error() -> None:
         TypeRegistry().decode(REGISTRY.encode(Point(1, 2)), installed=broken)
 
 
-def test_a_task_whose_plugin_is_blocked_keeps_its_row_and_bytes(app: Any,
+def test_a_task_whose_plugin_is_blocked_keeps_its_row_and_bytes(sqlite_app: roadie.Roadie,
                                                                 tmp_path: Path) -> None:
-    task = app.add_task("roadie-examples:echo", {"batch": Batch(1, 2)})
-    with roadie.Roadie(app.url, blocked_plugins=["roadie-examples"],
+    task = sqlite_app.add_task("roadie-examples:echo", {"batch": Batch(1, 2)})
+    with roadie.Roadie(sqlite_app.url, blocked_plugins=["roadie-examples"],
                        data_dir=tmp_path / "data") as blocked:
         record = blocked.get_task(task.id)
         with pytest.raises(ContextDecodeError) as caught:
@@ -619,7 +622,7 @@ def test_a_task_whose_plugin_is_blocked_keeps_its_row_and_bytes(app: Any,
     message = str(caught.value)
     assert f"context of task {task.id}" in message
     assert "type 'Batch'" in message and "plugin 'roadie-examples'" in message
-    assert_same({"batch": Batch(1, 2)}, app.get_task(task.id).context)
+    assert_same({"batch": Batch(1, 2)}, sqlite_app.get_task(task.id).context)
 
 
 # -- limits ------------------------------------------------------------------------------------
@@ -718,10 +721,56 @@ def test_forged_lengths_never_allocate_unbounded_memory(forged: bytes) -> None:
     assert peak < 2_000_000 + 10 * len(forged), f"decoding {len(forged)} bytes used {peak:,}"
 
 
-def test_a_forged_length_inside_a_typed_value_is_refused() -> None:
-    payload = b"\x93" + msgpack.packb("roadie:tuple") + b"\x01" + b"\xdd\x00\x0f\x42\x40" * 100
-    with pytest.raises(ContextDecodeError):
-        REGISTRY.decode(msgpack.packb(msgpack.ExtType(EXT_CODE, payload)))
+@pytest.mark.parametrize("headers", [10, 50, 1_000])
+def test_a_forged_length_inside_a_typed_value_is_refused(headers: int) -> None:
+    """Arrays claiming a million items each, nested inside a typed value's payload."""
+    payload = b"\x93" + msgpack.packb("roadie:tuple") + b"\x01" + b"\xdd\x00\x0f\x42\x40" * headers
+    forged = msgpack.packb([1, {"x": msgpack.ExtType(EXT_CODE, payload)}])
+    tracemalloc.start()
+    try:
+        with pytest.raises(ContextDecodeError, match="not valid roadie data"):
+            REGISTRY.decode(forged)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000, f"decoding {len(forged)} bytes used {peak:,}"
+
+
+def test_encoding_from_many_threads_at_once_keeps_each_calls_namespaces() -> None:
+    registry = new_registry()
+    registry.registrar("other-plugin")(ParcelV1)
+    errors: list[str] = []
+
+    def work(i: int) -> None:
+        for _ in range(200):
+            value, expected = (({"p": Point(i, 1)}, {NS}) if i % 2 else
+                               ({"p": [ParcelV1(i)], "d": dt.date.today()}, {"other-plugin"}))
+            _, used = registry.encode_with_namespaces(value)
+            if used != expected:
+                errors.append(f"thread {i}: {used} != {expected}")
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+
+
+def test_an_encoder_may_itself_encode() -> None:
+    registry = new_registry()
+
+    class Sealed:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+    registry.register(Sealed, namespace="sealing", name="Sealed",
+                      encode=lambda s: registry.encode(s.inner),
+                      decode=lambda d: Sealed(registry.decode(d)))
+    data, used = registry.encode_with_namespaces({"s": Sealed([Point(1, 2)]), "p": Point(3, 4)})
+    assert used == {"sealing", NS}
+    back = registry.decode(data)
+    assert back["s"].inner == [Point(1, 2)] and back["p"] == Point(3, 4)
 
 
 # -- fuzzing: only ContextDecodeError, nothing imported ----------------------------------------

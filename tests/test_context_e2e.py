@@ -113,12 +113,13 @@ def plugin(tmp_path: Path) -> Iterator[Plugin]:
         yield Plugin(root)
     finally:
         sys.path.remove(str(root))
+        sys.path_importer_cache.pop(str(root), None)
         for module in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")]:
             del sys.modules[module]
 
 
 @pytest.fixture
-def app(tmp_path: Path, plugin: Plugin) -> Iterator[roadie.Roadie]:
+def sqlite_app(tmp_path: Path, plugin: Plugin) -> Iterator[roadie.Roadie]:
     app = make_app(f"sqlite:///{tmp_path / 'roadie.db'}", tmp_path / "data")
     yield app
     app.close()
@@ -140,7 +141,7 @@ def run_worker_process(app: roadie.Roadie, plugin: Plugin, tmp_path: Path) -> No
 
 @pytest.mark.slow
 def test_a_plugin_dataclass_reaches_a_worker_in_another_process(
-    app: roadie.Roadie, plugin: Plugin, tmp_path: Path
+    sqlite_app: roadie.Roadie, plugin: Plugin, tmp_path: Path
 ) -> None:
     from roadie_e2e_parcels.types import Parcel  # importable now: the fixture put it on sys.path
 
@@ -153,14 +154,14 @@ def test_a_plugin_dataclass_reaches_a_worker_in_another_process(
             "by_slot": {(1, "A"): "p-1", (2, "B"): "p-2"},
         },
     }
-    task = app.add_task(EXECUTOR, context, name="deliver p-1")
+    task = sqlite_app.add_task(EXECUTOR, context, name="deliver p-1")
     assert set(task.plugins) == {DIST}
     assert task.plugins[DIST] == "0.1"
     stored = task.context_bytes
 
-    run_worker_process(app, plugin, tmp_path)
+    run_worker_process(sqlite_app, plugin, tmp_path)
 
-    final = app.get_task(task.id)
+    final = sqlite_app.get_task(task.id)
     assert final.status == roadie.Status.SUCCESSFUL, (final.status_message, final.error)
     assert final.completed
     assert final.status_message.startswith("delivered p-1 (1230 g, due 2025-05-06T07:08:00+02:00)")
@@ -173,7 +174,8 @@ def test_a_plugin_dataclass_reaches_a_worker_in_another_process(
     assert final.context_bytes == stored
 
     # a Roadie without the plugin keeps the row and the bytes, and says what is missing
-    with roadie.Roadie(app.url, blocked_plugins=[DIST], data_dir=tmp_path / "blocked") as blocked:
+    with roadie.Roadie(sqlite_app.url, blocked_plugins=[DIST],
+                       data_dir=tmp_path / "blocked") as blocked:
         record = blocked.get_task(task.id)
         assert record.status == roadie.Status.SUCCESSFUL
         assert record.context_bytes == stored
@@ -183,29 +185,29 @@ def test_a_plugin_dataclass_reaches_a_worker_in_another_process(
     assert f"context of task {task.id}" in message
     assert f"plugin '{DIST}'" in message
     assert "type 'Parcel'" in message
-    assert app.get_task(task.id).context_bytes == stored
+    assert sqlite_app.get_task(task.id).context_bytes == stored
 
 
-def test_a_version_1_parcel_is_upgraded_when_read(app: roadie.Roadie) -> None:
+def test_a_version_1_parcel_is_upgraded_when_read(sqlite_app: roadie.Roadie) -> None:
     """A value written by version 1 of the plugin's type reads as the installed version 2."""
     from roadie_e2e_parcels.types import Parcel
 
-    app.plugins.load()
+    sqlite_app.plugins.load()
     due = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
     v1 = msgpack.packb({"parcel": msgpack.ExtType(EXT_CODE, msgpack.packb(
         [f"{DIST}:Parcel", 1, {"label": "old", "grams": 5,
-                               "due": msgpack.unpackb(app.registry.encode(due))}]))})
-    assert app.registry.decode(v1, namespaces=[DIST]) == {"parcel": Parcel("old", 5, due)}
+                               "due": msgpack.unpackb(sqlite_app.registry.encode(due))}]))})
+    assert sqlite_app.registry.decode(v1, namespaces=[DIST]) == {"parcel": Parcel("old", 5, due)}
 
 
 @pytest.mark.xfail(strict=True, reason=(
     "core/roadie/app.py Roadie.decode_for_task decodes before the plugins are loaded, so a "
     "fresh Roadie does not know any plugin type yet"))
-def test_a_fresh_roadie_reads_a_plugin_type(app: roadie.Roadie, tmp_path: Path) -> None:
+def test_a_fresh_roadie_reads_a_plugin_type(sqlite_app: roadie.Roadie, tmp_path: Path) -> None:
     from roadie_e2e_parcels.types import Parcel
 
     due = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-    task = app.add_task(EXECUTOR, {"parcel": Parcel("p", 1, due)})
-    with roadie.Roadie(app.url, data_dir=tmp_path / "fresh") as fresh:
+    task = sqlite_app.add_task(EXECUTOR, {"parcel": Parcel("p", 1, due)})
+    with roadie.Roadie(sqlite_app.url, data_dir=tmp_path / "fresh") as fresh:
         context: Any = fresh.get_task(task.id).context
     assert context == {"parcel": Parcel("p", 1, due)}

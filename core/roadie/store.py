@@ -9,6 +9,7 @@ time, readers never blocked thanks to WAL), which makes the claim just as atomic
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import json
 import threading
@@ -32,6 +33,7 @@ CHANNEL_ADDED = "roadie_task_added"
 CHANNEL_CHANGED = "roadie_task_changed"
 CHANNEL_CANCEL = "roadie_task_cancel"
 MAX_TAGS_PER_NODE = 10
+ANALYZE_AFTER = 1000
 
 
 def utcnow() -> dt.datetime:
@@ -121,6 +123,9 @@ class Store:
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.hub = hub_for(self.safe_url)
+        # Planners would rather walk the executor index than the claim index (and then sort
+        # every waiting task); comparing an expression of the column keeps them off it.
+        self._executor_column: Any = sa.literal_column("(roadie_tasks.executor || '')")
         self._listener: PgListener | None = None
         self._listener_lock = threading.Lock()
 
@@ -303,6 +308,12 @@ class Store:
                 )
                 ids = list(result.scalars())
             self.notify(conn, CHANNEL_ADDED, str(ids[-1]) if ids else "")
+        if self.is_postgres and len(ids) >= ANALYZE_AFTER:
+            # a burst this large leaves the planner's statistics behind until autovacuum
+            # catches up; without them it sorts every waiting task on each claim
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("ANALYZE roadie_tasks"))
+                conn.commit()
         return ids
 
     def get_task(self, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
@@ -466,26 +477,74 @@ class Store:
                 claimed = self._claim(conn, node, can, limit, now)
         return Settled(finished, claimed)
 
+    # The hot path (settle) runs prebuilt statements: building SQLAlchemy expressions anew
+    # for every round costs more than the database work itself.
+
+    @functools.cached_property
+    def _finish_final_sql(self) -> Any:
+        owned = (T.c.id == sa.bindparam("b_id"), T.c.node == sa.bindparam("b_node"),
+                 T.c.status == int(Status.IN_PROGRESS))
+        return T.update().where(*owned).values(
+            status=sa.bindparam("b_status"), status_message=sa.bindparam("b_message"),
+            completed=True, result=sa.bindparam("b_result"), error=sa.bindparam("b_error"),
+            task_status=sa.bindparam("b_task_status"), messages=sa.bindparam("b_messages"),
+            checkpoint=sa.func.coalesce(sa.bindparam("b_checkpoint", type_=sa.LargeBinary),
+                                        T.c.checkpoint),
+            finished_at=sa.bindparam("b_now", type_=models.UTCDateTime),
+            updated_at=sa.bindparam("b_now", type_=models.UTCDateTime),
+        )
+
+    @functools.cached_property
+    def _rows_by_id_sql(self) -> Any:
+        return sa.select(T).where(T.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+    @functools.cached_property
+    def _release_locks_sql(self) -> Any:
+        return models.locks.delete().where(
+            models.locks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+
+    @functools.cached_property
+    def _claim_candidates_sql(self) -> Any:
+        L = models.locks
+        lock_held = sa.exists().where(L.c.key == T.c.isolation_key)
+        return (
+            sa.select(T.c.id, T.c.executor, T.c.isolation_key, T.c.plugins, T.c.name,
+                      T.c.owner, T.c.task_group)
+            .where(
+                models.WAITING,
+                T.c.run_after <= sa.bindparam("now", type_=models.UTCDateTime),
+                self._executor_column.in_(sa.bindparam("executors", expanding=True)),
+                T.c.tags.in_(sa.bindparam("tags", expanding=True)),
+                sa.or_(T.c.isolation_key.is_(None), ~lock_held),
+            )
+            .order_by(T.c.priority.desc(), T.c.id)
+            .limit(sa.bindparam("limit", type_=sa.Integer))
+            .with_for_update(skip_locked=True)
+        )
+
+    @functools.cached_property
+    def _claim_update_sql(self) -> Any:
+        now = sa.bindparam("now", type_=models.UTCDateTime)
+        return (
+            T.update()
+            .where(T.c.id.in_(sa.bindparam("ids", expanding=True)))
+            .values(status=int(Status.IN_PROGRESS), node=sa.bindparam("node"), started_at=now,
+                    heartbeat_at=now, attempts=T.c.attempts + 1, updated_at=now,
+                    status_message="")
+            .returning(*T.c)
+        )
+
     def _finish(self, conn: Connection, node: str,
                 outcomes: Sequence[tuple[Outcome, bool]], now: dt.datetime) -> list[TaskRecord]:
         final = [o for o, _ in outcomes if o.status in FINAL_STATUSES]
         again = [o for o, _ in outcomes if o.status not in FINAL_STATUSES]
-        owned = (T.c.id == sa.bindparam("b_id"), T.c.node == node,
-                 T.c.status == int(Status.IN_PROGRESS))
         if final:
             conn.execute(
-                T.update().where(*owned).values(
-                    status=sa.bindparam("b_status"), status_message=sa.bindparam("b_message"),
-                    completed=True, result=sa.bindparam("b_result"),
-                    error=sa.bindparam("b_error"), task_status=sa.bindparam("b_task_status"),
-                    messages=sa.bindparam("b_messages"),
-                    checkpoint=sa.func.coalesce(sa.bindparam("b_checkpoint", type_=sa.LargeBinary),
-                                                T.c.checkpoint),
-                    finished_at=now, updated_at=now,
-                ),
-                [{"b_id": o.task_id, "b_status": int(o.status), "b_message": o.message,
-                  "b_result": o.result, "b_error": o.error, "b_task_status": o.task_status,
-                  "b_messages": o.messages, "b_checkpoint": o.checkpoint} for o in final],
+                self._finish_final_sql,
+                [{"b_id": o.task_id, "b_node": node, "b_status": int(o.status),
+                  "b_message": o.message, "b_result": o.result, "b_error": o.error,
+                  "b_task_status": o.task_status, "b_messages": o.messages,
+                  "b_checkpoint": o.checkpoint, "b_now": now} for o in final],
             )
         for o in again:  # back to wait: a retry or a delay (rare, one by one)
             values: dict[str, Any] = {
@@ -498,14 +557,17 @@ class Store:
                     values[column] = getattr(o, column)
             if not o.attempt_counts:
                 values["attempts"] = T.c.attempts - 1
-            conn.execute(T.update().where(*owned).values(**values), {"b_id": o.task_id})
+            conn.execute(
+                T.update().where(T.c.id == o.task_id, T.c.node == node,
+                                 T.c.status == int(Status.IN_PROGRESS)).values(**values)
+            )
         ids = [o.task_id for o, _ in outcomes]
         rows = {
-            r.id: r for r in conn.execute(sa.select(T).where(T.c.id.in_(ids)))
+            r.id: r for r in conn.execute(self._rows_by_id_sql, {"ids": ids})
             if r.updated_at == now and (r.node == node or r.node is None)
         }
         if any(isolated for _, isolated in outcomes):
-            conn.execute(models.locks.delete().where(models.locks.c.task_id.in_(list(rows))))
+            conn.execute(self._release_locks_sql, {"ids": list(rows)})
         attempts = [
             {"task_id": o.task_id, "attempt": rows[o.task_id].attempts, "node": node,
              "status": int(o.status), "message": o.message, "error": o.error,
@@ -523,23 +585,10 @@ class Store:
 
     def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
                now: dt.datetime) -> list[TaskRecord]:
-        L = models.locks
-        lock_held = sa.exists().where(L.c.key == T.c.isolation_key)
-        query = (
-            sa.select(T.c.id, T.c.executor, T.c.isolation_key, T.c.plugins, T.c.name,
-                      T.c.owner, T.c.task_group)
-            .where(
-                T.c.status.in_([int(Status.NEW), int(Status.QUEUED)]),
-                T.c.run_after <= now,
-                T.c.executor.in_(list(can.executors)),
-                T.c.tags.in_(list(can.tag_keys)),
-                sa.or_(T.c.isolation_key.is_(None), ~lock_held),
-            )
-            .order_by(T.c.priority.desc(), T.c.id)
-            .limit(limit * 2 if can.isolated else limit)
-            .with_for_update(skip_locked=True)
-        )
-        candidates = conn.execute(query).all()
+        candidates = conn.execute(self._claim_candidates_sql, {
+            "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
+            "limit": limit * 2 if can.isolated else limit,
+        }).all()
         if not candidates:
             return []
         winners: list[int] = []
@@ -580,16 +629,8 @@ class Store:
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         if not winners:
             return []
-        rows = conn.execute(
-            T.update()
-            .where(T.c.id.in_(winners))
-            .values(
-                status=int(Status.IN_PROGRESS), node=node, started_at=now,
-                heartbeat_at=now, attempts=T.c.attempts + 1, updated_at=now,
-                status_message="",
-            )
-            .returning(*T.c)
-        ).all()
+        rows = conn.execute(self._claim_update_sql,
+                            {"ids": winners, "node": node, "now": now}).all()
         for task_id in winners:
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         order = {task_id: i for i, task_id in enumerate(winners)}
@@ -644,7 +685,7 @@ class Store:
     def count_pending(self, can: Claimable, before: dt.datetime) -> int:
         """How many waiting tasks that ``can`` runs are due before ``before``."""
         query = sa.select(sa.func.count()).select_from(T).where(
-            T.c.status.in_([int(Status.NEW), int(Status.QUEUED)]),
+            models.WAITING,
             T.c.run_after <= before,
             T.c.executor.in_(list(can.executors)),
             T.c.tags.in_(list(can.tag_keys)),

@@ -53,7 +53,9 @@ def upgrade() -> None:
         sa.Column("finished_at", Time),
         sa.Column("updated_at", Time, nullable=False),
     )
-    op.create_index("roadie_tasks_claim", "roadie_tasks", ["status", "priority", "id"])
+    waiting = sa.text("status IN (0, 4)")
+    op.create_index("roadie_tasks_claim", "roadie_tasks", [sa.text("priority DESC"), "id"],
+                    postgresql_where=waiting, sqlite_where=waiting)
     op.create_index("roadie_tasks_isolation_key", "roadie_tasks", ["isolation_key"])
     op.create_index("roadie_tasks_node", "roadie_tasks", ["node"])
     op.create_index("roadie_tasks_owner", "roadie_tasks", ["owner"])
