@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+import roadie
 import sqlalchemy as sa
 from _results import table, write_section
-
-import roadie
 from roadie.testing import BackgroundWorker
 
 NOOP = "roadie-examples:noop"
@@ -46,7 +45,7 @@ PG_URL = os.environ.get("ROADIE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432
 class StampExecutor(roadie.Executor):
     """Records how long after its ``add_task`` (``context["t0"]``) it started."""
 
-    stamps: list[float] = []  # noqa: RUF012 - one process-wide list, appended from workers
+    stamps: list[float] = []  # one process-wide list, appended from workers
     lock = threading.Lock()
 
     def execute(self, task: roadie.RunningTask) -> roadie.Result:
@@ -163,9 +162,9 @@ def latency_run(app: roadie.Roadie) -> list[float]:
         background.stop()
 
 
-def wait(condition: object, what: str, timeout: float = 60.0) -> None:
+def wait(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
+    while not condition():
         if time.monotonic() > deadline:
             sys.exit(f"timed out waiting for {what}")
         time.sleep(0.01)
