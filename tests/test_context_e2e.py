@@ -200,9 +200,6 @@ def test_a_version_1_parcel_is_upgraded_when_read(sqlite_app: roadie.Roadie) -> 
     assert sqlite_app.registry.decode(v1, namespaces=[DIST]) == {"parcel": Parcel("old", 5, due)}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core/roadie/app.py Roadie.decode_for_task decodes before the plugins are loaded, so a "
-    "fresh Roadie does not know any plugin type yet"))
 def test_a_fresh_roadie_reads_a_plugin_type(sqlite_app: roadie.Roadie, tmp_path: Path) -> None:
     from roadie_e2e_parcels.types import Parcel
 

@@ -251,7 +251,7 @@ def test_worker_without_the_plugin_leaves_the_task_to_one_that_has_it(
         wait_final(fresh, other.id)  # the lacking worker is busy doing what it can
         assert fresh.get_task(task.id).status is Status.NEW
         assert fresh.waiting_reason(fresh.get_task(task.id)) == \
-            "waiting: no worker has roadie-hello >= 0.1"
+            "waiting: no worker has plugin roadie-hello"
         having = start_worker(app.url, tmp_path / "data", "--concurrency", "1",
                               "--name", "having", pythonpath=[site],
                               log=tmp_path / "having.log")

@@ -157,7 +157,7 @@ def test_retry_with_backoff(app: roadie.Roadie) -> None:
     assert task.status_message == "worked on attempt 3"
     attempts = app.attempts(task.id)
     assert [a.attempt for a in attempts] == [1, 2, 3]
-    assert [a.status for a in attempts] == [Status.NEW, Status.NEW, Status.SUCCESSFUL]
+    assert [a.status for a in attempts] == [Status.FAILED, Status.FAILED, Status.SUCCESSFUL]
     assert "retrying in 0.05 s" in attempts[0].message
     assert "ConnectionError: flaky on attempt 2" in attempts[1].message
     first_wait = (attempts[1].started_at - attempts[0].finished_at).total_seconds()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 
 from roadie.app import Roadie
+from roadie.attachments import AttachmentStore, LocalAttachmentStore
 from roadie.codec import TypeRegistry, context_type
 from roadie.config import Settings
 from roadie.errors import (
     AttachmentError,
     Cancelled,
+    ConfigurationError,
     ContextDecodeError,
     ContextEncodeError,
     ContextError,
@@ -26,7 +28,7 @@ from roadie.executor import CrashPolicy, Executor, Isolation, Retry, StatusMessa
 from roadie.hookspecs import hookimpl, hookspec
 from roadie.lifecycle import Delay, Veto
 from roadie.lightweight import ChildState, LightweightTask
-from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskRecord
+from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskDraft, TaskRecord
 from roadie.result import Result
 from roadie.running import RunningTask, current_task
 from roadie.status import Status
@@ -38,9 +40,11 @@ __version__ = "0.1.0"
 __all__ = [
     "AttachmentError",
     "AttachmentInfo",
+    "AttachmentStore",
     "AttemptRecord",
     "Cancelled",
     "ChildState",
+    "ConfigurationError",
     "ContextDecodeError",
     "ContextEncodeError",
     "ContextError",
@@ -51,6 +55,7 @@ __all__ = [
     "InvalidTransition",
     "Isolation",
     "LightweightTask",
+    "LocalAttachmentStore",
     "NodeRecord",
     "PluginError",
     "Result",
@@ -63,6 +68,7 @@ __all__ = [
     "Status",
     "StatusMessageTranslator",
     "TaskNotFound",
+    "TaskDraft",
     "TaskRecord",
     "TaskStatus",
     "TypeRegistrationError",

@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from types import SimpleNamespace
 from typing import IO, TYPE_CHECKING, Any
 
 from roadie.codec import TypeRegistry
@@ -15,7 +14,7 @@ from roadie.errors import ContextEncodeError, PluginError, UnknownExecutor
 from roadie.executor import CrashPolicy, Executor, Isolation
 from roadie.lifecycle import notify_hook
 from roadie.plugins import Plugins, split_executor_name
-from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskRecord
+from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskDraft, TaskRecord
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store import (
     CHANNEL_CHANGED,
@@ -102,6 +101,7 @@ class Roadie:
 
     def decode_for_task(self, record: TaskRecord, data: bytes, what: str) -> Any:
         """Decode one of a task's stored values inside its import context."""
+        self.plugins.load()  # the plugins' types must be registered first
         return self.registry.decode(
             data, what=f"{what} of task {record.id}", namespaces=record.plugins,
             installed=self.plugins.is_installed,
@@ -199,8 +199,8 @@ class Roadie:
         for namespace in namespaces:
             versions.setdefault(namespace, self.plugins.versions().get(namespace, "0"))
         captured = self._capture(qualified, context)
-        spec_view = SimpleNamespace(name=name, owner=owner, group=group, task_group=group,
-                                    executor=qualified, context=context)
+        spec_view = TaskDraft(executor=qualified, name=name, owner=owner, group=group,
+                              context=context)
         key = self._isolation_key(qualified, executor_class, isolation, spec_view)
         if delay is not None:
             run_after = utcnow() + dt.timedelta(seconds=delay)
@@ -274,8 +274,16 @@ class Roadie:
         return None if custom is None else f"{qualified}#{custom}"
 
     def _capture(self, qualified: str, context: dict[str, Any]) -> bytes | None:
+        from roadie.lifecycle import HookFailure, call_hook
+
         captured: dict[str, Any] = {}
-        for part in self.plugins.hook.roadie_capture_context(executor=qualified, context=context):
+        try:
+            parts = call_hook(self, "roadie_capture_context",
+                              self.plugins.hook.roadie_capture_context,
+                              executor=qualified, context=context)
+        except HookFailure as exc:
+            raise PluginError(f"cannot add the {qualified} task: {exc}") from exc
+        for part in parts:
             if part:
                 captured.update(part)
         if not captured:
@@ -341,8 +349,8 @@ class Roadie:
                 return None
         missing_plugin = [p for p in needs if not any(p in n.plugins for n in nodes)]
         if missing_plugin:
-            wanted = ", ".join(f"{p} >= {needs[p]}" for p in missing_plugin)
-            return f"waiting: no worker has {wanted}"
+            wanted = ", ".join(missing_plugin)
+            return f"waiting: no worker has plugin {wanted}"
         return f"waiting: no worker has tags {', '.join(sorted(task.tags))}"
 
     # -- changing ------------------------------------------------------------------------
@@ -462,7 +470,11 @@ class Roadie:
         try:
             executor_class = self.plugins.load_executor(record.executor)
             policy, max_attempts = executor_class.crash_policy, executor_class.max_attempts
-        except Exception:
+        except UnknownExecutor:
+            if self._someone_else_has(record):
+                return False  # a live node with the plugin applies the real policy
+            policy, max_attempts = CrashPolicy.FAIL, 1
+        except PluginError:
             policy, max_attempts = CrashPolicy.FAIL, 1
         progress = _progress_summary(record)
         if policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
@@ -486,6 +498,14 @@ class Roadie:
             if outcome == "failed":
                 notify_hook(self, "roadie_task_failed", task=updated, message=message, error=None)
         return done
+
+    def _someone_else_has(self, record: TaskRecord) -> bool:
+        now = utcnow()
+        return any(
+            record.executor in node.executors
+            for node in self.store.list_nodes()
+            if node.is_alive(now, self.settings.heartbeat_grace)
+        )
 
     # -- watching ------------------------------------------------------------------------
 

@@ -24,11 +24,12 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ +-]{0,254}$")
 
 
 class AttachmentStore(Protocol):
-    """Where attachment bytes live. ``put`` consumes a stream and returns
-    (size, "sha256:<hex>"); it must refuse more than ``max_size`` bytes."""
+    """Where attachment bytes live. roadie checks names, enforces the size limit and computes
+    size and checksum while the store reads the stream, so a store only keeps bytes."""
 
-    def put(self, task_id: int, name: str, stream: IO[bytes], max_size: int) -> tuple[int, str]:
-        """Store the bytes of ``stream`` as attachment ``name`` of ``task_id``."""
+    def put(self, task_id: int, name: str, stream: IO[bytes]) -> None:
+        """Store everything ``stream`` gives as attachment ``name`` of ``task_id``, replacing
+        any earlier one; if reading raises, keep nothing."""
 
     def open(self, task_id: int, name: str) -> IO[bytes]:
         """Open a stored attachment for reading."""
@@ -46,28 +47,17 @@ class LocalAttachmentStore:
     def _folder(self, task_id: int) -> Path:
         return self.root / str(int(task_id))
 
-    def put(self, task_id: int, name: str, stream: IO[bytes], max_size: int) -> tuple[int, str]:
+    def put(self, task_id: int, name: str, stream: IO[bytes]) -> None:
         folder = self._folder(task_id)
         folder.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as out:
-                while chunk := stream.read(CHUNK):
-                    size += len(chunk)
-                    if size > max_size:
-                        raise AttachmentError(
-                            f"attachment {name!r} of task {task_id} is larger than the limit of "
-                            f"{max_size:,} bytes (setting max_attachment_size)"
-                        )
-                    digest.update(chunk)
-                    out.write(chunk)
+                shutil.copyfileobj(stream, out, CHUNK)
             os.replace(temporary, folder / name)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-        return size, f"sha256:{digest.hexdigest()}"
 
     def open(self, task_id: int, name: str) -> IO[bytes]:
         return (self._folder(task_id) / name).open("rb")
@@ -160,7 +150,7 @@ def store_attachment(app: Roadie, task_id: int, name: str,
     max_size = app.settings.max_attachment_size
     checked = _CheckedStream(stream, task_id, name, max_size)
     try:
-        app.attachment_store.put(task_id, name, checked, max_size)  # type: ignore[arg-type]
+        app.attachment_store.put(task_id, name, checked)  # type: ignore[arg-type]
     finally:
         if close:
             stream.close()

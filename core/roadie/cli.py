@@ -320,6 +320,7 @@ def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: boo
 
     logging.basicConfig(level=logging.INFO, format="%(message)s",
                         handlers=[RichHandler(show_path=False)])
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if processes > 1:
         run_processes(ctx.obj.get("url"), processes, concurrency, until_idle, tags, name)
         return
@@ -346,7 +347,8 @@ def run_processes(url: str | None, processes: int, concurrency: int, until_idle:
     children = []
     for index in range(processes):
         extra = ["--name", f"{name}-{index + 1}"] if name else []
-        children.append(subprocess.Popen(command + extra))
+        # their own session: a terminal's Ctrl-C reaches them once, forwarded by the parent
+        children.append(subprocess.Popen(command + extra, start_new_session=True))
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:
@@ -453,7 +455,7 @@ def demo(app: Roadie, count: int) -> None:
     out.print(f"[bold]roadie demo[/bold] on {app.store.safe_url}")
     plan: list[dict[str, Any]] = [
         {"executor": "roadie-examples:count", "context": {"n": 30 + 10 * i, "delay": 0.04},
-         "name": f"count to {30 + 10 * i}"} for i in range(max(count - 4, 1))
+         "name": f"count to {30 + 10 * i}"} for i in range(max(count - 5, 1))
     ]
     plan += [
         {"executor": "roadie-examples:fanout", "context": {"items": 48, "width": 8,

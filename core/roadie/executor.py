@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from roadie.records import TaskRecord
+    from roadie.records import TaskDraft
     from roadie.result import Result
     from roadie.running import RunningTask
     from roadie.taskstatus import TaskStatus
@@ -99,6 +99,7 @@ class Executor:
         """The status message of a task whose ``execute`` raised ``exc``."""
         return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
-    def isolation_key(self, task: TaskRecord) -> str | None:
-        """The key under which ``task`` is isolated (for ``Isolation.CUSTOM``: override it)."""
+    def isolation_key(self, task: TaskDraft) -> str | None:
+        """For ``Isolation.CUSTOM``: the key under which ``task`` (about to be added) runs
+        alone, or None for no isolation. Computed once, when the task is added."""
         return None

@@ -132,7 +132,7 @@ class Plugins:
             self._loaded = True
             for module_name in BUILTIN_PLUGINS:
                 short = module_name.rsplit(".", 1)[1]
-                if canonical_name(short) in self.blocked or module_name in self.blocked:
+                if {canonical_name(short), canonical_name(module_name)} & self.blocked:
                     continue
                 module = importlib.import_module(module_name)
                 self.pm.register(module, name=module_name)

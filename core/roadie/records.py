@@ -98,6 +98,22 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class TaskDraft:
+    """A task about to be added, as ``Executor.isolation_key`` sees it."""
+
+    executor: str
+    name: str
+    owner: str | None
+    group: str | None
+    context: Mapping[str, Any]
+
+    @property
+    def task_group(self) -> str | None:
+        """The group, under its column name."""
+        return self.group
+
+
+@dataclass(frozen=True)
 class NodeRecord:
     """A worker process as registered in the database."""
 

@@ -112,7 +112,9 @@ class RunningTask:
 
     @property
     def last_checkpoint(self) -> dict[str, Any] | None:
-        """The checkpoint saved by an earlier attempt (crash policy RESUME), or None."""
+        """The last checkpoint saved by an earlier attempt of this task, or None. It survives
+        crashes under crash policy RESUME, retries and ``resume_task``; crash policy RETRY
+        starts over without it."""
         return self.record.checkpoint
 
     # -- status --------------------------------------------------------------------------
@@ -126,8 +128,11 @@ class RunningTask:
         self.raise_if_cancelled()
         message = dict(message)
         self.app.registry.encode(message, what=f"status message of task {self.id}")
+        from roadie.lifecycle import call_hook
+
         hook = self.app.plugins.task_hook("roadie_status_message", self.plugins)
-        hook(task=self, message=message, status=self.status)
+        call_hook(self.app, "roadie_status_message", hook, task=self, message=message,
+                  status=self.status)
         self.messages.append({"at": utcnow(), **message})
         self._sink.mark_dirty(self)
 

@@ -515,12 +515,22 @@ class Store:
                 T.c.run_after <= sa.bindparam("now", type_=models.UTCDateTime),
                 self._executor_column.in_(sa.bindparam("executors", expanding=True)),
                 T.c.tags.in_(sa.bindparam("tags", expanding=True)),
+                self._has_plugins_clause,
                 sa.or_(T.c.isolation_key.is_(None), ~lock_held),
             )
             .order_by(T.c.priority.desc(), T.c.id)
             .limit(sa.bindparam("limit", type_=sa.Integer))
             .with_for_update(skip_locked=True)
         )
+
+    @functools.cached_property
+    def _has_plugins_clause(self) -> Any:
+        """True for a task whose plugins are all among ``:plugins`` (the node's)."""
+        keys = ("json_each(roadie_tasks.plugins) AS p" if self.is_sqlite
+                else "json_object_keys(roadie_tasks.plugins) AS p(key)")
+        return sa.text(
+            f"NOT EXISTS (SELECT 1 FROM {keys} WHERE p.key NOT IN :plugins)"
+        ).bindparams(sa.bindparam("plugins", expanding=True))
 
     @functools.cached_property
     def _claim_update_sql(self) -> Any:
@@ -570,7 +580,8 @@ class Store:
             conn.execute(self._release_locks_sql, {"ids": list(rows)})
         attempts = [
             {"task_id": o.task_id, "attempt": rows[o.task_id].attempts, "node": node,
-             "status": int(o.status), "message": o.message, "error": o.error,
+             "status": int(o.status if o.status in FINAL_STATUSES else Status.FAILED),
+             "message": o.message, "error": o.error,
              "started_at": rows[o.task_id].started_at, "finished_at": now}
             for o, _ in outcomes if o.task_id in rows and o.attempt_counts
         ]
@@ -587,19 +598,16 @@ class Store:
                now: dt.datetime) -> list[TaskRecord]:
         candidates = conn.execute(self._claim_candidates_sql, {
             "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
-            "limit": limit * 2 if can.isolated else limit,
+            "plugins": list(can.plugins), "limit": limit * 2 if can.isolated else limit,
         }).all()
         if not candidates:
             return []
         winners: list[int] = []
         queued: list[tuple[int, str]] = []
         wanted_keys: dict[str, int] = {}
-        mine = set(can.plugins)
         for row in candidates:
             if len(winners) + len(wanted_keys) >= limit:
                 break
-            if row.plugins and not set(row.plugins) <= mine:
-                continue  # needs a plugin this node lacks: another node will take it
             key = row.isolation_key
             if key is None and row.executor in can.isolated:
                 key = can.isolated[row.executor](row)
@@ -689,9 +697,10 @@ class Store:
             T.c.run_after <= before,
             T.c.executor.in_(list(can.executors)),
             T.c.tags.in_(list(can.tag_keys)),
+            self._has_plugins_clause,
         )
         with self.read() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(query, {"plugins": list(can.plugins)}).scalar_one())
 
     def append_error(self, task_id: int, text: str) -> None:
         """Add a line to a task's error notes (for example a failing plugin hook)."""
@@ -933,7 +942,9 @@ def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on") -> Eng
 
         return engine
     if synchronous_commit not in ("on", "off", "local", "remote_write", "remote_apply"):
-        raise DatabaseError(f"postgres_synchronous_commit={synchronous_commit!r}: use on or off")
+        raise DatabaseError(
+            f"postgres_synchronous_commit={synchronous_commit!r}: use on, off, local, "
+            f"remote_write or remote_apply")
     options = {} if synchronous_commit == "on" else {
         "options": f"-c synchronous_commit={synchronous_commit}"}
     try:

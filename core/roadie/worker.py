@@ -119,7 +119,8 @@ class Worker:
                 executors.append(qualified)
                 continue
             executors.append(qualified)
-            if executor_class.isolation is not Isolation.NOT_ISOLATED:
+            if executor_class.isolation not in (Isolation.NOT_ISOLATED, Isolation.CUSTOM):
+                # a custom key is computed once, when the task is added
                 isolated[qualified] = self.app.isolation_key_function(qualified, executor_class)
         return Claimable(
             executors=executors,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from roadie.hookspecs import hookimpl
-from roadie.lifecycle import mark_from_executor
+from roadie.lifecycle import HookFailure, mark_from_executor
 
 if TYPE_CHECKING:
     from roadie.executor import Executor
@@ -19,6 +19,8 @@ def roadie_execute_task(task: RunningTask, executor: Executor) -> Result:
     that they are not mistaken for a failing plugin hook."""
     try:
         return executor.execute(task)
+    except HookFailure:
+        raise  # a plugin's hook failed inside execute (for example a status translator)
     except BaseException as exc:
         mark_from_executor(exc)
         raise
