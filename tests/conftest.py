@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-
 from roadie import Roadie
 from roadie.testing import make_app
 

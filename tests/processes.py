@@ -12,7 +12,8 @@ from pathlib import Path
 from roadie.testing import FAST_SETTINGS
 
 
-def worker_env(data_dir: Path, pythonpath: Iterable[Path | str] = (), **extra: str) -> dict[str, str]:
+def worker_env(data_dir: Path, pythonpath: Iterable[Path | str] = (),
+               **extra: str) -> dict[str, str]:
     """The environment of a test worker process."""
     env = dict(os.environ)
     env["ROADIE_DATA_DIR"] = str(data_dir)
@@ -26,7 +27,8 @@ def worker_env(data_dir: Path, pythonpath: Iterable[Path | str] = (), **extra: s
 
 
 def start_worker(url: str, data_dir: Path, *args: str, pythonpath: Iterable[Path | str] = (),
-                 env: dict[str, str] | None = None, log: Path | None = None) -> subprocess.Popen[bytes]:
+                 env: dict[str, str] | None = None,
+                 log: Path | None = None) -> subprocess.Popen[bytes]:
     """Start ``python -m roadie --url URL worker ARGS`` (output to ``log`` if given)."""
     command = [sys.executable, "-m", "roadie", "--url", url, "worker", *args]
     out = log.open("ab") if log is not None else subprocess.DEVNULL

@@ -79,7 +79,8 @@ class Resumable(roadie.Executor):
             task.checkpoint({"i": i})
             task.progress(i, n)
         record(task, "end", started)
-        return roadie.Result.success(f"reached {n}, resumed from {(task.last_checkpoint or {}).get('i', 0)}")
+        resumed = (task.last_checkpoint or {}).get("i", 0)
+        return roadie.Result.success(f"reached {n}, resumed from {resumed}")
 '''
 
 EXECUTORS = {

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 import roadie
 from roadie import Status
 
@@ -63,7 +62,7 @@ def test_malformed_executor_name(app: roadie.Roadie) -> None:
 
 
 def test_context_must_be_a_mapping(app: roadie.Roadie) -> None:
-    with pytest.raises(roadie.ContextEncodeError, match="must be a mapping.*not list"):
+    with pytest.raises(roadie.ContextEncodeError, match=r"must be a mapping.*not list"):
         app.add_task("roadie-examples:echo", [1, 2])  # type: ignore[arg-type]
 
 

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
 import roadie
+from click.testing import CliRunner
 from roadie.cli import cli
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import roadie
 from roadie import Status
 from roadie.testing import BackgroundWorker, HookRecorder, run_task, wait_final, wait_for
+
 from tests.processes import start_worker, stop
 
 PER_TASK = ["roadie_task_added", "roadie_before_task", "roadie_restore_context",

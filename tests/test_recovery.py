@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import roadie
 from roadie import Status
 from roadie.testing import BackgroundWorker, run_task, wait_final, wait_for
+
 from tests import record_plugin
 from tests.processes import kill, start_worker, stop, worker_env
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections import defaultdict
@@ -9,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
-
 import roadie
+from click.testing import CliRunner
 from roadie import Status
 from roadie.cli import cli
 from roadie.testing import BackgroundWorker, wait_final, wait_for
+
 from tests import record_plugin
 from tests.processes import worker_env
 
@@ -40,7 +41,7 @@ def fresh_app(app: roadie.Roadie) -> roadie.Roadie:
 
 def overlaps(spans: list[tuple[float, float]]) -> bool:
     spans = sorted(spans)
-    return any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    return any(b[0] < a[1] for a, b in itertools.pairwise(spans))
 
 
 @pytest.mark.slow

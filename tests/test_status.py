@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import roadie
 import sqlalchemy as sa
 from click.testing import CliRunner
-
-import roadie
 from roadie import Status
 from roadie.cli import cli
 from roadie.testing import BackgroundWorker, make_app, run_task, wait_final, wait_for
+
 from tests.conftest import register_test_executors
 from tests.processes import start_worker, stop
 
@@ -21,7 +21,7 @@ def count_task_updates(app: roadie.Roadie) -> list[str]:
     statements: list[str] = []
 
     @sa.event.listens_for(app.store.engine, "before_cursor_execute")
-    def record(conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: ANN001
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
         text = statement.lstrip().upper()
         heartbeat = re.match(r"UPDATE ROADIE_TASKS SET HEARTBEAT_AT=[^,]*? WHERE", text)
         if text.startswith("UPDATE ROADIE_TASKS") and not heartbeat:
@@ -136,7 +136,7 @@ def test_watch_yields_changes_until_done(app: roadie.Roadie) -> None:
 
 
 def test_roadie_watch_cli_shows_bars_to_the_end(app: roadie.Roadie, tmp_path: Path,
-                                                monkeypatch) -> None:  # noqa: ANN001
+                                                monkeypatch) -> None:
     monkeypatch.setenv("ROADIE_DATA_DIR", str(tmp_path / "data"))
     task = app.add_task("roadie-examples:count", {"n": 10, "delay": 0.02}, name="watched")
     with BackgroundWorker(app, concurrency=1):
@@ -147,7 +147,7 @@ def test_roadie_watch_cli_shows_bars_to_the_end(app: roadie.Roadie, tmp_path: Pa
     assert "100%" in result.output and "successful" in result.output
 
 
-def test_demo_runs_example_tasks(db_url: str, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_demo_runs_example_tasks(db_url: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("ROADIE_DATA_DIR", str(tmp_path / "data"))
     result = CliRunner().invoke(cli, ["--url", db_url, "demo"])
     assert result.exit_code == 0, result.output

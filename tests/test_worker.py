@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
 import roadie
 from roadie import Status
 from roadie.testing import BackgroundWorker, run_task, wait_final
+
 from tests import executors
 
 

@@ -199,9 +199,9 @@ class Roadie:
         for namespace in namespaces:
             versions.setdefault(namespace, self.plugins.versions().get(namespace, "0"))
         captured = self._capture(qualified, context)
-        spec_view = TaskDraft(executor=qualified, name=name, owner=owner, group=group,
+        spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner, group=group,
                               context=context)
-        key = self._isolation_key(qualified, executor_class, isolation, spec_view)
+        isolation_key = self._isolation_key(qualified, executor_class, isolation, spec_view)
         if delay is not None:
             run_after = utcnow() + dt.timedelta(seconds=delay)
         if run_after is not None and run_after.tzinfo is None:
@@ -210,7 +210,7 @@ class Roadie:
             raise ValueError("timeout must be a positive number of seconds")
         return NewTask(
             executor=qualified, plugins=versions, context=data, name=name or "", owner=owner,
-            group=group, captured=captured, isolation_key=key, priority=int(priority),
+            group=group, captured=captured, isolation_key=isolation_key, priority=int(priority),
             run_after=run_after, tags=tags_key(tags), timeout=timeout,
         )
 
@@ -340,7 +340,8 @@ class Roadie:
             holder = self.store.held_locks().get(task.isolation_key)
             if holder is not None:
                 return f"queued: task {holder} holds isolation key {task.isolation_key!r}"
-        nodes = [n for n in self.list_nodes() if n.is_alive(utcnow(), self.settings.heartbeat_grace)]
+        now = utcnow()
+        nodes = [n for n in self.list_nodes() if n.is_alive(now, self.settings.heartbeat_grace)]
         if not nodes:
             return "waiting: no worker is running (start one with `roadie worker`)"
         needs = dict(task.plugins)
@@ -479,9 +480,9 @@ class Roadie:
         progress = _progress_summary(record)
         if policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
             outcome = policy.value
-            message = (f"{reason} during attempt {record.attempts}; "
-                       f"{'resuming from its checkpoint' if policy is CrashPolicy.RESUME else 'retrying'}"
-                       f"{progress}")
+            again = ("resuming from its checkpoint" if policy is CrashPolicy.RESUME
+                     else "retrying")
+            message = f"{reason} during attempt {record.attempts}; {again}{progress}"
             done = self.store.take_over_orphan(record, Status.NEW, message,
                                                keep_checkpoint=policy is CrashPolicy.RESUME)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -77,7 +78,7 @@ def app_of(ctx: click.Context) -> Roadie:
     obj = ctx.ensure_object(dict)
     if "app" not in obj:
         obj["app"] = Roadie(obj.get("url"))
-    return obj["app"]  # type: ignore[no-any-return]
+    return obj["app"]
 
 
 def with_app(function: F) -> F:
@@ -499,10 +500,8 @@ def plugins(ctx: click.Context) -> None:
     manager = app.plugins
     manager.load()
     for qualified in manager.executor_names():  # import executors to find broken ones
-        try:
+        with contextlib.suppress(RoadieError):
             manager.load_executor(qualified)
-        except RoadieError:
-            pass
     table = Table("plugin", "version", "executors", "hooks", "problem")
     for info in sorted(manager.infos.values(), key=lambda i: i.name):
         problem = "blocked" if info.blocked else (info.error or "")

@@ -44,7 +44,7 @@ class ContextEncodeError(ContextError, TypeError):
 
 
 class ContextDecodeError(ContextError, ValueError):
-    """Stored bytes cannot be decoded: corrupt data, a missing plugin or type, or a newer version."""
+    """Stored bytes cannot be decoded: corrupt data, a missing plugin or type, a newer version."""
 
 
 class TypeRegistrationError(RoadieError):

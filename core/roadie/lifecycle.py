@@ -26,7 +26,8 @@ log = logging.getLogger("roadie.lifecycle")
 
 @dataclass(frozen=True)
 class Veto:
-    """Returned by ``roadie_before_task``: do not run the task; it ends CANCELLED with ``reason``."""
+    """Returned by ``roadie_before_task``: do not run the task; it ends CANCELLED, ``reason``
+    being its status message."""
 
     reason: str
 
@@ -97,7 +98,9 @@ def notify_hook(roadie: Roadie, hook_name: str, **kwargs: Any) -> list[str]:
     return failures
 
 
-def run_attempt(app: Roadie, task: RunningTask) -> tuple[Outcome, Result | None, BaseException | None]:
+def run_attempt(
+    app: Roadie, task: RunningTask
+) -> tuple[Outcome, Result | None, BaseException | None]:
     """Run one attempt of ``task`` and say how it ended (nothing is written here)."""
     record = task.record
     try:

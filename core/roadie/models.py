@@ -1,4 +1,5 @@
-"""The database tables (SQLAlchemy Core). Alembic migrations in ``roadie/migrations`` create them."""
+"""The database tables (SQLAlchemy Core); the Alembic migrations in ``roadie/migrations``
+create them."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)  # type: ignore[no-any-return]
-        return value.astimezone(dt.timezone.utc)  # type: ignore[no-any-return]
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)
 
 
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

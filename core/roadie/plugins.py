@@ -229,7 +229,8 @@ class Plugins:
             self._executors[qualified] = executor
             self._executor_refs[qualified] = (dist, None)
             info = self.infos.setdefault(dist, PluginInfo(dist, "0"))
-            info.executors[qualified.partition(":")[2]] = f"{executor.__module__}:{executor.__qualname__}"
+            target = f"{executor.__module__}:{executor.__qualname__}"
+            info.executors[qualified.partition(":")[2]] = target
 
     # -- queries -------------------------------------------------------------------------
 
@@ -353,7 +354,7 @@ class Plugins:
                     self.pm.hook, name
                 )
                 self._subset_callers[(name, scope)] = caller
-            return caller  # type: ignore[no-any-return]
+            return caller
 
     def plugin_of_hookimpl_error(self, exc: BaseException) -> str | None:
         """The plugin whose hook raised ``exc`` (from the traceback), if one can be told."""

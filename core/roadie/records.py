@@ -59,7 +59,7 @@ class TaskRecord:
     @property
     def context(self) -> dict[str, Any]:
         """The decoded context map."""
-        return self._decode(self.context_bytes, "context", {})  # type: ignore[no-any-return]
+        return self._decode(self.context_bytes, "context", {})
 
     @property
     def result(self) -> Any:
@@ -69,22 +69,22 @@ class TaskRecord:
     @property
     def checkpoint(self) -> dict[str, Any] | None:
         """The last checkpoint saved with ``task.checkpoint(...)``, or None."""
-        return self._decode(self.checkpoint_bytes, "checkpoint")  # type: ignore[no-any-return]
+        return self._decode(self.checkpoint_bytes, "checkpoint")
 
     @property
     def captured(self) -> dict[str, Any]:
         """The caller context captured by ``roadie_capture_context`` hooks at add time."""
-        return self._decode(self.captured_bytes, "captured context", {})  # type: ignore[no-any-return]
+        return self._decode(self.captured_bytes, "captured context", {})
 
     @property
     def task_status(self) -> dict[str, Any]:
         """The live status attributes (progress, counters, ...) as last written."""
-        return self._decode(self.status_bytes, "task status", {})  # type: ignore[no-any-return]
+        return self._decode(self.status_bytes, "task status", {})
 
     @property
     def recent_messages(self) -> list[dict[str, Any]]:
         """The most recent status messages, oldest first."""
-        return self._decode(self.messages_bytes, "status messages", [])  # type: ignore[no-any-return]
+        return self._decode(self.messages_bytes, "status messages", [])
 
     @property
     def cancel_requested(self) -> bool:

@@ -47,7 +47,7 @@ class TaskStatus(Mapping[str, Any]):
         """Set one attribute."""
         self.update({key: value})
 
-    def update(self, values: Mapping[str, Any]) -> None:  # type: ignore[override]
+    def update(self, values: Mapping[str, Any]) -> None:
         """Set several attributes at once."""
         if not values:
             return

@@ -128,10 +128,14 @@ class BackgroundWorker:
 
 def wait_final(app: Roadie, task_id: int, timeout: float = 30.0) -> TaskRecord:
     """Wait until a task has ended; return its record."""
-    return wait_for(
-        lambda: (lambda t: t if t.status in FINAL_STATUSES else None)(app.get_task(task_id)),
-        timeout=timeout, message=f"task {task_id} to end",
-    )
+
+    def ended() -> TaskRecord | None:
+        task = app.get_task(task_id)
+        return task if task.status in FINAL_STATUSES else None
+
+    found = wait_for(ended, timeout=timeout, message=f"task {task_id} to end")
+    assert found is not None
+    return found
 
 
 @dataclass

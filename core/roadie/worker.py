@@ -439,7 +439,7 @@ class Worker:
     def _install_signal_handlers(self) -> dict[int, Any]:
         if not self.handle_signals:
             return {}
-        previous = {}
+        previous: dict[int, Any] = {}
 
         def handler(signum: int, _frame: Any) -> None:
             if self._stopping.is_set():
