@@ -128,11 +128,10 @@ class Roadie:
         The executor is checked against the installed plugins (or those that live workers
         advertise); the context is encoded with the type registry. Returns the stored task.
         """
-        spec = self._new_task(executor, context, name=name, owner=owner, group=group,
+        spec = self._new_task(executor, context, {}, name=name, owner=owner, group=group,
                               priority=priority, run_after=run_after, delay=delay, tags=tags,
                               timeout=timeout)
-        (task_id,) = self.store.insert_tasks([spec])
-        task = self.get_task(task_id)
+        (task,) = self.store.insert_tasks([spec], decoder=self.decode_for_task)
         self._task_added(task)
         return task
 
@@ -140,6 +139,7 @@ class Roadie:
         """Add many tasks in one transaction; each item holds ``add_task``'s arguments
         (``{"executor": ..., "context": ..., "name": ...}``)."""
         specs = []
+        resolved: dict[str, Any] = {}  # executor -> its resolution, once per batch
         for index, item in enumerate(tasks):
             arguments = dict(item)
             try:
@@ -147,14 +147,10 @@ class Roadie:
             except KeyError:
                 raise ValueError(f"tasks[{index}] has no 'executor'") from None
             context = arguments.pop("context", None)
-            specs.append(self._new_task(executor, context, **arguments))
-        ids = self.store.insert_tasks(specs)
-        records = {t.id: t for t in self.store.list_tasks(ids=ids, limit=None,
-                                                          decoder=self.decode_for_task)}
-        added = [records[i] for i in ids]
-        if self.plugins.hook.roadie_task_added.get_hookimpls():
-            for task in added:
-                self._task_added(task)
+            specs.append(self._new_task(executor, context, resolved, **arguments))
+        added = self.store.insert_tasks(specs, decoder=self.decode_for_task)
+        for task in added:
+            self._task_added(task)
         return added
 
     def _task_added(self, task: TaskRecord) -> None:
@@ -165,6 +161,7 @@ class Roadie:
         self,
         executor: str,
         context: Mapping[str, Any] | None,
+        resolved: dict[str, Any],
         *,
         name: str = "",
         owner: str | None = None,
@@ -193,11 +190,13 @@ class Roadie:
                 raise ContextEncodeError(
                     f"context keys must be strings; key {key!r} is {type(key).__name__}"
                 )
-        executor_class, plugin_versions, isolation = self._resolve_executor(qualified)
+        if qualified not in resolved:
+            resolved[qualified] = self._resolve_executor(qualified)
+        executor_class, plugin_versions, isolation = resolved[qualified]
         data, namespaces = self.registry.encode_with_namespaces(context, what="context")
         versions = dict(plugin_versions)
         for namespace in namespaces:
-            versions.setdefault(namespace, self.plugins.versions().get(namespace, "0"))
+            versions.setdefault(namespace, self.plugins.version_of(namespace))
         captured = self._capture(qualified, context)
         spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner, group=group,
                               context=context)
@@ -220,14 +219,14 @@ class Roadie:
         """The executor class (if installed here), the plugin versions it needs, and its
         isolation; falls back on what live nodes advertise."""
         dist = qualified.partition(":")[0]
-        if qualified in self.plugins.executor_names():
+        if self.plugins.has_executor(qualified):
+            version = {dist: self.plugins.version_of(dist)}
             try:
                 executor_class = self.plugins.load_executor(qualified)
             except PluginError:
                 # broken here: store it anyway; a worker records the error on the task
-                return None, {dist: self.plugins.versions().get(dist, "0")}, Isolation.NOT_ISOLATED
-            return executor_class, {dist: self.plugins.versions().get(dist, "0")}, \
-                executor_class.isolation
+                return None, version, Isolation.NOT_ISOLATED
+            return executor_class, version, executor_class.isolation
         grace = self.settings.heartbeat_grace
         now = utcnow()
         advertised: set[str] = set()

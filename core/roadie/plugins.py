@@ -239,10 +239,21 @@ class Plugins:
         self.load()
         return sorted(self._executor_refs)
 
+    def has_executor(self, qualified: str) -> bool:
+        """Whether an executor of that canonical name is installed here (imports nothing)."""
+        self.load()
+        return qualified in self._executor_refs
+
     def versions(self) -> dict[str, str]:
         """Installed, loadable plugin distributions and their versions."""
         self.load()
         return {n: i.version for n, i in sorted(self.infos.items()) if not i.blocked}
+
+    def version_of(self, dist: str) -> str:
+        """The installed version of a plugin distribution ("0" if unknown)."""
+        self.load()
+        info = self.infos.get(dist)
+        return info.version if info is not None and not info.blocked else "0"
 
     def is_installed(self, dist: str) -> bool:
         """Whether plugin distribution ``dist`` is installed (and not blocked) here."""

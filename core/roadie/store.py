@@ -34,6 +34,8 @@ CHANNEL_CHANGED = "roadie_task_changed"
 CHANNEL_CANCEL = "roadie_task_cancel"
 MAX_TAGS_PER_NODE = 10
 ANALYZE_AFTER = 1000
+BULK_INSERT_FROM = 20
+_ALL_COLUMNS = tuple(c.name for c in T.c)
 
 
 def utcnow() -> dt.datetime:
@@ -264,14 +266,15 @@ class Store:
 
     # -- tasks ---------------------------------------------------------------------------
 
-    def insert_tasks(self, new_tasks: Sequence[NewTask], held_keys_queue: bool = True) -> list[int]:
-        """Insert tasks in one transaction; return their ids in order. A task whose isolation
-        key is held is stored as QUEUED."""
+    def insert_tasks(self, new_tasks: Sequence[NewTask],
+                     decoder: Decoder | None = None) -> list[TaskRecord]:
+        """Insert tasks in one transaction and return them as stored, in order. A task whose
+        isolation key is held is stored as QUEUED."""
         now = utcnow()
         with self.write() as conn:
             held: set[str] = set()
             keys = {t.isolation_key for t in new_tasks if t.isolation_key}
-            if keys and held_keys_queue:
+            if keys:
                 held = set(
                     conn.execute(
                         sa.select(models.locks.c.key).where(models.locks.c.key.in_(keys))
@@ -283,7 +286,7 @@ class Store:
                     "owner": t.owner,
                     "task_group": t.group,
                     "executor": t.executor,
-                    "plugins": dict(t.plugins),
+                    "plugins": t.plugins,
                     "context": t.context,
                     "captured": t.captured,
                     "status": int(Status.QUEUED if t.isolation_key in held else Status.NEW),
@@ -300,21 +303,49 @@ class Store:
                 }
                 for t in new_tasks
             ]
-            if len(rows) == 1:
-                ids = [conn.execute(T.insert().returning(T.c.id), rows[0]).scalar_one()]
+            if len(rows) < BULK_INSERT_FROM:
+                stored = [conn.execute(T.insert().returning(*T.c), row).one()._mapping
+                          for row in rows]
             else:
-                result = conn.execute(
-                    T.insert().returning(T.c.id, sort_by_parameter_order=True), rows
-                )
-                ids = list(result.scalars())
-            self.notify(conn, CHANNEL_ADDED, str(ids[-1]) if ids else "")
-        if self.is_postgres and len(ids) >= ANALYZE_AFTER:
+                stored = self._bulk_insert(conn, rows)
+            self.notify(conn, CHANNEL_ADDED, str(stored[-1]["id"]) if stored else "")
+        if self.is_postgres and len(stored) >= ANALYZE_AFTER:
             # a burst this large leaves the planner's statistics behind until autovacuum
             # catches up; without them it sorts every waiting task on each claim
             with self.engine.connect() as conn:
                 conn.execute(sa.text("ANALYZE roadie_tasks"))
                 conn.commit()
-        return ids
+        return [_task_record(row, decoder) for row in stored]
+
+    def _bulk_insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
+        """Insert many task rows fast: ids are reserved first, then PostgreSQL takes the
+        rows with COPY and SQLite with one prepared statement; returns the rows as stored."""
+        count = len(rows)
+        if self.is_postgres:
+            ids = conn.execute(sa.text(
+                "SELECT nextval(pg_get_serial_sequence('roadie_tasks', 'id')) "
+                "FROM generate_series(1, :n)"), {"n": count}).scalars().all()
+        else:  # under BEGIN IMMEDIATE nobody else inserts meanwhile
+            start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(T.c.id), 0))).scalar()
+            ids = list(range(int(start or 0) + 1, int(start or 0) + 1 + count))
+        stored = []
+        for task_id, row in zip(ids, rows, strict=True):
+            full = dict.fromkeys(_ALL_COLUMNS)
+            full.update(row, id=task_id)
+            stored.append(full)
+        if self.is_postgres:
+            columns = list(_ALL_COLUMNS)
+            raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
+            with raw.cursor() as cursor, cursor.copy(
+                f"COPY roadie_tasks ({', '.join(columns)}) FROM STDIN"
+            ) as copy:
+                for full in stored:
+                    copy.write_row([
+                        json.dumps(full[c]) if c == "plugins" else full[c] for c in columns
+                    ])
+        else:
+            conn.execute(T.insert(), stored)
+        return stored
 
     def get_task(self, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
         """The task with ``task_id``; raises TaskNotFound."""
@@ -895,8 +926,9 @@ def split_payload(payload: str) -> list[str]:
     return [p for p in payload.split(",") if p]
 
 
-def _task_record(row: Row[Any], decoder: Decoder | None) -> TaskRecord:
-    m = row._mapping
+def _task_record(row: Any, decoder: Decoder | None) -> TaskRecord:
+    """A TaskRecord from a result row or a mapping of column names."""
+    m = row._mapping if isinstance(row, Row) else row
     plugins = m["plugins"]
     if isinstance(plugins, str):  # some drivers hand JSON back as text
         plugins = json.loads(plugins)
