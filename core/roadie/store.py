@@ -575,10 +575,92 @@ class Store:
             .returning(*T.c)
         )
 
+    # PostgreSQL does a round in two statements: one records every final outcome (the update,
+    # the attempt log and the lock release together), one claims (select, lock, update).
+
+    @functools.cached_property
+    def _pg_finish_sql(self) -> Any:
+        return sa.text("""
+            WITH v AS (
+                SELECT * FROM unnest(
+                    CAST(:ids AS bigint[]), CAST(:statuses AS smallint[]),
+                    CAST(:messages AS text[]), CAST(:results AS bytea[]),
+                    CAST(:errors AS text[]), CAST(:task_statuses AS bytea[]),
+                    CAST(:message_logs AS bytea[]), CAST(:checkpoints AS bytea[])
+                ) AS v(id, status, message, result, error, task_status, messages, checkpoint)
+            ),
+            done AS (
+                UPDATE roadie_tasks AS t
+                SET status = v.status, status_message = v.message, completed = true,
+                    result = v.result, error = v.error, task_status = v.task_status,
+                    messages = v.messages, checkpoint = coalesce(v.checkpoint, t.checkpoint),
+                    finished_at = :now, updated_at = :now
+                FROM v WHERE t.id = v.id AND t.node = :node AND t.status = 1
+                RETURNING t.*
+            ),
+            logged AS (
+                INSERT INTO roadie_attempts
+                    (task_id, attempt, node, status, message, error, started_at, finished_at)
+                SELECT id, attempts, :node, status, status_message, error, started_at, :now
+                FROM done
+            ),
+            released AS (
+                DELETE FROM roadie_locks WHERE task_id IN (SELECT id FROM done)
+            )
+            SELECT * FROM done
+        """).bindparams(sa.bindparam("now", type_=models.UTCDateTime)).columns(*T.c)
+
+    @functools.cached_property
+    def _pg_claim_sql(self) -> Any:
+        return sa.text("""
+            WITH c AS (
+                SELECT id, isolation_key, executor FROM roadie_tasks
+                WHERE roadie_tasks.status IN (0, 4) AND run_after <= :now
+                  AND (roadie_tasks.executor || '') = ANY(CAST(:executors AS text[]))
+                  AND tags = ANY(CAST(:tags AS text[]))
+                  AND NOT EXISTS (SELECT 1 FROM json_object_keys(roadie_tasks.plugins) AS p(key)
+                                  WHERE p.key <> ALL(CAST(:plugins AS text[])))
+                  AND (isolation_key IS NULL OR NOT EXISTS (
+                      SELECT 1 FROM roadie_locks WHERE key = roadie_tasks.isolation_key))
+                ORDER BY priority DESC, id
+                LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            ),
+            u AS (
+                UPDATE roadie_tasks AS t
+                SET status = 1, node = :node, started_at = :now, heartbeat_at = :now,
+                    attempts = t.attempts + 1, updated_at = :now, status_message = ''
+                FROM c
+                WHERE t.id = c.id AND c.isolation_key IS NULL
+                  AND c.executor <> ALL(CAST(:isolated AS text[]))
+                RETURNING t.*
+            )
+            SELECT true AS claimed, u.* FROM u
+            UNION ALL
+            SELECT false AS claimed, t.* FROM roadie_tasks AS t JOIN c ON t.id = c.id
+            WHERE c.id NOT IN (SELECT id FROM u)
+        """).bindparams(sa.bindparam("now", type_=models.UTCDateTime)).columns(
+            sa.column("claimed", sa.Boolean), *T.c)
+
     def _finish(self, conn: Connection, node: str,
                 outcomes: Sequence[tuple[Outcome, bool]], now: dt.datetime) -> list[TaskRecord]:
         final = [o for o, _ in outcomes if o.status in FINAL_STATUSES]
         again = [o for o, _ in outcomes if o.status not in FINAL_STATUSES]
+        if final and self.is_postgres and not again:
+            rows = {r.id: r for r in conn.execute(self._pg_finish_sql, {
+                "ids": [o.task_id for o in final],
+                "statuses": [int(o.status) for o in final],
+                "messages": [o.message for o in final],
+                "results": [o.result for o in final],
+                "errors": [o.error for o in final],
+                "task_statuses": [o.task_status for o in final],
+                "message_logs": [o.messages for o in final],
+                "checkpoints": [o.checkpoint for o in final],
+                "node": node, "now": now,
+            })}
+            for task_id in rows:
+                self.notify(conn, CHANNEL_CHANGED, str(task_id))
+            return [_task_record(rows[o.task_id], None) for o in final if o.task_id in rows]
         if final:
             conn.execute(
                 self._finish_final_sql,
@@ -627,12 +709,28 @@ class Store:
 
     def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
                now: dt.datetime) -> list[TaskRecord]:
-        candidates = conn.execute(self._claim_candidates_sql, {
-            "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
-            "plugins": list(can.plugins), "limit": limit * 2 if can.isolated else limit,
-        }).all()
+        claimed_rows: list[Any] = []
+        candidates: Sequence[Any]
+        if self.is_postgres:
+            rows = conn.execute(self._pg_claim_sql, {
+                "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
+                "plugins": list(can.plugins), "limit": limit, "node": node,
+                "isolated": list(can.isolated),
+            }).all()
+            claimed_rows = [r for r in rows if r.claimed]
+            candidates = sorted((r for r in rows if not r.claimed),
+                                key=lambda r: (-r.priority, r.id))
+            limit -= len(claimed_rows)
+            for row in claimed_rows:
+                self.notify(conn, CHANNEL_CHANGED, str(row.id))
+        else:
+            candidates = conn.execute(self._claim_candidates_sql, {
+                "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
+                "plugins": list(can.plugins), "limit": limit * 2 if can.isolated else limit,
+            }).all()
+        claimed = [_task_record(r, None) for r in claimed_rows]
         if not candidates:
-            return []
+            return claimed
         winners: list[int] = []
         queued: list[tuple[int, str]] = []
         wanted_keys: dict[str, int] = {}
@@ -667,13 +765,14 @@ class Store:
             )
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         if not winners:
-            return []
-        rows = conn.execute(self._claim_update_sql,
-                            {"ids": winners, "node": node, "now": now}).all()
+            return claimed
+        updated = conn.execute(self._claim_update_sql,
+                               {"ids": winners, "node": node, "now": now}).all()
         for task_id in winners:
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         order = {task_id: i for i, task_id in enumerate(winners)}
-        return sorted((_task_record(r, None) for r in rows), key=lambda t: order[t.id])
+        return claimed + sorted((_task_record(r, None) for r in updated),
+                                key=lambda t: order[t.id])
 
     def _take_locks(
         self, conn: Connection, wanted: Mapping[str, int], node: str, now: dt.datetime
