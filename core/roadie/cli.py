@@ -480,6 +480,7 @@ def demo(app: Roadie, count: int) -> None:
     finally:
         worker.stop()
         thread.join(timeout=30)
+    out.print()
     table = Table("id", "name", "status", "message")
     for task in final:
         table.add_row(str(task.id), task.name, styled_status(task.status),
