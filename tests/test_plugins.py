@@ -148,7 +148,7 @@ def test_caller_context_is_captured_and_restored(app: roadie.Roadie) -> None:
     Tenant.current = "acme"
     task = app.add_task("roadie-examples:echo", {})
     Tenant.current = None
-    assert app.get_task(task.id).captured == {"tenant": "acme"}
+    assert app.get_task(task.id).captured["tenant"] == "acme"
     app.run_worker(concurrency=1, until_idle=True)
     assert app.get_task_status(task.id)["tenant_seen"] == "acme"
     assert Tenant.current is None

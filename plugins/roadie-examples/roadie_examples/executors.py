@@ -1,4 +1,4 @@
-"""Example executors: count, fail, echo, noop, serial, fanout, report."""
+"""Example executors: count, fail, echo, noop, serial, fanout, report, greet, import."""
 
 from __future__ import annotations
 
@@ -88,3 +88,39 @@ class Report(roadie.Executor):
         task.progress(batch.size, batch.size)
         task.attach("report.txt", "\n".join(lines).encode(), media_type="text/plain")
         return roadie.Result.success(f"reported {batch.size} {batch.unit}")
+
+
+class Greet(roadie.Executor):
+    """Greets ``who`` in the locale of the caller who added the task (see hooks.py)."""
+
+    GREETINGS = {"en": "hello", "fr": "bonjour", "de": "hallo"}
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        from roadie_examples.hooks import LOCALE
+
+        word = self.GREETINGS.get(LOCALE.get(), "hello")
+        return roadie.Result.success(f"{word} {task.context.get('who', 'world')}")
+
+
+class RowsTranslator(roadie.StatusMessageTranslator):
+    """Turns ``{"table": ..., "rows": n}`` messages into per-table counters and a total."""
+
+    def translate(self, task: roadie.RunningTask, message: dict[str, Any],
+                  status: roadie.TaskStatus) -> None:
+        status.increment("rows", message.get("rows", 0))
+        status.increment(f"rows.{message.get('table', '?')}", message.get("rows", 0))
+        status.set("step", f"importing {message.get('table', '?')}")
+
+
+class Import(roadie.Executor):
+    """Pretends to import ``tables`` ({"name": rows}); its translator counts rows per table."""
+
+    translator = RowsTranslator()
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        tables: dict[str, int] = task.context.get("tables", {"users": 30, "groups": 5})
+        for table, rows in tables.items():
+            for _ in range(rows):
+                task.send_status({"table": table, "rows": 1})
+        total = sum(tables.values())
+        return roadie.Result.success(f"imported {total} rows from {len(tables)} tables")

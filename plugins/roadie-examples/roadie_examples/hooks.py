@@ -1,12 +1,16 @@
-"""This plugin's hook implementations: its context types, and a timing wrapper."""
+"""This plugin's hook implementations: its context types, a timing wrapper, the caller's
+locale carried to the worker, a veto, and a CLI command."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
+import click
 import roadie
 
 from roadie_examples.types import Batch
@@ -30,3 +34,62 @@ def roadie_execute_task(
         return (yield)
     finally:
         task.status.set("seconds", round(time.perf_counter() - started, 3))
+
+
+# -- the caller's locale travels with the task (capture at add time, restore on the worker) --
+
+LOCALE: ContextVar[str] = ContextVar("roadie_examples_locale", default="en")
+LOCALE_KEY = "roadie-examples.locale"
+
+
+@roadie.hookimpl
+def roadie_capture_context(executor: str, context: dict[str, Any]) -> dict[str, Any] | None:
+    """Remember the caller's locale for this plugin's tasks."""
+    if executor.startswith("roadie-examples:"):
+        return {LOCALE_KEY: LOCALE.get()}
+    return None
+
+
+@roadie.hookimpl
+def roadie_restore_context(
+    task: roadie.RunningTask, captured: dict[str, Any]
+) -> AbstractContextManager[None] | None:
+    """Run the task in the locale its caller had."""
+    if LOCALE_KEY not in captured:
+        return None
+
+    @contextmanager
+    def in_locale() -> Iterator[None]:
+        token = LOCALE.set(captured[LOCALE_KEY])
+        try:
+            yield
+        finally:
+            LOCALE.reset(token)
+
+    return in_locale()
+
+
+@roadie.hookimpl
+def roadie_before_task(task: roadie.RunningTask) -> roadie.Veto | None:
+    """A task whose context says ``"skip": true`` is cancelled before it starts."""
+    if task.context.get("skip"):
+        return roadie.Veto("skipped: its context asked for it")
+    return None
+
+
+@roadie.hookimpl
+def roadie_register_commands(cli: click.Group) -> None:
+    """``roadie examples-seed N``: add N count tasks."""
+
+    @cli.command("examples-seed")
+    @click.argument("count", type=int, default=3)
+    @click.pass_context
+    def seed(ctx: click.Context, count: int) -> None:
+        """Add COUNT example count tasks."""
+        from roadie.cli import app_of
+
+        tasks = app_of(ctx).add_tasks([
+            {"executor": "roadie-examples:count", "context": {"n": 10 * (i + 1)},
+             "name": f"seeded count {i + 1}"} for i in range(count)
+        ])
+        click.echo(f"added {len(tasks)} count tasks: {', '.join(str(t.id) for t in tasks)}")
