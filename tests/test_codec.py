@@ -26,7 +26,7 @@ import pytest
 import roadie
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from roadie.codec import EXT_CODE, TypeRegistry, context_type
+from roadie.codec import DATETIME_CODE, EXT_CODE, TypeRegistry, context_type
 from roadie.errors import ContextDecodeError, ContextEncodeError, TypeRegistrationError
 from roadie.testing import make_app
 from roadie_examples.types import Batch
@@ -313,6 +313,20 @@ def test_the_wire_format_is_an_ext_type_carrying_key_version_and_data() -> None:
     ext = msgpack.unpackb(data)
     assert isinstance(ext, msgpack.ExtType) and ext.code == EXT_CODE
     assert msgpack.unpackb(ext.data) == [f"{NS}:Point", 1, {"x": 3, "y": 4, "label": "p"}]
+
+
+def test_datetimes_have_a_compact_wire_form() -> None:
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    for value in (dt.datetime(2026, 3, 29, 2, 30), dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc),
+                  dt.datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=paris)):
+        ext = msgpack.unpackb(REGISTRY.encode(value))
+        assert ext.code == DATETIME_CODE and len(ext.data) <= 13 + len("Europe/Paris")
+        back = REGISTRY.decode(REGISTRY.encode(value))
+        assert (back, back.tzinfo, back.fold) == (value, value.tzinfo, value.fold)
+    offset = dt.datetime(2026, 1, 1, tzinfo=dt.timezone(dt.timedelta(hours=2), "X"))
+    ext = msgpack.unpackb(REGISTRY.encode(offset))
+    assert ext.code == EXT_CODE  # other time zones take the registered roadie:datetime codec
+    assert REGISTRY.decode(REGISTRY.encode(offset)).tzinfo == offset.tzinfo
 
 
 # -- encoding errors ---------------------------------------------------------------------------
@@ -804,13 +818,16 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
 
 def mutate_ext_payloads(value: Any, rng: random.Random) -> Any:
     """The same structure with some of its typed values' payloads mutated (and re-wrapped)."""
-    if isinstance(value, msgpack.ExtType):
+    if isinstance(value, msgpack.ExtType) and value.code != DATETIME_CODE:
         inner = msgpack.unpackb(value.data, strict_map_key=False)
         inner = mutate_ext_payloads(inner, rng)
         payload = msgpack.packb(inner, use_bin_type=True)
         if rng.random() < 0.5:
             payload = mutate(payload, rng)
         return msgpack.ExtType(rng.choice([value.code] * 5 + [0, 7, 127]), payload)
+    if isinstance(value, msgpack.ExtType):  # a compact datetime: its bytes are not msgpack
+        payload = mutate(value.data, rng) if rng.random() < 0.5 else value.data
+        return msgpack.ExtType(rng.choice([value.code] * 5 + [EXT_CODE, 7]), payload)
     if isinstance(value, list):
         return [mutate_ext_payloads(v, rng) for v in value]
     if isinstance(value, dict):

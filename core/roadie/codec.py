@@ -22,6 +22,7 @@ import enum
 import functools
 import json
 import pathlib
+import struct
 import uuid
 import zoneinfo
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +34,7 @@ import msgpack
 from roadie.errors import ContextDecodeError, ContextEncodeError, TypeRegistrationError
 
 EXT_CODE = 42
+DATETIME_CODE = 43  # the compact form of the commonest typed value (see _pack_datetime)
 CORE_NAMESPACE = "roadie"
 DEFAULT_MAX_SIZE = 4 * 1024 * 1024
 DEFAULT_MAX_DEPTH = 64
@@ -256,6 +258,10 @@ class TypeRegistry:
 
         def default(obj: Any) -> msgpack.ExtType:
             nonlocal depth
+            if type(obj) is dt.datetime:
+                packed = _pack_datetime(obj)
+                if packed is not None:
+                    return msgpack.ExtType(DATETIME_CODE, packed)
             entry = by_class.get(type(obj))
             if entry is None:
                 raise ContextEncodeError(_unregistered(obj))
@@ -355,6 +361,8 @@ class TypeRegistry:
 
         def ext_hook(code: int, payload: bytes) -> Any:
             nonlocal depth
+            if code == DATETIME_CODE:
+                return _unpack_datetime(payload)
             if code != EXT_CODE:
                 raise ContextDecodeError(f"{what}: unknown msgpack extension code {code}")
             depth += 1
@@ -423,6 +431,40 @@ class TypeRegistry:
             raise ContextDecodeError(
                 f"{what}: the decoder of {key!r} failed on the stored value: {exc}"
             ) from None
+
+
+_DATETIME = struct.Struct(">HBBBBBIBB")  # y, mo, d, h, mi, s, us, fold, zone kind
+_NAIVE, _UTC, _ZONE = 0, 1, 2
+
+
+def _pack_datetime(value: dt.datetime) -> bytes | None:
+    """A naive, UTC or ZoneInfo datetime in 13 bytes plus its zone key (others: None, and
+    the registered ``roadie:datetime`` codec encodes them)."""
+    tz = value.tzinfo
+    if tz is None:
+        kind, key = _NAIVE, b""
+    elif tz is dt.timezone.utc:
+        kind, key = _UTC, b""
+    elif type(tz) is zoneinfo.ZoneInfo and tz.key:
+        kind, key = _ZONE, tz.key.encode()
+    else:
+        return None
+    return _DATETIME.pack(value.year, value.month, value.day, value.hour, value.minute,
+                          value.second, value.microsecond, value.fold, kind) + key
+
+
+def _unpack_datetime(payload: bytes) -> dt.datetime:
+    year, month, day, hour, minute, second, micro, fold, kind = _DATETIME.unpack_from(payload)
+    rest = payload[_DATETIME.size:]
+    if kind == _NAIVE and not rest:
+        tz: dt.tzinfo | None = None
+    elif kind == _UTC and not rest:
+        tz = dt.timezone.utc
+    elif kind == _ZONE and rest:
+        tz = zoneinfo.ZoneInfo(rest.decode())
+    else:
+        raise ValueError("malformed datetime")
+    return dt.datetime(year, month, day, hour, minute, second, micro, tzinfo=tz, fold=fold)
 
 
 def _unpack(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
