@@ -25,7 +25,11 @@ def count_task_updates(app: roadie.Roadie) -> list[str]:
     def record(conn, cursor, statement, parameters, context, executemany) -> None:
         text = " ".join(statement.split()).upper()
         heartbeat = re.match(r"UPDATE ROADIE_TASKS SET HEARTBEAT_AT=[^,]*? WHERE", text)
-        claim = text.startswith("WITH C AS") or "ATTEMPTS=(ROADIE_TASKS.ATTEMPTS +" in text
+        if text.startswith("WITH V AS"):  # PostgreSQL's round: ends (if any) and a claim
+            if parameters["ids"]:
+                statements.append(statement)
+            return
+        claim = "ATTEMPTS=(ROADIE_TASKS.ATTEMPTS +" in text
         if "UPDATE ROADIE_TASKS" in text and not heartbeat and not claim:
             statements.append(statement)
 

@@ -501,11 +501,18 @@ class Store:
         claimed: list[TaskRecord] = []
         if not outcomes and (limit <= 0 or can is None or not can.executors):
             return Settled(finished, claimed)
+        if self.is_postgres and all(o.status in FINAL_STATUSES for o, _ in outcomes):
+            finished, claimed, keyed = self._pg_settle(node, [o for o, _ in outcomes], can,
+                                                       limit, now)
+            if not keyed:
+                return Settled(finished, claimed)
+            limit -= len(claimed)  # candidates with isolation keys: the general claim
+            outcomes = []
         with self.write() as conn:
             if outcomes:
                 finished = self._finish(conn, node, outcomes, now)
             if can is not None and limit > 0 and can.executors:
-                claimed = self._claim(conn, node, can, limit, now)
+                claimed = claimed + self._claim(conn, node, can, limit, now)
         return Settled(finished, claimed)
 
     # The hot path (settle) runs prebuilt statements: building SQLAlchemy expressions anew
@@ -641,6 +648,52 @@ class Store:
             WHERE c.id NOT IN (SELECT id FROM u)
         """).bindparams(sa.bindparam("now", type_=models.UTCDateTime)).columns(
             sa.column("claimed", sa.Boolean), *T.c)
+
+    def _pg_settle(
+        self, node: str, final: list[Outcome], can: Claimable | None, limit: int,
+        now: dt.datetime,
+    ) -> tuple[list[TaskRecord], list[TaskRecord], bool]:
+        """The common round on PostgreSQL as one statement in its own transaction: record
+        final outcomes, claim tasks without isolation keys. Returns (finished, claimed,
+        whether candidates with isolation keys were left for the general claim)."""
+        params = {
+            "ids": [o.task_id for o in final],
+            "statuses": [int(o.status) for o in final],
+            "messages": [o.message for o in final],
+            "results": [o.result for o in final],
+            "errors": [o.error for o in final],
+            "task_statuses": [o.task_status for o in final],
+            "message_logs": [o.messages for o in final],
+            "checkpoints": [o.checkpoint for o in final],
+            "node": node, "now": now,
+            "executors": list(can.executors) if can is not None else [],
+            "tags": list(can.tag_keys) if can is not None else [],
+            "plugins": list(can.plugins) if can is not None else [],
+            "isolated": list(can.isolated) if can is not None else [],
+            "limit": max(limit, 0) if can is not None else 0,
+        }
+        try:
+            # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                rows = [dict(r._mapping) for r in conn.exec_driver_sql(_PG_SETTLE_SQL, params)]
+        except sa.exc.OperationalError as exc:
+            raise self._database_error(exc) from exc
+        finished, claimed, keyed = [], [], False
+        for row in rows:
+            kind = row.pop("kind")
+            for column in _TIME_COLUMNS:
+                if row[column] is not None:
+                    row[column] = row[column].astimezone(dt.timezone.utc)
+            if kind == "done":
+                finished.append(_task_record(row, None))
+            elif kind == "claimed":
+                claimed.append(_task_record(row, None))
+            else:
+                keyed = True
+        order = {o.task_id: i for i, o in enumerate(final)}
+        finished.sort(key=lambda t: order[t.id])
+        claimed.sort(key=lambda t: (-t.priority, t.id))
+        return finished, claimed, keyed
 
     def _finish(self, conn: Connection, node: str,
                 outcomes: Sequence[tuple[Outcome, bool]], now: dt.datetime) -> list[TaskRecord]:
@@ -1013,6 +1066,76 @@ class Store:
             rows = conn.execute(sa.select(A).where(A.c.task_id == task_id).order_by(A.c.name))
             return [AttachmentInfo(r.task_id, r.name, r.size, r.checksum, r.media_type,
                                    r.created_at) for r in rows]
+
+
+_TIME_COLUMNS = tuple(c.name for c in T.c if isinstance(c.type, models.UTCDateTime))
+
+# One round of a worker on PostgreSQL, in one statement: record the final outcomes (task rows,
+# attempt log, lock release), claim waiting tasks that have no isolation key, announce the
+# changes, and hand back the candidates that need an isolation lock.
+_PG_SETTLE_SQL = """
+WITH v AS (
+    SELECT * FROM unnest(
+        %(ids)s::bigint[], %(statuses)s::smallint[], %(messages)s::text[], %(results)s::bytea[],
+        %(errors)s::text[], %(task_statuses)s::bytea[], %(message_logs)s::bytea[],
+        %(checkpoints)s::bytea[]
+    ) AS v(id, status, message, result, error, task_status, messages, checkpoint)
+),
+done AS (
+    UPDATE roadie_tasks AS t
+    SET status = v.status, status_message = v.message, completed = true, result = v.result,
+        error = v.error, task_status = v.task_status, messages = v.messages,
+        checkpoint = coalesce(v.checkpoint, t.checkpoint), finished_at = %(now)s,
+        updated_at = %(now)s
+    FROM v WHERE t.id = v.id AND t.node = %(node)s AND t.status = 1
+    RETURNING t.*
+),
+logged AS (
+    INSERT INTO roadie_attempts
+        (task_id, attempt, node, status, message, error, started_at, finished_at)
+    SELECT id, attempts, %(node)s, status, status_message, error, started_at, %(now)s FROM done
+),
+released AS (
+    DELETE FROM roadie_locks WHERE task_id IN (SELECT id FROM done)
+),
+c AS (
+    SELECT id, isolation_key, executor FROM roadie_tasks
+    WHERE roadie_tasks.status IN (0, 4) AND run_after <= %(now)s
+      AND (roadie_tasks.executor || '') = ANY(%(executors)s::text[])
+      AND tags = ANY(%(tags)s::text[])
+      AND NOT EXISTS (SELECT 1 FROM json_object_keys(roadie_tasks.plugins) AS p(key)
+                      WHERE p.key <> ALL(%(plugins)s::text[]))
+      AND (isolation_key IS NULL OR NOT EXISTS (
+          SELECT 1 FROM roadie_locks WHERE key = roadie_tasks.isolation_key))
+    ORDER BY priority DESC, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+),
+u AS (
+    UPDATE roadie_tasks AS t
+    SET status = 1, node = %(node)s, started_at = %(now)s, heartbeat_at = %(now)s,
+        attempts = t.attempts + 1, updated_at = %(now)s, status_message = ''
+    FROM c
+    WHERE t.id = c.id AND c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])
+    RETURNING t.*
+),
+changed AS (
+    SELECT id FROM done UNION ALL SELECT id FROM u
+),
+rows AS (
+    SELECT 'done' AS kind, done.* FROM done
+    UNION ALL
+    SELECT 'claimed', u.* FROM u
+    UNION ALL
+    SELECT 'keyed', t.* FROM roadie_tasks AS t JOIN c ON t.id = c.id
+    WHERE c.id NOT IN (SELECT id FROM u)
+)
+SELECT rows.* FROM rows
+LEFT JOIN (
+    SELECT pg_notify('roadie_task_changed', string_agg(id::text, ',')) AS sent
+    FROM changed HAVING count(*) > 0
+) AS notified ON true
+"""
 
 
 def _join_payloads(payloads: list[str]) -> str:
