@@ -43,6 +43,11 @@ def code_version() -> str:
         except (OSError, subprocess.CalledProcessError):
             return ""
 
+    import roadie  # what the benchmark measures may come from elsewhere (PYTHONPATH)
+
+    imported = Path(roadie.__file__).resolve().parent
+    if imported != root / "core" / "roadie":
+        return f"roadie imported from {imported} (not this checkout)"
     head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
     diff = git("diff", "HEAD", "--", "core")
     if not diff:

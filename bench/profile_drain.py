@@ -1,14 +1,15 @@
 """Profile the drain of no-op tasks: where a worker spends its time per task.
 
 Adds N no-op tasks in batches to a fresh database (as ``throughput.py`` does), then drains
-them with ``app.run_worker(concurrency=2, until_idle=True)``. Two ways to look inside:
+them with ``app.run_worker(concurrency=2, until_idle=True)``, printing each statement kind's
+count and time per task. Ways to look further inside:
 
     python bench/profile_drain.py --backend sqlite --cprofile
         cProfile in the claim loop and in each worker thread (wall-clock time, so waits on the
         database count), merged, top functions printed per task. cProfile slows Python code
         down: read the shares, not the totals.
 
-    py-spy record --idle --threads -f raw -o drain.txt -- python bench/profile_drain.py
+    py-spy record --idle --threads -f raw -o drain.txt -- python bench/profile_drain.py --no-sql-log
     python bench/profile_drain.py --summarize drain.txt
         py-spy samples (low overhead); ``--summarize`` sums the samples of the drain only
         (worker threads and the claim loop), by function, inclusive and self.
@@ -45,8 +46,8 @@ WHAT_IFS = {
                       "query's status values inlined so that SQLite can use it (adds nothing "
                       "once core has its own such index)",
     "prefetch": "the claim loop keeps up to 2 x concurrency tasks claimed (a small local queue)",
-    "no-reread": "after_finish does not read the finished task back (hooks are skipped: an upper "
-                 "bound of what passing the finished row to them saves)",
+    "no-reread": "app.after_finish does nothing (no ending hooks, and no re-read of the task "
+                 "where core still does one): what that step costs",
 }
 
 
@@ -98,7 +99,8 @@ def profile_threads(profiles: list[cProfile.Profile]) -> None:
     Worker._claim_loop = wrap(Worker._claim_loop)  # type: ignore[method-assign]
 
 
-def drain(backend: str, n: int, use_cprofile: bool, top: int, what_ifs: list[str]) -> None:
+def drain(backend: str, n: int, use_cprofile: bool, top: int, what_ifs: list[str],
+          log_sql: bool = True) -> None:
     profiles: list[cProfile.Profile] = []
     if use_cprofile:
         profile_threads(profiles)
@@ -110,7 +112,7 @@ def drain(backend: str, n: int, use_cprofile: bool, top: int, what_ifs: list[str
             apply_what_ifs(app, what_ifs)
             for offset in range(0, n, CHUNK):
                 app.add_tasks([{"executor": NOOP} for _ in range(min(CHUNK, n - offset))])
-            sql = SqlLog(app.store.engine)
+            sql = SqlLog(app.store.engine) if log_sql else None
             started = time.perf_counter()
             stats = app.run_worker(concurrency=2, until_idle=True)
             seconds = time.perf_counter() - started
@@ -119,8 +121,9 @@ def drain(backend: str, n: int, use_cprofile: bool, top: int, what_ifs: list[str
     changes = f" with {', '.join(what_ifs)}" if what_ifs else ""
     print(f"{backend}{changes}: drained {stats.finished} tasks in {seconds:.1f} s "
           f"({stats.finished / seconds:,.0f}/s, {stats.claims} claims)")
-    print("database round trips (timed in this process, from the call to its return):")
-    sql.report(stats.finished, seconds)
+    if sql is not None:
+        print("database round trips (timed in this process, from the call to its return):")
+        sql.report(stats.finished, seconds)
     if profiles:
         merged = pstats.Stats(profiles[0])
         for profile in profiles[1:]:
@@ -245,11 +248,14 @@ def main() -> None:
     parser.add_argument("--what-if", action="append", default=[], choices=sorted(WHAT_IFS),
                         help="measure a proposed change (repeatable): " + "; ".join(
                             f"{k}: {v}" for k, v in WHAT_IFS.items()))
+    parser.add_argument("--no-sql-log", action="store_true",
+                        help="do not count and time the statements (they cost a little)")
     args = parser.parse_args()
     if args.summarize:
         summarize(args.summarize, args.top)
     else:
-        drain(args.backend, args.tasks, args.cprofile, args.top, args.what_if)
+        drain(args.backend, args.tasks, args.cprofile, args.top, args.what_if,
+              log_sql=not args.no_sql_log)
 
 
 if __name__ == "__main__":

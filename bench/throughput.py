@@ -204,7 +204,7 @@ def main() -> None:
         f"database per backend (SQLite file in a temp dir; PostgreSQL 127.0.0.1, database "
         f"`roadie_bench`).",
         "",
-        "- enqueue 1 by 1: `app.add_task` in a loop (each call inserts and reads the row back).",
+        "- enqueue 1 by 1: `app.add_task` in a loop (one transaction per task).",
         f"- enqueue batch: `app.add_tasks` with {CHUNK:,} tasks per call.",
         "- drain: `app.run_worker(concurrency=2, until_idle=True)` over the batch-added tasks, "
         "from the call to its return (worker start and stop included).",
@@ -213,12 +213,11 @@ def main() -> None:
         "idle `BackgroundWorker(app, concurrency=2)` in the same process; the executor records "
         "`perf_counter() - t0` when it starts.",
         "",
-        "Drain details: " + "; ".join(
-            f"{f.backend} {f.drain_seconds:.1f} s, {f.claims:,} claim queries" for f in results),
+        "Drain details (time, claiming rounds = `WorkerStats.claims`): " + "; ".join(
+            f"{f.backend} {f.drain_seconds:.1f} s, {f.claims:,} rounds" for f in results) + ".",
         "",
-        "Peers on PostgreSQL/SQLite, same kind of run: see `../shared/peer-bench` (its README "
-        "quotes one 2-core run: PgQueuer drain ~3,500/s, batch enqueue ~35,000/s, p50 4.5 ms; "
-        "procrastinate drain ~200-450/s, p50 5.7 ms; huey SQLite drain ~1,500/s).",
+        "Peers measured on this machine: the section \"Side by side with the peers\" "
+        "(`bench/peers.py`); the scripts and one older run are in `../shared/peer-bench`.",
     ])
     write_section("Throughput", text + "\n\n" + notes)
 

@@ -107,3 +107,29 @@ def test_broken_plugin_fails_its_tasks_with_the_error(app: roadie.Roadie, make_p
 def test_bad_concurrency(app: roadie.Roadie, concurrency: int) -> None:
     with pytest.raises(ValueError, match="concurrency must be at least 1"):
         app.run_worker(concurrency=concurrency)
+
+
+def test_prefetch_claims_ahead_and_a_cancelled_prefetched_task_never_starts(
+        db_url: str, tmp_path) -> None:
+    from roadie.testing import make_app, wait_for
+
+    from tests.conftest import register_test_executors
+
+    app = make_app(db_url, tmp_path / "data", prefetch=3)
+    register_test_executors(app)
+    executors.RUNS.clear()
+    tasks = app.add_tasks([{"executor": "tests:tracked", "context": {"seconds": 0.3}}
+                           for _ in range(5)])
+    with BackgroundWorker(app, concurrency=1):
+        # one runs, three more are claimed ahead of the thread
+        wait_for(lambda: sum(app.get_task(t.id).status is Status.IN_PROGRESS
+                             for t in tasks) == 4, message="four claimed tasks")
+        waiting = tasks[3]
+        app.cancel_task(waiting.id, by="test")
+        for task in tasks:
+            wait_final(app, task.id)
+    assert app.get_task(waiting.id).status is Status.CANCELLED
+    ran = [run[0] for run in executors.RUNS]
+    assert waiting.id not in ran
+    assert sorted(ran) == sorted(t.id for t in tasks if t.id != waiting.id)
+    app.close()

@@ -37,6 +37,7 @@ class Settings:
     max_attachment_size: int = 256 * 1024 * 1024
     pending_horizon: float = 60.0
     postgres_synchronous_commit: str = "on"
+    prefetch: int = 0
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:

@@ -103,6 +103,11 @@ def run_attempt(
 ) -> tuple[Outcome, Result | None, BaseException | None]:
     """Run one attempt of ``task`` and say how it ended (nothing is written here)."""
     record = task.record
+    if task.cancelled:  # cancelled while it waited for a thread: it never starts
+        try:
+            task.raise_if_cancelled()
+        except Cancelled as exc:
+            return _outcome(task, Status.CANCELLED, exc.message), None, exc
     try:
         executor_class = app.plugins.load_executor(record.executor)
     except (PluginError, RoadieError) as exc:

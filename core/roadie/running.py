@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -100,10 +101,14 @@ class RunningTask:
         """The attempt number, 1 for the first run."""
         return self.record.attempts
 
-    @property
+    @functools.cached_property
     def plugins(self) -> list[str]:
         """The plugin distributions in this task's import context."""
         return self.record.plugin_names
+
+    @functools.cached_property
+    def _status_hook(self) -> Callable[..., Any]:
+        return self.app.plugins.task_hook("roadie_status_message", self.plugins)
 
     @property
     def captured(self) -> dict[str, Any]:
@@ -130,9 +135,8 @@ class RunningTask:
         self.app.registry.encode(message, what=f"status message of task {self.id}")
         from roadie.lifecycle import call_hook
 
-        hook = self.app.plugins.task_hook("roadie_status_message", self.plugins)
-        call_hook(self.app, "roadie_status_message", hook, task=self, message=message,
-                  status=self.status)
+        call_hook(self.app, "roadie_status_message", self._status_hook, task=self,
+                  message=message, status=self.status)
         self.messages.append({"at": utcnow(), **message})
         self._sink.mark_dirty(self)
 

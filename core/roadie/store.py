@@ -1203,6 +1203,6 @@ def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on") -> Eng
         "options": f"-c synchronous_commit={synchronous_commit}"}
     try:
         return sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20,
-                                pool_pre_ping=True, connect_args=options)
+                                pool_recycle=1800, connect_args=options)
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
         raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc

@@ -214,7 +214,7 @@ class Worker:
             stopping = self._stopping.is_set()
             with self._running_lock:
                 busy = len(self.running) - len(done)
-            free = 0 if stopping else self.concurrency - busy
+            free = 0 if stopping else self.concurrency + self.settings.prefetch - busy
             if done or free > 0:
                 try:
                     settled = self.store.settle(
@@ -302,6 +302,7 @@ class Worker:
             self._wake.set()
 
     def _run_one(self, task: RunningTask) -> _Done:
+        task.started = time.monotonic()  # timeouts count from here, not from the claim
         outcome, result, error = run_attempt(self.app, task)
         task.ended = True
         version, checkpoint = task.pending_checkpoint()

@@ -1,0 +1,390 @@
+"""roadie side by side with its peers (issue 7), in one run on this machine.
+
+Interleaved in one run, per round: roadie on PostgreSQL (``throughput.measure('postgres', n)``),
+then PgQueuer (plain async entrypoint, and with the work handed to a thread), procrastinate and
+their latency scripts; then roadie on SQLite (``throughput.measure('sqlite', n)``) and huey with
+SQLite storage. The peers run from ``../shared/peer-bench`` (outside this repository) in their own
+virtualenv, one subprocess each with a timeout; their one-line outputs are parsed (and printed).
+Then one table per backend and a line per target of the issue (met / not met, with the ratio).
+
+    python bench/peers.py [--tasks 5000] [--rounds 1] [--peer-python /work/peer-venv/bin/python]
+
+Environment: PEER_PY (the peers' python), PEER_BENCH (the peer-bench folder), PEER_PG (the peers'
+database, emptied by each peer run; default ``postgresql://postgres@127.0.0.1:5432/peer_bench``),
+ROADIE_BENCH_PG (roadie's, see throughput.py). With R rounds each figure is the median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import throughput
+from _results import table, write_section
+
+PEER_DIR = Path(os.environ.get("PEER_BENCH",
+                               Path(__file__).resolve().parents[2] / "shared" / "peer-bench"))
+PEER_PY = os.environ.get("PEER_PY", "/work/peer-venv/bin/python")
+PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_bench")
+PEER_PACKAGES = ["asyncpg", "huey", "pgqueuer", "procrastinate", "psycopg", "psycopg-binary",
+                 "redis", "rq"]
+BENCH_TIMEOUT = 240  # seconds, one peer drain script
+LATENCY_TIMEOUT = 90  # seconds, one peer latency script (200 tasks, 20 ms apart)
+LATENCY_TASKS = 200
+
+BENCH_LINE = re.compile(r"^(?P<system>\S+) enqueue_single=(?P<single>\d+)/s"
+                        r"(?: enqueue_batch=(?P<batch>\d+)/s)? drain=(?P<drain>\d+)/s"
+                        r"(?: \(results stored (?P<stored>\d+)\))?")
+LATENCY_LINE = re.compile(r"^(?P<system>\S+) latency n=(?P<n>\d+) "
+                          r"p50=(?P<p50>[\d.]+)ms p99=(?P<p99>[\d.]+)ms")
+
+# rows of the tables: (backend, system key, label)
+SYSTEMS = [
+    ("PostgreSQL", "roadie-pg", "roadie"),
+    ("PostgreSQL", "pgqueuer", "PgQueuer (async entrypoint)"),
+    ("PostgreSQL", "pgqueuer-sync", "PgQueuer (work handed to a thread)"),
+    ("PostgreSQL", "procrastinate", "procrastinate"),
+    ("SQLite", "roadie-sqlite", "roadie"),
+    ("SQLite", "huey-sqlite", "huey (SqliteHuey)"),
+]
+METRICS = ["single", "batch", "drain", "p50", "p99"]
+
+
+@dataclass
+class System:
+    """What one system measured over the rounds (None: not measured by its script)."""
+
+    values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, metric: str, value: float | str | None) -> None:
+        if value is not None:
+            self.values[metric].append(float(value))
+
+    def get(self, metric: str) -> float | None:
+        got = self.values[metric]
+        return statistics.median(got) if got else None
+
+
+results = {key: System() for _, key, _ in SYSTEMS}
+raw: list[str] = []  # every raw line, in run order
+
+
+def log(line: str) -> None:
+    print(line, flush=True)
+    raw.append(line)
+
+
+def load() -> str:
+    return f"load {os.getloadavg()[0]:.2f}"
+
+
+# --- roadie ---------------------------------------------------------------------------------
+
+def run_roadie(backend: str, key: str, n: int) -> None:
+    log(f"[roadie {backend}] throughput.measure({backend!r}, {n}) ({load()})")
+    try:
+        f = throughput.measure(backend, n)
+    except SystemExit as exc:  # measure() exits when a drain or a wait goes wrong
+        results[key].problems.append(f"failed: {exc}")
+        log(f"  roadie {backend} FAILED: {exc}")
+        return
+    except Exception as exc:  # e.g. the database is not reachable
+        results[key].problems.append(f"failed: {type(exc).__name__}: {exc}".splitlines()[0])
+        log(f"  roadie {backend} FAILED: {type(exc).__name__}: {exc}")
+        return
+    s = results[key]
+    s.add("single", f.enqueue_single)
+    s.add("batch", f.enqueue_batch)
+    s.add("drain", f.drain)
+    s.add("p50", f.latency(0.5))
+    s.add("p99", f.latency(0.99))
+    log(f"roadie-{backend} enqueue_single={f.enqueue_single:.0f}/s "
+        f"enqueue_batch={f.enqueue_batch:.0f}/s drain={f.drain:.0f}/s "
+        f"latency n={len(f.latencies)} p50={f.latency(0.5):.1f}ms p99={f.latency(0.99):.1f}ms")
+
+
+# --- peers ----------------------------------------------------------------------------------
+
+def peer_skip_reason(needs_pg: bool) -> str | None:
+    """Why the peers cannot run here (None if they can)."""
+    if not (os.path.isfile(PEER_PY) and os.access(PEER_PY, os.X_OK)):
+        return f"skipped: peer python {PEER_PY} not found"
+    if not PEER_DIR.is_dir():
+        return f"skipped: peer scripts {PEER_DIR} not found"
+    if needs_pg:
+        try:
+            psycopg.connect(PEER_PG, connect_timeout=5).close()
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"skipped: PostgreSQL {PEER_PG} not reachable ({first})"
+    return None
+
+
+def run_peer(args: list[str], timeout: int) -> tuple[str | None, str]:
+    """Run one peer script; (its last stdout line, '') or (None, why it failed)."""
+    cmd = [PEER_PY, *args]
+    log(f"[peer] {shlex.join(args)} ({load()})")
+    started = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=PEER_DIR, env={**os.environ, "PEER_PG": PEER_PG},
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"  timed out after {timeout} s")
+        return None, f"timed out after {timeout} s"
+    except OSError as exc:
+        log(f"  could not start: {exc}")
+        return None, f"could not start: {exc}"
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0 or not lines:
+        errors = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+        why = errors[-1].strip() if errors else f"exit status {proc.returncode}, no output"
+        log(f"  FAILED (exit {proc.returncode}, {elapsed:.1f} s): {why}")
+        return None, f"failed: {why}"
+    log(f"{lines[-1]}    ({elapsed:.1f} s)")
+    return lines[-1], ""
+
+
+def peer_bench(key: str, args: list[str], n: int, skip: str | None) -> None:
+    s = results[key]
+    if skip:
+        s.problems.append(skip)
+        return
+    line, why = run_peer(args, BENCH_TIMEOUT)
+    if line is None:
+        s.problems.append(why)
+        return
+    m = BENCH_LINE.match(line)
+    if not m:
+        s.problems.append(f"unparsed output: {line!r}")
+        return
+    s.add("single", m["single"])
+    s.add("batch", m["batch"])
+    s.add("drain", m["drain"])
+    if m["stored"] is not None and int(m["stored"]) != n:
+        s.problems.append(f"only {m['stored']} of {n} results stored")
+
+
+def peer_latency(key: str, script: str, skip: str | None) -> None:
+    s = results[key]
+    if skip:
+        s.problems.append(skip)
+        return
+    line, why = run_peer([script, str(LATENCY_TASKS)], LATENCY_TIMEOUT)
+    if line is None:
+        s.problems.append(f"latency {why}")
+        return
+    m = LATENCY_LINE.match(line)
+    if not m:
+        s.problems.append(f"unparsed latency output: {line!r}")
+        return
+    s.add("p50", m["p50"])
+    s.add("p99", m["p99"])
+    if int(m["n"]) != LATENCY_TASKS:
+        s.problems.append(f"latency: only {m['n']} of {LATENCY_TASKS} tasks started")
+
+
+def peer_versions() -> str:
+    if not os.access(PEER_PY, os.X_OK):
+        return "(peer python not found)"
+    try:
+        out = subprocess.run([PEER_PY, "-m", "pip", "freeze"], capture_output=True, text=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"(pip freeze failed: {exc})"
+
+    def name(req: str) -> str:
+        return re.split(r"[=@ <>~!]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+    wanted = [ln.strip() for ln in out.splitlines() if name(ln.strip()) in PEER_PACKAGES]
+    return ", ".join(wanted) or "(none of the peer packages installed)"
+
+
+# --- one run --------------------------------------------------------------------------------
+
+def postgres_group(n: int, roadie_first: bool) -> None:
+    skip = peer_skip_reason(needs_pg=True)
+    if skip:
+        log(f"[peers on PostgreSQL] {skip}")
+    peers: list[Callable[[], None]] = [
+        lambda: peer_bench("pgqueuer", ["bench_pgqueuer.py", str(n)], n, skip),
+        lambda: peer_bench("pgqueuer-sync", ["bench_pgqueuer.py", str(n), "sync"], n, skip),
+        # latency_procrastinate.py installs no schema: it runs on the one bench_procrastinate.py
+        # just created (each PgQueuer script empties the database first)
+        lambda: peer_bench("procrastinate", ["bench_procrastinate.py", str(n)], n, skip),
+        lambda: peer_latency("procrastinate", "latency_procrastinate.py", skip),
+        lambda: peer_latency("pgqueuer", "latency_pgqueuer.py", skip),
+    ]
+    steps = [lambda: run_roadie("postgres", "roadie-pg", n), *peers]
+    if not roadie_first:
+        steps = [*peers, steps[0]]
+    for step in steps:
+        step()
+
+
+def sqlite_group(n: int, roadie_first: bool) -> None:
+    skip = peer_skip_reason(needs_pg=False)
+    if skip:
+        log(f"[peers on SQLite] {skip}")
+    steps: list[Callable[[], None]] = [
+        lambda: run_roadie("sqlite", "roadie-sqlite", n),
+        lambda: peer_bench("huey-sqlite", ["bench_huey.py", str(n), "sqlite"], n, skip),
+    ]
+    for step in steps if roadie_first else reversed(steps):
+        step()
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def fmt(value: float | None, unit: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f} ms" if unit == "ms" else f"{value:,.0f}/s"
+
+
+def tables() -> dict[str, str]:
+    out = {}
+    for backend in ("PostgreSQL", "SQLite"):
+        header = ["system", "enqueue 1 by 1", "enqueue batch", "drain (1 proc, 2 thr)",
+                  "latency p50", "latency p99", "notes"]
+        rows = []
+        for b, key, label in SYSTEMS:
+            if b != backend:
+                continue
+            s = results[key]
+            rows.append([label, fmt(s.get("single"), "/s"), fmt(s.get("batch"), "/s"),
+                         fmt(s.get("drain"), "/s"), fmt(s.get("p50"), "ms"),
+                         fmt(s.get("p99"), "ms"), "; ".join(dict.fromkeys(s.problems))])
+        out[backend] = table(header, rows)
+    return out
+
+
+def targets() -> list[str]:
+    def get(key: str, metric: str) -> float | None:
+        return results[key].get(metric)
+
+    def at_least(what: str, ours: float | None, theirs: float | None, peer: str) -> str:
+        if ours is None or theirs is None:
+            return f"- {what}: not measured (roadie {fmt(ours, '/s')}, {peer} {fmt(theirs, '/s')})"
+        verdict = "met" if ours >= theirs else "NOT met"
+        return (f"- {what}: {verdict} — roadie {ours:,.0f}/s vs {peer} {theirs:,.0f}/s "
+                f"({ours / theirs:.2f}x)")
+
+    lines = [
+        at_least("PostgreSQL drain ≥ PgQueuer with thread hand-off", get("roadie-pg", "drain"),
+                 get("pgqueuer-sync", "drain"), "PgQueuer (thread)"),
+        at_least("PostgreSQL batch enqueue ≥ PgQueuer's", get("roadie-pg", "batch"),
+                 get("pgqueuer", "batch"), "PgQueuer"),
+    ]
+    p50, peer_p50 = get("roadie-pg", "p50"), get("pgqueuer", "p50")
+    if p50 is None:
+        lines.append("- PostgreSQL latency p50 < 2 ms: not measured")
+    else:
+        versus = (f"; PgQueuer {peer_p50:.1f} ms, roadie at {p50 / peer_p50:.2f}x of it"
+                  if peer_p50 else "")
+        lines.append(f"- PostgreSQL latency p50 < 2 ms: {'met' if p50 < 2 else 'NOT met'} — "
+                     f"roadie {p50:.1f} ms ({p50 / 2:.2f}x the 2 ms target{versus})")
+    lines.append(at_least("SQLite drain ≥ huey's", get("roadie-sqlite", "drain"),
+                          get("huey-sqlite", "drain"), "huey"))
+    return lines
+
+
+def main() -> None:
+    global PEER_PY
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=5000, help="tasks per drain measurement")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds (figures: the median)")
+    parser.add_argument("--peer-python", default=PEER_PY,
+                        help="the peers' virtualenv python (env PEER_PY)")
+    parser.add_argument("--no-write", action="store_true", help="print only, keep RESULTS.md")
+    args = parser.parse_args()
+    PEER_PY = args.peer_python
+    n = args.tasks
+
+    started = time.perf_counter()
+    log(f"peers: {PEER_DIR}, python {PEER_PY}, PEER_PG={PEER_PG}; {n} tasks, "
+        f"{args.rounds} round(s)")
+    for r in range(1, args.rounds + 1):
+        log(f"--- round {r}")
+        roadie_first = r % 2 == 1  # alternate who goes first, to spread drift over rounds
+        postgres_group(n, roadie_first)
+        sqlite_group(n, roadie_first)
+    elapsed = time.perf_counter() - started
+    versions = peer_versions()
+
+    tabs = tables()
+    goal = targets()
+    print()
+    for backend, text in tabs.items():
+        print(f"{backend}\n{text}\n")
+    print("Targets (issue 7):\n" + "\n".join(goal))
+    print(f"\npeer packages: {versions}\nwhole run {elapsed:.0f} s")
+    if args.no_write:
+        return
+
+    cmd = shlex.join(["python", "bench/peers.py", *sys.argv[1:]])
+    agg = "the median of the rounds" if args.rounds > 1 else "one round"
+    notes = "\n".join([
+        f"Command: `PEER_PG={PEER_PG} {cmd}` from the repository root with the project's "
+        f"virtualenv; peers run by `{PEER_PY}` from `{PEER_DIR}` (their scripts, unchanged), "
+        f"roadie in this process through `bench/throughput.py`'s `measure()` (database "
+        f"`roadie_bench`; SQLite in a temp dir). {n:,} no-op tasks per drain, {args.rounds} "
+        f"round(s) interleaved (per round: roadie PostgreSQL, PgQueuer, PgQueuer with thread "
+        f"hand-off, procrastinate, its latency, PgQueuer's latency; roadie SQLite, huey SQLite; "
+        f"later rounds alternate who goes first); figures are {agg}. Whole run {elapsed:.0f} s.",
+        "",
+        f"Peer packages (pip freeze of the peer virtualenv): {versions}",
+        "",
+        "### PostgreSQL",
+        "",
+        tabs["PostgreSQL"],
+        "",
+        "### SQLite",
+        "",
+        tabs["SQLite"],
+        "",
+        "### Targets (issue 7)",
+        "",
+        *goal,
+        "",
+        "How each is measured (one worker process, two threads or concurrency 2 everywhere):",
+        "",
+        "- enqueue 1 by 1: one add per call (roadie `app.add_task`; PgQueuer `enqueue`; "
+        "procrastinate `defer`; huey calling the task).",
+        f"- enqueue batch: roadie `app.add_tasks` with {throughput.CHUNK:,} tasks per call; "
+        "PgQueuer one `enqueue` call with all the jobs; procrastinate one `batch_defer` call; "
+        "huey's script has no batch enqueue.",
+        "- drain: from starting the worker until the queue is empty (roadie "
+        "`run_worker(concurrency=2, until_idle=True)`; PgQueuer `run(mode=drain)`; "
+        "procrastinate `run_worker(wait=False, concurrency=2)`; huey a consumer with 2 threads "
+        "until all results are stored).",
+        f"- latency: enqueue-to-start of {LATENCY_TASKS} tasks added 20 ms apart to an idle "
+        "worker in the same process (roadie `BackgroundWorker`, after 10 warm-up tasks; "
+        "PgQueuer `run()` with LISTEN/NOTIFY; procrastinate `listen_notify=True`); p50 is the "
+        "median (roadie: the 101st of 200), p99 the 198th of 200. PgQueuer's latency script "
+        "uses the async entrypoint (shown in that row); there is no huey latency script.",
+        "",
+        "<details><summary>Raw output lines</summary>",
+        "",
+        "```",
+        *raw,
+        "```",
+        "",
+        "</details>",
+    ])
+    write_section("Side by side with the peers", notes)
+
+
+if __name__ == "__main__":
+    main()
