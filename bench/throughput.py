@@ -18,6 +18,7 @@ again for each run; set ROADIE_BENCH_PG to another server's URL (``.../roadie_be
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -187,20 +188,29 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per measurement")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--no-write", action="store_true", help="print only, keep RESULTS.md")
+    parser.add_argument("--prefetch", type=int, action="append", default=None,
+                        help="measure with this worker prefetch (repeatable; default 0)")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
 
     results = []
-    for backend in backends:
-        print(f"{backend}: {args.tasks} no-op tasks ({NOOP})", flush=True)
-        results.append(measure(backend, args.tasks))
+    for prefetch in args.prefetch or [0]:
+        os.environ["ROADIE_PREFETCH"] = str(prefetch)
+        for backend in backends:
+            print(f"{backend}: {args.tasks} no-op tasks ({NOOP}), prefetch {prefetch}",
+                  flush=True)
+            figures = measure(backend, args.tasks)
+            if prefetch:
+                figures = dataclasses.replace(figures, backend=f"{backend}, prefetch {prefetch}")
+            results.append(figures)
     text = report(results)
     print()
     print(text)
     if args.no_write:
         return
     notes = "\n".join([
-        f"{args.tasks:,} no-op tasks (`{NOOP}`) per measurement, default settings, a fresh "
+        f"{args.tasks:,} no-op tasks (`{NOOP}`) per measurement, default settings (but the "
+        f"worker's `prefetch` where a row says so), a fresh "
         f"database per backend (SQLite file in a temp dir; PostgreSQL 127.0.0.1, database "
         f"`roadie_bench`).",
         "",
