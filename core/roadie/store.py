@@ -582,40 +582,8 @@ class Store:
             .returning(*T.c)
         )
 
-    # PostgreSQL does a round in two statements: one records every final outcome (the update,
-    # the attempt log and the lock release together), one claims (select, lock, update).
-
-    @functools.cached_property
-    def _pg_finish_sql(self) -> Any:
-        return sa.text("""
-            WITH v AS (
-                SELECT * FROM unnest(
-                    CAST(:ids AS bigint[]), CAST(:statuses AS smallint[]),
-                    CAST(:messages AS text[]), CAST(:results AS bytea[]),
-                    CAST(:errors AS text[]), CAST(:task_statuses AS bytea[]),
-                    CAST(:message_logs AS bytea[]), CAST(:checkpoints AS bytea[])
-                ) AS v(id, status, message, result, error, task_status, messages, checkpoint)
-            ),
-            done AS (
-                UPDATE roadie_tasks AS t
-                SET status = v.status, status_message = v.message, completed = true,
-                    result = v.result, error = v.error, task_status = v.task_status,
-                    messages = v.messages, checkpoint = coalesce(v.checkpoint, t.checkpoint),
-                    finished_at = :now, updated_at = :now
-                FROM v WHERE t.id = v.id AND t.node = :node AND t.status = 1
-                RETURNING t.*
-            ),
-            logged AS (
-                INSERT INTO roadie_attempts
-                    (task_id, attempt, node, status, message, error, started_at, finished_at)
-                SELECT id, attempts, :node, status, status_message, error, started_at, :now
-                FROM done
-            ),
-            released AS (
-                DELETE FROM roadie_locks WHERE task_id IN (SELECT id FROM done)
-            )
-            SELECT * FROM done
-        """).bindparams(sa.bindparam("now", type_=models.UTCDateTime)).columns(*T.c)
+    # On PostgreSQL the common round is one statement (_PG_SETTLE_SQL); when candidates need
+    # an isolation lock, the general claim below takes over with this statement first.
 
     @functools.cached_property
     def _pg_claim_sql(self) -> Any:
@@ -699,21 +667,6 @@ class Store:
                 outcomes: Sequence[tuple[Outcome, bool]], now: dt.datetime) -> list[TaskRecord]:
         final = [o for o, _ in outcomes if o.status in FINAL_STATUSES]
         again = [o for o, _ in outcomes if o.status not in FINAL_STATUSES]
-        if final and self.is_postgres and not again:
-            rows = {r.id: r for r in conn.execute(self._pg_finish_sql, {
-                "ids": [o.task_id for o in final],
-                "statuses": [int(o.status) for o in final],
-                "messages": [o.message for o in final],
-                "results": [o.result for o in final],
-                "errors": [o.error for o in final],
-                "task_statuses": [o.task_status for o in final],
-                "message_logs": [o.messages for o in final],
-                "checkpoints": [o.checkpoint for o in final],
-                "node": node, "now": now,
-            })}
-            for task_id in rows:
-                self.notify(conn, CHANNEL_CHANGED, str(task_id))
-            return [_task_record(rows[o.task_id], None) for o in final if o.task_id in rows]
         if final:
             conn.execute(
                 self._finish_final_sql,
