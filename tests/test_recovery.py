@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -238,3 +239,117 @@ def test_cli_recover(app: roadie.Roadie, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "0 task(s) of dead workers recovered" in out.stdout
     assert os.environ.get("ROADIE_URL") is None or True
+
+
+# -- regressions found in review ---------------------------------------------------------------
+
+
+class Exits(roadie.Executor):
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        sys.exit(3)
+
+
+class NetworkErrorAfterCancel(roadie.Executor):
+    retry = roadie.Retry(on=(ConnectionError,), max_attempts=5, backoff=0.05)
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        task.wait_cancelled(30)  # a blocking call, woken early by the cancel...
+        raise ConnectionError("socket closed")  # ...whose connection then errors out
+
+
+class Chatty(roadie.Executor):
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        for _ in range(50):
+            task.send_status({"log": "x" * 100_000})  # each alone is far under the limit
+        return roadie.Result.success("done")
+
+
+class Long(roadie.Executor):
+    crash_policy = roadie.CrashPolicy.RETRY
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        for i in range(400):
+            task.progress(i, 400)
+            time.sleep(0.01)
+        return roadie.Result.SUCCESS
+
+
+def test_system_exit_in_an_executor_fails_the_task_not_the_worker(app: roadie.Roadie) -> None:
+    app.plugins.register_executor("tests:exits", Exits)
+    bad = app.add_task("tests:exits", {})
+    good = app.add_task("tests:sleep", {"seconds": 0})
+    app.run_worker(concurrency=1, until_idle=True)
+    assert app.get_task(bad.id).status is Status.FAILED
+    assert "SystemExit" in app.get_task(bad.id).status_message
+    assert app.get_task(good.id).status is Status.SUCCESSFUL
+
+
+def test_a_cancel_wins_over_a_retryable_error(app: roadie.Roadie) -> None:
+    app.plugins.register_executor("tests:net", NetworkErrorAfterCancel)
+    task = app.add_task("tests:net", {})
+    with BackgroundWorker(app, concurrency=1):
+        wait_for(lambda: app.get_task(task.id).status is Status.IN_PROGRESS)
+        app.cancel_task(task.id, by="ops")
+        done = wait_final(app, task.id)
+    assert done.status is Status.CANCELLED and done.attempts == 1
+    assert done.status_message.startswith("cancelled by ops")
+
+
+def test_recovery_honours_a_pending_cancel(app: roadie.Roadie) -> None:
+    from roadie.store import Claimable
+
+    task = app.add_task("roadie-examples:count", {})  # crash policy RESUME
+    can = Claimable(executors=["roadie-examples:count"], isolated={},
+                    plugins={"roadie-examples": "0.1.0"}, tag_keys=[""])
+    app.store.claim("vanished", can, 1)
+    app.cancel_task(task.id, by="alice")
+    assert app.recover_orphans() == 1
+    done = app.get_task(task.id)
+    assert done.status is Status.CANCELLED
+    assert done.status_message.startswith("cancelled by alice; worker vanished is gone")
+
+
+def test_timeouts_count_from_the_start_not_the_claim(db_url: str, tmp_path: Path) -> None:
+    from roadie.testing import make_app
+
+    from tests.conftest import register_test_executors
+
+    app = make_app(db_url, tmp_path / "data", prefetch=1)
+    register_test_executors(app)
+    first = app.add_task("tests:sleep", {"seconds": 0.8})
+    second = app.add_task("tests:sleep", {"seconds": 0.01}, timeout=0.5)  # waits ~0.8 s queued
+    app.run_worker(concurrency=1, until_idle=True)
+    assert app.get_task(first.id).status is Status.SUCCESSFUL
+    assert app.get_task(second.id).status is Status.SUCCESSFUL
+    app.close()
+
+
+def test_an_oversized_message_log_is_cut_not_fatal(app: roadie.Roadie) -> None:
+    app.plugins.register_executor("tests:chatty-big", Chatty)
+    task = run_task(app, "tests:chatty-big").task
+    assert task.status is Status.SUCCESSFUL and task.status_message == "done"
+    assert 0 < len(task.recent_messages) < 50
+
+
+def test_a_task_taken_over_stops_on_its_old_worker(app: roadie.Roadie) -> None:
+    """A worker that could not heartbeat for a while (a pause, a network blip) finds its task
+    taken over: it stops it at the next safe point and its outcome is not written."""
+    import datetime as dt
+
+    from roadie import models
+    from roadie.store import utcnow
+
+    app.plugins.register_executor("tests:long", Long)
+    task = app.add_task("tests:long", {})
+    with BackgroundWorker(app, concurrency=1) as old:
+        wait_for(lambda: running(app, task.id, done_at_least=5))
+        with app.store.write() as conn:  # the old worker looks dead for a moment
+            conn.execute(models.nodes.update().values(
+                heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
+        assert app.recover_orphans() == 1
+        done = wait_final(app, task.id)  # the old attempt stops; the retry runs (here too)
+        assert old.worker.stats.finished == 1  # the stopped attempt's outcome was not written
+    assert done.status is Status.SUCCESSFUL and done.attempts == 2
+    attempts = app.attempts(task.id)
+    assert [a.status for a in attempts] == [Status.FAILED, Status.SUCCESSFUL]
+    assert "stopped responding" in attempts[0].message

@@ -477,19 +477,26 @@ class Roadie:
         except PluginError:
             policy, max_attempts = CrashPolicy.FAIL, 1
         progress = _progress_summary(record)
-        if policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
+        grace = None if worker is not None and record.node == worker.id else \
+            self.settings.heartbeat_grace  # another node's task: only while it stays dead
+        if record.cancel_requested_at is not None:  # the cancel wins over any policy
+            outcome = "cancelled"
+            message = (f"cancelled by {record.cancel_requested_by or 'someone'}; {reason} "
+                       f"before it stopped{progress}")
+            done = self.store.take_over_orphan(record, Status.CANCELLED, message, grace=grace)
+        elif policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
             outcome = policy.value
             again = ("resuming from its checkpoint" if policy is CrashPolicy.RESUME
                      else "retrying")
             message = f"{reason} during attempt {record.attempts}; {again}{progress}"
-            done = self.store.take_over_orphan(record, Status.NEW, message,
+            done = self.store.take_over_orphan(record, Status.NEW, message, grace=grace,
                                                keep_checkpoint=policy is CrashPolicy.RESUME)
         else:
             outcome = "failed"
             limit = ("" if policy is CrashPolicy.FAIL
                      else f" after {record.attempts} of {max_attempts} attempts")
             message = f"{reason} while it ran{limit}{progress}"
-            done = self.store.take_over_orphan(record, Status.FAILED, message)
+            done = self.store.take_over_orphan(record, Status.FAILED, message, grace=grace)
         if done:
             updated = self.get_task(task.id)
             log.warning("task %s: %s", task.id, message)
@@ -497,6 +504,8 @@ class Roadie:
                         outcome=outcome)
             if outcome == "failed":
                 notify_hook(self, "roadie_task_failed", task=updated, message=message, error=None)
+            elif outcome == "cancelled":
+                notify_hook(self, "roadie_task_cancelled", task=updated, message=message)
         return done
 
     def _someone_else_has(self, record: TaskRecord) -> bool:

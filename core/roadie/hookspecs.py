@@ -120,7 +120,7 @@ def roadie_task_cancelled(task: TaskRecord, message: str) -> None:
 @hookspec
 def roadie_task_orphaned(task: TaskRecord, node: str, outcome: str) -> None:
     """A task of a dead worker ``node`` was found; ``outcome`` is what its crash policy did
-    (``"failed"``, ``"retry"`` or ``"resume"``)."""
+    (``"failed"``, ``"retry"``, ``"resume"``, or ``"cancelled"`` when a cancel was pending)."""
 
 
 @hookspec

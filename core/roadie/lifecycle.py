@@ -104,10 +104,8 @@ def run_attempt(
     """Run one attempt of ``task`` and say how it ended (nothing is written here)."""
     record = task.record
     if task.cancelled:  # cancelled while it waited for a thread: it never starts
-        try:
-            task.raise_if_cancelled()
-        except Cancelled as exc:
-            return _outcome(task, Status.CANCELLED, exc.message), None, exc
+        stopped = task.cancellation()
+        return _cancelled(task, stopped), None, stopped
     try:
         executor_class = app.plugins.load_executor(record.executor)
     except (PluginError, RoadieError) as exc:
@@ -127,7 +125,7 @@ def run_attempt(
                             app.plugins.task_hook("roadie_before_task", plugins), task=task)
         if isinstance(verdict, Veto):
             return _outcome(task, Status.CANCELLED, verdict.reason), None, None
-        if isinstance(verdict, Delay):
+        if isinstance(verdict, Delay) and not task.cancelled:
             outcome = _outcome(task, Status.NEW, verdict.reason or "delayed",
                                run_after=utcnow() + dt.timedelta(seconds=verdict.seconds),
                                attempt_counts=False)
@@ -135,13 +133,20 @@ def run_attempt(
         result = _execute(app, task, executor, plugins)
     except Cancelled as exc:
         task.children.wait_all()
-        return _cancelled(task, executor, exc), None, exc
+        return _cancelled(task, exc), None, exc
     except HookFailure as exc:
         task.children.wait_all()
         return _failed(task, str(exc), exc), None, exc
     except Exception as exc:
         task.children.wait_all()
+        if task.cancelled:  # a cancel was requested: no retry, whatever the error
+            stopped = task.cancellation()
+            return _cancelled(task, stopped), None, stopped
         return _on_exception(task, executor, exc), None, exc
+    except BaseException as exc:  # SystemExit and the like: the task fails, the worker lives
+        task.children.wait_all()
+        message = f"the executor raised {type(exc).__name__}: {exc}"
+        return _failed(task, message, exc), None, exc
     finally:
         _current.reset(token)
 
@@ -150,7 +155,7 @@ def run_attempt(
         try:
             task.raise_if_cancelled()
         except Cancelled as exc:
-            return _cancelled(task, executor, exc), None, exc
+            return _cancelled(task, exc), None, exc
     if failed_children and result.status == Status.SUCCESSFUL:
         first = failed_children[0]
         error = first.exception()
@@ -207,7 +212,7 @@ def _on_exception(task: RunningTask, executor: Executor, exc: Exception) -> Outc
     return _outcome(task, Status.FAILED, str(message), error=trace)
 
 
-def _cancelled(task: RunningTask, executor: Executor, exc: Cancelled) -> Outcome:
+def _cancelled(task: RunningTask, exc: Cancelled) -> Outcome:
     if exc.timed_out:
         return _outcome(task, Status.FAILED, exc.message)
     return _outcome(task, Status.CANCELLED, exc.message)

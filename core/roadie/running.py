@@ -6,7 +6,6 @@ import collections
 import contextvars
 import functools
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -65,7 +64,7 @@ class RunningTask:
             maxlen=max_messages
         )
         self._sink = sink
-        self.started = time.monotonic()
+        self.started: float | None = None  # set when a thread starts it (timeouts count from it)
         self.ended = False
         self._cancel = threading.Event()
         self._cancel_message = ""
@@ -171,7 +170,11 @@ class RunningTask:
     def raise_if_cancelled(self) -> None:
         """A safe point: raise ``roadie.Cancelled`` if a cancel was requested."""
         if self._cancel.is_set():
-            raise Cancelled(self._cancel_message, timed_out=self._timed_out)
+            raise self.cancellation()
+
+    def cancellation(self) -> Cancelled:
+        """The ``Cancelled`` exception a safe point raises (once a cancel was requested)."""
+        return Cancelled(self._cancel_message, timed_out=self._timed_out)
 
     def request_cancel(self, message: str, *, timed_out: bool = False) -> None:
         """Ask the task to stop at its next safe point (used by the worker)."""

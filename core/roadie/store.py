@@ -475,10 +475,6 @@ class Store:
         """Atomically take up to ``limit`` runnable tasks for ``node`` (see ``settle``)."""
         return self.settle(node, [], can, limit).claimed
 
-    def finish(self, node: str, outcome: Outcome, isolated: bool = True) -> bool:
-        """Record how one attempt ended (see ``settle``); False if ``node`` lost the task."""
-        return bool(self.settle(node, [(outcome, isolated)], None, 0).finished)
-
     def settle(
         self,
         node: str,
@@ -501,19 +497,26 @@ class Store:
         claimed: list[TaskRecord] = []
         if not outcomes and (limit <= 0 or can is None or not can.executors):
             return Settled(finished, claimed)
+        committed = Settled([], [])  # what a first statement committed already (PostgreSQL)
         if self.is_postgres and all(o.status in FINAL_STATUSES for o, _ in outcomes):
-            finished, claimed, keyed = self._pg_settle(node, [o for o, _ in outcomes], can,
-                                                       limit, now)
+            first_finished, first_claimed, keyed = self._pg_settle(
+                node, [o for o, _ in outcomes], can, limit, now)
+            committed = Settled(first_finished, first_claimed)
             if not keyed:
-                return Settled(finished, claimed)
-            limit -= len(claimed)  # candidates with isolation keys: the general claim
+                return committed
+            limit -= len(first_claimed)  # candidates with isolation keys: the general claim
             outcomes = []
-        with self.write() as conn:
-            if outcomes:
-                finished = self._finish(conn, node, outcomes, now)
-            if can is not None and limit > 0 and can.executors:
-                claimed = claimed + self._claim(conn, node, can, limit, now)
-        return Settled(finished, claimed)
+        try:
+            with self.write() as conn:
+                if outcomes:
+                    finished = self._finish(conn, node, outcomes, now)
+                if can is not None and limit > 0 and can.executors:
+                    claimed = self._claim(conn, node, can, limit, now)
+        except DatabaseError:
+            if not (committed.finished or committed.claimed):
+                raise
+            return committed  # the second transaction failed; the first one stands
+        return Settled(committed.finished + finished, committed.claimed + claimed)
 
     # The hot path (settle) runs prebuilt statements: building SQLAlchemy expressions anew
     # for every round costs more than the database work itself.
@@ -802,11 +805,12 @@ class Store:
 
     def save_progress(
         self, node: str, updates: Mapping[int, tuple[bytes | None, bytes | None, bytes | None]]
-    ) -> set[int]:
+    ) -> tuple[set[int], set[int]]:
         """Write the live status, recent messages and checkpoint of running tasks; return the
-        ids among them that have a cancel request."""
+        ids among them that have a cancel request, and those ``node`` no longer owns."""
         now = utcnow()
         cancelled: set[int] = set()
+        lost: set[int] = set()
         with self.write() as conn:
             for task_id, (status_bytes, messages, checkpoint) in updates.items():
                 values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
@@ -821,10 +825,12 @@ class Store:
                                      T.c.status == int(Status.IN_PROGRESS))
                     .values(**values).returning(T.c.cancel_requested_at)
                 ).first()
-                if row is not None and row.cancel_requested_at is not None:
+                if row is None:
+                    lost.add(task_id)
+                elif row.cancel_requested_at is not None:
                     cancelled.add(task_id)
                 self.notify(conn, CHANNEL_CHANGED, str(task_id))
-        return cancelled
+        return cancelled, lost
 
     def count_pending(self, can: Claimable, before: dt.datetime) -> int:
         """How many waiting tasks that ``can`` runs are due before ``before``."""
@@ -857,15 +863,6 @@ class Store:
                 ).scalars()
             )
 
-    def request_cancel(self, task_id: int, by: str) -> None:
-        """Store a cancel request on a running task (used for timeouts and parents)."""
-        now = utcnow()
-        with self.write() as conn:
-            conn.execute(
-                T.update().where(T.c.id == task_id, T.c.cancel_requested_at.is_(None))
-                .values(cancel_requested_at=now, cancel_requested_by=by, updated_at=now)
-            )
-
     def attempts_of(self, task_id: int) -> list[AttemptRecord]:
         """The finished attempts of a task, oldest first."""
         A = models.attempts
@@ -881,16 +878,6 @@ class Store:
         """Isolation keys held now, with the task holding each."""
         with self.read() as conn:
             return dict(conn.execute(sa.select(models.locks.c.key, models.locks.c.task_id)).all())
-
-    def changed_since(
-        self, since: dt.datetime, ids: Iterable[int] | None = None
-    ) -> list[TaskRecord]:
-        """Tasks updated at or after ``since`` (for watching), oldest change first."""
-        query = sa.select(T).where(T.c.updated_at >= since).order_by(T.c.updated_at)
-        if ids is not None:
-            query = query.where(T.c.id.in_(list(ids)))
-        with self.read() as conn:
-            return [_task_record(r, None) for r in conn.execute(query)]
 
     # -- nodes ---------------------------------------------------------------------------
 
@@ -908,16 +895,18 @@ class Store:
             conn.execute(N.delete().where(N.c.id == node.id))
             conn.execute(N.insert().values(**values))
 
-    def heartbeat(self, node: str) -> None:
-        """Prove ``node`` and its running tasks alive."""
+    def heartbeat(self, node: str, running: Iterable[int] = ()) -> set[int]:
+        """Prove ``node`` and its running tasks alive; return the ids among ``running`` that
+        it no longer owns (taken over as orphans while it could not heartbeat)."""
         now = utcnow()
         with self.write() as conn:
             conn.execute(models.nodes.update().where(models.nodes.c.id == node)
                          .values(heartbeat_at=now))
-            conn.execute(
+            owned = set(conn.execute(
                 T.update().where(T.c.node == node, T.c.status == int(Status.IN_PROGRESS))
-                .values(heartbeat_at=now)
-            )
+                .values(heartbeat_at=now).returning(T.c.id)
+            ).scalars())
+        return set(running) - owned
 
     def stop_node(self, node: str) -> None:
         """Mark a node stopped."""
@@ -939,13 +928,6 @@ class Store:
                 for r in conn.execute(query)
             ]
 
-    def prune_nodes(self, older_than: dt.datetime) -> int:
-        """Forget nodes that stopped (or stopped heartbeating) before ``older_than``."""
-        N = models.nodes
-        with self.write() as conn:
-            result = conn.execute(N.delete().where(N.c.heartbeat_at < older_than))
-            return result.rowcount or 0
-
     def orphaned_tasks(self, grace: float) -> list[TaskRecord]:
         """IN_PROGRESS tasks whose node stopped heartbeating ``grace`` seconds ago or more
         (or is gone, or stopped)."""
@@ -960,7 +942,8 @@ class Store:
             return [_task_record(r, None) for r in conn.execute(query)]
 
     def take_over_orphan(
-        self, task: TaskRecord, status: Status, message: str, *, keep_checkpoint: bool = True
+        self, task: TaskRecord, status: Status, message: str, *, keep_checkpoint: bool = True,
+        grace: float | None = None,
     ) -> bool:
         """End (FAILED) or requeue (NEW) a dead node's task and release its lock, unless
         someone else did first."""
@@ -979,10 +962,14 @@ class Store:
         if not keep_checkpoint:
             values["checkpoint"] = None
         with self.write() as conn:
-            done = conn.execute(
-                T.update().where(T.c.id == task.id, T.c.status == int(Status.IN_PROGRESS),
-                                 T.c.node == task.node).values(**values)
-            ).rowcount
+            owned = [T.c.id == task.id, T.c.status == int(Status.IN_PROGRESS),
+                     T.c.node == task.node]
+            if grace is not None:  # only while its node is still dead (it may have come back)
+                N = models.nodes
+                owned.append(~sa.exists().where(
+                    N.c.id == T.c.node, N.c.stopped_at.is_(None),
+                    N.c.heartbeat_at >= now - dt.timedelta(seconds=grace)))
+            done = conn.execute(T.update().where(*owned).values(**values)).rowcount
             if not done:
                 return False
             conn.execute(models.locks.delete().where(models.locks.c.task_id == task.id))

@@ -229,7 +229,10 @@ class Worker:
                     self._stopping.wait(poll)
                     continue
                 self.stats.claims += free > 0
-                self._after_settle(done, settled.finished)
+                try:
+                    self._after_settle(done, settled.finished)
+                except Exception:
+                    log.exception("roadie: after recording %d ended task(s)", len(done))
                 for record in settled.claimed:
                     self._accept(record)
                 if settled.claimed or done:
@@ -295,7 +298,7 @@ class Worker:
                 return
             try:
                 self._done.put(self._run_one(task))
-            except Exception as exc:  # a bug in roadie itself: still end the task
+            except BaseException as exc:  # a bug in roadie itself: still end the task
                 log.exception("roadie: unexpected error while running task %s", task.id)
                 outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}")
                 self._done.put(_Done(task, outcome, None, exc))
@@ -309,12 +312,9 @@ class Worker:
         with self._dirty_lock:
             if version == self._written_checkpoints.get(task.id):
                 checkpoint = None  # already written
-        outcome = dataclasses.replace(
-            outcome,
-            task_status=self.app.registry.encode(task.status.snapshot(), what="task status"),
-            messages=self.app.registry.encode(list(task.messages), what="status messages"),
-            checkpoint=checkpoint,
-        )
+        status_bytes, messages = self._encode_live_state(task)
+        outcome = dataclasses.replace(outcome, task_status=status_bytes, messages=messages,
+                                      checkpoint=checkpoint)
         return _Done(task, outcome, result, error)
 
     # -- progress, heartbeat, cancel, timeouts, recovery -----------------------------------
@@ -330,7 +330,8 @@ class Worker:
             dirty, self._dirty = self._dirty, set()
         if not dirty:
             return
-        updates = {}
+        updates: dict[int, tuple[bytes | None, bytes | None, bytes | None]] = {}
+        versions: dict[int, int] = {}
         for task_id in dirty:
             with self._running_lock:
                 task = self.running.get(task_id)
@@ -339,22 +340,53 @@ class Worker:
             version, checkpoint = task.pending_checkpoint()
             if version == self._written_checkpoints.get(task_id):
                 checkpoint = None
-            try:
-                updates[task_id] = (
-                    self.app.registry.encode(task.status.snapshot(), what="task status"),
-                    self.app.registry.encode(list(task.messages), what="status messages"),
-                    checkpoint,
-                )
-            except RoadieError as exc:
-                log.warning("task %s: cannot write its status: %s", task_id, exc)
-                continue
-            self._written_checkpoints[task_id] = version
+            status_bytes, messages = self._encode_live_state(task)
+            updates[task_id] = (status_bytes, messages, checkpoint)
+            versions[task_id] = version
         if not updates:
             return
-        cancelled = self.store.save_progress(self.id, updates)
+        try:
+            cancelled, lost = self.store.save_progress(self.id, updates)
+        except BaseException:
+            with self._dirty_lock:  # try again at the next tick
+                self._dirty.update(updates)
+            raise
+        with self._dirty_lock:
+            self._written_checkpoints.update(versions)
         self.stats.progress_writes += len(updates)
         if cancelled:
             self._apply_cancel_requests(cancelled)
+        if lost:
+            self._stop_lost(lost)
+
+    def _encode_live_state(self, task: RunningTask) -> tuple[bytes | None, bytes | None]:
+        """The task's status attributes and recent messages, encoded; an oversized message log
+        is cut to its newest messages rather than failing the task."""
+        registry = self.app.registry
+        try:
+            status_bytes: bytes | None = registry.encode(task.status.snapshot(),
+                                                         what="task status")
+        except RoadieError as exc:
+            log.warning("task %s: cannot write its status: %s", task.id, exc)
+            status_bytes = None
+        messages = list(task.messages)
+        while True:
+            try:
+                return status_bytes, registry.encode(messages, what="status messages")
+            except RoadieError:
+                if not messages:
+                    return status_bytes, None
+                messages = messages[len(messages) // 2 + 1:]
+
+    def _stop_lost(self, task_ids: Iterable[int]) -> None:
+        """Stop tasks another node took over (this one was thought dead): at their next safe
+        point they end, and their outcome is not written."""
+        for task_id in task_ids:
+            with self._running_lock:
+                task = self.running.get(task_id)
+            if task is not None and not task.ended:
+                log.warning("task %s was taken over by another node; stopping it here", task_id)
+                task.request_cancel("taken over by another node")
 
     def _apply_cancel_requests(self, task_ids: Iterable[int]) -> None:
         for task_id in task_ids:
@@ -377,7 +409,7 @@ class Worker:
             if limit is None:
                 executor = task.executor
                 limit = executor.timeout if executor is not None else None
-            if limit is None or task.cancelled:
+            if limit is None or task.cancelled or task.started is None:
                 continue
             if now - task.started >= limit:
                 task.request_cancel(f"timed out after {limit:g} s", timed_out=True)
@@ -402,15 +434,22 @@ class Worker:
                         self._apply_cancel_requests(self.store.cancel_requests(self.id))
                 if now >= next_heartbeat:
                     next_heartbeat = now + settings.heartbeat_interval
-                    self.store.heartbeat(self.id)
+                    with self._running_lock:
+                        running = [i for i, t in self.running.items() if not t.ended]
+                    lost = self.store.heartbeat(self.id, running)
+                    if lost:
+                        self._stop_lost(lost)
                 if now >= next_sweep:
                     next_sweep = now + settings.heartbeat_interval
                     self.stats.recovered += self.app.recover_orphans(self)
             except RoadieError as exc:
                 log.warning("worker maintenance failed: %s", exc)
+            except Exception:  # keep heartbeating whatever happens
+                log.exception("worker maintenance failed")
 
     def _shutdown(self) -> None:
         if self._stop_now.is_set():
+            self._settle_leftovers()  # tasks that ended keep their real outcome
             self._abandon_running()
         for _ in self._threads:
             self._queue.put(None)
@@ -418,12 +457,21 @@ class Worker:
             for thread in self._threads:
                 thread.join()
             self._maintenance.join(timeout=10)
-            done = self._take_done()  # attempts that ended after the claim loop stopped
-            if done:
-                settled = self.store.settle(
-                    self.id, [(d.outcome, True) for d in done], None, 0)
-                self._after_settle(done, settled.finished)
-        self.store.stop_node(self.id)
+            self._settle_leftovers()  # attempts that ended after the claim loop stopped
+        try:
+            self.store.stop_node(self.id)
+        except RoadieError as exc:
+            log.warning("could not mark node %s stopped: %s", self.id, exc)
+
+    def _settle_leftovers(self) -> None:
+        done = self._take_done()
+        if not done:
+            return
+        try:
+            settled = self.store.settle(self.id, [(d.outcome, True) for d in done], None, 0)
+            self._after_settle(done, settled.finished)
+        except Exception:
+            log.exception("roadie: could not record %d ended task(s) at shutdown", len(done))
 
     def _abandon_running(self) -> None:
         """Stop at once: the tasks still running go through their crash policy now."""

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from roadie.executor import StatusMessageTranslator
 from roadie.hookspecs import hookimpl
+from roadie.lifecycle import mark_from_executor
 
 if TYPE_CHECKING:
     from roadie.running import RunningTask
@@ -18,4 +19,8 @@ DEFAULT = StatusMessageTranslator()
 def roadie_status_message(task: RunningTask, message: dict[str, Any], status: TaskStatus) -> None:
     """Translate with ``executor.translator``, or the default one."""
     translator = getattr(task.executor, "translator", None) or DEFAULT
-    translator.translate(task, message, status)
+    try:
+        translator.translate(task, message, status)
+    except Exception as exc:  # the executor's own translator: its error, not a plugin's
+        mark_from_executor(exc)
+        raise
