@@ -48,11 +48,6 @@ class Hub:
             except Exception:
                 log.exception("a roadie notification subscriber failed")
 
-    @property
-    def has_subscribers(self) -> bool:
-        """Whether anyone listens."""
-        return bool(self._subscribers)
-
 
 _hubs: dict[str, Hub] = defaultdict(Hub)
 _hubs_lock = threading.Lock()

@@ -367,20 +367,6 @@ class Plugins:
                 self._subset_callers[(name, scope)] = caller
             return caller
 
-    def plugin_of_hookimpl_error(self, exc: BaseException) -> str | None:
-        """The plugin whose hook raised ``exc`` (from the traceback), if one can be told."""
-        tb = exc.__traceback__
-        modules = {
-            getattr(plugin, "__name__", None): name for name, plugin in self.pm.list_name_plugin()
-        }
-        found = None
-        while tb is not None:
-            module = tb.tb_frame.f_globals.get("__name__")
-            if module in modules:
-                found = modules[module]
-            tb = tb.tb_next
-        return found
-
     def _enable_tracing(self) -> None:
         self.tracing = True
         self.pm.trace.root.setwriter(sys.stderr.write)

@@ -336,10 +336,7 @@ class Store:
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
         row.pop("notified", None)
-        for column in _TIME_COLUMNS:
-            if row[column] is not None:
-                row[column] = row[column].astimezone(dt.timezone.utc)
-        return _task_record(row, decoder)
+        return _task_record(_in_utc(row), decoder)
 
     def _bulk_insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[Any]:
         """Insert many task rows fast: ids are reserved first, then PostgreSQL takes the
@@ -610,39 +607,7 @@ class Store:
         )
 
     # On PostgreSQL the common round is one statement (_PG_SETTLE_SQL); when candidates need
-    # an isolation lock, the general claim below takes over with this statement first.
-
-    @functools.cached_property
-    def _pg_claim_sql(self) -> Any:
-        return sa.text("""
-            WITH c AS (
-                SELECT id, isolation_key, executor FROM roadie_tasks
-                WHERE roadie_tasks.status IN (0, 4) AND run_after <= :now
-                  AND (roadie_tasks.executor || '') = ANY(CAST(:executors AS text[]))
-                  AND tags = ANY(CAST(:tags AS text[]))
-                  AND NOT EXISTS (SELECT 1 FROM json_object_keys(roadie_tasks.plugins) AS p(key)
-                                  WHERE p.key <> ALL(CAST(:plugins AS text[])))
-                  AND (isolation_key IS NULL OR NOT EXISTS (
-                      SELECT 1 FROM roadie_locks WHERE key = roadie_tasks.isolation_key))
-                ORDER BY priority DESC, id
-                LIMIT :limit
-                FOR UPDATE SKIP LOCKED
-            ),
-            u AS (
-                UPDATE roadie_tasks AS t
-                SET status = 1, node = :node, started_at = :now, heartbeat_at = :now,
-                    attempts = t.attempts + 1, updated_at = :now, status_message = ''
-                FROM c
-                WHERE t.id = c.id AND c.isolation_key IS NULL
-                  AND c.executor <> ALL(CAST(:isolated AS text[]))
-                RETURNING t.*
-            )
-            SELECT true AS claimed, u.* FROM u
-            UNION ALL
-            SELECT false AS claimed, t.* FROM roadie_tasks AS t JOIN c ON t.id = c.id
-            WHERE c.id NOT IN (SELECT id FROM u)
-        """).bindparams(sa.bindparam("now", type_=models.UTCDateTime)).columns(
-            sa.column("claimed", sa.Boolean), *T.c)
+    # an isolation lock, the general claim (_claim, the same on both databases) takes over.
 
     def _pg_settle(
         self, node: str, final: list[Outcome], can: Claimable | None, limit: int,
@@ -676,9 +641,7 @@ class Store:
         finished, claimed, keyed = [], [], False
         for row in rows:
             kind = row.pop("kind")
-            for column in _TIME_COLUMNS:
-                if row[column] is not None:
-                    row[column] = row[column].astimezone(dt.timezone.utc)
+            _in_utc(row)
             if kind == "done":
                 finished.append(_task_record(row, None))
             elif kind == "claimed":
@@ -742,28 +705,12 @@ class Store:
 
     def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
                now: dt.datetime) -> list[TaskRecord]:
-        claimed_rows: list[Any] = []
-        candidates: Sequence[Any]
-        if self.is_postgres:
-            rows = conn.execute(self._pg_claim_sql, {
-                "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
-                "plugins": list(can.plugins), "limit": limit, "node": node,
-                "isolated": list(can.isolated),
-            }).all()
-            claimed_rows = [r for r in rows if r.claimed]
-            candidates = sorted((r for r in rows if not r.claimed),
-                                key=lambda r: (-r.priority, r.id))
-            limit -= len(claimed_rows)
-            for row in claimed_rows:
-                self.notify(conn, CHANNEL_CHANGED, str(row.id))
-        else:
-            candidates = conn.execute(self._claim_candidates_sql, {
-                "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
-                "plugins": list(can.plugins), "limit": limit * 2 if can.isolated else limit,
-            }).all()
-        claimed = [_task_record(r, None) for r in claimed_rows]
+        candidates = conn.execute(self._claim_candidates_sql, {
+            "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
+            "plugins": list(can.plugins), "limit": limit * 2 if can.isolated else limit,
+        }).all()
         if not candidates:
-            return claimed
+            return []
         winners: list[int] = []
         queued: list[tuple[int, str]] = []
         wanted_keys: dict[str, int] = {}
@@ -798,14 +745,13 @@ class Store:
             )
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         if not winners:
-            return claimed
+            return []
         updated = conn.execute(self._claim_update_sql,
                                {"ids": winners, "node": node, "now": now}).all()
         for task_id in winners:
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         order = {task_id: i for i, task_id in enumerate(winners)}
-        return claimed + sorted((_task_record(r, None) for r in updated),
-                                key=lambda t: order[t.id])
+        return sorted((_task_record(r, None) for r in updated), key=lambda t: order[t.id])
 
     def _take_locks(
         self, conn: Connection, wanted: Mapping[str, int], node: str, now: dt.datetime
@@ -1033,6 +979,14 @@ class Store:
 
 
 _TIME_COLUMNS = tuple(c.name for c in T.c if isinstance(c.type, models.UTCDateTime))
+
+
+def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
+    """A task row read by driver SQL (no SQLAlchemy types), with its times in UTC."""
+    for column in _TIME_COLUMNS:
+        if row[column] is not None:
+            row[column] = row[column].astimezone(dt.timezone.utc)
+    return row
 
 # One round of a worker on PostgreSQL, in one statement: record the final outcomes (task rows,
 # attempt log, lock release), claim waiting tasks that have no isolation key, announce the
