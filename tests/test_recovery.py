@@ -203,10 +203,10 @@ def test_orphans_of_a_vanished_node(app: roadie.Roadie) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL: the test above
 def test_sqlite_two_processes_survive_a_kill(app: roadie.Roadie, recorded: dict,
                                              tmp_path: Path) -> None:
-    if not app.store.is_sqlite:
-        pytest.skip("the PostgreSQL variant is test_kill_9_mid_task_then_recover")
+    assert app.store.is_sqlite
     client = fresh_app(app)
     runs_url = recorded["runs_url"]
     tasks = client.add_tasks(
