@@ -411,19 +411,23 @@ class Roadie:
 
     def worker(self, *, concurrency: int = 2, until_idle: bool = False,
                tags: Iterable[str] = (), name: str | None = None,
-               handle_signals: bool | None = None) -> Worker:
-        """A worker for this app (call ``.run()``; ``.stop()`` from another thread)."""
+               handle_signals: bool | None = None,
+               async_concurrency: int | None = None) -> Worker:
+        """A worker for this app (call ``.run()``; ``.stop()`` from another thread).
+        ``async_concurrency``: slots for async executors (default the setting, 100)."""
         from roadie.worker import Worker
 
         return Worker(self, concurrency=concurrency, until_idle=until_idle, tags=tags,
-                      name=name, handle_signals=handle_signals)
+                      name=name, handle_signals=handle_signals,
+                      async_concurrency=async_concurrency)
 
     def run_worker(self, concurrency: int = 2, *, until_idle: bool = False,
-                   tags: Iterable[str] = (), name: str | None = None) -> WorkerStats:
+                   tags: Iterable[str] = (), name: str | None = None,
+                   async_concurrency: int | None = None) -> WorkerStats:
         """Run a worker in this thread: until stopped (SIGINT/SIGTERM), or with
         ``until_idle`` until no task it can run is waiting (or due within a minute)."""
         return self.worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
-                           name=name).run()
+                           name=name, async_concurrency=async_concurrency).run()
 
     def has_pending_work(self, can: Claimable) -> bool:
         """Whether a task that ``can`` runs is waiting and due within the pending horizon."""

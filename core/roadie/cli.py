@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import os
 import shutil
 import sys
 import threading
@@ -311,9 +312,11 @@ def attachment_get(app: Roadie, task_id: int, name: str, output: Path | None) ->
 @click.option("--until-idle", is_flag=True, help="Stop once no task is waiting.")
 @click.option("--tag", "tags", multiple=True, help="A tag of this node (repeatable).")
 @click.option("--name", default=None, help="The node name (default host:pid).")
+@click.option("--async-concurrency", type=int, default=None,
+              help="Slots for async executors, on the event-loop thread (default 100).")
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: bool,
-           tags: tuple[str, ...], name: str | None) -> None:
+           tags: tuple[str, ...], name: str | None, async_concurrency: int | None) -> None:
     """Claim and run tasks until stopped (Ctrl-C: finish running tasks; twice: at once)."""
     import logging
 
@@ -323,10 +326,12 @@ def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: boo
                         handlers=[RichHandler(show_path=False)])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if processes > 1:
+        if async_concurrency is not None:
+            os.environ["ROADIE_ASYNC_CONCURRENCY"] = str(async_concurrency)  # to the children
         run_processes(ctx.obj.get("url"), processes, concurrency, until_idle, tags, name)
         return
     stats = app_of(ctx).run_worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
-                                   name=name)
+                                   name=name, async_concurrency=async_concurrency)
     click.echo(f"worker stopped: {stats.finished} task(s) run " +
                " ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items())))
 

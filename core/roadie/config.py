@@ -38,6 +38,7 @@ class Settings:
     pending_horizon: float = 60.0
     postgres_synchronous_commit: str = "on"
     prefetch: int = 0
+    async_concurrency: int = 100
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
