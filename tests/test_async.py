@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 import roadie
 from roadie import Status
 from roadie.testing import BackgroundWorker, HookRecorder, run_task, wait_final, wait_for
+
 from tests import executors
 from tests.processes import start_worker, stop
 

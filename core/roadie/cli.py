@@ -314,16 +314,29 @@ def attachment_get(app: Roadie, task_id: int, name: str, output: Path | None) ->
 @click.option("--name", default=None, help="The node name (default host:pid).")
 @click.option("--async-concurrency", type=int, default=None,
               help="Slots for async executors, on the event-loop thread (default 100).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, envvar="ROADIE_LOG_FORMAT",
+              help="json: one JSON object per line (task id, executor, attempt, status, node).")
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: bool,
-           tags: tuple[str, ...], name: str | None, async_concurrency: int | None) -> None:
+           tags: tuple[str, ...], name: str | None, async_concurrency: int | None,
+           log_format: str) -> None:
     """Claim and run tasks until stopped (Ctrl-C: finish running tasks; twice: at once)."""
     import logging
+    import socket
 
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False)])
+    handler: logging.Handler
+    if log_format == "json":
+        from roadie.jsonlog import JsonFormatter
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter(name or f"{socket.gethostname()}:{os.getpid()}"))
+        os.environ["ROADIE_LOG_FORMAT"] = "json"  # to worker processes
+    else:
+        handler = RichHandler(show_path=False)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if processes > 1:
         if async_concurrency is not None:
