@@ -177,6 +177,7 @@ def show(app: Roadie, task_id: int) -> None:
         ("tags", ", ".join(sorted(task.tags))), ("isolation key", task.isolation_key),
         ("node", task.node), ("created", task.created_at), ("started", task.started_at),
         ("finished", task.finished_at), ("run after", task.run_after),
+        ("schedule", f"{task.schedule} (slot {task.scheduled_for})" if task.schedule else None),
     ]
     reason = app.waiting_reason(task)
     if reason:
@@ -553,6 +554,11 @@ def upgrade(ctx: click.Context) -> None:
     finally:
         store.dispose()
     click.echo(f"database {store.safe_url} is at schema revision {current}")
+
+
+from roadie.cli_schedules import schedules  # noqa: E402 - it builds on the helpers above
+
+cli.add_command(schedules)
 
 
 def main() -> None:
