@@ -406,3 +406,34 @@ def test_kill_9_of_the_firing_worker(app: roadie.Roadie, tmp_path: Path,
 def test_schema_has_the_unique_slot_index(app: roadie.Roadie) -> None:
     names = {i["name"]: i for i in sa.inspect(app.store.engine).get_indexes("roadie_tasks")}
     assert names["roadie_tasks_schedule_slot"]["unique"]
+
+
+def test_cli(app: roadie.Roadie) -> None:
+    from click.testing import CliRunner
+    from roadie.cli import cli
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["--url", app.url, "schedules", *args])
+        return result.exit_code, result.output
+
+    assert "no schedules" in run()[1]
+    code, out = run("add", "nightly", "roadie-examples:noop", "--cron", "30 2 * * *",
+                    "--timezone", "Europe/Berlin", "--context", '{"n": 1}', "--no-overlap")
+    assert code == 0 and "cron '30 2 * * *' in Europe/Berlin, next at" in out
+    assert run("add", "tick", "roadie-examples:noop", "--every", "5")[0] == 0
+    code, out = run("add", "bad", "roadie-examples:noop", "--cron", "61 * * * *")
+    assert code == 1 and "error: invalid cron expression '61 * * * *': minute 61" in out
+    code, out = run()
+    assert code == 0 and "nightly" in out and "every 5 s" in out and "active" in out
+    assert "CET" in out or "CEST" in out  # the next fire time in the schedule's zone
+    assert run("pause", "tick") == (0, "schedule tick paused\n")
+    assert "paused" in run()[1]
+    assert run("resume", "tick")[0] == 0
+    code, out = run("run-now", "nightly")
+    assert code == 0 and "for schedule nightly" in out
+    (task,) = app.list_tasks(schedule="nightly")
+    assert task.context == {"n": 1}
+    assert run("remove", "tick") == (0, "schedule tick removed\n")
+    code, out = run("remove", "tick")
+    assert code == 1 and "no schedule named 'tick'" in out
+    assert [s.name for s in app.list_schedules()] == ["nightly"]
