@@ -70,6 +70,15 @@ class Sleep(Hosted):
         return roadie.Result.SUCCESS
 
 
+class Stuck(Hosted):
+    """Reports progress once, then never reaches a safe point again."""
+
+    def execute(self, task):
+        task.progress(1, 2)
+        time.sleep(3600)
+        return roadie.Result.SUCCESS
+
+
 class Polite(Hosted):
     """Waits at a safe point until cancelled."""
 
@@ -97,6 +106,6 @@ class Retrying(Hosted):
         return roadie.Result.success("second try")
 '''
 EXECUTORS = {name: f"{MODULE}:{cls}" for name, cls in {
-    "noop": "Noop", "where": "Where", "steps": "Steps", "abort": "Abort", "sleep": "Sleep",
+    "noop": "Noop", "where": "Where", "steps": "Steps", "abort": "Abort", "sleep": "Sleep", "stuck": "Stuck",
     "polite": "Polite", "hog": "Hog", "retrying": "Retrying",
 }.items()}

@@ -117,3 +117,71 @@ def test_every_executor_in_hosts_with_out_of_process(app: roadie.Roadie) -> None
     task = app.add_task("tests:sleep", {"seconds": 0.01})
     app.run_worker(concurrency=1, until_idle=True, out_of_process=True)
     assert app.get_task(task.id).status == roadie.Status.SUCCESSFUL
+
+
+def children_of(pid: int) -> set[int]:
+    """Live (not zombie) processes whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_kill_9_of_a_worker_leaves_no_host(hosty: roadie.Roadie, db_url: str,
+                                           tmp_path: Path, make_plugin: object) -> None:
+    from tests.processes import kill, start_worker
+
+    busy = [hosty.add_task("hosty:sleep", {}) for _ in range(2)]
+    victim = start_worker(db_url, tmp_path / "data", "--concurrency", "2",
+                          pythonpath=[make_plugin.site])  # type: ignore[attr-defined]
+    try:
+        wait_for(lambda: all(hosty.get_task(t.id).status == roadie.Status.IN_PROGRESS
+                             for t in busy))
+        hosts = wait_for(lambda: children_of(victim.pid) if len(children_of(victim.pid)) == 2
+                         else None)
+    finally:
+        kill(victim)
+    wait_for(lambda: not any(alive(pid) for pid in hosts), message="hosts gone")
+    wait_for(lambda: hosty.recover_orphans() or all(
+        hosty.get_task(t.id).status.is_final for t in busy))
+    for task in busy:
+        record = wait_for(lambda task=task: finished(hosty, task.id))
+        assert record.status == roadie.Status.FAILED
+        assert "stopped responding" in record.status_message
+
+
+def test_a_host_that_loses_its_worker_stops(hosty: roadie.Roadie, db_url: str,
+                                            tmp_path: Path, make_plugin: object) -> None:
+    """The lease: a paused worker says nothing, so its host stops the task and exits."""
+    import signal
+
+    from tests.processes import kill, start_worker
+
+    task = hosty.add_task("hosty:stuck", {})
+    victim = start_worker(db_url, tmp_path / "data", "--concurrency", "1",
+                          pythonpath=[make_plugin.site],  # type: ignore[attr-defined]
+                          env={"ROADIE_CANCEL_GRACE": "0.5"})
+    try:
+        wait_for(lambda: hosty.get_task_status(task.id).get("done") == 1)
+        (host,) = children_of(victim.pid)
+        victim.send_signal(signal.SIGSTOP)
+        wait_for(lambda: not alive(host), message="the host stops on its own")
+    finally:
+        victim.send_signal(signal.SIGCONT)
+        kill(victim)

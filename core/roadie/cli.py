@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import os
 import shutil
 import sys
 import threading
@@ -311,9 +312,11 @@ def attachment_get(app: Roadie, task_id: int, name: str, output: Path | None) ->
 @click.option("--until-idle", is_flag=True, help="Stop once no task is waiting.")
 @click.option("--tag", "tags", multiple=True, help="A tag of this node (repeatable).")
 @click.option("--name", default=None, help="The node name (default host:pid).")
+@click.option("--out-of-process", is_flag=True, envvar="ROADIE_OUT_OF_PROCESS",
+              help="Run every executor in a host process (not only out_of_process ones).")
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: bool,
-           tags: tuple[str, ...], name: str | None) -> None:
+           tags: tuple[str, ...], name: str | None, out_of_process: bool = False) -> None:
     """Claim and run tasks until stopped (Ctrl-C: finish running tasks; twice: at once)."""
     import logging
 
@@ -323,10 +326,12 @@ def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: boo
                         handlers=[RichHandler(show_path=False)])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if processes > 1:
+        if out_of_process:
+            os.environ["ROADIE_OUT_OF_PROCESS"] = "1"  # the children read it
         run_processes(ctx.obj.get("url"), processes, concurrency, until_idle, tags, name)
         return
     stats = app_of(ctx).run_worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
-                                   name=name)
+                                   name=name, out_of_process=out_of_process)
     click.echo(f"worker stopped: {stats.finished} task(s) run " +
                " ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items())))
 
