@@ -106,6 +106,6 @@ class Retrying(Hosted):
         return roadie.Result.success("second try")
 '''
 EXECUTORS = {name: f"{MODULE}:{cls}" for name, cls in {
-    "noop": "Noop", "where": "Where", "steps": "Steps", "abort": "Abort", "sleep": "Sleep", "stuck": "Stuck",
-    "polite": "Polite", "hog": "Hog", "retrying": "Retrying",
+    "noop": "Noop", "where": "Where", "steps": "Steps", "abort": "Abort", "sleep": "Sleep",
+    "stuck": "Stuck", "polite": "Polite", "hog": "Hog", "retrying": "Retrying",
 }.items()}

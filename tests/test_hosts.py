@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 import pytest
-
 import roadie
 from roadie.testing import make_app, wait_for
+
 from tests import host_plugin
 
 pytestmark = pytest.mark.slow

@@ -58,7 +58,8 @@ class Roadie:
         self.settings = settings or Settings.from_env(**setting_overrides)
         self.url = url or self.settings.default_url()
         self.registry = TypeRegistry(max_size=self.settings.max_context_size)
-        self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points)
+        self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points,
+                               envs_dir=self.settings.envs_path() if entry_points else None)
         self._auto_upgrade = auto_upgrade
         self._store: Store | None = None
         self._store_lock = threading.Lock()

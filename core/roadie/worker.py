@@ -443,6 +443,7 @@ class Worker:
                         self._apply_cancel_requests(self.store.cancel_requests(self.id))
                 if now >= next_heartbeat:
                     next_heartbeat = now + settings.heartbeat_interval
+                    self._refresh_envs()
                     with self._running_lock:
                         running = [i for i, t in self.running.items() if not t.ended]
                     lost = self.store.heartbeat(self.id, running)
@@ -455,6 +456,14 @@ class Worker:
                 log.warning("worker maintenance failed: %s", exc)
             except Exception:  # keep heartbeating whatever happens
                 log.exception("worker maintenance failed")
+
+    def _refresh_envs(self) -> None:
+        """An environment changed: advertise its executors anew; retire its warm hosts."""
+        if self.app.plugins.refresh_envs():
+            log.info("an environment changed: refreshing this node's executors")
+            self.hosts.retire_idle()
+            self._claimable = self._build_claimable()
+            self.store.register_node(self.node_record())
 
     def _shutdown(self) -> None:
         if self._stop_now.is_set():

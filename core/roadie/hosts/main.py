@@ -12,8 +12,8 @@ for longer than the lease.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import ctypes.util
+import dataclasses
 import io
 import itertools
 import os
@@ -52,6 +52,7 @@ class HostRoadie(Roadie):
 
     def __init__(self, channel: HostChannel) -> None:
         super().__init__("sqlite://", entry_points=True)
+        self.plugins.envs_dir = None  # a host runs the plugins of its own environment only
         self._channel = channel
 
     def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,

@@ -9,6 +9,7 @@ A host that dies costs only its task, which goes through the executor's crash po
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -213,6 +214,13 @@ class HostPool:
             self._busy.discard(host)
         host.kill()
 
+    def retire_idle(self) -> None:
+        """Stop the warm hosts (their environment changed); busy ones finish first."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for host in idle:
+            host.close()
+
     def close(self) -> None:
         """Stop every host (busy ones are killed)."""
         with self._lock:
@@ -326,10 +334,8 @@ class HostPool:
             reply.update(ok=True, value=value)
         except Exception as exc:
             reply.update(ok=False, error=str(exc) or type(exc).__name__)
-        try:
+        with contextlib.suppress(OSError):
             host.channel.send(reply)
-        except OSError:
-            pass
 
     def _finished(self, task: RunningTask, frame: dict[str, Any]
                   ) -> tuple[Outcome, Result | None, BaseException | None]:
