@@ -62,6 +62,19 @@ class Abort(Hosted):
         os.abort()
 
 
+class AbortOnce(Hosted):
+    """Crash policy RETRY: the second attempt starts over, without the first's checkpoint."""
+
+    crash_policy = roadie.CrashPolicy.RETRY
+
+    def execute(self, task):
+        if task.attempt == 1:
+            task.checkpoint({"half": True})
+            time.sleep(0.3)
+            os._exit(3)
+        return roadie.Result.success(f"checkpoint {task.last_checkpoint}")
+
+
 class Sleep(Hosted):
     """Stuck in a call that never reaches a safe point."""
 
@@ -106,6 +119,7 @@ class Retrying(Hosted):
         return roadie.Result.success("second try")
 '''
 EXECUTORS = {name: f"{MODULE}:{cls}" for name, cls in {
-    "noop": "Noop", "where": "Where", "steps": "Steps", "abort": "Abort", "sleep": "Sleep",
+    "noop": "Noop", "where": "Where", "steps": "Steps", "abort": "Abort",
+    "abort-once": "AbortOnce", "sleep": "Sleep",
     "stuck": "Stuck", "polite": "Polite", "hog": "Hog", "retrying": "Retrying",
 }.items()}

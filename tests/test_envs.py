@@ -8,14 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
 import roadie
+from click.testing import CliRunner
 from roadie.cli import cli
 from roadie.envs import create_env, install, remove_env
 from roadie.envs.discovery import env_state
 from roadie.errors import EnvError
 from roadie.testing import make_app, wait_for
+
 from tests.processes import start_worker, stop
 
 pytestmark = pytest.mark.slow
@@ -169,7 +169,7 @@ def test_env_commands_discovery_and_refresh(
         assert result.exit_code == 1 and text in result.output
         assert len(result.output.strip().splitlines()) == 1
     before = env_state(root / "env-a")
-    with pytest.raises(EnvError, match="it is unchanged. pip said"):
+    with pytest.raises(EnvError, match="it is unchanged"):
         install(root, "env-a", [str(tmp_path / "missing-1.0-py3-none-any.whl")])
     assert env_state(root / "env-a") == before
 

@@ -63,8 +63,13 @@ def test_same_api_in_a_warm_host(hosty: roadie.Roadie) -> None:
 
 def test_a_crashing_host_fails_only_its_task(hosty: roadie.Roadie) -> None:
     crash = hosty.add_task("hosty:abort", {})
+    retried = hosty.add_task("hosty:abort-once", {})
     later = [hosty.add_task("hosty:noop", {}) for _ in range(3)]
     hosty.run_worker(concurrency=2, until_idle=True)
+    record = hosty.get_task(retried.id)
+    assert (record.status, record.attempts) == (roadie.Status.SUCCESSFUL, 2)
+    assert record.status_message == "checkpoint None"
+    assert "exit code 3" in hosty.attempts(retried.id)[0].message
     record = hosty.get_task(crash.id)
     assert record.status == roadie.Status.FAILED
     assert "host process died (killed by signal SIGABRT)" in record.status_message
@@ -185,3 +190,17 @@ def test_a_host_that_loses_its_worker_stops(hosty: roadie.Roadie, db_url: str,
     finally:
         victim.send_signal(signal.SIGCONT)
         kill(victim)
+
+
+def test_hosts_are_recycled_after_max_tasks(make_plugin: object, db_url: str,
+                                            tmp_path: Path) -> None:
+    make_plugin(host_plugin.DIST, {f"{host_plugin.MODULE}.py": host_plugin.SOURCE},  # type: ignore[operator]
+                host_plugin.EXECUTORS, hooks=host_plugin.MODULE)
+    app = make_app(db_url, tmp_path / "data", max_tasks_per_host=2)
+    try:
+        tasks = [app.add_task("hosty:where", {}, priority=-i) for i in range(3)]
+        app.run_worker(concurrency=1, until_idle=True)
+        pids = [app.get_task(t.id).status_message for t in tasks]
+        assert pids[0] == pids[1] != pids[2]
+    finally:
+        app.close()

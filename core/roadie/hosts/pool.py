@@ -391,6 +391,9 @@ class HostPool:
             again = ("resuming from its checkpoint" if policy is CrashPolicy.RESUME
                      else "retrying")
             message = f"{reason} during attempt {record.attempts}; {again}"
+            if policy is CrashPolicy.RETRY:  # starts over: an empty checkpoint replaces it
+                task._checkpoint = self.app.registry.encode(None, what="checkpoint")
+                task._checkpoint_version += 1
             return (Outcome(task.id, Status.NEW, message, run_after=utcnow()), None,
                     HostError(message))
         extra = "" if policy is CrashPolicy.FAIL else \
