@@ -17,6 +17,7 @@ import dataclasses
 import io
 import itertools
 import os
+import queue
 import signal
 import socket
 import sys
@@ -130,7 +131,8 @@ class Host:
         self.app.plugins.load()
         self.task: RunningTask | None = None
         self.sink = _Sink()
-        self.thread: threading.Thread | None = None
+        self._runs: queue.SimpleQueue[RunningTask] = queue.SimpleQueue()
+        threading.Thread(target=self._runner, name="roadie-host-task", daemon=True).start()
         self.lease = self.app.settings.heartbeat_grace
         self.grace = self.app.settings.cancel_grace
         self.last_word = time.monotonic()
@@ -181,9 +183,12 @@ class Host:
                            child_width=app.settings.child_width)
         task.started = time.monotonic()
         self.task = task
-        self.thread = threading.Thread(target=self._run, args=(task,), name="roadie-host-task",
-                                       daemon=True)
-        self.thread.start()
+        self._runs.put(task)
+
+    def _runner(self) -> None:
+        """The thread that runs the host's tasks, one after the other (started once)."""
+        while True:
+            self._run(self._runs.get())
 
     def _register_target(self, qualified: str, target: str) -> None:
         import importlib

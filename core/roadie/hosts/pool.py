@@ -271,7 +271,8 @@ class HostPool:
         memory_limit = settings.max_host_memory_mb
         tick = max(0.01, min(0.1, settings.status_interval))
         ping_every = max(0.05, min(1.0, settings.heartbeat_grace / 4))
-        next_ping = next_memory = time.monotonic()
+        next_memory = time.monotonic()
+        next_ping = next_memory + ping_every  # the run frame itself renews the lease
         kill_at: float | None = None
         killed: _Kill | None = None
         while True:
