@@ -178,6 +178,7 @@ def show(app: Roadie, task_id: int) -> None:
         ("tags", ", ".join(sorted(task.tags))), ("isolation key", task.isolation_key),
         ("node", task.node), ("created", task.created_at), ("started", task.started_at),
         ("finished", task.finished_at), ("run after", task.run_after),
+        ("schedule", f"{task.schedule} (slot {task.scheduled_for})" if task.schedule else None),
     ]
     reason = app.waiting_reason(task)
     if reason:
@@ -647,6 +648,11 @@ def env_remove(ctx: click.Context, name: str) -> None:
 
     remove_env(_envs_dir(ctx), name)
     click.echo(f"removed environment {name}")
+
+
+from roadie.cli_schedules import schedules  # noqa: E402 - it builds on the helpers above
+
+cli.add_command(schedules)
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ BUILTIN_PLUGINS = (
     "roadie.builtins.translator",
     "roadie.builtins.attachments",
     "roadie.builtins.events_log",
+    "roadie.builtins.schedules",
 )
 
 TASK_SCOPED_HOOKS = (
