@@ -286,8 +286,8 @@ class HostPool:
                     self._apply_live(task, frame)
                 elif op == "call":
                     self._answer(host, task, frame)
-                elif op == "done":
-                    self._apply_live(task, frame)
+                elif op == "done":  # written with the outcome: no separate progress write
+                    self._apply_live(task, frame, mark_dirty=False)
                     self.release(host)
                     return self._finished(task, frame)
             now = time.monotonic()
@@ -315,12 +315,14 @@ class HostPool:
                     killed = _Kill("memory", f"{used:.0f} MB")
                     host.proc.kill()
 
-    def _apply_live(self, task: RunningTask, frame: dict[str, Any]) -> None:
+    def _apply_live(self, task: RunningTask, frame: dict[str, Any], *,
+                    mark_dirty: bool = True) -> None:
         task.encoded_live_state = (frame.get("status"), frame.get("messages"))
         if frame.get("checkpoint") is not None:
             task._checkpoint = frame["checkpoint"]
             task._checkpoint_version = int(frame.get("version") or 0)
-        self.sink.mark_dirty(task)
+        if mark_dirty:
+            self.sink.mark_dirty(task)
 
     def _answer(self, host: HostProcess, task: RunningTask, frame: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"op": "reply", "id": frame.get("id")}
