@@ -59,7 +59,8 @@ class Roadie:
         self.settings = settings or Settings.from_env(**setting_overrides)
         self.url = url or self.settings.default_url()
         self.registry = TypeRegistry(max_size=self.settings.max_context_size)
-        self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points)
+        self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points,
+                               envs_dir=self.settings.envs_path() if entry_points else None)
         self._auto_upgrade = auto_upgrade
         self._store: Store | None = None
         self._store_lock = threading.Lock()
@@ -492,19 +493,22 @@ class Roadie:
 
     def worker(self, *, concurrency: int = 2, until_idle: bool = False,
                tags: Iterable[str] = (), name: str | None = None,
-               handle_signals: bool | None = None) -> Worker:
-        """A worker for this app (call ``.run()``; ``.stop()`` from another thread)."""
+               handle_signals: bool | None = None, out_of_process: bool = False) -> Worker:
+        """A worker for this app (call ``.run()``; ``.stop()`` from another thread).
+        ``out_of_process``: every executor runs in a host process."""
         from roadie.worker import Worker
 
         return Worker(self, concurrency=concurrency, until_idle=until_idle, tags=tags,
-                      name=name, handle_signals=handle_signals)
+                      name=name, handle_signals=handle_signals, out_of_process=out_of_process)
 
     def run_worker(self, concurrency: int = 2, *, until_idle: bool = False,
-                   tags: Iterable[str] = (), name: str | None = None) -> WorkerStats:
+                   tags: Iterable[str] = (), name: str | None = None,
+                   out_of_process: bool = False) -> WorkerStats:
         """Run a worker in this thread: until stopped (SIGINT/SIGTERM), or with
-        ``until_idle`` until no task it can run is waiting (or due within a minute)."""
+        ``until_idle`` until no task it can run is waiting (or due within a minute).
+        ``out_of_process``: every executor runs in a host process."""
         return self.worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
-                           name=name).run()
+                           name=name, out_of_process=out_of_process).run()
 
     def has_pending_work(self, can: Claimable) -> bool:
         """Whether a task that ``can`` runs is waiting and due within the pending horizon."""

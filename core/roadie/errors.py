@@ -78,3 +78,7 @@ class Cancelled(Exception):
         super().__init__(message)
         self.message = message
         self.timed_out = timed_out
+
+
+class EnvError(RoadieError):
+    """An environment (``roadie env``) cannot be created, changed or found."""

@@ -72,6 +72,8 @@ class RunningTask:
         self._checkpoint: bytes | None = None
         self._checkpoint_version = 0
         self.children = Children(self, width=child_width)
+        # set while a host runs the task: (status, messages) as the host encoded them
+        self.encoded_live_state: tuple[bytes | None, bytes | None] | None = None
 
     # -- identity ------------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ class Worker:
         tags: Iterable[str] = (),
         until_idle: bool = False,
         handle_signals: bool | None = None,
+        out_of_process: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -103,6 +104,9 @@ class Worker:
         self._written_checkpoints: dict[int, int] = {}
         self._threads: list[threading.Thread] = []
         self._claimable: Claimable | None = None
+        from roadie.hosts import HostPool
+
+        self.hosts = HostPool(app, self, all_executors=out_of_process)
 
     # -- what this node can run ----------------------------------------------------------
 
@@ -306,7 +310,10 @@ class Worker:
 
     def _run_one(self, task: RunningTask) -> _Done:
         task.started = time.monotonic()  # timeouts count from here, not from the claim
-        outcome, result, error = run_attempt(self.app, task)
+        if self.hosts.wants(task):  # an env executor, out_of_process, or --out-of-process
+            outcome, result, error = self.hosts.run_attempt(task)
+        else:
+            outcome, result, error = run_attempt(self.app, task)
         task.ended = True
         version, checkpoint = task.pending_checkpoint()
         with self._dirty_lock:
@@ -362,6 +369,8 @@ class Worker:
     def _encode_live_state(self, task: RunningTask) -> tuple[bytes | None, bytes | None]:
         """The task's status attributes and recent messages, encoded; an oversized message log
         is cut to its newest messages rather than failing the task."""
+        if task.encoded_live_state is not None:  # run in a host, which encoded it
+            return task.encoded_live_state
         registry = self.app.registry
         try:
             status_bytes: bytes | None = registry.encode(task.status.snapshot(),
@@ -434,6 +443,7 @@ class Worker:
                         self._apply_cancel_requests(self.store.cancel_requests(self.id))
                 if now >= next_heartbeat:
                     next_heartbeat = now + settings.heartbeat_interval
+                    self._refresh_envs()
                     with self._running_lock:
                         running = [i for i, t in self.running.items() if not t.ended]
                     lost = self.store.heartbeat(self.id, running)
@@ -447,8 +457,17 @@ class Worker:
             except Exception:  # keep heartbeating whatever happens
                 log.exception("worker maintenance failed")
 
+    def _refresh_envs(self) -> None:
+        """An environment changed: advertise its executors anew; retire its warm hosts."""
+        if self.app.plugins.refresh_envs():
+            log.info("an environment changed: refreshing this node's executors")
+            self.hosts.retire_idle()
+            self._claimable = self._build_claimable()
+            self.store.register_node(self.node_record())
+
     def _shutdown(self) -> None:
         if self._stop_now.is_set():
+            self.hosts.close()
             self._settle_leftovers()  # tasks that ended keep their real outcome
             self._abandon_running()
         for _ in self._threads:
@@ -458,6 +477,7 @@ class Worker:
                 thread.join()
             self._maintenance.join(timeout=10)
             self._settle_leftovers()  # attempts that ended after the claim loop stopped
+        self.hosts.close()
         try:
             self.store.stop_node(self.id)
         except RoadieError as exc:
