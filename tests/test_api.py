@@ -152,9 +152,10 @@ def test_outdated_schema_says_what_to_run(db_url: str, tmp_path: object) -> None
     if db_url.startswith("postgresql"):
         engine = sa.create_engine(db_url)
         with engine.begin() as conn:
-            for table in ("roadie_attachments", "roadie_attempts", "roadie_nodes",
-                          "roadie_locks", "roadie_tasks", "roadie_alembic_version"):
-                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}"))
+            from tests.conftest import ROADIE_TABLES
+
+            for table in (*ROADIE_TABLES, "roadie_alembic_version"):
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {table} CASCADE"))
         engine.dispose()
         with pytest.raises(roadie.SchemaOutdatedError, match="run `roadie db upgrade`"):
             roadie.Roadie(db_url).list_tasks()

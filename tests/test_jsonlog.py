@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import roadie
+
 from tests.processes import worker_env
 
 

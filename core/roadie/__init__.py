@@ -19,6 +19,8 @@ from roadie.errors import (
     InvalidTransition,
     PluginError,
     RoadieError,
+    ScheduleError,
+    ScheduleNotFound,
     SchemaOutdatedError,
     TaskNotFound,
     TypeRegistrationError,
@@ -31,6 +33,7 @@ from roadie.lightweight import ChildState, LightweightTask
 from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskDraft, TaskRecord
 from roadie.result import Result
 from roadie.running import RunningTask, current_task
+from roadie.schedules import Cron, Every, ScheduleInfo
 from roadie.status import Status
 from roadie.taskstatus import TaskStatus
 from roadie.worker import Worker, WorkerStats
@@ -49,8 +52,10 @@ __all__ = [
     "ContextEncodeError",
     "ContextError",
     "CrashPolicy",
+    "Cron",
     "DatabaseError",
     "Delay",
+    "Every",
     "Executor",
     "InvalidTransition",
     "Isolation",
@@ -63,6 +68,9 @@ __all__ = [
     "Roadie",
     "RoadieError",
     "RunningTask",
+    "ScheduleError",
+    "ScheduleInfo",
+    "ScheduleNotFound",
     "SchemaOutdatedError",
     "Settings",
     "Status",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
 from roadie.codec import TypeRegistry
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from roadie.attachments import AttachmentStore
     from roadie.result import Result
+    from roadie.schedules import ScheduleInfo
     from roadie.worker import Worker, WorkerStats
 
 log = logging.getLogger("roadie")
@@ -58,11 +59,13 @@ class Roadie:
         self.settings = settings or Settings.from_env(**setting_overrides)
         self.url = url or self.settings.default_url()
         self.registry = TypeRegistry(max_size=self.settings.max_context_size)
-        self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points)
+        self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points,
+                               envs_dir=self.settings.envs_path() if entry_points else None)
         self._auto_upgrade = auto_upgrade
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._attachment_store: AttachmentStore | None = None
+        self.clock: Callable[[], dt.datetime] = utcnow  # the time of schedules (tests set it)
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -307,17 +310,19 @@ class Roadie:
         owner: str | None = None,
         group: str | None = None,
         name: str | None = None,
+        schedule: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
     ) -> list[TaskRecord]:
-        """Tasks matching the filters, newest first."""
+        """Tasks matching the filters, newest first (``schedule``: the tasks a schedule
+        made)."""
         statuses = None
         if status is not None:
             items = [status] if isinstance(status, (str, int, Status)) else list(status)
             statuses = [Status.parse(s) for s in items]
         return self.store.list_tasks(
             status=statuses, executor=executor, owner=owner, group=group, name=name,
-            limit=limit, offset=offset, decoder=self.decode_for_task,
+            schedule=schedule, limit=limit, offset=offset, decoder=self.decode_for_task,
         )
 
     def attempts(self, task_id: int) -> list[AttemptRecord]:
@@ -407,27 +412,108 @@ class Roadie:
 
         return open_attachment(self, task_id, name)
 
+    # -- schedules -----------------------------------------------------------------------
+
+    def add_schedule(
+        self,
+        name: str,
+        executor: str,
+        context: Mapping[str, Any] | None = None,
+        *,
+        cron: str | None = None,
+        every: float | dt.timedelta | None = None,
+        timezone: str = "UTC",
+        catch_up: str = "latest",
+        jitter: float = 0.0,
+        overlap: bool = True,
+        replace: bool = False,
+        **task_options: Any,
+    ) -> ScheduleInfo:
+        """Add a schedule that makes an ``executor`` task at every slot: ``cron="0 3 * * *"``
+        (in ``timezone``) or ``every`` seconds (a number or a timedelta).
+
+        ``catch_up`` (``"skip"``, ``"latest"``, ``"all"``) decides what happens to the slots
+        missed while no worker ran; ``jitter`` delays each task by up to that many seconds;
+        ``overlap=False`` skips a slot while the previous task has not ended. ``task_options``
+        are ``add_task``'s ``name, owner, group, priority, tags, timeout``. Running workers
+        fire each slot exactly once between them. See docs/schedules.md.
+        """
+        from roadie import schedules
+
+        return schedules.add_schedule(
+            self, name, executor, context, cron=cron, every=every, timezone=timezone,
+            catch_up=catch_up, jitter=jitter, overlap=overlap, replace=replace,
+            task_options=task_options)
+
+    def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by name, with its next slot and, if it cannot fire, why."""
+        from roadie import schedules
+
+        return schedules.list_schedules(self)
+
+    def get_schedule(self, name: str) -> ScheduleInfo:
+        """One schedule (raises ``roadie.ScheduleNotFound``)."""
+        from roadie import schedules
+
+        return schedules.get_schedule(self, name)
+
+    def remove_schedule(self, name: str) -> None:
+        """Delete a schedule; the tasks it made stay."""
+        from roadie import schedules
+
+        schedules.remove_schedule(self, name)
+
+    def pause_schedule(self, name: str) -> ScheduleInfo:
+        """Stop a schedule firing; the slots until it is resumed are not caught up."""
+        from roadie import schedules
+
+        return schedules.pause_schedule(self, name)
+
+    def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Let a paused schedule fire again, from its first slot after now."""
+        from roadie import schedules
+
+        return schedules.resume_schedule(self, name)
+
+    def run_schedule_now(self, name: str) -> TaskRecord:
+        """Make one task of a schedule now, outside its slots."""
+        from roadie import schedules
+
+        return schedules.run_now(self, name)
+
+    def fire_schedules(self, now: dt.datetime | None = None) -> list[TaskRecord]:
+        """Fire the due schedules whose executors are installed here, as of ``now`` (default
+        ``self.clock()``), and return the tasks made. Workers do this at every slot; call it
+        yourself to fire without a worker, or with a controlled clock in tests."""
+        from roadie import schedules
+
+        return schedules.fire_due(self, now=now)
+
     # -- running -------------------------------------------------------------------------
 
     def worker(self, *, concurrency: int = 2, until_idle: bool = False,
                tags: Iterable[str] = (), name: str | None = None,
-               handle_signals: bool | None = None,
+               handle_signals: bool | None = None, out_of_process: bool = False,
                async_concurrency: int | None = None) -> Worker:
         """A worker for this app (call ``.run()``; ``.stop()`` from another thread).
-        ``async_concurrency``: slots for async executors (default the setting, 100)."""
+        ``out_of_process``: every executor runs in a host process. ``async_concurrency``:
+        slots for async executors (default the setting, 100)."""
         from roadie.worker import Worker
 
         return Worker(self, concurrency=concurrency, until_idle=until_idle, tags=tags,
-                      name=name, handle_signals=handle_signals,
+                      name=name, handle_signals=handle_signals, out_of_process=out_of_process,
                       async_concurrency=async_concurrency)
 
     def run_worker(self, concurrency: int = 2, *, until_idle: bool = False,
                    tags: Iterable[str] = (), name: str | None = None,
+                   out_of_process: bool = False,
                    async_concurrency: int | None = None) -> WorkerStats:
         """Run a worker in this thread: until stopped (SIGINT/SIGTERM), or with
-        ``until_idle`` until no task it can run is waiting (or due within a minute)."""
+        ``until_idle`` until no task it can run is waiting (or due within a minute).
+        ``out_of_process``: every executor runs in a host process."""
         return self.worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
-                           name=name, async_concurrency=async_concurrency).run()
+                           name=name, out_of_process=out_of_process,
+                           async_concurrency=async_concurrency).run()
 
     def has_pending_work(self, can: Claimable) -> bool:
         """Whether a task that ``can`` runs is waiting and due within the pending horizon."""

@@ -136,14 +136,15 @@ def submit(app: Roadie, executor: str, context_json: str, name: str, owner: str 
 @click.option("--executor", default=None)
 @click.option("--owner", default=None)
 @click.option("--group", default=None)
+@click.option("--schedule", default=None, help="Only the tasks this schedule made.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--offset", type=int, default=0)
 @with_app
 def list_(app: Roadie, statuses: tuple[str, ...], executor: str | None, owner: str | None,
-          group: str | None, limit: int, offset: int) -> None:
+          group: str | None, schedule: str | None, limit: int, offset: int) -> None:
     """List tasks, newest first."""
     tasks = app.list_tasks(status=list(statuses) or None, executor=executor, owner=owner,
-                           group=group, limit=limit, offset=offset)
+                           group=group, schedule=schedule, limit=limit, offset=offset)
     table = Table("id", "name", "executor", "status", "progress", "message", "created")
     for task in tasks:
         message = task.status_message
@@ -178,6 +179,7 @@ def show(app: Roadie, task_id: int) -> None:
         ("tags", ", ".join(sorted(task.tags))), ("isolation key", task.isolation_key),
         ("node", task.node), ("created", task.created_at), ("started", task.started_at),
         ("finished", task.finished_at), ("run after", task.run_after),
+        ("schedule", f"{task.schedule} (slot {task.scheduled_for})" if task.schedule else None),
     ]
     reason = app.waiting_reason(task)
     if reason:
@@ -312,6 +314,8 @@ def attachment_get(app: Roadie, task_id: int, name: str, output: Path | None) ->
 @click.option("--until-idle", is_flag=True, help="Stop once no task is waiting.")
 @click.option("--tag", "tags", multiple=True, help="A tag of this node (repeatable).")
 @click.option("--name", default=None, help="The node name (default host:pid).")
+@click.option("--out-of-process", is_flag=True, envvar="ROADIE_OUT_OF_PROCESS",
+              help="Run every executor in a host process (not only out_of_process ones).")
 @click.option("--async-concurrency", type=int, default=None,
               help="Slots for async executors, on the event-loop thread (default 100).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
@@ -319,8 +323,8 @@ def attachment_get(app: Roadie, task_id: int, name: str, output: Path | None) ->
               help="json: one JSON object per line (task id, executor, attempt, status, node).")
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: bool,
-           tags: tuple[str, ...], name: str | None, async_concurrency: int | None,
-           log_format: str) -> None:
+           tags: tuple[str, ...], name: str | None, out_of_process: bool = False,
+           async_concurrency: int | None = None, log_format: str = "text") -> None:
     """Claim and run tasks until stopped (Ctrl-C: finish running tasks; twice: at once)."""
     import logging
     import socket
@@ -339,12 +343,15 @@ def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: boo
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if processes > 1:
+        if out_of_process:
+            os.environ["ROADIE_OUT_OF_PROCESS"] = "1"  # the children read it
         if async_concurrency is not None:
             os.environ["ROADIE_ASYNC_CONCURRENCY"] = str(async_concurrency)  # to the children
         run_processes(ctx.obj.get("url"), processes, concurrency, until_idle, tags, name)
         return
     stats = app_of(ctx).run_worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
-                                   name=name, async_concurrency=async_concurrency)
+                                   name=name, out_of_process=out_of_process,
+                                   async_concurrency=async_concurrency)
     click.echo(f"worker stopped: {stats.finished} task(s) run " +
                " ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items())))
 
@@ -521,13 +528,19 @@ def plugins(ctx: click.Context) -> None:
     for qualified in manager.executor_names():  # import executors to find broken ones
         with contextlib.suppress(RoadieError):
             manager.load_executor(qualified)
-    table = Table("plugin", "version", "executors", "hooks", "problem")
+    table = Table("plugin", "version", "env", "executors", "hooks", "problem")
     for info in sorted(manager.infos.values(), key=lambda i: i.name):
         problem = "blocked" if info.blocked else (info.error or "")
-        table.add_row(info.name, info.version, "\n".join(sorted(info.executors)),
+        if info.also_in:  # the rule: the worker's own environment first, then envs by name
+            problem = (problem + "\n" if problem else "") + (
+                f"also in env {', '.join(info.also_in)} (not used: this one runs)")
+        table.add_row(info.name, info.version, info.env or "(worker)",
+                      "\n".join(sorted(info.executors)),
                       "\n".join(info.hooks), f"[red]{problem}[/red]" if problem else "")
+    for env, error in sorted(manager.env_errors.items()):
+        table.add_row("?", "", env, "", "", f"[red]{error}[/red]")
     for info in manager.builtin_infos():
-        table.add_row(info.name, "built-in", "", "\n".join(info.hooks),
+        table.add_row(info.name, "built-in", "", "", "\n".join(info.hooks),
                       "blocked" if info.blocked else "")
     console().print(table)
 
@@ -571,6 +584,94 @@ def upgrade(ctx: click.Context) -> None:
     finally:
         store.dispose()
     click.echo(f"database {store.safe_url} is at schema revision {current}")
+
+
+@cli.group()
+def env() -> None:
+    """Python environments for plugins (their executors run in host processes)."""
+
+
+def _envs_dir(ctx: click.Context) -> Any:
+    from roadie.config import Settings
+
+    return Settings.from_env().envs_path()
+
+
+def _env_errors(function: F) -> F:
+    """Show an EnvError as one line and exit 1."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from roadie.errors import EnvError
+
+        try:
+            return function(*args, **kwargs)
+        except EnvError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@env.command("create")
+@click.argument("name")
+@click.option("--python", "python", default=None, help="The interpreter (default: this one).")
+@click.pass_context
+@_env_errors
+def env_create(ctx: click.Context, name: str, python: str | None) -> None:
+    """Create environment NAME with roadie's runtime."""
+    from roadie.envs import create_env
+
+    info = create_env(_envs_dir(ctx), name, python=python)
+    click.echo(f"created environment {info.name} at {info.path} (Python {info.python_version})")
+
+
+@env.command("install")
+@click.argument("name")
+@click.argument("specs", nargs=-1, required=True)
+@click.pass_context
+@_env_errors
+def env_install(ctx: click.Context, name: str, specs: tuple[str, ...]) -> None:
+    """Install plugin distributions into NAME (names, requirements, wheels, paths)."""
+    from roadie.envs import install
+
+    info = install(_envs_dir(ctx), name, list(specs))
+    executors = sorted(f"{d}:{e}" for d, p in info.plugins.items() for e in p["executors"])
+    click.echo(f"installed into {name}; its executors: {', '.join(executors) or 'none'}")
+
+
+@env.command("list")
+@click.pass_context
+@_env_errors
+def env_list(ctx: click.Context) -> None:
+    """Each environment with its Python, plugins and executors."""
+    from roadie.envs import list_envs
+
+    table = Table("env", "python", "plugins", "executors", "problem")
+    for info in list_envs(_envs_dir(ctx)):
+        plugins = "\n".join(f"{d} {p['version']}" for d, p in sorted(info.plugins.items()))
+        executors = "\n".join(sorted(
+            f"{d}:{e}" + (" [red](broken)[/red]" if m.get("error") else "")
+            for d, p in info.plugins.items() for e, m in p["executors"].items()))
+        table.add_row(info.name, f"{info.python_version} {info.python}", plugins, executors,
+                      f"[red]{info.error}[/red]" if info.error else "")
+    console().print(table)
+
+
+@env.command("remove")
+@click.argument("name")
+@click.pass_context
+@_env_errors
+def env_remove(ctx: click.Context, name: str) -> None:
+    """Delete environment NAME."""
+    from roadie.envs import remove_env
+
+    remove_env(_envs_dir(ctx), name)
+    click.echo(f"removed environment {name}")
+
+
+from roadie.cli_schedules import schedules  # noqa: E402 - it builds on the helpers above
+
+cli.add_command(schedules)
 
 
 def main() -> None:

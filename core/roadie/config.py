@@ -39,6 +39,11 @@ class Settings:
     postgres_synchronous_commit: str = "on"
     prefetch: int = 0
     async_concurrency: int = 100
+    max_tasks_per_host: int = 1000
+    max_host_memory_mb: int = 0
+    cancel_grace: float = 5.0
+    host_start_timeout: float = 60.0
+    envs_dir: str = ""
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
@@ -60,6 +65,10 @@ class Settings:
     def default_url(self) -> str:
         """ROADIE_URL, or the embedded SQLite file in the data directory."""
         return os.environ.get("ROADIE_URL") or f"sqlite:///{self.data_dir / 'roadie.db'}"
+
+    def envs_path(self) -> Path:
+        """Where environments live: ROADIE_ENVS_DIR, or ``envs`` in the data directory."""
+        return Path(self.envs_dir) if self.envs_dir else self.data_dir / "envs"
 
     def poll_interval(self, postgres: bool) -> float:
         """How long a worker sleeps between claims when nothing wakes it."""

@@ -59,6 +59,15 @@ class AttachmentError(RoadieError):
     """An attachment name, size or lookup is wrong."""
 
 
+class ScheduleError(RoadieError, ValueError):
+    """A schedule's cron expression, time zone, interval or options are wrong, or the named
+    schedule does not exist (the message names the schedule, the expression and the field)."""
+
+
+class ScheduleNotFound(ScheduleError, LookupError):
+    """No schedule has that name."""
+
+
 class Cancelled(Exception):
     """Raised inside a running task at a safe point once a cancel was requested.
 
@@ -69,3 +78,7 @@ class Cancelled(Exception):
         super().__init__(message)
         self.message = message
         self.timed_out = timed_out
+
+
+class EnvError(RoadieError):
+    """An environment (``roadie env``) cannot be created, changed or found."""

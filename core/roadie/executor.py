@@ -90,6 +90,7 @@ class Executor:
     max_attempts: ClassVar[int] = 3
     retry: ClassVar[Retry | None] = None
     timeout: ClassVar[float | None] = None
+    out_of_process: ClassVar[bool] = False  # run in a host process (see docs/operations.md)
 
     def execute(self, task: RunningTask) -> Result:
         """Do the work of ``task`` and return a Result."""

@@ -69,6 +69,8 @@ tasks = sa.Table(
     sa.Column("started_at", UTCDateTime),
     sa.Column("finished_at", UTCDateTime),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("schedule", sa.String(255)),  # the schedule that made it (issue 17)
+    sa.Column("scheduled_for", UTCDateTime),  # its slot
     sa.Index("roadie_tasks_isolation_key", "isolation_key"),
     sa.Index("roadie_tasks_node", "node"),
     sa.Index("roadie_tasks_owner", "owner"),
@@ -133,3 +135,44 @@ attachments = sa.Table(
 WAITING = sa.text("roadie_tasks.status IN (0, 4)")
 sa.Index("roadie_tasks_claim", tasks.c.priority.desc(), tasks.c.id,
          postgresql_where=sa.text("status IN (0, 4)"), sqlite_where=sa.text("status IN (0, 4)"))
+
+# One task per schedule and slot: the database turns a second firing of a slot into a no-op.
+sa.Index("roadie_tasks_schedule_slot", tasks.c.schedule, tasks.c.scheduled_for, unique=True,
+         postgresql_where=sa.text("schedule IS NOT NULL"),
+         sqlite_where=sa.text("schedule IS NOT NULL"))
+
+schedules = sa.Table(
+    "roadie_schedules",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("executor", sa.String(255), nullable=False),
+    sa.Column("origin", sa.String(16), nullable=False),  # "api" or "executor"
+    sa.Column("cron", sa.String(255)),
+    sa.Column("every", sa.Float),  # seconds
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("catch_up", sa.String(16), nullable=False),
+    sa.Column("jitter", sa.Float, nullable=False),
+    sa.Column("overlap", sa.Boolean, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    # the template of the tasks it makes (encoded once, when the schedule is added)
+    sa.Column("task_name", sa.String(255), nullable=False),
+    sa.Column("owner", sa.String(255)),
+    sa.Column("task_group", sa.String(255)),
+    sa.Column("plugins", sa.JSON, nullable=False),
+    sa.Column("context", sa.LargeBinary, nullable=False),
+    sa.Column("captured", sa.LargeBinary),
+    sa.Column("isolation_key", sa.String(512)),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("tags", sa.String(512), nullable=False),
+    sa.Column("timeout", sa.Float),
+    # the firing state: the next slot due, and a version every change bumps (compare-and-set)
+    sa.Column("next_at", UTCDateTime),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("last_slot", UTCDateTime),
+    sa.Column("last_task_id", Id),
+    sa.Column("last_fired_by", sa.String(64)),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("roadie_schedules_next_at", "next_at"),
+)

@@ -23,6 +23,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ BUILTIN_PLUGINS = (
     "roadie.builtins.translator",
     "roadie.builtins.attachments",
     "roadie.builtins.events_log",
+    "roadie.builtins.schedules",
 )
 
 TASK_SCOPED_HOOKS = (
@@ -82,6 +84,8 @@ class PluginInfo:
     error: str | None = None
     builtin: bool = False
     blocked: bool = False
+    env: str | None = None  # the environment it lives in (None: this process's own)
+    also_in: list[str] = field(default_factory=list)  # other environments that have it
 
 
 def _env_names(variable: str) -> set[str] | None:
@@ -101,8 +105,12 @@ class Plugins:
         blocked: Iterable[str] = (),
         only: Iterable[str] | None = None,
         entry_points: bool = True,
+        envs_dir: Path | None = None,
     ) -> None:
         self.registry = registry
+        self.envs_dir = envs_dir
+        self.env_errors: dict[str, str] = {}
+        self._envs_state = ""
         self.pm = pluggy.PluginManager("roadie")
         self.pm.add_hookspecs(hookspecs)
         env_blocked = _env_names("ROADIE_BLOCK_PLUGINS") or set()
@@ -166,7 +174,63 @@ class Plugins:
                         self._executor_refs[f"{dist}:{ep.name}"] = (dist, ep)
                 else:
                     info.hook_modules.append(ep.value)
+        self._discover_envs(seen)
         self.infos.update(seen)
+
+    def _discover_envs(self, seen: dict[str, PluginInfo]) -> None:
+        """Add the executors of every environment (none is imported here). The rule for a
+        distribution found in several places: this process's own environment wins, then the
+        environments in name order; the others are listed in ``PluginInfo.also_in``."""
+        if self.envs_dir is None:
+            return
+        from roadie.envs.discovery import EnvEntryPoint, envs_state, probe_env
+        from roadie.envs.manage import env_names
+        from roadie.errors import EnvError
+
+        self._envs_state = envs_state(self.envs_dir)
+        self.env_errors.clear()
+        for env in env_names(self.envs_dir):
+            try:
+                found = probe_env(Path(self.envs_dir) / env)
+            except EnvError as exc:
+                self.env_errors[env] = str(exc)
+                continue
+            for name, data in sorted(found["plugins"].items()):
+                dist = canonical_name(name)
+                if dist in seen:
+                    seen[dist].also_in.append(env)
+                    continue
+                info = seen[dist] = PluginInfo(dist, data.get("version") or "0", env=env)
+                info.blocked = not self._allowed(dist)
+                for entry, meta in data.get("executors", {}).items():
+                    info.executors[entry] = meta.get("target", "")
+                    if not info.blocked:
+                        qualified = f"{dist}:{entry}"
+                        self._executor_refs[qualified] = (dist, EnvEntryPoint(env, qualified,
+                                                                               meta))
+                info.hooks = [f"{m} (in its environment)" for m in data.get("hook_modules", [])]
+
+    def refresh_envs(self) -> bool:
+        """Look at the environments again if any changed; returns whether one did."""
+        if self.envs_dir is None or not self._loaded:
+            return False
+        from roadie.envs.discovery import EnvEntryPoint, envs_state
+
+        if envs_state(self.envs_dir) == self._envs_state:
+            return False
+        with self._lock:
+            for qualified, (_, ep) in list(self._executor_refs.items()):
+                if isinstance(ep, EnvEntryPoint):
+                    del self._executor_refs[qualified]
+                    self._executors.pop(qualified, None)
+                    self._executor_errors.pop(qualified, None)
+            for name, info in list(self.infos.items()):
+                if info.env is not None:
+                    del self.infos[name]
+                else:
+                    info.also_in.clear()
+            self._discover_envs(self.infos)
+        return True
 
     def _import_hook_modules(self, info: PluginInfo) -> None:
         for module_name in info.hook_modules:
@@ -240,8 +304,11 @@ class Plugins:
         return sorted(self._executor_refs)
 
     def has_executor(self, qualified: str) -> bool:
-        """Whether an executor of that canonical name is installed here (imports nothing)."""
+        """Whether an executor of that canonical name is installed here, or in an
+        environment (imports nothing)."""
         self.load()
+        if qualified not in self._executor_refs and self.refresh_envs():
+            return qualified in self._executor_refs
         return qualified in self._executor_refs
 
     def versions(self) -> dict[str, str]:

@@ -48,6 +48,8 @@ class TaskRecord:
     messages_bytes: bytes | None = field(default=None, repr=False)
     captured_bytes: bytes | None = field(default=None, repr=False)
     decoder: Decoder | None = field(default=None, repr=False, compare=False)
+    schedule: str | None = None  # the name of the schedule that made it
+    scheduled_for: dt.datetime | None = None  # the schedule's slot (UTC)
 
     def _decode(self, data: bytes | None, what: str, default: Any = None) -> Any:
         if data is None:

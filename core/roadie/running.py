@@ -73,6 +73,8 @@ class RunningTask:
         self._checkpoint_version = 0
         self.children = Children(self, width=child_width)
         self.on_cancel: Callable[[], None] | None = None  # set by the async runner
+        # set while a host runs the task: (status, messages) as the host encoded them
+        self.encoded_live_state: tuple[bytes | None, bytes | None] | None = None
 
     # -- identity ------------------------------------------------------------------------
 

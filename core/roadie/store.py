@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
@@ -28,10 +28,14 @@ from roadie.notifications import Hub, PgListener, hub_for
 from roadie.records import AttachmentInfo, AttemptRecord, Decoder, NodeRecord, TaskRecord
 from roadie.status import FINAL_STATUSES, Status
 
+if TYPE_CHECKING:
+    from roadie.schedulestore import ScheduleStore
+
 T = models.tasks
 CHANNEL_ADDED = "roadie_task_added"
 CHANNEL_CHANGED = "roadie_task_changed"
 CHANNEL_CANCEL = "roadie_task_cancel"
+CHANNEL_SCHEDULES = "roadie_schedules_changed"
 MAX_TAGS_PER_NODE = 10
 ANALYZE_AFTER = 1000
 BULK_INSERT_FROM = 20
@@ -141,7 +145,8 @@ class Store:
                         hide_password=False
                     )
                     self._listener = PgListener(
-                        conninfo, [CHANNEL_ADDED, CHANNEL_CHANGED, CHANNEL_CANCEL], self.hub
+                        conninfo, [CHANNEL_ADDED, CHANNEL_CHANGED, CHANNEL_CANCEL,
+                                   CHANNEL_SCHEDULES], self.hub
                     )
                     self._listener.start()
         return self.hub
@@ -150,6 +155,13 @@ class Store:
     def safe_url(self) -> str:
         """The URL without its password."""
         return self.engine.url.render_as_string(hide_password=True)
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleStore:
+        """The queries of schedules (``roadie.schedulestore``)."""
+        from roadie.schedulestore import ScheduleStore
+
+        return ScheduleStore(self)
 
     def dispose(self) -> None:
         """Stop listening and close every pooled connection."""
@@ -385,6 +397,7 @@ class Store:
         group: str | None = None,
         name: str | None = None,
         ids: Iterable[int] | None = None,
+        schedule: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
         decoder: Decoder | None = None,
@@ -399,7 +412,7 @@ class Store:
             query = query.where(T.c.id.in_(list(ids)))
         for column, value in (
             (T.c.executor, executor), (T.c.owner, owner), (T.c.task_group, group),
-            (T.c.name, name),
+            (T.c.name, name), (T.c.schedule, schedule),
         ):
             if value is not None:
                 query = query.where(column == value)
@@ -1101,6 +1114,7 @@ def _task_record(row: Any, decoder: Decoder | None) -> TaskRecord:
         updated_at=m["updated_at"], context_bytes=m["context"], result_bytes=m["result"],
         checkpoint_bytes=m["checkpoint"], status_bytes=m["task_status"],
         messages_bytes=m["messages"], captured_bytes=m["captured"], decoder=decoder,
+        schedule=m.get("schedule"), scheduled_for=m.get("scheduled_for"),
     )
 
 

@@ -75,6 +75,7 @@ class Worker:
         until_idle: bool = False,
         handle_signals: bool | None = None,
         async_concurrency: int | None = None,
+        out_of_process: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -116,6 +117,9 @@ class Worker:
         self._claim_sync: Claimable | None = None
         self._claim_async: Claimable | None = None
         self._runner: AsyncRunner | None = None
+        from roadie.hosts import HostPool
+
+        self.hosts = HostPool(app, self, all_executors=out_of_process)
 
     # -- what this node can run ----------------------------------------------------------
 
@@ -325,7 +329,8 @@ class Worker:
         running = RunningTask(self.app, record, sink=self,
                               max_messages=self.settings.max_status_messages,
                               child_width=self.settings.child_width)
-        is_async = record.executor in self._async_names and self._runner is not None
+        is_async = (record.executor in self._async_names and self._runner is not None
+                    and not self.hosts.wants(running))  # a host runs its own loop
         with self._running_lock:
             self.running[record.id] = running
             if is_async:
@@ -355,7 +360,10 @@ class Worker:
 
     def _run_one(self, task: RunningTask) -> _Done:
         task.started = time.monotonic()  # timeouts count from here, not from the claim
-        outcome, result, error = run_attempt(self.app, task)
+        if self.hosts.wants(task):  # an env executor, out_of_process, or --out-of-process
+            outcome, result, error = self.hosts.run_attempt(task)
+        else:
+            outcome, result, error = run_attempt(self.app, task)
         task.ended = True
         version, checkpoint = task.pending_checkpoint()
         with self._dirty_lock:
@@ -411,6 +419,8 @@ class Worker:
     def _encode_live_state(self, task: RunningTask) -> tuple[bytes | None, bytes | None]:
         """The task's status attributes and recent messages, encoded; an oversized message log
         is cut to its newest messages rather than failing the task."""
+        if task.encoded_live_state is not None:  # run in a host, which encoded it
+            return task.encoded_live_state
         registry = self.app.registry
         try:
             status_bytes: bytes | None = registry.encode(task.status.snapshot(),
@@ -483,6 +493,7 @@ class Worker:
                         self._apply_cancel_requests(self.store.cancel_requests(self.id))
                 if now >= next_heartbeat:
                     next_heartbeat = now + settings.heartbeat_interval
+                    self._refresh_envs()
                     with self._running_lock:
                         running = [i for i, t in self.running.items() if not t.ended]
                     lost = self.store.heartbeat(self.id, running)
@@ -496,8 +507,17 @@ class Worker:
             except Exception:  # keep heartbeating whatever happens
                 log.exception("worker maintenance failed")
 
+    def _refresh_envs(self) -> None:
+        """An environment changed: advertise its executors anew; retire its warm hosts."""
+        if self.app.plugins.refresh_envs():
+            log.info("an environment changed: refreshing this node's executors")
+            self.hosts.retire_idle()
+            self._claimable = self._build_claimable()
+            self.store.register_node(self.node_record())
+
     def _shutdown(self) -> None:
         if self._stop_now.is_set():
+            self.hosts.close()
             self._settle_leftovers()  # tasks that ended keep their real outcome
             self._abandon_running()
         for _ in self._threads:
@@ -509,6 +529,7 @@ class Worker:
             self._settle_leftovers()  # attempts that ended after the claim loop stopped
         if self._runner is not None:
             self._runner.stop()
+        self.hosts.close()
         try:
             self.store.stop_node(self.id)
         except RoadieError as exc:

@@ -1,0 +1,273 @@
+"""The host process: runs executors for one worker, one task at a time, and dies with it.
+
+Started as ``python -m roadie.hosts.main FD`` by the worker's host pool with one end of a
+socket pair. It loads the plugins of its own Python environment, so a task's context, status,
+checkpoint and result are encoded and decoded here with the plugin's own types. An attempt runs
+through the same ``run_attempt`` as in a worker (task-scoped hooks included); only the global
+hooks stay in the worker. The host exits when its worker closes the socket or dies
+(``PR_SET_PDEATHSIG`` on Linux), and stops its task when it has heard nothing from the worker
+for longer than the lease.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+import io
+import itertools
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import IO, Any
+
+from roadie.app import Roadie
+from roadie.hosts.protocol import Channel, ChannelClosed, record_from_frame
+from roadie.records import AttachmentInfo
+from roadie.running import RunningTask
+from roadie.status import Status
+
+EXIT_LEASE_LOST = 75  # the task did not stop after the lease ran out
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return
+
+
+class HostRoadie(Roadie):
+    """The app as a host sees it: this environment's plugins and types; attachments go to the
+    worker, which stores them (a host never opens the database)."""
+
+    def __init__(self, channel: HostChannel) -> None:
+        super().__init__("sqlite://", entry_points=True)
+        self.plugins.envs_dir = None  # a host runs the plugins of its own environment only
+        self._channel = channel
+
+    def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,
+                       media_type: str | None = None) -> AttachmentInfo:
+        """Send the file to the worker, which keeps it with the task."""
+        if isinstance(data, str):
+            payload = data.encode()
+        elif isinstance(data, Path):
+            payload = data.read_bytes()
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            payload = bytes(data)
+        elif isinstance(data, io.IOBase) or hasattr(data, "read"):
+            payload = data.read()
+        else:
+            raise TypeError(f"cannot attach a {type(data).__name__}")
+        info = self._channel.call("attach", task_id=task_id, name=name, data=payload,
+                                  media_type=media_type)
+        return info_from_frame(info)
+
+
+def info_from_frame(frame: dict[str, Any]) -> AttachmentInfo:
+    """An AttachmentInfo sent as a frame."""
+    import datetime as dt
+
+    return AttachmentInfo(task_id=frame["task_id"], name=frame["name"], size=frame["size"],
+                          checksum=frame["checksum"], media_type=frame["media_type"],
+                          created_at=dt.datetime.fromisoformat(frame["created_at"]))
+
+
+class HostChannel(Channel):
+    """The host's end: calls to the worker wait for their reply."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self._calls: dict[int, Future[Any]] = {}
+        self._ids = itertools.count(1)
+
+    def call(self, call: str, **arguments: Any) -> Any:
+        """Ask the worker to do ``call`` and wait for its answer."""
+        call_id = next(self._ids)
+        future: Future[Any] = Future()
+        self._calls[call_id] = future
+        self.send({"op": "call", "id": call_id, "name": call, "args": arguments})
+        return future.result()
+
+    def resolve(self, frame: dict[str, Any]) -> None:
+        """Deliver a ``reply`` frame to its waiting call."""
+        future = self._calls.pop(frame["id"], None)
+        if future is None:
+            return
+        if frame.get("ok"):
+            future.set_result(frame.get("value"))
+        else:
+            from roadie.errors import RoadieError
+
+            future.set_exception(RoadieError(frame.get("error") or "the worker refused"))
+
+
+class _Sink:
+    """Marks the running task's live state for the next ``live`` frame."""
+
+    def __init__(self) -> None:
+        self.dirty = threading.Event()
+
+    def mark_dirty(self, task: RunningTask) -> None:
+        self.dirty.set()
+
+
+class Host:
+    """Serve one worker over ``channel`` until it goes away."""
+
+    def __init__(self, channel: HostChannel) -> None:
+        self.channel = channel
+        self.app = HostRoadie(channel)
+        self.app.plugins.load()
+        self.task: RunningTask | None = None
+        self.sink = _Sink()
+        self._runs: queue.SimpleQueue[RunningTask] = queue.SimpleQueue()
+        threading.Thread(target=self._runner, name="roadie-host-task", daemon=True).start()
+        self.lease = self.app.settings.heartbeat_grace
+        self.grace = self.app.settings.cancel_grace
+        self.last_word = time.monotonic()
+
+    def serve(self) -> None:
+        """The host's main loop: frames in, live state out, the lease watched."""
+        self.channel.send({"op": "ready", "pid": os.getpid(), "python": sys.executable})
+        tick = self.app.settings.status_interval
+        lease_stop: float | None = None
+        while True:
+            try:
+                frame = self.channel.recv(tick)
+            except ChannelClosed:
+                os._exit(0)  # the worker is gone: nothing here may outlive it
+            now = time.monotonic()
+            if frame is not None:
+                self.last_word = now
+                op = frame.get("op")
+                if op == "run":
+                    self._start(frame)
+                elif op == "cancel" and self.task is not None:
+                    self.task.request_cancel(frame["message"], timed_out=frame["timed_out"])
+                elif op == "reply":
+                    self.channel.resolve(frame)
+                elif op == "exit":
+                    os._exit(0)
+            if self.task is not None and self.sink.dirty.is_set():
+                self._send_live()
+            if self.task is not None and now - self.last_word > self.lease:
+                if lease_stop is None:
+                    lease_stop = now + self.grace
+                    self.task.request_cancel(
+                        f"its host heard nothing from its worker for {self.lease:g} s")
+                elif now > lease_stop:
+                    os._exit(EXIT_LEASE_LOST)
+            elif self.task is None:
+                lease_stop = None
+
+    def _start(self, frame: dict[str, Any]) -> None:
+        record = record_from_frame(frame["task"])
+        app = self.app
+        record = dataclasses.replace(record, decoder=app.decode_for_task)
+        target = frame.get("target")
+        if target and not app.plugins.has_executor(record.executor):
+            self._register_target(record.executor, target)
+        task = RunningTask(app, record, sink=self.sink,
+                           max_messages=app.settings.max_status_messages,
+                           child_width=app.settings.child_width)
+        task.started = time.monotonic()
+        self.task = task
+        self._runs.put(task)
+
+    def _runner(self) -> None:
+        """The thread that runs the host's tasks, one after the other (started once)."""
+        while True:
+            self._run(self._runs.get())
+
+    def _register_target(self, qualified: str, target: str) -> None:
+        import importlib
+
+        module_name, _, attribute = target.partition(":")
+        try:
+            loaded: Any = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                loaded = getattr(loaded, part)
+        except Exception:
+            return  # run_attempt reports the unknown executor with the usual message
+        self.app.plugins.register_executor(qualified, loaded)
+
+    def _live_frame(self, task: RunningTask) -> dict[str, Any]:
+        status_bytes: bytes | None
+        try:
+            status_bytes = self.app.registry.encode(task.status.snapshot(), what="task status")
+        except Exception:
+            status_bytes = None
+        messages = list(task.messages)
+        message_bytes: bytes | None = None
+        while True:
+            try:
+                message_bytes = self.app.registry.encode(messages, what="status messages")
+                break
+            except Exception:
+                if not messages:
+                    break
+                messages = messages[len(messages) // 2 + 1:]
+        version, checkpoint = task.pending_checkpoint()
+        return {"status": status_bytes, "messages": message_bytes, "version": version,
+                "checkpoint": checkpoint}
+
+    def _send_live(self) -> None:
+        task = self.task
+        if task is None:
+            return
+        self.sink.dirty.clear()
+        self.channel.send({"op": "live", **self._live_frame(task)})
+
+    def _run(self, task: RunningTask) -> None:
+        from roadie.lifecycle import run_attempt
+
+        try:
+            outcome, result, error = run_attempt(self.app, task)
+        except BaseException as exc:  # roadie's own bug: still answer
+            from roadie.store import Outcome
+
+            outcome = Outcome(task.id, Status.FAILED, f"roadie internal error in host: {exc!r}")
+            result, error = None, exc
+        task.ended = True
+        frame = {
+            "op": "done", **self._live_frame(task),
+            "outcome": {
+                "status": int(outcome.status), "message": outcome.message,
+                "result": outcome.result, "error": outcome.error,
+                "run_after": outcome.run_after.isoformat() if outcome.run_after else None,
+                "attempt_counts": outcome.attempt_counts,
+            },
+            "has_result": result is not None,
+            "error_type": type(error).__name__ if error is not None else None,
+        }
+        self.task = None
+        self.sink.dirty.clear()
+        try:
+            self.channel.send(frame)
+        except OSError:
+            os._exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the worker on the socket whose descriptor is the first argument."""
+    args = sys.argv[1:] if argv is None else argv
+    die_with_parent()
+    if os.getppid() == 1:  # the worker died before we could ask to die with it
+        os._exit(0)
+    sock = socket.socket(fileno=int(args[0]))
+    Host(HostChannel(sock)).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""The worker's side of host processes: a pool of warm hosts, and one attempt run in a host.
+
+A worker thread that hands a task to a host stays with it until the attempt ends: it relays
+the host's live state to the worker's writer, stores attachments the host sends, forwards
+cancel requests, pings the host (its lease), and enforces what only a process boundary can
+enforce: a hard timeout, a hard cancel after ``cancel_grace``, and ``max_host_memory_mb``.
+A host that dies costs only its task, which goes through the executor's crash policy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from roadie.errors import RoadieError
+from roadie.executor import CrashPolicy, Executor
+from roadie.hosts.protocol import Channel, ChannelClosed, record_to_frame
+from roadie.result import Result
+from roadie.status import FINAL_STATUSES, Status
+from roadie.store import Outcome, utcnow
+
+if TYPE_CHECKING:
+    from roadie.app import Roadie
+    from roadie.running import ProgressSink, RunningTask
+
+log = logging.getLogger("roadie.hosts")
+
+
+class HostError(RoadieError):
+    """A task's host failed it: it died, was killed, or could not start."""
+
+
+class HostTaskError(RoadieError):
+    """The error an executor raised in its host (its type name and trace are in the task)."""
+
+
+def env_of(executor_class: type[Executor]) -> str | None:
+    """The environment whose hosts run ``executor_class`` (None: the worker's own)."""
+    return getattr(executor_class, "roadie_env", None)
+
+
+def describe_exit(code: int | None) -> str:
+    """'killed by signal SIGABRT' or 'exit code 3'."""
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class _Kill:
+    """Why the worker killed a host, if it did."""
+
+    reason: str  # "timeout", "cancel", "memory"
+    detail: str = ""
+
+
+class HostProcess:
+    """One host process and its socket."""
+
+    def __init__(self, env: str | None, python: str, environ: dict[str, str],
+                 start_timeout: float) -> None:
+        self.env = env
+        self.tasks_run = 0
+        started = time.perf_counter()
+        parent, child = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-m", "roadie.hosts.main", str(child.fileno())],
+                pass_fds=(child.fileno(),), env=environ, stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        self.channel = Channel(parent)
+        try:
+            frame = self.channel.recv(start_timeout)
+        except ChannelClosed:
+            frame = None
+        if frame is None or frame.get("op") != "ready":
+            self.kill()
+            where = f"environment {env!r}" if env else "the worker's environment"
+            raise HostError(
+                f"a host process in {where} ({python}) did not start: "
+                f"{describe_exit(self.proc.poll())} (its error is in the worker's log)"
+            )
+        self.pid = self.proc.pid
+        self.start_ms = (time.perf_counter() - started) * 1000
+
+    def alive(self) -> bool:
+        """Whether the process still runs."""
+        return self.proc.poll() is None
+
+    def rss_mb(self) -> float:
+        """Resident memory in MB (0 when unknown)."""
+        try:
+            pages = int(Path(f"/proc/{self.pid}/statm").read_text().split()[1])
+        except (OSError, ValueError, IndexError):
+            return 0.0
+        return pages * os.sysconf("SC_PAGE_SIZE") / (1024 * 1024)
+
+    def kill(self) -> None:
+        """SIGKILL and reap."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.channel.close()
+
+    def close(self) -> None:
+        """Ask it to exit; kill it if it does not."""
+        if self.proc.poll() is None:
+            try:
+                self.channel.send({"op": "exit"})
+                self.proc.wait(2)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self.kill()
+
+
+class HostPool:
+    """The warm hosts of one worker, per environment; hands attempts to them."""
+
+    def __init__(self, app: Roadie, sink: ProgressSink, *, all_executors: bool = False) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.sink = sink
+        self.all_executors = all_executors
+        self._idle: list[HostProcess] = []
+        self._busy: set[HostProcess] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.started: list[float] = []  # cold start times in ms
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def wants(self, task: RunningTask) -> bool:
+        """Whether ``task`` runs in a host (an env executor, ``out_of_process``, or all)."""
+        try:
+            executor_class = self.app.plugins.load_executor(task.record.executor)
+        except RoadieError:
+            return False  # the in-process path reports the error
+        return (self.all_executors or bool(getattr(executor_class, "out_of_process", False))
+                or env_of(executor_class) is not None)
+
+    # -- processes -------------------------------------------------------------------------
+
+    def _environ(self, env: str | None) -> dict[str, str]:
+        environ = dict(os.environ)
+        if env is None:  # the worker's own environment: see exactly what the worker sees
+            environ["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        else:
+            environ.pop("PYTHONPATH", None)
+            environ.pop("PYTHONHOME", None)
+        for f in dataclasses.fields(self.settings):
+            environ[f"ROADIE_{f.name.upper()}"] = str(getattr(self.settings, f.name))
+        return environ
+
+    def _python(self, env: str | None) -> str:
+        if env is None:
+            return sys.executable
+        from roadie.envs.manage import python_of
+
+        return str(python_of(self.settings.envs_path(), env))
+
+    def acquire(self, env: str | None) -> HostProcess:
+        """A warm host of ``env``, or a new one."""
+        with self._lock:
+            if self._closed:
+                raise HostError("the worker is stopping")
+            for host in [h for h in self._idle if h.env == env]:
+                self._idle.remove(host)
+                if host.alive():
+                    self._busy.add(host)
+                    return host
+                host.kill()
+        host = HostProcess(env, self._python(env), self._environ(env),
+                           self.settings.host_start_timeout)
+        self.started.append(host.start_ms)
+        with self._lock:
+            self._busy.add(host)
+        return host
+
+    def release(self, host: HostProcess) -> None:
+        """Back to the warm hosts, unless it has run enough tasks or grown too big."""
+        host.tasks_run += 1
+        limit = self.settings.max_host_memory_mb
+        recycle = (host.tasks_run >= self.settings.max_tasks_per_host
+                   or (limit > 0 and host.rss_mb() > limit) or not host.alive())
+        with self._lock:
+            self._busy.discard(host)
+            if not recycle and not self._closed:
+                self._idle.append(host)
+                return
+        host.close()
+
+    def discard(self, host: HostProcess) -> None:
+        """Forget a dead (or killed) host."""
+        with self._lock:
+            self._busy.discard(host)
+        host.kill()
+
+    def retire_idle(self) -> None:
+        """Stop the warm hosts (their environment changed); busy ones finish first."""
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for host in idle:
+            host.close()
+
+    def close(self) -> None:
+        """Stop every host (busy ones are killed)."""
+        with self._lock:
+            self._closed = True
+            idle, busy = list(self._idle), list(self._busy)
+            self._idle.clear()
+            self._busy.clear()
+        for host in busy:
+            host.kill()
+        for host in idle:
+            host.close()
+
+    def host_pids(self) -> list[int]:
+        """The process ids of the hosts (for tests and benchmarks)."""
+        with self._lock:
+            return [h.pid for h in [*self._idle, *self._busy]]
+
+    # -- one attempt -----------------------------------------------------------------------
+
+    def run_attempt(
+        self, task: RunningTask
+    ) -> tuple[Outcome, Result | None, BaseException | None]:
+        """Run one attempt of ``task`` in a host and say how it ended."""
+        record = task.record
+        executor_class = self.app.plugins.load_executor(record.executor)
+        if task.cancelled:
+            stopped = task.cancellation()
+            status = Status.FAILED if stopped.timed_out else Status.CANCELLED
+            return Outcome(task.id, status, stopped.message), None, stopped
+        env = env_of(executor_class)
+        try:
+            host = self.acquire(env)
+        except (HostError, OSError) as exc:
+            message = f"cannot run executor {record.executor!r} in a host: {exc}"
+            return Outcome(task.id, Status.FAILED, message), None, exc
+        target = None if env else f"{executor_class.__module__}:{executor_class.__qualname__}"
+        try:
+            host.channel.send({"op": "run", "task": record_to_frame(record), "target": target})
+        except OSError:
+            return self._died(task, host, executor_class, None)
+        return self._follow(task, host, executor_class)
+
+    def _follow(self, task: RunningTask, host: HostProcess, executor_class: type[Executor]
+                ) -> tuple[Outcome, Result | None, BaseException | None]:
+        settings = self.settings
+        limit = task.record.timeout if task.record.timeout is not None else \
+            executor_class.timeout
+        memory_limit = settings.max_host_memory_mb
+        tick = max(0.01, min(0.1, settings.status_interval))
+        ping_every = max(0.05, min(1.0, settings.heartbeat_grace / 4))
+        next_memory = time.monotonic()
+        next_ping = next_memory + ping_every  # the run frame itself renews the lease
+        kill_at: float | None = None
+        killed: _Kill | None = None
+        while True:
+            try:
+                frame = host.channel.recv(tick)
+            except ChannelClosed:
+                return self._died(task, host, executor_class, killed)
+            if frame is not None:
+                op = frame.get("op")
+                if op == "live":
+                    self._apply_live(task, frame)
+                elif op == "call":
+                    self._answer(host, task, frame)
+                elif op == "done":  # written with the outcome: no separate progress write
+                    self._apply_live(task, frame, mark_dirty=False)
+                    self.release(host)
+                    return self._finished(task, frame)
+            now = time.monotonic()
+            if (limit is not None and not task.cancelled and task.started is not None
+                    and now - task.started >= limit):
+                task.request_cancel(f"timed out after {limit:g} s", timed_out=True)
+            try:
+                if task.cancelled and kill_at is None:
+                    stopped = task.cancellation()
+                    host.channel.send({"op": "cancel", "message": stopped.message,
+                                       "timed_out": stopped.timed_out})
+                    kill_at = now + settings.cancel_grace
+                if now >= next_ping:
+                    next_ping = now + ping_every
+                    host.channel.send({"op": "ping"})
+            except OSError:
+                continue  # the next recv sees the closed socket
+            if killed is None and kill_at is not None and now >= kill_at:
+                killed = _Kill("timeout" if task.cancellation().timed_out else "cancel")
+                host.proc.kill()
+            if killed is None and memory_limit > 0 and now >= next_memory:
+                next_memory = now + 0.2
+                used = host.rss_mb()
+                if used > memory_limit:
+                    killed = _Kill("memory", f"{used:.0f} MB")
+                    host.proc.kill()
+
+    def _apply_live(self, task: RunningTask, frame: dict[str, Any], *,
+                    mark_dirty: bool = True) -> None:
+        task.encoded_live_state = (frame.get("status"), frame.get("messages"))
+        if frame.get("checkpoint") is not None:
+            task._checkpoint = frame["checkpoint"]
+            task._checkpoint_version = int(frame.get("version") or 0)
+        if mark_dirty:
+            self.sink.mark_dirty(task)
+
+    def _answer(self, host: HostProcess, task: RunningTask, frame: dict[str, Any]) -> None:
+        reply: dict[str, Any] = {"op": "reply", "id": frame.get("id")}
+        try:
+            if frame.get("name") != "attach":
+                raise RoadieError(f"unknown call {frame.get('name')!r}")
+            args = frame["args"]
+            info = self.app.add_attachment(task.id, args["name"], args["data"],
+                                           media_type=args.get("media_type"))
+            value = dataclasses.asdict(info)
+            value["created_at"] = info.created_at.isoformat()
+            reply.update(ok=True, value=value)
+        except Exception as exc:
+            reply.update(ok=False, error=str(exc) or type(exc).__name__)
+        with contextlib.suppress(OSError):
+            host.channel.send(reply)
+
+    def _finished(self, task: RunningTask, frame: dict[str, Any]
+                  ) -> tuple[Outcome, Result | None, BaseException | None]:
+        data = frame["outcome"]
+        status = Status(data["status"])
+        run_after = dt.datetime.fromisoformat(data["run_after"]) if data.get("run_after") \
+            else None
+        outcome = Outcome(task.id, status, data.get("message") or "", result=data.get("result"),
+                          error=data.get("error"), run_after=run_after,
+                          attempt_counts=bool(data.get("attempt_counts", True)))
+        result = None
+        if frame.get("has_result") and status in FINAL_STATUSES:
+            value = None
+            if outcome.result is not None:
+                try:
+                    value = self.app.decode_for_task(task.record, outcome.result, "result")
+                except RoadieError:
+                    value = None  # the worker lacks the plugin's types: hooks see no value
+            result = Result(status, outcome.message, value)
+        error = None
+        if frame.get("error_type"):
+            error = HostTaskError(f"{frame['error_type']}: {outcome.message}")
+        return outcome, result, error
+
+    def _died(self, task: RunningTask, host: HostProcess, executor_class: type[Executor],
+              killed: _Kill | None) -> tuple[Outcome, Result | None, BaseException | None]:
+        try:
+            code = host.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            host.proc.kill()
+            code = host.proc.wait()
+        self.discard(host)
+        how = describe_exit(code)
+        record = task.record
+        grace = self.settings.cancel_grace
+        if killed is not None and killed.reason == "memory":
+            message = (f"its host process was killed: it used {killed.detail}, over "
+                       f"max_host_memory_mb={self.settings.max_host_memory_mb}")
+            return Outcome(task.id, Status.FAILED, message), None, HostError(message)
+        if task.cancelled:
+            stopped = task.cancellation()
+            if killed is not None:
+                what = "stop" if stopped.timed_out else "honour the cancel"
+                message = (f"{stopped.message} (it did not {what} within {grace:g} s, so its "
+                           f"host process was killed)")
+            else:
+                message = f"{stopped.message} (its host process died: {how})"
+            status = Status.FAILED if stopped.timed_out else Status.CANCELLED
+            return Outcome(task.id, status, message), None, HostError(message)
+        reason = f"its host process died ({how})"
+        policy, max_attempts = executor_class.crash_policy, executor_class.max_attempts
+        if policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
+            again = ("resuming from its checkpoint" if policy is CrashPolicy.RESUME
+                     else "retrying")
+            message = f"{reason} during attempt {record.attempts}; {again}"
+            if policy is CrashPolicy.RETRY:  # starts over: an empty checkpoint replaces it
+                task._checkpoint = self.app.registry.encode(None, what="checkpoint")
+                task._checkpoint_version += 1
+            return (Outcome(task.id, Status.NEW, message, run_after=utcnow()), None,
+                    HostError(message))
+        extra = "" if policy is CrashPolicy.FAIL else \
+            f" after {record.attempts} of {max_attempts} attempts"
+        message = f"{reason} while it ran{extra}"
+        log.warning("task %s: %s", task.id, message)
+        return Outcome(task.id, Status.FAILED, message), None, HostError(message)
