@@ -54,7 +54,7 @@ MAX_CATCH_UP = 100  # "all" fires at most this many missed slots (the newest)
 LATE_AFTER = 10.0  # seconds: a slot not fired by then was missed
 MIN_INTERVAL = 0.1  # seconds
 TASK_OPTIONS = ("name", "owner", "group", "priority", "tags", "timeout")
-_SCAN_LIMIT = 100_000  # slots walked in one firing before jumping ahead (long downtimes)
+_SCAN_LIMIT = 20_000  # slots walked in one firing before jumping ahead (long downtimes)
 
 _MACROS = {
     "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
