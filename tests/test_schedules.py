@@ -15,7 +15,7 @@ import pytest
 import roadie
 import sqlalchemy as sa
 from roadie import Status
-from roadie.schedules import MAX_CATCH_UP
+from roadie.schedules import LATE_AFTER, MAX_CATCH_UP, plan_firing
 from roadie.testing import BackgroundWorker, make_app, wait_for
 
 from tests.processes import kill, start_worker, stop
@@ -132,6 +132,19 @@ def test_bad_rules_are_clear_errors(make: Callable[[], object], words: list[str]
         make()
     for word in words:
         assert word in str(info.value)
+
+
+def test_a_long_downtime_catches_up_the_newest_slots_only() -> None:
+    start = at(2026, 5, 1)
+    now = start + dt.timedelta(days=2, seconds=0.5)  # 172,800 slots of every=1 missed
+    plan = plan_firing(roadie.Every(1), start, now, catch_up="all")
+    on_time = int(LATE_AFTER)  # the slots of the last LATE_AFTER seconds are not missed
+    assert plan.slots == [now.replace(microsecond=0) - dt.timedelta(seconds=i)
+                          for i in range(MAX_CATCH_UP + on_time - 1, -1, -1)]
+    assert plan.next_at == now.replace(microsecond=0) + dt.timedelta(seconds=1)
+    assert "more than" in plan.note and "catch_up='all' fired 100" in plan.note
+    skip = plan_firing(roadie.Every(1), start, now, catch_up="skip")
+    assert skip.slots == plan.slots[-on_time:]
 
 
 # -- through the API, with a controlled clock (SQLite and PostgreSQL) ----------------------
