@@ -26,7 +26,8 @@ def value(page: dict, name: str, **labels: str) -> float:
     return page.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_after_a_run(app: roadie.Roadie) -> None:
+def test_metrics_after_a_run(roadie_db_app: roadie.Roadie) -> None:
+    app = roadie_db_app
     before = samples(render().decode())
     app.add_tasks([{"executor": "roadie-examples:noop"} for _ in range(3)])
     app.add_task("roadie-examples:fail", {})
@@ -64,7 +65,8 @@ def free_port() -> int:
 
 
 def test_the_worker_serves_metrics_with_busy_slots_and_heartbeats(
-        app: roadie.Roadie, monkeypatch: pytest.MonkeyPatch) -> None:
+        roadie_db_app: roadie.Roadie, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = roadie_db_app
     port = free_port()
     monkeypatch.setenv("ROADIE_METRICS_PORT", str(port))
     task = app.add_task("roadie-examples:wait", {"seconds": 3600})
