@@ -226,6 +226,9 @@ def roadie_recorder(roadie_app: Roadie) -> HookRecorder:
     return recorder
 
 
+_UPGRADED: set[str] = set()
+
+
 def _empty_postgres(url: str) -> None:
     """Empty roadie's tables at ``url``, or skip (fail under CI=true) when unreachable."""
     import os
@@ -237,7 +240,18 @@ def _empty_postgres(url: str) -> None:
     try:
         engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
         with engine.begin() as conn:
-            if conn.execute(sa.text("select to_regclass('roadie_tasks')")).scalar():
+            exists = conn.execute(sa.text("select to_regclass('roadie_tasks')")).scalar()
+        if exists and url not in _UPGRADED:  # an older schema from an earlier run
+            from roadie.store import Store
+
+            store = Store(url)
+            try:
+                store.upgrade()
+            finally:
+                store.dispose()
+            _UPGRADED.add(url)
+        with engine.begin() as conn:
+            if exists:
                 names = ", ".join(t.name for t in metadata.sorted_tables)
                 conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
         engine.dispose()
