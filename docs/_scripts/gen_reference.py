@@ -21,9 +21,8 @@ from typing import Any
 
 import click
 import mkdocs_gen_files
-from markdown.extensions.toc import slugify
-
 import roadie
+from markdown.extensions.toc import slugify
 from roadie import hookspecs
 from roadie.cli import cli
 from roadie.deprecation import deprecation_of
@@ -106,14 +105,15 @@ def hooks_page() -> str:
         "",
         "Every hook a plugin can implement, generated from `roadie/hookspecs.py` in the order a",
         "task meets them. Implement one with `@roadie.hookimpl` in the module your",
-        "`roadie.plugins` entry point names; the [plugin guide](../plugin-guide.md#implement-hooks)",
-        "shows a complete example of each.",
+        "`roadie.plugins` entry point names; the",
+        "[plugin guide](../plugin-guide.md#implement-hooks) shows a complete example of each.",
         "",
         "| # | hook | calls | scope |",
         "| --- | --- | --- | --- |",
     ]
     for index, (name, fn) in enumerate(specs, 1):
-        lines.append(f"| {index} | [`{name}`](#{name}) | {_calls(fn)} | {_scope(name)} |")
+        scope = "task-scoped" if name in TASK_SCOPED_HOOKS else "every plugin"
+        lines.append(f"| {index} | [`{name}`](#{name}) | {_calls(fn)} | {scope} |")
     lines.append("")
     for name, fn in specs:
         signature = _signature(fn)

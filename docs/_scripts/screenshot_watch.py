@@ -12,6 +12,7 @@ rich to SVG, and has headless chromium turn the SVG into a PNG.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,12 +61,19 @@ def main() -> None:
     console = Console(record=True, width=100, force_terminal=True, color_system="truecolor",
                       file=open(os.devnull, "w"))  # noqa: SIM115 - only recording
     console.print(Text.from_ansi(captured.rstrip("\n")))
-    svg = Path(tempfile.mkdtemp()) / "watch.svg"
-    svg.write_text(console.export_svg(title="roadie watch"))
+    svg_text = console.export_svg(title="roadie watch")
+    box = re.search(r'viewBox="0 0 ([\d.]+) ([\d.]+)"', svg_text)
+    assert box is not None, "rich's SVG has no viewBox"
+    width, height = float(box.group(1)), float(box.group(2))
+    page = Path(tempfile.mkdtemp()) / "watch.html"
+    box_style = f"width:{width}px;height:{height}px"
+    page.write_text(f'<html><body style="margin:0"><div style="{box_style}">{svg_text}</div>'
+                    f"</body></html>")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
-                    "--hide-scrollbars", f"--screenshot={OUT}", "--window-size=1260,390",
-                    "--default-background-color=00000000", svg.as_uri()], check=True,
+                    "--hide-scrollbars", f"--screenshot={OUT}",
+                    f"--window-size={int(width)},{int(height)}",
+                    "--default-background-color=00000000", page.as_uri()], check=True,
                    capture_output=True)
     print(f"wrote {OUT}")
 
