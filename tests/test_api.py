@@ -138,6 +138,14 @@ def test_add_tasks_in_one_batch(app: roadie.Roadie) -> None:
         app.add_tasks([{"context": {}}])
 
 
+def test_add_tasks_takes_pairs_and_names_a_bad_item(app: roadie.Roadie) -> None:
+    [task] = app.add_tasks([("roadie-examples:echo", {"n": 1})])
+    assert app.get_task(task.id).context == {"n": 1}
+    with pytest.raises(TypeError, match=r"tasks\[1\] is a str; .*\(executor, context\) pair"):
+        app.add_tasks([{"executor": "roadie-examples:echo"}, "roadie-examples:echo"])
+    assert [t.id for t in app.list_tasks()] == [task.id]  # the batch added nothing
+
+
 def test_unreachable_database_is_one_clear_line(tmp_path: object) -> None:
     app = roadie.Roadie("postgresql+psycopg://nobody@127.0.0.1:1/none")
     with pytest.raises(roadie.DatabaseError) as info:

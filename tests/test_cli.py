@@ -25,6 +25,19 @@ def run(app: roadie.Roadie, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     return invoke
 
 
+def test_url_after_the_subcommand(app: roadie.Roadie, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROADIE_DATA_DIR", str(tmp_path / "data"))
+    task = app.add_task("roadie-examples:echo", {}, name="here")
+    runner = CliRunner()
+    for args in (["db", "upgrade", "--url", app.url], ["list", f"--url={app.url}"],
+                 ["show", str(task.id), "--url", app.url]):
+        result = runner.invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, (args, result.output)
+    assert "here" in result.output
+    assert "schema revision" in runner.invoke(cli, ["db", "upgrade", "--url", app.url]).output
+
+
 def test_submit_list_show(run, app: roadie.Roadie) -> None:
     result = run("submit", "roadie-examples:echo", "--context", '{"who": "cli"}',
                  "--name", "from the cli", "--owner", "carol")

@@ -138,13 +138,16 @@ class Roadie:
         self._task_added(task)
         return task
 
-    def add_tasks(self, tasks: Sequence[Mapping[str, Any]]) -> list[TaskRecord]:
+    def add_tasks(
+        self, tasks: Sequence[Mapping[str, Any] | tuple[str, Mapping[str, Any] | None]],
+    ) -> list[TaskRecord]:
         """Add many tasks in one transaction; each item holds ``add_task``'s arguments
-        (``{"executor": ..., "context": ..., "name": ...}``)."""
+        (``{"executor": ..., "context": ..., "name": ...}``) or is an
+        ``(executor, context)`` pair."""
         specs = []
         resolved: dict[str, Any] = {}  # executor -> its resolution, once per batch
         for index, item in enumerate(tasks):
-            arguments = dict(item)
+            arguments = task_arguments(index, item)
             try:
                 executor = arguments.pop("executor")
             except KeyError:
@@ -678,3 +681,15 @@ def _progress_summary(record: TaskRecord) -> str:
     total = status.get("total")
     return f"; last progress {status['done']}" + (f" of {total}" if total is not None else "")
 
+
+def task_arguments(index: int, item: Any) -> dict[str, Any]:
+    """One ``add_tasks`` item as ``add_task``'s keyword arguments (a mapping, or an
+    ``(executor, context)`` pair); anything else is refused naming its index."""
+    if isinstance(item, Mapping):
+        return dict(item)
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return {"executor": item[0], "context": item[1]}
+    raise TypeError(
+        f"tasks[{index}] is a {type(item).__name__}; each item must be a mapping of add_task's "
+        "arguments ({'executor': 'dist:name', 'context': {...}, ...}) or an "
+        "(executor, context) pair")

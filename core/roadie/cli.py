@@ -53,6 +53,11 @@ class RoadieGroup(click.Group):
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the root: `--url` may follow any subcommand
+            args = url_first(args)
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._add_plugin_commands(ctx)
         return super().list_commands(ctx)
@@ -72,6 +77,30 @@ class RoadieGroup(click.Group):
             Roadie().plugins.hook.roadie_register_commands(cli=self)
         except Exception as exc:  # a broken plugin must not break the CLI
             click.echo(f"warning: a plugin failed to add its commands: {exc}", err=True)
+
+
+def url_first(args: list[str]) -> list[str]:
+    """The arguments with every ``--url URL`` / ``--url=URL`` moved before the subcommand
+    (so ``roadie db upgrade --url URL`` means ``roadie --url URL db upgrade``); nothing after
+    a ``--`` is touched."""
+    moved: list[str] = []
+    rest: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            rest.extend(args[index:])
+            break
+        if arg == "--url" and index + 1 < len(args):
+            moved += args[index:index + 2]
+            index += 2
+            continue
+        if arg.startswith("--url="):
+            moved.append(arg)
+        else:
+            rest.append(arg)
+        index += 1
+    return moved + rest
 
 
 def app_of(ctx: click.Context) -> Roadie:
