@@ -348,6 +348,7 @@ def test_a_task_taken_over_stops_on_its_old_worker(app: roadie.Roadie) -> None:
                 heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
         assert app.recover_orphans() == 1
         done = wait_final(app, task.id)  # the old attempt stops; the retry runs (here too)
+        wait_for(lambda: old.worker.stats.finished >= 1)  # counted just after the write
         assert old.worker.stats.finished == 1  # the stopped attempt's outcome was not written
     assert done.status is Status.SUCCESSFUL and done.attempts == 2
     attempts = app.attempts(task.id)
