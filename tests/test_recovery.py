@@ -350,7 +350,10 @@ def test_a_task_taken_over_stops_on_its_old_worker(app: roadie.Roadie) -> None:
                 heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
         assert app.recover_orphans() == 1
         done = wait_final(app, task.id)  # the old attempt stops; the retry runs (here too)
-        assert old.worker.stats.finished == 1  # the stopped attempt's outcome was not written
+        # the stopped attempt's outcome was not written (the counter follows the database
+        # write, so wait for it rather than race it)
+        wait_for(lambda: old.worker.stats.finished == 1, message="the retry counted")
+        assert old.worker.stats.finished == 1
     assert done.status is Status.SUCCESSFUL and done.attempts == 2
     attempts = app.attempts(task.id)
     assert [a.status for a in attempts] == [Status.FAILED, Status.SUCCESSFUL]
