@@ -44,13 +44,13 @@ def test_fan_out_sums_subtasks_with_one_worker_thread(app: roadie.Roadie,
 
 
 def test_a_failed_subtask_fails_the_parent_and_is_named(app: roadie.Roadie) -> None:
-    parent = app.add_task("roadie-examples:split", {"parts": 5, "fail": [3]})
+    parent = app.add_task("roadie-examples:split", {"parts": 25, "fail": [3]})
     app.run_worker(concurrency=2, until_idle=True)
     done = app.get_task(parent.id)
     assert done.status == Status.FAILED
     (bad,) = app.list_tasks(parent_id=parent.id, status="failed")
     assert f"task {bad.id} 'part 3' failed" in done.status_message
-    assert "1 of 5 subtasks did not succeed" in done.status_message
+    assert "1 of 25 subtasks did not succeed" in done.status_message
 
 
 def test_after_orders_tasks_across_two_worker_processes(app: roadie.Roadie,
@@ -140,3 +140,26 @@ def test_kill_9_during_subtasks_done_applies_the_crash_policy(app: roadie.Roadie
         stop(rescuer)
     assert done.status == Status.FAILED
     assert "stopped responding" in done.status_message or "is gone" in done.status_message
+
+
+def test_cli_shows_lists_and_deletes_a_tree(app: roadie.Roadie, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from roadie.cli import cli
+
+    monkeypatch.setenv("ROADIE_DATA_DIR", str(tmp_path / "data"))
+    parent = app.add_task("roadie-examples:split", {"parts": 3, "fail": [1]})
+    app.run_worker(concurrency=1, until_idle=True)
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["--url", app.url, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    shown = run("show", str(parent.id))
+    assert "subtasks: 3 of 3 ended (100%): 1 failed, 2 successful" in shown
+    assert "part 1" in shown
+    assert run("list", "--parent", str(parent.id)).count("roadie-examples:part") == 3
+    assert "deleted with its subtasks" in run("delete", "--tree", str(parent.id))
+    assert app.list_tasks() == []

@@ -331,6 +331,8 @@ class Store:
                     "created_at": now,
                     "updated_at": now,
                     "parent_id": parent[0] if parent is not None else t.parent_id,
+                    "fan_in": False,
+                    "has_dependents": False,
                 }
                 for t in new_tasks
             ]
