@@ -28,10 +28,9 @@ from typing import ClassVar
 
 import roadie
 import sqlalchemy as sa
+import throughput
 from _results import table, write_section
 from roadie.treestore import _stub
-
-import throughput
 
 throughput.PG_URL = os.environ.get("ROADIE_BENCH_PG",
                                    "postgresql://postgres@127.0.0.1:5432/roadie_bench_i16")
@@ -76,7 +75,7 @@ def run(backend: str, n: int) -> list[str]:
             app.run_worker(concurrency=1, until_idle=True)
             assert app.get_task(parent.id).status == roadie.Status.WAITING
             figures.append((size, dict(Tree.added), parent.id))
-        size, added, parent_id = figures[-1]
+        size, _added, parent_id = figures[-1]
         trees = app.store.trees
         probe = []
         for _ in range(20):

@@ -145,7 +145,6 @@ def test_kill_9_during_subtasks_done_applies_the_crash_policy(app: roadie.Roadie
 def test_cli_shows_lists_and_deletes_a_tree(app: roadie.Roadie, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
-
     from roadie.cli import cli
 
     monkeypatch.setenv("ROADIE_DATA_DIR", str(tmp_path / "data"))
