@@ -313,9 +313,10 @@ class Roadie:
         schedule: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        name_contains: str | None = None,
     ) -> list[TaskRecord]:
         """Tasks matching the filters, newest first (``schedule``: the tasks a schedule
-        made)."""
+        made; ``name_contains``: a case-insensitive part of the name)."""
         statuses = None
         if status is not None:
             items = [status] if isinstance(status, (str, int, Status)) else list(status)
@@ -323,6 +324,7 @@ class Roadie:
         return self.store.list_tasks(
             status=statuses, executor=executor, owner=owner, group=group, name=name,
             schedule=schedule, limit=limit, offset=offset, decoder=self.decode_for_task,
+            name_contains=name_contains,
         )
 
     def attempts(self, task_id: int) -> list[AttemptRecord]:

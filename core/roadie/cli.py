@@ -654,6 +654,10 @@ from roadie.cli_schedules import schedules  # noqa: E402 - it builds on the help
 
 cli.add_command(schedules)
 
+from roadie.cli_web import web  # noqa: E402 - it builds on the helpers above
+
+cli.add_command(web)
+
 
 def main() -> None:
     """The console script."""
