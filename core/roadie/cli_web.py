@@ -52,4 +52,6 @@ def web(ctx: click.Context, host: str, port: int, token: str | None, read_only: 
     mode = " (read-only)" if read_only else ""
     auth = "token required" if token else "no token: loopback only"
     click.echo(f"roadie web on http://{host}:{port}{mode}, {auth}; database {app.store.safe_url}")
-    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
+    # Open event streams never end by themselves: give them 2 s after Ctrl+C, then close.
+    uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=2)

@@ -35,7 +35,7 @@ def create_app(
     ``/login``; without it the app answers only requests addressed to a loopback host.
     ``read_only``: refuse every state-changing request. ``allowed_hosts``: the ``Host`` names
     to answer (default: loopback names without a token, any with one). ``poll_interval``: how
-    often live pages look for changes made by other processes on SQLite (default 0.5 s).
+    often live pages look for changes made by other processes on SQLite (default 0.25 s).
     """
     try:
         from starlette.applications import Starlette

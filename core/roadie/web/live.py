@@ -149,7 +149,7 @@ class Feed:
             return self.poll_interval
         # SQLite: other processes' commits are not announced here, so poll; PostgreSQL:
         # NOTIFY wakes the feed, and a slow poll covers a lost listener connection.
-        return 0.5 if self.app.store.is_sqlite else 5.0
+        return 0.25 if self.app.store.is_sqlite else 5.0
 
     def _run(self) -> None:
         while not self._stop.is_set():
