@@ -180,7 +180,7 @@ def main() -> None:
             backend, str(figures["clients"]), f"{figures['cpu_percent']:.0f}%",
             f"{figures['p50']:.0f} ms", f"{figures['p99']:.0f} ms",
             f"{figures['events_per_client_s']:.1f}/s "
-            f"({figures['min_events']}–{figures['max_events']} per client)",
+            f"({figures['min_events']}-{figures['max_events']} per client)",
         ])
     text = table(["database", "SSE clients", "web server CPU (one core)",
                   "latency p50", "latency p99", "events per client"], rows)

@@ -357,3 +357,17 @@ def test_one_feed_serves_every_stream_with_one_listener(app: Roadie) -> None:
         assert len(percents) >= 2 and percents == sorted(percents)
         assert events[-1]["status"] == "successful"
     wait_for(lambda: asgi.state.feed.clients == 0, message="the streams to close")
+
+
+def test_roadie_web_refuses_another_address_without_a_token(monkeypatch: Any) -> None:
+    from click.testing import CliRunner
+    from roadie.cli import cli
+    from roadie.cli_web import is_loopback
+
+    monkeypatch.delenv("ROADIE_WEB_TOKEN", raising=False)
+    result = CliRunner().invoke(cli, ["web", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "refusing to listen on 0.0.0.0 without a token" in lines[0]
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.com")
