@@ -196,3 +196,15 @@ def test_env_commands_discovery_and_refresh(
         thread.join(30)
         app.close()
         remove_env(root, "env-c")
+
+
+def test_an_env_executor_fires_on_a_schedule(env_app: roadie.Roadie) -> None:
+    """Schedules of an environment's executor are added through the API and fire like any."""
+    import datetime as dt
+
+    now = dt.datetime(2026, 5, 1, 12, 0, 30, tzinfo=dt.timezone.utc)
+    env_app.clock = lambda: now
+    env_app.add_schedule("env-tick", "plug-b:which", every=60)
+    (task,) = env_app.fire_schedules(now + dt.timedelta(minutes=1))
+    assert (task.executor, task.schedule) == ("plug-b:which", "env-tick")
+    assert env_app.list_schedules()[0].state == "active"

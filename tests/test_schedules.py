@@ -15,7 +15,7 @@ import pytest
 import roadie
 import sqlalchemy as sa
 from roadie import Status
-from roadie.schedules import MAX_CATCH_UP
+from roadie.schedules import LATE_AFTER, MAX_CATCH_UP, plan_firing
 from roadie.testing import BackgroundWorker, make_app, wait_for
 
 from tests.processes import kill, start_worker, stop
@@ -132,6 +132,19 @@ def test_bad_rules_are_clear_errors(make: Callable[[], object], words: list[str]
         make()
     for word in words:
         assert word in str(info.value)
+
+
+def test_a_long_downtime_catches_up_the_newest_slots_only() -> None:
+    start = at(2026, 5, 1)
+    now = start + dt.timedelta(days=2, seconds=0.5)  # 172,800 slots of every=1 missed
+    plan = plan_firing(roadie.Every(1), start, now, catch_up="all")
+    on_time = int(LATE_AFTER)  # the slots of the last LATE_AFTER seconds are not missed
+    assert plan.slots == [now.replace(microsecond=0) - dt.timedelta(seconds=i)
+                          for i in range(MAX_CATCH_UP + on_time - 1, -1, -1)]
+    assert plan.next_at == now.replace(microsecond=0) + dt.timedelta(seconds=1)
+    assert "more than" in plan.note and "catch_up='all' fired 100" in plan.note
+    skip = plan_firing(roadie.Every(1), start, now, catch_up="skip")
+    assert skip.slots == plan.slots[-on_time:]
 
 
 # -- through the API, with a controlled clock (SQLite and PostgreSQL) ----------------------
@@ -406,3 +419,34 @@ def test_kill_9_of_the_firing_worker(app: roadie.Roadie, tmp_path: Path,
 def test_schema_has_the_unique_slot_index(app: roadie.Roadie) -> None:
     names = {i["name"]: i for i in sa.inspect(app.store.engine).get_indexes("roadie_tasks")}
     assert names["roadie_tasks_schedule_slot"]["unique"]
+
+
+def test_cli(app: roadie.Roadie) -> None:
+    from click.testing import CliRunner
+    from roadie.cli import cli
+
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(cli, ["--url", app.url, "schedules", *args])
+        return result.exit_code, result.output
+
+    assert "no schedules" in run()[1]
+    code, out = run("add", "nightly", "roadie-examples:noop", "--cron", "30 2 * * *",
+                    "--timezone", "Europe/Berlin", "--context", '{"n": 1}', "--no-overlap")
+    assert code == 0 and "cron '30 2 * * *' in Europe/Berlin, next at" in out
+    assert run("add", "tick", "roadie-examples:noop", "--every", "5")[0] == 0
+    code, out = run("add", "bad", "roadie-examples:noop", "--cron", "61 * * * *")
+    assert code == 1 and "error: invalid cron expression '61 * * * *': minute 61" in out
+    code, out = run()
+    assert code == 0 and "nightly" in out and "every 5 s" in out and "active" in out
+    assert "CET" in out or "CEST" in out  # the next fire time in the schedule's zone
+    assert run("pause", "tick") == (0, "schedule tick paused\n")
+    assert "paused" in run()[1]
+    assert run("resume", "tick")[0] == 0
+    code, out = run("run-now", "nightly")
+    assert code == 0 and "for schedule nightly" in out
+    (task,) = app.list_tasks(schedule="nightly")
+    assert task.context == {"n": 1}
+    assert run("remove", "tick") == (0, "schedule tick removed\n")
+    code, out = run("remove", "tick")
+    assert code == 1 and "no schedule named 'tick'" in out
+    assert [s.name for s in app.list_schedules()] == ["nightly"]

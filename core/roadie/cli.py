@@ -136,14 +136,15 @@ def submit(app: Roadie, executor: str, context_json: str, name: str, owner: str 
 @click.option("--executor", default=None)
 @click.option("--owner", default=None)
 @click.option("--group", default=None)
+@click.option("--schedule", default=None, help="Only the tasks this schedule made.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--offset", type=int, default=0)
 @with_app
 def list_(app: Roadie, statuses: tuple[str, ...], executor: str | None, owner: str | None,
-          group: str | None, limit: int, offset: int) -> None:
+          group: str | None, schedule: str | None, limit: int, offset: int) -> None:
     """List tasks, newest first."""
     tasks = app.list_tasks(status=list(statuses) or None, executor=executor, owner=owner,
-                           group=group, limit=limit, offset=offset)
+                           group=group, schedule=schedule, limit=limit, offset=offset)
     table = Table("id", "name", "executor", "status", "progress", "message", "created")
     for task in tasks:
         message = task.status_message

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from roadie.records import TaskDraft
     from roadie.result import Result
     from roadie.running import RunningTask
+    from roadie.schedules import Rule
     from roadie.taskstatus import TaskStatus
 
 
@@ -91,6 +92,7 @@ class Executor:
     retry: ClassVar[Retry | None] = None
     timeout: ClassVar[float | None] = None
     out_of_process: ClassVar[bool] = False  # run in a host process (see docs/operations.md)
+    schedule: ClassVar[Rule | None] = None  # roadie.Cron(...) or roadie.Every(...): recurring
 
     def execute(self, task: RunningTask) -> Result:
         """Do the work of ``task`` and return a Result."""

@@ -54,7 +54,7 @@ MAX_CATCH_UP = 100  # "all" fires at most this many missed slots (the newest)
 LATE_AFTER = 10.0  # seconds: a slot not fired by then was missed
 MIN_INTERVAL = 0.1  # seconds
 TASK_OPTIONS = ("name", "owner", "group", "priority", "tags", "timeout")
-_SCAN_LIMIT = 100_000  # slots walked in one firing before jumping ahead (long downtimes)
+_SCAN_LIMIT = 20_000  # slots walked in one firing before jumping ahead (long downtimes)
 
 _MACROS = {
     "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
@@ -539,7 +539,11 @@ def fire_due(app: Roadie, *, now: dt.datetime | None = None, node: str = "api",
         executors = firing_executors(app)
     made: list[TaskRecord] = []
     for row in app.store.schedules.due(now, executors):
-        rule = rule_of(row.cron, row.every, row.timezone)
+        try:
+            rule = rule_of(row.cron, row.every, row.timezone)
+        except ScheduleError as exc:  # e.g. a zone this machine's tzdata lacks: not the others
+            log.warning("schedule %s cannot fire here: %s", row.name, exc)
+            continue
         assert row.next_at is not None
         plan = plan_firing(rule, row.next_at, now, catch_up=row.catch_up, overlap=row.overlap)
         slots = [(slot, _jittered(slot, row.jitter)) for slot in plan.slots]
@@ -674,6 +678,7 @@ class Scheduler:
             refresh = app.settings.heartbeat_interval if app.store.is_postgres else 1.0
         self.refresh = refresh
         self.fired = 0
+        self._still_due = 0  # ticks in a row after which a slot was still due
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -704,8 +709,8 @@ class Scheduler:
                 self._wake.clear()
                 wait = self.refresh
                 try:
-                    if executors is None:
-                        found = firing_executors(self.app)
+                    found = firing_executors(self.app)  # (environments may come and go)
+                    if found != executors:
                         sync_declared(self.app, found)
                         executors = found
                     wait = self.tick(executors)
@@ -724,5 +729,11 @@ class Scheduler:
         if next_due is None:
             return self.refresh
         seconds = (next_due - self.app.clock()).total_seconds()
-        return min(self.refresh, max(seconds, 0.001))
+        if seconds > 0:
+            self._still_due = 0
+            return min(self.refresh, seconds)
+        # due again at once (a slot came while firing), or a schedule that cannot fire: do
+        # not spin on the database
+        self._still_due += 1
+        return 0.01 if self._still_due <= 2 else self.refresh
 

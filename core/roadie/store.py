@@ -1,4 +1,5 @@
 """Every database operation of roadie. The app, the worker and the CLI never build queries.
+(The queries of schedules are in ``schedulestore``, reached as ``Store.schedules``.)
 
 One code path serves SQLite and PostgreSQL. On PostgreSQL the claim locks candidate rows with
 ``FOR UPDATE SKIP LOCKED`` so workers never wait on each other, and changes are announced with
