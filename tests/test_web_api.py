@@ -332,7 +332,7 @@ def test_one_feed_serves_every_stream_with_one_listener(app: Roadie) -> None:
     asgi = create_app(app, token=TOKEN, poll_interval=0.2)
     hub = app.store.listen()
     seen: list[list[dict[str, Any]]] = [[], []]
-    with ServerThread(asgi) as server, BackgroundWorker(app, concurrency=1), \
+    with ServerThread(asgi) as server, \
             httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
         streams = [http.stream("GET", f"/events?id={task.id}") for _ in range(2)]
         responses = [s.__enter__() for s in streams]
@@ -342,12 +342,13 @@ def test_one_feed_serves_every_stream_with_one_listener(app: Roadie) -> None:
             feeds = [cb for cb in list(hub._subscribers.values())
                      if getattr(cb, "__self__", None) is asgi.state.feed]
             assert len(feeds) == 1  # one subscription to the database's changes, two streams
-            for index, response in enumerate(responses):
-                for line in response.iter_lines():
-                    if line.startswith("data: "):
-                        seen[index].append(json.loads(line[6:]))
-                        if seen[index][-1]["status"] == "successful":
-                            break
+            with BackgroundWorker(app, concurrency=1):  # the task starts once both watch
+                for index, response in enumerate(responses):
+                    for line in response.iter_lines():
+                        if line.startswith("data: "):
+                            seen[index].append(json.loads(line[6:]))
+                            if seen[index][-1]["status"] == "successful":
+                                break
         finally:
             for stream in streams:
                 stream.__exit__(None, None, None)

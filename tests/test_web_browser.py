@@ -53,8 +53,9 @@ def test_browser_login_live_progress_cancel_and_escaping(app: Roadie) -> None:
     app.add_task("roadie-examples:fail", {"reason": "disk full"}, name="nightly export",
                  owner="bob")
     app.run_worker(concurrency=1, until_idle=True)
-    running = app.add_task("roadie-examples:count", {"n": 400, "delay": 0.05},
-                           name="count to 400", owner="alice", group="site-1")
+    # Long enough to still run on a loaded machine (75 s); the test cancels it.
+    running = app.add_task("roadie-examples:count", {"n": 1500, "delay": 0.05},
+                           name="count to 1500", owner="alice", group="site-1")
     app.add_task("roadie-examples:count", {"n": 10}, name="waiting for a worker",
                  owner="carol", delay=3600)
     dialogs: list[str] = []
