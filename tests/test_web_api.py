@@ -222,6 +222,8 @@ def test_state_changing_requests_need_a_csrf_token(app: Roadie) -> None:
         foreign = web.post(f"/tasks/{task.id}/cancel", data={"csrf_token": token},
                            headers={"Origin": "https://evil.example"})
         assert foreign.status_code == 403
+        header_only = web.post(f"/tasks/{task.id}/retry", headers={"X-CSRF-Token": token})
+        assert header_only.status_code == 409  # past the CSRF check: a new task has no retry
         done = web.post(f"/tasks/{task.id}/cancel", data={"csrf_token": token})
         assert done.status_code == 303 and done.headers["location"].endswith("done=cancel")
         assert app.get_task(task.id).status == Status.CANCELLED

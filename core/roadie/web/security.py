@@ -218,6 +218,7 @@ class SecurityMiddleware:
                     headers.get("host", "").lower():
                 await refuse(403, f"cross-site request refused (Origin {origin})")
                 return
+            state["csrf_form_required"] = False
             if not bearer_ok:
                 given = headers.get("x-csrf-token")
                 json_body = headers.get("content-type", "").split(";")[0].strip() == \
