@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -160,9 +161,50 @@ class Parent(roadie.Executor):
         return roadie.Result.success(f"{len(results)} children")
 
 
+class AsyncSleep(roadie.Executor):
+    """Async: records its run (start, end) in RUNS; awaits ``seconds`` (default 0.5)."""
+
+    async def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        start = time.monotonic()
+        await asyncio.sleep(float(task.context.get("seconds", 0.5)))
+        with RUNS_LOCK:
+            RUNS.append((task.id, start, time.monotonic()))
+        return roadie.Result.success("awaited")
+
+
+class AsyncTimed(AsyncSleep):
+    """AsyncSleep with an executor time limit of 0.3 s."""
+
+    timeout = 0.3
+
+
+class AsyncWork(roadie.Executor):
+    """Async: progress, a checkpoint, an attachment, current_task(), and a failure on demand
+    (retried once on ConnectionError); ``handle_exception`` is async too."""
+
+    retry = roadie.Retry(on=(ConnectionError,), max_attempts=2, backoff=0.01)
+
+    async def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        for i in range(3):
+            task.progress(i + 1, 3, f"step {i + 1}")
+            await asyncio.sleep(0.01)
+        task.checkpoint({"step": 3})
+        task.attach("notes.txt", f"attempt {task.attempt}".encode())
+        if task.context.get("flaky") and task.attempt == 1:
+            raise ConnectionError("first attempt fails")
+        if task.context.get("fail"):
+            raise ValueError("bad input")
+        return roadie.Result.success(f"current={nested_current_id()}")
+
+    async def handle_exception(self, task: roadie.RunningTask, exc: BaseException) -> str:
+        await asyncio.sleep(0)
+        return f"async handler: {exc}"
+
+
 ALL: dict[str, type[roadie.Executor]] = {
     "sleep": Sleep, "boom": Boom, "refuse": Refuse, "flaky": Flaky, "spin": Spin,
     "timed": Timed, "chatty": Chatty, "tracked": Tracked, "serial": SerialTracked,
     "grouped": GroupTracked, "badreturn": BadReturn, "translated": Translated,
-    "whoami": WhoAmI, "parent": Parent,
+    "whoami": WhoAmI, "parent": Parent, "asleep": AsyncSleep, "atimed": AsyncTimed,
+    "awork": AsyncWork,
 }

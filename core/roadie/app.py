@@ -495,22 +495,27 @@ class Roadie:
 
     def worker(self, *, concurrency: int = 2, until_idle: bool = False,
                tags: Iterable[str] = (), name: str | None = None,
-               handle_signals: bool | None = None, out_of_process: bool = False) -> Worker:
+               handle_signals: bool | None = None, out_of_process: bool = False,
+               async_concurrency: int | None = None) -> Worker:
         """A worker for this app (call ``.run()``; ``.stop()`` from another thread).
-        ``out_of_process``: every executor runs in a host process."""
+        ``out_of_process``: every executor runs in a host process. ``async_concurrency``:
+        slots for async executors (default the setting, 100)."""
         from roadie.worker import Worker
 
         return Worker(self, concurrency=concurrency, until_idle=until_idle, tags=tags,
-                      name=name, handle_signals=handle_signals, out_of_process=out_of_process)
+                      name=name, handle_signals=handle_signals, out_of_process=out_of_process,
+                      async_concurrency=async_concurrency)
 
     def run_worker(self, concurrency: int = 2, *, until_idle: bool = False,
                    tags: Iterable[str] = (), name: str | None = None,
-                   out_of_process: bool = False) -> WorkerStats:
+                   out_of_process: bool = False,
+                   async_concurrency: int | None = None) -> WorkerStats:
         """Run a worker in this thread: until stopped (SIGINT/SIGTERM), or with
         ``until_idle`` until no task it can run is waiting (or due within a minute).
         ``out_of_process``: every executor runs in a host process."""
         return self.worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
-                           name=name, out_of_process=out_of_process).run()
+                           name=name, out_of_process=out_of_process,
+                           async_concurrency=async_concurrency).run()
 
     def has_pending_work(self, can: Claimable) -> bool:
         """Whether a task that ``can`` runs is waiting and due within the pending horizon."""

@@ -316,24 +316,42 @@ def attachment_get(app: Roadie, task_id: int, name: str, output: Path | None) ->
 @click.option("--name", default=None, help="The node name (default host:pid).")
 @click.option("--out-of-process", is_flag=True, envvar="ROADIE_OUT_OF_PROCESS",
               help="Run every executor in a host process (not only out_of_process ones).")
+@click.option("--async-concurrency", type=int, default=None,
+              help="Slots for async executors, on the event-loop thread (default 100).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, envvar="ROADIE_LOG_FORMAT",
+              help="json: one JSON object per line (task id, executor, attempt, status, node).")
 @click.pass_context
 def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: bool,
-           tags: tuple[str, ...], name: str | None, out_of_process: bool = False) -> None:
+           tags: tuple[str, ...], name: str | None, out_of_process: bool = False,
+           async_concurrency: int | None = None, log_format: str = "text") -> None:
     """Claim and run tasks until stopped (Ctrl-C: finish running tasks; twice: at once)."""
     import logging
+    import socket
 
     from rich.logging import RichHandler
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s",
-                        handlers=[RichHandler(show_path=False)])
+    handler: logging.Handler
+    if log_format == "json":
+        from roadie.jsonlog import JsonFormatter
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter(name or f"{socket.gethostname()}:{os.getpid()}"))
+        os.environ["ROADIE_LOG_FORMAT"] = "json"  # to worker processes
+    else:
+        handler = RichHandler(show_path=False)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if processes > 1:
         if out_of_process:
             os.environ["ROADIE_OUT_OF_PROCESS"] = "1"  # the children read it
+        if async_concurrency is not None:
+            os.environ["ROADIE_ASYNC_CONCURRENCY"] = str(async_concurrency)  # to the children
         run_processes(ctx.obj.get("url"), processes, concurrency, until_idle, tags, name)
         return
     stats = app_of(ctx).run_worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
-                                   name=name, out_of_process=out_of_process)
+                                   name=name, out_of_process=out_of_process,
+                                   async_concurrency=async_concurrency)
     click.echo(f"worker stopped: {stats.finished} task(s) run " +
                " ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items())))
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from roadie.aio_runner import resolve
 from roadie.errors import Cancelled, ContextDecodeError, PluginError, RoadieError
 from roadie.executor import Executor
 from roadie.result import Result
@@ -202,7 +203,7 @@ def _on_exception(task: RunningTask, executor: Executor, exc: Exception) -> Outc
         return _outcome(task, Status.NEW, message, error=trace,
                         run_after=utcnow() + dt.timedelta(seconds=delay))
     try:
-        message = executor.handle_exception(task, exc)
+        message = resolve(executor.handle_exception(task, exc))  # may be async
     except Exception as handler_error:
         message = (f"{type(exc).__name__}: {exc} (and handle_exception failed: "
                    f"{type(handler_error).__name__}: {handler_error})")

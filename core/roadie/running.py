@@ -72,6 +72,7 @@ class RunningTask:
         self._checkpoint: bytes | None = None
         self._checkpoint_version = 0
         self.children = Children(self, width=child_width)
+        self.on_cancel: Callable[[], None] | None = None  # set by the async runner
         # set while a host runs the task: (status, messages) as the host encoded them
         self.encoded_live_state: tuple[bytes | None, bytes | None] | None = None
 
@@ -184,6 +185,8 @@ class RunningTask:
             self._cancel_message = message
             self._timed_out = timed_out
             self._cancel.set()
+            if self.on_cancel is not None:  # an async attempt: cancel its current await
+                self.on_cancel()
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early if a cancel is requested."""

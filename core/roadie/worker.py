@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from roadie.aio_runner import AsyncRunner, is_async_executor, split_claimable
 from roadie.errors import PluginError, RoadieError
 from roadie.executor import Isolation
 from roadie.lifecycle import notify_hook, run_attempt
@@ -73,10 +74,16 @@ class Worker:
         tags: Iterable[str] = (),
         until_idle: bool = False,
         handle_signals: bool | None = None,
+        async_concurrency: int | None = None,
         out_of_process: bool = False,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if async_concurrency is None:
+            async_concurrency = app.settings.async_concurrency
+        if async_concurrency < 1:
+            raise ValueError("async_concurrency must be at least 1")
+        self.async_concurrency = async_concurrency
         self.app = app
         self.store = app.store
         self.settings = app.settings
@@ -104,6 +111,12 @@ class Worker:
         self._written_checkpoints: dict[int, int] = {}
         self._threads: list[threading.Thread] = []
         self._claimable: Claimable | None = None
+        # async executors: their own claim, slots and event-loop thread (roadie.aio_runner)
+        self._async_names: set[str] = set()
+        self._async_ids: set[int] = set()
+        self._claim_sync: Claimable | None = None
+        self._claim_async: Claimable | None = None
+        self._runner: AsyncRunner | None = None
         from roadie.hosts import HostPool
 
         self.hosts = HostPool(app, self, all_executors=out_of_process)
@@ -123,15 +136,19 @@ class Worker:
                 executors.append(qualified)
                 continue
             executors.append(qualified)
+            if is_async_executor(executor_class):
+                self._async_names.add(qualified)
             if executor_class.isolation not in (Isolation.NOT_ISOLATED, Isolation.CUSTOM):
                 # a custom key is computed once, when the task is added
                 isolated[qualified] = self.app.isolation_key_function(qualified, executor_class)
-        return Claimable(
+        claimable = Claimable(
             executors=executors,
             isolated=isolated,
             plugins=plugins.versions(),
             tag_keys=tag_subsets(self.tags),
         )
+        self._claim_sync, self._claim_async = split_claimable(claimable, self._async_names)
+        return claimable
 
     def node_record(self) -> NodeRecord:
         """This worker as a node row."""
@@ -201,6 +218,9 @@ class Worker:
                                       daemon=True)
             thread.start()
             self._threads.append(thread)
+        if self._claim_async is not None:
+            self._runner = AsyncRunner()
+            self._runner.start()
         self._maintenance = threading.Thread(target=self._maintenance_main,
                                              name="roadie-maintenance", daemon=True)
         self._maintenance.start()
@@ -218,15 +238,25 @@ class Worker:
             stopping = self._stopping.is_set()
             with self._running_lock:
                 busy = len(self.running) - len(done)
-            free = 0 if stopping else self.concurrency + self.settings.prefetch - busy
-            if done or free > 0:
+                busy_async = len(self._async_ids) - sum(d.task.id in self._async_ids
+                                                        for d in done)
+            free = 0 if stopping else self.concurrency + self.settings.prefetch - (
+                busy - busy_async)
+            free_async = 0 if stopping or self._claim_async is None else (
+                self.async_concurrency - busy_async)
+            if self._claim_sync is None:
+                free = 0
+            if done or free > 0 or free_async > 0:
                 try:
                     settled = self.store.settle(
                         self.id, [(d.outcome, d.task.record.isolation_key is not None
                                    or d.task.record.executor in self._claimable.isolated)
                                   for d in done],
-                        self._claimable if free > 0 else None, free,
+                        self._claim_sync if free > 0 else None, free,
                     )
+                    if free_async > 0:  # async executors: their own slots
+                        settled.claimed.extend(self._claim_more(free_async))
+                        free += free_async
                 except RoadieError as exc:
                     log.warning("could not reach the database: %s", exc)
                     self._requeue_done(done)
@@ -247,6 +277,14 @@ class Worker:
                 return
             self._wake.wait(poll)
 
+    def _claim_more(self, limit: int) -> list[TaskRecord]:
+        """Claim up to ``limit`` tasks of async executors (after the outcomes are settled)."""
+        try:
+            return self.store.settle(self.id, [], self._claim_async, limit).claimed
+        except RoadieError as exc:
+            log.warning("could not reach the database: %s", exc)
+            return []
+
     def _take_done(self) -> list[_Done]:
         done = []
         while True:
@@ -265,6 +303,7 @@ class Worker:
             task_id = item.task.id
             with self._running_lock:
                 self.running.pop(task_id, None)
+                self._async_ids.discard(task_id)
             with self._dirty_lock:
                 self._dirty.discard(task_id)
                 self._written_checkpoints.pop(task_id, None)
@@ -290,23 +329,34 @@ class Worker:
         running = RunningTask(self.app, record, sink=self,
                               max_messages=self.settings.max_status_messages,
                               child_width=self.settings.child_width)
+        is_async = (record.executor in self._async_names and self._runner is not None
+                    and not self.hosts.wants(running))  # a host runs its own loop
         with self._running_lock:
             self.running[record.id] = running
+            if is_async:
+                self._async_ids.add(record.id)
         self.stats.claimed += 1
-        self._queue.put(running)
+        if is_async:
+            assert self._runner is not None
+            self._runner.submit(running, lambda: self._run_and_report(running))
+        else:
+            self._queue.put(running)
 
     def _thread_main(self) -> None:
         while True:
             task = self._queue.get()
             if task is None:
                 return
-            try:
-                self._done.put(self._run_one(task))
-            except BaseException as exc:  # a bug in roadie itself: still end the task
-                log.exception("roadie: unexpected error while running task %s", task.id)
-                outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}")
-                self._done.put(_Done(task, outcome, None, exc))
-            self._wake.set()
+            self._run_and_report(task)
+
+    def _run_and_report(self, task: RunningTask) -> None:
+        try:
+            self._done.put(self._run_one(task))
+        except BaseException as exc:  # a bug in roadie itself: still end the task
+            log.exception("roadie: unexpected error while running task %s", task.id)
+            outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}")
+            self._done.put(_Done(task, outcome, None, exc))
+        self._wake.set()
 
     def _run_one(self, task: RunningTask) -> _Done:
         task.started = time.monotonic()  # timeouts count from here, not from the claim
@@ -477,6 +527,8 @@ class Worker:
                 thread.join()
             self._maintenance.join(timeout=10)
             self._settle_leftovers()  # attempts that ended after the claim loop stopped
+        if self._runner is not None:
+            self._runner.stop()
         self.hosts.close()
         try:
             self.store.stop_node(self.id)

@@ -6,11 +6,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from roadie.hookspecs import hookimpl
+from roadie.jsonlog import task_fields
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
     from roadie.records import TaskRecord
     from roadie.result import Result
+    from roadie.running import RunningTask
     from roadie.worker import Worker
 
 log = logging.getLogger("roadie.events")
@@ -18,27 +20,35 @@ log = logging.getLogger("roadie.events")
 
 @hookimpl
 def roadie_task_added(app: Roadie, task: TaskRecord) -> None:
-    log.debug("task %s added: %s %r", task.id, task.executor, task.name)
+    log.debug("task %s added: %s %r", task.id, task.executor, task.name,
+              extra=task_fields(task))
+
+
+@hookimpl
+def roadie_before_task(task: RunningTask) -> None:
+    log.info("task %s started: %s attempt %d", task.id, task.record.executor, task.attempt,
+             extra=task_fields(task, "started"))
 
 
 @hookimpl
 def roadie_task_finished(task: TaskRecord, result: Result) -> None:
-    log.info("task %s successful: %s", task.id, result.message)
+    log.info("task %s successful: %s", task.id, result.message, extra=task_fields(task))
 
 
 @hookimpl
 def roadie_task_failed(task: TaskRecord, message: str, error: BaseException | None) -> None:
-    log.warning("task %s failed: %s", task.id, message)
+    log.warning("task %s failed: %s", task.id, message, extra=task_fields(task))
 
 
 @hookimpl
 def roadie_task_cancelled(task: TaskRecord, message: str) -> None:
-    log.info("task %s cancelled: %s", task.id, message)
+    log.info("task %s cancelled: %s", task.id, message, extra=task_fields(task))
 
 
 @hookimpl
 def roadie_task_orphaned(task: TaskRecord, node: str, outcome: str) -> None:
-    log.warning("task %s of dead worker %s: %s", task.id, node, outcome)
+    log.warning("task %s of dead worker %s: %s", task.id, node, outcome,
+                extra=task_fields(task))
 
 
 @hookimpl

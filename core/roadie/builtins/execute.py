@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING
 
+from roadie.aio_runner import await_executor
 from roadie.hookspecs import hookimpl
 from roadie.lifecycle import HookFailure, mark_from_executor
 
@@ -18,7 +20,10 @@ def roadie_execute_task(task: RunningTask, executor: Executor) -> Result:
     """Run ``executor.execute(task)``; its exceptions are marked as the executor's own, so
     that they are not mistaken for a failing plugin hook."""
     try:
-        return executor.execute(task)
+        result = executor.execute(task)
+        if inspect.isawaitable(result):  # an async executor: await it on the worker's loop
+            return await_executor(task, result)
+        return result
     except HookFailure:
         raise  # a plugin's hook failed inside execute (for example a status translator)
     except BaseException as exc:

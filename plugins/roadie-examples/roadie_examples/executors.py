@@ -1,7 +1,8 @@
-"""Example executors: count, fail, echo, noop, serial, fanout, report, greet, import."""
+"""Example executors: count, fail, echo, noop, serial, fanout, report, greet, import, wait."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -50,6 +51,18 @@ class Noop(roadie.Executor):
 
     def execute(self, task: roadie.RunningTask) -> roadie.Result:
         return roadie.Result.SUCCESS
+
+
+class Wait(roadie.Executor):
+    """An async executor: awaits ``seconds`` (default 0.1), as a task waiting on I/O would.
+    A cancel or a timeout ends it at its ``await``."""
+
+    async def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        seconds = float(task.context.get("seconds", 0.1))
+        task.progress(0, 1, "waiting")
+        await asyncio.sleep(seconds)
+        task.progress(1, 1, "waited")
+        return roadie.Result.success(f"waited {seconds:g} s")
 
 
 class Serial(roadie.Executor):
