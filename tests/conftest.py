@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from roadie import Roadie
+from roadie.store import Store
 from roadie.testing import make_app
 
 PG_URL = os.environ.get(
@@ -51,7 +52,16 @@ def require_postgres() -> None:
 
 
 def reset_postgres() -> None:
-    """Empty roadie's tables (creating the schema if needed)."""
+    """Empty roadie's tables, after bringing an existing schema to the code's head revision
+    once a session (the database may hold an older schema from an earlier run)."""
+    if not _pg_state.get("upgraded"):
+        store = Store(PG_URL)
+        try:
+            if store.schema_revision()[0] is not None:
+                store.upgrade()
+        finally:
+            store.dispose()
+        _pg_state["upgraded"] = True
     engine = sa.create_engine(PG_URL)
     with engine.begin() as conn:
         exists = conn.execute(sa.text("select to_regclass('roadie_tasks')")).scalar()

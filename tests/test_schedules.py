@@ -402,7 +402,9 @@ def test_kill_9_of_the_firing_worker(app: roadie.Roadie, tmp_path: Path,
     try:
         wait_for(lambda: len(app.list_nodes()) == 3, timeout=60, message="3 workers")
         trigger.touch()
-        wait_for(marker.exists, timeout=60, message="the worker stalls while firing")
+        # the marker's text, not its existence: the file appears before its text is written
+        wait_for(lambda: marker.exists() and marker.read_text(), timeout=60,
+                 message="the worker stalls while firing")
         kill(firing)
         stalled = dt.datetime.fromisoformat(marker.read_text())
         wait_for(lambda: slots_of(app, "tick")[-1] >= stalled + dt.timedelta(seconds=3),

@@ -673,6 +673,10 @@ from roadie.cli_schedules import schedules  # noqa: E402 - it builds on the help
 
 cli.add_command(schedules)
 
+from roadie.starter import plugin_group  # noqa: E402
+
+cli.add_command(plugin_group)
+
 from roadie.cli_web import web  # noqa: E402 - it builds on the helpers above
 
 cli.add_command(web)

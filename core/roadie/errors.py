@@ -82,3 +82,7 @@ class Cancelled(Exception):
 
 class EnvError(RoadieError):
     """An environment (``roadie env``) cannot be created, changed or found."""
+
+
+class StarterError(RoadieError):
+    """``roadie plugin new`` could not create a plugin (a bad name, or a folder that exists)."""

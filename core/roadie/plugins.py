@@ -32,6 +32,7 @@ import pluggy
 
 from roadie import hookspecs
 from roadie.codec import TypeRegistry
+from roadie.deprecation import warn_deprecated_hooks
 from roadie.errors import PluginError, UnknownExecutor
 
 if TYPE_CHECKING:
@@ -263,6 +264,7 @@ class Plugins:
                 raise PluginError(
                     f"plugin {dist!r} is registered already (one hook module per distribution)"
                 ) from exc
+            warn_deprecated_hooks(self.pm, plugin, dist)
             if is_global:
                 self._global_plugins.add(dist)
             self._subset_callers.clear()
