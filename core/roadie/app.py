@@ -327,6 +327,16 @@ class Roadie:
             name_contains=name_contains,
         )
 
+    def task_counts(self) -> dict[tuple[Status, str], int]:
+        """How many tasks each (status, executor) pair has (for dashboards and metrics)."""
+        return self.store.count_tasks_by_executor()
+
+    def queue_ages(self) -> dict[str, float]:
+        """Per executor, how many seconds its longest-waiting due task has waited."""
+        now = utcnow()
+        return {e: max(0.0, (now - when).total_seconds())
+                for e, when in self.store.oldest_due(now).items()}
+
     def attempts(self, task_id: int) -> list[AttemptRecord]:
         """The finished attempts of a task (attempt number, outcome, error, times)."""
         self.get_task(task_id)

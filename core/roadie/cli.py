@@ -59,7 +59,7 @@ class RoadieGroup(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
-        if command is None:
+        if command is None or name == "worker":  # plugins may add options to `worker`
             self._add_plugin_commands(ctx)
             command = super().get_command(ctx, name)
         return command

@@ -136,7 +136,12 @@ def roadie_worker_stopping(worker: Worker) -> None:
 
 @hookspec
 def roadie_register_commands(cli: click.Group) -> None:
-    """Add commands to the ``roadie`` CLI: ``@cli.command()`` on the group given."""
+    """Add commands to the ``roadie`` CLI: ``@cli.command()`` on the group given.
+
+    A plugin may also add options to ``roadie worker``: append a ``click.Option`` with
+    ``expose_value=False`` and a ``callback`` that keeps the value (an environment variable
+    reaches ``-p`` worker processes too) to ``cli.commands["worker"].params``, and read it in
+    ``roadie_worker_started`` (roadie-prometheus adds ``--metrics-port`` this way)."""
 
 
 @hookspec(firstresult=True)

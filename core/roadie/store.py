@@ -431,6 +431,23 @@ class Store:
             rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
             return {Status(s): n for s, n in rows}
 
+    def count_tasks_by_executor(self) -> dict[tuple[Status, str], int]:
+        """How many tasks each (status, executor) pair has."""
+        with self.read() as conn:
+            rows = conn.execute(sa.select(T.c.status, T.c.executor, sa.func.count())
+                                .group_by(T.c.status, T.c.executor))
+            return {(Status(s), e): n for s, e, n in rows}
+
+    def oldest_due(self, now: dt.datetime) -> dict[str, dt.datetime]:
+        """Per executor, since when its longest-waiting due task (NEW or QUEUED, run_after
+        passed) has been due."""
+        query = (sa.select(T.c.executor, sa.func.min(T.c.run_after))
+                 .where(T.c.status.in_([int(Status.NEW), int(Status.QUEUED)]),
+                        T.c.run_after <= now)
+                 .group_by(T.c.executor))
+        with self.read() as conn:
+            return {e: _utc(when) for e, when in conn.execute(query) if when is not None}
+
     def delete_task(self, task_id: int) -> None:
         """Delete a task that is not running, with its attempts and attachment rows."""
         with self.write() as conn:
@@ -998,6 +1015,14 @@ class Store:
 
 
 _TIME_COLUMNS = tuple(c.name for c in T.c if isinstance(c.type, models.UTCDateTime))
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    """An aggregate's time (no column type applied) in UTC."""
+    if isinstance(when, str):
+        when = dt.datetime.fromisoformat(when)
+    return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when.astimezone(
+        dt.timezone.utc)
 
 
 def _in_utc(row: dict[str, Any]) -> dict[str, Any]:

@@ -224,3 +224,57 @@ def roadie_recorder(roadie_app: Roadie) -> HookRecorder:
     recorder = HookRecorder()
     roadie_app.plugins.register(recorder, name="roadie-recorder")
     return recorder
+
+
+_UPGRADED: set[str] = set()
+
+
+def _empty_postgres(url: str) -> None:
+    """Empty roadie's tables at ``url``, or skip (fail under CI=true) when unreachable."""
+    import os
+
+    import sqlalchemy as sa
+
+    from roadie.models import metadata
+
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.begin() as conn:
+            exists = conn.execute(sa.text("select to_regclass('roadie_tasks')")).scalar()
+        if exists and url not in _UPGRADED:  # an older schema from an earlier run
+            from roadie.store import Store
+
+            store = Store(url)
+            try:
+                store.upgrade()
+            finally:
+                store.dispose()
+            _UPGRADED.add(url)
+        with engine.begin() as conn:
+            if exists:
+                names = ", ".join(t.name for t in metadata.sorted_tables)
+                conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+    except sa.exc.OperationalError as exc:
+        message = f"PostgreSQL unreachable at {url}: {str(exc).splitlines()[0]}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true: PostgreSQL tests must run)")
+        pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def roadie_db_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Roadie]:
+    """A Roadie with every installed plugin and fast intervals, once on a fresh SQLite file
+    and once on the emptied PostgreSQL database at ``ROADIE_TEST_PG_URL`` (skipped when it is
+    unreachable, failing when ``CI=true``)."""
+    import os
+
+    if request.param == "postgres":
+        url = os.environ.get("ROADIE_TEST_PG_URL",
+                             "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+        _empty_postgres(url)
+    else:
+        url = f"sqlite:///{tmp_path / 'roadie.db'}"
+    app = make_app(url, tmp_path / "data")
+    yield app
+    app.close()

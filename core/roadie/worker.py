@@ -190,6 +190,12 @@ class Worker:
             self._restore_signal_handlers(previous_handlers)
         return self.stats
 
+    def busy_slots(self) -> tuple[int, int]:
+        """(thread slots, async slots) busy now, for metrics."""
+        with self._running_lock:
+            busy_async = len(self._async_ids)
+            return len(self.running) - busy_async, busy_async
+
     def stop(self, *, now: bool = False) -> None:
         """Stop claiming; running tasks finish (``now``: they go through their crash policy at
         once instead)."""

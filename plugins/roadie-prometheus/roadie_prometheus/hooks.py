@@ -1,0 +1,114 @@
+"""roadie hooks of the Prometheus plugin: only roadie's public hooks feed the metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import logging
+import os
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import click
+import roadie
+from roadie import hookimpl
+
+from roadie_prometheus.metrics import ATTEMPTS, DURATION, ENDED, FAILURES, STATE, WAIT, serve
+
+if TYPE_CHECKING:
+    from roadie import Executor, Result, RunningTask, TaskRecord
+    from roadie.worker import Worker
+
+ROADIE_GLOBAL = True  # every task's hooks, whatever plugins the task names
+
+log = logging.getLogger("roadie_prometheus")
+PORT_VARIABLE = "ROADIE_METRICS_PORT"
+
+
+def _remember_port(_ctx: click.Context, _param: click.Parameter, value: int | None) -> None:
+    if value is not None:
+        os.environ[PORT_VARIABLE] = str(value)  # read when the worker starts (and by -p children)
+
+
+@hookimpl
+def roadie_register_commands(cli: click.Group) -> None:
+    """Add ``--metrics-port P`` to ``roadie worker``."""
+    worker = cli.commands.get("worker")
+    if worker is not None and not any(p.name == "metrics_port" for p in worker.params):
+        worker.params.append(click.Option(
+            ["--metrics-port"], type=int, default=None, expose_value=False,
+            callback=_remember_port,
+            help="Serve Prometheus metrics on this port (roadie-prometheus).",
+        ))
+
+
+@hookimpl
+def roadie_worker_started(worker: Worker) -> None:
+    """Remember the worker (its slots and database feed the gauges); serve the endpoint."""
+    with STATE.lock:
+        STATE.worker, STATE.app = worker, worker.app
+        port = os.environ.get(PORT_VARIABLE)
+        if port and STATE.server is None:
+            STATE.server = serve(int(port))
+            log.info("Prometheus metrics on port %s", port)
+
+
+@hookimpl
+def roadie_worker_stopping(worker: Worker) -> None:
+    """Stop serving."""
+    with STATE.lock:
+        if STATE.worker is worker:
+            STATE.worker = None
+            if STATE.server is not None:
+                STATE.server.shutdown()
+                STATE.server = None
+
+
+@hookimpl
+def roadie_before_task(task: RunningTask) -> None:
+    """Count the attempt and how long the task waited."""
+    executor = task.record.executor
+    ATTEMPTS.labels(executor).inc()
+    due = max(task.record.run_after, task.record.created_at)
+    WAIT.labels(executor).observe(max(0.0, (dt.datetime.now(dt.timezone.utc) - due)
+                                      .total_seconds()))
+
+
+@hookimpl(wrapper=True)
+def roadie_execute_task(task: RunningTask, executor: Executor) -> Generator[None, Any, Any]:
+    """Time the execution, by executor, kind (thread or async) and outcome."""
+    kind = "async" if inspect.iscoroutinefunction(type(executor).execute) else "thread"
+    start = time.perf_counter()
+    outcome = "failed"
+    try:
+        result = yield
+        outcome = result.status.label if isinstance(result, roadie.Result) else "successful"
+        return result
+    except roadie.Cancelled as exc:
+        outcome = "timed-out" if exc.timed_out else "cancelled"
+        raise
+    except BaseException:
+        FAILURES.labels(task.record.executor).inc()
+        raise
+    finally:
+        DURATION.labels(task.record.executor, kind, outcome).observe(
+            time.perf_counter() - start)
+
+
+@hookimpl
+def roadie_task_finished(task: TaskRecord, result: Result) -> None:
+    """Count a SUCCESSFUL end."""
+    ENDED.labels(task.executor, "successful").inc()
+
+
+@hookimpl
+def roadie_task_failed(task: TaskRecord, message: str, error: BaseException | None) -> None:
+    """Count a FAILED end."""
+    ENDED.labels(task.executor, "failed").inc()
+
+
+@hookimpl
+def roadie_task_cancelled(task: TaskRecord, message: str) -> None:
+    """Count a CANCELLED end."""
+    ENDED.labels(task.executor, "cancelled").inc()

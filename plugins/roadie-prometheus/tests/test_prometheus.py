@@ -1,0 +1,91 @@
+"""The Prometheus plugin after real runs: the text output, parsed, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+import roadie
+from prometheus_client.parser import text_string_to_metric_families
+from roadie import Status
+from roadie.testing import BackgroundWorker, wait_final, wait_for
+from roadie_prometheus import render
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text page: (name, sorted labels) -> value."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def value(page: dict, name: str, **labels: str) -> float:
+    return page.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_after_a_run(roadie_db_app: roadie.Roadie) -> None:
+    app = roadie_db_app
+    before = samples(render().decode())
+    app.add_tasks([{"executor": "roadie-examples:noop"} for _ in range(3)])
+    app.add_task("roadie-examples:fail", {})
+    app.add_tasks([{"executor": "roadie-examples:wait", "context": {"seconds": 0.01}}
+                   for _ in range(2)])
+    app.add_task("roadie-examples:noop", delay=60)  # waits: queue depth 1
+    app.run_worker(concurrency=2, until_idle=True)
+    page = samples(render().decode())
+
+    def delta(name: str, **labels: str) -> float:
+        return value(page, name, **labels) - value(before, name, **labels)
+
+    assert delta("roadie_attempts_total", executor="roadie-examples:noop") == 3
+    assert delta("roadie_tasks_ended_total", executor="roadie-examples:noop",
+                 status="successful") == 3
+    assert delta("roadie_tasks_ended_total", executor="roadie-examples:fail",
+                 status="failed") == 1
+    assert delta("roadie_attempt_failures_total", executor="roadie-examples:fail") == 1
+    assert delta("roadie_attempt_duration_seconds_count", executor="roadie-examples:wait",
+                 kind="async", outcome="successful") == 2
+    assert delta("roadie_attempt_duration_seconds_count", executor="roadie-examples:noop",
+                 kind="thread", outcome="successful") == 3
+    assert delta("roadie_task_wait_seconds_count", executor="roadie-examples:wait") == 2
+    # gauges read from the database
+    assert value(page, "roadie_tasks", status="successful",
+                 executor="roadie-examples:noop") == 3
+    assert value(page, "roadie_tasks", status="failed", executor="roadie-examples:fail") == 1
+    assert value(page, "roadie_queue_depth", executor="roadie-examples:noop") == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_worker_serves_metrics_with_busy_slots_and_heartbeats(
+        roadie_db_app: roadie.Roadie, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = roadie_db_app
+    port = free_port()
+    monkeypatch.setenv("ROADIE_METRICS_PORT", str(port))
+    task = app.add_task("roadie-examples:wait", {"seconds": 3600})
+    with BackgroundWorker(app, concurrency=3, async_concurrency=7):
+        wait_for(lambda: app.get_task(task.id).status is Status.IN_PROGRESS)
+
+        def page() -> dict | None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as response:
+                    return samples(response.read().decode())
+            except OSError:
+                return None
+
+        found = wait_for(page, message="the metrics endpoint")
+        assert value(found, "roadie_worker_busy", kind="async") == 1
+        assert value(found, "roadie_worker_busy", kind="thread") == 0
+        assert value(found, "roadie_worker_slots", kind="async") == 7
+        assert value(found, "roadie_worker_slots", kind="thread") == 3
+        assert any(name == "roadie_node_heartbeat_timestamp_seconds" and v > 0
+                   for (name, _), v in found.items())
+        app.cancel_task(task.id)
+        assert wait_final(app, task.id).status is Status.CANCELLED
