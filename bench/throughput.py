@@ -183,6 +183,111 @@ def report(results: list[Figures]) -> str:
     return table(header, rows)
 
 
+# -- depth: drain while many tasks wait that this node cannot take now ----------------------
+
+TICK = "bench:tick"
+DEPTH_NOTES = """
+
+Each row: a fresh database, the skipped tasks added first, then the no-ops (`bench:tick`),
+then a `BackgroundWorker(app, concurrency=2)` drains the no-ops (rate from its start to the last
+no-op run). Skipped kinds: serial-behind-lock (`roadie-examples:serial`, status QUEUED, behind
+one long serial task that holds the lock in another worker), delayed (`delay=3600`),
+tagged-absent (`tags=["gpu"]`), plugin-absent (an executor of a plugin no node has), mix (a
+quarter of each). `load` is the 1-minute load average after the row."""
+SKIP_KINDS = ("none", "serial-behind-lock", "delayed", "tagged-absent", "plugin-absent", "mix")
+
+
+class TickExecutor(roadie.Executor):
+    """A no-op that counts its runs (the depth drain waits on the count, not on a query)."""
+
+    count = 0
+    lock = threading.Lock()
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        with self.lock:
+            TickExecutor.count += 1
+        return roadie.Result.SUCCESS
+
+
+def fill_skipped(app: roadie.Roadie, kind: str, depth: int) -> None:
+    """Add ``depth`` tasks of ``kind`` that the draining worker must skip (none: nothing)."""
+    if kind == "none" or depth <= 0:
+        return
+    if kind == "mix":
+        quarter = depth // 4
+        for part in ("serial-behind-lock", "delayed", "tagged-absent", "plugin-absent"):
+            fill_skipped(app, part, quarter)
+        return
+    with app.store.engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT coalesce(max(id), 0) FROM roadie_tasks")).scalar()
+    spec: dict[str, object] = {"executor": NOOP, "context": {}}
+    if kind == "serial-behind-lock":
+        spec = {"executor": "roadie-examples:serial", "context": {"seconds": 3600}}
+    elif kind == "delayed":
+        spec["delay"] = 3600
+    elif kind == "tagged-absent":
+        spec["tags"] = ["gpu"]
+    for offset in range(0, depth, CHUNK):
+        app.add_tasks([spec] * min(CHUNK, depth - offset))
+    with app.store.engine.begin() as conn:
+        if kind == "serial-behind-lock":  # what a claim leaves behind a held lock
+            conn.execute(sa.text("UPDATE roadie_tasks SET status = 4 WHERE id > :b"),
+                         {"b": before})
+        elif kind == "plugin-absent":  # as if added by a node that has this plugin
+            conn.execute(sa.text("UPDATE roadie_tasks SET executor = 'roadie-absent:job', "
+                                 "plugins = :p WHERE id > :b"),
+                         {"p": '{"roadie-absent": "1.0"}', "b": before})
+    if app.store.is_postgres:
+        with app.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE roadie_tasks"))
+
+
+def measure_depth(backend: str, n: int, kind: str, depth: int) -> float:
+    """Drain rate (tasks/s) of ``n`` counting no-ops with ``depth`` skipped tasks of ``kind``."""
+    with tempfile.TemporaryDirectory(prefix="roadie-bench-") as tmp:
+        url = fresh_database(backend, Path(tmp))
+        app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
+        app.plugins.register_executor(TICK, TickExecutor)
+        holder = None
+        try:
+            app.add_task(NOOP, {})  # connect, create the schema, load the plugins
+            empty_tasks(app)
+            if kind in ("serial-behind-lock", "mix"):  # one long serial task holds the lock
+                holder = BackgroundWorker(app, concurrency=1).start()
+                first = app.add_task("roadie-examples:serial", {"seconds": 3600})
+                wait(lambda: app.get_task(first.id).status == roadie.Status.IN_PROGRESS,
+                     "the lock holder to start")
+            fill_skipped(app, kind, depth)
+            for offset in range(0, n, CHUNK):
+                app.add_tasks([{"executor": TICK, "context": {}}] * min(CHUNK, n - offset))
+            TickExecutor.count = 0
+            started = time.perf_counter()
+            with BackgroundWorker(app, concurrency=2):
+                wait(lambda: TickExecutor.count >= n, "the drain", timeout=3600)
+                rate = n / (time.perf_counter() - started)
+            if holder is not None:
+                app.cancel_task(first.id)
+                holder.stop()
+        finally:
+            app.close()
+    return rate
+
+
+def depth_report(backend: str, n: int, depth: int, kinds: list[str]) -> str:
+    rows = []
+    base = 0.0
+    for kind in kinds:
+        rate = measure_depth(backend, n, kind, 0 if kind == "none" else depth)
+        base = rate if kind == "none" else base
+        ratio = f"{rate / base:.2f}x" if base else "-"
+        print(f"  {backend}: {depth:,} {kind}: drain {rate:,.0f}/s ({ratio}), "
+              f"load {os.getloadavg()[0]:.1f}", flush=True)
+        rows.append([backend, kind, f"{0 if kind == 'none' else depth:,}", f"{rate:,.0f}/s",
+                     ratio, f"{os.getloadavg()[0]:.1f}"])
+    return table(["backend", "waiting tasks the node skips", "how many", f"drain of {n:,}",
+                  "vs. none", "load"], rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per measurement")
@@ -190,8 +295,20 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only, keep RESULTS.md")
     parser.add_argument("--prefetch", type=int, action="append", default=None,
                         help="measure with this worker prefetch (repeatable; default 0)")
+    parser.add_argument("--depth", type=int, default=0,
+                        help="drain with this many skipped tasks waiting (see --skip)")
+    parser.add_argument("--skip", choices=SKIP_KINDS, action="append", default=None,
+                        help="the kind of skipped task (repeatable; default all)")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if args.depth:
+        kinds = ["none", *[k for k in args.skip or SKIP_KINDS if k != "none"]]
+        texts = [depth_report(backend, args.tasks, args.depth, kinds) for backend in backends]
+        print("\n\n".join(texts))
+        if not args.no_write:
+            write_section(f"Depth: {args.depth:,} waiting tasks the node cannot take",
+                          "\n\n".join(texts) + DEPTH_NOTES)
+        return
 
     results = []
     for prefetch in args.prefetch or [0]:

@@ -13,7 +13,9 @@ def test_status_values_and_labels_match_liferay() -> None:
     assert [(s.name, int(s), s.label) for s in Status] == [
         ("NEW", 0, "new"), ("IN_PROGRESS", 1, "in-progress"), ("FAILED", 2, "failed"),
         ("SUCCESSFUL", 3, "successful"), ("QUEUED", 4, "queued"), ("CANCELLED", 5, "cancelled"),
+        ("WAITING", 6, "waiting"),  # not Liferay's: a parent waiting for its subtasks
     ]
+    assert not Status.WAITING.is_final
     assert Status.parse("in-progress") is Status.IN_PROGRESS
     assert Status.parse("CANCELLED") is Status.CANCELLED
     with pytest.raises(ValueError, match="use one of: new, in-progress"):

@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from roadie.codec import TypeRegistry
 from roadie.config import Settings
-from roadie.errors import ContextEncodeError, PluginError, UnknownExecutor
+from roadie.errors import ContextEncodeError, DependencyError, PluginError, UnknownExecutor
 from roadie.executor import CrashPolicy, Executor, Isolation
 from roadie.lifecycle import notify_hook
 from roadie.plugins import Plugins, split_executor_name
@@ -78,6 +78,7 @@ class Roadie:
                               synchronous_commit=self.settings.postgres_synchronous_commit)
                 auto = store.is_sqlite if self._auto_upgrade is None else self._auto_upgrade
                 store.check_schema(auto_upgrade=auto)
+                store.trees.on_cancelled = self._fire_cancelled
                 self._store = store
             return self._store
 
@@ -125,15 +126,18 @@ class Roadie:
         delay: float | None = None,
         tags: Iterable[str] = (),
         timeout: float | None = None,
+        after: Iterable[int] = (),
     ) -> TaskRecord:
         """Store a new task for ``executor`` (``"distribution:name"``) with its context map.
 
         The executor is checked against the installed plugins (or those that live workers
         advertise); the context is encoded with the type registry. Returns the stored task.
+        With ``after=[ids]`` it waits (NEW) until those tasks have all succeeded, and ends
+        CANCELLED if one of them fails or is cancelled.
         """
         spec = self._new_task(executor, context, {}, name=name, owner=owner, group=group,
                               priority=priority, run_after=run_after, delay=delay, tags=tags,
-                              timeout=timeout)
+                              timeout=timeout, after=after)
         (task,) = self.store.insert_tasks([spec], decoder=self.decode_for_task)
         self._task_added(task)
         return task
@@ -174,6 +178,7 @@ class Roadie:
         delay: float | None = None,
         tags: Iterable[str] = (),
         timeout: float | None = None,
+        after: Iterable[int] = (),
     ) -> NewTask:
         try:
             dist, entry = split_executor_name(executor)
@@ -214,6 +219,7 @@ class Roadie:
             executor=qualified, plugins=versions, context=data, name=name or "", owner=owner,
             group=group, captured=captured, isolation_key=isolation_key, priority=int(priority),
             run_after=run_after, tags=tags_key(tags), timeout=timeout,
+            after=_task_ids(after),
         )
 
     def _resolve_executor(
@@ -299,8 +305,15 @@ class Roadie:
         return self.store.get_task(task_id, decoder=self.decode_for_task)
 
     def get_task_status(self, task_id: int) -> dict[str, Any]:
-        """The live status attributes of a task (progress, counters, ...), from any process."""
-        return self.get_task(task_id).task_status
+        """The live status attributes of a task (progress, counters, ...), from any process.
+        A parent waiting for its subtasks adds their counts by status and a percent."""
+        record = self.get_task(task_id)
+        status = record.task_status
+        if record.status == Status.WAITING:
+            from roadie.trees import tree_status
+
+            status = {**status, **tree_status(self, record)}
+        return status
 
     def list_tasks(
         self,
@@ -314,9 +327,11 @@ class Roadie:
         limit: int | None = 100,
         offset: int = 0,
         name_contains: str | None = None,
+        parent_id: int | None = None,
     ) -> list[TaskRecord]:
         """Tasks matching the filters, newest first (``schedule``: the tasks a schedule
-        made; ``name_contains``: a case-insensitive part of the name)."""
+        made; ``name_contains``: a case-insensitive part of the name; ``parent_id``: the
+        subtasks of a task)."""
         statuses = None
         if status is not None:
             items = [status] if isinstance(status, (str, int, Status)) else list(status)
@@ -325,6 +340,7 @@ class Roadie:
             status=statuses, executor=executor, owner=owner, group=group, name=name,
             schedule=schedule, limit=limit, offset=offset, decoder=self.decode_for_task,
             name_contains=name_contains,
+            parent_id=parent_id,
         )
 
     def task_counts(self) -> dict[tuple[Status, str], int]:
@@ -348,8 +364,15 @@ class Roadie:
 
     def waiting_reason(self, task: TaskRecord) -> str | None:
         """Why a waiting task is not running yet, or None when nothing stands in its way."""
+        if task.status == Status.WAITING:
+            return "waiting for its subtasks to end"
         if task.status not in (Status.NEW, Status.QUEUED):
             return None
+        from roadie.treestore import BLOCKED
+
+        if task.run_after >= BLOCKED:
+            unmet = self.store.trees.unmet_dependencies(task.id)
+            return f"waiting for tasks {', '.join(str(i) for i in unmet)}"
         if task.run_after > utcnow():
             return f"waiting: runs after {task.run_after.isoformat(timespec='seconds')}"
         if task.status == Status.QUEUED and task.isolation_key:
@@ -376,21 +399,31 @@ class Roadie:
         """Cancel a task: a waiting one ends CANCELLED at once; a running one is asked to stop
         at its next safe point."""
         when = utcnow().isoformat(timespec="seconds")
-        task = self.store.cancel_task(task_id, by, f"cancelled by {by} at {when}")
+        message = f"cancelled by {by} at {when}"
+        task = self.store.cancel_task(task_id, by, message)
         if task.status == Status.CANCELLED:
             record = self.get_task(task_id)
             notify_hook(self, "roadie_task_cancelled", task=record, message=record.status_message)
+        self._fire_cancelled(self.store.trees.cancel_subtasks(
+            task_id, by, f"{message} (its parent task {task_id} was cancelled)"))
         return self.get_task(task_id)
+
+    def _fire_cancelled(self, records: list[TaskRecord]) -> None:
+        """The cancel hooks of tasks a tree change ended (subtasks, dependents)."""
+        for record in records:
+            notify_hook(self, "roadie_task_cancelled", task=record,
+                        message=record.status_message)
 
     def resume_task(self, task_id: int) -> TaskRecord:
         """Run a FAILED or CANCELLED task again: a new attempt on the same row and context."""
         self.store.resume_task(task_id)
         return self.get_task(task_id)
 
-    def delete_task(self, task_id: int) -> None:
-        """Delete a task that is not running, with its attempts and attachments."""
-        self.store.delete_task(task_id)
-        self.attachment_store.delete_all(task_id)
+    def delete_task(self, task_id: int, *, tree: bool = False) -> None:
+        """Delete a task that is not running, with its attempts and attachments. A parent
+        whose subtasks have not all ended is refused unless ``tree`` (delete its whole tree)."""
+        for deleted in self.store.delete_task(task_id, tree=tree):
+            self.attachment_store.delete_all(deleted)
 
     # -- attachments ---------------------------------------------------------------------
 
@@ -554,6 +587,7 @@ class Roadie:
         """Find the running tasks of dead nodes and apply their crash policy; returns how
         many were handled."""
         count = 0
+        self.store.trees.sweep()  # fan-ins a crash interrupted
         nodes = {n.id: n for n in self.store.list_nodes(include_stopped=True)}
         for task in self.store.orphaned_tasks(self.settings.heartbeat_grace):
             node = nodes.get(task.node or "")
@@ -668,6 +702,17 @@ class Roadie:
                 changed.wait(max(wait, 0))
         finally:
             hub.unsubscribe(token)
+
+
+def _task_ids(ids: Iterable[int]) -> tuple[int, ...]:
+    """The ``after=`` ids as ints (records are accepted too)."""
+    found = []
+    for item in ids:
+        value = getattr(item, "id", item)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DependencyError(f"after= takes task ids (ints), not {item!r}")
+        found.append(value)
+    return tuple(found)
 
 
 def _progress_summary(record: TaskRecord) -> str:

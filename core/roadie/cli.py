@@ -30,6 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 STATUS_STYLE = {
     Status.NEW: "cyan", Status.IN_PROGRESS: "yellow", Status.FAILED: "red",
     Status.SUCCESSFUL: "green", Status.QUEUED: "magenta", Status.CANCELLED: "dim",
+    Status.WAITING: "blue",
 }
 
 
@@ -137,14 +138,18 @@ def submit(app: Roadie, executor: str, context_json: str, name: str, owner: str 
 @click.option("--owner", default=None)
 @click.option("--group", default=None)
 @click.option("--schedule", default=None, help="Only the tasks this schedule made.")
+@click.option("--parent", "parent_id", type=int, default=None,
+              help="Only the subtasks of this task.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--offset", type=int, default=0)
 @with_app
 def list_(app: Roadie, statuses: tuple[str, ...], executor: str | None, owner: str | None,
-          group: str | None, schedule: str | None, limit: int, offset: int) -> None:
+          group: str | None, schedule: str | None, limit: int, offset: int,
+          parent_id: int | None) -> None:
     """List tasks, newest first."""
     tasks = app.list_tasks(status=list(statuses) or None, executor=executor, owner=owner,
-                           group=group, schedule=schedule, limit=limit, offset=offset)
+                           group=group, schedule=schedule, limit=limit, offset=offset,
+                           parent_id=parent_id)
     table = Table("id", "name", "executor", "status", "progress", "message", "created")
     for task in tasks:
         message = task.status_message
@@ -180,6 +185,7 @@ def show(app: Roadie, task_id: int) -> None:
         ("node", task.node), ("created", task.created_at), ("started", task.started_at),
         ("finished", task.finished_at), ("run after", task.run_after),
         ("schedule", f"{task.schedule} (slot {task.scheduled_for})" if task.schedule else None),
+        ("parent", task.parent_id),
     ]
     reason = app.waiting_reason(task)
     if reason:
@@ -215,6 +221,7 @@ def show(app: Roadie, task_id: int) -> None:
         for attempt in attempts:
             out.print(f"  #{attempt.attempt} {attempt.status.label} on {attempt.node}: "
                       f"{attempt.message}")
+    print_tree(app, task)
     attachments = app.list_attachments(task.id)
     if attachments:
         out.print("[bold]attachments[/bold]: " + ", ".join(
@@ -247,11 +254,32 @@ def retry(app: Roadie, task_id: int) -> None:
 
 @cli.command()
 @click.argument("task_id", type=int)
+@click.option("--tree", is_flag=True,
+              help="Also delete its subtasks (refused while one of them runs).")
 @with_app
-def delete(app: Roadie, task_id: int) -> None:
+def delete(app: Roadie, task_id: int, tree: bool) -> None:
     """Delete a task that is not running, with its attachments."""
-    app.delete_task(task_id)
-    click.echo(f"task {task_id} deleted")
+    app.delete_task(task_id, tree=tree)
+    click.echo(f"task {task_id} deleted" + (" with its subtasks" if tree else ""))
+
+
+def print_tree(app: Roadie, task: TaskRecord, *, shown: int = 20) -> None:
+    """The subtasks of ``task``: counts by status, percent ended, and the first few."""
+    from roadie.trees import tree_status
+
+    summary = tree_status(app, task)
+    if not summary:
+        return
+    out = console()
+    counts = ", ".join(f"{n} {label}" for label, n in summary["subtasks"].items())
+    out.print(f"[bold]subtasks[/bold]: {summary['subtasks_ended']} of "
+              f"{summary['subtasks_total']} ended ({summary['subtasks_percent']:g}%): {counts}")
+    for sub in app.list_tasks(parent_id=task.id, limit=shown):
+        out.print(f"  ├─ #{sub.id} {sub.name or sub.executor} {styled_status(sub.status)} "
+                  f"{sub.status_message[:60]}".rstrip())
+    if summary["subtasks_total"] > shown:
+        out.print(f"  └─ ... {summary['subtasks_total'] - shown} more "
+                  f"(`roadie list --parent {task.id}`)")
 
 
 @cli.command()
@@ -394,8 +422,8 @@ def run_processes(url: str | None, processes: int, concurrency: int, until_idle:
 def watch(app: Roadie, task_ids: tuple[int, ...], timeout: float | None) -> None:
     """Show live progress bars of tasks until they end (default: every unfinished task)."""
     ids = list(task_ids) or [
-        t.id for t in app.list_tasks(status=[Status.NEW, Status.QUEUED, Status.IN_PROGRESS],
-                                     limit=None)
+        t.id for t in app.list_tasks(status=[Status.NEW, Status.QUEUED, Status.IN_PROGRESS,
+                                             Status.WAITING], limit=None)
     ]
     if not ids:
         click.echo("no unfinished tasks to watch")
@@ -418,6 +446,13 @@ def watch_tasks(app: Roadie, ids: list[int], *, timeout: float | None = None) ->
         for task in app.watch(ids, timeout=timeout):
             latest[task.id] = task
             status = safe_status(task)
+            if task.status == Status.WAITING:  # a tree: the bar follows its subtasks
+                from roadie.trees import tree_status
+
+                tree = tree_status(app, task)
+                status = {"total": tree.get("subtasks_total"), "done": tree.get("subtasks_ended"),
+                          "message": f"{tree.get('subtasks_ended', 0)} of "
+                                     f"{tree.get('subtasks_total', 0)} subtasks ended"}
             total = status.get("total") or 1
             done = status.get("done") or 0
             if task.status == Status.SUCCESSFUL and not status.get("total"):

@@ -27,6 +27,10 @@ class TaskNotFound(RoadieError, LookupError):
         self.task_id = task_id
 
 
+class DependencyError(RoadieError, ValueError):
+    """``after=[ids]`` names a task that does not exist (or would make a cycle)."""
+
+
 class UnknownExecutor(RoadieError, LookupError):
     """No installed plugin (nor any live worker) provides the executor."""
 

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from roadie.records import TaskDraft
+    from collections.abc import Iterable
+
+    from roadie.records import TaskDraft, TaskRecord
     from roadie.result import Result
     from roadie.running import RunningTask
     from roadie.schedules import Rule
@@ -97,6 +99,15 @@ class Executor:
     def execute(self, task: RunningTask) -> Result:
         """Do the work of ``task`` and return a Result."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement execute(task)")
+
+    def subtasks_done(self, task: RunningTask, subtasks: Iterable[TaskRecord]) -> Result:
+        """Decide the result of a task that returned ``Result.wait_for_subtasks()``, once all
+        its subtasks have ended (``subtasks`` yields them, oldest first, a page at a time).
+        The default succeeds when all succeeded, and otherwise fails naming those that did
+        not."""
+        from roadie.trees import default_subtasks_done
+
+        return default_subtasks_done(task, subtasks)
 
     def handle_exception(self, task: RunningTask, exc: BaseException) -> str:
         """The status message of a task whose ``execute`` raised ``exc``."""

@@ -71,6 +71,10 @@ tasks = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("schedule", sa.String(255)),  # the schedule that made it (issue 17)
     sa.Column("scheduled_for", UTCDateTime),  # its slot
+    sa.Column("parent_id", Id),  # the task that added it as a subtask (issue 16)
+    sa.Column("fan_in", sa.Boolean, nullable=False, server_default=sa.false()),  # runs
+    # subtasks_done next time it is claimed
+    sa.Column("has_dependents", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("roadie_tasks_isolation_key", "isolation_key"),
     sa.Index("roadie_tasks_node", "node"),
     sa.Index("roadie_tasks_owner", "owner"),
@@ -140,6 +144,21 @@ sa.Index("roadie_tasks_claim", tasks.c.priority.desc(), tasks.c.id,
 sa.Index("roadie_tasks_schedule_slot", tasks.c.schedule, tasks.c.scheduled_for, unique=True,
          postgresql_where=sa.text("schedule IS NOT NULL"),
          sqlite_where=sa.text("schedule IS NOT NULL"))
+
+# Task trees (issue 16): the subtasks of a parent, and those not ended yet (the fan-in checks
+# "does the parent still have an open subtask?" with one index probe).
+sa.Index("roadie_tasks_parent", tasks.c.parent_id)
+OPEN_CHILD = "parent_id IS NOT NULL AND status NOT IN (2, 3, 5)"
+sa.Index("roadie_tasks_open_children", tasks.c.parent_id,
+         postgresql_where=sa.text(OPEN_CHILD), sqlite_where=sa.text(OPEN_CHILD))
+
+dependencies = sa.Table(
+    "roadie_dependencies",
+    metadata,
+    sa.Column("task_id", Id, primary_key=True),  # the task that waits
+    sa.Column("after_id", Id, primary_key=True),  # the task it waits for
+    sa.Index("roadie_dependencies_after", "after_id"),
+)
 
 schedules = sa.Table(
     "roadie_schedules",

@@ -50,6 +50,9 @@ class TaskRecord:
     decoder: Decoder | None = field(default=None, repr=False, compare=False)
     schedule: str | None = None  # the name of the schedule that made it
     scheduled_for: dt.datetime | None = None  # the schedule's slot (UTC)
+    parent_id: int | None = None  # the task that added it with ``add_subtask``
+    fan_in: bool = False  # its subtasks have ended: ``subtasks_done`` runs next
+    has_dependents: bool = field(default=False, repr=False)  # some task runs ``after`` it
 
     def _decode(self, data: bytes | None, what: str, default: Any = None) -> Any:
         if data is None:

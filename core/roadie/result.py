@@ -24,7 +24,7 @@ class Result:
     def __post_init__(self) -> None:
         if not isinstance(self.status, Status):
             object.__setattr__(self, "status", Status(self.status))
-        if not self.status.is_final:
+        if not self.status.is_final and self.status != Status.WAITING:
             raise ValueError(
                 f"a Result needs a final status (successful, failed or cancelled), "
                 f"not {self.status.label}"
@@ -34,6 +34,12 @@ class Result:
     def success(cls, message: str = "", value: Any = None) -> Result:
         """A SUCCESSFUL result."""
         return cls(Status.SUCCESSFUL, message, value)
+
+    @classmethod
+    def wait_for_subtasks(cls, message: str = "waiting for its subtasks") -> Result:
+        """Park the task in WAITING, holding no thread or lock, until every subtask it added
+        has ended; then the executor's ``subtasks_done`` decides its result."""
+        return cls(Status.WAITING, message)
 
     @classmethod
     def failed(cls, message: str, value: Any = None) -> Result:

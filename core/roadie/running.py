@@ -205,6 +205,23 @@ class RunningTask:
         order. With ``progress`` the task's generic progress follows the children."""
         return self.children.map(fn, items, width=width, progress=progress)
 
+    # -- subtasks (persistent children, any node runs them) --------------------------------
+
+    def add_subtask(self, executor: str, context: Mapping[str, Any] | None = None,
+                    **options: Any) -> TaskRecord:
+        """Add a persistent subtask (``add_task``'s arguments); returns it as stored. Return
+        ``roadie.Result.wait_for_subtasks()`` to wait for the subtasks without a thread."""
+        from roadie.trees import add_subtask
+
+        return add_subtask(self, executor, context, **options)
+
+    def add_subtasks(self, items: Iterable[Mapping[str, Any]]) -> list[int]:
+        """Add many subtasks (each item holds ``add_task``'s arguments), in bounded batches;
+        returns their ids."""
+        from roadie.trees import add_subtasks
+
+        return add_subtasks(self, items)
+
     # -- attachments ---------------------------------------------------------------------
 
     def attach(self, name: str, data: bytes | str | Path | IO[bytes], *,

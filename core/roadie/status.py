@@ -9,7 +9,8 @@ class Status(enum.IntEnum):
     """The status of a task.
 
     NEW waits for a worker; QUEUED is runnable but waits for its isolation lock;
-    FAILED, SUCCESSFUL and CANCELLED are final.
+    FAILED, SUCCESSFUL and CANCELLED are final. WAITING (not in Liferay) is a parent that
+    waits for its subtasks without holding a thread; it is neither final nor claimable.
     """
 
     NEW = 0
@@ -18,6 +19,7 @@ class Status(enum.IntEnum):
     SUCCESSFUL = 3
     QUEUED = 4
     CANCELLED = 5
+    WAITING = 6
 
     @property
     def label(self) -> str:

@@ -31,6 +31,7 @@ from roadie.status import FINAL_STATUSES, Status
 
 if TYPE_CHECKING:
     from roadie.schedulestore import ScheduleStore
+    from roadie.treestore import TreeStore
 
 T = models.tasks
 CHANNEL_ADDED = "roadie_task_added"
@@ -84,6 +85,8 @@ class NewTask:
     run_after: dt.datetime | None = None
     tags: str = ""
     timeout: float | None = None
+    parent_id: int | None = None  # a subtask of this task
+    after: tuple[int, ...] = ()  # runs once these tasks have succeeded
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,13 @@ class Store:
     def safe_url(self) -> str:
         """The URL without its password."""
         return self.engine.url.render_as_string(hide_password=True)
+
+    @functools.cached_property
+    def trees(self) -> TreeStore:
+        """The queries of task trees: subtasks, fan-in, dependencies (``roadie.treestore``)."""
+        from roadie.treestore import TreeStore
+
+        return TreeStore(self)
 
     @functools.cached_property
     def schedules(self) -> ScheduleStore:
@@ -280,13 +290,18 @@ class Store:
     # -- tasks ---------------------------------------------------------------------------
 
     def insert_tasks(self, new_tasks: Sequence[NewTask],
-                     decoder: Decoder | None = None) -> list[TaskRecord]:
+                     decoder: Decoder | None = None, *,
+                     parent: tuple[int, str] | None = None) -> list[TaskRecord]:
         """Insert tasks in one transaction and return them as stored, in order. A task whose
-        isolation key is held is stored as QUEUED."""
+        isolation key is held is stored as QUEUED. With ``parent`` (task id, node) they are
+        subtasks of that task, which ``node`` must be running (the write of its attempt)."""
         now = utcnow()
-        if self.is_postgres and len(new_tasks) == 1 and not new_tasks[0].isolation_key:
+        if (self.is_postgres and len(new_tasks) == 1 and not new_tasks[0].isolation_key
+                and parent is None and not new_tasks[0].after):
             return [self._pg_insert_one(new_tasks[0], now, decoder)]
         with self.write() as conn:
+            if parent is not None:
+                self.trees.check_parent(conn, *parent)
             held: set[str] = set()
             keys = {t.isolation_key for t in new_tasks if t.isolation_key}
             if keys:
@@ -315,14 +330,21 @@ class Store:
                     "timeout": t.timeout,
                     "created_at": now,
                     "updated_at": now,
+                    "parent_id": parent[0] if parent is not None else t.parent_id,
+                    "fan_in": False,
+                    "has_dependents": False,
                 }
                 for t in new_tasks
             ]
+            if any(t.after for t in new_tasks):
+                self.trees.block_on(conn, new_tasks, rows, now)
             if len(rows) < BULK_INSERT_FROM:
                 stored = [conn.execute(T.insert().returning(*T.c), row).one()._mapping
                           for row in rows]
             else:
                 stored = self._bulk_insert(conn, rows)
+            if any(t.after for t in new_tasks):
+                self.trees.record_dependencies(conn, new_tasks, stored)
             self.notify(conn, CHANNEL_ADDED, str(stored[-1]["id"]) if stored else "")
         if self.is_postgres and len(stored) >= ANALYZE_AFTER:
             # a burst this large leaves the planner's statistics behind until autovacuum
@@ -403,6 +425,7 @@ class Store:
         offset: int = 0,
         decoder: Decoder | None = None,
         name_contains: str | None = None,
+        parent_id: int | None = None,
     ) -> list[TaskRecord]:
         """Tasks matching every filter given, newest first (``name_contains``: a
         case-insensitive part of the name)."""
@@ -418,7 +441,7 @@ class Store:
             query = query.where(T.c.id.in_(list(ids)))
         for column, value in (
             (T.c.executor, executor), (T.c.owner, owner), (T.c.task_group, group),
-            (T.c.name, name), (T.c.schedule, schedule),
+            (T.c.name, name), (T.c.schedule, schedule), (T.c.parent_id, parent_id),
         ):
             if value is not None:
                 query = query.where(column == value)
@@ -448,9 +471,15 @@ class Store:
         with self.read() as conn:
             return {e: _utc(when) for e, when in conn.execute(query) if when is not None}
 
-    def delete_task(self, task_id: int) -> None:
-        """Delete a task that is not running, with its attempts and attachment rows."""
+    def delete_task(self, task_id: int, *, tree: bool = False) -> list[int]:
+        """Delete a task that is not running, with its attempts and attachment rows; a task
+        with subtasks that have not ended only with ``tree`` (then its whole tree goes).
+        Returns the ids deleted."""
         with self.write() as conn:
+            ids = self.trees.tree_to_delete(conn, task_id, tree)
+            if len(ids) > 1:
+                self.trees.delete_rows(conn, ids)
+                return ids
             status = conn.execute(
                 sa.select(T.c.status).where(T.c.id == task_id).with_for_update()
             ).scalar()
@@ -468,6 +497,7 @@ class Store:
             )
             conn.execute(models.locks.delete().where(models.locks.c.task_id == task_id))
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
+        return [task_id]
 
     def cancel_task(self, task_id: int, by: str, message: str) -> TaskRecord:
         """Cancel a waiting task at once, or store a cancel request for a running one."""
@@ -477,7 +507,7 @@ class Store:
             if row is None:
                 raise TaskNotFound(task_id)
             status = Status(row.status)
-            if status in (Status.NEW, Status.QUEUED):
+            if status in (Status.NEW, Status.QUEUED, Status.WAITING):
                 conn.execute(
                     T.update().where(T.c.id == task_id).values(
                         status=int(Status.CANCELLED), status_message=message, completed=True,
@@ -499,7 +529,10 @@ class Store:
                 )
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
             row = conn.execute(sa.select(T).where(T.c.id == task_id)).one()
-        return _task_record(row, None)
+        record = _task_record(row, None)
+        if record.status == Status.CANCELLED:
+            self.trees.settled([record])
+        return record
 
     def resume_task(self, task_id: int) -> None:
         """Put a FAILED or CANCELLED task back to NEW (same row, same context)."""
@@ -560,6 +593,7 @@ class Store:
                 node, [o for o, _ in outcomes], can, limit, now)
             committed = Settled(first_finished, first_claimed)
             if not keyed:
+                self.trees.settled(committed.finished)
                 return committed
             limit -= len(first_claimed)  # candidates with isolation keys: the general claim
             outcomes = []
@@ -572,7 +606,9 @@ class Store:
         except DatabaseError:
             if not (committed.finished or committed.claimed):
                 raise
+            self.trees.settled(committed.finished)
             return committed  # the second transaction failed; the first one stands
+        self.trees.settled(committed.finished + finished)
         return Settled(committed.finished + finished, committed.claimed + claimed)
 
     # The hot path (settle) runs prebuilt statements: building SQLAlchemy expressions anew
@@ -712,6 +748,8 @@ class Store:
                     values[column] = getattr(o, column)
             if not o.attempt_counts:
                 values["attempts"] = T.c.attempts - 1
+            if o.status == Status.WAITING:  # parked until its subtasks end (no node, no lock)
+                values["fan_in"] = True
             conn.execute(
                 T.update().where(T.c.id == o.task_id, T.c.node == node,
                                  T.c.status == int(Status.IN_PROGRESS)).values(**values)
@@ -725,7 +763,8 @@ class Store:
             conn.execute(self._release_locks_sql, {"ids": list(rows)})
         attempts = [
             {"task_id": o.task_id, "attempt": rows[o.task_id].attempts, "node": node,
-             "status": int(o.status if o.status in FINAL_STATUSES else Status.FAILED),
+             "status": int(o.status if o.status in FINAL_STATUSES or o.status == Status.WAITING
+                           else Status.FAILED),
              "message": o.message, "error": o.error,
              "started_at": rows[o.task_id].started_at, "finished_at": now}
             for o, _ in outcomes if o.task_id in rows and o.attempt_counts
@@ -989,6 +1028,8 @@ class Store:
             self.notify(conn, CHANNEL_CHANGED, str(task.id))
             if not final:
                 self.notify(conn, CHANNEL_ADDED, str(task.id))
+        if final:
+            self.trees.settled([self.get_task(task.id)])
         return True
 
     # -- attachments ---------------------------------------------------------------------
@@ -1146,6 +1187,8 @@ def _task_record(row: Any, decoder: Decoder | None) -> TaskRecord:
         checkpoint_bytes=m["checkpoint"], status_bytes=m["task_status"],
         messages_bytes=m["messages"], captured_bytes=m["captured"], decoder=decoder,
         schedule=m.get("schedule"), scheduled_for=m.get("scheduled_for"),
+        parent_id=m.get("parent_id"), fan_in=bool(m.get("fan_in")),
+        has_dependents=bool(m.get("has_dependents")),
     )
 
 

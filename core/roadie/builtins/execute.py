@@ -20,7 +20,12 @@ def roadie_execute_task(task: RunningTask, executor: Executor) -> Result:
     """Run ``executor.execute(task)``; its exceptions are marked as the executor's own, so
     that they are not mistaken for a failing plugin hook."""
     try:
-        result = executor.execute(task)
+        if task.record.fan_in:  # its subtasks have ended: the fan-in runs instead
+            from roadie.trees import iter_subtasks
+
+            result = executor.subtasks_done(task, iter_subtasks(task.app, task.id))
+        else:
+            result = executor.execute(task)
         if inspect.isawaitable(result):  # an async executor: await it on the worker's loop
             return await_executor(task, result)
         return result

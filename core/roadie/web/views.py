@@ -157,17 +157,11 @@ def _message_line(message: Any) -> dict[str, str]:
 
 
 def subtask_counts(app: Roadie, task: TaskRecord) -> dict[str, int] | None:
-    """Counts per status of a task's persistent subtasks, where the database has them."""
-    if not hasattr(task, "parent_id"):
-        return None
-    try:
-        children = app.list_tasks(parent_id=task.id, limit=None)  # type: ignore[call-arg]
-    except TypeError:
-        return None
+    """Counts per status of a task's persistent subtasks, or None when it has none."""
     counts: dict[str, int] = {}
-    for child in children:
+    for child in app.list_tasks(parent_id=task.id, limit=None):
         counts[child.status.label] = counts.get(child.status.label, 0) + 1
-    return counts
+    return counts or None
 
 
 def attempt_view(attempt: AttemptRecord) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""Example executors: count, fail, echo, noop, serial, fanout, report, greet, import, wait."""
+"""Example executors: count, fail, echo, noop, serial, fanout, report, greet, import, wait,
+split and part (a task tree)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import roadie
@@ -90,6 +92,46 @@ class Fanout(roadie.Executor):
 
         results = task.map(square, items, width=int(task.context.get("width", 8)))
         return roadie.Result.success(f"sum of squares {sum(results)}", value=sum(results))
+
+
+class Split(roadie.Executor):
+    """Fans out: adds ``parts`` (default 12) persistent ``part`` subtasks that any node may
+    run, waits for them without holding a thread, then sums their values (task trees).
+    ``fail`` lists parts that fail; ``linger`` makes ``subtasks_done`` take that long."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        failing = set(task.context.get("fail", ()))
+        seconds = float(task.context.get("seconds", 0.0))
+        task.add_subtasks(
+            {"executor": "roadie-examples:part", "name": f"part {i}",
+             "context": {"value": i, "fail": i in failing, "seconds": seconds}}
+            for i in range(int(task.context.get("parts", 12))))
+        return roadie.Result.wait_for_subtasks()
+
+    def subtasks_done(self, task: roadie.RunningTask,
+                      subtasks: Iterable[roadie.TaskRecord]) -> roadie.Result:
+        linger = float(task.context.get("linger", 0.0))
+        if linger:
+            task.progress(0, 1, "summing")
+            task.wait_cancelled(linger)
+        done = list(subtasks)
+        failed = [s for s in done if s.status != roadie.Status.SUCCESSFUL]
+        if failed:
+            return super().subtasks_done(task, done)
+        total = sum(s.result for s in done)
+        task.progress(1, 1, "summed")
+        return roadie.Result.success(f"sum of {len(done)} parts: {total}", value=total)
+
+
+class Part(roadie.Executor):
+    """One part of ``split``: returns its ``value`` (or fails when ``fail`` is set)."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        task.wait_cancelled(float(task.context.get("seconds", 0.0)))
+        task.raise_if_cancelled()
+        if task.context.get("fail"):
+            return roadie.Result.failed(f"part {task.context['value']} failed on purpose")
+        return roadie.Result.success(value=task.context["value"])
 
 
 class Report(roadie.Executor):

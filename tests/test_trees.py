@@ -1,0 +1,164 @@
+"""Task trees (issue 16): persistent subtasks, a parent waiting without a thread, fan-in,
+dependencies (``after``), cancel and delete of a tree, crash during ``subtasks_done``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import roadie
+from roadie import Status
+from roadie.testing import wait_for
+
+from tests.processes import kill, start_worker, stop
+
+
+def ended(app: roadie.Roadie, task_id: int) -> roadie.TaskRecord | None:
+    record = app.get_task(task_id)
+    return record if record.status.is_final else None
+
+
+def test_fan_out_sums_subtasks_with_one_worker_thread(app: roadie.Roadie,
+                                                      tmp_path: Path) -> None:
+    """12 subtasks on a worker process with ONE thread: the waiting parent never holds it
+    (if it did, no subtask could run and the tree would never end)."""
+    parent = app.add_task("roadie-examples:split", {"parts": 12, "seconds": 0.1})
+    worker = start_worker(app.url, tmp_path / "data", "--concurrency", "1",
+                          log=tmp_path / "w.log")
+    try:
+        waiting = wait_for(lambda: app.get_task(parent.id).status == Status.WAITING
+                           and app.get_task_status(parent.id), message="the parent to wait")
+        assert waiting["subtasks_total"] == 12
+        assert 0 <= waiting["subtasks_percent"] <= 100
+        assert app.waiting_reason(app.get_task(parent.id)) == "waiting for its subtasks to end"
+        done = wait_for(lambda: ended(app, parent.id), timeout=60,
+                        message="the tree to end")
+    finally:
+        stop(worker)
+    assert done.status == Status.SUCCESSFUL, done.status_message
+    assert done.result == sum(range(12))
+    subtasks = app.list_tasks(parent_id=parent.id)
+    assert len(subtasks) == 12
+    assert all(s.parent_id == parent.id and s.status == Status.SUCCESSFUL for s in subtasks)
+    assert [a.status for a in app.attempts(parent.id)] == [Status.WAITING, Status.SUCCESSFUL]
+
+
+def test_a_failed_subtask_fails_the_parent_and_is_named(app: roadie.Roadie) -> None:
+    parent = app.add_task("roadie-examples:split", {"parts": 25, "fail": [3]})
+    app.run_worker(concurrency=2, until_idle=True)
+    done = app.get_task(parent.id)
+    assert done.status == Status.FAILED
+    (bad,) = app.list_tasks(parent_id=parent.id, status="failed")
+    assert f"task {bad.id} 'part 3' failed" in done.status_message
+    assert "1 of 25 subtasks did not succeed" in done.status_message
+
+
+def test_after_orders_tasks_across_two_worker_processes(app: roadie.Roadie,
+                                                        tmp_path: Path) -> None:
+    first = app.add_task("roadie-examples:part", {"value": 1, "seconds": 0.3})
+    second = app.add_task("roadie-examples:part", {"value": 2}, after=[first.id])
+    third = app.add_task("roadie-examples:echo", {}, after=[first.id, second])
+    assert second.status == Status.NEW
+    assert second.status_message == f"waiting for tasks {first.id}"
+    assert app.waiting_reason(app.get_task(third.id)) == \
+        f"waiting for tasks {first.id}, {second.id}"
+    workers = [start_worker(app.url, tmp_path / "data", "--concurrency", "2",
+                            log=tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        wait_for(lambda: ended(app, third.id), timeout=60, message="the chain to end")
+    finally:
+        for worker in workers:
+            stop(worker)
+    a, b, c = (app.get_task(t.id) for t in (first, second, third))
+    assert [t.status for t in (a, b, c)] == [Status.SUCCESSFUL] * 3
+    assert a.finished_at and b.started_at and b.finished_at and c.started_at
+    assert b.started_at >= a.finished_at and c.started_at >= b.finished_at
+
+
+def test_a_failed_dependency_cancels_its_dependents(app: roadie.Roadie) -> None:
+    first = app.add_task("roadie-examples:fail", {})
+    second = app.add_task("roadie-examples:echo", {}, after=[first.id])
+    third = app.add_task("roadie-examples:echo", {}, after=[second.id])
+    app.run_worker(concurrency=1, until_idle=True)
+    assert app.get_task(first.id).status == Status.FAILED
+    for task, cause in ((second, first), (third, second)):
+        record = app.get_task(task.id)
+        assert record.status == Status.CANCELLED
+        assert f"task {cause.id}" in record.status_message
+    late = app.add_task("roadie-examples:echo", {}, after=[first.id])
+    assert late.status == Status.CANCELLED and f"task {first.id}" in late.status_message
+
+
+def test_unknown_ids_and_cycles_are_refused(app: roadie.Roadie) -> None:
+    first = app.add_task("roadie-examples:echo", {})
+    with pytest.raises(roadie.DependencyError, match="task 999, which does not exist"):
+        app.add_task("roadie-examples:echo", {}, after=[first.id, 999])
+    # a task can only run after tasks added before it: its own (future) id is unknown
+    with pytest.raises(roadie.DependencyError, match=f"{first.id + 1}.*no cycle"):
+        app.add_task("roadie-examples:echo", {}, after=[first.id + 1])
+    with pytest.raises(roadie.DependencyError, match="ints"):
+        app.add_task("roadie-examples:echo", {}, after=["x"])  # type: ignore[list-item]
+    assert len(app.list_tasks()) == 1
+
+
+def test_cancel_and_delete_a_waiting_tree(app: roadie.Roadie, tmp_path: Path) -> None:
+    parent = app.add_task("roadie-examples:split", {"parts": 4, "seconds": 60})
+    worker = start_worker(app.url, tmp_path / "data", "--concurrency", "1",
+                          log=tmp_path / "w.log")
+    try:
+        wait_for(lambda: app.get_task(parent.id).status == Status.WAITING and any(
+            s.status == Status.IN_PROGRESS for s in app.list_tasks(parent_id=parent.id)),
+            timeout=30, message="a waiting parent with a running subtask")
+        with pytest.raises(roadie.InvalidTransition, match="tree=True"):
+            app.delete_task(parent.id)
+        assert app.cancel_task(parent.id).status == Status.CANCELLED
+        wait_for(lambda: all(s.status == Status.CANCELLED
+                             for s in app.list_tasks(parent_id=parent.id)),
+                 timeout=30, message="every subtask cancelled")
+    finally:
+        stop(worker)
+    app.delete_task(parent.id, tree=True)
+    assert app.list_tasks() == []
+
+
+def test_kill_9_during_subtasks_done_applies_the_crash_policy(app: roadie.Roadie,
+                                                              tmp_path: Path) -> None:
+    parent = app.add_task("roadie-examples:split", {"parts": 3, "linger": 60})
+    victim = start_worker(app.url, tmp_path / "data", "--concurrency", "2",
+                          log=tmp_path / "victim.log")
+    try:
+        wait_for(lambda: (r := app.get_task(parent.id)).status == Status.IN_PROGRESS
+                 and r.fan_in, timeout=60, message="subtasks_done to run")
+    finally:
+        kill(victim)
+    rescuer = start_worker(app.url, tmp_path / "data", "--concurrency", "1",
+                           log=tmp_path / "rescuer.log")
+    try:
+        done = wait_for(lambda: ended(app, parent.id), timeout=60,
+                        message="the crash policy to end the parent")
+    finally:
+        stop(rescuer)
+    assert done.status == Status.FAILED
+    assert "stopped responding" in done.status_message or "is gone" in done.status_message
+
+
+def test_cli_shows_lists_and_deletes_a_tree(app: roadie.Roadie, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+    from roadie.cli import cli
+
+    monkeypatch.setenv("ROADIE_DATA_DIR", str(tmp_path / "data"))
+    parent = app.add_task("roadie-examples:split", {"parts": 3, "fail": [1]})
+    app.run_worker(concurrency=1, until_idle=True)
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["--url", app.url, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    shown = run("show", str(parent.id))
+    assert "subtasks: 3 of 3 ended (100%): 1 failed, 2 successful" in shown
+    assert "part 1" in shown
+    assert run("list", "--parent", str(parent.id)).count("roadie-examples:part") == 3
+    assert "deleted with its subtasks" in run("delete", "--tree", str(parent.id))
+    assert app.list_tasks() == []
