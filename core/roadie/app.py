@@ -329,10 +329,12 @@ class Roadie:
         schedule: str | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        name_contains: str | None = None,
         parent_id: int | None = None,
     ) -> list[TaskRecord]:
         """Tasks matching the filters, newest first (``schedule``: the tasks a schedule
-        made; ``parent_id``: the subtasks of a task)."""
+        made; ``name_contains``: a case-insensitive part of the name; ``parent_id``: the
+        subtasks of a task)."""
         statuses = None
         if status is not None:
             items = [status] if isinstance(status, (str, int, Status)) else list(status)
@@ -340,6 +342,7 @@ class Roadie:
         return self.store.list_tasks(
             status=statuses, executor=executor, owner=owner, group=group, name=name,
             schedule=schedule, limit=limit, offset=offset, decoder=self.decode_for_task,
+            name_contains=name_contains,
             parent_id=parent_id,
         )
 

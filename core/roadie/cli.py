@@ -741,6 +741,10 @@ from roadie.starter import plugin_group  # noqa: E402
 
 cli.add_command(plugin_group)
 
+from roadie.cli_web import web  # noqa: E402 - it builds on the helpers above
+
+cli.add_command(web)
+
 
 def main() -> None:
     """The console script."""

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from roadie.result import Result
     from roadie.running import RunningTask
     from roadie.taskstatus import TaskStatus
+    from roadie.web.extensions import WebExtensions
     from roadie.worker import Worker
 
 hookspec = pluggy.HookspecMarker("roadie")
@@ -147,3 +148,17 @@ def roadie_register_commands(cli: click.Group) -> None:
 def roadie_attachment_store(app: Roadie) -> AttachmentStore | None:
     """Give the store that keeps task attachments. The built-in keeps a folder per task under
     the data directory; the first non-None answer wins."""
+
+
+@hookspec
+def roadie_web_extend(web: WebExtensions) -> None:
+    """Add to the web app (``roadie web``, ``roadie.web.create_app``), once when it is made.
+
+    ``web.add_page(slug, title, render)`` adds a page at ``/x/<slug>`` with a JSON twin at
+    ``/x/<slug>.json``: ``render(app)`` returns rows (a list of maps, shown as a table) or one
+    map (shown as labels and values). ``web.add_task_panel(title, render)`` adds a section to
+    the task page and to the task's JSON (``panels``): ``render(app, task)`` returns a map of
+    labels to values, or None for tasks it has nothing to say about. Both return plain data
+    that the app escapes: a plugin never writes HTML. A failing render is shown with its
+    error; the rest of the page works.
+    """

@@ -424,10 +424,15 @@ class Store:
         limit: int | None = 100,
         offset: int = 0,
         decoder: Decoder | None = None,
+        name_contains: str | None = None,
         parent_id: int | None = None,
     ) -> list[TaskRecord]:
-        """Tasks matching every filter given, newest first."""
+        """Tasks matching every filter given, newest first (``name_contains``: a
+        case-insensitive part of the name)."""
         query = sa.select(T).order_by(T.c.id.desc()).offset(offset)
+        if name_contains:
+            query = query.where(
+                sa.func.lower(T.c.name).contains(name_contains.lower(), autoescape=True))
         if limit is not None:
             query = query.limit(limit)
         if status is not None:

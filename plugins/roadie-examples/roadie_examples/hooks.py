@@ -93,3 +93,35 @@ def roadie_register_commands(cli: click.Group) -> None:
              "name": f"seeded count {i + 1}"} for i in range(count)
         ])
         click.echo(f"added {len(tasks)} count tasks: {', '.join(str(t.id) for t in tasks)}")
+
+
+# -- the web app: a panel on this plugin's task pages, and a page of its executors --------
+
+
+@roadie.hookimpl
+def roadie_web_extend(web: Any) -> None:
+    """Show the timing this plugin's wrapper records on its task pages, and add a page that
+    lists its executors (``/x/examples``)."""
+
+    def timing(app: roadie.Roadie, task: roadie.TaskRecord) -> dict[str, Any] | None:
+        if not task.executor.startswith("roadie-examples:"):
+            return None
+        status = task.task_status
+        if "seconds" not in status:
+            return {"timed by": "roadie-examples (once the task ends)"}
+        values: dict[str, Any] = {"seconds in execute": status["seconds"]}
+        if status.get("done") and status["seconds"]:
+            values["steps per second"] = round(status["done"] / status["seconds"], 1)
+        return values
+
+    def executors(app: roadie.Roadie) -> list[dict[str, Any]]:
+        rows = []
+        for name in app.plugins.executor_names():
+            if name.startswith("roadie-examples:"):
+                doc = (app.plugins.load_executor(name).__doc__ or "").strip().splitlines()
+                rows.append({"executor": name, "what it does": doc[0] if doc else ""})
+        return rows
+
+    web.add_task_panel("roadie-examples timing", timing)
+    web.add_page("examples", "Examples", executors,
+                 description="The executors of the roadie-examples plugin.")

@@ -82,3 +82,18 @@ def test_seed_command_is_added_to_the_cli(roadie_app: roadie.Roadie, monkeypatch
     assert result.exit_code == 0, result.output
     assert "added 2 count tasks" in result.output
     assert len(roadie_app.list_tasks(executor="roadie-examples:count")) == 2
+
+
+def test_the_web_app_shows_the_timing_panel_and_examples_page(roadie_app: roadie.Roadie) -> None:
+    import pytest
+
+    pytest.importorskip("starlette")
+    from roadie.web.extensions import collect, render_panels
+
+    web = collect(roadie_app)
+    run = run_task(roadie_app, "roadie-examples:count", {"n": 3, "delay": 0})
+    panels = render_panels(roadie_app, web, run.task)
+    timing = next(p for p in panels if p["title"] == "roadie-examples timing")
+    assert "seconds in execute" in timing["values"]
+    rows = web.pages["examples"].render(roadie_app)
+    assert {"roadie-examples:count", "roadie-examples:fail"} <= {r["executor"] for r in rows}

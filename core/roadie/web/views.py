@@ -1,0 +1,248 @@
+"""Tasks, nodes and plugins as JSON-ready dicts: the API returns them and the pages render
+them, so a page and its JSON twin always show the same thing."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import enum
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from roadie.errors import RoadieError
+from roadie.status import Status
+from roadie.store import utcnow
+
+if TYPE_CHECKING:
+    from roadie.app import Roadie
+    from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskRecord
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-ready copy of a decoded value (unknown types become their ``repr``)."""
+    if depth > 40:
+        return "…"
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value, depth + 1) if isinstance(value.value, (int, str)) \
+            else repr(value)
+    if isinstance(value, int):
+        return value if abs(value) < 2**53 else str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value[:4096]).decode()
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [jsonable(v, depth + 1) for v in items]
+    return repr(value)
+
+
+def _time(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _decoded(task: TaskRecord, attribute: str, default: Any) -> tuple[Any, str | None]:
+    """A decoded attribute, or the default and the reason it could not be decoded."""
+    try:
+        return jsonable(getattr(task, attribute)), None
+    except RoadieError as exc:
+        return default, str(exc)
+    except Exception as exc:  # a plugin's decoder failing must not break the page
+        return default, f"{type(exc).__name__}: {exc}"
+
+
+def progress_of(attributes: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``{"done", "total", "percent"}`` from a task's status attributes, or None."""
+    percent = attributes.get("percent")
+    done = attributes.get("done")
+    total = attributes.get("total")
+    if not isinstance(percent, (int, float)) or isinstance(percent, bool):
+        percent = None
+        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            percent = 100.0 * done / total
+        elif isinstance(attributes.get("progress"), (int, float)):
+            percent = float(attributes["progress"])
+    if percent is None or not math.isfinite(percent):
+        return None
+    percent = max(0.0, min(100.0, float(percent)))
+    return {"done": done if isinstance(done, (int, float)) else None,
+            "total": total if isinstance(total, (int, float)) else None,
+            "percent": round(percent, 1)}
+
+
+def live_state(task: TaskRecord) -> dict[str, Any]:
+    """What a watching page updates: status, message and progress."""
+    attributes, _ = _decoded(task, "task_status", {})
+    if not isinstance(attributes, dict):
+        attributes = {}
+    note = attributes.get("message") if task.status == Status.IN_PROGRESS else None
+    return {
+        "id": task.id,
+        "status": task.status.label,
+        "status_message": task.status_message,
+        "note": task.status_message or (note if isinstance(note, str) else ""),
+        "completed": task.completed,
+        "cancel_requested": task.cancel_requested,
+        "progress": progress_of(attributes),
+        "updated_at": _time(task.updated_at),
+    }
+
+
+def task_summary(task: TaskRecord) -> dict[str, Any]:
+    """A task as the list shows it."""
+    state = live_state(task)
+    return {
+        **state,
+        "name": task.name,
+        "owner": task.owner,
+        "group": task.group,
+        "executor": task.executor,
+        "attempts": task.attempts,
+        "priority": task.priority,
+        "node": task.node,
+        "created_at": _time(task.created_at),
+        "started_at": _time(task.started_at),
+        "finished_at": _time(task.finished_at),
+        "parent_id": getattr(task, "parent_id", None),
+    }
+
+
+def task_detail(app: Roadie, task: TaskRecord) -> dict[str, Any]:
+    """Everything about one task (decode problems are reported, never raised)."""
+    context, context_error = _decoded(task, "context", {})
+    attributes, status_error = _decoded(task, "task_status", {})
+    messages, messages_error = _decoded(task, "recent_messages", [])
+    detail = task_summary(task)
+    detail.update({
+        "context": context,
+        "status_attributes": attributes,
+        "recent_messages": messages,
+        "recent_lines": [_message_line(m) for m in messages[-10:]][::-1]
+        if isinstance(messages, list) else [],
+        "error": task.error,
+        "tags": sorted(task.tags),
+        "plugins": dict(task.plugins),
+        "run_after": _time(task.run_after),
+        "timeout": task.timeout,
+        "heartbeat_at": _time(task.heartbeat_at),
+        "cancel_requested_by": task.cancel_requested_by if task.cancel_requested else None,
+        "waiting_reason": None,
+        "decode_errors": [e for e in (context_error, status_error, messages_error) if e],
+        "children": attributes.get("children") if isinstance(attributes, dict) else None,
+        "subtasks": None,
+    })
+    with contextlib.suppress(Exception):  # a reason is a nicety; never fail the page for it
+        detail["waiting_reason"] = app.waiting_reason(task)
+    detail["subtasks"] = subtask_counts(app, task)
+    return detail
+
+
+def _message_line(message: Any) -> dict[str, str]:
+    """A status message as a time, its text and its other fields."""
+    if not isinstance(message, dict):
+        return {"at": "", "text": str(message), "rest": ""}
+    rest = {k: v for k, v in message.items() if k not in ("at", "message")}
+    at = message.get("at")
+    return {"at": at[11:19] if isinstance(at, str) else "",
+            "text": str(message.get("message", "")),
+            "rest": ", ".join(f"{k} {v}" for k, v in rest.items())}
+
+
+def subtask_counts(app: Roadie, task: TaskRecord) -> dict[str, int] | None:
+    """Counts per status of a task's persistent subtasks, or None when it has none."""
+    counts: dict[str, int] = {}
+    for child in app.list_tasks(parent_id=task.id, limit=None):
+        counts[child.status.label] = counts.get(child.status.label, 0) + 1
+    return counts or None
+
+
+def attempt_view(attempt: AttemptRecord) -> dict[str, Any]:
+    """One finished attempt."""
+    return {"attempt": attempt.attempt, "node": attempt.node, "status": attempt.status.label,
+            "message": attempt.message, "error": attempt.error,
+            "started_at": _time(attempt.started_at), "finished_at": _time(attempt.finished_at)}
+
+
+def attachment_view(info: AttachmentInfo) -> dict[str, Any]:
+    """One attachment's metadata."""
+    return {"name": info.name, "size": info.size, "checksum": info.checksum,
+            "media_type": info.media_type, "created_at": _time(info.created_at)}
+
+
+def node_view(app: Roadie, node: NodeRecord, running: int, now: dt.datetime) -> dict[str, Any]:
+    """One worker node, with whether it is alive."""
+    alive = node.is_alive(now, app.settings.heartbeat_grace)
+    return {
+        "id": node.id, "name": node.name, "host": node.host, "pid": node.pid,
+        "concurrency": node.concurrency, "plugins": dict(node.plugins),
+        "executors": sorted(node.executors), "tags": sorted(node.tags),
+        "started_at": _time(node.started_at), "heartbeat_at": _time(node.heartbeat_at),
+        "heartbeat_age": round((now - node.heartbeat_at).total_seconds(), 1),
+        "state": "alive" if alive else ("stopped" if node.stopped_at else "dead"),
+        "running": running,
+    }
+
+
+def nodes_view(app: Roadie) -> list[dict[str, Any]]:
+    """Every registered node with its count of running tasks."""
+    now = utcnow()
+    running: dict[str, int] = {}
+    for task in app.list_tasks(status=Status.IN_PROGRESS, limit=10_000):
+        if task.node:
+            running[task.node] = running.get(task.node, 0) + 1
+    return [node_view(app, node, running.get(node.id, 0), now)
+            for node in app.list_nodes(include_stopped=True)[:200]]
+
+
+def plugins_view(app: Roadie) -> dict[str, Any]:
+    """Installed plugins (executors, hooks, errors), built-ins and environment errors."""
+    manager = app.plugins
+    manager.load()
+    for qualified in manager.executor_names():  # importing finds the broken ones
+        with contextlib.suppress(RoadieError):
+            manager.load_executor(qualified)
+    plugins = []
+    for info in sorted(manager.infos.values(), key=lambda i: i.name):
+        plugins.append({
+            "name": info.name, "version": info.version, "env": info.env,
+            "executors": [{"name": f"{info.name}:{entry}",
+                           "error": manager.executor_error(f"{info.name}:{entry}")}
+                          for entry in sorted(info.executors)],
+            "hooks": list(info.hooks),
+            "blocked": info.blocked, "error": info.error,
+        })
+    builtins = [{"name": info.name, "hooks": list(info.hooks), "blocked": info.blocked}
+                for info in manager.builtin_infos()]
+    env_errors = [{"env": env, "error": error}
+                  for env, error in sorted(manager.env_errors.items())]
+    return {"plugins": plugins, "builtins": builtins, "environment_errors": env_errors}
+
+
+def executors_view(app: Roadie) -> list[dict[str, Any]]:
+    """Executors a task can be added for: installed here, or advertised by live nodes."""
+    found: dict[str, dict[str, Any]] = {}
+    for name in app.plugins.executor_names():
+        found[name] = {"name": name, "installed": True, "nodes": 0}
+    now = utcnow()
+    with contextlib.suppress(RoadieError):
+        for node in app.list_nodes():
+            if not node.is_alive(now, app.settings.heartbeat_grace):
+                continue
+            for name in node.executors:
+                entry = found.setdefault(name, {"name": name, "installed": False, "nodes": 0})
+                entry["nodes"] += 1
+    return sorted(found.values(), key=lambda e: e["name"])
+
+
+def counts_view(app: Roadie) -> dict[str, int]:
+    """How many tasks have each status (every status, zeros included)."""
+    counts = app.store.count_tasks()
+    return {status.label: counts.get(status, 0) for status in Status}

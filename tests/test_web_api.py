@@ -1,0 +1,376 @@
+"""The web app's HTTP API and pages through an ASGI test client, on SQLite and PostgreSQL:
+authentication, every endpoint, errors, CSRF, read-only, escaping and headers."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from roadie import Roadie, Status
+from roadie.testing import BackgroundWorker, wait_final, wait_for
+
+warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarning)
+pytest.importorskip("starlette")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SCRIPT_NAME = "<img src=x onerror=alert(1)>"
+
+
+def client_for(app: Roadie, **options: Any) -> TestClient:
+    from roadie.web import create_app
+
+    return TestClient(create_app(app, **options), follow_redirects=False)
+
+
+@pytest.fixture
+def web(app: Roadie) -> Iterator[TestClient]:
+    with client_for(app, token=TOKEN) as client:
+        yield client
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([0-9a-f]+)"', html)
+    assert match, "the page has no CSRF token"
+    return match.group(1)
+
+
+def login(client: TestClient) -> None:
+    response = client.post("/login", data={"token": TOKEN, "next": "/"})
+    assert response.status_code == 303
+
+
+# -- authentication ---------------------------------------------------------------------
+
+
+def test_the_api_needs_the_bearer_token(web: TestClient) -> None:
+    response = web.get("/api/tasks")
+    assert response.status_code == 401
+    assert "Bearer" in response.json()["error"]
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert web.get("/api/tasks", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert web.get("/api/tasks", headers=AUTH).status_code == 200
+    assert web.get("/api/openapi.json").status_code == 200  # the description is public
+
+
+def test_browsers_log_in_with_a_signed_strict_httponly_cookie(web: TestClient) -> None:
+    response = web.get("/tasks/1?x=1")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=%2Ftasks%2F1%3Fx%3D1"
+    page = web.get("/login")
+    assert 'name="token"' in page.text
+    wrong = web.post("/login", data={"token": "nope"})
+    assert wrong.status_code == 401 and "not right" in wrong.text
+    right = web.post("/login", data={"token": TOKEN, "next": "https://evil.example/"})
+    assert right.status_code == 303 and right.headers["location"] == "/"  # never off-site
+    cookie = next(c for c in right.headers.get_list("set-cookie")
+                  if c.startswith("roadie_session="))
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    assert TOKEN not in cookie
+    assert web.get("/").status_code == 200
+    assert web.get("/api/tasks").status_code == 200  # the cookie also reads the API
+    forged = web.cookies.get("roadie_session")[:-3] + "abc"
+    web.cookies.set("roadie_session", forged)
+    assert web.get("/").status_code == 303
+
+
+def test_without_a_token_only_loopback_hosts_are_answered(app: Roadie) -> None:
+    with client_for(app) as client:
+        assert client.get("/api/tasks").status_code == 200
+        rebound = client.get("/api/tasks", headers={"Host": "evil.example"})
+        assert rebound.status_code == 400
+        assert "loopback" in rebound.json()["error"]
+        assert client.get("/", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+
+
+# -- every endpoint ---------------------------------------------------------------------
+
+
+def test_add_list_filter_and_read_tasks(web: TestClient) -> None:
+    created = web.post("/api/tasks", headers=AUTH, json={
+        "executor": "roadie-examples:count", "context": {"n": 3}, "name": "count to 3",
+        "owner": "alice", "group": "site-1"})
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert task["id"] > 0 and task["status"] == "new" and task["context"] == {"n": 3}
+    web.post("/api/tasks", headers=AUTH, json={"executor": "roadie-examples:echo",
+                                               "name": "Echo Me", "owner": "bob"})
+    listing = web.get("/api/tasks", headers=AUTH).json()
+    assert [t["name"] for t in listing["tasks"]] == ["Echo Me", "count to 3"]
+    assert listing["counts"]["new"] == 2 and listing["counts"]["failed"] == 0
+
+    def names(**params: Any) -> list[str]:
+        response = web.get("/api/tasks", headers=AUTH, params=params)
+        assert response.status_code == 200, response.text
+        return [t["name"] for t in response.json()["tasks"]]
+
+    assert names(owner="alice") == ["count to 3"]
+    assert names(group="site-1") == ["count to 3"]
+    assert names(executor="roadie-examples:echo") == ["Echo Me"]
+    assert names(q="echo") == ["Echo Me"]
+    assert names(q="%") == []  # LIKE wildcards are plain text
+    assert names(status="new") == ["Echo Me", "count to 3"]
+    assert names(status="failed") == []
+    page = web.get("/api/tasks", headers=AUTH, params={"limit": 1}).json()
+    assert len(page["tasks"]) == 1 and page["next_offset"] == 1
+    assert names(limit=1, offset=1) == ["count to 3"]
+    one = web.get(f"/api/tasks/{task['id']}", headers=AUTH).json()
+    assert one["owner"] == "alice" and one["attachments"] == [] and one["attempts_log"] == []
+
+
+def test_cancel_retry_resume_and_delete(web: TestClient, app: Roadie) -> None:
+    task = app.add_task("roadie-examples:count", {"n": 2}, name="c")
+    cancelled = web.post(f"/api/tasks/{task.id}/cancel", headers=AUTH)
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    again = web.post(f"/api/tasks/{task.id}/cancel", headers=AUTH)
+    assert again.status_code == 409 and "already ended" in again.json()["error"]
+    retried = web.post(f"/api/tasks/{task.id}/retry", headers=AUTH)
+    assert retried.status_code == 200 and retried.json()["status"] == "new"
+    refused = web.post(f"/api/tasks/{task.id}/resume", headers=AUTH)
+    assert refused.status_code == 409 and "only failed or cancelled" in refused.json()["error"]
+    web.post(f"/api/tasks/{task.id}/cancel", headers=AUTH)
+    assert web.post(f"/api/tasks/{task.id}/resume", headers=AUTH).json()["status"] == "new"
+    deleted = web.delete(f"/api/tasks/{task.id}", headers=AUTH)
+    assert deleted.status_code == 200 and deleted.json() == {"deleted": task.id}
+    gone = web.get(f"/api/tasks/{task.id}", headers=AUTH)
+    assert gone.status_code == 404 and f"{task.id}" in gone.json()["error"]
+
+
+def test_status_attempts_attachments_nodes_plugins_executors(web: TestClient,
+                                                             app: Roadie) -> None:
+    task = app.add_task("roadie-examples:count", {"n": 4, "delay": 0}, name="c")
+    app.run_worker(concurrency=1, until_idle=True)
+    app.add_attachment(task.id, "report.html", b"<script>alert(1)</script>",
+                       media_type="text/html")
+    status = web.get(f"/api/tasks/{task.id}/status", headers=AUTH).json()
+    assert status["status"] == "successful" and status["progress"]["percent"] == 100
+    assert status["status_attributes"]["done"] == 4
+    attempts = web.get(f"/api/tasks/{task.id}/attempts", headers=AUTH).json()["attempts"]
+    assert [a["status"] for a in attempts] == ["successful"]
+    files = web.get(f"/api/tasks/{task.id}/attachments", headers=AUTH).json()["attachments"]
+    assert [f["name"] for f in files] == ["report.html"]
+    download = web.get(f"/api/tasks/{task.id}/attachments/report.html", headers=AUTH)
+    assert download.status_code == 200 and download.content == b"<script>alert(1)</script>"
+    assert download.headers["content-disposition"].startswith('attachment; filename="report')
+    assert download.headers["content-type"] == "application/octet-stream"
+    assert download.headers["x-content-type-options"] == "nosniff"
+    missing = web.get(f"/api/tasks/{task.id}/attachments/nope.txt", headers=AUTH)
+    assert missing.status_code == 404 and "nope.txt" in missing.json()["error"]
+    nodes = web.get("/api/nodes", headers=AUTH).json()["nodes"]
+    assert len(nodes) == 1 and nodes[0]["state"] == "stopped"
+    plugins = web.get("/api/plugins", headers=AUTH).json()
+    examples = next(p for p in plugins["plugins"] if p["name"] == "roadie-examples")
+    assert "roadie-examples:count" in [e["name"] for e in examples["executors"]]
+    executors = web.get("/api/executors", headers=AUTH).json()["executors"]
+    assert {"name": "roadie-examples:count", "installed": True, "nodes": 0} in executors
+
+
+def test_bad_input_gets_a_4xx_with_a_message(web: TestClient) -> None:
+    def post(body: Any, **kwargs: Any) -> Any:
+        return web.post("/api/tasks", headers=AUTH, content=body if isinstance(body, bytes)
+                        else json.dumps(body).encode(), **kwargs)
+
+    cases = {
+        b"{not json": (400, "not valid JSON"),
+        b"": (400, "empty"),
+        json.dumps([1, 2]).encode(): (422, "JSON object"),
+        json.dumps({"context": {}}).encode(): (422, "'executor' is required"),
+        json.dumps({"executor": "roadie-examples:cont"}).encode(): (422, "Did you mean"),
+        json.dumps({"executor": "nodist"}).encode(): (422, "nodist"),
+        json.dumps({"executor": "roadie-examples:count", "context": [1]}).encode():
+            (422, "'context' must be a JSON object"),
+        json.dumps({"executor": "roadie-examples:count", "priority": "high"}).encode():
+            (422, "'priority'"),
+        json.dumps({"executor": "roadie-examples:count", "name": "a\x00b"}).encode():
+            (422, "NUL"),
+        json.dumps({"executor": "roadie-examples:count", "name": "x" * 300}).encode():
+            (422, "longer than 255"),
+        json.dumps({"executor": "roadie-examples:count", "bogus": 1}).encode():
+            (422, "unknown field"),
+        json.dumps({"executor": "roadie-examples:count", "delay": -1}).encode():
+            (422, "'delay'"),
+    }
+    for body, (status, text) in cases.items():
+        response = post(body)
+        assert response.status_code == status, (body, response.text)
+        assert text in response.json()["error"], (body, response.json())
+    assert web.get("/api/tasks", headers=AUTH, params={"limit": "x"}).status_code == 422
+    assert web.get("/api/tasks", headers=AUTH, params={"status": "bogus"}).status_code == 422
+    assert web.get("/api/tasks/99999999999999999999999", headers=AUTH).status_code == 404
+    assert web.get("/api/tasks/abc", headers=AUTH).status_code == 404
+    assert web.get("/api/nothing", headers=AUTH).json()["status"] == 404
+
+
+# -- CSRF, read-only, escaping, headers ---------------------------------------------------
+
+
+def test_state_changing_requests_need_a_csrf_token(app: Roadie) -> None:
+    task = app.add_task("roadie-examples:count", {"n": 2}, name="c")
+    with client_for(app, token=TOKEN) as web:
+        login(web)
+        assert web.post(f"/tasks/{task.id}/cancel").status_code == 403  # no form token
+        assert web.post(f"/tasks/{task.id}/cancel",
+                        data={"csrf_token": "0" * 64}).status_code == 403
+        assert web.post(f"/api/tasks/{task.id}/cancel").status_code == 403  # cookie alone
+        token = csrf_of(web.get(f"/tasks/{task.id}").text)
+        foreign = web.post(f"/tasks/{task.id}/cancel", data={"csrf_token": token},
+                           headers={"Origin": "https://evil.example"})
+        assert foreign.status_code == 403
+        header_only = web.post(f"/tasks/{task.id}/retry", headers={"X-CSRF-Token": token})
+        assert header_only.status_code == 409  # past the CSRF check: a new task has no retry
+        done = web.post(f"/tasks/{task.id}/cancel", data={"csrf_token": token})
+        assert done.status_code == 303 and done.headers["location"].endswith("done=cancel")
+        assert app.get_task(task.id).status == Status.CANCELLED
+    with client_for(app) as local:  # no token: JSON bodies only (a cross-site form cannot)
+        assert local.post(f"/api/tasks/{task.id}/retry").status_code == 403
+        assert local.post(f"/api/tasks/{task.id}/retry",
+                          headers={"Content-Type": "application/json"}).status_code == 200
+
+
+def test_read_only_refuses_every_change(app: Roadie) -> None:
+    task = app.add_task("roadie-examples:count", {"n": 2}, name="c")
+    with client_for(app, token=TOKEN, read_only=True) as web:
+        for method, path in (("POST", "/api/tasks"), ("DELETE", f"/api/tasks/{task.id}"),
+                             ("POST", f"/api/tasks/{task.id}/cancel"),
+                             ("POST", f"/tasks/{task.id}/cancel")):
+            response = web.request(method, path, headers=AUTH, json={})
+            assert response.status_code == 403, path
+            assert "read-only" in response.text
+        assert web.get("/api/tasks", headers=AUTH).status_code == 200
+        login(web)
+        assert "Cancel</button>" not in web.get(f"/tasks/{task.id}").text
+    assert app.get_task(task.id).status == Status.NEW
+
+
+def test_everything_is_escaped_and_headers_are_safe(web: TestClient, app: Roadie) -> None:
+    task = app.add_task("roadie-examples:echo", {SCRIPT_NAME: SCRIPT_NAME}, name=SCRIPT_NAME,
+                        owner=SCRIPT_NAME)
+    login(web)
+    for path in ("/", f"/tasks/{task.id}", "/plugins", "/nodes", "/submit", "/x/examples"):
+        response = web.get(path)
+        assert response.status_code == 200, path
+        assert "<img" not in response.text, path
+        assert response.headers["x-content-type-options"] == "nosniff"
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "&lt;img src=x onerror=alert(1)&gt;" in web.get(f"/tasks/{task.id}").text
+    for path in ("/api/tasks", "/api/openapi.json", "/static/roadie.js", "/login"):
+        assert web.get(path, headers=AUTH).headers["x-content-type-options"] == "nosniff"
+    assert "<script>" not in web.get("/").text.replace('<script src="/static/roadie.js" '
+                                                       'defer></script>', "")
+
+
+def test_pages_submit_act_and_show_plugins_extensions(web: TestClient, app: Roadie) -> None:
+    login(web)
+    form = web.get("/submit").text
+    assert '<option value="roadie-examples:count"' in form
+    token = csrf_of(form)
+    bad = web.post("/submit", data={"csrf_token": token, "executor": "roadie-examples:count",
+                                    "context": "{oops"})
+    assert bad.status_code == 422 and "not valid JSON" in bad.text
+    wrong = web.post("/submit", data={"csrf_token": token, "executor": "roadie-examples:cnt",
+                                      "context": "{}"})
+    assert wrong.status_code == 422 and "Did you mean" in wrong.text
+    added = web.post("/submit", data={"csrf_token": token, "executor": "roadie-examples:count",
+                                      "context": '{"n": 2, "delay": 0}', "name": "from form"})
+    assert added.status_code == 303
+    task_id = int(added.headers["location"].split("/")[-1].split("?")[0])
+    app.run_worker(concurrency=1, until_idle=True)
+    page = web.get(f"/tasks/{task_id}").text
+    assert "roadie-examples timing" in page and "seconds in execute" in page  # plugin panel
+    assert 'role="progressbar"' in page or "<progress" in page
+    detail = web.get(f"/api/tasks/{task_id}").json()
+    assert detail["panels"][0]["title"] == "roadie-examples timing"
+    examples = web.get("/x/examples.json").json()
+    assert {"executor": "roadie-examples:count"}.items() <= examples["data"][0].items() or \
+        any(row["executor"] == "roadie-examples:count" for row in examples["data"])
+    token = csrf_of(page)
+    assert web.post(f"/tasks/{task_id}/delete", data={"csrf_token": token}).status_code == 303
+    assert web.get(f"/tasks/{task_id}").status_code == 404
+
+
+def test_mounted_inside_another_asgi_app(app: Roadie) -> None:
+    from roadie.web import create_app
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    task = app.add_task("roadie-examples:count", {"n": 2}, name="mounted")
+    outer = Starlette(routes=[
+        Route("/", lambda request: PlainTextResponse("the host app")),
+        Mount("/ops/roadie", app=create_app(app, token=TOKEN)),
+    ])
+    with TestClient(outer, follow_redirects=False) as client:
+        assert client.get("/").text == "the host app"
+        assert client.get("/ops/roadie/").headers["location"].startswith("/ops/roadie/login")
+        response = client.post("/ops/roadie/login", data={"token": TOKEN, "next": "/"})
+        assert response.headers["location"] == "/ops/roadie/"
+        page = client.get("/ops/roadie/")
+        assert f'href="/ops/roadie/tasks/{task.id}"' in page.text
+        assert 'src="/ops/roadie/static/roadie.js"' in page.text
+        assert client.get("/ops/roadie/static/roadie.css").status_code == 200
+        api = client.get(f"/ops/roadie/api/tasks/{task.id}", headers=AUTH)
+        assert api.json()["name"] == "mounted"
+
+
+# -- live updates --------------------------------------------------------------------------
+
+
+def test_one_feed_serves_every_stream_with_one_listener(app: Roadie) -> None:
+    """Two SSE streams on a real server see a running task's progress and end; the process
+    has one hub subscription for the web app however many streams are open."""
+    import httpx
+    from roadie.web import create_app
+
+    from tests.webserver import ServerThread
+
+    task = app.add_task("roadie-examples:count", {"n": 30, "delay": 0.05}, name="live")
+    asgi = create_app(app, token=TOKEN, poll_interval=0.2)
+    hub = app.store.listen()
+    seen: list[list[dict[str, Any]]] = [[], []]
+    with ServerThread(asgi) as server, \
+            httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as http:
+        streams = [http.stream("GET", f"/events?id={task.id}") for _ in range(2)]
+        responses = [s.__enter__() for s in streams]
+        try:
+            assert responses[0].headers["content-type"].startswith("text/event-stream")
+            assert asgi.state.feed.clients == 2
+            feeds = [cb for cb in list(hub._subscribers.values())
+                     if getattr(cb, "__self__", None) is asgi.state.feed]
+            assert len(feeds) == 1  # one subscription to the database's changes, two streams
+            with BackgroundWorker(app, concurrency=1):  # the task starts once both watch
+                for index, response in enumerate(responses):
+                    for line in response.iter_lines():
+                        if line.startswith("data: "):
+                            seen[index].append(json.loads(line[6:]))
+                            if seen[index][-1]["status"] == "successful":
+                                break
+        finally:
+            for stream in streams:
+                stream.__exit__(None, None, None)
+    wait_final(app, task.id)
+    for events in seen:
+        percents = [e["progress"]["percent"] for e in events if e.get("progress")]
+        assert len(percents) >= 2 and percents == sorted(percents)
+        assert events[-1]["status"] == "successful"
+    wait_for(lambda: asgi.state.feed.clients == 0, message="the streams to close")
+
+
+def test_roadie_web_refuses_another_address_without_a_token(monkeypatch: Any) -> None:
+    from click.testing import CliRunner
+    from roadie.cli import cli
+    from roadie.cli_web import is_loopback
+
+    monkeypatch.delenv("ROADIE_WEB_TOKEN", raising=False)
+    result = CliRunner().invoke(cli, ["web", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "refusing to listen on 0.0.0.0 without a token" in lines[0]
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("example.com")
