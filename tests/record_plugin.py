@@ -61,12 +61,12 @@ class GroupRecord(Record):
 
 class RetryRecord(Record):
     crash_policy = roadie.CrashPolicy.RETRY
-    max_attempts = 3
+    max_crash_attempts = 3
 
 
 class Resumable(roadie.Executor):
     crash_policy = roadie.CrashPolicy.RESUME
-    max_attempts = 5
+    max_crash_attempts = 5
 
     def execute(self, task):
         started = time.time()

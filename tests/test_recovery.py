@@ -343,7 +343,11 @@ def test_a_task_taken_over_stops_on_its_old_worker(app: roadie.Roadie) -> None:
 
     app.plugins.register_executor("tests:long", Long)
     task = app.add_task("tests:long", {})
-    with BackgroundWorker(app, concurrency=1) as old:
+    # the old worker must not heartbeat between the backdating below and the recovery (it
+    # learns of the takeover from its next progress write)
+    slow_heart = roadie.Roadie(app.url, settings=app.settings.replace(heartbeat_interval=60))
+    slow_heart.plugins.register_executor("tests:long", Long)
+    with BackgroundWorker(slow_heart, concurrency=1) as old:
         wait_for(lambda: running(app, task.id, done_at_least=5))
         with app.store.write() as conn:  # the old worker looks dead for a moment
             conn.execute(models.nodes.update().values(
@@ -354,6 +358,7 @@ def test_a_task_taken_over_stops_on_its_old_worker(app: roadie.Roadie) -> None:
         # write, so wait for it rather than race it)
         wait_for(lambda: old.worker.stats.finished == 1, message="the retry counted")
         assert old.worker.stats.finished == 1
+    slow_heart.close()
     assert done.status is Status.SUCCESSFUL and done.attempts == 2
     attempts = app.attempts(task.id)
     assert [a.status for a in attempts] == [Status.FAILED, Status.SUCCESSFUL]

@@ -56,7 +56,12 @@ class Roadie:
         auto_upgrade: bool | None = None,
         **setting_overrides: Any,
     ) -> None:
-        self.settings = settings or Settings.from_env(**setting_overrides)
+        # one rule: arguments win, then ROADIE_* variables, then defaults (roadie.config)
+        if settings is None:
+            self.settings = Settings(**setting_overrides)
+        else:
+            self.settings = settings.replace(**setting_overrides) if setting_overrides \
+                else settings
         self.url = url or self.settings.default_url()
         self.registry = TypeRegistry(max_size=self.settings.max_context_size)
         self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points,
@@ -418,7 +423,9 @@ class Roadie:
                         message=record.status_message)
 
     def resume_task(self, task_id: int) -> TaskRecord:
-        """Run a FAILED or CANCELLED task again: a new attempt on the same row and context."""
+        """Run a FAILED or CANCELLED task again: a new attempt on the same row and context.
+        The attempt count goes on (it is never reset), so automatic retries resume only while
+        it is below their limit (docs/operations.md, "Retries")."""
         self.store.resume_task(task_id)
         return self.get_task(task_id)
 
@@ -608,7 +615,7 @@ class Roadie:
         record = self.get_task(task.id)
         try:
             executor_class = self.plugins.load_executor(record.executor)
-            policy, max_attempts = executor_class.crash_policy, executor_class.max_attempts
+            policy, max_attempts = executor_class.crash_policy, executor_class.max_crash_attempts
         except UnknownExecutor:
             if self._someone_else_has(record):
                 return False  # a live node with the plugin applies the real policy

@@ -395,8 +395,13 @@ def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: boo
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter(name or f"{socket.gethostname()}:{os.getpid()}"))
         os.environ["ROADIE_LOG_FORMAT"] = "json"  # to worker processes
-    else:
+    elif sys.stderr.isatty():
         handler = RichHandler(show_path=False)
+    else:  # a log collector: one line per event, never wrapped
+        from roadie.jsonlog import LineFormatter
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(LineFormatter())
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if processes > 1:

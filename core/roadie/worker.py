@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from roadie.aio_runner import AsyncRunner, is_async_executor, split_claimable
-from roadie.errors import PluginError, RoadieError
+from roadie.errors import DatabaseError, PluginError, RoadieError
 from roadie.executor import Isolation
 from roadie.lifecycle import notify_hook, run_attempt
 from roadie.records import NodeRecord, TaskRecord
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from roadie.result import Result
 
 log = logging.getLogger("roadie.worker")
+SIGNAL_LATENCY = 0.2  # seconds: how soon the claim loop acts on SIGINT/SIGTERM at most
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,45 @@ class _Done:
     outcome: Outcome
     result: Result | None
     error: BaseException | None
+
+
+class DatabaseOutage:
+    """How long the database has been unreachable for this worker, logged: once when it
+    starts, again every ``every`` seconds while it lasts (saying for how long), and once when
+    it ends. Thread-safe: the claim loop and the maintenance thread both report."""
+
+    def __init__(self, every: float, grace: float) -> None:
+        self.every = max(every, 1.0)
+        self.grace = grace
+        self.since: float | None = None
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        """A database call failed with ``exc``."""
+        now = time.monotonic()
+        with self._lock:
+            if self.since is None:
+                self.since, self._next = now, now + self.every
+                log.warning("database unreachable: %s; retrying", exc)
+                return
+            if now < self._next:
+                return
+            self._next = now + self.every
+            lasted = now - self.since
+        late = (f" (longer than heartbeat_grace {self.grace:g} s: other nodes may take over "
+                f"its running tasks)" if lasted > self.grace else "")
+        log.warning("database unreachable for %.0f s: %s; still retrying%s", lasted, exc, late)
+
+    def reached(self) -> None:
+        """A database call succeeded."""
+        if self.since is None:  # the common case: no lock
+            return
+        with self._lock:
+            if self.since is None:
+                return
+            lasted, self.since = time.monotonic() - self.since, None
+        log.warning("database reachable again after %.0f s", lasted)
 
 
 @dataclass
@@ -99,6 +139,8 @@ class Worker:
             if handle_signals is None else handle_signals
         )
         self.stats = WorkerStats()
+        self._signals = 0  # SIGINT/SIGTERM received (counted by the handler)
+        self._signals_seen = 0
         self.running: dict[int, RunningTask] = {}
         self._running_lock = threading.Lock()
         self._queue: queue.Queue[RunningTask | None] = queue.Queue()
@@ -110,6 +152,8 @@ class Worker:
         self._dirty_lock = threading.Lock()
         self._written_checkpoints: dict[int, int] = {}
         self._threads: list[threading.Thread] = []
+        self.outage = DatabaseOutage(self.settings.heartbeat_interval,
+                                     self.settings.heartbeat_grace)
         self._claimable: Claimable | None = None
         # async executors: their own claim, slots and event-loop thread (roadie.aio_runner)
         self._async_names: set[str] = set()
@@ -238,6 +282,7 @@ class Worker:
         poll = self.settings.poll_interval(self.store.is_postgres)
         while True:
             self._wake.clear()
+            self._take_signals()
             if self._stop_now.is_set():
                 return
             done = self._take_done()
@@ -264,10 +309,11 @@ class Worker:
                         settled.claimed.extend(self._claim_more(free_async))
                         free += free_async
                 except RoadieError as exc:
-                    log.warning("could not reach the database: %s", exc)
+                    self.outage.failed(exc)
                     self._requeue_done(done)
-                    self._stopping.wait(poll)
+                    self._wait(self._stopping, poll)
                     continue
+                self.outage.reached()
                 self.stats.claims += free > 0
                 try:
                     self._after_settle(done, settled.finished)
@@ -281,14 +327,26 @@ class Worker:
                 return
             if self.until_idle and busy <= 0 and self._idle():
                 return
-            self._wake.wait(poll)
+            self._wait(self._wake, poll)
+
+    def _wait(self, event: threading.Event, timeout: float) -> None:
+        """Wait until ``event`` is set, ``timeout`` passes or a signal came (which the claim
+        loop must see within SIGNAL_LATENCY)."""
+        if not self.handle_signals:
+            event.wait(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while self._signals_seen == self._signals:
+            left = deadline - time.monotonic()
+            if left <= 0 or event.wait(min(left, SIGNAL_LATENCY)):
+                return
 
     def _claim_more(self, limit: int) -> list[TaskRecord]:
         """Claim up to ``limit`` tasks of async executors (after the outcomes are settled)."""
         try:
             return self.store.settle(self.id, [], self._claim_async, limit).claimed
         except RoadieError as exc:
-            log.warning("could not reach the database: %s", exc)
+            self.outage.failed(exc)
             return []
 
     def _take_done(self) -> list[_Done]:
@@ -508,6 +566,8 @@ class Worker:
                 if now >= next_sweep:
                     next_sweep = now + settings.heartbeat_interval
                     self.stats.recovered += self.app.recover_orphans(self)
+            except DatabaseError as exc:
+                self.outage.failed(exc)
             except RoadieError as exc:
                 log.warning("worker maintenance failed: %s", exc)
             except Exception:  # keep heartbeating whatever happens
@@ -569,6 +629,20 @@ class Worker:
         previous: dict[int, Any] = {}
 
         def handler(signum: int, _frame: Any) -> None:
+            # Runs in the main thread between two bytecodes, perhaps while the claim loop holds
+            # the lock of an Event it waits on: taking any lock here could deadlock. Count the
+            # signal; the claim loop acts on it (_take_signals).
+            self._signals += 1
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def _take_signals(self) -> None:
+        """Act on the signals the handler counted: the first stops claiming, the next one
+        stops at once."""
+        while self._signals_seen < self._signals:
+            self._signals_seen += 1
             if self._stopping.is_set():
                 log.warning("second signal: stopping at once")
                 self.stop(now=True)
@@ -576,10 +650,6 @@ class Worker:
                 log.warning("stopping: running tasks finish, nothing new is claimed "
                             "(signal again to stop at once)")
                 self.stop()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
 
     def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
         for sig, handler in previous.items():

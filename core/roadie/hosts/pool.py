@@ -389,7 +389,7 @@ class HostPool:
             status = Status.FAILED if stopped.timed_out else Status.CANCELLED
             return Outcome(task.id, status, message), None, HostError(message)
         reason = f"its host process died ({how})"
-        policy, max_attempts = executor_class.crash_policy, executor_class.max_attempts
+        policy, max_attempts = executor_class.crash_policy, executor_class.max_crash_attempts
         if policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
             again = ("resuming from its checkpoint" if policy is CrashPolicy.RESUME
                      else "retrying")
