@@ -102,11 +102,14 @@ def test_second_signal_stops_at_once_through_the_crash_policy(app: roadie.Roadie
     task = app.add_task("roadie-examples:count", {"n": 2000, "delay": 0.05})
     process = start_worker(app.url, tmp_path / "data", "--concurrency", "1",
                            log=tmp_path / "w.log")
-    wait_for(lambda: running(app, task.id, done_at_least=2), message="the task to run")
-    process.send_signal(signal.SIGINT)
-    wait_for(lambda: "stopping" in (tmp_path / "w.log").read_text(), message="first signal")
-    process.send_signal(signal.SIGINT)
-    process.wait(30)
+    try:
+        wait_for(lambda: running(app, task.id, done_at_least=2), message="the task to run")
+        process.send_signal(signal.SIGINT)
+        wait_for(lambda: "stopping" in (tmp_path / "w.log").read_text(), message="first signal")
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    finally:
+        kill(process)  # a no-op once it exited; never leave a worker behind
     after = app.get_task(task.id)
     # count's crash policy is RESUME: back to NEW at once, keeping its checkpoint
     assert after.status is Status.NEW, after

@@ -19,6 +19,7 @@ from roadie.status import FINAL_STATUSES, Status
 from roadie.store import (
     CHANNEL_CHANGED,
     Claimable,
+    Fence,
     NewTask,
     Outcome,
     Store,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from roadie.worker import Worker, WorkerStats
 
 log = logging.getLogger("roadie")
+IDLE_IN_TRANSACTION_TIMEOUT = 10.0  # seconds, at least (PostgreSQL; see Store)
 
 
 class Roadie:
@@ -80,7 +82,9 @@ class Roadie:
         with self._store_lock:
             if self._store is None:
                 store = Store(self.url,
-                              synchronous_commit=self.settings.postgres_synchronous_commit)
+                              synchronous_commit=self.settings.postgres_synchronous_commit,
+                              idle_timeout=max(IDLE_IN_TRANSACTION_TIMEOUT,
+                                               self.settings.heartbeat_grace))
                 auto = store.is_sqlite if self._auto_upgrade is None else self._auto_upgrade
                 store.check_schema(auto_upgrade=auto)
                 store.trees.on_cancelled = self._fire_cancelled
@@ -450,11 +454,13 @@ class Roadie:
             return self._attachment_store
 
     def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,
-                       media_type: str | None = None) -> AttachmentInfo:
-        """Keep a file with a task: bytes, a path, or a binary file object."""
+                       media_type: str | None = None, fence: Fence | None = None
+                       ) -> AttachmentInfo:
+        """Keep a file with a task: bytes, a path, or a binary file object. (``fence``: set by
+        ``RunningTask.attach``, which makes it a write of the running attempt.)"""
         from roadie.attachments import store_attachment
 
-        return store_attachment(self, task_id, name, data, media_type=media_type)
+        return store_attachment(self, task_id, name, data, media_type=media_type, fence=fence)
 
     def list_attachments(self, task_id: int) -> list[AttachmentInfo]:
         """The attachments of a task."""

@@ -5,6 +5,7 @@ progress of a tree. The SQL lives in ``roadie.treestore``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
@@ -36,8 +37,8 @@ def add_subtasks(task: RunningTask, items: Iterable[Mapping[str, Any]], *,
             return ids
         specs = [app._new_task(*_split(index, item), resolved, **_options(item))
                  for index, item in chunk]
-        added = app.store.insert_tasks(specs, decoder=app.decode_for_task,
-                                       parent=(task.id, task.record.node or ""))
+        added = task.guarded("subtasks", functools.partial(
+            app.store.insert_tasks, specs, decoder=app.decode_for_task, parent=task.fence))
         for record in added:
             app._task_added(record)
         ids.extend(record.id for record in added)
@@ -48,8 +49,8 @@ def add_subtask(task: RunningTask, executor: str, context: Mapping[str, Any] | N
     """Add one subtask of the running ``task``; returns it as stored."""
     app = task.app
     spec = app._new_task(executor, context, {}, **options)
-    (record,) = app.store.insert_tasks([spec], decoder=app.decode_for_task,
-                                       parent=(task.id, task.record.node or ""))
+    (record,) = task.guarded("subtask", lambda: app.store.insert_tasks(
+        [spec], decoder=app.decode_for_task, parent=task.fence))
     app._task_added(record)
     return record
 

@@ -23,7 +23,7 @@ from roadie.records import TaskRecord
 from roadie.status import FINAL_STATUSES, Status
 
 if TYPE_CHECKING:
-    from roadie.store import NewTask, Store
+    from roadie.store import Fence, NewTask, Store
 
 T = models.tasks
 D = models.dependencies
@@ -55,16 +55,10 @@ class TreeStore:
 
     # -- adding ------------------------------------------------------------------------
 
-    def check_parent(self, conn: Connection, parent_id: int, node: str) -> None:
-        """Subtasks are a write of the parent's attempt: ``node`` must be running it."""
-        row = conn.execute(sa.select(T.c.status, T.c.node).where(T.c.id == parent_id)
-                           .with_for_update()).first()
-        if row is None:
-            raise TaskNotFound(parent_id)
-        if row.status != int(Status.IN_PROGRESS) or row.node != node:
-            raise InvalidTransition(
-                f"task {parent_id} is not running on node {node} (it is "
-                f"{Status(row.status).label}); only its running attempt can add subtasks")
+    def check_parent(self, conn: Connection, parent: Fence) -> None:
+        """Subtasks are a write of the parent's attempt: refused (TakenOver) unless that
+        attempt still runs."""
+        self.store.check_fence(conn, parent)
 
     def block_on(self, conn: Connection, new_tasks: Sequence[NewTask],
                  rows: list[dict[str, Any]], now: dt.datetime) -> None:

@@ -99,6 +99,7 @@ class WorkerStats:
     claims: int = 0
     progress_writes: int = 0
     recovered: int = 0
+    refused_writes: int = 0  # writes of attempts taken over by another node
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -373,8 +374,8 @@ class Worker:
                 self._written_checkpoints.pop(task_id, None)
             record = records.get(task_id)
             if record is None:
-                log.warning("task %s was taken over by another node before it finished",
-                            task_id)
+                item.task.taken_over = True
+                self.refused(item.task, f"outcome ({item.outcome.status.label})")
                 continue
             self.stats.finished += 1
             label = item.outcome.status.label
@@ -418,7 +419,8 @@ class Worker:
             self._done.put(self._run_one(task))
         except BaseException as exc:  # a bug in roadie itself: still end the task
             log.exception("roadie: unexpected error while running task %s", task.id)
-            outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}")
+            outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}",
+                              attempt=task.attempt)
             self._done.put(_Done(task, outcome, None, exc))
         self._wake.set()
 
@@ -435,7 +437,7 @@ class Worker:
                 checkpoint = None  # already written
         status_bytes, messages = self._encode_live_state(task)
         outcome = dataclasses.replace(outcome, task_status=status_bytes, messages=messages,
-                                      checkpoint=checkpoint)
+                                      checkpoint=checkpoint, attempt=task.attempt)
         return _Done(task, outcome, result, error)
 
     # -- progress, heartbeat, cancel, timeouts, recovery -----------------------------------
@@ -453,11 +455,13 @@ class Worker:
             return
         updates: dict[int, tuple[bytes | None, bytes | None, bytes | None]] = {}
         versions: dict[int, int] = {}
+        attempts: dict[int, int] = {}
         for task_id in dirty:
             with self._running_lock:
                 task = self.running.get(task_id)
-            if task is None or task.ended:
+            if task is None or task.ended or task.taken_over:
                 continue
+            attempts[task_id] = task.attempt
             version, checkpoint = task.pending_checkpoint()
             if version == self._written_checkpoints.get(task_id):
                 checkpoint = None
@@ -467,18 +471,18 @@ class Worker:
         if not updates:
             return
         try:
-            cancelled, lost = self.store.save_progress(self.id, updates)
+            cancelled, lost = self.store.save_progress(self.id, updates, attempts)
         except BaseException:
             with self._dirty_lock:  # try again at the next tick
                 self._dirty.update(updates)
             raise
         with self._dirty_lock:
             self._written_checkpoints.update(versions)
-        self.stats.progress_writes += len(updates)
+        self.stats.progress_writes += len(updates) - len(lost)
         if cancelled:
             self._apply_cancel_requests(cancelled)
         if lost:
-            self._stop_lost(lost)
+            self._stop_lost(lost, "progress")
 
     def _encode_live_state(self, task: RunningTask) -> tuple[bytes | None, bytes | None]:
         """The task's status attributes and recent messages, encoded; an oversized message log
@@ -501,15 +505,26 @@ class Worker:
                     return status_bytes, None
                 messages = messages[len(messages) // 2 + 1:]
 
-    def _stop_lost(self, task_ids: Iterable[int]) -> None:
-        """Stop tasks another node took over (this one was thought dead): at their next safe
-        point they end, and their outcome is not written."""
+    def _stop_lost(self, task_ids: Iterable[int], what: str) -> None:
+        """The database refused a write (``what``) of these tasks' attempts: another node
+        took them over (this one was thought dead)."""
         for task_id in task_ids:
             with self._running_lock:
                 task = self.running.get(task_id)
-            if task is not None and not task.ended:
-                log.warning("task %s was taken over by another node; stopping it here", task_id)
-                task.request_cancel("taken over by another node")
+            if task is not None:
+                self.refused(task, what)
+
+    def refused(self, task: RunningTask, what: str) -> None:
+        """A write of ``task``'s attempt was refused because the task was taken over: count
+        and log it, and stop the attempt (its host process, if it has one, is killed; its
+        outcome will be refused too)."""
+        self.stats.refused_writes += 1
+        task.taken_over = True
+        log.warning("task %s attempt %s: the database refused its %s: the task was taken "
+                    "over by another node (%d refused write(s) on this worker)", task.id,
+                    task.attempt, what, self.stats.refused_writes)
+        if not task.ended:
+            task.request_cancel("taken over by another node")
 
     def _apply_cancel_requests(self, task_ids: Iterable[int]) -> None:
         for task_id in task_ids:
@@ -559,10 +574,11 @@ class Worker:
                     next_heartbeat = now + settings.heartbeat_interval
                     self._refresh_envs()
                     with self._running_lock:
-                        running = [i for i, t in self.running.items() if not t.ended]
+                        running = {i: t.attempt for i, t in self.running.items()
+                                   if not t.ended and not t.taken_over}
                     lost = self.store.heartbeat(self.id, running)
                     if lost:
-                        self._stop_lost(lost)
+                        self._stop_lost(lost, "heartbeat")
                 if now >= next_sweep:
                     next_sweep = now + settings.heartbeat_interval
                     self.stats.recovered += self.app.recover_orphans(self)

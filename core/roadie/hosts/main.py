@@ -32,6 +32,7 @@ from roadie.hosts.protocol import Channel, ChannelClosed, record_from_frame
 from roadie.records import AttachmentInfo
 from roadie.running import RunningTask
 from roadie.status import Status
+from roadie.store import Fence
 
 EXIT_LEASE_LOST = 75  # the task did not stop after the lease ran out
 
@@ -57,8 +58,10 @@ class HostRoadie(Roadie):
         self._channel = channel
 
     def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,
-                       media_type: str | None = None) -> AttachmentInfo:
-        """Send the file to the worker, which keeps it with the task."""
+                       media_type: str | None = None, fence: Fence | None = None
+                       ) -> AttachmentInfo:
+        """Send the file to the worker, which keeps it with the task (as a write of the
+        attempt it runs: the worker applies the fence)."""
         if isinstance(data, str):
             payload = data.encode()
         elif isinstance(data, Path):
@@ -120,6 +123,9 @@ class _Sink:
 
     def mark_dirty(self, task: RunningTask) -> None:
         self.dirty.set()
+
+    def refused(self, task: RunningTask, what: str) -> None:
+        """Never here: the worker checks the fence of the writes a host asks for."""
 
 
 class Host:

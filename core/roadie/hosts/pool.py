@@ -67,7 +67,7 @@ def describe_exit(code: int | None) -> str:
 class _Kill:
     """Why the worker killed a host, if it did."""
 
-    reason: str  # "timeout", "cancel", "memory"
+    reason: str  # "timeout", "cancel", "memory", "taken over"
     detail: str = ""
 
 
@@ -305,6 +305,11 @@ class HostPool:
                     host.channel.send({"op": "ping"})
             except OSError:
                 continue  # the next recv sees the closed socket
+            if killed is None and task.taken_over:  # a stale attempt: stop it at once
+                killed = _Kill("taken over")
+                log.warning("task %s attempt %s was taken over by another node: killing its "
+                            "host process %s", task.id, task.attempt, host.pid)
+                host.proc.kill()
             if killed is None and kill_at is not None and now >= kill_at:
                 killed = _Kill("timeout" if task.cancellation().timed_out else "cancel")
                 host.proc.kill()
@@ -330,8 +335,7 @@ class HostPool:
             if frame.get("name") != "attach":
                 raise RoadieError(f"unknown call {frame.get('name')!r}")
             args = frame["args"]
-            info = self.app.add_attachment(task.id, args["name"], args["data"],
-                                           media_type=args.get("media_type"))
+            info = task.attach(args["name"], args["data"], media_type=args.get("media_type"))
             value = dataclasses.asdict(info)
             value["created_at"] = info.created_at.isoformat()
             reply.update(ok=True, value=value)
@@ -374,6 +378,9 @@ class HostPool:
         how = describe_exit(code)
         record = task.record
         grace = self.settings.cancel_grace
+        if killed is not None and killed.reason == "taken over":  # refused by the database
+            message = "taken over by another node (its host process was killed)"
+            return Outcome(task.id, Status.CANCELLED, message), None, HostError(message)
         if killed is not None and killed.reason == "memory":
             message = (f"its host process was killed: it used {killed.detail}, over "
                        f"max_host_memory_mb={self.settings.max_host_memory_mb}")
