@@ -621,6 +621,10 @@ class Store:
                 return committed
             limit -= len(first_claimed)  # candidates with isolation keys: the general claim
             outcomes = []
+        if self.is_sqlite and not outcomes and not self._has_candidates(can, now):
+            # SQLite has one writer at a time and no fair queue for the write lock: idle
+            # workers polling with write transactions would starve the callers' writes
+            return Settled(finished, claimed)
         try:
             with self.write() as conn:
                 if outcomes:
@@ -634,6 +638,15 @@ class Store:
             return committed  # the second transaction failed; the first one stands
         self.trees.settled(committed.finished + finished)
         return Settled(committed.finished + finished, committed.claimed + claimed)
+
+    def _has_candidates(self, can: Claimable | None, now: dt.datetime) -> bool:
+        """Whether a claim by ``can`` could find a task (a read: it takes no write lock)."""
+        if can is None or not can.executors:
+            return False
+        with self.read() as conn:
+            return conn.execute(self._claim_candidates_sql, {
+                "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
+                "plugins": list(can.plugins), "limit": 1}).first() is not None
 
     # The hot path (settle) runs prebuilt statements: building SQLAlchemy expressions anew
     # for every round costs more than the database work itself.
@@ -954,6 +967,14 @@ class Store:
                               r.error, r.started_at, r.finished_at)
                 for r in rows
             ]
+
+    def attempt_log_counts(self) -> dict[int, int]:
+        """How many finished attempts the attempt log has, per task id (tasks with none are
+        left out)."""
+        A = models.attempts
+        with self.read() as conn:
+            return dict(conn.execute(
+                sa.select(A.c.task_id, sa.func.count()).group_by(A.c.task_id)).all())
 
     def held_locks(self) -> dict[str, int]:
         """Isolation keys held now, with the task holding each."""
