@@ -606,6 +606,8 @@ class Roadie:
         self.store.trees.sweep()  # fan-ins a crash interrupted
         nodes = {n.id: n for n in self.store.list_nodes(include_stopped=True)}
         for task in self.store.orphaned_tasks(self.settings.heartbeat_grace):
+            if worker is not None and task.node == worker.id:
+                continue  # this worker's own: its heartbeat lagged (a database outage)
             node = nodes.get(task.node or "")
             if node is None:
                 reason = f"worker {task.node} is gone"

@@ -902,7 +902,7 @@ class Store:
         cancelled: set[int] = set()
         lost: set[int] = set()
         with self.write() as conn:
-            for task_id, (status_bytes, messages, checkpoint) in updates.items():
+            for task_id, (status_bytes, messages, checkpoint) in sorted(updates.items()):
                 owned = [T.c.id == task_id, T.c.node == node,
                          T.c.status == int(Status.IN_PROGRESS)]
                 if attempts is not None and task_id in attempts:
@@ -1006,10 +1006,14 @@ class Store:
         with self.write() as conn:
             conn.execute(models.nodes.update().where(models.nodes.c.id == node)
                          .values(heartbeat_at=now))
+            mine = (T.c.node == node, T.c.status == int(Status.IN_PROGRESS))
             owned: dict[int, int] = dict(conn.execute(
-                T.update().where(T.c.node == node, T.c.status == int(Status.IN_PROGRESS))
-                .values(heartbeat_at=now).returning(T.c.id, T.c.attempts)
-            ).all())
+                sa.select(T.c.id, T.c.attempts).where(*mine)).all())
+            # rows another transaction of this worker holds (an outcome, a progress write) are
+            # skipped, not waited for: locking them in another order could deadlock
+            free = sa.select(T.c.id).where(*mine).with_for_update(skip_locked=True)
+            conn.execute(T.update().where(T.c.id.in_(free.scalar_subquery()))
+                         .values(heartbeat_at=now))
         if isinstance(running, Mapping):
             return {i for i, attempt in running.items() if owned.get(i) != attempt}
         return set(running) - set(owned)
