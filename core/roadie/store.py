@@ -114,6 +114,17 @@ class Settled:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """The state of the database at one moment (``Store.snapshot``)."""
+
+    at: dt.datetime
+    tasks: list[TaskRecord]
+    attempt_log_counts: dict[int, int]  # task id -> lines in the attempt log
+    nodes: list[NodeRecord]
+    locks: dict[str, int]  # isolation key -> task id
+
+
+@dataclass(frozen=True)
 class Fence:
     """The token of one attempt: the task, the node running it and its attempt number.
 
@@ -968,13 +979,28 @@ class Store:
                 for r in rows
             ]
 
-    def attempt_log_counts(self) -> dict[int, int]:
-        """How many finished attempts the attempt log has, per task id (tasks with none are
-        left out)."""
-        A = models.attempts
-        with self.read() as conn:
-            return dict(conn.execute(
-                sa.select(A.c.task_id, sa.func.count()).group_by(A.c.task_id)).all())
+    def snapshot(self) -> Snapshot:
+        """Every task, the attempt log's line count per task, every node and the held locks,
+        read in one transaction that sees one moment (REPEATABLE READ on PostgreSQL; a SQLite
+        read transaction always does), for checks of consistency."""
+        A, N, L = models.attempts, models.nodes, models.locks
+        with self.engine.connect() as conn:
+            if self.is_postgres:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            try:
+                with conn.begin():
+                    now = utcnow()
+                    tasks = [_task_record(r, None) for r in conn.execute(sa.select(T))]
+                    counts: dict[int, int] = dict(conn.execute(
+                        sa.select(A.c.task_id, sa.func.count()).group_by(A.c.task_id)).all())
+                    nodes = [NodeRecord(r.id, r.name, r.host, r.pid, r.concurrency,
+                                        r.plugins or {}, r.executors or {},
+                                        frozenset(r.tags or ()), r.started_at, r.heartbeat_at,
+                                        r.stopped_at) for r in conn.execute(sa.select(N))]
+                    locks = dict(conn.execute(sa.select(L.c.key, L.c.task_id)).all())
+            except sa.exc.OperationalError as exc:
+                raise self._database_error(exc) from exc
+        return Snapshot(now, tasks, counts, nodes, locks)
 
     def held_locks(self) -> dict[str, int]:
         """Isolation keys held now, with the task holding each."""

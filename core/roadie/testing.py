@@ -76,15 +76,13 @@ def check_invariants(app: Roadie, *, running_needs_live_node: bool = True) -> li
     - a task in progress has a node, alive (heartbeat within ``heartbeat_grace``, not
       stopped) unless ``running_needs_live_node`` is False (a crash not yet recovered).
     """
-    import datetime as dt
-
     from roadie.status import Status
 
-    store = app.store
-    tasks = {t.id: t for t in store.list_tasks(limit=None)}
-    logged = store.attempt_log_counts()
-    nodes = {n.id: n for n in store.list_nodes(include_stopped=True)}
-    now = dt.datetime.now(dt.timezone.utc)
+    snapshot = app.store.snapshot()  # one moment: workers may be busy meanwhile
+    tasks = {t.id: t for t in snapshot.tasks}
+    logged = snapshot.attempt_log_counts
+    nodes = {n.id: n for n in snapshot.nodes}
+    now = snapshot.at
     grace = app.settings.heartbeat_grace
     problems = []
     for task in tasks.values():
@@ -104,7 +102,7 @@ def check_invariants(app: Roadie, *, running_needs_live_node: bool = True) -> li
             elif running_needs_live_node and not node.is_alive(now, grace):
                 problems.append(f"task {task.id} is in progress on node {node.name}, which "
                                 f"is not alive")
-    for key, task_id in store.held_locks().items():
+    for key, task_id in snapshot.locks.items():
         holder = tasks.get(task_id)
         if holder is None or holder.status in FINAL_STATUSES:
             what = "a deleted task" if holder is None else f"{holder.status.label} task"
