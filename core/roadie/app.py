@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from roadie.attachments import AttachmentStore
     from roadie.result import Result
+    from roadie.running import RunningTask
     from roadie.schedules import ScheduleInfo
     from roadie.worker import Worker, WorkerStats
 
@@ -162,6 +163,22 @@ class Roadie:
         for task in added:
             self._task_added(task)
         return added
+
+    def _insert_subtasks(self, parent: RunningTask, specs: Sequence[NewTask]
+                         ) -> list[TaskRecord]:
+        """Store subtasks of the running task ``parent`` and fire
+        ``roadie_task_added``; a host process sends them to its worker instead."""
+        added = self.store.insert_tasks(specs, decoder=self.decode_for_task,
+                                        parent=(parent.id, parent.record.node or ""))
+        for task in added:
+            self._task_added(task)
+        return added
+
+    def _subtask_page(self, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
+        """A page of subtasks for ``subtasks_done`` (a host asks its worker instead)."""
+        from roadie.trees import subtask_page
+
+        return subtask_page(self, parent_id, after, limit)
 
     def _task_added(self, task: TaskRecord) -> None:
         for line in notify_hook(self, "roadie_task_added", app=self, task=task):
