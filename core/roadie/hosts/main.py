@@ -118,6 +118,8 @@ def worker_error(type_name: str | None, message: str) -> Exception:
     from roadie import errors
 
     kind = getattr(errors, type_name or "", None)
+    if kind is errors.Cancelled:  # a safe point in the worker (subtasks of a cancelled task)
+        return errors.Cancelled(message)
     if isinstance(kind, type) and issubclass(kind, errors.RoadieError):
         try:
             return kind(message)
