@@ -260,5 +260,5 @@ def test_watch_follows_the_subtasks_of_a_waiting_parent(app: roadie.Roadie,
     finally:
         worker.stop()
         thread.join(30)
-    assert sorted(set(seen)) == [0, 1, 2]
+    assert {0, 1, 2} <= set(seen)  # (3 too, if it looked between the last end and the wake)
     assert app.get_task(parent.id).status == Status.SUCCESSFUL

@@ -301,6 +301,14 @@ class TreeStore:
                             updated_at=now, status_message=message, cancel_requested_at=now,
                             cancel_requested_by=by)
                     .returning(*T.c)).all()
+            # a waiting one a worker claimed meanwhile is running now: ask it to stop too
+            ended = {r.id for r in cancelled}
+            missed = [i for i in waiting if i not in ended]
+            for start in range(0, len(missed), _CHUNK):
+                running += conn.execute(
+                    sa.select(T.c.id, T.c.node).where(T.c.id.in_(missed[start:start + _CHUNK]),
+                                                      T.c.status == int(Status.IN_PROGRESS))
+                ).all()
             for row in running:
                 conn.execute(T.update().where(T.c.id == row.id,
                                               T.c.cancel_requested_at.is_(None))
