@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from roadie.status import FINAL_STATUSES, Status
 from roadie.store import (
     CHANNEL_CHANGED,
     Claimable,
+    Fence,
     NewTask,
     Outcome,
     Store,
@@ -31,10 +33,12 @@ if TYPE_CHECKING:
 
     from roadie.attachments import AttachmentStore
     from roadie.result import Result
+    from roadie.running import RunningTask
     from roadie.schedules import ScheduleInfo
     from roadie.worker import Worker, WorkerStats
 
 log = logging.getLogger("roadie")
+IDLE_IN_TRANSACTION_TIMEOUT = 10.0  # seconds, at least (PostgreSQL; see Store)
 
 
 class Roadie:
@@ -56,7 +60,12 @@ class Roadie:
         auto_upgrade: bool | None = None,
         **setting_overrides: Any,
     ) -> None:
-        self.settings = settings or Settings.from_env(**setting_overrides)
+        # one rule: arguments win, then ROADIE_* variables, then defaults (roadie.config)
+        if settings is None:
+            self.settings = Settings(**setting_overrides)
+        else:
+            self.settings = settings.replace(**setting_overrides) if setting_overrides \
+                else settings
         self.url = url or self.settings.default_url()
         self.registry = TypeRegistry(max_size=self.settings.max_context_size)
         self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points,
@@ -75,7 +84,9 @@ class Roadie:
         with self._store_lock:
             if self._store is None:
                 store = Store(self.url,
-                              synchronous_commit=self.settings.postgres_synchronous_commit)
+                              synchronous_commit=self.settings.postgres_synchronous_commit,
+                              idle_timeout=max(IDLE_IN_TRANSACTION_TIMEOUT,
+                                               self.settings.heartbeat_grace))
                 auto = store.is_sqlite if self._auto_upgrade is None else self._auto_upgrade
                 store.check_schema(auto_upgrade=auto)
                 store.trees.on_cancelled = self._fire_cancelled
@@ -162,6 +173,22 @@ class Roadie:
         for task in added:
             self._task_added(task)
         return added
+
+    def _insert_subtasks(self, parent: RunningTask, specs: Sequence[NewTask]
+                         ) -> list[TaskRecord]:
+        """Store subtasks of the running task ``parent`` and fire
+        ``roadie_task_added``; a host process sends them to its worker instead."""
+        added = parent.guarded("subtasks", functools.partial(
+            self.store.insert_tasks, specs, decoder=self.decode_for_task, parent=parent.fence))
+        for task in added:
+            self._task_added(task)
+        return added
+
+    def _subtask_page(self, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
+        """A page of subtasks for ``subtasks_done`` (a host asks its worker instead)."""
+        from roadie.trees import subtask_page
+
+        return subtask_page(self, parent_id, after, limit)
 
     def _task_added(self, task: TaskRecord) -> None:
         for line in notify_hook(self, "roadie_task_added", app=self, task=task):
@@ -418,7 +445,9 @@ class Roadie:
                         message=record.status_message)
 
     def resume_task(self, task_id: int) -> TaskRecord:
-        """Run a FAILED or CANCELLED task again: a new attempt on the same row and context."""
+        """Run a FAILED or CANCELLED task again: a new attempt on the same row and context.
+        The attempt count goes on (it is never reset), so automatic retries resume only while
+        it is below their limit (docs/operations.md, "Retries")."""
         self.store.resume_task(task_id)
         return self.get_task(task_id)
 
@@ -443,11 +472,13 @@ class Roadie:
             return self._attachment_store
 
     def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,
-                       media_type: str | None = None) -> AttachmentInfo:
-        """Keep a file with a task: bytes, a path, or a binary file object."""
+                       media_type: str | None = None, fence: Fence | None = None
+                       ) -> AttachmentInfo:
+        """Keep a file with a task: bytes, a path, or a binary file object. (``fence``: set by
+        ``RunningTask.attach``, which makes it a write of the running attempt.)"""
         from roadie.attachments import store_attachment
 
-        return store_attachment(self, task_id, name, data, media_type=media_type)
+        return store_attachment(self, task_id, name, data, media_type=media_type, fence=fence)
 
     def list_attachments(self, task_id: int) -> list[AttachmentInfo]:
         """The attachments of a task."""
@@ -593,6 +624,8 @@ class Roadie:
         self.store.trees.sweep()  # fan-ins a crash interrupted
         nodes = {n.id: n for n in self.store.list_nodes(include_stopped=True)}
         for task in self.store.orphaned_tasks(self.settings.heartbeat_grace):
+            if worker is not None and task.node == worker.id:
+                continue  # this worker's own: its heartbeat lagged (a database outage)
             node = nodes.get(task.node or "")
             if node is None:
                 reason = f"worker {task.node} is gone"
@@ -608,7 +641,7 @@ class Roadie:
         record = self.get_task(task.id)
         try:
             executor_class = self.plugins.load_executor(record.executor)
-            policy, max_attempts = executor_class.crash_policy, executor_class.max_attempts
+            policy, max_attempts = executor_class.crash_policy, executor_class.max_crash_attempts
         except UnknownExecutor:
             if self._someone_else_has(record):
                 return False  # a live node with the plugin applies the real policy
@@ -667,11 +700,25 @@ class Roadie:
         **filters: Any,
     ) -> Iterator[TaskRecord]:
         """Yield each task (by ``ids``, or by ``list_tasks`` filters) every time it changes.
+        A parent waiting for its subtasks changes whenever one of them ends (its
+        ``get_task_status`` counts them), so its progress is live too.
 
         Ends when every watched task has ended (``until_done``) or after ``timeout`` seconds.
         On PostgreSQL changes wake it at once (NOTIFY); otherwise it polls every ``interval``.
         """
         import time
+
+        from roadie.trees import tree_status
+
+        counted: dict[int, tuple[float, int]] = {}  # waiting parent -> (when, subtasks ended)
+
+        def subtasks_ended(task: TaskRecord) -> int:
+            last = counted.get(task.id)
+            now = time.monotonic()
+            if last is None or now - last[0] >= interval:  # at most one count per interval
+                last = (now, tree_status(self, task).get("subtasks_ended", 0))
+                counted[task.id] = last
+            return last[1]
 
         wanted = None if ids is None else list(ids)
         changed = threading.Event()
@@ -683,7 +730,7 @@ class Roadie:
         hub = self.store.listen()
         token = hub.subscribe(on_change)
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen: dict[int, tuple[dt.datetime, int, bytes | None]] = {}
+        seen: dict[int, tuple[dt.datetime, int, bytes | None, int]] = {}
         try:
             while True:
                 changed.clear()
@@ -693,7 +740,8 @@ class Roadie:
                 else:
                     tasks = self.list_tasks(**filters, limit=None)
                 for task in sorted(tasks, key=lambda t: t.id):
-                    mark = (task.updated_at, int(task.status), task.status_bytes)
+                    ended = subtasks_ended(task) if task.status == Status.WAITING else 0
+                    mark = (task.updated_at, int(task.status), task.status_bytes, ended)
                     if seen.get(task.id) != mark:
                         seen[task.id] = mark
                         yield task
