@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from roadie.aio_client import AsyncRoadie
 from roadie.app import Roadie
 from roadie.attachments import AttachmentStore, LocalAttachmentStore
 from roadie.codec import TypeRegistry, context_type
@@ -42,6 +43,7 @@ from roadie.worker import Worker, WorkerStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncRoadie",
     "AttachmentError",
     "AttachmentInfo",
     "AttachmentStore",
