@@ -21,9 +21,8 @@ from typing import Any
 
 import fastapi
 import pydantic
-from fastapi.responses import StreamingResponse
-
 import roadie
+from fastapi.responses import StreamingResponse
 
 
 class CountRequest(pydantic.BaseModel):

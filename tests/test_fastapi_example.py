@@ -13,7 +13,7 @@ from roadie import Status
 from roadie.testing import BackgroundWorker
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from examples.fastapi_app import create_app  # noqa: E402
+from examples.fastapi_app import create_app
 
 
 def test_the_fastapi_example_adds_follows_and_cancels_tasks(app: roadie.Roadie) -> None:

@@ -13,6 +13,7 @@ variables, so a trace started by the request reaches the task).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -194,9 +195,7 @@ class AsyncRoadie:
                 wait = watch.wait(tasks, interval)
                 if wait is None:
                     return
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(changed.wait(), wait)
-                except asyncio.TimeoutError:
-                    pass
         finally:
             hub.unsubscribe(token)

@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from roadie.aio_client import AsyncRoadie
-
     from roadie.attachments import AttachmentStore
     from roadie.result import Result
     from roadie.schedules import ScheduleInfo
