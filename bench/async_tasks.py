@@ -12,7 +12,7 @@ Target (issue 18): at least 1,500 async tasks/s on SQLite and PostgreSQL.
 
     python bench/async_tasks.py [--tasks 1000] [--backend sqlite|postgres|both] [--no-write]
 
-PostgreSQL: database ``roadie_bench_i18`` on 127.0.0.1:5432 (user postgres), dropped and
+PostgreSQL: database ``roadie_bench_async`` on 127.0.0.1:5432 (user postgres), dropped and
 created again for each run; ROADIE_BENCH_ASYNC_PG points elsewhere.
 """
 
@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from _results import table, write_section
 
 PG_URL = os.environ.get("ROADIE_BENCH_ASYNC_PG",
-                        "postgresql://postgres@127.0.0.1:5432/roadie_bench_i18")
+                        "postgresql://postgres@127.0.0.1:5432/roadie_bench_async")
 SLOTS = 200
 
 

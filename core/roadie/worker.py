@@ -4,6 +4,7 @@ sees cancel requests and timeouts, and recovers the tasks of dead nodes."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -22,12 +23,13 @@ from roadie.executor import Isolation
 from roadie.lifecycle import notify_hook, run_attempt
 from roadie.records import NodeRecord, TaskRecord
 from roadie.running import RunningTask
-from roadie.status import Status
+from roadie.status import FINAL_STATUSES, Status
 from roadie.store import (
     CHANNEL_ADDED,
     CHANNEL_CANCEL,
     Claimable,
     Outcome,
+    Settled,
     split_payload,
     tag_subsets,
     utcnow,
@@ -117,6 +119,13 @@ class Worker:
         self._claim_sync: Claimable | None = None
         self._claim_async: Claimable | None = None
         self._runner: AsyncRunner | None = None
+        # a kind of claim (thread or async executors) that came back short is skipped until
+        # a task is added (or ended, which may free a lock) or the poll interval passes
+        self._may_claim = {"sync": True, "async": True}
+        self._claimed_short_at = {"sync": 0.0, "async": 0.0}
+        # this node's writes to its running rows (settle, live state, heartbeat) take turns:
+        # on PostgreSQL two of them locking the same rows in different orders could deadlock
+        self._writes = threading.Lock()
         from roadie.hosts import HostPool
 
         self.hosts = HostPool(app, self, all_executors=out_of_process)
@@ -206,6 +215,7 @@ class Worker:
 
     def _on_notification(self, channel: str, payload: str) -> None:
         if channel == CHANNEL_ADDED:
+            self._may_claim["sync"] = self._may_claim["async"] = True
             self._wake.set()
         elif channel == CHANNEL_CANCEL:
             items = split_payload(payload)
@@ -252,29 +262,32 @@ class Worker:
                 self.async_concurrency - busy_async)
             if self._claim_sync is None:
                 free = 0
-            if done or free > 0 or free_async > 0:
+            now = time.monotonic()
+            if any(d.task.record.isolation_key is not None or d.outcome.status not in
+                   FINAL_STATUSES for d in done):  # a freed lock, a retry: claim both kinds
+                self._may_claim["sync"] = self._may_claim["async"] = True
+            claims = [(kind, claimable, limit) for kind, claimable, limit in (
+                ("async", self._claim_async, free_async), ("sync", self._claim_sync, free))
+                if limit > 0 and (self._may_claim[kind]
+                                  or now - self._claimed_short_at[kind] >= poll)]
+            if done or claims:
                 try:
-                    settled = self.store.settle(
-                        self.id, [(d.outcome, d.task.record.isolation_key is not None
-                                   or d.task.record.executor in self._claimable.isolated)
-                                  for d in done],
-                        self._claim_sync if free > 0 else None, free,
-                    )
-                    if free_async > 0:  # async executors: their own slots
-                        settled.claimed.extend(self._claim_more(free_async))
-                        free += free_async
+                    settled = self._settle(done, claims[:1])
+                    for claim in claims[1:]:
+                        settled.claimed.extend(self._settle([], [claim]).claimed)
                 except RoadieError as exc:
                     log.warning("could not reach the database: %s", exc)
                     self._requeue_done(done)
+                    self._may_claim["sync"] = self._may_claim["async"] = True
                     self._stopping.wait(poll)
                     continue
+                free = len(claims)
                 self.stats.claims += free > 0
                 try:
                     self._after_settle(done, settled.finished)
                 except Exception:
                     log.exception("roadie: after recording %d ended task(s)", len(done))
-                for record in settled.claimed:
-                    self._accept(record)
+                self._accept_all(settled.claimed)
                 if settled.claimed or done:
                     continue
             if stopping and busy <= 0:
@@ -283,13 +296,24 @@ class Worker:
                 return
             self._wake.wait(poll)
 
-    def _claim_more(self, limit: int) -> list[TaskRecord]:
-        """Claim up to ``limit`` tasks of async executors (after the outcomes are settled)."""
-        try:
-            return self.store.settle(self.id, [], self._claim_async, limit).claimed
-        except RoadieError as exc:
-            log.warning("could not reach the database: %s", exc)
-            return []
+    def _settle(self, done: list[_Done],
+                claims: list[tuple[str, Claimable | None, int]]) -> Settled:
+        """Record ``done`` and make at most one claim (kind, claimable, free slots), in one
+        transaction; a claim that comes back short is not repeated for a while."""
+        assert self._claimable is not None
+        kind, claimable, limit = claims[0] if claims else ("", None, 0)
+        if kind:
+            self._may_claim[kind] = False  # a task added from now on sets it again
+        outcomes = [(d.outcome, d.task.record.isolation_key is not None
+                     or d.task.record.executor in self._claimable.isolated) for d in done]
+        with self._writes:
+            settled = self.store.settle(self.id, outcomes, claimable, limit)
+        if kind:
+            if len(settled.claimed) >= limit:
+                self._may_claim[kind] = True  # there may be more
+            else:
+                self._claimed_short_at[kind] = time.monotonic()
+        return settled
 
     def _take_done(self) -> list[_Done]:
         done = []
@@ -330,23 +354,29 @@ class Worker:
         assert self._claimable is not None
         return not self.app.has_pending_work(self._claimable)
 
-    def _accept(self, record: TaskRecord) -> None:
-        record = dataclasses.replace(record, decoder=self.app.decode_for_task)
-        running = RunningTask(self.app, record, sink=self,
-                              max_messages=self.settings.max_status_messages,
-                              child_width=self.settings.child_width)
-        is_async = (record.executor in self._async_names and self._runner is not None
-                    and not self.hosts.wants(running))  # a host runs its own loop
-        with self._running_lock:
-            self.running[record.id] = running
+    def _accept_all(self, records: list[TaskRecord]) -> None:
+        """Start claimed tasks: async ones on the loop (one wake-up for all), the others on
+        the threads."""
+        on_loop = []
+        for record in records:
+            record = dataclasses.replace(record, decoder=self.app.decode_for_task)
+            running = RunningTask(self.app, record, sink=self,
+                                  max_messages=self.settings.max_status_messages,
+                                  child_width=self.settings.child_width)
+            is_async = (record.executor in self._async_names and self._runner is not None
+                        and not self.hosts.wants(running))  # a host runs its own loop
+            with self._running_lock:
+                self.running[record.id] = running
+                if is_async:
+                    self._async_ids.add(record.id)
+            self.stats.claimed += 1
             if is_async:
-                self._async_ids.add(record.id)
-        self.stats.claimed += 1
-        if is_async:
+                on_loop.append((running, functools.partial(self._run_and_report, running)))
+            else:
+                self._queue.put(running)
+        if on_loop:
             assert self._runner is not None
-            self._runner.submit(running, lambda: self._run_and_report(running))
-        else:
-            self._queue.put(running)
+            self._runner.submit_many(on_loop)
 
     def _thread_main(self) -> None:
         while True:
@@ -395,10 +425,17 @@ class Worker:
             return
         updates: dict[int, tuple[bytes | None, bytes | None, bytes | None]] = {}
         versions: dict[int, int] = {}
-        for task_id in dirty:
+        young: set[int] = set()
+        first_write = time.monotonic() - self.settings.status_interval
+        for task_id in sorted(dirty):
             with self._running_lock:
                 task = self.running.get(task_id)
             if task is None or task.ended:
+                continue
+            if task.started is not None and task.started > first_write:
+                # a short task's live state is written with its outcome; a longer one's
+                # first write comes one interval after its start
+                young.add(task_id)
                 continue
             version, checkpoint = task.pending_checkpoint()
             if version == self._written_checkpoints.get(task_id):
@@ -406,10 +443,14 @@ class Worker:
             status_bytes, messages = self._encode_live_state(task)
             updates[task_id] = (status_bytes, messages, checkpoint)
             versions[task_id] = version
+        if young:
+            with self._dirty_lock:
+                self._dirty.update(young)
         if not updates:
             return
         try:
-            cancelled, lost = self.store.save_progress(self.id, updates)
+            with self._writes:
+                cancelled, lost = self.store.save_progress(self.id, updates)
         except BaseException:
             with self._dirty_lock:  # try again at the next tick
                 self._dirty.update(updates)
@@ -502,7 +543,8 @@ class Worker:
                     self._refresh_envs()
                     with self._running_lock:
                         running = [i for i, t in self.running.items() if not t.ended]
-                    lost = self.store.heartbeat(self.id, running)
+                    with self._writes:
+                        lost = self.store.heartbeat(self.id, running)
                     if lost:
                         self._stop_lost(lost)
                 if now >= next_sweep:
