@@ -154,6 +154,13 @@ class AsyncRunner:
         self._pending.add(future)
         future.add_done_callback(self._pending.discard)
 
+    def run(self, coroutine: Awaitable[T], timeout: float = 10.0) -> T:
+        """Run ``coroutine`` on the loop from another thread and return its value."""
+        async def wrap() -> T:
+            return await coroutine
+
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(timeout)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop (after the worker settled its attempts) and wait for its thread."""
         if not self._thread.is_alive():

@@ -576,6 +576,11 @@ class Worker:
             self._maintenance.join(timeout=10)
             self._settle_leftovers()  # attempts that ended after the claim loop stopped
         if self._runner is not None:
+            if "aio" in self.app.__dict__:  # async executors used app.aio on this loop
+                try:
+                    self._runner.run(self.app.aio.close())
+                except Exception:
+                    log.exception("roadie: closing the async client's connections")
             self._runner.stop()
         self.hosts.close()
         try:
