@@ -34,7 +34,7 @@ from roadie.lifecycle import Delay, Veto
 from roadie.lightweight import ChildState, LightweightTask
 from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskDraft, TaskRecord
 from roadie.result import Result
-from roadie.running import RunningTask, current_task
+from roadie.running import AsyncTaskCalls, RunningTask, current_task
 from roadie.schedules import Cron, Every, ScheduleInfo
 from roadie.status import Status
 from roadie.taskstatus import TaskStatus
@@ -44,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncRoadie",
+    "AsyncTaskCalls",
     "AttachmentError",
     "AttachmentInfo",
     "AttachmentStore",
