@@ -263,8 +263,8 @@ class Worker:
             if self._claim_sync is None:
                 free = 0
             now = time.monotonic()
-            if any(d.task.record.isolation_key is not None or d.outcome.status not in
-                   FINAL_STATUSES for d in done):  # a freed lock, a retry: claim both kinds
+            if any(self._isolated(d) or d.outcome.status not in FINAL_STATUSES
+                   for d in done):  # a freed lock, a retry: claim both kinds
                 self._may_claim["sync"] = self._may_claim["async"] = True
             claims = [(kind, claimable, limit) for kind, claimable, limit in (
                 ("async", self._claim_async, free_async), ("sync", self._claim_sync, free))
@@ -281,8 +281,7 @@ class Worker:
                     self._may_claim["sync"] = self._may_claim["async"] = True
                     self._stopping.wait(poll)
                     continue
-                free = len(claims)
-                self.stats.claims += free > 0
+                self.stats.claims += bool(claims)
                 try:
                     self._after_settle(done, settled.finished)
                 except Exception:
@@ -304,8 +303,7 @@ class Worker:
         kind, claimable, limit = claims[0] if claims else ("", None, 0)
         if kind:
             self._may_claim[kind] = False  # a task added from now on sets it again
-        outcomes = [(d.outcome, d.task.record.isolation_key is not None
-                     or d.task.record.executor in self._claimable.isolated) for d in done]
+        outcomes = [(d.outcome, self._isolated(d)) for d in done]
         with self._writes:
             settled = self.store.settle(self.id, outcomes, claimable, limit)
         if kind:
@@ -314,6 +312,12 @@ class Worker:
             else:
                 self._claimed_short_at[kind] = time.monotonic()
         return settled
+
+    def _isolated(self, done: _Done) -> bool:
+        """Whether a finished attempt may hold an isolation lock (released when settled)."""
+        assert self._claimable is not None
+        record = done.task.record
+        return record.isolation_key is not None or record.executor in self._claimable.isolated
 
     def _take_done(self) -> list[_Done]:
         done = []
