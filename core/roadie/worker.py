@@ -3,6 +3,7 @@ sees cancel requests and timeouts, and recovers the tasks of dead nodes."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -123,9 +124,11 @@ class Worker:
         # a task is added (or ended, which may free a lock) or the poll interval passes
         self._may_claim = {"sync": True, "async": True}
         self._claimed_short_at = {"sync": 0.0, "async": 0.0}
-        # this node's writes to its running rows (settle, live state, heartbeat) take turns:
-        # on PostgreSQL two of them locking the same rows in different orders could deadlock
-        self._writes = threading.Lock()
+        # this node's writes to its running rows (settle, live state, heartbeat) take turns on
+        # PostgreSQL, where two of them locking the same rows in different orders could
+        # deadlock (SQLite has one writer at a time anyway)
+        self._writes: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.store.is_postgres else contextlib.nullcontext())
         from roadie.hosts import HostPool
 
         self.hosts = HostPool(app, self, all_executors=out_of_process)
