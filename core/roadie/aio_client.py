@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import sqlalchemy as sa
 
 from roadie.app import Roadie, TaskWatch
+from roadie.records import TaskRecord
 from roadie.store import CHANNEL_CHANGED, make_async_engine
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from roadie.records import AttemptRecord, TaskRecord
+    from roadie.records import AttemptRecord
     from roadie.store import Store
 
 T = TypeVar("T")
@@ -189,8 +190,9 @@ class AsyncRoadie:
         try:
             while True:
                 changed.clear()
-                tasks = await self.call(watch.fetch)
-                for task in watch.changes(tasks):
+                tasks, changes = await self.call(
+                    lambda app: _look(app, watch, interval))
+                for task in changes:
                     yield task
                 wait = watch.wait(tasks, interval)
                 if wait is None:
@@ -199,3 +201,10 @@ class AsyncRoadie:
                     await asyncio.wait_for(changed.wait(), wait)
         finally:
             hub.unsubscribe(token)
+
+
+def _look(app: Roadie, watch: TaskWatch, interval: float
+          ) -> tuple[list[TaskRecord], list[TaskRecord]]:
+    """One look of a watch: the watched tasks, and those that changed."""
+    tasks = watch.fetch(app)
+    return tasks, watch.changes(app, tasks, interval)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from roadie.aio_client import AsyncRoadie
     from roadie.attachments import AttachmentStore
     from roadie.result import Result
+    from roadie.running import RunningTask
     from roadie.schedules import ScheduleInfo
     from roadie.worker import Worker, WorkerStats
 
@@ -186,6 +187,22 @@ class Roadie:
         for task in added:
             self._task_added(task)
         return added
+
+    def _insert_subtasks(self, parent: RunningTask, specs: Sequence[NewTask]
+                         ) -> list[TaskRecord]:
+        """Store subtasks of the running task ``parent`` and fire
+        ``roadie_task_added``; a host process sends them to its worker instead."""
+        added = self.store.insert_tasks(specs, decoder=self.decode_for_task,
+                                        parent=(parent.id, parent.record.node or ""))
+        for task in added:
+            self._task_added(task)
+        return added
+
+    def _subtask_page(self, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
+        """A page of subtasks for ``subtasks_done`` (a host asks its worker instead)."""
+        from roadie.trees import subtask_page
+
+        return subtask_page(self, parent_id, after, limit)
 
     def _task_added(self, task: TaskRecord) -> None:
         for line in notify_hook(self, "roadie_task_added", app=self, task=task):
@@ -691,6 +708,8 @@ class Roadie:
         **filters: Any,
     ) -> Iterator[TaskRecord]:
         """Yield each task (by ``ids``, or by ``list_tasks`` filters) every time it changes.
+        A parent waiting for its subtasks changes whenever one of them ends (its
+        ``get_task_status`` counts them), so its progress is live too.
 
         Ends when every watched task has ended (``until_done``) or after ``timeout`` seconds.
         On PostgreSQL changes wake it at once (NOTIFY); otherwise it polls every ``interval``.
@@ -708,7 +727,7 @@ class Roadie:
             while True:
                 changed.clear()
                 tasks = watch.fetch(self)
-                yield from watch.changes(tasks)
+                yield from watch.changes(self, tasks, interval)
                 wait = watch.wait(tasks, interval)
                 if wait is None:
                     return
@@ -727,7 +746,8 @@ class TaskWatch:
         self.filters = dict(filters)
         self.until_done = until_done
         self.deadline = None if timeout is None else time.monotonic() + timeout
-        self._seen: dict[int, tuple[dt.datetime, int, bytes | None]] = {}
+        self._seen: dict[int, tuple[dt.datetime, int, bytes | None, int]] = {}
+        self._counted: dict[int, tuple[float, int]] = {}  # waiting parent: (when, ended)
 
     def fetch(self, app: Roadie) -> list[TaskRecord]:
         """The watched tasks as they are now."""
@@ -735,15 +755,31 @@ class TaskWatch:
             return app.store.list_tasks(ids=self.ids, limit=None, decoder=app.decode_for_task)
         return app.list_tasks(**self.filters, limit=None)
 
-    def changes(self, tasks: list[TaskRecord]) -> list[TaskRecord]:
-        """The tasks among ``tasks`` that changed since the last look, by id."""
+    def changes(self, app: Roadie, tasks: list[TaskRecord],
+                interval: float) -> list[TaskRecord]:
+        """The tasks among ``tasks`` that changed since the last look, by id (a parent
+        waiting for its subtasks changes when more of them have ended)."""
         changed = []
         for task in sorted(tasks, key=lambda t: t.id):
-            mark = (task.updated_at, int(task.status), task.status_bytes)
+            ended = (self._subtasks_ended(app, task, interval)
+                     if task.status == Status.WAITING else 0)
+            mark = (task.updated_at, int(task.status), task.status_bytes, ended)
             if self._seen.get(task.id) != mark:
                 self._seen[task.id] = mark
                 changed.append(task)
         return changed
+
+    def _subtasks_ended(self, app: Roadie, task: TaskRecord, interval: float) -> int:
+        """How many subtasks of a waiting parent have ended (counted at most once per
+        ``interval``)."""
+        from roadie.trees import tree_status
+
+        last = self._counted.get(task.id)
+        now = time.monotonic()
+        if last is None or now - last[0] >= interval:
+            last = (now, tree_status(app, task).get("subtasks_ended", 0))
+            self._counted[task.id] = last
+        return last[1]
 
     def wait(self, tasks: list[TaskRecord], interval: float) -> float | None:
         """How long to wait for the next change, or None when the watch is over."""
