@@ -4,6 +4,7 @@ sees cancel requests and timeouts, and recovers the tasks of dead nodes."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import logging
@@ -41,6 +42,14 @@ if TYPE_CHECKING:
     from roadie.result import Result
 
 log = logging.getLogger("roadie.worker")
+
+
+def _with_decoder(record: TaskRecord, decoder: Any) -> TaskRecord:
+    """A copy of ``record`` that decodes its values (``dataclasses.replace`` runs every
+    field through ``__init__``: too slow for every claimed task)."""
+    copied = copy.copy(record)
+    object.__setattr__(copied, "decoder", decoder)
+    return copied
 
 
 @dataclass(frozen=True)
@@ -353,7 +362,7 @@ class Worker:
             label = item.outcome.status.label
             self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
             self.app.after_finish(
-                dataclasses.replace(record, decoder=self.app.decode_for_task),
+                _with_decoder(record, self.app.decode_for_task),
                 item.outcome, item.result, item.error,
             )
 
@@ -366,7 +375,7 @@ class Worker:
         the threads."""
         on_loop = []
         for record in records:
-            record = dataclasses.replace(record, decoder=self.app.decode_for_task)
+            record = _with_decoder(record, self.app.decode_for_task)
             running = RunningTask(self.app, record, sink=self,
                                   max_messages=self.settings.max_status_messages,
                                   child_width=self.settings.child_width)
