@@ -17,7 +17,6 @@ import dataclasses
 import io
 import itertools
 import os
-import queue
 import signal
 import socket
 import sys
@@ -180,18 +179,30 @@ class Host:
         self.app.plugins.load()
         self.task: RunningTask | None = None
         self.sink = _Sink()
-        self._runs: queue.SimpleQueue[RunningTask] = queue.SimpleQueue()
+        self._reader = threading.Lock()  # held by the thread that reads the socket
         self._aio: AsyncRunner | None = None  # started by the first async executor
-        threading.Thread(target=self._runner, name="roadie-host-task", daemon=True).start()
         self.lease = self.app.settings.heartbeat_grace
         self.grace = self.app.settings.cancel_grace
         self.last_word = time.monotonic()
+        self._lease_stop: float | None = None
 
     def serve(self) -> None:
-        """The host's main loop: frames in, live state out, the lease watched."""
+        """Serve until the worker goes away: two threads take turns (see ``_turns``)."""
         self.channel.send({"op": "ready", "pid": os.getpid(), "python": sys.executable})
+        threading.Thread(target=self._turns, name="roadie-host", daemon=True).start()
+        self._turns()
+
+    def _turns(self) -> None:
+        """One thread reads the socket (frames in, live state out, the lease) while the other
+        runs a task. The reader that receives a task hands reading over to the other thread
+        and runs the task itself: no thread switch lies on the path of a task."""
+        while True:
+            with self._reader:
+                task = self._read_until_run()
+            self._run(task)
+
+    def _read_until_run(self) -> RunningTask:
         tick = self.app.settings.status_interval
-        lease_stop: float | None = None
         while True:
             try:
                 frame = self.channel.recv(tick)
@@ -202,8 +213,8 @@ class Host:
                 self.last_word = now
                 op = frame.get("op")
                 if op == "run":
-                    self._start(frame)
-                elif op == "cancel" and self.task is not None:
+                    return self._start(frame)
+                if op == "cancel" and self.task is not None:
                     self.task.request_cancel(frame["message"], timed_out=frame["timed_out"])
                 elif op == "reply":
                     self.channel.resolve(frame)
@@ -212,16 +223,16 @@ class Host:
             if self.task is not None and self.sink.dirty.is_set():
                 self._send_live()
             if self.task is not None and now - self.last_word > self.lease:
-                if lease_stop is None:
-                    lease_stop = now + self.grace
+                if self._lease_stop is None:
+                    self._lease_stop = now + self.grace
                     self.task.request_cancel(
                         f"its host heard nothing from its worker for {self.lease:g} s")
-                elif now > lease_stop:
+                elif now > self._lease_stop:
                     os._exit(EXIT_LEASE_LOST)
             elif self.task is None:
-                lease_stop = None
+                self._lease_stop = None
 
-    def _start(self, frame: dict[str, Any]) -> None:
+    def _start(self, frame: dict[str, Any]) -> RunningTask:
         record = record_from_frame(frame["task"])
         app = self.app
         record = dataclasses.replace(record, decoder=app.decode_for_task)
@@ -233,12 +244,7 @@ class Host:
                            child_width=app.settings.child_width)
         task.started = time.monotonic()
         self.task = task
-        self._runs.put(task)
-
-    def _runner(self) -> None:
-        """The thread that runs the host's tasks, one after the other (started once)."""
-        while True:
-            self._run(self._runs.get())
+        return task
 
     def _attempt(self, task: RunningTask) -> tuple[Outcome, Result | None, BaseException | None]:
         """``run_attempt``; an async executor's runs on the host's event loop, where a cancel
@@ -311,7 +317,7 @@ class Host:
         if task is None:
             return
         self.sink.dirty.clear()
-        self.channel.send({"op": "live", **self._live_frame(task)})
+        self.channel.send({"op": "live", "id": task.id, **self._live_frame(task)})
 
     def _run(self, task: RunningTask) -> None:
         try:

@@ -432,7 +432,8 @@ class HostPool:
             if frame is not None:
                 op = frame.get("op")
                 if op == "live":
-                    self._apply_live(task, frame)
+                    if frame.get("id") == task.id:  # not a late frame of the host's last task
+                        self._apply_live(task, frame)
                 elif op == "call":
                     self._answer(host, task, frame)
                 elif op == "done":  # written with the outcome: no separate progress write
