@@ -91,8 +91,9 @@ def soak(url: str, work: Path, args: argparse.Namespace, restart: object | None)
             reports.append(json.loads(report.read_text()))
         load_end = time.monotonic()
         app.close()
-        wait_for(lambda: all(t.completed for t in app.list_tasks(limit=None)), timeout=600,
-                 interval=1.0, message="every task to end")
+        waiting = (Status.NEW, Status.QUEUED, Status.IN_PROGRESS, Status.WAITING)
+        wait_for(lambda: not any(app.store.count_tasks().get(s) for s in waiting),
+                 timeout=900, interval=2.0, message="every task to end")
         drain = time.monotonic() - load_end
     finally:
         codes = [stop(w) for w in workers]
