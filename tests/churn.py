@@ -4,7 +4,8 @@ batches), cancels, resumes and deletes some of them, and writes what it did as J
     python -m tests.churn URL SECONDS SEED OUT.json
 
 Refusals a user expects (deleting a running task, cancelling one that ended: InvalidTransition)
-are counted; any other error is recorded with its message, so a test can say that none (for
+are counted; so are the calls that found the database down (DatabaseError, for the soak's
+restart); any other error is recorded with its message, so a test can say that none (for
 example "database is locked") reached the caller.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import roadie
-from roadie.errors import InvalidTransition, TaskNotFound
+from roadie.errors import DatabaseError, InvalidTransition, TaskNotFound
 
 MIX: list[tuple[str, dict[str, Any]]] = [
     ("roadie-examples:noop", {}),
@@ -30,19 +31,22 @@ MIX: list[tuple[str, dict[str, Any]]] = [
 
 
 def churn(url: str, seconds: float, seed: int) -> dict[str, Any]:
-    """Do it; returns ``added``, ``deleted`` (ids), ``counts`` (per operation), ``refused``
-    (expected refusals) and ``errors`` (anything else, as text)."""
+    """Do it; returns ``added``, ``deleted`` (ids, in order: SQLite may reuse the id of a
+    deleted task), ``counts`` (per operation), ``refused`` (expected refusals),
+    ``unavailable`` (the database was down) and ``errors`` (anything else, as text)."""
     rng = random.Random(seed)
     app = roadie.Roadie(url)
     added: list[int] = []
-    deleted: set[int] = set()
+    deleted: list[int] = []
     counts: dict[str, int] = {}
     refused = 0
     errors: list[str] = []
+    unavailable: list[str] = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         roll = rng.random()
-        live = [i for i in added[-200:] if i not in deleted]
+        gone = set(deleted)
+        live = [i for i in added[-200:] if i not in gone]
         try:
             if roll < 0.45 or not live:
                 op = "add"
@@ -62,16 +66,19 @@ def churn(url: str, seconds: float, seed: int) -> dict[str, Any]:
                 op = "delete"
                 victim = rng.choice(live)
                 app.delete_task(victim)
-                deleted.add(victim)
+                deleted.append(victim)
             counts[op] = counts.get(op, 0) + 1
         except (InvalidTransition, TaskNotFound):
             refused += 1
+        except DatabaseError as exc:
+            (errors if "locked" in str(exc) else unavailable).append(str(exc))
+            time.sleep(0.2)
         except Exception as exc:  # what a user would see: must never happen
             errors.append(f"{type(exc).__name__}: {exc}")
         time.sleep(rng.random() * 0.01)
     app.close()
-    return {"added": added, "deleted": sorted(deleted), "counts": counts, "refused": refused,
-            "errors": errors}
+    return {"added": added, "deleted": deleted, "counts": counts, "refused": refused,
+            "errors": errors, "unavailable": unavailable}
 
 
 def main(argv: list[str]) -> int:

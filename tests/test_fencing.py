@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import roadie
+import sqlalchemy as sa
 from roadie import Status
 from roadie.errors import TakenOver
 from roadie.records import AttachmentInfo
@@ -71,23 +72,35 @@ def test_every_write_of_a_stale_attempt_is_refused(app: roadie.Roadie) -> None:
 
 
 def pause_outside_a_write(process: subprocess.Popen[bytes], url: str) -> None:
-    """SIGSTOP ``process``; on SQLite, at a moment it holds no write lock. (A process paused
-    inside a write transaction stops every writer of a SQLite file until it wakes; on
-    PostgreSQL the server ends its session after idle_in_transaction_session_timeout.)"""
+    """SIGSTOP ``process`` at a moment it holds no lock. (A process paused inside a write
+    transaction stops every writer of a SQLite file until it wakes; on PostgreSQL the server
+    ends its session, but only after idle_in_transaction_session_timeout.)"""
     while True:
         process.send_signal(signal.SIGSTOP)
-        if not url.startswith("sqlite"):
-            return
-        probe = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0, isolation_level=None)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            return
-        except sqlite3.OperationalError:
-            process.send_signal(signal.SIGCONT)
-            time.sleep(0.01)  # let it finish that write, then pause it again
-        finally:
-            probe.close()
+        if url.startswith("sqlite"):
+            probe = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=0,
+                                    isolation_level=None)
+            try:
+                probe.execute("BEGIN IMMEDIATE")
+                probe.execute("ROLLBACK")
+                return
+            except sqlite3.OperationalError:
+                pass
+            finally:
+                probe.close()
+        else:  # no row lock of its left behind (the server would end it only after 60 s)
+            engine = sa.create_engine(url)
+            try:
+                with engine.begin() as conn:
+                    conn.execute(sa.text("SET LOCAL lock_timeout = '100ms'"))
+                    conn.execute(sa.text("SELECT id FROM roadie_tasks FOR UPDATE"))
+                return
+            except sa.exc.OperationalError:
+                pass
+            finally:
+                engine.dispose()
+        process.send_signal(signal.SIGCONT)
+        time.sleep(0.01)  # let it finish that write, then pause it again
 
 
 def node_named(app: roadie.Roadie, name: str) -> str:

@@ -47,7 +47,10 @@ def test_hook_order_failed(app: roadie.Roadie, recorder: HookRecorder) -> None:
 def test_hook_order_cancelled(app: roadie.Roadie, recorder: HookRecorder) -> None:
     task = app.add_task("tests:spin", {})
     with BackgroundWorker(app, concurrency=1):
-        wait_for(lambda: app.get_task(task.id).status is Status.IN_PROGRESS)
+        # wait for its progress, not only IN_PROGRESS (set at the claim): a task cancelled
+        # before a thread starts it never starts, and no per-task hook fires (a flake under
+        # load)
+        wait_for(lambda: app.get_task(task.id).task_status.get("done"))
         app.cancel_task(task.id, by="tester")
         done = wait_final(app, task.id)
     assert done.status is Status.CANCELLED

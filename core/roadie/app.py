@@ -41,7 +41,10 @@ if TYPE_CHECKING:
     from roadie.worker import Worker, WorkerStats
 
 log = logging.getLogger("roadie")
-IDLE_IN_TRANSACTION_TIMEOUT = 10.0  # seconds, at least (PostgreSQL; see Store)
+# seconds, at least (PostgreSQL; see Store): long enough for a caller that turns a big result
+# into records inside its transaction on a slow machine, short enough to free a paused
+# process's row locks soon after heartbeat_grace
+IDLE_IN_TRANSACTION_TIMEOUT = 60.0
 
 
 class Roadie:
@@ -89,7 +92,7 @@ class Roadie:
                 store = Store(self.url,
                               synchronous_commit=self.settings.postgres_synchronous_commit,
                               idle_timeout=max(IDLE_IN_TRANSACTION_TIMEOUT,
-                                               self.settings.heartbeat_grace))
+                                               2 * self.settings.heartbeat_grace))
                 auto = store.is_sqlite if self._auto_upgrade is None else self._auto_upgrade
                 store.check_schema(auto_upgrade=auto)
                 store.trees.on_cancelled = self._fire_cancelled

@@ -1,0 +1,183 @@
+"""Soak: a long mixed load with faults, and the invariants checked at the end.
+
+    python bench/soak.py [--minutes 10] [--workers 3] [--clients 2] [--kill-every 30]
+                         [--backend postgres|sqlite] [--no-write]
+
+Worker processes (`roadie worker`) drain while client processes (tests/churn.py) add tasks one
+by one and in batches, cancel, retry and delete them. Every `--kill-every` seconds a random
+worker is killed with SIGKILL and a new one started; half-way through, the database server is
+restarted (PostgreSQL: a throwaway cluster of its own, made with initdb on a free port, never
+the shared server; SQLite has no server: no restart). When the load stops, the workers drain
+what is left, and the script checks that every task ended, that no task was lost (each id a
+client added and did not delete is stored; nothing else is), that no client saw an error other
+than the database being down during its restart, and `roadie.testing.check_invariants`.
+Writes section "Soak" of RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests.churn, tests.pgcluster, tests.processes
+
+from _results import table, write_section  # noqa: E402
+from roadie import Status  # noqa: E402
+from roadie.testing import check_invariants, make_app, wait_for  # noqa: E402
+
+from tests.pgcluster import throwaway_cluster  # noqa: E402
+from tests.processes import kill, start_worker, stop, worker_env  # noqa: E402
+
+SETTINGS = {"ROADIE_HEARTBEAT_INTERVAL": "1.0", "ROADIE_HEARTBEAT_GRACE": "5.0",
+            "ROADIE_STATUS_INTERVAL": "0.25", "ROADIE_SQLITE_POLL_INTERVAL": "0.1",
+            "ROADIE_POSTGRES_POLL_INTERVAL": "1.0"}
+
+
+def soak(url: str, work: Path, args: argparse.Namespace, restart: object | None) -> dict:
+    rng = random.Random(args.seed)
+    app = make_app(url, work / "data", heartbeat_interval=1.0, heartbeat_grace=5.0)
+    env = {**SETTINGS, "PYTHONPATH": str(ROOT)}
+    logs: list[Path] = []
+
+    def new_worker() -> subprocess.Popen[bytes]:
+        log = work / f"worker-{len(logs)}.log"
+        logs.append(log)
+        return start_worker(url, work / "data", "--concurrency", "2", env=env, log=log)
+
+    seconds = args.minutes * 60
+    workers = [new_worker() for _ in range(args.workers)]
+    clients = []
+    for seed in range(args.clients):
+        report = work / f"client-{seed}.json"
+        clients.append((subprocess.Popen(
+            [sys.executable, "-m", "tests.churn", url, str(seconds), str(seed), str(report)],
+            env={**worker_env(work / "data"), **env}, cwd=ROOT), report))
+    started = time.monotonic()
+    kills, restarted, downtime = 0, False, 0.0
+    next_kill = started + args.kill_every
+    try:
+        while time.monotonic() - started < seconds:
+            time.sleep(1)
+            now = time.monotonic()
+            if now >= next_kill:
+                next_kill = now + args.kill_every
+                victim = rng.randrange(len(workers))
+                kill(workers[victim])
+                workers[victim] = new_worker()
+                kills += 1
+                print(f"{now - started:5.0f} s: killed a worker ({kills})", flush=True)
+            if restart is not None and not restarted and now - started >= seconds / 2:
+                down = time.monotonic()
+                restart.stop()  # type: ignore[attr-defined]
+                time.sleep(3)
+                restart.start()  # type: ignore[attr-defined]
+                downtime = time.monotonic() - down
+                restarted = True
+                print(f"{now - started:5.0f} s: restarted the database ({downtime:.1f} s down)",
+                      flush=True)
+        reports = []
+        for process, report in clients:
+            process.wait(timeout=300)
+            reports.append(json.loads(report.read_text()))
+        load_end = time.monotonic()
+        app.close()
+        waiting = (Status.NEW, Status.QUEUED, Status.IN_PROGRESS, Status.WAITING)
+        wait_for(lambda: not any(app.store.count_tasks().get(s) for s in waiting),
+                 timeout=900, interval=2.0, message="every task to end")
+        drain = time.monotonic() - load_end
+    finally:
+        codes = [stop(w) for w in workers]
+    added = collections.Counter(i for r in reports for i in r["added"])
+    deleted = collections.Counter(i for r in reports for i in r["deleted"])
+    tasks = app.list_tasks(limit=None)
+    stored = {t.id for t in tasks}
+    # SQLite reuses the id of the newest task once it is deleted: count adds and deletes
+    expected = {i for i in added if added[i] - deleted[i] == 1}
+    wrong_counts = [i for i in added if added[i] - deleted[i] not in (0, 1)]
+    problems = check_invariants(app, running_needs_live_node=False)
+    text = "".join(log.read_text(errors="replace") for log in logs)
+    refused = sum(int(n) for n in re.findall(r"refused_writes=(\d+)", text))
+    refused_lines = text.count("the database refused its")
+    statuses = collections.Counter(t.status.label for t in tasks)
+    ops = collections.Counter()
+    for r in reports:
+        ops.update(r["counts"])
+    app.close()
+    return {
+        "seconds": seconds, "workers": args.workers, "clients": args.clients, "kills": kills,
+        "restart": f"{downtime:.1f} s down" if restarted else "none",
+        "added": sum(added.values()), "stored": len(stored), "ops": dict(ops),
+        "statuses": dict(statuses), "drain": drain,
+        "lost": sorted(expected - stored)[:20], "unexpected": sorted(stored - expected)[:20],
+        "wrong_counts": wrong_counts[:20],
+        "client_errors": [e for r in reports for e in r["errors"]][:20],
+        "unavailable": sum(len(r.get("unavailable", [])) for r in reports),
+        "refused_writes": max(refused, refused_lines), "invariants": problems[:20],
+        "worker_exit_codes": codes,
+        "stuck": [t.id for t in tasks if t.status in (Status.NEW, Status.QUEUED,
+                                                     Status.IN_PROGRESS)][:20],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--kill-every", type=float, default=30.0)
+    parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="roadie-soak-") as tmp:
+        work = Path(tmp)
+        if args.backend == "postgres":
+            with throwaway_cluster() as cluster:
+                result = soak(cluster.url, work, args, cluster)
+        else:
+            result = soak(f"sqlite:///{work / 'soak.db'}", work, args, None)
+    ok = not (result["lost"] or result["unexpected"] or result["wrong_counts"]
+              or result["client_errors"] or result["invariants"] or result["stuck"])
+    print(json.dumps(result, indent=2))
+    rows = [
+        ["backend", args.backend],
+        ["duration of the load", f"{result['seconds'] / 60:g} min"],
+        ["worker processes (2 threads each)", str(result["workers"])],
+        ["client processes", str(result["clients"])],
+        ["kill -9 of a worker", f"{result['kills']} (every {args.kill_every:g} s)"],
+        ["database restart", result["restart"]],
+        ["tasks added", str(result["added"])],
+        ["client operations", ", ".join(f"{k} {v}" for k, v in sorted(result["ops"].items()))],
+        ["tasks at the end, by status",
+         ", ".join(f"{k} {v}" for k, v in sorted(result["statuses"].items()))],
+        ["drain after the load stopped", f"{result['drain']:.1f} s"],
+        ["writes refused by fencing", str(result["refused_writes"])],
+        ["client calls while the database was down", str(result["unavailable"])],
+        ["client errors otherwise", str(len(result["client_errors"]))],
+        ["lost / unexpected / stuck tasks",
+         f"{len(result['lost'])} / {len(result['unexpected'])} / {len(result['stuck'])}"],
+        ["invariants broken", str(len(result["invariants"]))],
+        ["verdict", "all invariants hold" if ok else "FAILED (see the JSON printed)"],
+    ]
+    if not args.no_write:
+        write_section("Soak", table(["what", "figure"], rows) + "\n\n" + (
+            "Invariants checked at the end: every task final; each id a client added and did "
+            "not delete is stored, and nothing else; no client error but the database being "
+            "down; `roadie.testing.check_invariants` (final tasks completed, no lock held by a "
+            "final or missing task, attempt counts equal to the attempt log)."))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    sys.exit(main())
