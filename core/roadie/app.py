@@ -591,6 +591,7 @@ class Roadie:
         many were handled."""
         count = 0
         self.store.trees.sweep()  # fan-ins a crash interrupted
+        self.store.promote_stranded()  # tasks parked behind a lock that nobody holds
         nodes = {n.id: n for n in self.store.list_nodes(include_stopped=True)}
         for task in self.store.orphaned_tasks(self.settings.heartbeat_grace):
             node = nodes.get(task.node or "")
