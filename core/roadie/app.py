@@ -428,6 +428,19 @@ class Roadie:
         for deleted in self.store.delete_task(task_id, tree=tree):
             self.attachment_store.delete_all(deleted)
 
+    def prune(self, older_than: dt.timedelta | str | Mapping[Status, dt.timedelta], *,
+              statuses: Iterable[Status | str] | None = None) -> int:
+        """Delete tasks that ended (successful, failed, cancelled; or only ``statuses``)
+        longer than ``older_than`` ago (a timedelta, ``"30d"``, or one age per status), with
+        their attempts and attachments, in short batches; returns how many. Tasks that have
+        not ended are never touched."""
+        from roadie.retention import cutoffs, parse_duration, prune
+
+        if isinstance(older_than, str):
+            older_than = parse_duration(older_than)
+        chosen = None if statuses is None else [Status.parse(s) for s in statuses]
+        return prune(self, cutoffs(older_than, chosen))
+
     # -- attachments ---------------------------------------------------------------------
 
     @property

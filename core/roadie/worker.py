@@ -21,6 +21,7 @@ from roadie.errors import PluginError, RoadieError
 from roadie.executor import Isolation
 from roadie.lifecycle import notify_hook, run_attempt
 from roadie.records import NodeRecord, TaskRecord
+from roadie.retention import BATCH, cutoffs, parse_retention, prune
 from roadie.running import RunningTask
 from roadie.status import Status
 from roadie.store import (
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from roadie.result import Result
 
 log = logging.getLogger("roadie.worker")
+PRUNE_BATCHES = 20  # retention: batches of deletes per maintenance tick, at most
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class WorkerStats:
     claims: int = 0
     progress_writes: int = 0
     recovered: int = 0
+    pruned: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -99,6 +102,7 @@ class Worker:
             if handle_signals is None else handle_signals
         )
         self.stats = WorkerStats()
+        self._retention = parse_retention(self.settings.retention)  # a bad value fails here
         self.running: dict[int, RunningTask] = {}
         self._running_lock = threading.Lock()
         self._queue: queue.Queue[RunningTask | None] = queue.Queue()
@@ -484,6 +488,7 @@ class Worker:
         next_heartbeat = time.monotonic() + settings.heartbeat_interval
         next_sweep = time.monotonic() + settings.heartbeat_interval
         next_cancel_poll = time.monotonic() + settings.cancel_poll_interval
+        next_prune = time.monotonic() + min(settings.retention_interval, 5.0)
         while not self._stopping.wait(settings.status_interval) or self.running:
             if self._stop_now.is_set():
                 return
@@ -508,10 +513,23 @@ class Worker:
                 if now >= next_sweep:
                     next_sweep = now + settings.heartbeat_interval
                     self.stats.recovered += self.app.recover_orphans(self)
+                if self._retention and now >= next_prune and not self._stopping.is_set():
+                    next_prune = now + settings.retention_interval
+                    if self._prune() >= PRUNE_BATCHES * BATCH:
+                        next_prune = now  # more to delete: go on at the next tick
             except RoadieError as exc:
                 log.warning("worker maintenance failed: %s", exc)
             except Exception:  # keep heartbeating whatever happens
                 log.exception("worker maintenance failed")
+
+    def _prune(self) -> int:
+        """Delete ended tasks past the retention (a bounded number of batches per tick, so
+        that heartbeats are never late)."""
+        deleted = prune(self.app, cutoffs(self._retention), max_batches=PRUNE_BATCHES)
+        if deleted:
+            log.info("retention: deleted %d ended task(s)", deleted)
+            self.stats.pruned += deleted
+        return deleted
 
     def _refresh_envs(self) -> None:
         """An environment changed: advertise its executors anew; retire its warm hosts."""
