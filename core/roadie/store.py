@@ -612,42 +612,54 @@ class Store:
         outcomes: Sequence[tuple[Outcome, bool]],
         can: Claimable | None,
         limit: int,
+        can_async: Claimable | None = None,
+        limit_async: int = 0,
     ) -> Settled:
         """In one transaction: record the ``outcomes`` of ``node``'s finished attempts
-        (``(outcome, had an isolation key)``), then claim up to ``limit`` new tasks.
+        (``(outcome, had an isolation key)``), then claim up to ``limit`` new tasks that
+        ``can`` runs (and up to ``limit_async`` that ``can_async`` runs: the async slots).
 
         An outcome is only written while ``node`` still owns its task (it may have been
         recovered as orphaned meanwhile); the task's isolation lock is released and the
-        attempt is logged. The claim takes the highest priority, then oldest, runnable tasks
-        that ``can`` runs, never one another worker holds (``FOR UPDATE SKIP LOCKED`` on
-        PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) nor one whose isolation key is held; a
-        candidate whose key is held becomes QUEUED.
+        attempt is logged. The claim takes the highest priority, then oldest, runnable tasks,
+        never one another worker holds (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN
+        IMMEDIATE`` on SQLite) nor one whose isolation key is held; a candidate whose key is
+        held is parked as QUEUED. Every DUE_CHECK_INTERVAL the round also makes due delayed
+        tasks claimable.
         """
         now = utcnow()
         finished: list[TaskRecord] = []
         claimed: list[TaskRecord] = []
-        if not outcomes and (limit <= 0 or can is None or not can.executors):
+        wanted = [(c, n) if c is not None and n > 0 and c.executors else (None, 0)
+                  for c, n in ((can, limit), (can_async, limit_async))]
+        claims = [(c, n) for c, n in wanted if c is not None]
+        if not outcomes and not claims:
             return Settled(finished, claimed)
-        if can is not None and limit > 0 and can.executors:
-            self._promote_due_now()
+        promote = bool(claims) and self._due_check_now()
         committed = Settled([], [])  # what a first statement committed already (PostgreSQL)
         if self.is_postgres and all(o.status in FINAL_STATUSES and not isolated
                                     for o, isolated in outcomes):
             # (a released lock wakes the next task of its key in a statement of its own)
             first_finished, first_claimed, keyed = self._pg_settle(
-                node, [o for o, _ in outcomes], can, limit, now)
+                node, [o for o, _ in outcomes], wanted, now, promote)
             committed = Settled(first_finished, first_claimed)
             if not keyed:
                 self.trees.settled(committed.finished)
                 return committed
-            limit -= len(first_claimed)  # candidates with isolation keys: the general claim
+            # candidates with isolation keys: the general claim, for what is left
+            claims = [(c, n - sum(t.executor in c.executors for t in first_claimed))
+                      for c, n in claims]
+            claims = [(c, n) for c, n in claims if n > 0]
             outcomes = []
+            promote = False
         try:
             with self.write() as conn:
                 if outcomes:
                     finished = self._finish(conn, node, outcomes, now)
-                if can is not None and limit > 0 and can.executors:
-                    claimed = self._claim(conn, node, can, limit, now)
+                if promote:
+                    self._promote_due(conn, now)
+                for c, n in claims:
+                    claimed += self._claim(conn, node, c, n, now)
         except DatabaseError:
             if not (committed.finished or committed.claimed):
                 raise
@@ -758,12 +770,15 @@ class Store:
     # an isolation lock, the general claim (_claim, the same on both databases) takes over.
 
     def _pg_settle(
-        self, node: str, final: list[Outcome], can: Claimable | None, limit: int,
-        now: dt.datetime,
+        self, node: str, final: list[Outcome], wanted: Sequence[tuple[Claimable | None, int]],
+        now: dt.datetime, promote: bool,
     ) -> tuple[list[TaskRecord], list[TaskRecord], bool]:
         """The common round on PostgreSQL as one statement in its own transaction: record
-        final outcomes, claim tasks without isolation keys. Returns (finished, claimed,
-        whether candidates with isolation keys were left for the general claim)."""
+        final outcomes, claim tasks without isolation keys (thread and async slots), make due
+        delayed tasks claimable (with ``promote``). Returns (finished, claimed, whether
+        candidates with isolation keys were left for the general claim)."""
+        (can, limit), (can_async, limit_async) = wanted  # thread slots, async slots
+        either = can or can_async
         params = {
             "ids": [o.task_id for o in final],
             "statuses": [int(o.status) for o in final],
@@ -775,10 +790,13 @@ class Store:
             "checkpoints": [o.checkpoint for o in final],
             "node": node, "now": now,
             "executors": list(can.executors) if can is not None else [],
-            "tags": list(can.tag_keys) if can is not None else [],
-            "plugins": list(can.plugins) if can is not None else [],
-            "isolated": list(can.isolated) if can is not None else [],
-            "limit": max(limit, 0) if can is not None else 0,
+            "tags": list(either.tag_keys) if either is not None else [],
+            "plugins": list(either.plugins) if either is not None else [],
+            "isolated": sorted({e for c, _ in wanted if c is not None for e in c.isolated}),
+            "limit": max(limit, 0),
+            "executors_async": list(can_async.executors) if can_async is not None else [],
+            "limit_async": max(limit_async, 0),
+            "due_limit": DUE_BATCH if promote else 0,
         }
         try:
             # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
@@ -971,34 +989,32 @@ class Store:
                 .order_by(T.c.priority.desc(), T.c.id).limit(1).scalar_subquery())
         return T.update().where(T.c.id == head).values(claimable=True).returning(T.c.id)
 
-    def _promote_due_now(self) -> None:
-        """Promote due delayed tasks, at most every DUE_CHECK_INTERVAL seconds."""
+    def _due_check_now(self) -> bool:
+        """True at most every DUE_CHECK_INTERVAL seconds (per process): time to make due
+        delayed tasks claimable."""
         now = time.monotonic()
         if now < self._next_due_check:
-            return
+            return False
         self._next_due_check = now + DUE_CHECK_INTERVAL
-        self.promote_due()
+        return True
 
-    def promote_due(self) -> int:
+    def _promote_due(self, conn: Connection, now: dt.datetime) -> int:
         """Make delayed tasks whose time has come claimable (a range of the due index, up to
         DUE_BATCH at a time); returns how many."""
-        now = utcnow()
+        ids = list(conn.execute(self._promote_due_sql, {"now": now}).scalars())
+        if ids:
+            self.notify(conn, CHANNEL_ADDED, str(ids[-1]))
+        return len(ids)
+
+    @functools.cached_property
+    def _promote_due_sql(self) -> Any:
         when = sa.bindparam("now", type_=models.UTCDateTime)
         due = (sa.select(T.c.id).where(sa.text(models.DUE), T.c.run_after <= when)
-               .order_by(T.c.run_after))
-        with self.read() as conn:  # most rounds find nothing: no write transaction then
-            if conn.execute(due.limit(1), {"now": now}).first() is None:
-                return 0
-        batch = due.limit(DUE_BATCH)
+               .order_by(T.c.run_after).limit(DUE_BATCH))
         if self.is_postgres:
-            batch = batch.with_for_update(skip_locked=True)
-        with self.write() as conn:
-            ids = list(conn.execute(
-                T.update().where(T.c.id.in_(batch), sa.text(models.DUE))
-                .values(claimable=True).returning(T.c.id), {"now": now}).scalars())
-            if ids:
-                self.notify(conn, CHANNEL_ADDED, str(ids[-1]))
-        return len(ids)
+            due = due.with_for_update(skip_locked=True)
+        return (T.update().where(T.c.id.in_(due), sa.text(models.DUE))
+                .values(claimable=True).returning(T.c.id))
 
     def promote_stranded(self) -> int:
         """Wake the next parked task of every key that no task holds (after a crash, or a
@@ -1277,22 +1293,46 @@ logged AS (
 released AS (
     DELETE FROM roadie_locks WHERE task_id IN (SELECT id FROM done)
 ),
+due AS (
+    UPDATE roadie_tasks SET claimable = true
+    WHERE id IN (SELECT id FROM roadie_tasks
+                 WHERE NOT claimable AND status = 0 AND run_after <= %(now)s
+                 ORDER BY run_after LIMIT %(due_limit)s FOR UPDATE SKIP LOCKED)
+      AND NOT claimable AND status = 0
+    RETURNING id
+),
 c AS (
-    SELECT k.id, k.isolation_key, k.executor
-    FROM unnest(%(executors)s::text[]) AS e(executor)
-    CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
-    CROSS JOIN LATERAL (
-        SELECT t.id, t.isolation_key, t.executor, t.priority FROM roadie_tasks AS t
-        WHERE t.claimable AND t.status IN (0, 4) AND t.executor = e.executor
-          AND t.tags = g.tags AND t.run_after <= %(now)s
-          AND NOT EXISTS (SELECT 1 FROM json_object_keys(t.plugins) AS p(key)
-                          WHERE p.key <> ALL(%(plugins)s::text[]))
-        ORDER BY t.priority DESC, t.id
-        LIMIT %(limit)s
-        FOR UPDATE OF t SKIP LOCKED
-    ) AS k
-    ORDER BY k.priority DESC, k.id
-    LIMIT %(limit)s
+    (SELECT k.id, k.isolation_key, k.executor
+     FROM unnest(%(executors)s::text[]) AS e(executor)
+     CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
+     CROSS JOIN LATERAL (
+         SELECT t.id, t.isolation_key, t.executor, t.priority FROM roadie_tasks AS t
+         WHERE t.claimable AND t.status IN (0, 4) AND t.executor = e.executor
+           AND t.tags = g.tags AND t.run_after <= %(now)s
+           AND NOT EXISTS (SELECT 1 FROM json_object_keys(t.plugins) AS p(key)
+                           WHERE p.key <> ALL(%(plugins)s::text[]))
+         ORDER BY t.priority DESC, t.id
+         LIMIT %(limit)s
+         FOR UPDATE OF t SKIP LOCKED
+     ) AS k
+     ORDER BY k.priority DESC, k.id
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT k.id, k.isolation_key, k.executor
+     FROM unnest(%(executors_async)s::text[]) AS e(executor)
+     CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
+     CROSS JOIN LATERAL (
+         SELECT t.id, t.isolation_key, t.executor, t.priority FROM roadie_tasks AS t
+         WHERE t.claimable AND t.status IN (0, 4) AND t.executor = e.executor
+           AND t.tags = g.tags AND t.run_after <= %(now)s
+           AND NOT EXISTS (SELECT 1 FROM json_object_keys(t.plugins) AS p(key)
+                           WHERE p.key <> ALL(%(plugins)s::text[]))
+         ORDER BY t.priority DESC, t.id
+         LIMIT %(limit_async)s
+         FOR UPDATE OF t SKIP LOCKED
+     ) AS k
+     ORDER BY k.priority DESC, k.id
+     LIMIT %(limit_async)s)
 ),
 u AS (
     UPDATE roadie_tasks AS t
@@ -1318,6 +1358,9 @@ LEFT JOIN (
     SELECT pg_notify('roadie_task_changed', string_agg(id::text, ',')) AS sent
     FROM changed HAVING count(*) > 0
 ) AS notified ON true
+LEFT JOIN (
+    SELECT pg_notify('roadie_task_added', max(id)::text) AS sent FROM due HAVING count(*) > 0
+) AS woken ON true
 """
 
 

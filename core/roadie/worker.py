@@ -263,10 +263,9 @@ class Worker:
                                    or d.task.record.executor in self._claimable.isolated)
                                   for d in done],
                         self._claim_sync if free > 0 else None, free,
+                        self._claim_async if free_async > 0 else None, free_async,
                     )
-                    if free_async > 0:  # async executors: their own slots
-                        settled.claimed.extend(self._claim_more(free_async))
-                        free += free_async
+                    free += free_async
                 except RoadieError as exc:
                     log.warning("could not reach the database: %s", exc)
                     self._requeue_done(done)
@@ -286,14 +285,6 @@ class Worker:
             if self.until_idle and busy <= 0 and self._idle():
                 return
             self._wake.wait(poll)
-
-    def _claim_more(self, limit: int) -> list[TaskRecord]:
-        """Claim up to ``limit`` tasks of async executors (after the outcomes are settled)."""
-        try:
-            return self.store.settle(self.id, [], self._claim_async, limit).claimed
-        except RoadieError as exc:
-            log.warning("could not reach the database: %s", exc)
-            return []
 
     def _take_done(self) -> list[_Done]:
         done = []
