@@ -18,7 +18,9 @@ from roadie.testing import make_app, wait_for
 
 from tests.processes import start_worker, stop
 
-pytestmark = pytest.mark.slow
+# Making the environments (a venv with roadie's runtime, then pip installs) takes a minute
+# on an idle machine and more on a loaded one: more than the suite's default timeout.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PLUGIN = '''
 import os

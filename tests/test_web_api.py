@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from roadie import Roadie, Status
-from roadie.testing import BackgroundWorker, wait_final, wait_for
+from roadie.testing import BackgroundWorker, make_app, wait_final, wait_for
 
 warnings.filterwarnings("ignore", message=".*httpx.*", category=DeprecationWarning)
 pytest.importorskip("starlette")
@@ -374,3 +374,109 @@ def test_roadie_web_refuses_another_address_without_a_token(monkeypatch: Any) ->
     assert len(lines) == 1 and "refusing to listen on 0.0.0.0 without a token" in lines[0]
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("example.com")
+
+
+# -- schedules, subtasks, environments, delete confirmation --------------------------------
+
+
+def test_schedules_through_the_api(web: TestClient, app: Roadie) -> None:
+    app.add_schedule("nightly", "roadie-examples:count", {"n": 1}, cron="30 2 * * *",
+                     timezone="Europe/Berlin")
+    listed = web.get("/api/schedules", headers=AUTH).json()["schedules"]
+    assert [s["name"] for s in listed] == ["nightly"]
+    nightly = listed[0]
+    assert nightly["state"] == "active" and nightly["next_at"] is not None
+    assert "02:30" in nightly["next_local"] and nightly["timezone"] == "Europe/Berlin"
+    assert web.get("/api/schedules/nightly", headers=AUTH).json() == nightly
+
+    paused = web.post("/api/schedules/nightly/pause", headers=AUTH)
+    assert paused.status_code == 200 and paused.json()["state"] == "paused"
+    assert paused.json()["next_at"] is None and app.get_schedule("nightly").paused
+    resumed = web.post("/api/schedules/nightly/resume", headers=AUTH).json()
+    assert resumed["state"] == "active" and resumed["next_at"] is not None
+
+    made = web.post("/api/schedules/nightly/run-now", headers=AUTH)
+    assert made.status_code == 201 and made.json()["schedule"] == "nightly"
+    mine = web.get("/api/tasks?schedule=nightly", headers=AUTH).json()["tasks"]
+    assert [t["id"] for t in mine] == [made.json()["id"]]
+    assert web.get("/api/tasks?schedule=other", headers=AUTH).json()["tasks"] == []
+
+    missing = web.get("/api/schedules/nope", headers=AUTH)
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
+    assert web.post("/api/schedules/nope/pause", headers=AUTH).status_code == 404
+    bad = web.post("/api/schedules/nightly/explode", headers=AUTH)
+    assert bad.status_code == 404 and "run-now" in bad.json()["error"]
+
+
+def test_schedules_page_lists_next_runs_and_acts(web: TestClient, app: Roadie) -> None:
+    app.add_schedule("every-minute", "roadie-examples:count", {"n": 1}, every=60)
+    login(web)
+    page = web.get("/schedules")
+    assert page.status_code == 200
+    assert "every-minute" in page.text and "every 1 min" in page.text
+    assert 'href="/schedules" aria-current="page"' in page.text
+    token = csrf_of(page.text)
+    assert web.post("/schedules/every-minute/pause", data={}).status_code == 403  # no CSRF
+    paused = web.post("/schedules/every-minute/pause", data={"csrf_token": token})
+    assert paused.status_code == 303 and app.get_schedule("every-minute").paused
+    assert "is paused" in web.get(paused.headers["location"]).text
+    ran = web.post("/schedules/every-minute/run-now", data={"csrf_token": token})
+    assert ran.status_code == 303
+    task_id = int(ran.headers["location"].split("/")[-1].split("?")[0])
+    task_page = web.get(f"/tasks/{task_id}").text
+    assert "/?schedule=every-minute" in task_page
+    listed = web.get("/?schedule=every-minute").text
+    assert f'data-task-id="{task_id}"' in listed and "made by schedule" in listed
+    assert web.post("/schedules/nope/resume", data={"csrf_token": token}).status_code == 404
+
+
+def test_a_schedule_whose_executor_is_missing_shows_why(app: Roadie, tmp_path: Any) -> None:
+    app.add_schedule("ghost", "tests:sleep", every=60)
+    other = make_app(app.url, tmp_path / "other")  # a process without the tests executors
+    try:
+        with client_for(other) as client:
+            page = client.get("/schedules").text
+            assert 'class="broken"' in page and "not installed here" in page
+            assert "Run now" not in page
+            ghost = client.get("/api/schedules/ghost").json()
+            assert ghost["state"] == "broken" and "tests:sleep" in ghost["problem"]
+    finally:
+        other.close()
+
+
+def test_read_only_schedules_page_has_no_actions(app: Roadie) -> None:
+    app.add_schedule("hourly", "roadie-examples:count", every=3600)
+    with client_for(app, read_only=True) as client:
+        page = client.get("/schedules").text
+        assert "hourly" in page and "Pause" not in page and "Run now" not in page
+        refused = client.post("/api/schedules/hourly/pause",
+                              headers={"content-type": "application/json"})
+        assert refused.status_code == 403 and not app.get_schedule("hourly").paused
+
+
+def test_subtasks_of_a_task_are_listed_and_deleted_with_their_tree(
+        web: TestClient, app: Roadie) -> None:
+    parent = app.add_task("roadie-examples:split", {"parts": 3})
+    app.run_worker(concurrency=2, until_idle=True)
+    assert wait_final(app, parent.id).status == Status.SUCCESSFUL
+    subtasks = web.get(f"/api/tasks?parent={parent.id}", headers=AUTH).json()["tasks"]
+    assert sorted(t["name"] for t in subtasks) == ["part 0", "part 1", "part 2"]
+    assert {t["parent_id"] for t in subtasks} == {parent.id}
+    assert web.get("/api/tasks?parent=x", headers=AUTH).status_code == 422
+    login(web)
+    page = web.get(f"/tasks/{parent.id}").text
+    assert f'href="/?parent={parent.id}"' in page
+    assert "<details class=\"confirm\">" in page and "and its whole tree" in page
+    listed = web.get(f"/?parent={parent.id}").text
+    assert "the subtasks of" in listed and listed.count("data-task-id=") == 3
+    token = csrf_of(page)
+    deleted = web.post(f"/tasks/{parent.id}/delete", data={"csrf_token": token, "tree": "1"})
+    assert deleted.status_code == 303
+    assert app.list_tasks(parent_id=parent.id) == []
+    assert web.get(f"/tasks/{parent.id}").status_code == 404
+
+
+def test_plugins_page_shows_environments(web: TestClient, app: Roadie) -> None:
+    login(web)
+    page = web.get("/plugins").text
+    assert "<h2>Environments</h2>" in page and "roadie env create" in page

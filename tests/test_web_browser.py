@@ -58,6 +58,9 @@ def test_browser_login_live_progress_cancel_and_escaping(app: Roadie) -> None:
                            name="count to 1500", owner="alice", group="site-1")
     app.add_task("roadie-examples:count", {"n": 10}, name="waiting for a worker",
                  owner="carol", delay=3600)
+    app.add_schedule("nightly export", "roadie-examples:count", {"n": 5}, cron="30 2 * * *",
+                     timezone="Europe/Berlin")
+    app.add_schedule("heartbeat", "roadie-examples:noop", every=300)
     dialogs: list[str] = []
     with ServerThread(create_app(app, token=TOKEN)) as server, \
             BackgroundWorker(app, concurrency=1), sync_playwright() as playwright:
@@ -112,6 +115,17 @@ def test_browser_login_live_progress_cancel_and_escaping(app: Roadie) -> None:
                 "() => document.querySelector('article [data-field=status]').textContent"
                 " === 'cancelled'", timeout=20_000)
             assert wait_final(app, running.id).status == Status.CANCELLED
+            # The schedules page: next runs, and pausing one from the browser.
+            page.goto(f"{server.url}/schedules")
+            nightly = page.locator("tr[data-schedule='nightly export']")
+            assert "Europe/Berlin" in nightly.inner_text()
+            if shots:
+                page.screenshot(path=str(shots / "schedules.png"), full_page=True)
+            nightly.locator("button:has-text('Pause')").click()
+            page.wait_for_selector("text=The schedule is paused.")
+            assert page.locator("tr[data-schedule='nightly export'] .badge").inner_text() == \
+                "paused"
+            assert app.get_schedule("nightly export").paused
             # The hostile task's own page shows its name as text too.
             page.goto(f"{server.url}/tasks/{hostile.id}")
             assert page.locator("h1").inner_text().endswith(SCRIPT_NAME)

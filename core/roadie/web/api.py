@@ -22,6 +22,8 @@ from roadie.errors import (
     DatabaseError,
     InvalidTransition,
     RoadieError,
+    ScheduleError,
+    ScheduleNotFound,
     TaskNotFound,
     UnknownExecutor,
 )
@@ -60,11 +62,11 @@ def errors_as_json(function: Callable[..., Any]) -> Callable[..., Any]:
             return function(*args, **kwargs)
         except BadRequest as exc:
             return error(exc.status, str(exc))
-        except (TaskNotFound, AttachmentError) as exc:
+        except (TaskNotFound, AttachmentError, ScheduleNotFound) as exc:
             return error(404, str(exc))
         except InvalidTransition as exc:
             return error(409, str(exc))
-        except (UnknownExecutor, ContextError) as exc:
+        except (UnknownExecutor, ContextError, ScheduleError) as exc:
             return error(422, str(exc))
         except DatabaseError as exc:
             return error(503, str(exc))
@@ -115,6 +117,14 @@ def task_id_of(request: Request) -> int:
     return task_id
 
 
+SCHEDULE_ACTIONS = ("pause", "resume", "run-now")
+
+
+def schedule_name_of(request: Request) -> str:
+    """The ``{name}`` of a schedule path, checked like any short text."""
+    return str(text_value(request.path_params["name"], "the schedule name", required=True))
+
+
 def list_filters(request: Request) -> dict[str, Any]:
     """``list_tasks`` arguments from query parameters (shared with the tasks page)."""
     params = request.query_params
@@ -132,6 +142,11 @@ def list_filters(request: Request) -> dict[str, Any]:
     search = text_value(params.get("q") or None, "query parameter 'q'")
     if search:
         filters["name_contains"] = search
+    schedule = text_value(params.get("schedule") or None, "query parameter 'schedule'")
+    if schedule:
+        filters["schedule"] = schedule
+    if params.get("parent"):
+        filters["parent_id"] = int_param(request, "parent", 0, 0, MAX_ID)
     filters["limit"] = int_param(request, "limit", 50, 1, MAX_LIMIT)
     filters["offset"] = int_param(request, "offset", 0, 0, 10**9)
     return filters
@@ -312,6 +327,27 @@ def routes(app: Roadie, extensions: WebExtensions | None = None) -> list[Route]:
     def executors_get(request: Request) -> Response:
         return JSONResponse({"executors": views.executors_view(app)})
 
+    @errors_as_json
+    def schedules_get(request: Request) -> Response:
+        return JSONResponse({"schedules": views.schedules_view(app)})
+
+    @errors_as_json
+    def schedule_get(request: Request) -> Response:
+        return JSONResponse(views.schedule_view(app.get_schedule(schedule_name_of(request))))
+
+    @errors_as_json
+    def schedule_action(request: Request) -> Response:
+        name = schedule_name_of(request)
+        action = request.path_params["action"]
+        if action not in SCHEDULE_ACTIONS:
+            raise BadRequest(f"no schedule action {action!r}; use one of "
+                             f"{', '.join(SCHEDULE_ACTIONS)}", 404)
+        if action == "run-now":
+            task = app.run_schedule_now(name)
+            return JSONResponse(views.task_detail(app, task), status_code=201)
+        info = app.pause_schedule(name) if action == "pause" else app.resume_schedule(name)
+        return JSONResponse(views.schedule_view(info))
+
     def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(request.scope.get("root_path", "")))
 
@@ -336,6 +372,9 @@ def routes(app: Roadie, extensions: WebExtensions | None = None) -> list[Route]:
         Route("/api/nodes", nodes_get, methods=["GET"]),
         Route("/api/plugins", plugins_get, methods=["GET"]),
         Route("/api/executors", executors_get, methods=["GET"]),
+        Route("/api/schedules", schedules_get, methods=["GET"]),
+        Route("/api/schedules/{name}", schedule_get, methods=["GET"]),
+        Route("/api/schedules/{name}/{action}", schedule_action, methods=["POST"]),
         Route("/api/{rest:path}", not_found,
               methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]

@@ -46,6 +46,8 @@ TASK_SUMMARY = {
         "priority": {"type": "integer"},
         "node": NULLABLE_TEXT,
         "parent_id": {"type": ["integer", "null"]},
+        "schedule": {**NULLABLE_TEXT, "description": "the schedule that made it"},
+        "scheduled_for": {**NULLABLE_TIME, "description": "its schedule's slot"},
         "created_at": {"type": "string", "format": "date-time"},
         "started_at": NULLABLE_TIME,
         "finished_at": NULLABLE_TIME,
@@ -123,6 +125,27 @@ NODE = {
                    "state": {"type": "string", "enum": ["alive", "dead", "stopped"]},
                    "running": {"type": "integer"}},
 }
+SCHEDULE = {
+    "type": "object",
+    "required": ["name", "executor", "rule", "timezone", "paused", "state", "next_at"],
+    "properties": {
+        "name": {"type": "string"}, "executor": {"type": "string"},
+        "origin": {"type": "string", "enum": ["api", "executor"]},
+        "rule": {"type": "string", "description": "the cron expression or interval, in words"},
+        "cron": NULLABLE_TEXT, "every": {"type": ["number", "null"]},
+        "timezone": {"type": "string"}, "catch_up": {"type": "string"},
+        "jitter": {"type": "number"}, "overlap": {"type": "boolean"},
+        "paused": {"type": "boolean"},
+        "state": {"type": "string", "enum": ["active", "paused", "broken"]},
+        "problem": {**NULLABLE_TEXT, "description": "why it cannot fire, when it cannot"},
+        "task_name": {"type": "string"}, "owner": NULLABLE_TEXT, "group": NULLABLE_TEXT,
+        "priority": {"type": "integer"}, "tags": {"type": "array", "items": {"type": "string"}},
+        "next_at": {**NULLABLE_TIME, "description": "the next slot, UTC (null while paused)"},
+        "next_local": {**NULLABLE_TIME, "description": "the next slot in its time zone"},
+        "last_slot": NULLABLE_TIME, "last_task_id": {"type": ["integer", "null"]},
+        "last_fired_by": NULLABLE_TEXT, "note": {"type": "string"},
+    },
+}
 
 
 def _errors() -> dict[str, Any]:
@@ -135,6 +158,13 @@ def _task_op(summary: str, method: str, ok: dict[str, Any], op_id: str) -> dict[
                      "responses": {"200": ok, **_errors()}}}
 
 
+def _schedule_op(summary: str, op_id: str) -> dict[str, Any]:
+    return {"post": {"summary": summary, "operationId": op_id,
+                     "parameters": [{"$ref": "#/components/parameters/ScheduleName"}],
+                     "responses": {"200": _json(_ref("Schedule"), "the schedule"),
+                                   **_errors()}}}
+
+
 def openapi_document(root_path: str = "") -> dict[str, Any]:
     """The API description (paths relative to where the app is mounted)."""
     query = [
@@ -145,6 +175,10 @@ def openapi_document(root_path: str = "") -> dict[str, Any]:
         {"name": "group", "in": "query", "schema": {"type": "string"}},
         {"name": "q", "in": "query", "schema": {"type": "string"},
          "description": "a part of the task name (case-insensitive)"},
+        {"name": "schedule", "in": "query", "schema": {"type": "string"},
+         "description": "the tasks made by this schedule"},
+        {"name": "parent", "in": "query", "schema": {"type": "integer", "minimum": 0},
+         "description": "the subtasks of this task"},
         {"name": "limit", "in": "query",
          "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
         {"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}},
@@ -236,13 +270,38 @@ def openapi_document(root_path: str = "") -> dict[str, Any]:
                                            "type": "object", "required": ["executors"],
                                            "properties": {"executors": {"type": "array"}}},
                                            "executors"), **_errors()}}},
+            "/api/schedules": {"get": {"summary": "Schedules with their next runs",
+                                       "operationId": "listSchedules",
+                                       "responses": {"200": _json({
+                                           "type": "object", "required": ["schedules"],
+                                           "properties": {"schedules": {
+                                               "type": "array", "items": _ref("Schedule")}}},
+                                           "schedules, by name"), **_errors()}}},
+            "/api/schedules/{name}": {"get": {
+                "summary": "One schedule", "operationId": "getSchedule",
+                "parameters": [{"$ref": "#/components/parameters/ScheduleName"}],
+                "responses": {"200": _json(_ref("Schedule"), "the schedule"), **_errors()}}},
+            "/api/schedules/{name}/pause": _schedule_op("Stop a schedule firing",
+                                                        "pauseSchedule"),
+            "/api/schedules/{name}/resume": _schedule_op("Let a paused schedule fire again",
+                                                         "resumeSchedule"),
+            "/api/schedules/{name}/run-now": {"post": {
+                "summary": "Make one task of a schedule now, outside its slots",
+                "operationId": "runScheduleNow",
+                "parameters": [{"$ref": "#/components/parameters/ScheduleName"}],
+                "responses": {"201": _json(_ref("TaskDetail"), "the new task"),
+                              **_errors()}}},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "parameters": {"TaskId": {"name": "id", "in": "path", "required": True,
-                                      "schema": {"type": "integer", "minimum": 0}}},
+                                      "schema": {"type": "integer", "minimum": 0}},
+                           "ScheduleName": {"name": "name", "in": "path", "required": True,
+                                            "schema": {"type": "string", "minLength": 1,
+                                                       "maxLength": 255}}},
             "schemas": {"TaskSummary": TASK_SUMMARY, "TaskDetail": TASK_DETAIL,
                         "NewTask": NEW_TASK, "Error": ERROR, "Attempt": ATTEMPT,
-                        "Attachment": ATTACHMENT, "Node": NODE},
+                        "Attachment": ATTACHMENT, "Node": NODE,
+                        "Schedule": SCHEDULE},
         },
     }

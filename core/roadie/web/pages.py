@@ -1,4 +1,5 @@
-"""The server-rendered pages: tasks, one task, submit, nodes, plugins, login, plugin pages.
+"""The server-rendered pages: tasks, one task, submit, schedules, nodes, plugins, login and
+plugin pages.
 
 Every page reads without JavaScript; ``static/roadie.js`` only makes statuses and progress
 bars live over one server-sent-events stream. Templates escape everything (Jinja2
@@ -7,6 +8,7 @@ autoescape), and forms carry the CSRF token.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from roadie.errors import InvalidTransition, RoadieError, TaskNotFound
+from roadie.errors import InvalidTransition, RoadieError, ScheduleNotFound, TaskNotFound
 from roadie.status import Status
 from roadie.web import api, views
 from roadie.web.extensions import WebExtensions, render_panels
@@ -108,7 +110,8 @@ class Pages:
         except api.BadRequest as exc:
             return self.problem(request, exc.status, str(exc))
         params = request.query_params
-        filters = {k: params.get(k, "") for k in ("status", "executor", "owner", "group", "q")}
+        filters = {k: params.get(k, "") for k in ("status", "executor", "owner", "group", "q",
+                                                  "schedule", "parent")}
         keep = {k: v for k, v in filters.items() if v}
         pages = {}
         if data["offset"] > 0:
@@ -141,7 +144,7 @@ class Pages:
         if action not in ACTIONS:
             return self.problem(request, 404, f"no task action {action!r}")
         try:
-            await self.form(request)
+            values = await self.form(request)
         except PermissionError as exc:
             return self.problem(request, 403, str(exc))
         base = request.scope.get("root_path", "")
@@ -152,7 +155,8 @@ class Pages:
             elif action in ("retry", "resume"):
                 await run_in_threadpool(self.app.resume_task, task_id)
             else:
-                await run_in_threadpool(self.app.delete_task, task_id)
+                await run_in_threadpool(functools.partial(
+                    self.app.delete_task, task_id, tree=values.get("tree") == "1"))
                 return RedirectResponse(f"{base}/?done=deleted", status_code=303)
         except TaskNotFound as exc:
             return self.problem(request, 404, str(exc))
@@ -200,9 +204,36 @@ class Pages:
         return self.render(request, "nodes.html", title="Nodes",
                            nodes=views.nodes_view(self.app))
 
+    def schedules(self, request: Request) -> Response:
+        return self.render(request, "schedules.html", title="Schedules",
+                           schedules=views.schedules_view(self.app), notice=_notice(request))
+
+    async def schedule_action(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in api.SCHEDULE_ACTIONS:
+            return self.problem(request, 404, f"no schedule action {action!r}")
+        try:
+            await self.form(request)
+        except PermissionError as exc:
+            return self.problem(request, 403, str(exc))
+        name: str = request.path_params["name"]
+        base = request.scope.get("root_path", "")
+        try:
+            if action == "run-now":
+                task = await run_in_threadpool(self.app.run_schedule_now, name)
+                return RedirectResponse(f"{base}/tasks/{task.id}?done=added", status_code=303)
+            change = self.app.pause_schedule if action == "pause" else self.app.resume_schedule
+            await run_in_threadpool(change, name)
+        except ScheduleNotFound as exc:
+            return self.problem(request, 404, str(exc))
+        except RoadieError as exc:
+            return self.problem(request, 409, str(exc))
+        return RedirectResponse(f"{base}/schedules?done=schedule-{action}", status_code=303)
+
     def plugins(self, request: Request) -> Response:
         return self.render(request, "plugins.html", title="Plugins",
                            data=views.plugins_view(self.app),
+                           environments=views.environments_view(self.app),
                            web_pages=sorted(self.extensions.pages.values(),
                                             key=lambda p: p.title),
                            panels=[p.title for p in self.extensions.panels])
@@ -289,6 +320,8 @@ class Pages:
             Route("/submit", self.submit_page, methods=["GET"], name="submit"),
             Route("/submit", self.submit, methods=["POST"]),
             Route("/nodes", self.nodes, methods=["GET"], name="nodes"),
+            Route("/schedules", self.schedules, methods=["GET"], name="schedules"),
+            Route("/schedules/{name}/{action}", self.schedule_action, methods=["POST"]),
             Route("/plugins", self.plugins, methods=["GET"], name="plugins"),
             Route("/x/{slug}", self.plugin_page, methods=["GET"]),
             Route("/login", self.login_page, methods=["GET"]),
@@ -302,7 +335,8 @@ def _notice(request: Request) -> str | None:
     done = request.query_params.get("done")
     return {"cancel": "Cancel requested.", "retry": "The task waits for a worker again.",
             "resume": "The task waits for a worker again.", "deleted": "The task was deleted.",
-            "added": "The task was added."}.get(done or "")
+            "added": "The task was added.", "schedule-pause": "The schedule is paused.",
+            "schedule-resume": "The schedule fires again from its next slot."}.get(done or "")
 
 
 def _safe_next(target: str | None) -> str:

@@ -9,6 +9,7 @@ import datetime as dt
 import enum
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from roadie.errors import RoadieError
@@ -18,6 +19,7 @@ from roadie.store import utcnow
 if TYPE_CHECKING:
     from roadie.app import Roadie
     from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskRecord
+    from roadie.schedules import ScheduleInfo
 
 
 def jsonable(value: Any, depth: int = 0) -> Any:
@@ -112,6 +114,8 @@ def task_summary(task: TaskRecord) -> dict[str, Any]:
         "started_at": _time(task.started_at),
         "finished_at": _time(task.finished_at),
         "parent_id": getattr(task, "parent_id", None),
+        "schedule": task.schedule,
+        "scheduled_for": _time(task.scheduled_for),
     }
 
 
@@ -246,3 +250,45 @@ def counts_view(app: Roadie) -> dict[str, int]:
     """How many tasks have each status (every status, zeros included)."""
     counts = app.store.count_tasks()
     return {status.label: counts.get(status, 0) for status in Status}
+
+
+def schedule_view(info: ScheduleInfo) -> dict[str, Any]:
+    """One schedule: its rule, state, next slot (UTC and its own time zone) and last firing."""
+    next_local = info.next_local
+    return {
+        "name": info.name, "executor": info.executor, "origin": info.origin,
+        "rule": info.description, "cron": info.cron,
+        "every": info.every.total_seconds() if info.every is not None else None,
+        "timezone": info.timezone, "catch_up": info.catch_up, "jitter": info.jitter,
+        "overlap": info.overlap, "paused": info.paused, "state": info.state,
+        "problem": info.problem, "task_name": info.task_name, "owner": info.owner,
+        "group": info.group, "priority": info.priority, "tags": sorted(info.tags),
+        "next_at": _time(info.next_at),
+        "next_local": next_local.isoformat() if next_local is not None else None,
+        "last_slot": _time(info.last_slot), "last_task_id": info.last_task_id,
+        "last_fired_by": info.last_fired_by, "note": info.note,
+    }
+
+
+def schedules_view(app: Roadie) -> list[dict[str, Any]]:
+    """Every schedule, by name, with its next run."""
+    return [schedule_view(info) for info in app.list_schedules()]
+
+
+def environments_view(app: Roadie) -> list[dict[str, Any]]:
+    """The plugin environments (``roadie env``): Python, plugins and their executors, or why
+    one cannot be read. Answers come from each environment's probe cache when it is fresh."""
+    from roadie.envs.manage import list_envs
+
+    envs_dir = app.plugins.envs_dir
+    if envs_dir is None or not Path(envs_dir).is_dir():
+        return []
+    found = []
+    for info in list_envs(Path(envs_dir)):
+        plugins = [{"name": name, "version": data.get("version") or "?",
+                    "executors": sorted(f"{name}:{e}" for e in data.get("executors", {}))}
+                   for name, data in sorted(info.plugins.items())]
+        found.append({"name": info.name, "path": str(info.path), "python": info.python,
+                      "python_version": info.python_version, "plugins": plugins,
+                      "error": info.error})
+    return found
