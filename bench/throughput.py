@@ -197,6 +197,12 @@ tagged-absent (`tags=["gpu"]`), plugin-absent (an executor of a plugin no node h
 quarter of each); plain: not skipped at all, `--depth` more no-ops wait behind the ones timed
 (the drain of the first `--tasks` of a deep queue). `load` is the 1-minute load average after
 the row."""
+PROCESSES_NOTES = """
+
+{n:,} no-ops (`roadie-examples:noop`) on a fresh database, drained by `roadie worker -p 1` and
+by `roadie worker -p {p}` (2 threads each, `--until-idle`), timed from the command's start to
+its exit (process start-up included). Idle memory: the resident set (VmRSS) of a `roadie
+worker` with default settings, 3 s after it registered, with the example plugins installed."""
 ADD_MANY_NOTES = """
 
 A fresh database; `app.add_tasks(generator)` of no-ops (chunks of 10,000 tasks, one
@@ -345,6 +351,65 @@ def measure_add_many(backend: str, n: int) -> list[str]:
             *(f"{v:.1f} ms" for v in timings.values()), f"{os.getloadavg()[0]:.1f}"]
 
 
+# -- many worker processes; idle memory ---------------------------------------------------
+
+
+def measure_processes(backend: str, n: int, processes: int) -> float:
+    """Drain rate of ``n`` no-ops by ``roadie worker -p PROCESSES -c 2 --until-idle`` (from
+    the start of the command to its exit, process start-up included)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
+        url = fresh_database(backend, Path(tmp))
+        app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
+        try:
+            app.add_task(NOOP, {})
+            empty_tasks(app)
+            for offset in range(0, n, CHUNK):
+                app.add_tasks([{"executor": NOOP, "context": {}}] * min(CHUNK, n - offset))
+            env = {**os.environ, "ROADIE_DATA_DIR": tmp}
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "roadie", "--url", url, "worker", "-p",
+                            str(processes), "-c", "2", "--until-idle"], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            rate = n / (time.perf_counter() - started)
+            done = count_successful(app)
+            if done != n:
+                sys.exit(f"{backend}: {processes} processes ran {done} of {n} tasks")
+        finally:
+            app.close()
+    print(f"  {backend}: {processes} process(es): drain {rate:,.0f}/s, "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    return rate
+
+
+def measure_idle_memory(backend: str) -> float:
+    """Resident memory (MB) of an idle ``roadie worker`` (default settings) after it started."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
+        url = fresh_database(backend, Path(tmp))
+        app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
+        app.add_task(NOOP, {})
+        app.run_worker(concurrency=1, until_idle=True)
+        env = {**os.environ, "ROADIE_DATA_DIR": tmp}
+        process = subprocess.Popen([sys.executable, "-m", "roadie", "--url", url, "worker"],
+                                   env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        try:
+            wait(lambda: len(app.list_nodes()) == 1, "the worker to start", timeout=120)
+            time.sleep(3)  # a few idle rounds
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            rss = int(next(line.split()[1] for line in status.splitlines()
+                           if line.startswith("VmRSS:"))) / 1024
+        finally:
+            process.terminate()
+            process.wait(30)
+            app.close()
+    print(f"  {backend}: idle worker {rss:.0f} MB", flush=True)
+    return rss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per measurement")
@@ -358,8 +423,25 @@ def main() -> None:
                         help="the kind of skipped task (repeatable; default all)")
     parser.add_argument("--add-many", type=int, default=0,
                         help="add this many tasks from a generator; then time reads")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="drain with 1 and with this many worker processes; idle memory")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if args.processes:
+        rows = []
+        for backend in backends:
+            one = measure_processes(backend, args.tasks, 1)
+            many = measure_processes(backend, args.tasks, args.processes)
+            rows.append([backend, f"{one:,.0f}/s", f"{many:,.0f}/s", f"{many / one:.2f}x",
+                         f"{measure_idle_memory(backend):.0f} MB",
+                         f"{os.getloadavg()[0]:.1f}"])
+        text = table(["backend", "drain, 1 process", f"drain, {args.processes} processes",
+                      "ratio", "idle worker memory (RSS)", "load"], rows)
+        print(text)
+        if not args.no_write:
+            write_section("Many worker processes; idle memory", text + PROCESSES_NOTES.format(
+                n=args.tasks, p=args.processes))
+        return
     if args.add_many:
         rows = [measure_add_many(backend, args.add_many) for backend in backends]
         text = table(["backend", "tasks", "add_tasks(generator)", "peak memory",
