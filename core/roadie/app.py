@@ -627,7 +627,6 @@ class Roadie:
         many were handled."""
         count = 0
         self.store.trees.sweep()  # fan-ins a crash interrupted
-        self.store.promote_stranded()  # tasks parked behind a lock that nobody holds
         nodes = {n.id: n for n in self.store.list_nodes(include_stopped=True)}
         for task in self.store.orphaned_tasks(self.settings.heartbeat_grace):
             node = nodes.get(task.node or "")
@@ -638,6 +637,7 @@ class Roadie:
                 reason = f"worker {node.name} stopped responding (last heartbeat {seen})"
             if self.apply_crash_policy(task, worker, reason=reason):
                 count += 1
+        self.store.promote_stranded()  # tasks parked behind a lock that nobody holds
         return count
 
     def apply_crash_policy(self, task: TaskRecord, worker: Worker | None, *, reason: str) -> bool:
