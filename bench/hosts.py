@@ -16,7 +16,7 @@ Targets (issue 13): warm-host drain at least half of the in-process drain; cold 
 
     python bench/hosts.py [--tasks 2000] [--backend sqlite|postgres|both] [--no-write]
 
-PostgreSQL: database ``roadie_bench_i13`` on 127.0.0.1:5432 (user postgres), dropped and
+PostgreSQL: database ``roadie_bench_hosts`` on 127.0.0.1:5432 (user postgres), dropped and
 created again for each run; ROADIE_BENCH_HOSTS_PG points elsewhere.
 """
 
@@ -39,7 +39,7 @@ from roadie.hosts.pool import HostProcess
 
 NOOP = "roadie-examples:noop"
 PG_URL = os.environ.get("ROADIE_BENCH_HOSTS_PG",
-                        "postgresql://postgres@127.0.0.1:5432/roadie_bench_i13")
+                        "postgresql://postgres@127.0.0.1:5432/roadie_bench_hosts")
 
 
 @dataclass
@@ -109,7 +109,8 @@ def cold_starts(count: int = 10) -> tuple[list[float], float]:
     pool = HostPool(app, sink=None, all_executors=True)  # type: ignore[arg-type]
     times, rss = [], 0.0
     for _ in range(count):
-        host = HostProcess(None, sys.executable, pool._environ(None), 60)
+        host = HostProcess(None, sys.executable, pool._environ(None))
+        host.wait_ready(60)
         times.append(host.start_ms)
         rss = max(rss, host.rss_mb())
         host.close()

@@ -201,10 +201,61 @@ class AsyncWork(roadie.Executor):
         return f"async handler: {exc}"
 
 
+class Fanout(roadie.Executor):
+    """Adds ``parts`` ``tests:part`` subtasks and waits for them; ``subtasks_done`` sums their
+    values. ``until_cancelled``: before it waits, it spins without a safe point until it sees a
+    cancel request, in its flag ("flag") or only in the database ("db")."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        failing = set(task.context.get("fail_first", ()))
+        task.add_subtasks(
+            {"executor": "tests:part", "name": f"part {i}",
+             "context": {"value": i, "fail_first": i in failing,
+                         "seconds": task.context.get("seconds", 0.0),
+                         "gate": task.context.get("gate")}}
+            for i in range(int(task.context.get("parts", 3))))
+        mode = task.context.get("until_cancelled")
+        if mode:
+            task.progress(1, 2)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if mode == "flag" and task.cancelled:
+                    break
+                if mode == "db" and task.app.get_task(task.id).cancel_requested_at:
+                    break
+                time.sleep(0.01)
+        return roadie.Result.wait_for_subtasks()
+
+    def subtasks_done(self, task: roadie.RunningTask, subtasks: Any) -> roadie.Result:
+        done = list(subtasks)
+        if any(s.status != roadie.Status.SUCCESSFUL for s in done):
+            return super().subtasks_done(task, done)
+        total = sum(s.result for s in done)
+        return roadie.Result.success(f"sum {total}", total)
+
+
+class Part(roadie.Executor):
+    """A subtask of ``fanout``: returns its ``value``; fails on its first attempt with
+    ``fail_first``; with ``gate`` it waits until the file ``gate/<value>`` exists."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        from pathlib import Path
+
+        gate = task.context.get("gate")
+        while gate and not Path(gate, str(task.context["value"])).exists():
+            task.wait_cancelled(0.01)
+            task.raise_if_cancelled()
+        task.wait_cancelled(float(task.context.get("seconds") or 0.0))
+        task.raise_if_cancelled()
+        if task.context.get("fail_first") and task.attempt == 1:
+            return roadie.Result.failed(f"part {task.context['value']} fails once")
+        return roadie.Result.success(value=task.context["value"])
+
+
 ALL: dict[str, type[roadie.Executor]] = {
     "sleep": Sleep, "boom": Boom, "refuse": Refuse, "flaky": Flaky, "spin": Spin,
     "timed": Timed, "chatty": Chatty, "tracked": Tracked, "serial": SerialTracked,
     "grouped": GroupTracked, "badreturn": BadReturn, "translated": Translated,
     "whoami": WhoAmI, "parent": Parent, "asleep": AsyncSleep, "atimed": AsyncTimed,
-    "awork": AsyncWork,
+    "awork": AsyncWork, "fanout": Fanout, "part": Part,
 }

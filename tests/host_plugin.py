@@ -110,6 +110,61 @@ class Hog(Hosted):
             time.sleep(0.02)
 
 
+class AsyncWhere(Hosted):
+    """An async executor in a host: awaits, reports progress, says which process ran it."""
+
+    async def execute(self, task):
+        import asyncio
+
+        await asyncio.sleep(0.01)
+        task.progress(1, 1)
+        assert roadie.current_task() is task
+        return roadie.Result.success(f"pid {os.getpid()}")
+
+
+class AsyncStuck(Hosted):
+    """An async executor that awaits for an hour: a cancel ends it at its await."""
+
+    async def execute(self, task):
+        import asyncio
+
+        task.progress(1, 2)
+        await asyncio.sleep(3600)
+        return roadie.Result.SUCCESS
+
+
+class Tree(Hosted):
+    """Fans out into subtasks from a host (a plugin type in their context), then sums them."""
+
+    def execute(self, task):
+        one = task.add_subtask("hosty:leaf", {"point": Point(1, 2)}, name="leaf 0")
+        ids = task.add_subtasks({"executor": "hosty:leaf", "context": {"point": Point(i, i)},
+                                 "name": f"leaf {i}"} for i in range(1, 4))
+        assert one.parent_id == task.id and one.context["point"].x == 1
+        task.progress(0, 1 + len(ids))
+        return roadie.Result.wait_for_subtasks()
+
+    def subtasks_done(self, task, subtasks):
+        total = sum(s.result.x + s.result.y for s in subtasks)
+        task.progress(1, 1)
+        return roadie.Result.success(f"sum {total} in pid {os.getpid()}", Point(total, 0))
+
+
+class Leaf(Hosted):
+    def execute(self, task):
+        point = task.context["point"]
+        return roadie.Result.success("", Point(point.x, point.y))
+
+
+class Nap(Hosted):
+    """Reports progress, then takes a nap without safe points, then succeeds."""
+
+    def execute(self, task):
+        task.progress(1, 2)
+        time.sleep(float(task.context.get("seconds", 1.0)))
+        return roadie.Result.success(f"pid {os.getpid()}")
+
+
 class Retrying(Hosted):
     retry = roadie.Retry(on=(ValueError,), max_attempts=2, backoff=0.01)
 
@@ -122,4 +177,6 @@ EXECUTORS = {name: f"{MODULE}:{cls}" for name, cls in {
     "noop": "Noop", "where": "Where", "steps": "Steps", "abort": "Abort",
     "abort-once": "AbortOnce", "sleep": "Sleep",
     "stuck": "Stuck", "polite": "Polite", "hog": "Hog", "retrying": "Retrying",
+    "async-where": "AsyncWhere", "async-stuck": "AsyncStuck", "tree": "Tree", "leaf": "Leaf",
+    "nap": "Nap",
 }.items()}

@@ -27,14 +27,15 @@ def worker_env(data_dir: Path, pythonpath: Iterable[Path | str] = (),
 
 
 def start_worker(url: str, data_dir: Path, *args: str, pythonpath: Iterable[Path | str] = (),
-                 env: dict[str, str] | None = None,
-                 log: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start ``python -m roadie --url URL worker ARGS`` (output to ``log`` if given)."""
+                 env: dict[str, str] | None = None, log: Path | None = None,
+                 new_session: bool = False) -> subprocess.Popen[bytes]:
+    """Start ``python -m roadie --url URL worker ARGS`` (output to ``log`` if given;
+    ``new_session``: in a process group of its own, as a terminal's foreground job)."""
     command = [sys.executable, "-m", "roadie", "--url", url, "worker", *args]
     out = log.open("ab") if log is not None else subprocess.DEVNULL
     return subprocess.Popen(
         command, env={**worker_env(data_dir, pythonpath), **(env or {})},
-        stdout=out, stderr=subprocess.STDOUT,
+        stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session,
     )
 
 

@@ -204,3 +204,85 @@ def test_hosts_are_recycled_after_max_tasks(make_plugin: object, db_url: str,
         assert pids[0] == pids[1] != pids[2]
     finally:
         app.close()
+
+
+def test_a_host_started_from_a_thread_that_ended_keeps_serving(hosty: roadie.Roadie) -> None:
+    """Linux's PR_SET_PDEATHSIG fires when the *thread* that forked a host ends: hosts are
+    forked by the pool's own long-lived thread, so a short-lived caller cannot kill them."""
+    task = hosty.add_task("hosty:where", {})
+    worker = hosty.worker(concurrency=1, until_idle=True, handle_signals=False)
+    got: list[object] = []
+    caller = threading.Thread(target=lambda: got.append(worker.hosts.acquire(None)))
+    caller.start()
+    caller.join()
+    wait_for(lambda: not Path(f"/proc/self/task/{caller.native_id}").exists(),
+             message="the calling thread to be gone")
+    (host,) = got
+    worker.hosts.release(host)  # type: ignore[arg-type]
+    assert alive(host.pid)  # type: ignore[attr-defined]
+    worker.run()
+    record = hosty.get_task(task.id)
+    assert record.status == roadie.Status.SUCCESSFUL, record.status_message
+    assert record.status_message == f"pid {host.pid}"  # type: ignore[attr-defined]
+
+
+def test_async_executors_in_a_host(hosty: roadie.Roadie) -> None:
+    quick = hosty.add_task("hosty:async-where", {})
+    stuck = hosty.add_task("hosty:async-stuck", {})
+    worker, thread = run_in_thread(hosty)
+    try:
+        record = wait_for(lambda: finished(hosty, quick.id))
+        assert record.status == roadie.Status.SUCCESSFUL, record.status_message
+        assert record.status_message != f"pid {os.getpid()}"
+        assert record.task_status["done"] == 1
+        wait_for(lambda: hosty.get_task_status(stuck.id).get("done") == 1)
+        hosty.cancel_task(stuck.id)
+        record = wait_for(lambda: finished(hosty, stuck.id))
+        assert record.status == roadie.Status.CANCELLED, record.status_message
+        assert "killed" not in record.status_message  # ended at its await, in the host
+    finally:
+        worker.stop()  # type: ignore[attr-defined]
+        thread.join(30)
+
+
+def test_subtasks_from_an_executor_in_a_host(hosty: roadie.Roadie) -> None:
+    """A host adds subtasks (through its worker, with its plugin's types), waits without a
+    thread, and its subtasks_done reads them back in a host."""
+    from hosty_plugin import Point
+
+    parent = hosty.add_task("hosty:tree", {})
+    hosty.run_worker(concurrency=2, until_idle=True)
+    record = hosty.get_task(parent.id)
+    assert record.status == roadie.Status.SUCCESSFUL, record.status_message
+    total, _, pid = record.status_message.removeprefix("sum ").partition(" in pid ")
+    assert int(total) == 3 + 2 + 4 + 6 and int(pid) != os.getpid()
+    assert isinstance(record.result, Point) and record.result.x == 15
+    subtasks = hosty.list_tasks(parent_id=parent.id)
+    assert sorted(s.name for s in subtasks) == [f"leaf {i}" for i in range(4)]
+    assert all(s.status == roadie.Status.SUCCESSFUL for s in subtasks)
+    assert [a.status for a in hosty.attempts(parent.id)] == [roadie.Status.WAITING,
+                                                             roadie.Status.SUCCESSFUL]
+
+
+def test_ctrl_c_reaches_the_worker_not_its_hosts(hosty: roadie.Roadie, db_url: str,
+                                                 tmp_path: Path, make_plugin: object) -> None:
+    """A terminal's Ctrl-C signals the whole foreground process group: hosts live in their
+    own session, so only the worker sees it, lets the running task finish, and stops them."""
+    import signal
+
+    from tests.processes import kill, start_worker
+
+    task = hosty.add_task("hosty:nap", {"seconds": 1.0})
+    worker = start_worker(db_url, tmp_path / "data", "--concurrency", "1", new_session=True,
+                          pythonpath=[make_plugin.site])  # type: ignore[attr-defined]
+    try:
+        wait_for(lambda: hosty.get_task_status(task.id).get("done") == 1)
+        (host,) = children_of(worker.pid)
+        os.killpg(worker.pid, signal.SIGINT)
+        assert worker.wait(60) == 0
+    finally:
+        kill(worker)
+    record = hosty.get_task(task.id)
+    assert record.status == roadie.Status.SUCCESSFUL, record.status_message
+    assert record.status_message == f"pid {host}"
+    wait_for(lambda: not alive(host), message="the host to be gone")

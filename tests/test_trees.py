@@ -3,6 +3,7 @@ dependencies (``after``), cancel and delete of a tree, crash during ``subtasks_d
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,102 @@ def test_cli_shows_lists_and_deletes_a_tree(app: roadie.Roadie, tmp_path: Path,
     assert run("list", "--parent", str(parent.id)).count("roadie-examples:part") == 3
     assert "deleted with its subtasks" in run("delete", "--tree", str(parent.id))
     assert app.list_tasks() == []
+
+
+def in_thread(app: roadie.Roadie, concurrency: int = 2) -> tuple[roadie.Worker, threading.Thread]:
+    worker = app.worker(concurrency=concurrency, handle_signals=False)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return worker, thread
+
+
+@pytest.mark.parametrize("seen_in", ["flag", "db"])
+def test_a_cancel_before_the_parent_waits_ends_it_cancelled(app: roadie.Roadie,
+                                                            seen_in: str) -> None:
+    """The cancel arrives while execute still runs and it returns wait_for_subtasks anyway
+    (whether the worker has seen the request yet or only the database has it)."""
+    parent = app.add_task("tests:fanout", {"parts": 2, "seconds": 60,
+                                           "until_cancelled": seen_in})
+    worker, thread = in_thread(app)
+    try:
+        wait_for(lambda: app.get_task_status(parent.id).get("done") == 1)
+        app.cancel_task(parent.id, by="tester")
+        record = wait_for(lambda: ended(app, parent.id), message="the parent to end")
+        assert record.status == Status.CANCELLED, record.status_message
+        assert record.status_message.startswith("cancelled by tester at ")
+        subtasks = wait_for(lambda: (s := app.list_tasks(parent_id=parent.id))
+                            and all(t.status.is_final for t in s) and s)
+        assert [s.status for s in subtasks] == [Status.CANCELLED] * 2
+    finally:
+        worker.stop()
+        thread.join(30)
+
+
+def test_a_fan_in_a_crash_left_behind_is_released_by_the_sweep(
+        app: roadie.Roadie, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fan-in is a second transaction after a subtask's end: if it fails (the node dies in
+    between), the ends stand and the recovery sweep releases the parent."""
+    parent = app.add_task("tests:fanout", {"parts": 3})
+
+    def lost(*_args: object) -> None:
+        raise roadie.DatabaseError("the connection was lost")
+
+    monkeypatch.setattr(app.store.trees, "_wake_parents", lost)
+    stats = app.run_worker(concurrency=2, until_idle=True)
+    assert stats.finished == 4  # the parent's first attempt and 3 subtasks: all recorded
+    assert app.get_task(parent.id).status == Status.WAITING
+    assert all(s.status == Status.SUCCESSFUL for s in app.list_tasks(parent_id=parent.id))
+    monkeypatch.undo()
+    app.recover_orphans()
+    assert app.get_task(parent.id).status == Status.NEW
+    app.run_worker(concurrency=2, until_idle=True)
+    record = app.get_task(parent.id)
+    assert (record.status, record.status_message) == (Status.SUCCESSFUL, "sum 3")
+
+
+def test_resume_after_fan_in_reruns_subtasks_done_only(app: roadie.Roadie) -> None:
+    """The rule: resuming a parent whose fan-in ran does not run execute again (no second set
+    of subtasks); it waits for subtasks that have not ended (resume those first) and then
+    runs subtasks_done again."""
+    parent = app.add_task("tests:fanout", {"parts": 3, "fail_first": [1]})
+    app.run_worker(concurrency=2, until_idle=True)
+    record = app.get_task(parent.id)
+    assert record.status == Status.FAILED and "'part 1' failed" in record.status_message
+
+    assert app.resume_task(parent.id).status == Status.NEW  # every subtask ended: fan-in next
+    app.run_worker(concurrency=2, until_idle=True)
+    assert app.get_task(parent.id).status == Status.FAILED
+    assert len(app.list_tasks(parent_id=parent.id)) == 3
+
+    (bad,) = app.list_tasks(parent_id=parent.id, status="failed")
+    app.resume_task(bad.id)
+    assert app.resume_task(parent.id).status == Status.WAITING  # part 1 runs again first
+    app.run_worker(concurrency=2, until_idle=True)
+    record = app.get_task(parent.id)
+    assert (record.status, record.status_message) == (Status.SUCCESSFUL, "sum 3")
+    assert len(app.list_tasks(parent_id=parent.id)) == 3
+    assert [a.status for a in app.attempts(parent.id)] == [
+        Status.WAITING, Status.FAILED, Status.FAILED, Status.SUCCESSFUL]
+
+
+def test_watch_follows_the_subtasks_of_a_waiting_parent(app: roadie.Roadie,
+                                                        tmp_path: Path) -> None:
+    """A waiting parent's row does not change while its subtasks end; watch yields it anew
+    at each end anyway (its status counts them), so progress bars move."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    parent = app.add_task("tests:fanout", {"parts": 3, "gate": str(gate)})
+    worker, thread = in_thread(app)
+    seen: list[int] = []
+    try:
+        for record in app.watch([parent.id], interval=0.05, timeout=30):
+            if record.status == Status.WAITING:
+                status = app.get_task_status(parent.id)
+                seen.append(status["subtasks_ended"])
+                assert status["subtasks_total"] == 3
+                (gate / str(seen[-1])).touch()  # let the next subtask end
+    finally:
+        worker.stop()
+        thread.join(30)
+    assert {0, 1, 2} <= set(seen)  # (3 too, if it looked between the last end and the wake)
+    assert app.get_task(parent.id).status == Status.SUCCESSFUL

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from roadie.attachments import AttachmentStore
     from roadie.result import Result
+    from roadie.running import RunningTask
     from roadie.schedules import ScheduleInfo
     from roadie.worker import Worker, WorkerStats
 
@@ -185,6 +186,22 @@ class Roadie:
         for task in added:
             self._task_added(task)
         return added
+
+    def _insert_subtasks(self, parent: RunningTask, specs: Sequence[NewTask]
+                         ) -> list[TaskRecord]:
+        """Store subtasks of the running task ``parent`` and fire
+        ``roadie_task_added``; a host process sends them to its worker instead."""
+        added = self.store.insert_tasks(specs, decoder=self.decode_for_task,
+                                        parent=(parent.id, parent.record.node or ""))
+        for task in added:
+            self._task_added(task)
+        return added
+
+    def _subtask_page(self, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
+        """A page of subtasks for ``subtasks_done`` (a host asks its worker instead)."""
+        from roadie.trees import subtask_page
+
+        return subtask_page(self, parent_id, after, limit)
 
     def _task_added(self, task: TaskRecord) -> None:
         for line in notify_hook(self, "roadie_task_added", app=self, task=task):
@@ -704,11 +721,25 @@ class Roadie:
         **filters: Any,
     ) -> Iterator[TaskRecord]:
         """Yield each task (by ``ids``, or by ``list_tasks`` filters) every time it changes.
+        A parent waiting for its subtasks changes whenever one of them ends (its
+        ``get_task_status`` counts them), so its progress is live too.
 
         Ends when every watched task has ended (``until_done``) or after ``timeout`` seconds.
         On PostgreSQL changes wake it at once (NOTIFY); otherwise it polls every ``interval``.
         """
         import time
+
+        from roadie.trees import tree_status
+
+        counted: dict[int, tuple[float, int]] = {}  # waiting parent -> (when, subtasks ended)
+
+        def subtasks_ended(task: TaskRecord) -> int:
+            last = counted.get(task.id)
+            now = time.monotonic()
+            if last is None or now - last[0] >= interval:  # at most one count per interval
+                last = (now, tree_status(self, task).get("subtasks_ended", 0))
+                counted[task.id] = last
+            return last[1]
 
         wanted = None if ids is None else list(ids)
         changed = threading.Event()
@@ -720,7 +751,7 @@ class Roadie:
         hub = self.store.listen()
         token = hub.subscribe(on_change)
         deadline = None if timeout is None else time.monotonic() + timeout
-        seen: dict[int, tuple[dt.datetime, int, bytes | None]] = {}
+        seen: dict[int, tuple[dt.datetime, int, bytes | None, int]] = {}
         try:
             while True:
                 changed.clear()
@@ -730,7 +761,8 @@ class Roadie:
                 else:
                     tasks = self.list_tasks(**filters, limit=None)
                 for task in sorted(tasks, key=lambda t: t.id):
-                    mark = (task.updated_at, int(task.status), task.status_bytes)
+                    ended = subtasks_ended(task) if task.status == Status.WAITING else 0
+                    mark = (task.updated_at, int(task.status), task.status_bytes, ended)
                     if seen.get(task.id) != mark:
                         seen[task.id] = mark
                         yield task

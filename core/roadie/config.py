@@ -39,7 +39,7 @@ class Settings:
     postgres_synchronous_commit: str = "on"
     prefetch: int = 0
     async_concurrency: int = 100
-    max_tasks_per_host: int = 1000
+    max_tasks_per_host: int = 10000
     max_host_memory_mb: int = 0
     cancel_grace: float = 5.0
     host_start_timeout: float = 60.0

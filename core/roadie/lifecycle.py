@@ -152,6 +152,11 @@ def run_attempt(
         _current.reset(token)
 
     failed_children = task.children.wait_all()
+    if result.status == Status.WAITING and task.cancelled:
+        # cancelled before the parent went WAITING: it ends CANCELLED, not through its fan-in
+        # (its subtasks are cancelled with it by ``cancel_task``)
+        stopped = task.cancellation()
+        return _cancelled(task, stopped), None, stopped
     if task.cancelled and task.children.cut_short():
         try:
             task.raise_if_cancelled()

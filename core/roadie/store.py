@@ -576,11 +576,13 @@ class Store:
         return record
 
     def resume_task(self, task_id: int) -> None:
-        """Put a FAILED or CANCELLED task back to NEW (same row, same context)."""
+        """Put a FAILED or CANCELLED task back to NEW (same row, same context). A parent
+        whose fan-in ran goes back to WAITING instead: ``subtasks_done`` runs again once its
+        subtasks have ended (at once if they all have); ``execute`` does not run again."""
         now = utcnow()
         with self.write() as conn:
             row = conn.execute(
-                sa.select(T.c.status).where(T.c.id == task_id).with_for_update()
+                sa.select(T.c.status, T.c.fan_in).where(T.c.id == task_id).with_for_update()
             ).first()
             if row is None:
                 raise TaskNotFound(task_id)
@@ -590,15 +592,19 @@ class Store:
                     f"task {task_id} is {status.label}; only failed or cancelled tasks can be "
                     f"resumed"
                 )
+            fan_in = bool(row.fan_in)
             conn.execute(
                 T.update().where(T.c.id == task_id).values(
-                    status=int(Status.NEW), completed=False, status_message="resumed",
-                    cancel_requested_at=None, cancel_requested_by=None, finished_at=None,
-                    run_after=now, node=None, error=None, updated_at=now, claimable=True,
+                    status=int(Status.WAITING if fan_in else Status.NEW), completed=False,
+                    status_message="resumed", cancel_requested_at=None,
+                    cancel_requested_by=None, finished_at=None, run_after=now, node=None,
+                    error=None, updated_at=now, claimable=True,
                 )
             )
             self.notify(conn, CHANNEL_ADDED, str(task_id))
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
+        if fan_in:
+            self.trees.settled([self.get_task(task_id)])
 
     # -- claiming and finishing ----------------------------------------------------------
 
@@ -845,6 +851,8 @@ class Store:
                 values["attempts"] = T.c.attempts - 1
             if o.status == Status.WAITING:  # parked until its subtasks end (no node, no lock)
                 values["fan_in"] = True
+                # a cancel requested meanwhile stays: the parent then ends CANCELLED
+                del values["cancel_requested_at"], values["cancel_requested_by"]
             conn.execute(
                 T.update().where(T.c.id == o.task_id, T.c.node == node,
                                  T.c.status == int(Status.IN_PROGRESS)).values(**values)

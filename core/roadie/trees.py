@@ -36,11 +36,7 @@ def add_subtasks(task: RunningTask, items: Iterable[Mapping[str, Any]], *,
             return ids
         specs = [app._new_task(*_split(index, item), resolved, **_options(item))
                  for index, item in chunk]
-        added = app.store.insert_tasks(specs, decoder=app.decode_for_task,
-                                       parent=(task.id, task.record.node or ""))
-        for record in added:
-            app._task_added(record)
-        ids.extend(record.id for record in added)
+        ids.extend(record.id for record in app._insert_subtasks(task, specs))
 
 
 def add_subtask(task: RunningTask, executor: str, context: Mapping[str, Any] | None = None,
@@ -48,9 +44,7 @@ def add_subtask(task: RunningTask, executor: str, context: Mapping[str, Any] | N
     """Add one subtask of the running ``task``; returns it as stored."""
     app = task.app
     spec = app._new_task(executor, context, {}, **options)
-    (record,) = app.store.insert_tasks([spec], decoder=app.decode_for_task,
-                                       parent=(task.id, task.record.node or ""))
-    app._task_added(record)
+    (record,) = app._insert_subtasks(task, [spec])
     return record
 
 
@@ -69,12 +63,20 @@ def iter_subtasks(app: Roadie, parent_id: int, *, page: int = 500) -> Iterator[T
     """The subtasks of ``parent_id``, oldest first, read a page at a time."""
     after = 0
     while True:
-        ids = app.store.trees.subtask_ids(parent_id, after=after, limit=page)
-        if not ids:
+        records = app._subtask_page(parent_id, after, page)
+        if not records:
             return
-        records = app.store.list_tasks(ids=ids, limit=None, decoder=app.decode_for_task)
-        yield from sorted(records, key=lambda r: r.id)
-        after = ids[-1]
+        yield from records
+        after = records[-1].id
+
+
+def subtask_page(app: Roadie, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
+    """Up to ``limit`` subtasks of ``parent_id`` with ids above ``after``, oldest first."""
+    ids = app.store.trees.subtask_ids(parent_id, after=after, limit=limit)
+    if not ids:
+        return []
+    records = app.store.list_tasks(ids=ids, limit=None, decoder=app.decode_for_task)
+    return sorted(records, key=lambda r: r.id)
 
 
 def default_subtasks_done(task: RunningTask, subtasks: Iterable[TaskRecord]) -> Result:

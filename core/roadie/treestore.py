@@ -11,6 +11,7 @@ that records the end of a task releases what waited for it: one indexed probe pe
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,13 +19,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from roadie import models
-from roadie.errors import DependencyError, InvalidTransition, TaskNotFound
+from roadie.errors import (
+    Cancelled,
+    DatabaseError,
+    DependencyError,
+    InvalidTransition,
+    TaskNotFound,
+)
 from roadie.records import TaskRecord
 from roadie.status import FINAL_STATUSES, Status
 
 if TYPE_CHECKING:
     from roadie.store import NewTask, Store
 
+log = logging.getLogger("roadie.trees")
 T = models.tasks
 D = models.dependencies
 BLOCKED = dt.datetime(9999, 1, 1, tzinfo=dt.timezone.utc)
@@ -57,7 +65,8 @@ class TreeStore:
 
     def check_parent(self, conn: Connection, parent_id: int, node: str) -> None:
         """Subtasks are a write of the parent's attempt: ``node`` must be running it."""
-        row = conn.execute(sa.select(T.c.status, T.c.node).where(T.c.id == parent_id)
+        row = conn.execute(sa.select(T.c.status, T.c.node, T.c.cancel_requested_at,
+                                     T.c.cancel_requested_by).where(T.c.id == parent_id)
                            .with_for_update()).first()
         if row is None:
             raise TaskNotFound(parent_id)
@@ -65,6 +74,8 @@ class TreeStore:
             raise InvalidTransition(
                 f"task {parent_id} is not running on node {node} (it is "
                 f"{Status(row.status).label}); only its running attempt can add subtasks")
+        if row.cancel_requested_at is not None:  # a safe point: no subtask outlives a cancel
+            raise Cancelled(_cancelled_by(row.cancel_requested_by, row.cancel_requested_at))
 
     def block_on(self, conn: Connection, new_tasks: Sequence[NewTask],
                  rows: list[dict[str, Any]], now: dt.datetime) -> None:
@@ -121,25 +132,54 @@ class TreeStore:
             ended = [r for r in pending if r.has_dependents and r.status in FINAL_STATUSES]
             if not parents and not ended:
                 return
-            with self.store.write() as conn:
-                if parents:
-                    self._wake_parents(conn, sorted(parents))
-                cancelled = self._release_dependents(conn, ended) if ended else []
+            try:
+                with self.store.write() as conn:
+                    cancelled = self._wake_parents(conn, sorted(parents)) if parents else []
+                    if ended:
+                        cancelled += self._release_dependents(conn, ended)
+            except (DatabaseError, sa.exc.SQLAlchemyError) as exc:
+                # the ends are recorded (an earlier transaction); the recovery sweep of any
+                # worker (``sweep``, every heartbeat interval) releases what waits for them
+                log.warning("task trees: the fan-in of %d ended task(s) is left to the "
+                            "recovery sweep: %s", len(pending), exc)
+                return
             if cancelled and self.on_cancelled is not None:
                 self.on_cancelled(cancelled)
             pending = cancelled
 
-    def _wake_parents(self, conn: Connection, parent_ids: list[int]) -> None:
+    def _wake_parents(self, conn: Connection, parent_ids: list[int]) -> list[TaskRecord]:
+        """Parents whose last subtask ended: NEW with ``fan_in`` (``subtasks_done`` runs
+        next), or CANCELLED when a cancel was requested before they went WAITING; returns
+        the cancelled ones."""
+        from roadie.store import _task_record
+
         now = self.store_now()
+        ready = (T.c.status == int(Status.WAITING), ~_open_child_of(T.c.id))
+        asked = conn.execute(
+            sa.select(T.c.id, T.c.cancel_requested_by, T.c.cancel_requested_at)
+            .where(T.c.id.in_(parent_ids), T.c.cancel_requested_at.is_not(None), *ready)
+            .with_for_update()).all()
+        cancelled: list[Any] = []
+        for row in asked:
+            cancelled += conn.execute(
+                T.update().where(T.c.id == row.id, T.c.status == int(Status.WAITING))
+                .values(status=int(Status.CANCELLED), completed=True, finished_at=now,
+                        updated_at=now, status_message=_cancelled_by(
+                            row.cancel_requested_by, row.cancel_requested_at))
+                .returning(*T.c)).all()
         woken = conn.execute(
-            T.update().where(T.c.id.in_(parent_ids), T.c.status == int(Status.WAITING),
-                             ~_open_child_of(T.c.id))
+            T.update().where(T.c.id.in_(parent_ids), *ready)
             .values(status=int(Status.NEW), run_after=now, updated_at=now, claimable=True,
                     status_message="its subtasks have ended; subtasks_done runs next")
             .returning(T.c.id)).scalars().all()
         for task_id in woken:
-            self.store.notify(conn, "roadie_task_changed", str(task_id))
             self.store.notify(conn, "roadie_task_added", str(task_id))
+        # every parent changed: woken, cancelled, or one more of its subtasks ended (watchers
+        # of a waiting parent re-read its subtask counts)
+        for start in range(0, len(parent_ids), 50):
+            self.store.notify(conn, "roadie_task_changed",
+                              ",".join(str(i) for i in parent_ids[start:start + 50]))
+        return [_task_record(r, None) for r in cancelled]
 
     def _release_dependents(self, conn: Connection,
                             ended: list[TaskRecord]) -> list[TaskRecord]:
@@ -261,6 +301,14 @@ class TreeStore:
                             updated_at=now, status_message=message, cancel_requested_at=now,
                             cancel_requested_by=by)
                     .returning(*T.c)).all()
+            # a waiting one a worker claimed meanwhile is running now: ask it to stop too
+            ended = {r.id for r in cancelled}
+            missed = [i for i in waiting if i not in ended]
+            for start in range(0, len(missed), _CHUNK):
+                running += conn.execute(
+                    sa.select(T.c.id, T.c.node).where(T.c.id.in_(missed[start:start + _CHUNK]),
+                                                      T.c.status == int(Status.IN_PROGRESS))
+                ).all()
             for row in running:
                 conn.execute(T.update().where(T.c.id == row.id,
                                               T.c.cancel_requested_at.is_(None))
@@ -311,6 +359,13 @@ class TreeStore:
             self.store.release_locks(conn, chunk)
             conn.execute(D.delete().where(D.c.task_id.in_(chunk)))
         self.store.notify(conn, "roadie_task_changed", ",".join(str(i) for i in ids[:50]))
+
+
+def _cancelled_by(by: str | None, when: dt.datetime) -> str:
+    """The message of a task whose cancel request is honoured here (as a worker words it)."""
+    if when.tzinfo is None:  # SQLite keeps UTC without its zone
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return f"cancelled by {by or 'someone'} at {when.isoformat(timespec='seconds')}"
 
 
 def _cancel_message(after_id: int, status: Status) -> str:

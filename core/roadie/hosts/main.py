@@ -23,15 +23,20 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
 
+from roadie.aio_runner import AsyncRunner
 from roadie.app import Roadie
-from roadie.hosts.protocol import Channel, ChannelClosed, record_from_frame
-from roadie.records import AttachmentInfo
+from roadie.executor import Executor, Isolation
+from roadie.hosts.protocol import Channel, ChannelClosed, new_task_to_frame, record_from_frame
+from roadie.records import AttachmentInfo, TaskRecord
+from roadie.result import Result
 from roadie.running import RunningTask
 from roadie.status import Status
+from roadie.store import NewTask, Outcome
 
 EXIT_LEASE_LOST = 75  # the task did not stop after the lease ran out
 
@@ -73,6 +78,30 @@ class HostRoadie(Roadie):
                                   media_type=media_type)
         return info_from_frame(info)
 
+    def _insert_subtasks(self, parent: RunningTask, specs: Sequence[NewTask]
+                         ) -> list[TaskRecord]:
+        """Send subtasks (encoded here, with this environment's types) to the worker, which
+        stores them and fires ``roadie_task_added``."""
+        rows = self._channel.call("add_subtasks", task_id=parent.id,
+                                  tasks=[new_task_to_frame(spec) for spec in specs])
+        return [dataclasses.replace(record_from_frame(row), decoder=self.decode_for_task)
+                for row in rows]
+
+    def _subtask_page(self, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
+        """A page of subtasks, read by the worker (for ``subtasks_done`` in a host)."""
+        rows = self._channel.call("subtasks", task_id=parent_id, after=after, limit=limit)
+        return [dataclasses.replace(record_from_frame(row), decoder=self.decode_for_task)
+                for row in rows]
+
+    def _resolve_executor(
+        self, qualified: str
+    ) -> tuple[type[Executor] | None, dict[str, str], Isolation]:
+        """An executor of this environment, or (for a subtask) one the worker knows."""
+        if self.plugins.has_executor(qualified):
+            return super()._resolve_executor(qualified)
+        versions, isolation = self._channel.call("resolve", executor=qualified)
+        return None, dict(versions), Isolation(isolation)
+
 
 def info_from_frame(frame: dict[str, Any]) -> AttachmentInfo:
     """An AttachmentInfo sent as a frame."""
@@ -81,6 +110,22 @@ def info_from_frame(frame: dict[str, Any]) -> AttachmentInfo:
     return AttachmentInfo(task_id=frame["task_id"], name=frame["name"], size=frame["size"],
                           checksum=frame["checksum"], media_type=frame["media_type"],
                           created_at=dt.datetime.fromisoformat(frame["created_at"]))
+
+
+def worker_error(type_name: str | None, message: str) -> Exception:
+    """The error the worker sent for a call: the roadie error of that name when there is one
+    (so ``except roadie.DependencyError`` works in a host too), else a RoadieError."""
+    from roadie import errors
+
+    kind = getattr(errors, type_name or "", None)
+    if kind is errors.Cancelled:  # a safe point in the worker (subtasks of a cancelled task)
+        return errors.Cancelled(message)
+    if isinstance(kind, type) and issubclass(kind, errors.RoadieError):
+        try:
+            return kind(message)
+        except Exception:
+            pass
+    return errors.RoadieError(message)
 
 
 class HostChannel(Channel):
@@ -107,9 +152,8 @@ class HostChannel(Channel):
         if frame.get("ok"):
             future.set_result(frame.get("value"))
         else:
-            from roadie.errors import RoadieError
-
-            future.set_exception(RoadieError(frame.get("error") or "the worker refused"))
+            future.set_exception(worker_error(frame.get("error_type"),
+                                              frame.get("error") or "the worker refused"))
 
 
 class _Sink:
@@ -132,6 +176,7 @@ class Host:
         self.task: RunningTask | None = None
         self.sink = _Sink()
         self._runs: queue.SimpleQueue[RunningTask] = queue.SimpleQueue()
+        self._aio: AsyncRunner | None = None  # started by the first async executor
         threading.Thread(target=self._runner, name="roadie-host-task", daemon=True).start()
         self.lease = self.app.settings.heartbeat_grace
         self.grace = self.app.settings.cancel_grace
@@ -190,6 +235,40 @@ class Host:
         while True:
             self._run(self._runs.get())
 
+    def _attempt(self, task: RunningTask) -> tuple[Outcome, Result | None, BaseException | None]:
+        """``run_attempt``; an async executor's runs on the host's event loop, where a cancel
+        ends it at its current ``await`` as in a worker."""
+        from roadie.aio_runner import AsyncRunner, is_async_executor
+        from roadie.errors import RoadieError
+        from roadie.lifecycle import run_attempt
+
+        try:
+            is_async = is_async_executor(self.app.plugins.load_executor(task.record.executor))
+        except RoadieError:
+            is_async = False  # run_attempt reports it
+        if not is_async:
+            return run_attempt(self.app, task)
+        if self._aio is None:
+            self._aio = AsyncRunner("roadie-host-async")
+            self._aio.start()
+        box: dict[str, Any] = {}
+        ended = threading.Event()
+
+        def attempt() -> None:
+            try:
+                box["value"] = run_attempt(self.app, task)
+            except BaseException as exc:
+                box["error"] = exc
+            finally:
+                ended.set()
+
+        self._aio.submit(task, attempt)
+        ended.wait()
+        if "error" in box:
+            raise box["error"]
+        value: tuple[Outcome, Result | None, BaseException | None] = box["value"]
+        return value
+
     def _register_target(self, qualified: str, target: str) -> None:
         import importlib
 
@@ -230,13 +309,9 @@ class Host:
         self.channel.send({"op": "live", **self._live_frame(task)})
 
     def _run(self, task: RunningTask) -> None:
-        from roadie.lifecycle import run_attempt
-
         try:
-            outcome, result, error = run_attempt(self.app, task)
+            outcome, result, error = self._attempt(task)
         except BaseException as exc:  # roadie's own bug: still answer
-            from roadie.store import Outcome
-
             outcome = Outcome(task.id, Status.FAILED, f"roadie internal error in host: {exc!r}")
             result, error = None, exc
         task.ended = True

@@ -5,6 +5,13 @@ the host's live state to the worker's writer, stores attachments the host sends,
 cancel requests, pings the host (its lease), and enforces what only a process boundary can
 enforce: a hard timeout, a hard cancel after ``cancel_grace``, and ``max_host_memory_mb``.
 A host that dies costs only its task, which goes through the executor's crash policy.
+
+Every host is started by one long-lived thread of the pool, the *starter*. On Linux a host asks
+to be killed when its parent dies (``PR_SET_PDEATHSIG``), and Linux means the *thread* that
+forked it: a host forked by a thread that later ends would be killed with that thread. The
+starter lives as long as the pool, and also replaces recycled and dead hosts in the background,
+so the next task finds a warm one. Hosts run in their own session: a terminal's Ctrl-C reaches
+the worker only, which then stops its hosts in order.
 """
 
 from __future__ import annotations
@@ -14,19 +21,22 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from roadie.errors import RoadieError
-from roadie.executor import CrashPolicy, Executor
-from roadie.hosts.protocol import Channel, ChannelClosed, record_to_frame
+from roadie.executor import CrashPolicy, Executor, Isolation
+from roadie.hosts.protocol import Channel, ChannelClosed, new_task_from_frame, record_to_frame
 from roadie.result import Result
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store import Outcome, utcnow
@@ -72,35 +82,58 @@ class _Kill:
 
 
 class HostProcess:
-    """One host process and its socket."""
+    """One host process and its socket.
 
-    def __init__(self, env: str | None, python: str, environ: dict[str, str],
-                 start_timeout: float) -> None:
+    Made in two steps: the constructor forks the process (on the pool's starter thread, see the
+    module docstring), ``wait_ready`` waits for its "ready" frame (on any thread).
+    """
+
+    def __init__(self, env: str | None, python: str, environ: dict[str, str]) -> None:
         self.env = env
+        self.python = python
         self.tasks_run = 0
-        started = time.perf_counter()
+        self._started = time.perf_counter()
+        self.start_ms = 0.0
+        self._ready: bool | None = None  # None: not waited for yet
+        self._ready_lock = threading.Lock()
         parent, child = socket.socketpair()
         try:
             self.proc = subprocess.Popen(
                 [python, "-m", "roadie.hosts.main", str(child.fileno())],
                 pass_fds=(child.fileno(),), env=environ, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # a terminal's Ctrl-C is for the worker, not for us
             )
+        except BaseException:
+            parent.close()
+            raise
         finally:
             child.close()
-        self.channel = Channel(parent)
-        try:
-            frame = self.channel.recv(start_timeout)
-        except ChannelClosed:
-            frame = None
-        if frame is None or frame.get("op") != "ready":
-            self.kill()
-            where = f"environment {env!r}" if env else "the worker's environment"
-            raise HostError(
-                f"a host process in {where} ({python}) did not start: "
-                f"{describe_exit(self.proc.poll())} (its error is in the worker's log)"
-            )
         self.pid = self.proc.pid
-        self.start_ms = (time.perf_counter() - started) * 1000
+        self.channel = Channel(parent)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait for the host's "ready" frame (once); raise HostError if it does not come."""
+        with self._ready_lock:
+            if self._ready is None:
+                try:
+                    frame = self.channel.recv(timeout)
+                except (ChannelClosed, OSError):
+                    frame = None
+                self._ready = frame is not None and frame.get("op") == "ready"
+                self.start_ms = (time.perf_counter() - self._started) * 1000
+            if self._ready:
+                return
+        self.kill()
+        where = f"environment {self.env!r}" if self.env else "the worker's environment"
+        raise HostError(
+            f"a host process in {where} ({self.python}) did not start: "
+            f"{describe_exit(self.proc.poll())} (its error is in the worker's log)"
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Whether it said "ready" (``wait_ready`` succeeded)."""
+        return bool(self._ready)
 
     def alive(self) -> bool:
         """Whether the process still runs."""
@@ -121,15 +154,63 @@ class HostProcess:
         self.proc.wait()
         self.channel.close()
 
+    def ask_to_exit(self) -> None:
+        """Send the "exit" frame (the host ends after it; ``close`` reaps it)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.channel.send({"op": "exit"})
+
     def close(self) -> None:
         """Ask it to exit; kill it if it does not."""
         if self.proc.poll() is None:
-            try:
-                self.channel.send({"op": "exit"})
+            self.ask_to_exit()
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(2)
-            except (OSError, subprocess.TimeoutExpired):
-                pass
         self.kill()
+
+
+class _Starter:
+    """The pool's one long-lived thread that forks hosts, replaces them and reaps old ones."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = \
+            queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], Any]) -> Future[Any]:
+        """Run ``job`` on the starter thread (started on first use); its future."""
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._main, name="roadie-hosts",
+                                                daemon=True)
+                self._thread.start()
+            self._jobs.put((job, future))
+        return future
+
+    def _main(self) -> None:
+        while True:
+            item = self._jobs.get()
+            if item is None:
+                return
+            job, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def stop(self) -> None:
+        """End the thread once the jobs before this call are done."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is None:
+                return
+            self._jobs.put(None)
+        if thread is not threading.current_thread():
+            thread.join(30)
 
 
 class HostPool:
@@ -144,6 +225,7 @@ class HostPool:
         self._busy: set[HostProcess] = set()
         self._lock = threading.Lock()
         self._closed = False
+        self._starter = _Starter()
         self.started: list[float] = []  # cold start times in ms
 
     # -- routing ---------------------------------------------------------------------------
@@ -177,26 +259,75 @@ class HostPool:
 
         return str(python_of(self.settings.envs_path(), env))
 
+    def _spawn(self, env: str | None) -> HostProcess:
+        """Fork a host of ``env`` (always on the starter thread; see the module docstring)."""
+        return HostProcess(env, self._python(env), self._environ(env))
+
+    def _take_idle(self, env: str | None) -> HostProcess | None:
+        """A warm host of ``env`` moved to busy, or None (the lock is held)."""
+        for host in [h for h in self._idle if h.env == env]:
+            self._idle.remove(host)
+            if host.alive():
+                self._busy.add(host)
+                return host
+            self._starter.submit(host.kill)
+        return None
+
     def acquire(self, env: str | None) -> HostProcess:
-        """A warm host of ``env``, or a new one."""
+        """A warm host of ``env``, or a new one (forked by the starter thread)."""
         with self._lock:
             if self._closed:
                 raise HostError("the worker is stopping")
-            for host in [h for h in self._idle if h.env == env]:
-                self._idle.remove(host)
-                if host.alive():
-                    self._busy.add(host)
-                    return host
-                host.kill()
-        host = HostProcess(env, self._python(env), self._environ(env),
-                           self.settings.host_start_timeout)
-        self.started.append(host.start_ms)
-        with self._lock:
-            self._busy.add(host)
+            host = self._take_idle(env)
+        if host is None:
+            host = self._starter.submit(lambda: self._new_busy(env)).result()
+        cold = not host.ready
+        try:
+            host.wait_ready(self.settings.host_start_timeout)
+        except HostError:
+            with self._lock:
+                self._busy.discard(host)
+            raise
+        if cold:
+            self.started.append(host.start_ms)
         return host
 
+    def _new_busy(self, env: str | None) -> HostProcess:
+        """On the starter: a replacement that became warm meanwhile, or a new host; busy."""
+        with self._lock:
+            if self._closed:
+                raise HostError("the worker is stopping")
+            host = self._take_idle(env)
+        if host is None:
+            host = self._spawn(env)
+            with self._lock:
+                self._busy.add(host)
+            if self._closed:  # close() ran while we forked
+                host.kill()
+                raise HostError("the worker is stopping")
+        return host
+
+    def _replace(self, env: str | None) -> None:
+        """On the starter: a new warm host of ``env`` for the next task (background)."""
+        with self._lock:
+            if self._closed:
+                return
+        try:
+            host = self._spawn(env)
+            host.wait_ready(self.settings.host_start_timeout)
+        except (HostError, OSError) as exc:
+            log.warning("could not start a replacement host: %s", exc)
+            return
+        self.started.append(host.start_ms)
+        with self._lock:
+            if not self._closed:
+                self._idle.append(host)
+                return
+        host.close()
+
     def release(self, host: HostProcess) -> None:
-        """Back to the warm hosts, unless it has run enough tasks or grown too big."""
+        """Back to the warm hosts, unless it has run enough tasks or grown too big (then a
+        new one replaces it in the background)."""
         host.tasks_run += 1
         limit = self.settings.max_host_memory_mb
         recycle = (host.tasks_run >= self.settings.max_tasks_per_host
@@ -206,13 +337,22 @@ class HostPool:
             if not recycle and not self._closed:
                 self._idle.append(host)
                 return
-        host.close()
+            closed = self._closed
+        if closed:
+            host.close()
+            return
+        host.ask_to_exit()
+        self._starter.submit(lambda: self._replace(host.env))
+        self._starter.submit(host.close)  # reaped after the replacement started
 
     def discard(self, host: HostProcess) -> None:
-        """Forget a dead (or killed) host."""
+        """Forget a dead (or killed) host; a new one replaces it in the background."""
         with self._lock:
             self._busy.discard(host)
+            closed = self._closed
         host.kill()
+        if not closed:
+            self._starter.submit(lambda: self._replace(host.env))
 
     def retire_idle(self) -> None:
         """Stop the warm hosts (their environment changed); busy ones finish first."""
@@ -222,7 +362,7 @@ class HostPool:
             host.close()
 
     def close(self) -> None:
-        """Stop every host (busy ones are killed)."""
+        """Stop every host (busy ones are killed) and the starter thread."""
         with self._lock:
             self._closed = True
             idle, busy = list(self._idle), list(self._busy)
@@ -231,7 +371,16 @@ class HostPool:
         for host in busy:
             host.kill()
         for host in idle:
+            host.ask_to_exit()
+        for host in idle:
             host.close()
+        self._starter.stop()
+        with self._lock:  # hosts a last job of the starter made
+            late = [*self._idle, *self._busy]
+            self._idle.clear()
+            self._busy.clear()
+        for host in late:
+            host.kill()
 
     def host_pids(self) -> list[int]:
         """The process ids of the hosts (for tests and benchmarks)."""
@@ -326,17 +475,35 @@ class HostPool:
 
     def _answer(self, host: HostProcess, task: RunningTask, frame: dict[str, Any]) -> None:
         reply: dict[str, Any] = {"op": "reply", "id": frame.get("id")}
+        name, args = frame.get("name"), frame.get("args") or {}
         try:
-            if frame.get("name") != "attach":
-                raise RoadieError(f"unknown call {frame.get('name')!r}")
-            args = frame["args"]
-            info = self.app.add_attachment(task.id, args["name"], args["data"],
-                                           media_type=args.get("media_type"))
-            value = dataclasses.asdict(info)
-            value["created_at"] = info.created_at.isoformat()
+            value: Any
+            if name == "attach":
+                info = self.app.add_attachment(task.id, args["name"], args["data"],
+                                               media_type=args.get("media_type"))
+                value = dataclasses.asdict(info)
+                value["created_at"] = info.created_at.isoformat()
+            elif name == "add_subtasks":
+                specs = [new_task_from_frame(spec) for spec in args["tasks"]]
+                value = [record_to_frame(r) for r in self.app._insert_subtasks(task, specs)]
+            elif name == "subtasks":
+                if args["task_id"] != task.id:
+                    raise RoadieError(f"task {task.id} can only read its own subtasks")
+                value = [record_to_frame(r) for r in
+                         self.app._subtask_page(task.id, int(args["after"]), int(args["limit"]))]
+            elif name == "resolve":
+                _, versions, isolation = self.app._resolve_executor(args["executor"])
+                if isolation is Isolation.CUSTOM:
+                    raise RoadieError(
+                        f"executor {args['executor']!r} computes its isolation key in code: "
+                        f"add its tasks from a process where its plugin is installed")
+                value = [versions, isolation.value]
+            else:
+                raise RoadieError(f"unknown call {name!r}")
             reply.update(ok=True, value=value)
         except Exception as exc:
-            reply.update(ok=False, error=str(exc) or type(exc).__name__)
+            reply.update(ok=False, error=str(exc) or type(exc).__name__,
+                         error_type=type(exc).__name__)
         with contextlib.suppress(OSError):
             host.channel.send(reply)
 

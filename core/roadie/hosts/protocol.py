@@ -6,7 +6,8 @@ the side that made them, so the worker never decodes a plugin's types. Nothing i
 
 Worker to host: ``run`` (a task), ``cancel``, ``ping`` (the lease), ``reply`` (to a call),
 ``exit``. Host to worker: ``ready``, ``live`` (status, messages, checkpoint), ``call`` (an
-attachment to store), ``done`` (the attempt's outcome).
+attachment to store, subtasks to add, an executor the host does not have to resolve), ``done``
+(the attempt's outcome).
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ import msgpack
 
 from roadie.records import TaskRecord
 from roadie.status import Status
+from roadie.store import NewTask
 
 MAX_FRAME = 512 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 _DATES = {"run_after", "heartbeat_at", "cancel_requested_at", "created_at", "started_at",
-          "finished_at", "updated_at"}
+          "finished_at", "updated_at", "scheduled_for"}
 
 
 class ChannelClosed(EOFError):
@@ -103,3 +105,22 @@ def record_from_frame(frame: dict[str, Any]) -> TaskRecord:
     values["tags"] = frozenset(values.get("tags") or ())
     values["status"] = Status(values["status"])
     return TaskRecord(**values)
+
+
+def new_task_to_frame(spec: NewTask) -> dict[str, Any]:
+    """A task to insert (a subtask a host adds) as plain msgpack values."""
+    out = dataclasses.asdict(spec)
+    out["plugins"] = dict(spec.plugins)
+    out["after"] = list(spec.after)
+    if spec.run_after is not None:
+        out["run_after"] = spec.run_after.isoformat()
+    return out
+
+
+def new_task_from_frame(frame: dict[str, Any]) -> NewTask:
+    """The NewTask that ``new_task_to_frame`` sent."""
+    values = dict(frame)
+    if values.get("run_after") is not None:
+        values["run_after"] = dt.datetime.fromisoformat(values["run_after"])
+    values["after"] = tuple(values.get("after") or ())
+    return NewTask(**values)
