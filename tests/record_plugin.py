@@ -61,12 +61,12 @@ class GroupRecord(Record):
 
 class RetryRecord(Record):
     crash_policy = roadie.CrashPolicy.RETRY
-    max_attempts = 3
+    max_crash_attempts = 3
 
 
 class Resumable(roadie.Executor):
     crash_policy = roadie.CrashPolicy.RESUME
-    max_attempts = 5
+    max_crash_attempts = 5
 
     def execute(self, task):
         started = time.time()
@@ -81,6 +81,29 @@ class Resumable(roadie.Executor):
         record(task, "end", started)
         resumed = (task.last_checkpoint or {}).get("i", 0)
         return roadie.Result.success(f"reached {n}, resumed from {resumed}")
+
+
+class Noop(roadie.Executor):
+    def execute(self, task):
+        return roadie.Result.success("nothing to do")
+
+
+class Fenced(roadie.Executor):
+    """Every step makes each kind of write an attempt can make, signed with its pid."""
+
+    crash_policy = roadie.CrashPolicy.RETRY
+
+    def execute(self, task):
+        pid = os.getpid()
+        n = int(task.context.get("n", 50))
+        for i in range(1, n + 1):
+            time.sleep(float(task.context.get("step", 0.05)))
+            task.attach("who.txt", f"{pid} {task.attempt} {i}".encode())
+            if i % 10 == 0 and task.context.get("subtasks", True):
+                task.add_subtask("roadie-recorded:noop", {"by": pid})
+            task.checkpoint({"pid": pid, "attempt": task.attempt, "i": i})
+            task.progress(i, n, message=f"pid {pid}")
+        return roadie.Result.success(f"done by pid {pid} in attempt {task.attempt}")
 '''
 
 EXECUTORS = {
@@ -89,6 +112,8 @@ EXECUTORS = {
     "grouped": f"{MODULE}:GroupRecord",
     "retry": f"{MODULE}:RetryRecord",
     "resumable": f"{MODULE}:Resumable",
+    "noop": f"{MODULE}:Noop",
+    "fenced": f"{MODULE}:Fenced",
 }
 
 

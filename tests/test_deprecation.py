@@ -66,3 +66,23 @@ def test_current_hooks_do_not_warn() -> None:
         warnings.simplefilter("error")
         plugins.register(module, name="acme-current")
 
+
+
+def test_executor_max_attempts_is_the_old_name_of_max_crash_attempts() -> None:
+    with pytest.warns(DeprecationWarning, match=r"OldStyle\.max_attempts is deprecated.*"
+                                                r"use max_crash_attempts"):
+        class OldStyle(roadie.Executor):
+            crash_policy = roadie.CrashPolicy.RETRY
+            max_attempts = 5
+
+    assert OldStyle.max_crash_attempts == 5
+    assert OldStyle.max_attempts == 5  # its own value, still readable
+
+    class NewStyle(roadie.Executor):
+        max_crash_attempts = 4
+
+    with pytest.warns(DeprecationWarning, match=r"NewStyle\.max_attempts is deprecated"):
+        assert NewStyle.max_attempts == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert NewStyle.max_crash_attempts == 4 and roadie.Executor.max_crash_attempts == 3

@@ -102,11 +102,14 @@ def test_second_signal_stops_at_once_through_the_crash_policy(app: roadie.Roadie
     task = app.add_task("roadie-examples:count", {"n": 2000, "delay": 0.05})
     process = start_worker(app.url, tmp_path / "data", "--concurrency", "1",
                            log=tmp_path / "w.log")
-    wait_for(lambda: running(app, task.id, done_at_least=2), message="the task to run")
-    process.send_signal(signal.SIGINT)
-    wait_for(lambda: "stopping" in (tmp_path / "w.log").read_text(), message="first signal")
-    process.send_signal(signal.SIGINT)
-    process.wait(30)
+    try:
+        wait_for(lambda: running(app, task.id, done_at_least=2), message="the task to run")
+        process.send_signal(signal.SIGINT)
+        wait_for(lambda: "stopping" in (tmp_path / "w.log").read_text(), message="first signal")
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    finally:
+        kill(process)  # a no-op once it exited; never leave a worker behind
     after = app.get_task(task.id)
     # count's crash policy is RESUME: back to NEW at once, keeping its checkpoint
     assert after.status is Status.NEW, after
@@ -343,7 +346,11 @@ def test_a_task_taken_over_stops_on_its_old_worker(app: roadie.Roadie) -> None:
 
     app.plugins.register_executor("tests:long", Long)
     task = app.add_task("tests:long", {})
-    with BackgroundWorker(app, concurrency=1) as old:
+    # the old worker must not heartbeat between the backdating below and the recovery (it
+    # learns of the takeover from its next progress write)
+    slow_heart = roadie.Roadie(app.url, settings=app.settings.replace(heartbeat_interval=60))
+    slow_heart.plugins.register_executor("tests:long", Long)
+    with BackgroundWorker(slow_heart, concurrency=1) as old:
         wait_for(lambda: running(app, task.id, done_at_least=5))
         with app.store.write() as conn:  # the old worker looks dead for a moment
             conn.execute(models.nodes.update().values(
@@ -354,6 +361,7 @@ def test_a_task_taken_over_stops_on_its_old_worker(app: roadie.Roadie) -> None:
         # write, so wait for it rather than race it)
         wait_for(lambda: old.worker.stats.finished == 1, message="the retry counted")
         assert old.worker.stats.finished == 1
+    slow_heart.close()
     assert done.status is Status.SUCCESSFUL and done.attempts == 2
     attempts = app.attempts(task.id)
     assert [a.status for a in attempts] == [Status.FAILED, Status.SUCCESSFUL]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import logging
 import threading
@@ -21,6 +22,7 @@ from roadie.status import FINAL_STATUSES, Status
 from roadie.store import (
     CHANNEL_CHANGED,
     Claimable,
+    Fence,
     NewTask,
     Outcome,
     Store,
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roadie")
 ADD_CHUNK = 10_000  # add_tasks from an iterable: tasks per transaction
+IDLE_IN_TRANSACTION_TIMEOUT = 10.0  # seconds, at least (PostgreSQL; see Store)
 
 
 class Roadie:
@@ -60,7 +63,12 @@ class Roadie:
         auto_upgrade: bool | None = None,
         **setting_overrides: Any,
     ) -> None:
-        self.settings = settings or Settings.from_env(**setting_overrides)
+        # one rule: arguments win, then ROADIE_* variables, then defaults (roadie.config)
+        if settings is None:
+            self.settings = Settings(**setting_overrides)
+        else:
+            self.settings = settings.replace(**setting_overrides) if setting_overrides \
+                else settings
         self.url = url or self.settings.default_url()
         self.registry = TypeRegistry(max_size=self.settings.max_context_size)
         self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points,
@@ -79,7 +87,9 @@ class Roadie:
         with self._store_lock:
             if self._store is None:
                 store = Store(self.url,
-                              synchronous_commit=self.settings.postgres_synchronous_commit)
+                              synchronous_commit=self.settings.postgres_synchronous_commit,
+                              idle_timeout=max(IDLE_IN_TRANSACTION_TIMEOUT,
+                                               self.settings.heartbeat_grace))
                 auto = store.is_sqlite if self._auto_upgrade is None else self._auto_upgrade
                 store.check_schema(auto_upgrade=auto)
                 store.trees.on_cancelled = self._fire_cancelled
@@ -191,8 +201,8 @@ class Roadie:
                          ) -> list[TaskRecord]:
         """Store subtasks of the running task ``parent`` and fire
         ``roadie_task_added``; a host process sends them to its worker instead."""
-        added = self.store.insert_tasks(specs, decoder=self.decode_for_task,
-                                        parent=(parent.id, parent.record.node or ""))
+        added = parent.guarded("subtasks", functools.partial(
+            self.store.insert_tasks, specs, decoder=self.decode_for_task, parent=parent.fence))
         for task in added:
             self._task_added(task)
         return added
@@ -458,7 +468,9 @@ class Roadie:
                         message=record.status_message)
 
     def resume_task(self, task_id: int) -> TaskRecord:
-        """Run a FAILED or CANCELLED task again: a new attempt on the same row and context."""
+        """Run a FAILED or CANCELLED task again: a new attempt on the same row and context.
+        The attempt count goes on (it is never reset), so automatic retries resume only while
+        it is below their limit (docs/operations.md, "Retries")."""
         self.store.resume_task(task_id)
         return self.get_task(task_id)
 
@@ -496,11 +508,13 @@ class Roadie:
             return self._attachment_store
 
     def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,
-                       media_type: str | None = None) -> AttachmentInfo:
-        """Keep a file with a task: bytes, a path, or a binary file object."""
+                       media_type: str | None = None, fence: Fence | None = None
+                       ) -> AttachmentInfo:
+        """Keep a file with a task: bytes, a path, or a binary file object. (``fence``: set by
+        ``RunningTask.attach``, which makes it a write of the running attempt.)"""
         from roadie.attachments import store_attachment
 
-        return store_attachment(self, task_id, name, data, media_type=media_type)
+        return store_attachment(self, task_id, name, data, media_type=media_type, fence=fence)
 
     def list_attachments(self, task_id: int) -> list[AttachmentInfo]:
         """The attachments of a task."""
@@ -646,6 +660,8 @@ class Roadie:
         self.store.trees.sweep()  # fan-ins a crash interrupted
         nodes = {n.id: n for n in self.store.list_nodes(include_stopped=True)}
         for task in self.store.orphaned_tasks(self.settings.heartbeat_grace):
+            if worker is not None and task.node == worker.id:
+                continue  # this worker's own: its heartbeat lagged (a database outage)
             node = nodes.get(task.node or "")
             if node is None:
                 reason = f"worker {task.node} is gone"
@@ -662,7 +678,7 @@ class Roadie:
         record = self.get_task(task.id)
         try:
             executor_class = self.plugins.load_executor(record.executor)
-            policy, max_attempts = executor_class.crash_policy, executor_class.max_attempts
+            policy, max_attempts = executor_class.crash_policy, executor_class.max_crash_attempts
         except UnknownExecutor:
             if self._someone_else_has(record):
                 return False  # a live node with the plugin applies the real policy

@@ -18,6 +18,7 @@ from roadie.store import utcnow
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
+    from roadie.store import Fence
 
 CHUNK = 1024 * 1024
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ +-]{0,254}$")
@@ -121,10 +122,15 @@ def check_name(name: str) -> str:
 
 def store_attachment(app: Roadie, task_id: int, name: str,
                      data: bytes | str | Path | IO[bytes], *,
-                     media_type: str | None = None) -> AttachmentInfo:
-    """Validate, store and record one attachment."""
+                     media_type: str | None = None, fence: Fence | None = None) -> AttachmentInfo:
+    """Validate, store and record one attachment. With ``fence`` it is a write of that
+    attempt: refused (TakenOver) before the bytes are stored, and again when the row is, if the
+    task was taken over."""
     check_name(name)
-    app.get_task(task_id)
+    if fence is not None:
+        app.store.check_fence(None, fence)  # a stale attempt must not replace the bytes
+    else:
+        app.get_task(task_id)
     if isinstance(data, (bytes, bytearray, memoryview)):
         stream: IO[bytes] = io.BytesIO(bytes(data))
         close = False
@@ -159,7 +165,7 @@ def store_attachment(app: Roadie, task_id: int, name: str,
         media_type=media_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
         created_at=utcnow(),
     )
-    app.store.add_attachment(info)
+    app.store.add_attachment(info, fence)
     return info
 
 

@@ -416,8 +416,13 @@ def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: boo
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter(name or f"{socket.gethostname()}:{os.getpid()}"))
         os.environ["ROADIE_LOG_FORMAT"] = "json"  # to worker processes
-    else:
+    elif sys.stderr.isatty():
         handler = RichHandler(show_path=False)
+    else:  # a log collector: one line per event, never wrapped
+        from roadie.jsonlog import LineFormatter
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(LineFormatter())
     logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
     logging.getLogger("alembic").setLevel(logging.WARNING)
     if processes > 1:
@@ -430,8 +435,9 @@ def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: boo
     stats = app_of(ctx).run_worker(concurrency=concurrency, until_idle=until_idle, tags=tags,
                                    name=name, out_of_process=out_of_process,
                                    async_concurrency=async_concurrency)
+    refused = f" refused_writes={stats.refused_writes}" if stats.refused_writes else ""
     click.echo(f"worker stopped: {stats.finished} task(s) run " +
-               " ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items())))
+               " ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items())) + refused)
 
 
 def run_processes(url: str | None, processes: int, concurrency: int, until_idle: bool,

@@ -1,4 +1,8 @@
-"""Settings: defaults, overridden by ``ROADIE_*`` environment variables and by arguments."""
+"""Settings: defaults, overridden by ``ROADIE_*`` environment variables, overridden by arguments.
+
+One rule everywhere: an argument given in code wins, then the ``ROADIE_<FIELD>`` variable, then
+the default. ``Settings()``, ``Settings.from_env()`` and ``Roadie()`` all follow it.
+"""
 
 from __future__ import annotations
 
@@ -20,9 +24,10 @@ def default_data_dir() -> Path:
     return Path(configured) if configured else Path(platformdirs.user_data_dir("roadie"))
 
 
-@dataclass
+@dataclass(init=False)
 class Settings:
-    """Every tunable of roadie. Each field can be set with ``ROADIE_<FIELD>`` (upper case)."""
+    """Every tunable of roadie. Each field comes from the keyword argument of the same name,
+    else from ``ROADIE_<FIELD>`` (upper case), else from its default."""
 
     data_dir: Path = field(default_factory=default_data_dir)
     heartbeat_interval: float = 5.0
@@ -47,22 +52,37 @@ class Settings:
     retention: str = ""  # off; "30d" or "successful=7d,failed=30d": workers delete older ones
     retention_interval: float = 60.0
 
+    def __init__(self, **values: Any) -> None:
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        unknown = set(values) - set(fields)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting(s): {', '.join(sorted(unknown))}; the settings are: "
+                f"{', '.join(fields)}")
+        for name, f in fields.items():
+            if name in values:
+                value = values[name]
+            elif (raw := os.environ.get(f"ROADIE_{name.upper()}")) is not None:
+                value = _parse(name, f.type, raw)
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            if name == "data_dir":
+                value = Path(value)
+            setattr(self, name, value)
+
     @classmethod
     def from_env(cls, **overrides: Any) -> Settings:
-        """Defaults, then environment variables, then ``overrides``."""
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            raw = os.environ.get(f"ROADIE_{f.name.upper()}")
-            if raw is None:
-                continue
-            values[f.name] = _parse(f.name, f.type, raw)
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigurationError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        """Defaults, then environment variables, then ``overrides`` (the same as
+        ``Settings(**overrides)``)."""
+        return cls(**overrides)
+
+    def replace(self, **overrides: Any) -> Settings:
+        """A copy with ``overrides`` applied (unknown names raise ConfigurationError)."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         values.update(overrides)
-        if "data_dir" in values:
-            values["data_dir"] = Path(values["data_dir"])
-        return cls(**values)
+        return type(self)(**values)
 
     def default_url(self) -> str:
         """ROADIE_URL, or the embedded SQLite file in the data directory."""

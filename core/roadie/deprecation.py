@@ -1,4 +1,5 @@
-"""Deprecated hooks: how a hook spec is marked, and the warning a plugin that implements one gets.
+"""Deprecated hooks and names: how a hook spec or a class attribute is marked, and the warning a
+plugin that uses one gets.
 
 roadie's policy (docs/deprecation-policy.md): a hook is never removed or changed without first
 being deprecated for at least one minor release. A deprecated spec keeps working; each plugin
@@ -83,3 +84,43 @@ def warn_deprecated_hooks(pm: pluggy.PluginManager, plugin: object, name: str) -
                 lineno=code.co_firstlineno if code else 0,
                 module=getattr(impl.function, "__module__", None),
             )
+
+
+class DeprecatedAlias:
+    """A class attribute renamed to ``replacement``: reading the old name warns and reads the
+    new one. A subclass that still sets the old name is caught by ``check_aliases``."""
+
+    def __init__(self, replacement: str, *, since: str, removal: str | None = None) -> None:
+        self.replacement = replacement
+        self.since = since
+        self.removal = removal
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def message(self, owner: type) -> str:
+        """The warning text for class ``owner``."""
+        removal = f"it will be removed in roadie {self.removal}" if self.removal \
+            else "it will be removed in a later minor release"
+        return (f"{owner.__module__}.{owner.__qualname__}.{self.name} is deprecated since "
+                f"roadie {self.since}: use {self.replacement} instead ({removal})")
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        warnings.warn(self.message(owner), DeprecationWarning, stacklevel=2)
+        return getattr(owner, self.replacement)
+
+
+def check_aliases(cls: type) -> None:
+    """For a new subclass: move each value it sets under a deprecated name to the new name
+    (unless it sets both), with a ``DeprecationWarning`` naming the class."""
+    for base in cls.__mro__[1:]:
+        for name, alias in vars(base).items():
+            if not isinstance(alias, DeprecatedAlias) or name not in vars(cls):
+                continue
+            value = vars(cls)[name]
+            if isinstance(value, DeprecatedAlias):
+                continue
+            warnings.warn(alias.message(cls), DeprecationWarning, stacklevel=3)
+            if alias.replacement not in vars(cls):
+                setattr(cls, alias.replacement, value)

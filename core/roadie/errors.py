@@ -59,6 +59,11 @@ class InvalidTransition(RoadieError):
     """The task's status does not allow the operation (for example resuming a running task)."""
 
 
+class TakenOver(InvalidTransition):
+    """A write of an attempt was refused: its task was taken over since (its node was thought
+    dead), so the attempt is stale. Its worker stops it and writes no outcome for it."""
+
+
 class AttachmentError(RoadieError):
     """An attachment name, size or lookup is wrong."""
 

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from roadie.deprecation import DeprecatedAlias, check_aliases
+
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
@@ -36,8 +38,8 @@ class Isolation(enum.Enum):
 class CrashPolicy(enum.Enum):
     """What happens to a task whose worker died while it ran.
 
-    FAIL: FAILED, saying which worker stopped and when. RETRY: back to NEW, up to
-    ``Executor.max_attempts``. RESUME: back to NEW with its last checkpoint.
+    FAIL: FAILED, saying which worker stopped and when. RETRY: back to NEW, while the attempt
+    count is below ``Executor.max_crash_attempts``. RESUME: the same, with its last checkpoint.
     """
 
     FAIL = "fail"
@@ -49,8 +51,10 @@ class CrashPolicy(enum.Enum):
 class Retry:
     """Retry a task whose ``execute`` raised one of ``on`` (exception classes).
 
-    ``max_attempts`` counts every attempt, the first included; attempt ``n`` waits
-    ``backoff * factor ** (n - 1)`` seconds (at most ``max_backoff``) before it may start.
+    ``max_attempts`` bounds the task's attempt count (every attempt, the first included, for
+    whatever reason it ended); after a failed attempt ``n`` the next waits
+    ``backoff * factor ** (n - 1)`` seconds (at most ``max_backoff``). Crashes are bounded by
+    ``Executor.max_crash_attempts`` instead.
     """
 
     on: tuple[type[BaseException], ...] = (Exception,)
@@ -90,11 +94,16 @@ class Executor:
     isolation: ClassVar[Isolation] = Isolation.NOT_ISOLATED
     translator: ClassVar[StatusMessageTranslator | None] = None
     crash_policy: ClassVar[CrashPolicy] = CrashPolicy.FAIL
-    max_attempts: ClassVar[int] = 3
+    max_crash_attempts: ClassVar[int] = 3  # crash policy RETRY/RESUME: attempt count limit
+    max_attempts = DeprecatedAlias("max_crash_attempts", since="0.2", removal="0.4")
     retry: ClassVar[Retry | None] = None
     timeout: ClassVar[float | None] = None
     out_of_process: ClassVar[bool] = False  # run in a host process (see docs/operations.md)
     schedule: ClassVar[Rule | None] = None  # roadie.Cron(...) or roadie.Every(...): recurring
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_aliases(cls)  # a subclass setting ``max_attempts`` means max_crash_attempts
 
     def execute(self, task: RunningTask) -> Result:
         """Do the work of ``task`` and return a Result."""

@@ -1,4 +1,6 @@
-"""Structured logs: ``roadie worker --log-format json`` writes one JSON object per line."""
+"""The worker's log formats: ``--log-format json`` writes one JSON object per line; the text
+format is one plain line per event when standard error is not a terminal (rich's columns wrap
+long lines, which log collectors would split into many events)."""
 
 from __future__ import annotations
 
@@ -54,3 +56,22 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+class LineFormatter(logging.Formatter):
+    """Formats a log record as one line of text: time, level, logger, message (and the task
+    fields when the record is about a task); newlines in the message or a traceback become
+    ``\\n`` so that an event never spans lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One line of text."""
+        when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
+        text = (f"{when.isoformat(timespec='milliseconds')} {record.levelname} "
+                f"{record.name}: {record.getMessage()}")
+        fields = [f"{name}={getattr(record, name)}" for name in TASK_FIELDS
+                  if getattr(record, name, None) is not None]
+        if fields:
+            text += f" [{' '.join(fields)}]"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text.replace("\r\n", "\n").replace("\n", "\\n")

@@ -7,13 +7,13 @@ import contextvars
 import functools
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
-from roadie.errors import Cancelled
+from roadie.errors import Cancelled, TakenOver
 from roadie.lightweight import Children, LightweightTask
 from roadie.records import TaskRecord
 from roadie.status import Status
-from roadie.store import utcnow
+from roadie.store import Fence, utcnow
 from roadie.taskstatus import TaskStatus
 
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from roadie.executor import Executor
     from roadie.records import AttachmentInfo
 
+T = TypeVar("T")
 _current: contextvars.ContextVar[RunningTask | None] = contextvars.ContextVar(
     "roadie_current_task", default=None
 )
@@ -38,6 +39,9 @@ class ProgressSink(Protocol):
 
     def mark_dirty(self, task: RunningTask) -> None:
         """Schedule a throttled write of the task's live state."""
+
+    def refused(self, task: RunningTask, what: str) -> None:
+        """A write of the task's attempt (``what``) was refused: it was taken over."""
 
 
 class RunningTask:
@@ -73,6 +77,7 @@ class RunningTask:
         self._checkpoint_version = 0
         self.children = Children(self, width=child_width)
         self.on_cancel: Callable[[], None] | None = None  # set by the async runner
+        self.taken_over = False  # a write was refused: another node took the task over
         # set while a host runs the task: (status, messages) as the host encoded them
         self.encoded_live_state: tuple[bytes | None, bytes | None] | None = None
 
@@ -102,6 +107,12 @@ class RunningTask:
     def attempt(self) -> int:
         """The attempt number, 1 for the first run."""
         return self.record.attempts
+
+    @property
+    def fence(self) -> Fence:
+        """This attempt's fencing token: every write it makes carries it, and the database
+        refuses the write once the task was taken over (see ``roadie.store.Fence``)."""
+        return Fence(self.record.id, self.record.node or "", self.record.attempts)
 
     @functools.cached_property
     def plugins(self) -> list[str]:
@@ -227,7 +238,18 @@ class RunningTask:
     def attach(self, name: str, data: bytes | str | Path | IO[bytes], *,
                media_type: str | None = None) -> AttachmentInfo:
         """Keep a file with this task (bytes, a path, or a binary file object)."""
-        return self.app.add_attachment(self.id, name, data, media_type=media_type)
+        return self.guarded("attachment", lambda: self.app.add_attachment(
+            self.id, name, data, media_type=media_type, fence=self.fence))
+
+    def guarded(self, what: str, write: Callable[[], T]) -> T:
+        """Run a write of this attempt; if it is refused (the task was taken over), tell the
+        worker, which counts it and stops the attempt, and re-raise."""
+        try:
+            return write()
+        except TakenOver:
+            self.taken_over = True
+            self._sink.refused(self, what)
+            raise
 
     def __repr__(self) -> str:
         return f"<RunningTask {self.id} {self.record.executor} {Status.IN_PROGRESS.label}>"

@@ -32,12 +32,18 @@ import random
 import re
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from roadie.errors import PluginError, RoadieError, ScheduleError, ScheduleNotFound
+from roadie.errors import (
+    DatabaseError,
+    PluginError,
+    RoadieError,
+    ScheduleError,
+    ScheduleNotFound,
+)
 from roadie.store import CHANNEL_SCHEDULES
 
 if TYPE_CHECKING:
@@ -671,9 +677,11 @@ class Scheduler:
     NOTIFY wakes it at once) and fires what is due.
     """
 
-    def __init__(self, app: Roadie, *, node: str, refresh: float | None = None) -> None:
+    def __init__(self, app: Roadie, *, node: str, refresh: float | None = None,
+                 on_database_error: Callable[[BaseException], None] | None = None) -> None:
         self.app = app
         self.node = node
+        self.on_database_error = on_database_error  # the worker's outage log, when given
         if refresh is None:
             refresh = app.settings.heartbeat_interval if app.store.is_postgres else 1.0
         self.refresh = refresh
@@ -714,6 +722,11 @@ class Scheduler:
                         sync_declared(self.app, found)
                         executors = found
                     wait = self.tick(executors)
+                except DatabaseError as exc:
+                    if self.on_database_error is None:
+                        log.warning("schedules: %s", exc)
+                    else:  # said once, then every so often, with how long it has lasted
+                        self.on_database_error(exc)
                 except RoadieError as exc:
                     log.warning("schedules: %s", exc)
                 except Exception:  # keep firing whatever happens

@@ -25,7 +25,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, Row
 
 from roadie import models
-from roadie.errors import DatabaseError, InvalidTransition, SchemaOutdatedError, TaskNotFound
+from roadie.errors import (
+    DatabaseError,
+    InvalidTransition,
+    SchemaOutdatedError,
+    TakenOver,
+    TaskNotFound,
+)
 from roadie.notifications import Hub, PgListener, hub_for
 from roadie.records import AttachmentInfo, AttemptRecord, Decoder, NodeRecord, TaskRecord
 from roadie.status import FINAL_STATUSES, Status
@@ -118,6 +124,32 @@ class Settled:
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """The state of the database at one moment (``Store.snapshot``)."""
+
+    at: dt.datetime
+    tasks: list[TaskRecord]
+    attempt_log_counts: dict[int, int]  # task id -> lines in the attempt log
+    nodes: list[NodeRecord]
+    locks: dict[str, int]  # isolation key -> task id
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The token of one attempt: the task, the node running it and its attempt number.
+
+    Every write an attempt makes carries it, and the database refuses the write (``WHERE node
+    = :node AND attempts = :attempt AND status = IN_PROGRESS``) once the task was taken over:
+    requeued or failed by crash recovery, and perhaps claimed again since. Attempt numbers only
+    grow, so a stale attempt can never match again.
+    """
+
+    task_id: int
+    node: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How one attempt of a task ended, as the worker writes it."""
 
@@ -131,15 +163,17 @@ class Outcome:
     checkpoint: bytes | None = None
     run_after: dt.datetime | None = None  # for a task put back to NEW (retry, delay)
     attempt_counts: bool = True
+    attempt: int | None = None  # the attempt's fencing token (None: any attempt of the node)
 
 
 class Store:
     """The database: connection, schema, and every query roadie makes."""
 
     def __init__(self, url: str, *, echo: bool = False,
-                 synchronous_commit: str = "on") -> None:
+                 synchronous_commit: str = "on", idle_timeout: float | None = None) -> None:
         self.url = url
-        self.engine = _make_engine(url, echo=echo, synchronous_commit=synchronous_commit)
+        self.engine = _make_engine(url, echo=echo, synchronous_commit=synchronous_commit,
+                                   idle_timeout=idle_timeout)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.hub = hub_for(self.safe_url)
@@ -303,17 +337,18 @@ class Store:
 
     def insert_tasks(self, new_tasks: Sequence[NewTask],
                      decoder: Decoder | None = None, *,
-                     parent: tuple[int, str] | None = None) -> list[TaskRecord]:
+                     parent: Fence | None = None) -> list[TaskRecord]:
         """Insert tasks in one transaction and return them as stored, in order. A task whose
-        isolation key is held is stored as QUEUED. With ``parent`` (task id, node) they are
-        subtasks of that task, which ``node`` must be running (the write of its attempt)."""
+        isolation key is held is stored as QUEUED. With ``parent`` (an attempt's fence) they
+        are subtasks of that task: a write of its attempt, refused with TakenOver once the
+        attempt is stale."""
         now = utcnow()
         if (self.is_postgres and len(new_tasks) == 1 and not new_tasks[0].isolation_key
                 and parent is None and not new_tasks[0].after):
             return [self._pg_insert_one(new_tasks[0], now, decoder)]
         with self.write() as conn:
             if parent is not None:
-                self.trees.check_parent(conn, *parent)
+                self.trees.check_parent(conn, parent)
             keys = {t.isolation_key for t in new_tasks if t.isolation_key}
             held = self.held_keys(conn, keys) if keys else set()
             rows: list[dict[str, Any]] = [
@@ -336,7 +371,7 @@ class Store:
                     "timeout": t.timeout,
                     "created_at": now,
                     "updated_at": now,
-                    "parent_id": parent[0] if parent is not None else t.parent_id,
+                    "parent_id": parent.task_id if parent is not None else t.parent_id,
                     "fan_in": False,
                     "has_dependents": False,
                 }
@@ -658,6 +693,10 @@ class Store:
             claims = [(c, n) for c, n in claims if n > 0]
             outcomes = []
             promote = False
+        if self.is_sqlite and not outcomes and not self._has_candidates(claims, now, promote):
+            # SQLite has one writer at a time and no fair queue for the write lock: idle
+            # workers polling with write transactions would starve the callers' writes
+            return Settled(finished, claimed)
         try:
             with self.write() as conn:
                 if outcomes:
@@ -674,13 +713,32 @@ class Store:
         self.trees.settled(committed.finished + finished)
         return Settled(committed.finished + finished, committed.claimed + claimed)
 
+    def _has_candidates(self, claims: Sequence[tuple[Claimable, int]], now: dt.datetime,
+                        promote: bool) -> bool:
+        """Whether a claim could find a task, or (``promote``) a delayed task is due (a read:
+        it takes no write lock)."""
+        with self.read() as conn:
+            if promote and conn.execute(self._due_exists_sql, {"now": now}).first():
+                return True
+            for can, _ in claims:
+                if conn.execute(*self._candidates(can, 1, now)).first() is not None:
+                    return True
+        return False
+
+    @functools.cached_property
+    def _due_exists_sql(self) -> Any:
+        when = sa.bindparam("now", type_=models.UTCDateTime)
+        return sa.select(T.c.id).where(sa.text(models.DUE), T.c.run_after <= when).limit(1)
+
     # The hot path (settle) runs prebuilt statements: building SQLAlchemy expressions anew
     # for every round costs more than the database work itself.
 
     @functools.cached_property
     def _finish_final_sql(self) -> Any:
         owned = (T.c.id == sa.bindparam("b_id"), T.c.node == sa.bindparam("b_node"),
-                 T.c.status == int(Status.IN_PROGRESS))
+                 T.c.status == int(Status.IN_PROGRESS),
+                 T.c.attempts == sa.func.coalesce(sa.bindparam("b_attempt", type_=sa.Integer),
+                                                  T.c.attempts))
         return T.update().where(*owned).values(
             status=sa.bindparam("b_status"), status_message=sa.bindparam("b_message"),
             completed=True, result=sa.bindparam("b_result"), error=sa.bindparam("b_error"),
@@ -700,6 +758,16 @@ class Store:
         return models.locks.delete().where(
             models.locks.c.task_id.in_(sa.bindparam("ids", expanding=True))
         ).returning(models.locks.c.key)
+
+    def _candidates(self, can: Claimable, limit: int,
+                    now: dt.datetime) -> tuple[Any, dict[str, Any]]:
+        """The claim's candidate query for ``can`` and its parameters."""
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        params.update((f"e{i}", e) for i, e in enumerate(can.executors))
+        params.update((f"g{i}", g) for i, g in enumerate(can.tag_keys))
+        params.update((f"p{i}", p) for i, p in enumerate(can.plugins))
+        return self._claim_candidates_sql(len(can.executors), len(can.tag_keys),
+                                          len(can.plugins)), params
 
     def _claim_candidates_sql(self, executors: int, tags: int, plugins: int) -> Any:
         """The claim's candidates: per (executor, tags) pair, the first claimable tasks of
@@ -794,6 +862,7 @@ class Store:
             "task_statuses": [o.task_status for o in final],
             "message_logs": [o.messages for o in final],
             "checkpoints": [o.checkpoint for o in final],
+            "attempts": [o.attempt for o in final],
             "node": node, "now": now,
             "executors": list(can.executors) if can is not None else [],
             "tags": list(either.tag_keys) if either is not None else [],
@@ -835,7 +904,8 @@ class Store:
                 [{"b_id": o.task_id, "b_node": node, "b_status": int(o.status),
                   "b_message": o.message, "b_result": o.result, "b_error": o.error,
                   "b_task_status": o.task_status, "b_messages": o.messages,
-                  "b_checkpoint": o.checkpoint, "b_now": now} for o in final],
+                  "b_checkpoint": o.checkpoint, "b_now": now, "b_attempt": o.attempt}
+                 for o in final],
             )
         for o in again:  # back to wait: a retry or a delay (rare, one by one)
             values: dict[str, Any] = {
@@ -853,10 +923,11 @@ class Store:
                 values["fan_in"] = True
                 # a cancel requested meanwhile stays: the parent then ends CANCELLED
                 del values["cancel_requested_at"], values["cancel_requested_by"]
-            conn.execute(
-                T.update().where(T.c.id == o.task_id, T.c.node == node,
-                                 T.c.status == int(Status.IN_PROGRESS)).values(**values)
-            )
+            owned = [T.c.id == o.task_id, T.c.node == node,
+                     T.c.status == int(Status.IN_PROGRESS)]
+            if o.attempt is not None:
+                owned.append(T.c.attempts == o.attempt)
+            conn.execute(T.update().where(*owned).values(**values))
         ids = [o.task_id for o, _ in outcomes]
         rows = {
             r.id: r for r in conn.execute(self._rows_by_id_sql, {"ids": ids})
@@ -883,13 +954,8 @@ class Store:
 
     def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
                now: dt.datetime) -> list[TaskRecord]:
-        params: dict[str, Any] = {"now": now, "limit": limit * 2 if can.isolated else limit}
-        params.update((f"e{i}", e) for i, e in enumerate(can.executors))
-        params.update((f"g{i}", g) for i, g in enumerate(can.tag_keys))
-        params.update((f"p{i}", p) for i, p in enumerate(can.plugins))
-        statement = self._claim_candidates_sql(len(can.executors), len(can.tag_keys),
-                                               len(can.plugins))
-        candidates = conn.execute(statement, params).all()
+        candidates = conn.execute(
+            *self._candidates(can, limit * 2 if can.isolated else limit, now)).all()
         if not candidates:
             return []
         winners: list[int] = []
@@ -1046,15 +1112,22 @@ class Store:
             return self.promote_parked(conn, keys)
 
     def save_progress(
-        self, node: str, updates: Mapping[int, tuple[bytes | None, bytes | None, bytes | None]]
+        self, node: str, updates: Mapping[int, tuple[bytes | None, bytes | None, bytes | None]],
+        attempts: Mapping[int, int] | None = None,
     ) -> tuple[set[int], set[int]]:
-        """Write the live status, recent messages and checkpoint of running tasks; return the
-        ids among them that have a cancel request, and those ``node`` no longer owns."""
+        """Write the live status, recent messages and checkpoint of running tasks (each only
+        while ``node`` runs its attempt ``attempts[task_id]``, its fencing token); return the
+        ids among them that have a cancel request, and those whose write was refused (taken
+        over)."""
         now = utcnow()
         cancelled: set[int] = set()
         lost: set[int] = set()
         with self.write() as conn:
-            for task_id, (status_bytes, messages, checkpoint) in updates.items():
+            for task_id, (status_bytes, messages, checkpoint) in sorted(updates.items()):
+                owned = [T.c.id == task_id, T.c.node == node,
+                         T.c.status == int(Status.IN_PROGRESS)]
+                if attempts is not None and task_id in attempts:
+                    owned.append(T.c.attempts == attempts[task_id])
                 values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
                 if status_bytes is not None:
                     values["task_status"] = status_bytes
@@ -1063,13 +1136,13 @@ class Store:
                 if checkpoint is not None:
                     values["checkpoint"] = checkpoint
                 row = conn.execute(
-                    T.update().where(T.c.id == task_id, T.c.node == node,
-                                     T.c.status == int(Status.IN_PROGRESS))
-                    .values(**values).returning(T.c.cancel_requested_at)
+                    T.update().where(*owned).values(**values)
+                    .returning(T.c.cancel_requested_at)
                 ).first()
                 if row is None:
                     lost.add(task_id)
-                elif row.cancel_requested_at is not None:
+                    continue
+                if row.cancel_requested_at is not None:
                     cancelled.add(task_id)
                 self.notify(conn, CHANNEL_CHANGED, str(task_id))
         return cancelled, lost
@@ -1116,6 +1189,29 @@ class Store:
                 for r in rows
             ]
 
+    def snapshot(self) -> Snapshot:
+        """Every task, the attempt log's line count per task, every node and the held locks,
+        read in one transaction that sees one moment (REPEATABLE READ on PostgreSQL; a SQLite
+        read transaction always does), for checks of consistency."""
+        A, N, L = models.attempts, models.nodes, models.locks
+        with self.engine.connect() as conn:
+            if self.is_postgres:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            try:
+                with conn.begin():
+                    now = utcnow()
+                    tasks = [_task_record(r, None) for r in conn.execute(sa.select(T))]
+                    counts: dict[int, int] = dict(conn.execute(
+                        sa.select(A.c.task_id, sa.func.count()).group_by(A.c.task_id)).all())
+                    nodes = [NodeRecord(r.id, r.name, r.host, r.pid, r.concurrency,
+                                        r.plugins or {}, r.executors or {},
+                                        frozenset(r.tags or ()), r.started_at, r.heartbeat_at,
+                                        r.stopped_at) for r in conn.execute(sa.select(N))]
+                    locks = dict(conn.execute(sa.select(L.c.key, L.c.task_id)).all())
+            except sa.exc.OperationalError as exc:
+                raise self._database_error(exc) from exc
+        return Snapshot(now, tasks, counts, nodes, locks)
+
     def held_locks(self) -> dict[str, int]:
         """Isolation keys held now, with the task holding each."""
         with self.read() as conn:
@@ -1137,18 +1233,26 @@ class Store:
             conn.execute(N.delete().where(N.c.id == node.id))
             conn.execute(N.insert().values(**values))
 
-    def heartbeat(self, node: str, running: Iterable[int] = ()) -> set[int]:
+    def heartbeat(self, node: str, running: Iterable[int] | Mapping[int, int] = ()) -> set[int]:
         """Prove ``node`` and its running tasks alive; return the ids among ``running`` that
-        it no longer owns (taken over as orphans while it could not heartbeat)."""
+        it no longer owns (taken over as orphans while it could not heartbeat). ``running``
+        may map each task id to its attempt (fencing token): a task that runs again, in a
+        newer attempt, is no longer this attempt's either."""
         now = utcnow()
         with self.write() as conn:
             conn.execute(models.nodes.update().where(models.nodes.c.id == node)
                          .values(heartbeat_at=now))
-            owned = set(conn.execute(
-                T.update().where(T.c.node == node, T.c.status == int(Status.IN_PROGRESS))
-                .values(heartbeat_at=now).returning(T.c.id)
-            ).scalars())
-        return set(running) - owned
+            mine = (T.c.node == node, T.c.status == int(Status.IN_PROGRESS))
+            owned: dict[int, int] = dict(conn.execute(
+                sa.select(T.c.id, T.c.attempts).where(*mine)).all())
+            # rows another transaction of this worker holds (an outcome, a progress write) are
+            # skipped, not waited for: locking them in another order could deadlock
+            free = sa.select(T.c.id).where(*mine).with_for_update(skip_locked=True)
+            conn.execute(T.update().where(T.c.id.in_(free.scalar_subquery()))
+                         .values(heartbeat_at=now))
+        if isinstance(running, Mapping):
+            return {i for i, attempt in running.items() if owned.get(i) != attempt}
+        return set(running) - set(owned)
 
     def stop_node(self, node: str) -> None:
         """Mark a node stopped."""
@@ -1206,7 +1310,7 @@ class Store:
             values["checkpoint"] = None
         with self.write() as conn:
             owned = [T.c.id == task.id, T.c.status == int(Status.IN_PROGRESS),
-                     T.c.node == task.node]
+                     T.c.node == task.node, T.c.attempts == task.attempts]
             if grace is not None:  # only while its node is still dead (it may have come back)
                 N = models.nodes
                 owned.append(~sa.exists().where(
@@ -1232,17 +1336,40 @@ class Store:
 
     # -- attachments ---------------------------------------------------------------------
 
-    def add_attachment(self, info: AttachmentInfo) -> None:
-        """Record (or replace) an attachment row."""
+    def add_attachment(self, info: AttachmentInfo, fence: Fence | None = None) -> None:
+        """Record (or replace) an attachment row; with ``fence``, a write of that attempt
+        (refused with TakenOver once it is stale)."""
         A = models.attachments
         with self.write() as conn:
-            if conn.execute(sa.select(T.c.id).where(T.c.id == info.task_id)).first() is None:
+            if fence is not None:
+                self.check_fence(conn, fence)
+            elif conn.execute(sa.select(T.c.id).where(T.c.id == info.task_id)).first() is None:
                 raise TaskNotFound(info.task_id)
             conn.execute(A.delete().where(A.c.task_id == info.task_id, A.c.name == info.name))
             conn.execute(A.insert().values(
                 task_id=info.task_id, name=info.name, size=info.size, checksum=info.checksum,
                 media_type=info.media_type, created_at=info.created_at,
             ))
+
+    def check_fence(self, conn: Connection | None, fence: Fence) -> None:
+        """Raise TakenOver unless ``fence``'s attempt still runs its task (in ``conn``'s
+        transaction, locking the row until it ends; or on its own)."""
+        if conn is None:
+            with self.read() as own:
+                self.check_fence(own, fence)
+            return
+        row = conn.execute(sa.select(T.c.status, T.c.node, T.c.attempts)
+                           .where(T.c.id == fence.task_id).with_for_update()).first()
+        if row is None:
+            raise TaskNotFound(fence.task_id)
+        if (row.status, row.node, row.attempts) != (int(Status.IN_PROGRESS), fence.node,
+                                                    fence.attempt):
+            now = (f"attempt {row.attempts} on node {row.node}" if row.node
+                   else f"attempt {row.attempts}")
+            raise TakenOver(
+                f"task {fence.task_id}: attempt {fence.attempt} on node {fence.node} was taken "
+                f"over (the task is {Status(row.status).label}, {now}); this attempt's writes "
+                f"are refused and it stops")
 
     def list_attachments(self, task_id: int) -> list[AttachmentInfo]:
         """The attachments of a task, by name."""
@@ -1281,8 +1408,8 @@ WITH v AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(statuses)s::smallint[], %(messages)s::text[], %(results)s::bytea[],
         %(errors)s::text[], %(task_statuses)s::bytea[], %(message_logs)s::bytea[],
-        %(checkpoints)s::bytea[]
-    ) AS v(id, status, message, result, error, task_status, messages, checkpoint)
+        %(checkpoints)s::bytea[], %(attempts)s::int[]
+    ) AS v(id, status, message, result, error, task_status, messages, checkpoint, attempt)
 ),
 done AS (
     UPDATE roadie_tasks AS t
@@ -1291,6 +1418,7 @@ done AS (
         checkpoint = coalesce(v.checkpoint, t.checkpoint), finished_at = %(now)s,
         updated_at = %(now)s
     FROM v WHERE t.id = v.id AND t.node = %(node)s AND t.status = 1
+      AND t.attempts = coalesce(v.attempt, t.attempts)
     RETURNING t.*
 ),
 logged AS (
@@ -1423,7 +1551,8 @@ def _task_record(row: Any, decoder: Decoder | None) -> TaskRecord:
     )
 
 
-def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on") -> Engine:
+def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",
+                 idle_timeout: float | None = None) -> Engine:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     if url.startswith("sqlite"):
@@ -1452,8 +1581,13 @@ def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on") -> Eng
         raise DatabaseError(
             f"postgres_synchronous_commit={synchronous_commit!r}: use on, off, local, "
             f"remote_write or remote_apply")
-    options = {} if synchronous_commit == "on" else {
-        "options": f"-c synchronous_commit={synchronous_commit}"}
+    settings = [] if synchronous_commit == "on" else [f"-c synchronous_commit={synchronous_commit}"]
+    if idle_timeout:
+        # a process paused inside a transaction (SIGSTOP, a frozen VM) would hold its row locks
+        # for as long as the pause, and the recovery of its tasks would wait on them: the
+        # server ends such a session instead
+        settings.append(f"-c idle_in_transaction_session_timeout={int(idle_timeout * 1000)}")
+    options = {"options": " ".join(settings)} if settings else {}
     try:
         return sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20,
                                 pool_recycle=1800, connect_args=options)

@@ -12,6 +12,8 @@ Functions:
 - ``run_task(app, executor, context, **add_task_args)``: add a task, run a worker until it ends,
   and return a ``TaskRun`` (the final record, its status attributes, its messages).
 - ``wait_for(condition, timeout=...)``: poll a condition with a deadline (never a bare sleep).
+- ``check_invariants(app)``: what is wrong with the database's tasks, locks and attempt log
+  (an empty list when nothing is).
 """
 
 from __future__ import annotations
@@ -63,6 +65,51 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 20.0, interval: flo
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+def check_invariants(app: Roadie, *, running_needs_live_node: bool = True) -> list[str]:
+    """The broken invariants of ``app``'s database, one sentence each (empty: all hold).
+
+    - a final task is completed, and no isolation lock is held by a final or missing task;
+    - the attempt count matches the attempt log: one line per ended attempt, so as many
+      lines as attempts, less the one that runs now for a task in progress;
+    - a task in progress has a node, alive (heartbeat within ``heartbeat_grace``, not
+      stopped) unless ``running_needs_live_node`` is False (a crash not yet recovered).
+    """
+    from roadie.status import Status
+
+    snapshot = app.store.snapshot()  # one moment: workers may be busy meanwhile
+    tasks = {t.id: t for t in snapshot.tasks}
+    logged = snapshot.attempt_log_counts
+    nodes = {n.id: n for n in snapshot.nodes}
+    now = snapshot.at
+    grace = app.settings.heartbeat_grace
+    problems = []
+    for task in tasks.values():
+        final = task.status in FINAL_STATUSES
+        if final != task.completed:
+            problems.append(f"task {task.id} is {task.status.label} with completed="
+                            f"{task.completed}")
+        running = task.status is Status.IN_PROGRESS
+        expected = task.attempts - (1 if running else 0)
+        if logged.get(task.id, 0) != expected:
+            problems.append(f"task {task.id} ({task.status.label}) has {task.attempts} "
+                            f"attempt(s) but {logged.get(task.id, 0)} in the attempt log")
+        if running:
+            node = nodes.get(task.node or "")
+            if node is None:
+                problems.append(f"task {task.id} is in progress on unknown node {task.node}")
+            elif running_needs_live_node and not node.is_alive(now, grace):
+                problems.append(f"task {task.id} is in progress on node {node.name}, which "
+                                f"is not alive")
+    for key, task_id in snapshot.locks.items():
+        holder = tasks.get(task_id)
+        if holder is None or holder.status in FINAL_STATUSES:
+            what = "a deleted task" if holder is None else f"{holder.status.label} task"
+            problems.append(f"lock {key!r} is held by {what} {task_id}")
+    for task_id in set(logged) - set(tasks):
+        problems.append(f"the attempt log has lines of deleted task {task_id}")
+    return problems
 
 
 @dataclass

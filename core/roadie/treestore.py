@@ -30,7 +30,7 @@ from roadie.records import TaskRecord
 from roadie.status import FINAL_STATUSES, Status
 
 if TYPE_CHECKING:
-    from roadie.store import NewTask, Store
+    from roadie.store import Fence, NewTask, Store
 
 log = logging.getLogger("roadie.trees")
 T = models.tasks
@@ -63,17 +63,12 @@ class TreeStore:
 
     # -- adding ------------------------------------------------------------------------
 
-    def check_parent(self, conn: Connection, parent_id: int, node: str) -> None:
-        """Subtasks are a write of the parent's attempt: ``node`` must be running it."""
-        row = conn.execute(sa.select(T.c.status, T.c.node, T.c.cancel_requested_at,
-                                     T.c.cancel_requested_by).where(T.c.id == parent_id)
-                           .with_for_update()).first()
-        if row is None:
-            raise TaskNotFound(parent_id)
-        if row.status != int(Status.IN_PROGRESS) or row.node != node:
-            raise InvalidTransition(
-                f"task {parent_id} is not running on node {node} (it is "
-                f"{Status(row.status).label}); only its running attempt can add subtasks")
+    def check_parent(self, conn: Connection, parent: Fence) -> None:
+        """Subtasks are a write of the parent's attempt: refused (TakenOver) unless that
+        attempt still runs; a cancel requested meanwhile is a safe point (Cancelled)."""
+        self.store.check_fence(conn, parent)
+        row = conn.execute(sa.select(T.c.cancel_requested_at, T.c.cancel_requested_by)
+                           .where(T.c.id == parent.task_id)).one()
         if row.cancel_requested_at is not None:  # a safe point: no subtask outlives a cancel
             raise Cancelled(_cancelled_by(row.cancel_requested_by, row.cancel_requested_at))
 

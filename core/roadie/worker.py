@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from roadie.aio_runner import AsyncRunner, is_async_executor, split_claimable
-from roadie.errors import PluginError, RoadieError
+from roadie.errors import DatabaseError, PluginError, RoadieError
 from roadie.executor import Isolation
 from roadie.lifecycle import notify_hook, run_attempt
 from roadie.records import NodeRecord, TaskRecord
@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roadie.worker")
 PRUNE_BATCHES = 20  # retention: batches of deletes per maintenance tick, at most
+SIGNAL_LATENCY = 0.2  # seconds: how soon the claim loop acts on SIGINT/SIGTERM at most
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,45 @@ class _Done:
     error: BaseException | None
 
 
+class DatabaseOutage:
+    """How long the database has been unreachable for this worker, logged: once when it
+    starts, again every ``every`` seconds while it lasts (saying for how long), and once when
+    it ends. Thread-safe: the claim loop and the maintenance thread both report."""
+
+    def __init__(self, every: float, grace: float) -> None:
+        self.every = max(every, 1.0)
+        self.grace = grace
+        self.since: float | None = None
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        """A database call failed with ``exc``."""
+        now = time.monotonic()
+        with self._lock:
+            if self.since is None:
+                self.since, self._next = now, now + self.every
+                log.warning("database unreachable: %s; retrying", exc)
+                return
+            if now < self._next:
+                return
+            self._next = now + self.every
+            lasted = now - self.since
+        late = (f" (longer than heartbeat_grace {self.grace:g} s: other nodes may take over "
+                f"its running tasks)" if lasted > self.grace else "")
+        log.warning("database unreachable for %.0f s: %s; still retrying%s", lasted, exc, late)
+
+    def reached(self) -> None:
+        """A database call succeeded."""
+        if self.since is None:  # the common case: no lock
+            return
+        with self._lock:
+            if self.since is None:
+                return
+            lasted, self.since = time.monotonic() - self.since, None
+        log.warning("database reachable again after %.0f s", lasted)
+
+
 @dataclass
 class WorkerStats:
     """Counters of one worker run."""
@@ -62,6 +102,7 @@ class WorkerStats:
     progress_writes: int = 0
     recovered: int = 0
     pruned: int = 0
+    refused_writes: int = 0  # writes of attempts taken over by another node
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -103,6 +144,8 @@ class Worker:
         )
         self.stats = WorkerStats()
         self._retention = parse_retention(self.settings.retention)  # a bad value fails here
+        self._signals = 0  # SIGINT/SIGTERM received (counted by the handler)
+        self._signals_seen = 0
         self.running: dict[int, RunningTask] = {}
         self._running_lock = threading.Lock()
         self._queue: queue.Queue[RunningTask | None] = queue.Queue()
@@ -114,6 +157,8 @@ class Worker:
         self._dirty_lock = threading.Lock()
         self._written_checkpoints: dict[int, int] = {}
         self._threads: list[threading.Thread] = []
+        self.outage = DatabaseOutage(self.settings.heartbeat_interval,
+                                     self.settings.heartbeat_grace)
         self._claimable: Claimable | None = None
         # async executors: their own claim, slots and event-loop thread (roadie.aio_runner)
         self._async_names: set[str] = set()
@@ -242,6 +287,7 @@ class Worker:
         poll = self.settings.poll_interval(self.store.is_postgres)
         while True:
             self._wake.clear()
+            self._take_signals()
             if self._stop_now.is_set():
                 return
             done = self._take_done()
@@ -267,10 +313,11 @@ class Worker:
                     )
                     free += free_async
                 except RoadieError as exc:
-                    log.warning("could not reach the database: %s", exc)
+                    self.outage.failed(exc)
                     self._requeue_done(done)
-                    self._stopping.wait(poll)
+                    self._wait(self._stopping, poll)
                     continue
+                self.outage.reached()
                 self.stats.claims += free > 0
                 try:
                     self._after_settle(done, settled.finished)
@@ -284,7 +331,19 @@ class Worker:
                 return
             if self.until_idle and busy <= 0 and self._idle():
                 return
-            self._wake.wait(poll)
+            self._wait(self._wake, poll)
+
+    def _wait(self, event: threading.Event, timeout: float) -> None:
+        """Wait until ``event`` is set, ``timeout`` passes or a signal came (which the claim
+        loop must see within SIGNAL_LATENCY)."""
+        if not self.handle_signals:
+            event.wait(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while self._signals_seen == self._signals:
+            left = deadline - time.monotonic()
+            if left <= 0 or event.wait(min(left, SIGNAL_LATENCY)):
+                return
 
     def _take_done(self) -> list[_Done]:
         done = []
@@ -310,8 +369,8 @@ class Worker:
                 self._written_checkpoints.pop(task_id, None)
             record = records.get(task_id)
             if record is None:
-                log.warning("task %s was taken over by another node before it finished",
-                            task_id)
+                item.task.taken_over = True
+                self.refused(item.task, f"outcome ({item.outcome.status.label})")
                 continue
             self.stats.finished += 1
             label = item.outcome.status.label
@@ -355,7 +414,8 @@ class Worker:
             self._done.put(self._run_one(task))
         except BaseException as exc:  # a bug in roadie itself: still end the task
             log.exception("roadie: unexpected error while running task %s", task.id)
-            outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}")
+            outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}",
+                              attempt=task.attempt)
             self._done.put(_Done(task, outcome, None, exc))
         self._wake.set()
 
@@ -372,7 +432,7 @@ class Worker:
                 checkpoint = None  # already written
         status_bytes, messages = self._encode_live_state(task)
         outcome = dataclasses.replace(outcome, task_status=status_bytes, messages=messages,
-                                      checkpoint=checkpoint)
+                                      checkpoint=checkpoint, attempt=task.attempt)
         return _Done(task, outcome, result, error)
 
     # -- progress, heartbeat, cancel, timeouts, recovery -----------------------------------
@@ -390,11 +450,13 @@ class Worker:
             return
         updates: dict[int, tuple[bytes | None, bytes | None, bytes | None]] = {}
         versions: dict[int, int] = {}
+        attempts: dict[int, int] = {}
         for task_id in dirty:
             with self._running_lock:
                 task = self.running.get(task_id)
-            if task is None or task.ended:
+            if task is None or task.ended or task.taken_over:
                 continue
+            attempts[task_id] = task.attempt
             version, checkpoint = task.pending_checkpoint()
             if version == self._written_checkpoints.get(task_id):
                 checkpoint = None
@@ -404,18 +466,18 @@ class Worker:
         if not updates:
             return
         try:
-            cancelled, lost = self.store.save_progress(self.id, updates)
+            cancelled, lost = self.store.save_progress(self.id, updates, attempts)
         except BaseException:
             with self._dirty_lock:  # try again at the next tick
                 self._dirty.update(updates)
             raise
         with self._dirty_lock:
             self._written_checkpoints.update(versions)
-        self.stats.progress_writes += len(updates)
+        self.stats.progress_writes += len(updates) - len(lost)
         if cancelled:
             self._apply_cancel_requests(cancelled)
         if lost:
-            self._stop_lost(lost)
+            self._stop_lost(lost, "progress")
 
     def _encode_live_state(self, task: RunningTask) -> tuple[bytes | None, bytes | None]:
         """The task's status attributes and recent messages, encoded; an oversized message log
@@ -438,15 +500,26 @@ class Worker:
                     return status_bytes, None
                 messages = messages[len(messages) // 2 + 1:]
 
-    def _stop_lost(self, task_ids: Iterable[int]) -> None:
-        """Stop tasks another node took over (this one was thought dead): at their next safe
-        point they end, and their outcome is not written."""
+    def _stop_lost(self, task_ids: Iterable[int], what: str) -> None:
+        """The database refused a write (``what``) of these tasks' attempts: another node
+        took them over (this one was thought dead)."""
         for task_id in task_ids:
             with self._running_lock:
                 task = self.running.get(task_id)
-            if task is not None and not task.ended:
-                log.warning("task %s was taken over by another node; stopping it here", task_id)
-                task.request_cancel("taken over by another node")
+            if task is not None:
+                self.refused(task, what)
+
+    def refused(self, task: RunningTask, what: str) -> None:
+        """A write of ``task``'s attempt was refused because the task was taken over: count
+        and log it, and stop the attempt (its host process, if it has one, is killed; its
+        outcome will be refused too)."""
+        self.stats.refused_writes += 1
+        task.taken_over = True
+        log.warning("task %s attempt %s: the database refused its %s: the task was taken "
+                    "over by another node (%d refused write(s) on this worker)", task.id,
+                    task.attempt, what, self.stats.refused_writes)
+        if not task.ended:
+            task.request_cancel("taken over by another node")
 
     def _apply_cancel_requests(self, task_ids: Iterable[int]) -> None:
         for task_id in task_ids:
@@ -497,10 +570,11 @@ class Worker:
                     next_heartbeat = now + settings.heartbeat_interval
                     self._refresh_envs()
                     with self._running_lock:
-                        running = [i for i, t in self.running.items() if not t.ended]
+                        running = {i: t.attempt for i, t in self.running.items()
+                                   if not t.ended and not t.taken_over}
                     lost = self.store.heartbeat(self.id, running)
                     if lost:
-                        self._stop_lost(lost)
+                        self._stop_lost(lost, "heartbeat")
                 if now >= next_sweep:
                     next_sweep = now + settings.heartbeat_interval
                     self.stats.recovered += self.app.recover_orphans(self)
@@ -508,6 +582,8 @@ class Worker:
                     next_prune = now + settings.retention_interval
                     if self._prune() >= PRUNE_BATCHES * BATCH:
                         next_prune = now  # more to delete: go on at the next tick
+            except DatabaseError as exc:
+                self.outage.failed(exc)
             except RoadieError as exc:
                 log.warning("worker maintenance failed: %s", exc)
             except Exception:  # keep heartbeating whatever happens
@@ -578,6 +654,20 @@ class Worker:
         previous: dict[int, Any] = {}
 
         def handler(signum: int, _frame: Any) -> None:
+            # Runs in the main thread between two bytecodes, perhaps while the claim loop holds
+            # the lock of an Event it waits on: taking any lock here could deadlock. Count the
+            # signal; the claim loop acts on it (_take_signals).
+            self._signals += 1
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    def _take_signals(self) -> None:
+        """Act on the signals the handler counted: the first stops claiming, the next one
+        stops at once."""
+        while self._signals_seen < self._signals:
+            self._signals_seen += 1
             if self._stopping.is_set():
                 log.warning("second signal: stopping at once")
                 self.stop(now=True)
@@ -585,10 +675,6 @@ class Worker:
                 log.warning("stopping: running tasks finish, nothing new is claimed "
                             "(signal again to stop at once)")
                 self.stop()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
 
     def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
         for sig, handler in previous.items():

@@ -19,7 +19,7 @@ _lock = threading.Lock()
 
 @hookimpl
 def roadie_worker_started(worker: Worker) -> None:
-    scheduler = Scheduler(worker.app, node=worker.id)
+    scheduler = Scheduler(worker.app, node=worker.id, on_database_error=worker.outage.failed)
     with _lock:
         _schedulers[worker.id] = scheduler
     scheduler.start()

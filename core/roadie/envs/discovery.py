@@ -113,7 +113,8 @@ def env_executor(env: str, qualified: str, meta: dict[str, Any]) -> type[Executo
     attributes = {
         "isolation": Isolation(meta.get("isolation", Isolation.NOT_ISOLATED.value)),
         "crash_policy": CrashPolicy(meta.get("crash_policy", CrashPolicy.FAIL.value)),
-        "max_attempts": int(meta.get("max_attempts", 3)),
+        # "max_attempts": what environments probed before roadie 0.2 wrote
+        "max_crash_attempts": int(meta.get("max_crash_attempts", meta.get("max_attempts", 3))),
         "timeout": meta.get("timeout"),
         "out_of_process": True,
         "roadie_env": env,

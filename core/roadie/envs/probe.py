@@ -36,7 +36,10 @@ def probe() -> dict[str, Any]:
                 cls = ep.load()
                 meta.update(
                     isolation=cls.isolation.value, crash_policy=cls.crash_policy.value,
-                    max_attempts=int(cls.max_attempts), timeout=cls.timeout,
+                    max_crash_attempts=int(cls.max_crash_attempts
+                                           if hasattr(cls, "max_crash_attempts")
+                                           else cls.max_attempts),  # roadie before 0.2
+                    timeout=cls.timeout,
                 )
             except Exception as exc:
                 meta["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -36,7 +36,7 @@ from roadie.records import AttachmentInfo, TaskRecord
 from roadie.result import Result
 from roadie.running import RunningTask
 from roadie.status import Status
-from roadie.store import NewTask, Outcome
+from roadie.store import Fence, NewTask, Outcome
 
 EXIT_LEASE_LOST = 75  # the task did not stop after the lease ran out
 
@@ -62,8 +62,10 @@ class HostRoadie(Roadie):
         self._channel = channel
 
     def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,
-                       media_type: str | None = None) -> AttachmentInfo:
-        """Send the file to the worker, which keeps it with the task."""
+                       media_type: str | None = None, fence: Fence | None = None
+                       ) -> AttachmentInfo:
+        """Send the file to the worker, which keeps it with the task (as a write of the
+        attempt it runs: the worker applies the fence)."""
         if isinstance(data, str):
             payload = data.encode()
         elif isinstance(data, Path):
@@ -164,6 +166,9 @@ class _Sink:
 
     def mark_dirty(self, task: RunningTask) -> None:
         self.dirty.set()
+
+    def refused(self, task: RunningTask, what: str) -> None:
+        """Never here: the worker checks the fence of the writes a host asks for."""
 
 
 class Host:

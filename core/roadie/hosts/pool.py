@@ -77,7 +77,7 @@ def describe_exit(code: int | None) -> str:
 class _Kill:
     """Why the worker killed a host, if it did."""
 
-    reason: str  # "timeout", "cancel", "memory"
+    reason: str  # "timeout", "cancel", "memory", "taken over"
     detail: str = ""
 
 
@@ -454,6 +454,11 @@ class HostPool:
                     host.channel.send({"op": "ping"})
             except OSError:
                 continue  # the next recv sees the closed socket
+            if killed is None and task.taken_over:  # a stale attempt: stop it at once
+                killed = _Kill("taken over")
+                log.warning("task %s attempt %s was taken over by another node: killing its "
+                            "host process %s", task.id, task.attempt, host.pid)
+                host.proc.kill()
             if killed is None and kill_at is not None and now >= kill_at:
                 killed = _Kill("timeout" if task.cancellation().timed_out else "cancel")
                 host.proc.kill()
@@ -479,8 +484,8 @@ class HostPool:
         try:
             value: Any
             if name == "attach":
-                info = self.app.add_attachment(task.id, args["name"], args["data"],
-                                               media_type=args.get("media_type"))
+                info = task.attach(args["name"], args["data"],
+                                   media_type=args.get("media_type"))
                 value = dataclasses.asdict(info)
                 value["created_at"] = info.created_at.isoformat()
             elif name == "add_subtasks":
@@ -541,6 +546,9 @@ class HostPool:
         how = describe_exit(code)
         record = task.record
         grace = self.settings.cancel_grace
+        if killed is not None and killed.reason == "taken over":  # refused by the database
+            message = "taken over by another node (its host process was killed)"
+            return Outcome(task.id, Status.CANCELLED, message), None, HostError(message)
         if killed is not None and killed.reason == "memory":
             message = (f"its host process was killed: it used {killed.detail}, over "
                        f"max_host_memory_mb={self.settings.max_host_memory_mb}")
@@ -556,7 +564,7 @@ class HostPool:
             status = Status.FAILED if stopped.timed_out else Status.CANCELLED
             return Outcome(task.id, status, message), None, HostError(message)
         reason = f"its host process died ({how})"
-        policy, max_attempts = executor_class.crash_policy, executor_class.max_attempts
+        policy, max_attempts = executor_class.crash_policy, executor_class.max_crash_attempts
         if policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
             again = ("resuming from its checkpoint" if policy is CrashPolicy.RESUME
                      else "retrying")
