@@ -201,6 +201,54 @@ class AsyncWork(roadie.Executor):
         return f"async handler: {exc}"
 
 
+RENDEZVOUS: dict[str, asyncio.Event] = {}  # events on the worker's loop, by name
+
+
+def rendezvous(name: str) -> asyncio.Event:
+    return RENDEZVOUS.setdefault(name, asyncio.Event())
+
+
+class AsyncChildren(roadie.Executor):
+    """Async: coroutine children (``task.aio.map``, ``task.aio.spawn``), a thread map, an
+    attachment and a subtask, all awaited. With ``wait_for``, each child awaits that
+    rendezvous (which another task on the loop sets); with ``fail_at``, that child raises."""
+
+    async def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        wait_for = task.context.get("wait_for")
+        fail_at = task.context.get("fail_at")
+
+        async def double(x: int) -> int:
+            assert roadie.current_task() is task
+            if wait_for:
+                await rendezvous(wait_for).wait()
+            await asyncio.sleep(float(task.context.get("seconds", 0.01)))
+            if x == fail_at:
+                raise ValueError(f"child {x} fails")
+            return 2 * x
+
+        late: list[str] = []
+
+        async def background() -> None:
+            await asyncio.sleep(0.05)
+            late.append("done")
+
+        task.aio.spawn(background)  # the attempt ends only once it has
+        doubled = await task.aio.map(double, range(int(task.context.get("items", 6))), width=3)
+        tripled = await task.aio.map(lambda x: 3 * x, range(3))
+        await task.aio.attach("sum.txt", str(sum(doubled)).encode())
+        sub = await task.aio.add_subtask("tests:sleep", {"seconds": 0}, name="child")
+        return roadie.Result.success(f"{doubled} {tripled} subtask={sub.name}")
+
+
+class AsyncSignal(roadie.Executor):
+    """Async: sets the rendezvous ``name`` on the worker's loop."""
+
+    async def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        await asyncio.sleep(0)
+        rendezvous(task.context["name"]).set()
+        return roadie.Result.success("signalled")
+
+
 class Fanout(roadie.Executor):
     """Adds ``parts`` ``tests:part`` subtasks and waits for them; ``subtasks_done`` sums their
     values. ``until_cancelled``: before it waits, it spins without a safe point until it sees a
@@ -257,5 +305,6 @@ ALL: dict[str, type[roadie.Executor]] = {
     "timed": Timed, "chatty": Chatty, "tracked": Tracked, "serial": SerialTracked,
     "grouped": GroupTracked, "badreturn": BadReturn, "translated": Translated,
     "whoami": WhoAmI, "parent": Parent, "asleep": AsyncSleep, "atimed": AsyncTimed,
-    "awork": AsyncWork, "fanout": Fanout, "part": Part,
+    "awork": AsyncWork, "achildren": AsyncChildren, "asignal": AsyncSignal,
+    "fanout": Fanout, "part": Part,
 }

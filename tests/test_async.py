@@ -122,3 +122,44 @@ def test_async_attempts_meet_the_same_hooks_as_sync_ones(
     assert roadie_recorder.names(aio.id)[:4] == expected
     assert roadie_recorder.names(aio.id).count("roadie_status_message") == 3
     assert roadie_recorder.names(aio.id)[-1] == "roadie_task_finished"
+
+
+def test_async_children_attachments_and_subtasks_are_awaited(app: roadie.Roadie) -> None:
+    task = app.add_task("tests:achildren", {"items": 6})
+    app.run_worker(concurrency=1, until_idle=True)
+    done = app.get_task(task.id)
+    assert done.status is Status.SUCCESSFUL, done.status_message
+    assert done.status_message == "[0, 2, 4, 6, 8, 10] [0, 3, 6] subtask=child"
+    assert done.task_status["children"] == {"runnable": 0, "closed": 10, "failed": 0}
+    assert [a.name for a in app.list_attachments(task.id)] == ["sum.txt"]
+    assert [t.name for t in app.list_tasks(parent_id=task.id)] == ["child"]
+
+
+def test_awaited_children_leave_the_loop_to_other_tasks(app: roadie.Roadie) -> None:
+    # the children wait for a signal that only another task on the same loop sends: a map
+    # that blocked the loop would never see it
+    waiting = app.add_task("tests:achildren", {"items": 4, "wait_for": f"go-{app.url}"})
+    signal = app.add_task("tests:asignal", {"name": f"go-{app.url}"})
+    with BackgroundWorker(app, concurrency=1):
+        assert wait_final(app, signal.id).status is Status.SUCCESSFUL
+        done = wait_final(app, waiting.id)
+    assert done.status is Status.SUCCESSFUL, done.status_message
+
+
+def test_a_failing_coroutine_child_fails_the_task_naming_it(app: roadie.Roadie) -> None:
+    task = app.add_task("tests:achildren", {"items": 5, "fail_at": 3})
+    app.run_worker(concurrency=1, until_idle=True)
+    done = app.get_task(task.id)
+    assert done.status is Status.FAILED
+    assert done.status_message == "child task 'double[3]' failed: ValueError: child 3 fails"
+
+
+def test_cancelling_an_async_parent_cancels_its_coroutine_children(app: roadie.Roadie) -> None:
+    task = app.add_task("tests:achildren", {"items": 6, "seconds": 3600})
+    with BackgroundWorker(app, concurrency=1):
+        wait_for(lambda: (app.get_task_status(task.id).get("children") or {}).get("runnable"),
+                 message="the children to start")
+        app.cancel_task(task.id, by="me")
+        done = wait_final(app, task.id)
+    assert done.status is Status.CANCELLED
+    assert done.status_message.startswith("cancelled by me at ")

@@ -352,10 +352,14 @@ def test_a_task_taken_over_stops_on_its_old_worker(app: roadie.Roadie) -> None:
     slow_heart.plugins.register_executor("tests:long", Long)
     with BackgroundWorker(slow_heart, concurrency=1) as old:
         wait_for(lambda: running(app, task.id, done_at_least=5))
-        with app.store.write() as conn:  # the old worker looks dead for a moment
-            conn.execute(models.nodes.update().values(
-                heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
-        assert app.recover_orphans() == 1
+        def looks_dead_then_recovered() -> bool:
+            with app.store.write() as conn:  # the old worker looks dead for a moment
+                conn.execute(models.nodes.update().values(
+                    heartbeat_at=utcnow() - dt.timedelta(seconds=60)))
+            # (its next heartbeat may come first under load: then look again)
+            return app.recover_orphans() == 1
+
+        wait_for(looks_dead_then_recovered, message="the task taken over")
         done = wait_final(app, task.id)  # the old attempt stops; the retry runs (here too)
         # the stopped attempt's outcome was not written (the counter follows the database
         # write, so wait for it rather than race it)

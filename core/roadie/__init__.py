@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from roadie.aio_client import AsyncRoadie
 from roadie.app import Roadie
 from roadie.attachments import AttachmentStore, LocalAttachmentStore
 from roadie.codec import TypeRegistry, context_type
@@ -33,7 +34,7 @@ from roadie.lifecycle import Delay, Veto
 from roadie.lightweight import ChildState, LightweightTask
 from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskDraft, TaskRecord
 from roadie.result import Result
-from roadie.running import RunningTask, current_task
+from roadie.running import AsyncTaskCalls, RunningTask, current_task
 from roadie.schedules import Cron, Every, ScheduleInfo
 from roadie.status import Status
 from roadie.taskstatus import TaskStatus
@@ -42,6 +43,8 @@ from roadie.worker import Worker, WorkerStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncRoadie",
+    "AsyncTaskCalls",
     "AttachmentError",
     "AttachmentInfo",
     "AttachmentStore",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import logging
 import threading
@@ -129,22 +130,36 @@ class AsyncRunner:
     def submit(self, task: RunningTask, run: Callable[[], None]) -> None:
         """Run ``run()`` (one attempt of ``task``, reporting its own end) on the loop; a cancel
         request of ``task`` cancels the coroutine it awaits."""
-        holder: dict[str, _AttemptGreenlet] = {}
+        self.submit_many([(task, run)])
 
+    def submit_many(self, attempts: Iterable[tuple[RunningTask, Callable[[], None]]]) -> None:
+        """``submit`` for a claim's worth of attempts: one wake-up of the loop for all."""
+        starts: list[Callable[[], None]] = []
+        for task, run in attempts:
+            holder: dict[str, _AttemptGreenlet] = {}
+            task.on_cancel = functools.partial(self._cancel_soon, holder)
+            starts.append(functools.partial(self._start, holder, run))
+        if starts:
+            self.loop.call_soon_threadsafe(_run_all, starts)
+
+    def _cancel_soon(self, holder: dict[str, _AttemptGreenlet]) -> None:
+        self.loop.call_soon_threadsafe(_cancel_current, holder)
+
+    def _start(self, holder: dict[str, _AttemptGreenlet], run: Callable[[], None]) -> None:
         def remembered() -> None:
             holder["glet"] = greenlet.getcurrent()
             run()
 
-        def on_cancel() -> None:
-            self.loop.call_soon_threadsafe(_cancel_current, holder)
+        future = asyncio.ensure_future(run_in_greenlet(remembered))
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
 
-        def start() -> None:
-            future = asyncio.ensure_future(run_in_greenlet(remembered))
-            self._pending.add(future)
-            future.add_done_callback(self._pending.discard)
+    def run(self, coroutine: Awaitable[T], timeout: float = 10.0) -> T:
+        """Run ``coroutine`` on the loop from another thread and return its value."""
+        async def wrap() -> T:
+            return await coroutine
 
-        task.on_cancel = on_cancel
-        self.loop.call_soon_threadsafe(start)
+        return asyncio.run_coroutine_threadsafe(wrap(), self.loop).result(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the loop (after the worker settled its attempts) and wait for its thread."""
@@ -152,6 +167,11 @@ class AsyncRunner:
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
+
+
+def _run_all(calls: list[Callable[[], None]]) -> None:
+    for call in calls:
+        call()
 
 
 def _cancel_current(holder: dict[str, _AttemptGreenlet]) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import functools
 import itertools
 import logging
 import threading
+import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, overload
@@ -33,6 +35,7 @@ from roadie.store import (
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from roadie.aio_client import AsyncRoadie
     from roadie.attachments import AttachmentStore
     from roadie.result import Result
     from roadie.running import RunningTask
@@ -96,8 +99,28 @@ class Roadie:
                 self._store = store
             return self._store
 
+    @functools.cached_property
+    def aio(self) -> AsyncRoadie:
+        """The awaitable counterparts of this app's calls, on an async database driver, for
+        asyncio code: ``await app.aio.add_task(...)``, ``async for t in app.aio.watch(...)``
+        (see ``roadie.AsyncRoadie``)."""
+        from roadie.aio_client import AsyncRoadie
+
+        return AsyncRoadie(self)
+
+    def _on_store(self, store: Store) -> Roadie:
+        """This app with its queries on ``store`` (a ``Store.bound`` view): the same calls,
+        hooks and all, on another connection."""
+        view = copy.copy(self)
+        view.__dict__.pop("aio", None)
+        view._store = store
+        store.trees.on_cancelled = view._fire_cancelled
+        return view
+
     def close(self) -> None:
         """Release the database connections."""
+        if "aio" in self.__dict__:
+            self.aio.forget()
         with self._store_lock:
             if self._store is not None:
                 self._store.dispose()
@@ -743,21 +766,7 @@ class Roadie:
         Ends when every watched task has ended (``until_done``) or after ``timeout`` seconds.
         On PostgreSQL changes wake it at once (NOTIFY); otherwise it polls every ``interval``.
         """
-        import time
-
-        from roadie.trees import tree_status
-
-        counted: dict[int, tuple[float, int]] = {}  # waiting parent -> (when, subtasks ended)
-
-        def subtasks_ended(task: TaskRecord) -> int:
-            last = counted.get(task.id)
-            now = time.monotonic()
-            if last is None or now - last[0] >= interval:  # at most one count per interval
-                last = (now, tree_status(self, task).get("subtasks_ended", 0))
-                counted[task.id] = last
-            return last[1]
-
-        wanted = None if ids is None else list(ids)
+        watch = TaskWatch(ids, filters, until_done=until_done, timeout=timeout)
         changed = threading.Event()
 
         def on_change(channel: str, _payload: str) -> None:
@@ -766,30 +775,72 @@ class Roadie:
 
         hub = self.store.listen()
         token = hub.subscribe(on_change)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        seen: dict[int, tuple[dt.datetime, int, bytes | None, int]] = {}
         try:
             while True:
                 changed.clear()
-                if wanted is not None:
-                    tasks = self.store.list_tasks(ids=wanted, limit=None,
-                                                  decoder=self.decode_for_task)
-                else:
-                    tasks = self.list_tasks(**filters, limit=None)
-                for task in sorted(tasks, key=lambda t: t.id):
-                    ended = subtasks_ended(task) if task.status == Status.WAITING else 0
-                    mark = (task.updated_at, int(task.status), task.status_bytes, ended)
-                    if seen.get(task.id) != mark:
-                        seen[task.id] = mark
-                        yield task
-                if until_done and tasks and all(t.status in FINAL_STATUSES for t in tasks):
+                tasks = watch.fetch(self)
+                yield from watch.changes(self, tasks, interval)
+                wait = watch.wait(tasks, interval)
+                if wait is None:
                     return
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-                wait = interval if deadline is None else min(interval, deadline - time.monotonic())
-                changed.wait(max(wait, 0))
+                changed.wait(wait)
         finally:
             hub.unsubscribe(token)
+
+
+class TaskWatch:
+    """What ``watch`` (and its async twin) has seen: which tasks changed since the last look,
+    and whether to go on."""
+
+    def __init__(self, ids: Iterable[int] | None, filters: Mapping[str, Any], *,
+                 until_done: bool, timeout: float | None) -> None:
+        self.ids = None if ids is None else list(ids)
+        self.filters = dict(filters)
+        self.until_done = until_done
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self._seen: dict[int, tuple[dt.datetime, int, bytes | None, int]] = {}
+        self._counted: dict[int, tuple[float, int]] = {}  # waiting parent: (when, ended)
+
+    def fetch(self, app: Roadie) -> list[TaskRecord]:
+        """The watched tasks as they are now."""
+        if self.ids is not None:
+            return app.store.list_tasks(ids=self.ids, limit=None, decoder=app.decode_for_task)
+        return app.list_tasks(**self.filters, limit=None)
+
+    def changes(self, app: Roadie, tasks: list[TaskRecord],
+                interval: float) -> list[TaskRecord]:
+        """The tasks among ``tasks`` that changed since the last look, by id (a parent
+        waiting for its subtasks changes when more of them have ended)."""
+        changed = []
+        for task in sorted(tasks, key=lambda t: t.id):
+            ended = (self._subtasks_ended(app, task, interval)
+                     if task.status == Status.WAITING else 0)
+            mark = (task.updated_at, int(task.status), task.status_bytes, ended)
+            if self._seen.get(task.id) != mark:
+                self._seen[task.id] = mark
+                changed.append(task)
+        return changed
+
+    def _subtasks_ended(self, app: Roadie, task: TaskRecord, interval: float) -> int:
+        """How many subtasks of a waiting parent have ended (counted at most once per
+        ``interval``)."""
+        from roadie.trees import tree_status
+
+        last = self._counted.get(task.id)
+        now = time.monotonic()
+        if last is None or now - last[0] >= interval:
+            last = (now, tree_status(app, task).get("subtasks_ended", 0))
+            self._counted[task.id] = last
+        return last[1]
+
+    def wait(self, tasks: list[TaskRecord], interval: float) -> float | None:
+        """How long to wait for the next change, or None when the watch is over."""
+        if self.until_done and tasks and all(t.status in FINAL_STATUSES for t in tasks):
+            return None
+        if self.deadline is None:
+            return interval
+        left = self.deadline - time.monotonic()
+        return None if left <= 0 else min(interval, left)
 
 
 def _task_ids(ids: Iterable[int]) -> tuple[int, ...]:

@@ -457,8 +457,11 @@ def run_processes(url: str | None, processes: int, concurrency: int, until_idle:
     children = []
     for index in range(processes):
         extra = ["--name", f"{name}-{index + 1}"] if name else []
+        # which of the processes each one is (a plugin may give each its own port, say)
+        env = {**os.environ, "ROADIE_WORKER_INDEX": str(index + 1),
+               "ROADIE_WORKER_PROCESSES": str(processes)}
         # their own session: a terminal's Ctrl-C reaches them once, forwarded by the parent
-        children.append(subprocess.Popen(command + extra, start_new_session=True))
+        children.append(subprocess.Popen(command + extra, start_new_session=True, env=env))
 
     def forward(signum: int, _frame: Any) -> None:
         for child in children:

@@ -160,5 +160,7 @@ def roadie_web_extend(web: WebExtensions) -> None:
     the task page and to the task's JSON (``panels``): ``render(app, task)`` returns a map of
     labels to values, or None for tasks it has nothing to say about. Both return plain data
     that the app escapes: a plugin never writes HTML. A failing render is shown with its
-    error; the rest of the page works.
+    error; the rest of the page works. ``web.add_text(path, render, media_type=...)`` serves
+    ``render(app)`` (text or bytes) at a path of one segment for machines, behind the API's
+    bearer token when the app has one (roadie-prometheus adds ``/metrics`` this way).
     """

@@ -7,6 +7,7 @@ safe point, and a child that has not started yet is closed without running.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextvars
 import enum
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from roadie.aio_runner import await_value, in_async_attempt
 from roadie.errors import Cancelled
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ class Children:
         self._numbers = itertools.count(1)
         self._closed = 0
         self._failed = 0
+        self._coroutines: set[asyncio.Task[Any]] = set()  # coroutine children, to cancel
 
     def _executor(self, width: int) -> concurrent.futures.ThreadPoolExecutor:
         """A pool with at least ``width`` threads (a wider ``map`` gets a wider pool; the
@@ -178,6 +181,80 @@ class Children:
             concurrent.futures.wait([c._future for c in children])
         return [child.result() for child in children]
 
+    def spawn_coroutine(self, fn: Callable[..., Any], *args: Any, name: str | None = None,
+                        **kwargs: Any) -> LightweightTask:
+        """Start the coroutine ``fn(*args, **kwargs)`` as a child on the running event loop
+        (an async executor's); a cancel of the parent cancels it at its current ``await``."""
+        self.parent.raise_if_cancelled()
+        loop = asyncio.get_running_loop()
+        child_name = name or f"{getattr(fn, '__name__', 'child')}-{next(self._numbers)}"
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+        coroutine = loop.create_task(fn(*args, **kwargs))  # sees current_task() too
+
+        def closed(done: asyncio.Task[Any]) -> None:
+            self._coroutines.discard(done)
+            if done.cancelled():
+                future.set_exception(self.parent.cancellation() if self.parent.cancelled
+                                     else Cancelled(f"child {child_name!r} was cancelled"))
+            elif done.exception() is not None:
+                future.set_exception(done.exception())
+            else:
+                future.set_result(done.result())
+
+        self._coroutines.add(coroutine)
+        coroutine.add_done_callback(closed)
+        child = LightweightTask(child_name, future)
+        with self._lock:
+            self._children.append(child)
+            self._publish_counts()
+        future.add_done_callback(self._on_closed)
+        return child
+
+    def cancel_coroutines(self) -> None:
+        """Cancel the coroutine children (the parent was cancelled); thread-safe."""
+        for coroutine in list(self._coroutines):
+            coroutine.get_loop().call_soon_threadsafe(coroutine.cancel)
+
+    async def map_async(self, fn: Callable[[Any], Any], items: Iterable[Any], *,
+                        width: int | None = None, progress: bool = True) -> list[Any]:
+        """``map`` for async executors, without blocking the event loop: a coroutine
+        function runs as coroutine children on the loop, a plain one on threads."""
+        if not asyncio.iscoroutinefunction(fn):
+            return await asyncio.to_thread(self.map, fn, items, width=width, progress=progress)
+        items = list(items)
+        total = len(items)
+        width = width or self.width
+        if width < 1:
+            raise ValueError(f"map width must be at least 1, not {width}")
+        limit = asyncio.Semaphore(width)
+        finished = itertools.count(1)
+        label = getattr(fn, "__name__", "map")
+
+        def report(count: int) -> None:
+            self.parent.status.apply_progress_fields({"done": count, "total": total})
+            self.parent._sink.mark_dirty(self.parent)
+
+        async def one(item: Any) -> Any:
+            try:
+                return await fn(item)
+            finally:
+                limit.release()
+                if progress:
+                    report(next(finished))
+
+        if progress:
+            report(0)
+        children: list[LightweightTask] = []
+        try:
+            for index, item in enumerate(items):
+                await limit.acquire()
+                children.append(self.spawn_coroutine(one, item, name=f"{label}[{index}]"))
+        finally:
+            if children:
+                await _all_closed([c._future for c in children])
+        return [child.result() for child in children]
+
     def wait_all(self) -> list[LightweightTask]:
         """Block until every child is CLOSED; return the failed ones (not counting children
         closed by a cancellation of the parent)."""
@@ -186,7 +263,10 @@ class Children:
                 pending = [c._future for c in self._children if not c._future.done()]
             if not pending:
                 break
-            concurrent.futures.wait(pending)
+            if in_async_attempt():  # on the event loop: await them, the loop runs on
+                await_value(_all_closed(pending))
+            else:
+                concurrent.futures.wait(pending)
         with self._lock:
             pools = list(self._pools)
         for pool in pools:
@@ -224,3 +304,12 @@ class Children:
 
     def __len__(self) -> int:
         return len(self._children)
+
+
+async def _all_closed(futures: list[concurrent.futures.Future[Any]]) -> None:
+    """Wait on the event loop until every future is done (their outcomes are read later)."""
+    wrapped = [asyncio.wrap_future(f) for f in futures]
+    await asyncio.wait(wrapped)
+    for future in wrapped:  # read here too, or asyncio reports them as never retrieved
+        if not future.cancelled():
+            future.exception()

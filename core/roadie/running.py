@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextvars
 import functools
@@ -198,6 +199,7 @@ class RunningTask:
             self._cancel.set()
             if self.on_cancel is not None:  # an async attempt: cancel its current await
                 self.on_cancel()
+            self.children.cancel_coroutines()
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early if a cancel is requested."""
@@ -251,5 +253,56 @@ class RunningTask:
             self._sink.refused(self, what)
             raise
 
+    @functools.cached_property
+    def aio(self) -> AsyncTaskCalls:
+        """Awaitable counterparts of this task's blocking calls, for async executors:
+        ``await task.aio.map(...)``, ``task.aio.spawn(...)``, ``await task.aio.attach(...)``,
+        ``await task.aio.add_subtask(...)``."""
+        return AsyncTaskCalls(self)
+
     def __repr__(self) -> str:
         return f"<RunningTask {self.id} {self.record.executor} {Status.IN_PROGRESS.label}>"
+
+
+class AsyncTaskCalls:
+    """``task.aio``: what an async executor calls instead of the blocking ``task.map``,
+    ``spawn``, ``attach`` and ``add_subtask``, so that the worker's event loop keeps running
+    the other tasks. (``progress``, ``send_status`` and ``checkpoint`` never block.)"""
+
+    def __init__(self, task: RunningTask) -> None:
+        self._task = task
+
+    def spawn(self, fn: Callable[..., Any], *args: Any, name: str | None = None,
+              **kwargs: Any) -> LightweightTask:
+        """Start a child: a coroutine function runs on the event loop, a plain function on
+        the task's thread pool (as ``task.spawn``). The attempt ends once every child has."""
+        if asyncio.iscoroutinefunction(fn):
+            return self._task.children.spawn_coroutine(fn, *args, name=name, **kwargs)
+        return self._task.spawn(fn, *args, name=name, **kwargs)
+
+    async def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *,
+                  width: int | None = None, progress: bool = True) -> list[Any]:
+        """``task.map`` awaited: ``fn`` on each item as children, at most ``width`` at once
+        (coroutines on the loop, plain functions on threads); results in order."""
+        return await self._task.children.map_async(fn, items, width=width, progress=progress)
+
+    async def attach(self, name: str, data: bytes | str | Path | IO[bytes], *,
+                     media_type: str | None = None) -> AttachmentInfo:
+        """``task.attach`` in a thread: the file is written and recorded while the loop runs."""
+        return await asyncio.to_thread(self._task.attach, name, data, media_type=media_type)
+
+    async def add_subtask(self, executor: str, context: Mapping[str, Any] | None = None,
+                          **options: Any) -> TaskRecord:
+        """``task.add_subtask`` on the async driver (``app.aio``)."""
+        from roadie.trees import add_subtask
+
+        task = self._task
+        return await task.app.aio.call(
+            lambda app: add_subtask(task, executor, context, app=app, **options))
+
+    async def add_subtasks(self, items: Iterable[Mapping[str, Any]]) -> list[int]:
+        """``task.add_subtasks`` on the async driver (``app.aio``)."""
+        from roadie.trees import add_subtasks
+
+        task, listed = self._task, list(items)
+        return await task.app.aio.call(lambda app: add_subtasks(task, listed, app=app))

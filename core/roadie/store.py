@@ -52,6 +52,7 @@ DUE_BATCH = 1000  # delayed tasks made claimable per promotion, at most
 ANALYZE_AFTER = 1000
 BULK_INSERT_FROM = 20
 _ALL_COLUMNS = tuple(c.name for c in T.c)
+_PER_CONNECTION = ("trees", "schedules")  # not shared by ``Store.bound`` views
 
 
 def utcnow() -> dt.datetime:
@@ -169,6 +170,8 @@ class Outcome:
 class Store:
     """The database: connection, schema, and every query roadie makes."""
 
+    _bound: Connection | None = None  # see ``bound``
+
     def __init__(self, url: str, *, echo: bool = False,
                  synchronous_commit: str = "on", idle_timeout: float | None = None) -> None:
         self.url = url
@@ -220,6 +223,46 @@ class Store:
 
         return ScheduleStore(self)
 
+    def bound(self, conn: Connection) -> Store:
+        """This store running every statement on ``conn`` instead of its own pool: how the
+        async client (``roadie.AsyncRoadie``) runs the same queries on an async driver's
+        connection, lent to synchronous code through SQLAlchemy's greenlet bridge
+        (``AsyncConnection.run_sync``). A transaction opened inside another joins it."""
+        view = object.__new__(type(self))
+        view.__dict__.update({k: v for k, v in self.__dict__.items()
+                              if k not in _PER_CONNECTION})
+        view._bound = conn
+        return view
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A connection from the pool, or the one this store is bound to."""
+        if self._bound is not None:
+            yield self._bound
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A connection where each statement is its own transaction (no BEGIN/COMMIT round
+        trips); a bound store's connection inside a transaction just runs it there."""
+        if self._bound is None:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                yield c
+            return
+        conn = self._bound
+        if conn.in_transaction():
+            yield conn
+            return
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction():  # SQLAlchemy's own marker; the database committed
+                conn.commit()
+            conn.execution_options(isolation_level=conn.default_isolation_level)
+
     def dispose(self) -> None:
         """Stop listening and close every pooled connection."""
         with self._listener_lock:
@@ -234,9 +277,12 @@ class Store:
     def write(self) -> Iterator[Connection]:
         """A writing transaction (``BEGIN IMMEDIATE`` on SQLite). Notifications queued with
         ``notify`` are sent with the commit."""
+        if self._bound is not None and self._bound.in_transaction():
+            yield self._bound  # joins the transaction around it
+            return
         pending: dict[str, list[str]] = {}
         try:
-            with self.engine.connect() as conn:
+            with self._connection() as conn:
                 conn = conn.execution_options(roadie_write=True)
                 conn.info["roadie_pending"] = pending
                 try:
@@ -255,9 +301,15 @@ class Store:
     @contextmanager
     def read(self) -> Iterator[Connection]:
         """A reading transaction."""
+        if self._bound is not None and self._bound.in_transaction():
+            yield self._bound  # joins the transaction around it
+            return
         try:
-            with self.engine.connect() as conn, conn.begin():
-                yield conn
+            with self._connection() as conn:
+                if self._bound is not None:
+                    conn.execution_options(roadie_write=False)
+                with conn.begin():
+                    yield conn
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
 
@@ -392,9 +444,8 @@ class Store:
         if self.is_postgres and len(stored) >= ANALYZE_AFTER:
             # a burst this large leaves the planner's statistics behind until autovacuum
             # catches up; without them it sorts every waiting task on each claim
-            with self.engine.connect() as conn:
+            with self._autocommit() as conn:
                 conn.execute(sa.text("ANALYZE roadie_tasks"))
-                conn.commit()
         return [_task_record(row, decoder) for row in stored]
 
     def _pg_insert_one(self, task: NewTask, now: dt.datetime,
@@ -409,7 +460,7 @@ class Store:
             "now": now, "claimable": task.run_after is None or task.run_after <= now,
         }
         try:
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with self._autocommit() as conn:
                 row = dict(conn.exec_driver_sql(_PG_INSERT_ONE_SQL, params).one()._mapping)
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
@@ -432,7 +483,7 @@ class Store:
             full = dict.fromkeys(_ALL_COLUMNS)
             full.update(row, id=task_id)
             stored.append(full)
-        if self.is_postgres:
+        if self.is_postgres and self._bound is None:
             columns = list(_ALL_COLUMNS)
             raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
             with raw.cursor() as cursor, cursor.copy(
@@ -875,7 +926,7 @@ class Store:
         }
         try:
             # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
-            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            with self._autocommit() as conn:
                 rows = [dict(r._mapping) for r in conn.exec_driver_sql(_PG_SETTLE_SQL, params)]
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
@@ -1118,34 +1169,46 @@ class Store:
         """Write the live status, recent messages and checkpoint of running tasks (each only
         while ``node`` runs its attempt ``attempts[task_id]``, its fencing token); return the
         ids among them that have a cancel request, and those whose write was refused (taken
-        over)."""
+        over). One batched statement, in id order, and one read, whatever the number of
+        tasks."""
+        if not updates:
+            return set(), set()
         now = utcnow()
-        cancelled: set[int] = set()
-        lost: set[int] = set()
+        ids = sorted(updates)
+        fences = attempts or {}
         with self.write() as conn:
-            for task_id, (status_bytes, messages, checkpoint) in sorted(updates.items()):
-                owned = [T.c.id == task_id, T.c.node == node,
-                         T.c.status == int(Status.IN_PROGRESS)]
-                if attempts is not None and task_id in attempts:
-                    owned.append(T.c.attempts == attempts[task_id])
-                values: dict[str, Any] = {"heartbeat_at": now, "updated_at": now}
-                if status_bytes is not None:
-                    values["task_status"] = status_bytes
-                if messages is not None:
-                    values["messages"] = messages
-                if checkpoint is not None:
-                    values["checkpoint"] = checkpoint
-                row = conn.execute(
-                    T.update().where(*owned).values(**values)
-                    .returning(T.c.cancel_requested_at)
-                ).first()
-                if row is None:
-                    lost.add(task_id)
-                    continue
-                if row.cancel_requested_at is not None:
-                    cancelled.add(task_id)
+            conn.execute(self._save_progress_sql, [
+                {"b_id": task_id, "b_node": node, "b_now": now, "b_status": updates[task_id][0],
+                 "b_messages": updates[task_id][1], "b_checkpoint": updates[task_id][2],
+                 "b_attempt": fences.get(task_id)}
+                for task_id in ids])
+            rows = conn.execute(
+                sa.select(T.c.id, T.c.attempts, T.c.cancel_requested_at).where(
+                    T.c.id.in_(ids), T.c.node == node, T.c.status == int(Status.IN_PROGRESS))
+            ).all()
+            owned = {r.id: r.cancel_requested_at for r in rows
+                     if fences.get(r.id) in (None, r.attempts)}
+            for task_id in ids:
                 self.notify(conn, CHANNEL_CHANGED, str(task_id))
-        return cancelled, lost
+        cancelled = {task_id for task_id, asked in owned.items() if asked is not None}
+        return cancelled, set(ids) - set(owned)
+
+    @functools.cached_property
+    def _save_progress_sql(self) -> Any:
+        def kept(name: str, column: Any) -> Any:  # None: keep what is stored
+            return sa.func.coalesce(sa.bindparam(name, type_=sa.LargeBinary), column)
+
+        now = sa.bindparam("b_now", type_=models.UTCDateTime)
+        return T.update().where(
+            T.c.id == sa.bindparam("b_id"), T.c.node == sa.bindparam("b_node"),
+            T.c.status == int(Status.IN_PROGRESS),
+            # the attempt's fencing token, when the worker gives one
+            T.c.attempts == sa.func.coalesce(sa.bindparam("b_attempt", type_=sa.Integer),
+                                             T.c.attempts),
+        ).values(heartbeat_at=now, updated_at=now,
+                 task_status=kept("b_status", T.c.task_status),
+                 messages=kept("b_messages", T.c.messages),
+                 checkpoint=kept("b_checkpoint", T.c.checkpoint))
 
     def count_pending(self, can: Claimable, before: dt.datetime) -> int:
         """1 if a waiting task that ``can`` runs is due before ``before``, else 0."""
@@ -1551,32 +1614,77 @@ def _task_record(row: Any, decoder: Decoder | None) -> TaskRecord:
     )
 
 
+def _normal_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
 def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",
                  idle_timeout: float | None = None) -> Engine:
-    if url.startswith("postgresql://") or url.startswith("postgres://"):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    url = _normal_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 30,
                                                                 "check_same_thread": False})
         path = engine.url.database
         if path and path != ":memory:":
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-
-        @sa.event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.isolation_level = None  # roadie issues BEGIN itself
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        @sa.event.listens_for(engine, "begin")
-        def _on_begin(conn: Connection) -> None:
-            write = conn.get_execution_options().get("roadie_write")
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
+        _sqlite_events(engine)
         return engine
+    try:
+        return sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20,
+                                pool_recycle=1800,
+                                connect_args=_pg_options(synchronous_commit, idle_timeout))
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
+
+
+def make_async_engine(url: str, *, synchronous_commit: str = "on") -> Any:
+    """An ``AsyncEngine`` on the same database as ``Store(url)``: psycopg's asyncio side on
+    PostgreSQL, aiosqlite on SQLite (with the same pragmas and ``BEGIN IMMEDIATE``)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = _normal_url(url)
+    try:
+        if url.startswith("sqlite"):
+            parsed = sa.make_url(url)
+            if parsed.drivername not in ("sqlite", "sqlite+aiosqlite"):
+                raise DatabaseError(f"the async client needs aiosqlite on SQLite, not "
+                                    f"{parsed.drivername!r} ({parsed.render_as_string()})")
+            try:
+                import aiosqlite  # noqa: F401
+            except ImportError:
+                raise DatabaseError("the async client needs aiosqlite on SQLite: "
+                                    "pip install aiosqlite") from None
+            engine = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"),
+                                         connect_args={"timeout": 30})
+            _sqlite_events(engine.sync_engine)
+            return engine
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800,
+                                   connect_args=_pg_options(synchronous_commit))
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, sa.exc.InvalidRequestError) as exc:
+        raise DatabaseError(f"cannot use database URL {url!r} asynchronously: {exc}") from exc
+
+
+def _sqlite_events(engine: Engine) -> None:
+    """WAL, a busy timeout, and roadie's own BEGIN (IMMEDIATE for writing transactions)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # roadie issues BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("roadie_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _pg_options(synchronous_commit: str, idle_timeout: float | None = None) -> dict[str, Any]:
     if synchronous_commit not in ("on", "off", "local", "remote_write", "remote_apply"):
         raise DatabaseError(
             f"postgres_synchronous_commit={synchronous_commit!r}: use on, off, local, "
@@ -1587,9 +1695,4 @@ def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",
         # for as long as the pause, and the recovery of its tasks would wait on them: the
         # server ends such a session instead
         settings.append(f"-c idle_in_transaction_session_timeout={int(idle_timeout * 1000)}")
-    options = {"options": " ".join(settings)} if settings else {}
-    try:
-        return sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20,
-                                pool_recycle=1800, connect_args=options)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
-        raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
+    return {"options": " ".join(settings)} if settings else {}

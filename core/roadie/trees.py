@@ -22,11 +22,12 @@ BATCH = 1000
 
 
 def add_subtasks(task: RunningTask, items: Iterable[Mapping[str, Any]], *,
-                 batch: int = BATCH) -> list[int]:
+                 batch: int = BATCH, app: Roadie | None = None) -> list[int]:
     """Add subtasks of the running ``task`` from ``items`` (each holds ``add_task``'s
     arguments: ``{"executor": ..., "context": ..., "name": ...}``), ``batch`` at a time;
-    returns their ids. ``items`` may be a generator: only one batch is in memory."""
-    app = task.app
+    returns their ids. ``items`` may be a generator: only one batch is in memory. ``app``:
+    the task's app on another connection (the async driver's)."""
+    app = app or task.app
     ids: list[int] = []
     resolved: dict[str, Any] = {}
     iterator = iter(enumerate(items))
@@ -40,9 +41,9 @@ def add_subtasks(task: RunningTask, items: Iterable[Mapping[str, Any]], *,
 
 
 def add_subtask(task: RunningTask, executor: str, context: Mapping[str, Any] | None = None,
-                **options: Any) -> TaskRecord:
+                *, app: Roadie | None = None, **options: Any) -> TaskRecord:
     """Add one subtask of the running ``task``; returns it as stored."""
-    app = task.app
+    app = app or task.app
     spec = app._new_task(executor, context, {}, **options)
     (record,) = app._insert_subtasks(task, [spec])
     return record

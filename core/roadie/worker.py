@@ -3,7 +3,10 @@ sees cancel requests and timeouts, and recovers the tasks of dead nodes."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
+import functools
 import logging
 import os
 import queue
@@ -23,12 +26,13 @@ from roadie.lifecycle import notify_hook, run_attempt
 from roadie.records import NodeRecord, TaskRecord
 from roadie.retention import BATCH, cutoffs, parse_retention, prune
 from roadie.running import RunningTask
-from roadie.status import Status
+from roadie.status import FINAL_STATUSES, Status
 from roadie.store import (
     CHANNEL_ADDED,
     CHANNEL_CANCEL,
     Claimable,
     Outcome,
+    Settled,
     split_payload,
     tag_subsets,
     utcnow,
@@ -41,6 +45,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("roadie.worker")
 PRUNE_BATCHES = 20  # retention: batches of deletes per maintenance tick, at most
 SIGNAL_LATENCY = 0.2  # seconds: how soon the claim loop acts on SIGINT/SIGTERM at most
+
+
+def _with_decoder(record: TaskRecord, decoder: Any) -> TaskRecord:
+    """A copy of ``record`` that decodes its values (``dataclasses.replace`` runs every
+    field through ``__init__``: too slow for every claimed task)."""
+    copied = copy.copy(record)
+    object.__setattr__(copied, "decoder", decoder)
+    return copied
 
 
 @dataclass(frozen=True)
@@ -166,6 +178,15 @@ class Worker:
         self._claim_sync: Claimable | None = None
         self._claim_async: Claimable | None = None
         self._runner: AsyncRunner | None = None
+        # a kind of claim (thread or async executors) that came back short is skipped until
+        # a task is added (or ended, which may free a lock) or the poll interval passes
+        self._may_claim = {"sync": True, "async": True}
+        self._claimed_short_at = {"sync": 0.0, "async": 0.0}
+        # this node's settle and live-state writes take turns on PostgreSQL, where the two
+        # locking the same rows in different orders could deadlock (SQLite has one writer at
+        # a time anyway; the heartbeat skips rows that are held)
+        self._writes: contextlib.AbstractContextManager[Any] = (
+            threading.Lock() if self.store.is_postgres else contextlib.nullcontext())
         from roadie.hosts import HostPool
 
         self.hosts = HostPool(app, self, all_executors=out_of_process)
@@ -255,6 +276,7 @@ class Worker:
 
     def _on_notification(self, channel: str, payload: str) -> None:
         if channel == CHANNEL_ADDED:
+            self._may_claim["sync"] = self._may_claim["async"] = True
             self._wake.set()
         elif channel == CHANNEL_CANCEL:
             items = split_payload(payload)
@@ -302,29 +324,32 @@ class Worker:
                 self.async_concurrency - busy_async)
             if self._claim_sync is None:
                 free = 0
-            if done or free > 0 or free_async > 0:
+            now = time.monotonic()
+            if any(self._isolated(d) or d.outcome.status not in FINAL_STATUSES
+                   for d in done):  # a freed lock, a retry: claim both kinds
+                self._may_claim["sync"] = self._may_claim["async"] = True
+            claims = [(kind, claimable, limit) for kind, claimable, limit in (
+                ("async", self._claim_async, free_async), ("sync", self._claim_sync, free))
+                if limit > 0 and (self._may_claim[kind]
+                                  or now - self._claimed_short_at[kind] >= poll)]
+            if done or claims:
                 try:
-                    settled = self.store.settle(
-                        self.id, [(d.outcome, d.task.record.isolation_key is not None
-                                   or d.task.record.executor in self._claimable.isolated)
-                                  for d in done],
-                        self._claim_sync if free > 0 else None, free,
-                        self._claim_async if free_async > 0 else None, free_async,
-                    )
-                    free += free_async
+                    settled = self._settle(done, claims[:1])
+                    for claim in claims[1:]:
+                        settled.claimed.extend(self._settle([], [claim]).claimed)
                 except RoadieError as exc:
                     self.outage.failed(exc)
                     self._requeue_done(done)
+                    self._may_claim["sync"] = self._may_claim["async"] = True
                     self._wait(self._stopping, poll)
                     continue
                 self.outage.reached()
-                self.stats.claims += free > 0
+                self.stats.claims += bool(claims)
                 try:
                     self._after_settle(done, settled.finished)
                 except Exception:
                     log.exception("roadie: after recording %d ended task(s)", len(done))
-                for record in settled.claimed:
-                    self._accept(record)
+                self._accept_all(settled.claimed)
                 if settled.claimed or done:
                     continue
             if stopping and busy <= 0:
@@ -344,6 +369,30 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0 or event.wait(min(left, SIGNAL_LATENCY)):
                 return
+
+    def _settle(self, done: list[_Done],
+                claims: list[tuple[str, Claimable | None, int]]) -> Settled:
+        """Record ``done`` and make at most one claim (kind, claimable, free slots), in one
+        transaction; a claim that comes back short is not repeated for a while."""
+        assert self._claimable is not None
+        kind, claimable, limit = claims[0] if claims else ("", None, 0)
+        if kind:
+            self._may_claim[kind] = False  # a task added from now on sets it again
+        outcomes = [(d.outcome, self._isolated(d)) for d in done]
+        with self._writes:
+            settled = self.store.settle(self.id, outcomes, claimable, limit)
+        if kind:
+            if len(settled.claimed) >= limit:
+                self._may_claim[kind] = True  # there may be more
+            else:
+                self._claimed_short_at[kind] = time.monotonic()
+        return settled
+
+    def _isolated(self, done: _Done) -> bool:
+        """Whether a finished attempt may hold an isolation lock (released when settled)."""
+        assert self._claimable is not None
+        record = done.task.record
+        return record.isolation_key is not None or record.executor in self._claimable.isolated
 
     def _take_done(self) -> list[_Done]:
         done = []
@@ -376,7 +425,7 @@ class Worker:
             label = item.outcome.status.label
             self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
             self.app.after_finish(
-                dataclasses.replace(record, decoder=self.app.decode_for_task),
+                _with_decoder(record, self.app.decode_for_task),
                 item.outcome, item.result, item.error,
             )
 
@@ -384,23 +433,29 @@ class Worker:
         assert self._claimable is not None
         return not self.app.has_pending_work(self._claimable)
 
-    def _accept(self, record: TaskRecord) -> None:
-        record = dataclasses.replace(record, decoder=self.app.decode_for_task)
-        running = RunningTask(self.app, record, sink=self,
-                              max_messages=self.settings.max_status_messages,
-                              child_width=self.settings.child_width)
-        is_async = (record.executor in self._async_names and self._runner is not None
-                    and not self.hosts.wants(running))  # a host runs its own loop
-        with self._running_lock:
-            self.running[record.id] = running
+    def _accept_all(self, records: list[TaskRecord]) -> None:
+        """Start claimed tasks: async ones on the loop (one wake-up for all), the others on
+        the threads."""
+        on_loop = []
+        for record in records:
+            record = _with_decoder(record, self.app.decode_for_task)
+            running = RunningTask(self.app, record, sink=self,
+                                  max_messages=self.settings.max_status_messages,
+                                  child_width=self.settings.child_width)
+            is_async = (record.executor in self._async_names and self._runner is not None
+                        and not self.hosts.wants(running))  # a host runs its own loop
+            with self._running_lock:
+                self.running[record.id] = running
+                if is_async:
+                    self._async_ids.add(record.id)
+            self.stats.claimed += 1
             if is_async:
-                self._async_ids.add(record.id)
-        self.stats.claimed += 1
-        if is_async:
+                on_loop.append((running, functools.partial(self._run_and_report, running)))
+            else:
+                self._queue.put(running)
+        if on_loop:
             assert self._runner is not None
-            self._runner.submit(running, lambda: self._run_and_report(running))
-        else:
-            self._queue.put(running)
+            self._runner.submit_many(on_loop)
 
     def _thread_main(self) -> None:
         while True:
@@ -451,10 +506,17 @@ class Worker:
         updates: dict[int, tuple[bytes | None, bytes | None, bytes | None]] = {}
         versions: dict[int, int] = {}
         attempts: dict[int, int] = {}
-        for task_id in dirty:
+        young: set[int] = set()
+        first_write = time.monotonic() - self.settings.status_interval
+        for task_id in sorted(dirty):
             with self._running_lock:
                 task = self.running.get(task_id)
             if task is None or task.ended or task.taken_over:
+                continue
+            if task.started is not None and task.started > first_write:
+                # a short task's live state is written with its outcome; a longer one's
+                # first write comes one interval after its start
+                young.add(task_id)
                 continue
             attempts[task_id] = task.attempt
             version, checkpoint = task.pending_checkpoint()
@@ -463,10 +525,14 @@ class Worker:
             status_bytes, messages = self._encode_live_state(task)
             updates[task_id] = (status_bytes, messages, checkpoint)
             versions[task_id] = version
+        if young:
+            with self._dirty_lock:
+                self._dirty.update(young)
         if not updates:
             return
         try:
-            cancelled, lost = self.store.save_progress(self.id, updates, attempts)
+            with self._writes:
+                cancelled, lost = self.store.save_progress(self.id, updates, attempts)
         except BaseException:
             with self._dirty_lock:  # try again at the next tick
                 self._dirty.update(updates)
@@ -572,7 +638,7 @@ class Worker:
                     with self._running_lock:
                         running = {i: t.attempt for i, t in self.running.items()
                                    if not t.ended and not t.taken_over}
-                    lost = self.store.heartbeat(self.id, running)
+                    lost = self.store.heartbeat(self.id, running)  # skips rows held: no turn
                     if lost:
                         self._stop_lost(lost, "heartbeat")
                 if now >= next_sweep:
@@ -619,6 +685,11 @@ class Worker:
             self._maintenance.join(timeout=10)
             self._settle_leftovers()  # attempts that ended after the claim loop stopped
         if self._runner is not None:
+            if "aio" in self.app.__dict__:  # async executors used app.aio on this loop
+                try:
+                    self._runner.run(self.app.aio.close())
+                except Exception:
+                    log.exception("roadie: closing the async client's connections")
             self._runner.stop()
         self.hosts.close()
         try:

@@ -47,7 +47,7 @@ def create_app(
             "roadie's web app needs its extra: pip install 'roadie[web]'") from exc
 
     from roadie.web import api
-    from roadie.web.extensions import collect
+    from roadie.web.extensions import collect, text_routes
     from roadie.web.live import Feed
     from roadie.web.pages import Pages
     from roadie.web.security import Security, SecurityMiddleware
@@ -55,6 +55,7 @@ def create_app(
     security = Security(token, read_only=read_only, allowed_hosts=allowed_hosts)
     feed = Feed(app, poll_interval=poll_interval)
     extensions = collect(app)
+    security.machine_paths = frozenset(extensions.texts)  # answered like the API
     pages = Pages(app, security, feed, extensions)
 
     @contextlib.asynccontextmanager
@@ -64,7 +65,7 @@ def create_app(
 
     static = StaticFiles(directory=Path(__file__).parent / "static")
     web = Starlette(
-        routes=[*api.routes(app, extensions), *pages.routes(),
+        routes=[*api.routes(app, extensions), *pages.routes(), *text_routes(app, extensions),
                 Mount("/static", static, name="static")],
         middleware=[Middleware(SecurityMiddleware, security=security)],
         lifespan=lifespan,

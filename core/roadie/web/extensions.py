@@ -18,7 +18,11 @@ log = logging.getLogger("roadie.web")
 
 PageRender = Callable[["Roadie"], "list[Mapping[str, Any]] | Mapping[str, Any]"]
 PanelRender = Callable[["Roadie", "TaskRecord"], "Mapping[str, Any] | None"]
+TextRender = Callable[["Roadie"], "str | bytes"]
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_TEXT_PATH = re.compile(r"/[a-z0-9][a-z0-9._-]{0,62}")
+_RESERVED = frozenset({"api", "x", "static", "tasks", "submit", "nodes", "plugins", "login",
+                       "logout", "events"})  # the web app's own first path segments
 
 
 @dataclass
@@ -40,11 +44,21 @@ class TaskPanel:
 
 
 @dataclass
+class TextEndpoint:
+    """A plain-text endpoint a plugin adds (for machines: metrics, health)."""
+
+    path: str
+    render: TextRender
+    media_type: str
+
+
+@dataclass
 class WebExtensions:
     """The registry handed to ``roadie_web_extend(web)``."""
 
     pages: dict[str, Page] = field(default_factory=dict)
     panels: list[TaskPanel] = field(default_factory=list)
+    texts: dict[str, TextEndpoint] = field(default_factory=dict)
 
     def add_page(self, slug: str, title: str, render: PageRender, *,
                  description: str = "") -> None:
@@ -61,6 +75,19 @@ class WebExtensions:
         """Add a section to the task page: ``render(app, task)`` returns a map of labels to
         values for that task, or None to show nothing."""
         self.panels.append(TaskPanel(title, render))
+
+    def add_text(self, path: str, render: TextRender, *,
+                 media_type: str = "text/plain; charset=utf-8") -> None:
+        """Serve ``render(app)`` (text or bytes) at ``path`` (one segment, like
+        ``/metrics``) for machines such as a Prometheus scraper: with a token it asks for the
+        bearer token as the API does."""
+        if not _TEXT_PATH.fullmatch(path) or path[1:] in _RESERVED:
+            raise ValueError(f"web text path {path!r} must be one lower-case segment like "
+                             f"'/metrics', not one of the web app's own "
+                             f"({', '.join(sorted(_RESERVED))})")
+        if path in self.texts:
+            raise ValueError(f"web text path {path!r} is already taken")
+        self.texts[path] = TextEndpoint(path, render, media_type)
 
 
 def collect(app: Roadie) -> WebExtensions:
@@ -91,3 +118,25 @@ def render_panels(app: Roadie, web: WebExtensions, task: TaskRecord) -> list[dic
         if values:
             panels.append({"title": panel.title, "values": jsonable(dict(values))})
     return panels
+
+
+def text_routes(app: Roadie, web: WebExtensions) -> list[Any]:
+    """Starlette routes for the plugins' text endpoints; a failing render answers 500 naming
+    the error."""
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse, Response
+    from starlette.routing import Route
+
+    def endpoint(text: TextEndpoint) -> Callable[[Request], Response]:
+        def serve(_request: Request) -> Response:  # sync: Starlette runs it in a thread
+            try:
+                body = text.render(app)
+            except Exception as exc:
+                log.warning("roadie web: %s failed: %s", text.path, exc)
+                return PlainTextResponse(f"{text.path} failed: {type(exc).__name__}: {exc}\n",
+                                         status_code=500)
+            return Response(body, media_type=text.media_type)
+
+        return serve
+
+    return [Route(t.path, endpoint(t), methods=["GET"]) for t in web.texts.values()]

@@ -52,6 +52,7 @@ class Security:
             raise ValueError("the web token is empty: give a long random string, or no token")
         self.token = token
         self.read_only = read_only
+        self.machine_paths: frozenset[str] = frozenset()  # plugins' text endpoints
         self.allowed_hosts = None if allowed_hosts is None else frozenset(
             h.lower() for h in allowed_hosts)
         # Keys derive from the token, so sessions survive a restart and die with a new token;
@@ -139,7 +140,7 @@ class SecurityMiddleware:
         headers = _headers(scope)
         cookies = _cookies(headers)
         path = relative_path(scope)
-        is_api = path.startswith("/api/") or path == "/api"
+        is_api = path.startswith("/api/") or path == "/api" or path in security.machine_paths
         method = scope["method"].upper()
         state = scope.setdefault("state", {})
         nonce = cookies.get(CSRF_COOKIE) or ""

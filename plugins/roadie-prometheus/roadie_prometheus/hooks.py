@@ -12,12 +12,23 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import roadie
+from prometheus_client import CONTENT_TYPE_LATEST
 from roadie import hookimpl
 
-from roadie_prometheus.metrics import ATTEMPTS, DURATION, ENDED, FAILURES, STATE, WAIT, serve
+from roadie_prometheus.metrics import (
+    ATTEMPTS,
+    DURATION,
+    ENDED,
+    FAILURES,
+    STATE,
+    WAIT,
+    render,
+    serve,
+)
 
 if TYPE_CHECKING:
     from roadie import Executor, Result, RunningTask, TaskRecord
+    from roadie.web.extensions import WebExtensions
     from roadie.worker import Worker
 
 ROADIE_GLOBAL = True  # every task's hooks, whatever plugins the task names
@@ -43,15 +54,58 @@ def roadie_register_commands(cli: click.Group) -> None:
         ))
 
 
+def worker_port() -> tuple[int, str] | None:
+    """This process's metrics port and how it was chosen: ``--metrics-port P``
+    (``ROADIE_METRICS_PORT``), plus ``i - 1`` in the ``i``-th process of ``roadie worker -p M``
+    (so the processes serve P, P+1, ..., P+M-1)."""
+    value = os.environ.get(PORT_VARIABLE)
+    if not value:
+        return None
+    try:
+        base = int(value)
+    except ValueError:
+        raise ValueError(f"{PORT_VARIABLE}={value!r} is not a port number") from None
+    processes = os.environ.get("ROADIE_WORKER_PROCESSES")
+    if not processes:
+        return base, f"--metrics-port {base}; choose a free port"
+    index = int(os.environ.get("ROADIE_WORKER_INDEX") or 1)
+    last = base + int(processes) - 1
+    return base + index - 1, (f"worker process {index} of {processes} serves --metrics-port "
+                              f"{base} + {index - 1}; ports {base} to {last} must be free")
+
+
 @hookimpl
 def roadie_worker_started(worker: Worker) -> None:
     """Remember the worker (its slots and database feed the gauges); serve the endpoint."""
     with STATE.lock:
         STATE.worker, STATE.app = worker, worker.app
-        port = os.environ.get(PORT_VARIABLE)
-        if port and STATE.server is None:
-            STATE.server = serve(int(port))
-            log.info("Prometheus metrics on port %s", port)
+        chosen = worker_port()
+        if chosen is None or STATE.server is not None:
+            return
+        port, why = chosen
+        try:
+            STATE.server = serve(port)
+        except OSError as exc:
+            log.error("roadie-prometheus: cannot serve metrics on port %s: %s (%s); tasks run "
+                      "on without metrics", port, exc.strerror or exc, why)
+            return
+        log.info("Prometheus metrics on port %s", port)
+
+
+@hookimpl
+def roadie_web_extend(web: WebExtensions) -> None:
+    """Serve ``/metrics`` from the web app (``roadie web``), behind its token if it has one."""
+    add_text = getattr(web, "add_text", None)
+    if add_text is None:  # a roadie without text endpoints
+        return
+
+    def metrics(app: roadie.Roadie) -> bytes:
+        with STATE.lock:
+            if STATE.worker is None:  # no worker in this process: gauges of the web's app
+                STATE.app = app
+        return render()
+
+    add_text("/metrics", metrics, media_type=CONTENT_TYPE_LATEST)
 
 
 @hookimpl

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 import roadie
@@ -11,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from roadie import Status
 from roadie.testing import BackgroundWorker, wait_final, wait_for
 from roadie_prometheus import render
+from roadie_prometheus.hooks import PORT_VARIABLE
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -89,3 +96,90 @@ def test_the_worker_serves_metrics_with_busy_slots_and_heartbeats(
                    for (name, _), v in found.items())
         app.cancel_task(task.id)
         assert wait_final(app, task.id).status is Status.CANCELLED
+
+
+def free_ports(count: int) -> int:
+    """A port P such that P, P+1, ..., P+count-1 are free now."""
+    while True:
+        base = free_port()
+        try:
+            for offset in range(1, count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", base + offset))
+            return base
+        except OSError:
+            continue
+
+
+def metrics_at(port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return samples(response.read().decode())
+    except OSError:
+        return None
+
+
+def test_each_worker_process_serves_its_own_port(roadie_db_app: roadie.Roadie,
+                                                 tmp_path: Path) -> None:
+    app = roadie_db_app
+    base = free_ports(2)
+    env = {**os.environ, "ROADIE_DATA_DIR": str(tmp_path / "data"),
+           "ROADIE_HEARTBEAT_INTERVAL": "0.2", "ROADIE_SQLITE_POLL_INTERVAL": "0.02"}
+    env.pop(PORT_VARIABLE, None)
+    log = (tmp_path / "w.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "roadie", "--url", app.url, "worker", "-p", "2", "-c", "1",
+         "--async-concurrency", "5", "--metrics-port", str(base)],
+        env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        pages = [wait_for(lambda p=port: metrics_at(p), timeout=60,
+                          message=f"metrics on port {port}") for port in (base, base + 1)]
+        for page in pages:
+            assert value(page, "roadie_worker_slots", kind="async") == 5
+            assert value(page, "roadie_worker_slots", kind="thread") == 1
+        wait_for(lambda: len(app.list_nodes()) == 2, message="two worker nodes")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            assert process.wait(30) == 0, (tmp_path / "w.log").read_text()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+
+
+def test_a_taken_port_is_a_clear_error_and_tasks_still_run(
+        roadie_db_app: roadie.Roadie, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    app = roadie_db_app
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv(PORT_VARIABLE, str(port))
+        task = app.add_task("roadie-examples:noop", {})
+        with caplog.at_level(logging.ERROR, logger="roadie_prometheus"):
+            app.run_worker(concurrency=1, until_idle=True)
+    assert app.get_task(task.id).status is Status.SUCCESSFUL
+    errors = [r.getMessage() for r in caplog.records if r.name == "roadie_prometheus"]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"roadie-prometheus: cannot serve metrics on port {port}: ")
+    assert f"--metrics-port {port}; choose a free port" in errors[0]
+
+
+def test_the_web_app_serves_metrics_behind_its_token(roadie_db_app: roadie.Roadie) -> None:
+    from roadie.web import create_app
+    from starlette.testclient import TestClient
+
+    app = roadie_db_app
+    app.add_task("roadie-examples:noop", {})
+    with TestClient(create_app(app, token="s3cret-token-for-tests")) as client:
+        refused = client.get("/metrics")
+        assert refused.status_code == 401
+        assert refused.json()["error"].startswith("authentication required")
+        page = client.get("/metrics", headers={"Authorization": "Bearer s3cret-token-for-tests"})
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/plain")
+    found = samples(page.text)
+    assert value(found, "roadie_tasks", status="new", executor="roadie-examples:noop") == 1

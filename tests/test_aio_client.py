@@ -1,0 +1,208 @@
+"""The async client (``app.aio``, ``roadie.AsyncRoadie``): every client call awaited, on an
+async driver, with the same hooks as the synchronous calls, never blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import roadie
+import sqlalchemy as sa
+from roadie import Status
+from roadie.testing import BackgroundWorker, make_app
+
+T = TypeVar("T")
+
+
+def run(coroutine_function: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine on a new event loop, as ``asyncio.run`` does."""
+
+    async def main() -> T:
+        return await coroutine_function()
+
+    return asyncio.run(main())
+
+
+def test_every_client_call_has_an_awaitable_counterpart(app: roadie.Roadie) -> None:
+    async def scenario() -> None:
+        tasks = app.aio
+        one = await tasks.add_task("roadie-examples:count", {"n": 2}, name="one", owner="ann",
+                                   group="g1", priority=3)
+        assert one.status is Status.NEW and one.name == "one" and one.priority == 3
+        many = await tasks.add_tasks([("roadie-examples:count", {"n": 1}),
+                                      {"executor": "roadie-examples:echo", "context": {"x": 1},
+                                       "owner": "bob"}])
+        assert [t.executor for t in many] == ["roadie-examples:count", "roadie-examples:echo"]
+        assert (await tasks.get_task(one.id)).context == {"n": 2}
+        assert await tasks.get_task_status(one.id) == {}
+        listed = await tasks.list_tasks(status="new", limit=None)
+        assert [t.id for t in listed] == [many[1].id, many[0].id, one.id]
+        assert [t.id for t in await tasks.list_tasks(owner="bob")] == [many[1].id]
+
+        cancelled = await tasks.cancel_task(one.id, by="me")
+        assert cancelled.status is Status.CANCELLED
+        assert cancelled.status_message.startswith("cancelled by me at ")
+        resumed = await tasks.resume_task(one.id)
+        assert resumed.status is Status.NEW
+
+        with pytest.raises(roadie.TaskNotFound):
+            await tasks.get_task(10_000)
+        with pytest.raises(roadie.UnknownExecutor):
+            await tasks.add_task("roadie-examples:nope", {})
+        with pytest.raises(roadie.InvalidTransition):
+            await tasks.resume_task(many[0].id)
+
+        await tasks.delete_task(many[1].id)
+        with pytest.raises(roadie.TaskNotFound):
+            await tasks.get_task(many[1].id)
+        await tasks.close()
+
+    run(scenario)
+    assert app.get_task(1).status is Status.NEW  # the sync API sees what the async one wrote
+
+
+def test_watch_is_an_async_iterator_that_ends_with_the_tasks(app: roadie.Roadie) -> None:
+    async def scenario() -> list[tuple[int, Status]]:
+        tasks = app.aio
+        first = await tasks.add_task("roadie-examples:count", {"n": 3})
+        second = await tasks.add_task("roadie-examples:echo", {})
+        seen: list[tuple[int, Status]] = []
+        with BackgroundWorker(app, concurrency=2):
+            async for task in tasks.watch([first.id, second.id], interval=0.05, timeout=60):
+                seen.append((task.id, task.status))
+        await tasks.close()
+        return seen
+
+    seen = run(scenario)
+    assert seen[0][1] is Status.NEW
+    assert {task_id for task_id, status in seen if status is Status.SUCCESSFUL} == {1, 2}
+    assert app.get_task(1).status is Status.SUCCESSFUL
+
+
+def test_a_timed_out_watch_ends(app: roadie.Roadie) -> None:
+    async def scenario() -> list[roadie.TaskRecord]:
+        await app.aio.add_task("roadie-examples:count", {"n": 1}, owner="nobody-runs-it")
+        seen = [t async for t in app.aio.watch(owner="nobody-runs-it", timeout=0.3)]
+        await app.aio.close()
+        return seen
+
+    seen = run(scenario)
+    assert [t.status for t in seen] == [Status.NEW]
+
+
+REQUEST: contextvars.ContextVar[str | None] = contextvars.ContextVar("request", default=None)
+
+
+class RequestId:
+    """Captures the caller's request id (a context variable) into every task it adds."""
+
+    def __init__(self) -> None:
+        self.added: list[int] = []
+
+    @roadie.hookimpl
+    def roadie_capture_context(self, executor: str, context: dict[str, Any]) -> dict[str, Any]:
+        return {"request": REQUEST.get()}
+
+    @roadie.hookimpl
+    def roadie_task_added(self, app: roadie.Roadie, task: roadie.TaskRecord) -> None:
+        self.added.append(task.id)
+
+
+def test_async_adds_run_the_same_hooks_in_the_callers_context(app: roadie.Roadie) -> None:
+    plugin = RequestId()
+    app.plugins.register(plugin, name="request-id")
+
+    async def add(request: str) -> roadie.TaskRecord:
+        REQUEST.set(request)  # each asyncio task has its own context
+        return await app.aio.add_task("roadie-examples:echo", {})
+
+    async def scenario() -> list[roadie.TaskRecord]:
+        added = await asyncio.gather(*(add(f"req-{i}") for i in range(5)))
+        batch = await app.aio.add_tasks([("roadie-examples:echo", {})] * 3)
+        await app.aio.close()
+        return [*added, *batch]
+
+    REQUEST.set("batch")
+    added = run(scenario)
+    assert [app.get_task(t.id).captured["request"] for t in added] == [
+        "req-0", "req-1", "req-2", "req-3", "req-4", "batch", "batch", "batch"]
+    assert sorted(plugin.added) == sorted(t.id for t in added)
+
+
+def _hold_write_lock(app: roadie.Roadie, task_id: int, locked: threading.Event,
+                     release: threading.Event) -> None:
+    """Lock the task's row (PostgreSQL) or the database (SQLite) until ``release``."""
+    engine = sa.create_engine(app.url)
+    try:
+        with engine.connect() as conn:
+            if app.store.is_sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                conn.begin()
+            conn.execute(sa.text("SELECT id FROM roadie_tasks WHERE id = :id FOR UPDATE")
+                         if app.store.is_postgres else
+                         sa.text("UPDATE roadie_tasks SET name = name WHERE id = :id"),
+                         {"id": task_id})
+            locked.set()
+            release.wait(30)
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_call_waiting_on_the_database_leaves_the_loop_free(app: roadie.Roadie) -> None:
+    task = app.add_task("roadie-examples:count", {"n": 1})
+    locked, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=_hold_write_lock, args=(app, task.id, locked, release))
+
+    async def scenario() -> tuple[bool, int, roadie.TaskRecord]:
+        await app.aio.get_task(task.id)  # connected and warmed up
+        holder.start()
+        assert await asyncio.to_thread(locked.wait, 20)
+        call = asyncio.ensure_future(app.aio.cancel_task(task.id, by="me"))
+        ticks = 0
+        for _ in range(5):  # the loop keeps running while the cancel waits for the lock
+            await asyncio.sleep(0.02)
+            ticks += 1
+        pending = not call.done()
+        release.set()
+        done = await call
+        await app.aio.close()
+        return pending, ticks, done
+
+    try:
+        pending, ticks, done = run(scenario)
+    finally:
+        release.set()
+        holder.join()
+    assert pending and ticks == 5
+    assert done.status is Status.CANCELLED
+
+
+def test_async_roadie_makes_its_own_app(db_url: str, tmp_path: Path) -> None:
+    make_app(db_url, tmp_path / "data").close()  # the schema
+
+    async def scenario() -> tuple[int, Status]:
+        async with roadie.AsyncRoadie(db_url, data_dir=tmp_path / "data") as tasks:
+            added = await tasks.add_task("roadie-examples:echo", {"hello": "world"})
+            again = await tasks.get_task(added.id)
+        tasks.app.close()
+        return added.id, again.status
+
+    task_id, status = run(scenario)
+    assert status is Status.NEW
+    with pytest.raises(TypeError, match="takes no options"):
+        roadie.AsyncRoadie(make_app(db_url, tmp_path / "data"), data_dir=tmp_path)
+    assert task_id >= 1
+
+
+def test_one_app_serves_two_event_loops(app: roadie.Roadie) -> None:
+    first = run(lambda: app.aio.add_task("roadie-examples:echo", {}))
+    second = run(lambda: app.aio.add_task("roadie-examples:echo", {}))
+    assert second.id == first.id + 1
+    app.close()  # drops the pools of loops that are gone
