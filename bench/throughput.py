@@ -104,7 +104,7 @@ def count_successful(app: roadie.Roadie) -> int:
 
 def measure(backend: str, n: int) -> Figures:
     figures = Figures(backend, n)
-    with tempfile.TemporaryDirectory(prefix="roadie-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
         url = fresh_database(backend, Path(tmp))
         app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
         app.plugins.register_executor(STAMP, StampExecutor)
@@ -186,6 +186,7 @@ def report(results: list[Figures]) -> str:
 # -- depth: drain while many tasks wait that this node cannot take now ----------------------
 
 TICK = "bench:tick"
+FILL_CHUNK = 20_000  # skipped tasks per add_tasks call (fewer statistics refreshes)
 DEPTH_NOTES = """
 
 Each row: a fresh database, the skipped tasks added first, then the no-ops (`bench:tick`),
@@ -193,8 +194,23 @@ then a `BackgroundWorker(app, concurrency=2)` drains the no-ops (rate from its s
 no-op run). Skipped kinds: serial-behind-lock (`roadie-examples:serial`, status QUEUED, behind
 one long serial task that holds the lock in another worker), delayed (`delay=3600`),
 tagged-absent (`tags=["gpu"]`), plugin-absent (an executor of a plugin no node has), mix (a
-quarter of each). `load` is the 1-minute load average after the row."""
-SKIP_KINDS = ("none", "serial-behind-lock", "delayed", "tagged-absent", "plugin-absent", "mix")
+quarter of each); plain: not skipped at all, `--depth` more no-ops wait behind the ones timed
+(the drain of the first `--tasks` of a deep queue). `load` is the 1-minute load average after
+the row."""
+PROCESSES_NOTES = """
+
+{n:,} no-ops (`roadie-examples:noop`) on a fresh database, drained by `roadie worker -p 1` and
+by `roadie worker -p {p}` (2 threads each, `--until-idle`), timed from the command's start to
+its exit (process start-up included). Idle memory: the resident set (VmRSS) of a `roadie
+worker` with default settings, 3 s after it registered, with the example plugins installed."""
+ADD_MANY_NOTES = """
+
+A fresh database; `app.add_tasks(generator)` of no-ops (chunks of 10,000 tasks, one
+transaction each); peak memory is the growth of the process's maximum resident set during the
+call. Then the median of 20 calls of the first page of `list_tasks` (50 newest), the first page
+of NEW tasks, and `get_task_status` of a task in the middle."""
+SKIP_KINDS = ("none", "serial-behind-lock", "delayed", "tagged-absent", "plugin-absent", "mix",
+              "plain")
 
 
 class TickExecutor(roadie.Executor):
@@ -221,14 +237,16 @@ def fill_skipped(app: roadie.Roadie, kind: str, depth: int) -> None:
     with app.store.engine.connect() as conn:
         before = conn.execute(sa.text("SELECT coalesce(max(id), 0) FROM roadie_tasks")).scalar()
     spec: dict[str, object] = {"executor": NOOP, "context": {}}
-    if kind == "serial-behind-lock":
+    if kind == "plain":
+        spec = {"executor": TICK, "context": {}}
+    elif kind == "serial-behind-lock":
         spec = {"executor": "roadie-examples:serial", "context": {"seconds": 3600}}
     elif kind == "delayed":
         spec["delay"] = 3600
     elif kind == "tagged-absent":
         spec["tags"] = ["gpu"]
-    for offset in range(0, depth, CHUNK):
-        app.add_tasks([spec] * min(CHUNK, depth - offset))
+    for offset in range(0, depth, FILL_CHUNK):
+        app.add_tasks([spec] * min(FILL_CHUNK, depth - offset))
     with app.store.engine.begin() as conn:
         if kind == "serial-behind-lock":  # what a claim leaves behind a held lock
             conn.execute(sa.text("UPDATE roadie_tasks SET status = 4 WHERE id > :b"),
@@ -244,7 +262,7 @@ def fill_skipped(app: roadie.Roadie, kind: str, depth: int) -> None:
 
 def measure_depth(backend: str, n: int, kind: str, depth: int) -> float:
     """Drain rate (tasks/s) of ``n`` counting no-ops with ``depth`` skipped tasks of ``kind``."""
-    with tempfile.TemporaryDirectory(prefix="roadie-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
         url = fresh_database(backend, Path(tmp))
         app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
         app.plugins.register_executor(TICK, TickExecutor)
@@ -257,9 +275,12 @@ def measure_depth(backend: str, n: int, kind: str, depth: int) -> float:
                 first = app.add_task("roadie-examples:serial", {"seconds": 3600})
                 wait(lambda: app.get_task(first.id).status == roadie.Status.IN_PROGRESS,
                      "the lock holder to start")
-            fill_skipped(app, kind, depth)
+            if kind != "plain":  # plain: the timed no-ops are the first of the deep queue
+                fill_skipped(app, kind, depth)
             for offset in range(0, n, CHUNK):
                 app.add_tasks([{"executor": TICK, "context": {}}] * min(CHUNK, n - offset))
+            if kind == "plain":
+                fill_skipped(app, kind, depth)
             TickExecutor.count = 0
             started = time.perf_counter()
             with BackgroundWorker(app, concurrency=2):
@@ -288,6 +309,107 @@ def depth_report(backend: str, n: int, depth: int, kinds: list[str]) -> str:
                   "vs. none", "load"], rows)
 
 
+# -- add_tasks from a generator, and reading at that depth ---------------------------------
+
+
+def measure_add_many(backend: str, n: int) -> list[str]:
+    """``add_tasks`` over a generator of ``n`` no-ops (rate, memory), then the first page of
+    ``list_tasks`` and ``get_task_status`` at that depth."""
+    import resource
+
+    with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
+        url = fresh_database(backend, Path(tmp))
+        app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
+        try:
+            app.add_task(NOOP, {})
+            empty_tasks(app)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            started = time.perf_counter()
+            added = app.add_tasks({"executor": NOOP, "context": {"i": i}} for i in range(n))
+            rate = n / (time.perf_counter() - started)
+            grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+            print(f"  {backend}: add_tasks(generator of {n:,}) {rate:,.0f}/s, peak memory "
+                  f"+{grown:.0f} MB", flush=True)
+            timings = {}
+            for what, call in (("list first page", lambda: app.list_tasks(limit=50)),
+                               ("list first page of new", lambda: app.list_tasks(
+                                   status=[roadie.Status.NEW], limit=50)),
+                               ("get_task_status", lambda: app.get_task_status(
+                                   added.ids[len(added) // 2]))):
+                call()
+                runs = []
+                for _ in range(20):
+                    t0 = time.perf_counter()
+                    call()
+                    runs.append(time.perf_counter() - t0)
+                timings[what] = sorted(runs)[len(runs) // 2] * 1000
+                print(f"  {backend}: {what} at {n:,} waiting: {timings[what]:.1f} ms",
+                      flush=True)
+        finally:
+            app.close()
+    return [backend, f"{n:,}", f"{rate:,.0f}/s", f"+{grown:.0f} MB",
+            *(f"{v:.1f} ms" for v in timings.values()), f"{os.getloadavg()[0]:.1f}"]
+
+
+# -- many worker processes; idle memory ---------------------------------------------------
+
+
+def measure_processes(backend: str, n: int, processes: int) -> float:
+    """Drain rate of ``n`` no-ops by ``roadie worker -p PROCESSES -c 2 --until-idle`` (from
+    the start of the command to its exit, process start-up included)."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
+        url = fresh_database(backend, Path(tmp))
+        app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
+        try:
+            app.add_task(NOOP, {})
+            empty_tasks(app)
+            for offset in range(0, n, CHUNK):
+                app.add_tasks([{"executor": NOOP, "context": {}}] * min(CHUNK, n - offset))
+            env = {**os.environ, "ROADIE_DATA_DIR": tmp}
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "roadie", "--url", url, "worker", "-p",
+                            str(processes), "-c", "2", "--until-idle"], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            rate = n / (time.perf_counter() - started)
+            done = count_successful(app)
+            if done != n:
+                sys.exit(f"{backend}: {processes} processes ran {done} of {n} tasks")
+        finally:
+            app.close()
+    print(f"  {backend}: {processes} process(es): drain {rate:,.0f}/s, "
+          f"load {os.getloadavg()[0]:.1f}", flush=True)
+    return rate
+
+
+def measure_idle_memory(backend: str) -> float:
+    """Resident memory (MB) of an idle ``roadie worker`` (default settings) after it started."""
+    import subprocess
+
+    with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
+        url = fresh_database(backend, Path(tmp))
+        app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
+        app.add_task(NOOP, {})
+        app.run_worker(concurrency=1, until_idle=True)
+        env = {**os.environ, "ROADIE_DATA_DIR": tmp}
+        process = subprocess.Popen([sys.executable, "-m", "roadie", "--url", url, "worker"],
+                                   env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        try:
+            wait(lambda: len(app.list_nodes()) == 1, "the worker to start", timeout=120)
+            time.sleep(3)  # a few idle rounds
+            status = Path(f"/proc/{process.pid}/status").read_text()
+            rss = int(next(line.split()[1] for line in status.splitlines()
+                           if line.startswith("VmRSS:"))) / 1024
+        finally:
+            process.terminate()
+            process.wait(30)
+            app.close()
+    print(f"  {backend}: idle worker {rss:.0f} MB", flush=True)
+    return rss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per measurement")
@@ -299,8 +421,36 @@ def main() -> None:
                         help="drain with this many skipped tasks waiting (see --skip)")
     parser.add_argument("--skip", choices=SKIP_KINDS, action="append", default=None,
                         help="the kind of skipped task (repeatable; default all)")
+    parser.add_argument("--add-many", type=int, default=0,
+                        help="add this many tasks from a generator; then time reads")
+    parser.add_argument("--processes", type=int, default=0,
+                        help="drain with 1 and with this many worker processes; idle memory")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if args.processes:
+        rows = []
+        for backend in backends:
+            one = measure_processes(backend, args.tasks, 1)
+            many = measure_processes(backend, args.tasks, args.processes)
+            rows.append([backend, f"{one:,.0f}/s", f"{many:,.0f}/s", f"{many / one:.2f}x",
+                         f"{measure_idle_memory(backend):.0f} MB",
+                         f"{os.getloadavg()[0]:.1f}"])
+        text = table(["backend", "drain, 1 process", f"drain, {args.processes} processes",
+                      "ratio", "idle worker memory (RSS)", "load"], rows)
+        print(text)
+        if not args.no_write:
+            write_section("Many worker processes; idle memory", text + PROCESSES_NOTES.format(
+                n=args.tasks, p=args.processes))
+        return
+    if args.add_many:
+        rows = [measure_add_many(backend, args.add_many) for backend in backends]
+        text = table(["backend", "tasks", "add_tasks(generator)", "peak memory",
+                      "list (50, newest)", "list new (50)", "get_task_status", "load"], rows)
+        print(text)
+        if not args.no_write:
+            write_section(f"Depth: add_tasks from a generator, reads at {args.add_many:,}",
+                          text + ADD_MANY_NOTES)
+        return
     if args.depth:
         kinds = ["none", *[k for k in args.skip or SKIP_KINDS if k != "none"]]
         texts = [depth_report(backend, args.tasks, args.depth, kinds) for backend in backends]

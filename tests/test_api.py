@@ -148,6 +148,19 @@ def test_add_tasks_takes_pairs_and_names_a_bad_item(app: roadie.Roadie) -> None:
     assert [t.id for t in app.list_tasks()] == [task.id]  # the batch added nothing
 
 
+def test_add_tasks_from_an_iterable_goes_in_chunks(app: roadie.Roadie) -> None:
+    items = ({"executor": "roadie-examples:echo", "context": {"i": i}} for i in range(25))
+    added = app.add_tasks(items, chunk_size=10)
+    assert len(added) == 25
+    assert [t.context["i"] for t in added] == list(range(25))
+    assert added[3].context == {"i": 3} and [t.id for t in added[-2:]] == list(added.ids[-2:])
+    assert app.store.count_tasks() == {roadie.Status.NEW: 25}
+    bad = iter([("roadie-examples:echo", {})] * 10 + [{"context": {}}])
+    with pytest.raises(ValueError, match=r"tasks\[10\] has no 'executor'"):
+        app.add_tasks(bad, chunk_size=10)
+    assert app.store.count_tasks() == {roadie.Status.NEW: 35}  # the first chunk went in
+
+
 def test_unreachable_database_is_one_clear_line(tmp_path: object) -> None:
     app = roadie.Roadie("postgresql+psycopg://nobody@127.0.0.1:1/none")
     with pytest.raises(roadie.DatabaseError) as info:

@@ -127,7 +127,7 @@ class AsyncRoadie:
     ) -> list[TaskRecord]:
         """Add many tasks in one transaction (``Roadie.add_tasks``)."""
         items = list(tasks)
-        return await self.call(lambda app: app.add_tasks(items))
+        return await self.call(lambda app: list(app.add_tasks(items)))
 
     # -- reading -------------------------------------------------------------------------
 

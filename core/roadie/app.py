@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import functools
+import itertools
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, overload
 
 from roadie.codec import TypeRegistry
 from roadie.config import Settings
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from roadie.worker import Worker, WorkerStats
 
 log = logging.getLogger("roadie")
+ADD_CHUNK = 10_000  # add_tasks from an iterable: tasks per transaction
 # seconds, at least (PostgreSQL; see Store): long enough for a caller that turns a big result
 # into records inside its transaction on a slow machine, short enough to free a paused
 # process's row locks soon after heartbeat_grace
@@ -180,14 +183,34 @@ class Roadie:
         return task
 
     def add_tasks(
-        self, tasks: Sequence[Mapping[str, Any] | tuple[str, Mapping[str, Any] | None]],
-    ) -> list[TaskRecord]:
-        """Add many tasks in one transaction; each item holds ``add_task``'s arguments
+        self, tasks: Iterable[Mapping[str, Any] | tuple[str, Mapping[str, Any] | None]], *,
+        chunk_size: int = ADD_CHUNK,
+    ) -> Sequence[TaskRecord]:
+        """Add many tasks; each item holds ``add_task``'s arguments
         (``{"executor": ..., "context": ..., "name": ...}``) or is an
-        ``(executor, context)`` pair."""
+        ``(executor, context)`` pair.
+
+        A list or tuple goes in one transaction (all or nothing) and comes back as a list.
+        Any other iterable (a generator: millions of tasks) is read ``chunk_size`` items at a
+        time, each chunk in its own transaction, in bounded memory; the tasks come back as a
+        sequence that reads each record from the database when asked (it keeps only ids).
+        """
+        if isinstance(tasks, Sequence):
+            return self._add_chunk(tasks, 0, {})
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        ids = array("q")
+        resolved: dict[str, Any] = {}  # executor -> its resolution, once for every chunk
+        items = iter(tasks)
+        while chunk := list(itertools.islice(items, chunk_size)):
+            ids.extend(t.id for t in self._add_chunk(chunk, len(ids), resolved))
+        return AddedTasks(self, ids)
+
+    def _add_chunk(self, tasks: Sequence[Any], first: int,
+                   resolved: dict[str, Any]) -> list[TaskRecord]:
+        """Add ``tasks`` (items ``first``... of the caller's) in one transaction."""
         specs = []
-        resolved: dict[str, Any] = {}  # executor -> its resolution, once per batch
-        for index, item in enumerate(tasks):
+        for index, item in enumerate(tasks, first):
             arguments = task_arguments(index, item)
             try:
                 executor = arguments.pop("executor")
@@ -483,6 +506,19 @@ class Roadie:
         for deleted in self.store.delete_task(task_id, tree=tree):
             self.attachment_store.delete_all(deleted)
 
+    def prune(self, older_than: dt.timedelta | str | Mapping[Status, dt.timedelta], *,
+              statuses: Iterable[Status | str] | None = None) -> int:
+        """Delete tasks that ended (successful, failed, cancelled; or only ``statuses``)
+        longer than ``older_than`` ago (a timedelta, ``"30d"``, or one age per status), with
+        their attempts and attachments, in short batches; returns how many. Tasks that have
+        not ended are never touched."""
+        from roadie.retention import cutoffs, parse_duration, prune
+
+        if isinstance(older_than, str):
+            older_than = parse_duration(older_than)
+        chosen = None if statuses is None else [Status.parse(s) for s in statuses]
+        return prune(self, cutoffs(older_than, chosen))
+
     # -- attachments ---------------------------------------------------------------------
 
     @property
@@ -660,6 +696,7 @@ class Roadie:
                 reason = f"worker {node.name} stopped responding (last heartbeat {seen})"
             if self.apply_crash_policy(task, worker, reason=reason):
                 count += 1
+        self.store.promote_stranded()  # tasks parked behind a lock that nobody holds
         return count
 
     def apply_crash_policy(self, task: TaskRecord, worker: Worker | None, *, reason: str) -> bool:
@@ -829,6 +866,42 @@ def _progress_summary(record: TaskRecord) -> str:
         return ""
     total = status.get("total")
     return f"; last progress {status['done']}" + (f" of {total}" if total is not None else "")
+
+
+class AddedTasks(Sequence[TaskRecord]):
+    """The tasks ``add_tasks`` added from an iterable: their ids, each record read from the
+    database when asked (so it shows the task as it is now)."""
+
+    def __init__(self, app: Roadie, ids: array[int]) -> None:
+        self._app = app
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> TaskRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TaskRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> TaskRecord | list[TaskRecord]:
+        if isinstance(index, slice):
+            return self._records(self.ids[index])
+        return self._app.get_task(self.ids[index])
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        for start in range(0, len(self.ids), 1000):
+            yield from self._records(self.ids[start:start + 1000])
+
+    def _records(self, ids: Iterable[int]) -> list[TaskRecord]:
+        wanted = list(ids)
+        found = {t.id: t for t in self._app.store.list_tasks(
+            ids=wanted, limit=None, decoder=self._app.decode_for_task)}
+        return [found[i] for i in wanted if i in found]
+
+    def __repr__(self) -> str:
+        return f"<AddedTasks: {len(self.ids)} tasks>"
 
 
 def task_arguments(index: int, item: Any) -> dict[str, Any]:

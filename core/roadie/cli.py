@@ -292,6 +292,27 @@ def delete(app: Roadie, task_id: int, tree: bool) -> None:
     click.echo(f"task {task_id} deleted" + (" with its subtasks" if tree else ""))
 
 
+@cli.command()
+@click.option("--older-than", "older_than", required=True,
+              help="Age since the task ended: 30d, 12h, 90m, 45s, 2w.")
+@click.option("--status", "statuses", multiple=True,
+              help="successful, failed or cancelled (repeatable; default all three).")
+@with_app
+def prune(app: Roadie, older_than: str, statuses: tuple[str, ...]) -> None:
+    """Delete ended tasks older than --older-than, with their attempts and attachments."""
+    from roadie.retention import parse_duration
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    try:
+        count = app.prune(age, statuses=statuses or None)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--status") from None
+    click.echo(f"{count} ended task(s) deleted")
+
+
 def print_tree(app: Roadie, task: TaskRecord, *, shown: int = 20) -> None:
     """The subtasks of ``task``: counts by status, percent ended, and the first few."""
     from roadie.trees import tree_status

@@ -49,6 +49,8 @@ class Settings:
     cancel_grace: float = 5.0
     host_start_timeout: float = 60.0
     envs_dir: str = ""
+    retention: str = ""  # off; "30d" or "successful=7d,failed=30d": workers delete older ones
+    retention_interval: float = 60.0
 
     def __init__(self, **values: Any) -> None:
         fields = {f.name: f for f in dataclasses.fields(self)}

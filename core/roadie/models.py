@@ -75,6 +75,9 @@ tasks = sa.Table(
     sa.Column("fan_in", sa.Boolean, nullable=False, server_default=sa.false()),  # runs
     # subtasks_done next time it is claimed
     sa.Column("has_dependents", sa.Boolean, nullable=False, server_default=sa.false()),
+    # false while a waiting task cannot be claimed: delayed (NEW, run_after ahead), or QUEUED
+    # behind a held isolation lock (issue 12); the claim's index holds only claimable tasks
+    sa.Column("claimable", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Index("roadie_tasks_isolation_key", "isolation_key"),
     sa.Index("roadie_tasks_node", "node"),
     sa.Index("roadie_tasks_owner", "owner"),
@@ -132,13 +135,26 @@ attachments = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
-# The claim reads waiting tasks by priority, then age: a partial index keeps that a short walk
-# however many finished tasks the table holds.
-# The claim's WHERE must repeat the index's condition literally (not as bound parameters) for
-# the planners to use it: use ``WAITING`` in queries.
+# The claim reads claimable tasks per (executor, tags) by priority, then age: a partial index
+# keeps that a short walk however many finished, delayed or parked tasks the table holds, and
+# however many tasks wait for other executors or tags. Delayed tasks are found by due time
+# (promoted when due), tasks parked behind an isolation lock by key (the lock's release
+# promotes the next one). Queries must repeat these conditions literally (not as bound
+# parameters) for the planners to use the indexes.
 WAITING = sa.text("roadie_tasks.status IN (0, 4)")
-sa.Index("roadie_tasks_claim", tasks.c.priority.desc(), tasks.c.id,
-         postgresql_where=sa.text("status IN (0, 4)"), sqlite_where=sa.text("status IN (0, 4)"))
+CLAIMABLE = "claimable AND status IN (0, 4)"
+DUE = "NOT claimable AND status = 0"
+PARKED = "NOT claimable AND status = 4"
+sa.Index("roadie_tasks_claimable", tasks.c.executor, tasks.c.tags, tasks.c.priority.desc(),
+         tasks.c.id, postgresql_where=sa.text(CLAIMABLE), sqlite_where=sa.text(CLAIMABLE))
+sa.Index("roadie_tasks_due", tasks.c.run_after,
+         postgresql_where=sa.text(DUE), sqlite_where=sa.text(DUE))
+sa.Index("roadie_tasks_parked", tasks.c.isolation_key, tasks.c.priority.desc(), tasks.c.id,
+         postgresql_where=sa.text(PARKED), sqlite_where=sa.text(PARKED))
+# Retention (``roadie prune``) deletes ended tasks by end time, oldest first.
+ENDED = "status IN (2, 3, 5)"
+sa.Index("roadie_tasks_ended", tasks.c.finished_at,
+         postgresql_where=sa.text(ENDED), sqlite_where=sa.text(ENDED))
 
 # One task per schedule and slot: the database turns a second firing of a slot into a no-op.
 sa.Index("roadie_tasks_schedule_slot", tasks.c.schedule, tasks.c.scheduled_for, unique=True,

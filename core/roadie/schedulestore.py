@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from roadie import models
 from roadie.errors import ScheduleError
 from roadie.status import Status
-from roadie.store import CHANNEL_ADDED, CHANNEL_SCHEDULES, _task_record
+from roadie.store import CHANNEL_ADDED, CHANNEL_SCHEDULES, _task_record, claimable_at
 
 if TYPE_CHECKING:
     from roadie.records import Decoder, TaskRecord
@@ -278,11 +278,8 @@ class ScheduleStore:
         if not slots:
             return []
         status = Status.NEW
-        if row.isolation_key is not None:
-            held = conn.execute(sa.select(models.locks.c.key).where(
-                models.locks.c.key == row.isolation_key)).first()
-            if held is not None:
-                status = Status.QUEUED
+        if row.isolation_key is not None and self.store.held_keys(conn, [row.isolation_key]):
+            status = Status.QUEUED
         values = [{
             "name": row.task_name, "owner": row.owner, "task_group": row.task_group,
             "executor": row.executor, "plugins": dict(row.plugins), "context": row.context,
@@ -291,6 +288,7 @@ class ScheduleStore:
             "priority": row.priority, "run_after": run_after, "tags": row.tags,
             "timeout": row.timeout, "created_at": now, "updated_at": now,
             "schedule": row.name, "scheduled_for": slot,
+            "claimable": claimable_at(int(status), run_after, now),
         } for slot, run_after in slots]
         statement = (
             _insert(self.store, T).values(values)

@@ -14,6 +14,7 @@ import functools
 import itertools
 import json
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +46,9 @@ CHANNEL_CHANGED = "roadie_task_changed"
 CHANNEL_CANCEL = "roadie_task_cancel"
 CHANNEL_SCHEDULES = "roadie_schedules_changed"
 MAX_TAGS_PER_NODE = 10
+SQLITE_MAX_RANGES = 400  # (executor, tags) pairs claimed range by range on SQLite
+DUE_CHECK_INTERVAL = 0.05  # seconds between two promotions of due delayed tasks (per process)
+DUE_BATCH = 1000  # delayed tasks made claimable per promotion, at most
 ANALYZE_AFTER = 1000
 BULK_INSERT_FROM = 20
 _ALL_COLUMNS = tuple(c.name for c in T.c)
@@ -63,6 +67,12 @@ def tags_key(tags: Iterable[str]) -> str:
         if "," in tag:
             raise ValueError(f"tag {tag!r} may not contain a comma")
     return ",".join(cleaned)
+
+
+def claimable_at(status: int, run_after: dt.datetime, now: dt.datetime) -> bool:
+    """Whether a task written now with ``status`` and ``run_after`` goes to the claim index:
+    not one QUEUED behind a held lock, nor one delayed into the future."""
+    return status != int(Status.QUEUED) and run_after <= now
 
 
 def tag_subsets(tags: Iterable[str]) -> list[str]:
@@ -173,6 +183,8 @@ class Store:
         # Planners would rather walk the executor index than the claim index (and then sort
         # every waiting task); comparing an expression of the column keeps them off it.
         self._executor_column: Any = sa.literal_column("(roadie_tasks.executor || '')")
+        self._candidates_cache: dict[tuple[int, int, int], Any] = {}
+        self._next_due_check = 0.0  # time.monotonic() of the next promotion of due tasks
         self._listener: PgListener | None = None
         self._listener_lock = threading.Lock()
 
@@ -389,15 +401,9 @@ class Store:
         with self.write() as conn:
             if parent is not None:
                 self.trees.check_parent(conn, parent)
-            held: set[str] = set()
             keys = {t.isolation_key for t in new_tasks if t.isolation_key}
-            if keys:
-                held = set(
-                    conn.execute(
-                        sa.select(models.locks.c.key).where(models.locks.c.key.in_(keys))
-                    ).scalars()
-                )
-            rows = [
+            held = self.held_keys(conn, keys) if keys else set()
+            rows: list[dict[str, Any]] = [
                 {
                     "name": t.name,
                     "owner": t.owner,
@@ -425,6 +431,8 @@ class Store:
             ]
             if any(t.after for t in new_tasks):
                 self.trees.block_on(conn, new_tasks, rows, now)
+            for row in rows:
+                row["claimable"] = claimable_at(row["status"], row["run_after"], now)
             if len(rows) < BULK_INSERT_FROM:
                 stored = [conn.execute(T.insert().returning(*T.c), row).one()._mapping
                           for row in rows]
@@ -449,7 +457,7 @@ class Store:
             "executor": task.executor, "plugins": json.dumps(dict(task.plugins)),
             "context": task.context, "captured": task.captured, "priority": task.priority,
             "run_after": task.run_after or now, "tags": task.tags, "timeout": task.timeout,
-            "now": now,
+            "now": now, "claimable": task.run_after is None or task.run_after <= now,
         }
         try:
             with self._autocommit() as conn:
@@ -581,9 +589,39 @@ class Store:
             conn.execute(
                 models.attachments.delete().where(models.attachments.c.task_id == task_id)
             )
-            conn.execute(models.locks.delete().where(models.locks.c.task_id == task_id))
+            self.release_locks(conn, [task_id])
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         return [task_id]
+
+    def prune(self, cutoffs: Mapping[Status, dt.datetime], limit: int) -> list[int]:
+        """Delete up to ``limit`` ended tasks (with their attempts, attachment rows and
+        dependency edges) that ended with a status of ``cutoffs`` before its time, oldest
+        first, in one short transaction; returns their ids. Never a task that has not
+        ended, nor one whose subtasks or dependents still wait for it."""
+        from roadie.treestore import _open_child_of
+
+        D = models.dependencies
+        dependent = T.alias("dependent")
+        waited_on = sa.exists().where(D.c.after_id == T.c.id, dependent.c.id == D.c.task_id,
+                                      dependent.c.status.in_([0, 4, 6]))
+        ids: list[int] = []
+        with self.write() as conn:
+            for status, before in sorted(cutoffs.items()):
+                if status not in FINAL_STATUSES:
+                    raise ValueError(f"only ended tasks can be pruned, not {status.label} ones")
+                if len(ids) >= limit:
+                    break
+                query = (sa.select(T.c.id)
+                         .where(sa.text(models.ENDED), T.c.status == int(status),
+                                T.c.finished_at < before, ~_open_child_of(T.c.id), ~waited_on)
+                         .order_by(T.c.finished_at).limit(limit - len(ids)))
+                if self.is_postgres:  # workers pruning at once take different rows
+                    query = query.with_for_update(of=T, skip_locked=True)
+                ids += conn.execute(query).scalars().all()
+            if ids:
+                self.trees.delete_rows(conn, ids)
+                conn.execute(D.delete().where(D.c.after_id.in_(ids)))
+        return ids
 
     def cancel_task(self, task_id: int, by: str, message: str) -> TaskRecord:
         """Cancel a waiting task at once, or store a cancel request for a running one."""
@@ -601,6 +639,9 @@ class Store:
                         updated_at=now,
                     )
                 )
+                if row.isolation_key is not None and row.claimable:
+                    # it may have been the next of its key: wake the one after it
+                    self.promote_parked(conn, [row.isolation_key])
             elif status == Status.IN_PROGRESS:
                 if row.cancel_requested_at is None:
                     conn.execute(
@@ -643,7 +684,7 @@ class Store:
                     status=int(Status.WAITING if fan_in else Status.NEW), completed=False,
                     status_message="resumed", cancel_requested_at=None,
                     cancel_requested_by=None, finished_at=None, run_after=now, node=None,
-                    error=None, updated_at=now,
+                    error=None, updated_at=now, claimable=True,
                 )
             )
             self.notify(conn, CHANNEL_ADDED, str(task_id))
@@ -663,33 +704,47 @@ class Store:
         outcomes: Sequence[tuple[Outcome, bool]],
         can: Claimable | None,
         limit: int,
+        can_async: Claimable | None = None,
+        limit_async: int = 0,
     ) -> Settled:
         """In one transaction: record the ``outcomes`` of ``node``'s finished attempts
-        (``(outcome, had an isolation key)``), then claim up to ``limit`` new tasks.
+        (``(outcome, had an isolation key)``), then claim up to ``limit`` new tasks that
+        ``can`` runs (and up to ``limit_async`` that ``can_async`` runs: the async slots).
 
         An outcome is only written while ``node`` still owns its task (it may have been
         recovered as orphaned meanwhile); the task's isolation lock is released and the
-        attempt is logged. The claim takes the highest priority, then oldest, runnable tasks
-        that ``can`` runs, never one another worker holds (``FOR UPDATE SKIP LOCKED`` on
-        PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) nor one whose isolation key is held; a
-        candidate whose key is held becomes QUEUED.
+        attempt is logged. The claim takes the highest priority, then oldest, runnable tasks,
+        never one another worker holds (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN
+        IMMEDIATE`` on SQLite) nor one whose isolation key is held; a candidate whose key is
+        held is parked as QUEUED. Every DUE_CHECK_INTERVAL the round also makes due delayed
+        tasks claimable.
         """
         now = utcnow()
         finished: list[TaskRecord] = []
         claimed: list[TaskRecord] = []
-        if not outcomes and (limit <= 0 or can is None or not can.executors):
+        wanted = [(c, n) if c is not None and n > 0 and c.executors else (None, 0)
+                  for c, n in ((can, limit), (can_async, limit_async))]
+        claims = [(c, n) for c, n in wanted if c is not None]
+        if not outcomes and not claims:
             return Settled(finished, claimed)
+        promote = bool(claims) and self._due_check_now()
         committed = Settled([], [])  # what a first statement committed already (PostgreSQL)
-        if self.is_postgres and all(o.status in FINAL_STATUSES for o, _ in outcomes):
+        if self.is_postgres and all(o.status in FINAL_STATUSES and not isolated
+                                    for o, isolated in outcomes):
+            # (a released lock wakes the next task of its key in a statement of its own)
             first_finished, first_claimed, keyed = self._pg_settle(
-                node, [o for o, _ in outcomes], can, limit, now)
+                node, [o for o, _ in outcomes], wanted, now, promote)
             committed = Settled(first_finished, first_claimed)
             if not keyed:
                 self.trees.settled(committed.finished)
                 return committed
-            limit -= len(first_claimed)  # candidates with isolation keys: the general claim
+            # candidates with isolation keys: the general claim, for what is left
+            claims = [(c, n - sum(t.executor in c.executors for t in first_claimed))
+                      for c, n in claims]
+            claims = [(c, n) for c, n in claims if n > 0]
             outcomes = []
-        if self.is_sqlite and not outcomes and not self._has_candidates(can, now):
+            promote = False
+        if self.is_sqlite and not outcomes and not self._has_candidates(claims, now, promote):
             # SQLite has one writer at a time and no fair queue for the write lock: idle
             # workers polling with write transactions would starve the callers' writes
             return Settled(finished, claimed)
@@ -697,8 +752,10 @@ class Store:
             with self.write() as conn:
                 if outcomes:
                     finished = self._finish(conn, node, outcomes, now)
-                if can is not None and limit > 0 and can.executors:
-                    claimed = self._claim(conn, node, can, limit, now)
+                if promote:
+                    self._promote_due(conn, now)
+                for c, n in claims:
+                    claimed += self._claim(conn, node, c, n, now)
         except DatabaseError:
             if not (committed.finished or committed.claimed):
                 raise
@@ -707,14 +764,22 @@ class Store:
         self.trees.settled(committed.finished + finished)
         return Settled(committed.finished + finished, committed.claimed + claimed)
 
-    def _has_candidates(self, can: Claimable | None, now: dt.datetime) -> bool:
-        """Whether a claim by ``can`` could find a task (a read: it takes no write lock)."""
-        if can is None or not can.executors:
-            return False
+    def _has_candidates(self, claims: Sequence[tuple[Claimable, int]], now: dt.datetime,
+                        promote: bool) -> bool:
+        """Whether a claim could find a task, or (``promote``) a delayed task is due (a read:
+        it takes no write lock)."""
         with self.read() as conn:
-            return conn.execute(self._claim_candidates_sql, {
-                "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
-                "plugins": list(can.plugins), "limit": 1}).first() is not None
+            if promote and conn.execute(self._due_exists_sql, {"now": now}).first():
+                return True
+            for can, _ in claims:
+                if conn.execute(*self._candidates(can, 1, now)).first() is not None:
+                    return True
+        return False
+
+    @functools.cached_property
+    def _due_exists_sql(self) -> Any:
+        when = sa.bindparam("now", type_=models.UTCDateTime)
+        return sa.select(T.c.id).where(sa.text(models.DUE), T.c.run_after <= when).limit(1)
 
     # The hot path (settle) runs prebuilt statements: building SQLAlchemy expressions anew
     # for every round costs more than the database work itself.
@@ -742,27 +807,68 @@ class Store:
     @functools.cached_property
     def _release_locks_sql(self) -> Any:
         return models.locks.delete().where(
-            models.locks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+            models.locks.c.task_id.in_(sa.bindparam("ids", expanding=True))
+        ).returning(models.locks.c.key)
 
-    @functools.cached_property
-    def _claim_candidates_sql(self) -> Any:
-        L = models.locks
-        lock_held = sa.exists().where(L.c.key == T.c.isolation_key)
-        return (
-            sa.select(T.c.id, T.c.executor, T.c.isolation_key, T.c.plugins, T.c.name,
-                      T.c.owner, T.c.task_group)
-            .where(
-                models.WAITING,
-                T.c.run_after <= sa.bindparam("now", type_=models.UTCDateTime),
-                self._executor_column.in_(sa.bindparam("executors", expanding=True)),
-                T.c.tags.in_(sa.bindparam("tags", expanding=True)),
-                self._has_plugins_clause,
-                sa.or_(T.c.isolation_key.is_(None), ~lock_held),
-            )
-            .order_by(T.c.priority.desc(), T.c.id)
-            .limit(sa.bindparam("limit", type_=sa.Integer))
-            .with_for_update(skip_locked=True)
-        )
+    def _candidates(self, can: Claimable, limit: int,
+                    now: dt.datetime) -> tuple[Any, dict[str, Any]]:
+        """The claim's candidate query for ``can`` and its parameters."""
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        params.update((f"e{i}", e) for i, e in enumerate(can.executors))
+        params.update((f"g{i}", g) for i, g in enumerate(can.tag_keys))
+        params.update((f"p{i}", p) for i, p in enumerate(can.plugins))
+        return self._claim_candidates_sql(len(can.executors), len(can.tag_keys),
+                                          len(can.plugins)), params
+
+    def _claim_candidates_sql(self, executors: int, tags: int, plugins: int) -> Any:
+        """The claim's candidates: per (executor, tags) pair, the first claimable tasks of
+        that range of the claim index, then the best of them. A claim never walks a task it
+        cannot take (delayed and parked tasks are not in the index; other executors' and
+        tags' tasks are in other ranges). Bound: ``now``, ``limit``, ``e0..``, ``g0..``,
+        ``p0..``."""
+        key = (executors, tags, plugins)
+        cached = self._candidates_cache.get(key)
+        if cached is not None:
+            return cached
+        columns = "id, executor, isolation_key, plugins, name, owner, task_group, priority"
+        plugin_names = ", ".join(f":p{i}" for i in range(plugins)) or "NULL"
+        if self.is_postgres:
+            has_plugins = (f"NOT EXISTS (SELECT 1 FROM json_object_keys(t.plugins) AS p(key) "
+                           f"WHERE p.key NOT IN ({plugin_names}))")
+            ranges = ", ".join(f"(:e{i}, :g{j})" for i in range(executors)
+                               for j in range(tags))
+            sql = f"""
+                SELECT c.* FROM (VALUES {ranges}) AS r(executor, tags)
+                CROSS JOIN LATERAL (
+                    SELECT {', '.join('t.' + c for c in columns.split(', '))}
+                    FROM roadie_tasks AS t
+                    WHERE {_CLAIMABLE_T} AND t.executor = r.executor AND t.tags = r.tags
+                      AND t.run_after <= :now AND {has_plugins}
+                    ORDER BY t.priority DESC, t.id LIMIT :limit
+                    FOR UPDATE OF t SKIP LOCKED
+                ) AS c
+                ORDER BY c.priority DESC, c.id LIMIT :limit"""
+        elif executors * tags > SQLITE_MAX_RANGES:  # a compound SELECT this long fails
+            has_plugins = (f"NOT EXISTS (SELECT 1 FROM json_each(roadie_tasks.plugins) AS p "
+                           f"WHERE p.key NOT IN ({plugin_names}))")
+            sql = (f"SELECT {columns} FROM roadie_tasks WHERE {models.CLAIMABLE} "
+                   f"AND executor IN ({', '.join(f':e{i}' for i in range(executors))}) "
+                   f"AND tags IN ({', '.join(f':g{j}' for j in range(tags))}) "
+                   f"AND run_after <= :now AND {has_plugins} "
+                   f"ORDER BY priority DESC, id LIMIT :limit")
+        else:
+            has_plugins = (f"NOT EXISTS (SELECT 1 FROM json_each(roadie_tasks.plugins) AS p "
+                           f"WHERE p.key NOT IN ({plugin_names}))")
+            ranges = " UNION ALL ".join(
+                f"SELECT * FROM (SELECT {columns} FROM roadie_tasks "
+                f"WHERE {models.CLAIMABLE} AND executor = :e{i} AND tags = :g{j} "
+                f"AND run_after <= :now AND {has_plugins} "
+                f"ORDER BY priority DESC, id LIMIT :limit)"
+                for i in range(executors) for j in range(tags))
+            sql = f"SELECT * FROM ({ranges}) ORDER BY priority DESC, id LIMIT :limit"
+        statement = sa.text(sql).bindparams(sa.bindparam("now", type_=models.UTCDateTime))
+        self._candidates_cache[key] = statement
+        return statement
 
     @functools.cached_property
     def _has_plugins_clause(self) -> Any:
@@ -789,12 +895,15 @@ class Store:
     # an isolation lock, the general claim (_claim, the same on both databases) takes over.
 
     def _pg_settle(
-        self, node: str, final: list[Outcome], can: Claimable | None, limit: int,
-        now: dt.datetime,
+        self, node: str, final: list[Outcome], wanted: Sequence[tuple[Claimable | None, int]],
+        now: dt.datetime, promote: bool,
     ) -> tuple[list[TaskRecord], list[TaskRecord], bool]:
         """The common round on PostgreSQL as one statement in its own transaction: record
-        final outcomes, claim tasks without isolation keys. Returns (finished, claimed,
-        whether candidates with isolation keys were left for the general claim)."""
+        final outcomes, claim tasks without isolation keys (thread and async slots), make due
+        delayed tasks claimable (with ``promote``). Returns (finished, claimed, whether
+        candidates with isolation keys were left for the general claim)."""
+        (can, limit), (can_async, limit_async) = wanted  # thread slots, async slots
+        either = can or can_async
         params = {
             "ids": [o.task_id for o in final],
             "statuses": [int(o.status) for o in final],
@@ -807,10 +916,13 @@ class Store:
             "attempts": [o.attempt for o in final],
             "node": node, "now": now,
             "executors": list(can.executors) if can is not None else [],
-            "tags": list(can.tag_keys) if can is not None else [],
-            "plugins": list(can.plugins) if can is not None else [],
-            "isolated": list(can.isolated) if can is not None else [],
-            "limit": max(limit, 0) if can is not None else 0,
+            "tags": list(either.tag_keys) if either is not None else [],
+            "plugins": list(either.plugins) if either is not None else [],
+            "isolated": sorted({e for c, _ in wanted if c is not None for e in c.isolated}),
+            "limit": max(limit, 0),
+            "executors_async": list(can_async.executors) if can_async is not None else [],
+            "limit_async": max(limit_async, 0),
+            "due_limit": DUE_BATCH if promote else 0,
         }
         try:
             # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
@@ -851,6 +963,7 @@ class Store:
                 "status": int(o.status), "status_message": o.message, "completed": False,
                 "error": o.error, "run_after": o.run_after or now, "node": None,
                 "cancel_requested_at": None, "cancel_requested_by": None, "updated_at": now,
+                "claimable": claimable_at(int(o.status), o.run_after or now, now),
             }
             for column in ("task_status", "messages", "checkpoint"):
                 if getattr(o, column) is not None:
@@ -872,7 +985,7 @@ class Store:
             if r.updated_at == now and (r.node == node or r.node is None)
         }
         if any(isolated for _, isolated in outcomes):
-            conn.execute(self._release_locks_sql, {"ids": list(rows)})
+            self.release_locks(conn, list(rows))
         attempts = [
             {"task_id": o.task_id, "attempt": rows[o.task_id].attempts, "node": node,
              "status": int(o.status if o.status in FINAL_STATUSES or o.status == Status.WAITING
@@ -892,10 +1005,8 @@ class Store:
 
     def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
                now: dt.datetime) -> list[TaskRecord]:
-        candidates = conn.execute(self._claim_candidates_sql, {
-            "now": now, "executors": list(can.executors), "tags": list(can.tag_keys),
-            "plugins": list(can.plugins), "limit": limit * 2 if can.isolated else limit,
-        }).all()
+        candidates = conn.execute(
+            *self._candidates(can, limit * 2 if can.isolated else limit, now)).all()
         if not candidates:
             return []
         winners: list[int] = []
@@ -924,10 +1035,15 @@ class Store:
                     T.update().where(T.c.id == task_id, T.c.isolation_key.is_(None))
                     .values(isolation_key=key)
                 )
+        # a task whose key is held is parked (not claimable) until the lock's release wakes
+        # it; the lock row stays share-locked until this commits, so that the release
+        # (which deletes it) sees the parked task
+        held = self.held_keys(conn, {key for _, key in queued}) if queued else set()
         for task_id, key in queued:
             conn.execute(
                 T.update().where(T.c.id == task_id).values(
-                    status=int(Status.QUEUED), isolation_key=key, updated_at=now
+                    status=int(Status.QUEUED), isolation_key=key, updated_at=now,
+                    claimable=key not in held,
                 )
             )
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
@@ -959,6 +1075,92 @@ class Store:
             .returning(L.c.key)
         )
         return set(conn.execute(statement).scalars())
+
+    # -- what the claim cannot take: delayed tasks, tasks parked behind a lock ---------------
+
+    def held_keys(self, conn: Connection, keys: Iterable[str]) -> set[str]:
+        """The isolation keys among ``keys`` held now. On PostgreSQL their lock rows stay
+        share-locked until ``conn`` commits: a release waits, then sees what this
+        transaction parked behind them."""
+        L = models.locks
+        query = sa.select(L.c.key).where(L.c.key.in_(sorted(keys)))
+        if self.is_postgres:
+            query = query.with_for_update(read=True)
+        return set(conn.execute(query).scalars())
+
+    def release_locks(self, conn: Connection, task_ids: Sequence[int]) -> None:
+        """Release the isolation locks of ``task_ids`` and wake the next task parked behind
+        each (a statement of its own: on PostgreSQL it sees every task parked meanwhile)."""
+        keys = list(conn.execute(self._release_locks_sql, {"ids": list(task_ids)}).scalars())
+        if keys:
+            self.promote_parked(conn, keys)
+
+    def promote_parked(self, conn: Connection, keys: Iterable[str]) -> int:
+        """Make the next task parked behind each of ``keys`` (highest priority, then oldest)
+        claimable, for keys not held now; returns how many woke."""
+        free = set(keys) - self.held_keys(conn, keys)
+        woken = 0
+        for key in sorted(free):
+            task_id = conn.execute(self._promote_parked_sql, {"key": key}).scalar()
+            if task_id is not None:
+                woken += 1
+                self.notify(conn, CHANNEL_ADDED, str(task_id))
+        return woken
+
+    @functools.cached_property
+    def _promote_parked_sql(self) -> Any:
+        head = (sa.select(T.c.id).where(T.c.isolation_key == sa.bindparam("key"),
+                                        sa.text(models.PARKED))
+                .order_by(T.c.priority.desc(), T.c.id).limit(1).scalar_subquery())
+        return T.update().where(T.c.id == head).values(claimable=True).returning(T.c.id)
+
+    def _due_check_now(self) -> bool:
+        """True at most every DUE_CHECK_INTERVAL seconds (per process): time to make due
+        delayed tasks claimable."""
+        now = time.monotonic()
+        if now < self._next_due_check:
+            return False
+        self._next_due_check = now + DUE_CHECK_INTERVAL
+        return True
+
+    def _promote_due(self, conn: Connection, now: dt.datetime) -> int:
+        """Make delayed tasks whose time has come claimable (a range of the due index, up to
+        DUE_BATCH at a time); returns how many."""
+        ids = list(conn.execute(self._promote_due_sql, {"now": now}).scalars())
+        if ids:
+            self.notify(conn, CHANNEL_ADDED, str(ids[-1]))
+        return len(ids)
+
+    @functools.cached_property
+    def _promote_due_sql(self) -> Any:
+        when = sa.bindparam("now", type_=models.UTCDateTime)
+        due = (sa.select(T.c.id).where(sa.text(models.DUE), T.c.run_after <= when)
+               .order_by(T.c.run_after).limit(DUE_BATCH))
+        if self.is_postgres:
+            due = due.with_for_update(skip_locked=True)
+        return (T.update().where(T.c.id.in_(due), sa.text(models.DUE))
+                .values(claimable=True).returning(T.c.id))
+
+    def promote_stranded(self) -> int:
+        """Wake the next parked task of every key that no task holds (after a crash, or a
+        task that was next for its key ended without running); returns how many woke.
+        Walks the distinct parked keys, not the parked tasks."""
+        sql = sa.text(f"""
+            WITH RECURSIVE k(key) AS (
+                SELECT (SELECT min(isolation_key) FROM roadie_tasks WHERE {models.PARKED})
+                UNION ALL
+                SELECT (SELECT min(isolation_key) FROM roadie_tasks
+                        WHERE {models.PARKED} AND isolation_key > k.key)
+                FROM k WHERE k.key IS NOT NULL
+            )
+            SELECT key FROM k WHERE key IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM roadie_locks AS l WHERE l.key = k.key)""")
+        with self.read() as conn:
+            keys = list(conn.execute(sql).scalars())
+        if not keys:
+            return 0
+        with self.write() as conn:
+            return self.promote_parked(conn, keys)
 
     def save_progress(
         self, node: str, updates: Mapping[int, tuple[bytes | None, bytes | None, bytes | None]],
@@ -1009,16 +1211,16 @@ class Store:
                  checkpoint=kept("b_checkpoint", T.c.checkpoint))
 
     def count_pending(self, can: Claimable, before: dt.datetime) -> int:
-        """How many waiting tasks that ``can`` runs are due before ``before``."""
-        query = sa.select(sa.func.count()).select_from(T).where(
+        """1 if a waiting task that ``can`` runs is due before ``before``, else 0."""
+        query = sa.select(T.c.id).where(
             models.WAITING,
             T.c.run_after <= before,
             T.c.executor.in_(list(can.executors)),
             T.c.tags.in_(list(can.tag_keys)),
             self._has_plugins_clause,
-        )
+        ).limit(1)
         with self.read() as conn:
-            return int(conn.execute(query, {"plugins": list(can.plugins)}).scalar_one())
+            return len(conn.execute(query, {"plugins": list(can.plugins)}).all())
 
     def append_error(self, task_id: int, text: str) -> None:
         """Add a line to a task's error notes (for example a failing plugin hook)."""
@@ -1164,6 +1366,7 @@ class Store:
             values["finished_at"] = now
         else:
             values["run_after"] = now
+            values["claimable"] = True
             values["cancel_requested_at"] = None
             values["cancel_requested_by"] = None
         if not keep_checkpoint:
@@ -1179,7 +1382,7 @@ class Store:
             done = conn.execute(T.update().where(*owned).values(**values)).rowcount
             if not done:
                 return False
-            conn.execute(models.locks.delete().where(models.locks.c.task_id == task.id))
+            self.release_locks(conn, [task.id])
             conn.execute(
                 models.attempts.insert().values(
                     task_id=task.id, attempt=task.attempts, node=task.node,
@@ -1261,6 +1464,8 @@ def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
 # One round of a worker on PostgreSQL, in one statement: record the final outcomes (task rows,
 # attempt log, lock release), claim waiting tasks that have no isolation key, announce the
 # changes, and hand back the candidates that need an isolation lock.
+_CLAIMABLE_T = "t.claimable AND t.status IN (0, 4)"  # models.CLAIMABLE, of the alias t
+
 _PG_SETTLE_SQL = """
 WITH v AS (
     SELECT * FROM unnest(
@@ -1287,18 +1492,46 @@ logged AS (
 released AS (
     DELETE FROM roadie_locks WHERE task_id IN (SELECT id FROM done)
 ),
+due AS (
+    UPDATE roadie_tasks SET claimable = true
+    WHERE id IN (SELECT id FROM roadie_tasks
+                 WHERE NOT claimable AND status = 0 AND run_after <= %(now)s
+                 ORDER BY run_after LIMIT %(due_limit)s FOR UPDATE SKIP LOCKED)
+      AND NOT claimable AND status = 0
+    RETURNING id
+),
 c AS (
-    SELECT id, isolation_key, executor FROM roadie_tasks
-    WHERE roadie_tasks.status IN (0, 4) AND run_after <= %(now)s
-      AND (roadie_tasks.executor || '') = ANY(%(executors)s::text[])
-      AND tags = ANY(%(tags)s::text[])
-      AND NOT EXISTS (SELECT 1 FROM json_object_keys(roadie_tasks.plugins) AS p(key)
-                      WHERE p.key <> ALL(%(plugins)s::text[]))
-      AND (isolation_key IS NULL OR NOT EXISTS (
-          SELECT 1 FROM roadie_locks WHERE key = roadie_tasks.isolation_key))
-    ORDER BY priority DESC, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    (SELECT k.id, k.isolation_key, k.executor
+     FROM unnest(%(executors)s::text[]) AS e(executor)
+     CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
+     CROSS JOIN LATERAL (
+         SELECT t.id, t.isolation_key, t.executor, t.priority FROM roadie_tasks AS t
+         WHERE t.claimable AND t.status IN (0, 4) AND t.executor = e.executor
+           AND t.tags = g.tags AND t.run_after <= %(now)s
+           AND NOT EXISTS (SELECT 1 FROM json_object_keys(t.plugins) AS p(key)
+                           WHERE p.key <> ALL(%(plugins)s::text[]))
+         ORDER BY t.priority DESC, t.id
+         LIMIT %(limit)s
+         FOR UPDATE OF t SKIP LOCKED
+     ) AS k
+     ORDER BY k.priority DESC, k.id
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT k.id, k.isolation_key, k.executor
+     FROM unnest(%(executors_async)s::text[]) AS e(executor)
+     CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
+     CROSS JOIN LATERAL (
+         SELECT t.id, t.isolation_key, t.executor, t.priority FROM roadie_tasks AS t
+         WHERE t.claimable AND t.status IN (0, 4) AND t.executor = e.executor
+           AND t.tags = g.tags AND t.run_after <= %(now)s
+           AND NOT EXISTS (SELECT 1 FROM json_object_keys(t.plugins) AS p(key)
+                           WHERE p.key <> ALL(%(plugins)s::text[]))
+         ORDER BY t.priority DESC, t.id
+         LIMIT %(limit_async)s
+         FOR UPDATE OF t SKIP LOCKED
+     ) AS k
+     ORDER BY k.priority DESC, k.id
+     LIMIT %(limit_async)s)
 ),
 u AS (
     UPDATE roadie_tasks AS t
@@ -1324,6 +1557,9 @@ LEFT JOIN (
     SELECT pg_notify('roadie_task_changed', string_agg(id::text, ',')) AS sent
     FROM changed HAVING count(*) > 0
 ) AS notified ON true
+LEFT JOIN (
+    SELECT pg_notify('roadie_task_added', max(id)::text) AS sent FROM due HAVING count(*) > 0
+) AS woken ON true
 """
 
 
@@ -1332,11 +1568,11 @@ WITH ins AS (
     INSERT INTO roadie_tasks
         (name, owner, task_group, executor, plugins, context, captured, status, status_message,
          completed, attempts, isolation_key, priority, run_after, tags, timeout, created_at,
-         updated_at)
+         updated_at, claimable)
     VALUES
         (%(name)s, %(owner)s, %(task_group)s, %(executor)s, %(plugins)s::json, %(context)s,
          %(captured)s, 0, '', false, 0, NULL, %(priority)s, %(run_after)s, %(tags)s,
-         %(timeout)s, %(now)s, %(now)s)
+         %(timeout)s, %(now)s, %(now)s, %(claimable)s)
     RETURNING *
 )
 SELECT ins.*, pg_notify('roadie_task_added', ins.id::text)::text AS notified FROM ins

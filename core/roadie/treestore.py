@@ -164,7 +164,7 @@ class TreeStore:
                 .returning(*T.c)).all()
         woken = conn.execute(
             T.update().where(T.c.id.in_(parent_ids), *ready)
-            .values(status=int(Status.NEW), run_after=now, updated_at=now,
+            .values(status=int(Status.NEW), run_after=now, updated_at=now, claimable=True,
                     status_message="its subtasks have ended; subtasks_done runs next")
             .returning(T.c.id)).scalars().all()
         for task_id in woken:
@@ -192,7 +192,7 @@ class TreeStore:
                                           other.c.status != int(Status.SUCCESSFUL))
                 released = conn.execute(
                     T.update().where(T.c.id.in_(dependents), *waiting, ~unmet)
-                    .values(run_after=now, updated_at=now, status_message="")
+                    .values(run_after=now, updated_at=now, status_message="", claimable=True)
                     .returning(T.c.id)).scalars().all()
                 for task_id in released:
                     self.store.notify(conn, "roadie_task_added", str(task_id))
@@ -351,7 +351,7 @@ class TreeStore:
             conn.execute(models.attempts.delete().where(models.attempts.c.task_id.in_(chunk)))
             conn.execute(models.attachments.delete()
                          .where(models.attachments.c.task_id.in_(chunk)))
-            conn.execute(models.locks.delete().where(models.locks.c.task_id.in_(chunk)))
+            self.store.release_locks(conn, chunk)
             conn.execute(D.delete().where(D.c.task_id.in_(chunk)))
         self.store.notify(conn, "roadie_task_changed", ",".join(str(i) for i in ids[:50]))
 

@@ -24,6 +24,7 @@ from roadie.errors import DatabaseError, PluginError, RoadieError
 from roadie.executor import Isolation
 from roadie.lifecycle import notify_hook, run_attempt
 from roadie.records import NodeRecord, TaskRecord
+from roadie.retention import BATCH, cutoffs, parse_retention, prune
 from roadie.running import RunningTask
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store import (
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from roadie.result import Result
 
 log = logging.getLogger("roadie.worker")
+PRUNE_BATCHES = 20  # retention: batches of deletes per maintenance tick, at most
 SIGNAL_LATENCY = 0.2  # seconds: how soon the claim loop acts on SIGINT/SIGTERM at most
 
 
@@ -111,6 +113,7 @@ class WorkerStats:
     claims: int = 0
     progress_writes: int = 0
     recovered: int = 0
+    pruned: int = 0
     refused_writes: int = 0  # writes of attempts taken over by another node
     by_status: dict[str, int] = field(default_factory=dict)
 
@@ -152,6 +155,7 @@ class Worker:
             if handle_signals is None else handle_signals
         )
         self.stats = WorkerStats()
+        self._retention = parse_retention(self.settings.retention)  # a bad value fails here
         self._signals = 0  # SIGINT/SIGTERM received (counted by the handler)
         self._signals_seen = 0
         self.running: dict[int, RunningTask] = {}
@@ -614,6 +618,7 @@ class Worker:
         next_heartbeat = time.monotonic() + settings.heartbeat_interval
         next_sweep = time.monotonic() + settings.heartbeat_interval
         next_cancel_poll = time.monotonic() + settings.cancel_poll_interval
+        next_prune = time.monotonic() + min(settings.retention_interval, 5.0)
         while not self._stopping.wait(settings.status_interval) or self.running:
             if self._stop_now.is_set():
                 return
@@ -639,12 +644,25 @@ class Worker:
                 if now >= next_sweep:
                     next_sweep = now + settings.heartbeat_interval
                     self.stats.recovered += self.app.recover_orphans(self)
+                if self._retention and now >= next_prune and not self._stopping.is_set():
+                    next_prune = now + settings.retention_interval
+                    if self._prune() >= PRUNE_BATCHES * BATCH:
+                        next_prune = now  # more to delete: go on at the next tick
             except DatabaseError as exc:
                 self.outage.failed(exc)
             except RoadieError as exc:
                 log.warning("worker maintenance failed: %s", exc)
             except Exception:  # keep heartbeating whatever happens
                 log.exception("worker maintenance failed")
+
+    def _prune(self) -> int:
+        """Delete ended tasks past the retention (a bounded number of batches per tick, so
+        that heartbeats are never late)."""
+        deleted = prune(self.app, cutoffs(self._retention), max_batches=PRUNE_BATCHES)
+        if deleted:
+            log.info("retention: deleted %d ended task(s)", deleted)
+            self.stats.pruned += deleted
+        return deleted
 
     def _refresh_envs(self) -> None:
         """An environment changed: advertise its executors anew; retire its warm hosts."""
