@@ -362,6 +362,44 @@ def test_one_feed_serves_every_stream_with_one_listener(app: Roadie) -> None:
     wait_for(lambda: asgi.state.feed.clients == 0, message="the streams to close")
 
 
+def test_a_waiting_parent_streams_its_subtask_counts(app: Roadie, tmp_path: Any) -> None:
+    """A waiting parent's row does not change as its subtasks end; its live state counts them
+    anyway, so its page's bar and counts move. Each subtask ends only once the stream showed
+    the previous end (gate files), so the test needs no timing."""
+    import httpx
+    from roadie.web import create_app
+
+    from tests.webserver import ServerThread
+
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    parent = app.add_task("tests:fanout", {"parts": 3, "gate": str(gate)})
+    asgi = create_app(app, token=TOKEN, poll_interval=0.1)
+    ended_seen: list[int] = []
+    with ServerThread(asgi) as server, BackgroundWorker(app, concurrency=2), \
+            httpx.Client(base_url=server.url, headers=AUTH, timeout=60) as http, \
+            http.stream("GET", f"/events?id={parent.id}") as response:
+        for line in response.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            state = json.loads(line[6:])
+            if state["status"] == "successful":
+                break
+            if state["status"] != "waiting" or not state.get("subtasks"):
+                continue
+            ended = state["subtasks"].get("successful", 0)
+            assert sum(state["subtasks"].values()) == 3
+            assert state["progress"] == {"done": ended, "total": 3,
+                                         "percent": round(100 * ended / 3, 1)}
+            if not ended_seen or ended_seen[-1] != ended:
+                ended_seen.append(ended)
+                (gate / str(ended)).touch()  # let the next subtask end
+    assert ended_seen in ([0, 1, 2], [0, 1, 2, 3])  # 3: seen before the fan-in began
+    assert wait_final(app, parent.id).status == Status.SUCCESSFUL
+    page = client_for(app).get(f"/tasks/{parent.id}").text
+    assert '<span data-field="subtasks">successful 3</span>' in page
+
+
 def test_roadie_web_refuses_another_address_without_a_token(monkeypatch: Any) -> None:
     from click.testing import CliRunner
     from roadie.cli import cli

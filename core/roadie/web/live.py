@@ -20,8 +20,9 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
+from roadie.status import Status
 from roadie.store import CHANNEL_ADDED, CHANNEL_CHANGED, split_payload
-from roadie.web.views import counts_view, live_state
+from roadie.web.views import counts_view, live_state, subtask_counts
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
@@ -178,7 +179,10 @@ class Feed:
             found = set()
             for task in tasks:
                 found.add(task.id)
-                data = json.dumps(live_state(task))
+                # A waiting parent's row does not change as its subtasks end: count them.
+                subtasks = subtask_counts(self.app, task) \
+                    if task.status == Status.WAITING else None
+                data = json.dumps(live_state(task, subtasks))
                 if self._seen.get(task.id) != data:
                     self._seen[task.id] = data
                     messages[f"task:{task.id}"] = data

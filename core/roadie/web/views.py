@@ -80,27 +80,38 @@ def progress_of(attributes: Mapping[str, Any]) -> dict[str, Any] | None:
             "percent": round(percent, 1)}
 
 
-def live_state(task: TaskRecord) -> dict[str, Any]:
-    """What a watching page updates: status, message and progress."""
+def live_state(task: TaskRecord,
+               subtasks: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """What a watching page updates: status, message and progress. ``subtasks`` (counts per
+    status label) also goes out, and while the task waits for its subtasks without progress
+    of its own, the share of them that ended is its progress."""
     attributes, _ = _decoded(task, "task_status", {})
     if not isinstance(attributes, dict):
         attributes = {}
     note = attributes.get("message") if task.status == Status.IN_PROGRESS else None
-    return {
+    progress = progress_of(attributes)
+    if subtasks and progress is None and task.status == Status.WAITING:
+        total = sum(subtasks.values())
+        ended = sum(n for label, n in subtasks.items() if Status.parse(label).is_final)
+        progress = {"done": ended, "total": total, "percent": round(100.0 * ended / total, 1)}
+    state = {
         "id": task.id,
         "status": task.status.label,
         "status_message": task.status_message,
         "note": task.status_message or (note if isinstance(note, str) else ""),
         "completed": task.completed,
         "cancel_requested": task.cancel_requested,
-        "progress": progress_of(attributes),
+        "progress": progress,
         "updated_at": _time(task.updated_at),
     }
+    if subtasks is not None:
+        state["subtasks"] = dict(subtasks)
+    return state
 
 
-def task_summary(task: TaskRecord) -> dict[str, Any]:
-    """A task as the list shows it."""
-    state = live_state(task)
+def task_summary(task: TaskRecord, subtasks: Mapping[str, int] | None = None) -> dict[str, Any]:
+    """A task as the list shows it (``subtasks``: its subtask counts, when known)."""
+    state = live_state(task, subtasks)
     return {
         **state,
         "name": task.name,
@@ -124,7 +135,8 @@ def task_detail(app: Roadie, task: TaskRecord) -> dict[str, Any]:
     context, context_error = _decoded(task, "context", {})
     attributes, status_error = _decoded(task, "task_status", {})
     messages, messages_error = _decoded(task, "recent_messages", [])
-    detail = task_summary(task)
+    subtasks = subtask_counts(app, task)
+    detail = task_summary(task, subtasks)
     detail.update({
         "context": context,
         "status_attributes": attributes,
@@ -141,11 +153,10 @@ def task_detail(app: Roadie, task: TaskRecord) -> dict[str, Any]:
         "waiting_reason": None,
         "decode_errors": [e for e in (context_error, status_error, messages_error) if e],
         "children": attributes.get("children") if isinstance(attributes, dict) else None,
-        "subtasks": None,
+        "subtasks": subtasks,
     })
     with contextlib.suppress(Exception):  # a reason is a nicety; never fail the page for it
         detail["waiting_reason"] = app.waiting_reason(task)
-    detail["subtasks"] = subtask_counts(app, task)
     return detail
 
 
@@ -161,11 +172,10 @@ def _message_line(message: Any) -> dict[str, str]:
 
 
 def subtask_counts(app: Roadie, task: TaskRecord) -> dict[str, int] | None:
-    """Counts per status of a task's persistent subtasks, or None when it has none."""
-    counts: dict[str, int] = {}
-    for child in app.list_tasks(parent_id=task.id, limit=None):
-        counts[child.status.label] = counts.get(child.status.label, 0) + 1
-    return counts or None
+    """Counts per status of a task's persistent subtasks, or None when it has none (one
+    grouped count, however many subtasks)."""
+    counts = app.store.trees.subtask_counts(task.id)
+    return {status.label: n for status, n in sorted(counts.items())} or None
 
 
 def attempt_view(attempt: AttemptRecord) -> dict[str, Any]:

@@ -39,6 +39,13 @@
           percent.textContent = Math.round(task.progress.percent) + "%";
         }
       });
+      if (task.subtasks) {
+        each(root, "subtasks", function (el) {
+          el.textContent = Object.keys(task.subtasks).map(function (label) {
+            return label + " " + task.subtasks[label];
+          }).join(", ");
+        });
+      }
       each(root, "cancel", function (el) { el.hidden = !task.cancel_requested || !!FINAL[task.status]; });
       if (FINAL[task.status]) {
         each(root, "ended", function (el) { el.hidden = false; });
