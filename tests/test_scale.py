@@ -136,13 +136,15 @@ def test_tags_choose_the_node(app: roadie.Roadie) -> None:
 
 
 def test_priority_and_delay(app: roadie.Roadie) -> None:
-    later = app.add_task("roadie-examples:echo", {}, delay=0.4)
+    # 2 s: the worker must claim before the delayed task is due, even on a loaded machine
+    # (both due at the first claim would run in id order, delayed first).
+    later = app.add_task("roadie-examples:echo", {}, delay=2.0)
     now = app.add_task("roadie-examples:echo", {})
     assert app.waiting_reason(app.get_task(later.id)).startswith("waiting: runs after")
     app.run_worker(concurrency=1, until_idle=True)
     done_later, done_now = app.get_task(later.id), app.get_task(now.id)
     assert done_later.status is done_now.status is Status.SUCCESSFUL
-    assert (done_later.started_at - done_later.created_at).total_seconds() >= 0.4
+    assert (done_later.started_at - done_later.created_at).total_seconds() >= 2.0
     assert done_now.started_at < done_later.started_at
 
 
