@@ -1466,6 +1466,26 @@ def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
 # changes, and hand back the candidates that need an isolation lock.
 _CLAIMABLE_T = "t.claimable AND t.status IN (0, 4)"  # models.CLAIMABLE, of the alias t
 
+def _pg_claim_branch(executors: str, limit: str) -> str:
+    """One branch of the PostgreSQL claim: up to ``%(limit)s`` claimable tasks of the
+    executors in ``%(executors)s`` (one index range per executor and tag set)."""
+    return f"""    (SELECT k.id, k.isolation_key, k.executor
+     FROM unnest(%({executors})s::text[]) AS e(executor)
+     CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
+     CROSS JOIN LATERAL (
+         SELECT t.id, t.isolation_key, t.executor, t.priority FROM roadie_tasks AS t
+         WHERE t.claimable AND t.status IN (0, 4) AND t.executor = e.executor
+           AND t.tags = g.tags AND t.run_after <= %(now)s
+           AND NOT EXISTS (SELECT 1 FROM json_object_keys(t.plugins) AS p(key)
+                           WHERE p.key <> ALL(%(plugins)s::text[]))
+         ORDER BY t.priority DESC, t.id
+         LIMIT %({limit})s
+         FOR UPDATE OF t SKIP LOCKED
+     ) AS k
+     ORDER BY k.priority DESC, k.id
+     LIMIT %({limit})s)"""
+
+
 _PG_SETTLE_SQL = """
 WITH v AS (
     SELECT * FROM unnest(
@@ -1501,37 +1521,9 @@ due AS (
     RETURNING id
 ),
 c AS (
-    (SELECT k.id, k.isolation_key, k.executor
-     FROM unnest(%(executors)s::text[]) AS e(executor)
-     CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
-     CROSS JOIN LATERAL (
-         SELECT t.id, t.isolation_key, t.executor, t.priority FROM roadie_tasks AS t
-         WHERE t.claimable AND t.status IN (0, 4) AND t.executor = e.executor
-           AND t.tags = g.tags AND t.run_after <= %(now)s
-           AND NOT EXISTS (SELECT 1 FROM json_object_keys(t.plugins) AS p(key)
-                           WHERE p.key <> ALL(%(plugins)s::text[]))
-         ORDER BY t.priority DESC, t.id
-         LIMIT %(limit)s
-         FOR UPDATE OF t SKIP LOCKED
-     ) AS k
-     ORDER BY k.priority DESC, k.id
-     LIMIT %(limit)s)
+""" + _pg_claim_branch("executors", "limit") + """
     UNION ALL
-    (SELECT k.id, k.isolation_key, k.executor
-     FROM unnest(%(executors_async)s::text[]) AS e(executor)
-     CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
-     CROSS JOIN LATERAL (
-         SELECT t.id, t.isolation_key, t.executor, t.priority FROM roadie_tasks AS t
-         WHERE t.claimable AND t.status IN (0, 4) AND t.executor = e.executor
-           AND t.tags = g.tags AND t.run_after <= %(now)s
-           AND NOT EXISTS (SELECT 1 FROM json_object_keys(t.plugins) AS p(key)
-                           WHERE p.key <> ALL(%(plugins)s::text[]))
-         ORDER BY t.priority DESC, t.id
-         LIMIT %(limit_async)s
-         FOR UPDATE OF t SKIP LOCKED
-     ) AS k
-     ORDER BY k.priority DESC, k.id
-     LIMIT %(limit_async)s)
+""" + _pg_claim_branch("executors_async", "limit_async") + """
 ),
 u AS (
     UPDATE roadie_tasks AS t
