@@ -139,6 +139,13 @@ class Children:
         self.parent.status.set("children", self._counts())
         self.parent._sink.mark_dirty(self.parent)
 
+    def _map_width(self, width: int | None) -> int:
+        """The children ``map`` runs at once: ``width``, or the pool's (at least 1)."""
+        width = width or self.width
+        if width < 1:
+            raise ValueError(f"map width must be at least 1, not {width}")
+        return width
+
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, width: int | None = None,
             progress: bool = True) -> list[Any]:
         """Run ``fn`` over ``items`` as children, at most ``width`` at once; results in order.
@@ -147,9 +154,7 @@ class Children:
         """
         items = list(items)
         total = len(items)
-        width = width or self.width
-        if width < 1:
-            raise ValueError(f"map width must be at least 1, not {width}")
+        width = self._map_width(width)
         limit = threading.BoundedSemaphore(width)
         done = itertools.count(1)
         children: list[LightweightTask] = []
@@ -224,9 +229,7 @@ class Children:
             return await asyncio.to_thread(self.map, fn, items, width=width, progress=progress)
         items = list(items)
         total = len(items)
-        width = width or self.width
-        if width < 1:
-            raise ValueError(f"map width must be at least 1, not {width}")
+        width = self._map_width(width)
         limit = asyncio.Semaphore(width)
         finished = itertools.count(1)
         label = getattr(fn, "__name__", "map")
