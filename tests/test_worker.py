@@ -115,7 +115,8 @@ def test_prefetch_claims_ahead_and_a_cancelled_prefetched_task_never_starts(
 
     from tests.conftest import register_test_executors
 
-    app = make_app(db_url, tmp_path / "data", prefetch=3)
+    # (claim ahead whatever the tasks' length, and never put a claimed task back)
+    app = make_app(db_url, tmp_path / "data", prefetch=3, prefetch_short=60, prefetch_hold=60)
     register_test_executors(app)
     executors.RUNS.clear()
     tasks = app.add_tasks([{"executor": "tests:tracked", "context": {"seconds": 0.3}}

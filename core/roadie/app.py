@@ -719,6 +719,10 @@ class Roadie:
             message = (f"cancelled by {record.cancel_requested_by or 'someone'}; {reason} "
                        f"before it stopped{progress}")
             done = self.store.take_over_orphan(record, Status.CANCELLED, message, grace=grace)
+        elif record.started_at is None:  # claimed ahead, never started: whatever the policy
+            outcome = "requeued"
+            message = f"{reason} before it started the task; waiting again"
+            done = self.store.take_over_orphan(record, Status.NEW, message, grace=grace)
         elif policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
             outcome = policy.value
             again = ("resuming from its checkpoint" if policy is CrashPolicy.RESUME

@@ -42,7 +42,9 @@ class Settings:
     max_attachment_size: int = 256 * 1024 * 1024
     pending_horizon: float = 60.0
     postgres_synchronous_commit: str = "on"
-    prefetch: int = 0
+    prefetch: int = 8  # tasks claimed ahead of the free threads (only while tasks are short)
+    prefetch_short: float = 0.1  # claim ahead only while tasks run shorter than this
+    prefetch_hold: float = 1.0  # a task claimed ahead and not started by then is put back
     async_concurrency: int = 100
     max_tasks_per_host: int = 10000
     max_host_memory_mb: int = 0

@@ -121,7 +121,8 @@ def roadie_task_cancelled(task: TaskRecord, message: str) -> None:
 @hookspec
 def roadie_task_orphaned(task: TaskRecord, node: str, outcome: str) -> None:
     """A task of a dead worker ``node`` was found; ``outcome`` is what its crash policy did
-    (``"failed"``, ``"retry"``, ``"resume"``, or ``"cancelled"`` when a cancel was pending)."""
+    (``"failed"``, ``"retry"``, ``"resume"``, or ``"cancelled"`` when a cancel was pending),
+    or ``"requeued"`` for a task the worker had claimed ahead and never started."""
 
 
 @hookspec

@@ -9,6 +9,7 @@ time, readers never blocked thanks to WAL), which makes the claim just as atomic
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import itertools
@@ -165,6 +166,7 @@ class Outcome:
     run_after: dt.datetime | None = None  # for a task put back to NEW (retry, delay)
     attempt_counts: bool = True
     attempt: int | None = None  # the attempt's fencing token (None: any attempt of the node)
+    started_at: dt.datetime | None = None  # when it started, if claimed ahead and not recorded
 
 
 class Store:
@@ -187,6 +189,8 @@ class Store:
         self._next_due_check = 0.0  # time.monotonic() of the next promotion of due tasks
         self._listener: PgListener | None = None
         self._listener_lock = threading.Lock()
+        self._settle_session: Connection | None = None  # see _settle_connection
+        self._settle_lock = threading.Lock()
 
     def listen(self) -> Hub:
         """The hub where this database's changes are announced (starts the PostgreSQL
@@ -244,6 +248,46 @@ class Store:
             yield conn
 
     @contextmanager
+    def _settle_connection(self) -> Iterator[Connection]:
+        """PostgreSQL: the claim loop's own autocommit session for the settle statement
+        (``_pg_settle``), where it is planned once (a generic plan) instead of every round:
+        planning it took longer than running it. JIT is off there: the generic plan's row
+        estimates would have it compiled, for 100+ ms. The session never returns to the pool
+        (other statements keep custom plans); a failed one is dropped. A second thread
+        settling at the same time uses a pooled connection."""
+        if self._bound is not None or not self._settle_lock.acquire(blocking=False):
+            with self._autocommit() as conn:
+                yield conn
+            return
+        try:
+            session = self._settle_session
+            if session is None:
+                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                try:
+                    conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+                    conn.exec_driver_sql("SET jit = off")
+                except BaseException:
+                    conn.invalidate()
+                    raise
+                self._settle_session = session = conn
+            try:
+                yield session
+            except BaseException:
+                self._drop_settle_session()
+                raise
+        finally:
+            self._settle_lock.release()
+
+    def _drop_settle_session(self) -> None:
+        """Close the settle session for good (its settings must not reach the pool)."""
+        conn, self._settle_session = self._settle_session, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @contextmanager
     def _autocommit(self) -> Iterator[Connection]:
         """A connection where each statement is its own transaction (no BEGIN/COMMIT round
         trips); a bound store's connection inside a transaction just runs it there."""
@@ -269,6 +313,8 @@ class Store:
             if self._listener is not None:
                 self._listener.stop()
                 self._listener = None
+        with self._settle_lock:
+            self._drop_settle_session()
         self.engine.dispose()
 
     # -- transactions --------------------------------------------------------------------
@@ -706,6 +752,9 @@ class Store:
         limit: int,
         can_async: Claimable | None = None,
         limit_async: int = 0,
+        *,
+        ahead: int = 0,
+        started: Sequence[tuple[int, int, dt.datetime]] = (),
     ) -> Settled:
         """In one transaction: record the ``outcomes`` of ``node``'s finished attempts
         (``(outcome, had an isolation key)``), then claim up to ``limit`` new tasks that
@@ -717,7 +766,9 @@ class Store:
         never one another worker holds (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN
         IMMEDIATE`` on SQLite) nor one whose isolation key is held; a candidate whose key is
         held is parked as QUEUED. Every DUE_CHECK_INTERVAL the round also makes due delayed
-        tasks claimable.
+        tasks claimable. The last ``ahead`` of the ``limit`` tasks are claimed ahead of a free
+        thread: their ``started_at`` stays NULL until a later round records it from
+        ``started`` (``(task id, attempt, when)``) or from the attempt's outcome.
         """
         now = utcnow()
         finished: list[TaskRecord] = []
@@ -725,7 +776,7 @@ class Store:
         wanted = [(c, n) if c is not None and n > 0 and c.executors else (None, 0)
                   for c, n in ((can, limit), (can_async, limit_async))]
         claims = [(c, n) for c, n in wanted if c is not None]
-        if not outcomes and not claims:
+        if not outcomes and not claims and not started:
             return Settled(finished, claimed)
         promote = bool(claims) and self._due_check_now()
         committed = Settled([], [])  # what a first statement committed already (PostgreSQL)
@@ -733,7 +784,7 @@ class Store:
                                     for o, isolated in outcomes):
             # (a released lock wakes the next task of its key in a statement of its own)
             first_finished, first_claimed, keyed = self._pg_settle(
-                node, [o for o, _ in outcomes], wanted, now, promote)
+                node, [o for o, _ in outcomes], wanted, now, promote, ahead, started)
             committed = Settled(first_finished, first_claimed)
             if not keyed:
                 self.trees.settled(committed.finished)
@@ -742,20 +793,25 @@ class Store:
             claims = [(c, n - sum(t.executor in c.executors for t in first_claimed))
                       for c, n in claims]
             claims = [(c, n) for c, n in claims if n > 0]
-            outcomes = []
+            outcomes, started = [], ()
             promote = False
-        if self.is_sqlite and not outcomes and not self._has_candidates(claims, now, promote):
+        if (self.is_sqlite and not outcomes and not started
+                and not self._has_candidates(claims, now, promote)):
             # SQLite has one writer at a time and no fair queue for the write lock: idle
             # workers polling with write transactions would starve the callers' writes
             return Settled(finished, claimed)
         try:
             with self.write() as conn:
+                if started:
+                    conn.execute(self._mark_started_sql, [
+                        {"b_id": i, "b_node": node, "b_attempt": a, "b_at": at}
+                        for i, a, at in started])
                 if outcomes:
                     finished = self._finish(conn, node, outcomes, now)
                 if promote:
                     self._promote_due(conn, now)
                 for c, n in claims:
-                    claimed += self._claim(conn, node, c, n, now)
+                    claimed += self._claim(conn, node, c, n, now, ahead if c is can else 0)
         except DatabaseError:
             if not (committed.finished or committed.claimed):
                 raise
@@ -796,6 +852,8 @@ class Store:
             task_status=sa.bindparam("b_task_status"), messages=sa.bindparam("b_messages"),
             checkpoint=sa.func.coalesce(sa.bindparam("b_checkpoint", type_=sa.LargeBinary),
                                         T.c.checkpoint),
+            started_at=sa.func.coalesce(T.c.started_at,
+                                        sa.bindparam("b_started", type_=models.UTCDateTime)),
             finished_at=sa.bindparam("b_now", type_=models.UTCDateTime),
             updated_at=sa.bindparam("b_now", type_=models.UTCDateTime),
         )
@@ -885,7 +943,8 @@ class Store:
         return (
             T.update()
             .where(T.c.id.in_(sa.bindparam("ids", expanding=True)))
-            .values(status=int(Status.IN_PROGRESS), node=sa.bindparam("node"), started_at=now,
+            .values(status=int(Status.IN_PROGRESS), node=sa.bindparam("node"),
+                    started_at=sa.bindparam("started", type_=models.UTCDateTime),
                     heartbeat_at=now, attempts=T.c.attempts + 1, updated_at=now,
                     status_message="")
             .returning(*T.c)
@@ -896,7 +955,8 @@ class Store:
 
     def _pg_settle(
         self, node: str, final: list[Outcome], wanted: Sequence[tuple[Claimable | None, int]],
-        now: dt.datetime, promote: bool,
+        now: dt.datetime, promote: bool, ahead: int,
+        started: Sequence[tuple[int, int, dt.datetime]],
     ) -> tuple[list[TaskRecord], list[TaskRecord], bool]:
         """The common round on PostgreSQL as one statement in its own transaction: record
         final outcomes, claim tasks without isolation keys (thread and async slots), make due
@@ -914,19 +974,23 @@ class Store:
             "message_logs": [o.messages for o in final],
             "checkpoints": [o.checkpoint for o in final],
             "attempts": [o.attempt for o in final],
+            "started": [o.started_at for o in final],
+            "start_ids": [i for i, _, _ in started],
+            "start_attempts": [a for _, a, _ in started],
+            "start_ats": [at for _, _, at in started],
             "node": node, "now": now,
             "executors": list(can.executors) if can is not None else [],
             "tags": list(either.tag_keys) if either is not None else [],
             "plugins": list(either.plugins) if either is not None else [],
             "isolated": sorted({e for c, _ in wanted if c is not None for e in c.isolated}),
-            "limit": max(limit, 0),
+            "limit": max(limit, 0), "start": max(limit - ahead, 0),
             "executors_async": list(can_async.executors) if can_async is not None else [],
             "limit_async": max(limit_async, 0),
             "due_limit": DUE_BATCH if promote else 0,
         }
         try:
             # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
-            with self._autocommit() as conn:
+            with self._settle_connection() as conn:
                 rows = [dict(r._mapping) for r in conn.exec_driver_sql(_PG_SETTLE_SQL, params)]
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
@@ -955,7 +1019,8 @@ class Store:
                 [{"b_id": o.task_id, "b_node": node, "b_status": int(o.status),
                   "b_message": o.message, "b_result": o.result, "b_error": o.error,
                   "b_task_status": o.task_status, "b_messages": o.messages,
-                  "b_checkpoint": o.checkpoint, "b_now": now, "b_attempt": o.attempt}
+                  "b_checkpoint": o.checkpoint, "b_now": now, "b_attempt": o.attempt,
+                  "b_started": o.started_at}
                  for o in final],
             )
         for o in again:  # back to wait: a retry or a delay (rare, one by one)
@@ -968,12 +1033,17 @@ class Store:
             for column in ("task_status", "messages", "checkpoint"):
                 if getattr(o, column) is not None:
                     values[column] = getattr(o, column)
-            if not o.attempt_counts:
-                values["attempts"] = T.c.attempts - 1
+            if o.started_at is not None:
+                values["started_at"] = sa.func.coalesce(T.c.started_at, o.started_at)
+            if not o.attempt_counts:  # put back uncounted (a delay, a claim never started):
+                values["attempts"] = T.c.attempts - 1  # the last error and a cancel request stay
+                values.pop("cancel_requested_at"), values.pop("cancel_requested_by")
+                if o.error is None:
+                    values.pop("error")
             if o.status == Status.WAITING:  # parked until its subtasks end (no node, no lock)
                 values["fan_in"] = True
                 # a cancel requested meanwhile stays: the parent then ends CANCELLED
-                del values["cancel_requested_at"], values["cancel_requested_by"]
+                values.pop("cancel_requested_at", None), values.pop("cancel_requested_by", None)
             owned = [T.c.id == o.task_id, T.c.node == node,
                      T.c.status == int(Status.IN_PROGRESS)]
             if o.attempt is not None:
@@ -1004,7 +1074,7 @@ class Store:
         return [_task_record(rows[o.task_id], None) for o, _ in outcomes if o.task_id in rows]
 
     def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
-               now: dt.datetime) -> list[TaskRecord]:
+               now: dt.datetime, ahead: int = 0) -> list[TaskRecord]:
         candidates = conn.execute(
             *self._candidates(can, limit * 2 if can.isolated else limit, now)).all()
         if not candidates:
@@ -1049,8 +1119,11 @@ class Store:
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         if not winners:
             return []
-        updated = conn.execute(self._claim_update_sql,
-                               {"ids": winners, "node": node, "now": now}).all()
+        start = max(limit - ahead, 0)  # the others are claimed ahead: not started yet
+        updated = [row for ids, started in ((winners[:start], now), (winners[start:], None))
+                   if ids for row in conn.execute(
+                       self._claim_update_sql,
+                       {"ids": ids, "node": node, "now": now, "started": started})]
         for task_id in winners:
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         order = {task_id: i for i, task_id in enumerate(winners)}
@@ -1161,6 +1234,14 @@ class Store:
             return 0
         with self.write() as conn:
             return self.promote_parked(conn, keys)
+
+    @functools.cached_property
+    def _mark_started_sql(self) -> Any:
+        return T.update().where(
+            T.c.id == sa.bindparam("b_id"), T.c.node == sa.bindparam("b_node"),
+            T.c.status == int(Status.IN_PROGRESS), T.c.attempts == sa.bindparam("b_attempt"),
+            T.c.started_at.is_(None),
+        ).values(started_at=sa.bindparam("b_at", type_=models.UTCDateTime))
 
     def save_progress(
         self, node: str, updates: Mapping[int, tuple[bytes | None, bytes | None, bytes | None]],
@@ -1355,7 +1436,9 @@ class Store:
         grace: float | None = None,
     ) -> bool:
         """End (FAILED) or requeue (NEW) a dead node's task and release its lock, unless
-        someone else did first."""
+        someone else did first. A task it had claimed ahead and never started goes back
+        uncounted (no attempt)."""
+        started = task.started_at is not None
         now = utcnow()
         final = status in FINAL_STATUSES
         values: dict[str, Any] = {
@@ -1369,6 +1452,8 @@ class Store:
             values["claimable"] = True
             values["cancel_requested_at"] = None
             values["cancel_requested_by"] = None
+        if not started:
+            values["attempts"] = T.c.attempts - 1
         if not keep_checkpoint:
             values["checkpoint"] = None
         with self.write() as conn:
@@ -1383,13 +1468,14 @@ class Store:
             if not done:
                 return False
             self.release_locks(conn, [task.id])
-            conn.execute(
-                models.attempts.insert().values(
-                    task_id=task.id, attempt=task.attempts, node=task.node,
-                    status=int(Status.FAILED), message=message, error=None,
-                    started_at=task.started_at, finished_at=now,
+            if started:
+                conn.execute(
+                    models.attempts.insert().values(
+                        task_id=task.id, attempt=task.attempts, node=task.node,
+                        status=int(Status.FAILED), message=message, error=None,
+                        started_at=task.started_at, finished_at=now,
+                    )
                 )
-            )
             self.notify(conn, CHANNEL_CHANGED, str(task.id))
             if not final:
                 self.notify(conn, CHANNEL_ADDED, str(task.id))
@@ -1466,10 +1552,12 @@ def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
 # changes, and hand back the candidates that need an isolation lock.
 _CLAIMABLE_T = "t.claimable AND t.status IN (0, 4)"  # models.CLAIMABLE, of the alias t
 
-def _pg_claim_branch(executors: str, limit: str) -> str:
+def _pg_claim_branch(executors: str, limit: str, start: str) -> str:
     """One branch of the PostgreSQL claim: up to ``%(limit)s`` claimable tasks of the
-    executors in ``%(executors)s`` (one index range per executor and tag set)."""
-    return f"""    (SELECT k.id, k.isolation_key, k.executor
+    executors in ``%(executors)s`` (one index range per executor and tag set); the first
+    ``%(start)s`` of them start now, the others are claimed ahead (``started_at`` NULL)."""
+    return f"""    (SELECT k.id, k.isolation_key, k.executor,
+            row_number() OVER (ORDER BY k.priority DESC, k.id) <= %({start})s AS start_now
      FROM unnest(%({executors})s::text[]) AS e(executor)
      CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
      CROSS JOIN LATERAL (
@@ -1491,16 +1579,26 @@ WITH v AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(statuses)s::smallint[], %(messages)s::text[], %(results)s::bytea[],
         %(errors)s::text[], %(task_statuses)s::bytea[], %(message_logs)s::bytea[],
-        %(checkpoints)s::bytea[], %(attempts)s::int[]
-    ) AS v(id, status, message, result, error, task_status, messages, checkpoint, attempt)
+        %(checkpoints)s::bytea[], %(attempts)s::int[], %(started)s::timestamptz[]
+    ) AS v(id, status, message, result, error, task_status, messages, checkpoint, attempt,
+           started)
+),
+began AS (
+    UPDATE roadie_tasks AS t SET started_at = s.at
+    FROM unnest(%(start_ids)s::bigint[], %(start_attempts)s::int[],
+                %(start_ats)s::timestamptz[]) AS s(id, attempt, at)
+    WHERE t.id = s.id AND (t.node || '') = %(node)s AND t.status = 1
+      AND t.attempts = s.attempt AND t.started_at IS NULL
 ),
 done AS (
     UPDATE roadie_tasks AS t
     SET status = v.status, status_message = v.message, completed = true, result = v.result,
         error = v.error, task_status = v.task_status, messages = v.messages,
         checkpoint = coalesce(v.checkpoint, t.checkpoint), finished_at = %(now)s,
+        started_at = coalesce(t.started_at, v.started),
         updated_at = %(now)s
-    FROM v WHERE t.id = v.id AND t.node = %(node)s AND t.status = 1
+    FROM v WHERE t.id = v.id AND (t.node || '') = %(node)s AND t.status = 1
+    -- (node || ''): found by id, never by walking the node index (a node's ended tasks too)
       AND t.attempts = coalesce(v.attempt, t.attempts)
     RETURNING t.*
 ),
@@ -1521,13 +1619,14 @@ due AS (
     RETURNING id
 ),
 c AS (
-""" + _pg_claim_branch("executors", "limit") + """
+""" + _pg_claim_branch("executors", "limit", "start") + """
     UNION ALL
-""" + _pg_claim_branch("executors_async", "limit_async") + """
+""" + _pg_claim_branch("executors_async", "limit_async", "limit_async") + """
 ),
 u AS (
     UPDATE roadie_tasks AS t
-    SET status = 1, node = %(node)s, started_at = %(now)s, heartbeat_at = %(now)s,
+    SET status = 1, node = %(node)s, heartbeat_at = %(now)s,
+        started_at = CASE WHEN c.start_now THEN %(now)s::timestamptz END,
         attempts = t.attempts + 1, updated_at = %(now)s, status_message = ''
     FROM c
     WHERE t.id = c.id AND c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])

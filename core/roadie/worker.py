@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import os
@@ -63,6 +64,8 @@ class _Done:
     outcome: Outcome
     result: Result | None
     error: BaseException | None
+    seconds: float = 0.0  # how long the attempt ran
+    released: bool = False  # claimed ahead, never started, put back to wait
 
 
 class DatabaseOutage:
@@ -115,6 +118,7 @@ class WorkerStats:
     recovered: int = 0
     pruned: int = 0
     refused_writes: int = 0  # writes of attempts taken over by another node
+    released: int = 0  # tasks claimed ahead (prefetch) and put back unstarted
     by_status: dict[str, int] = field(default_factory=dict)
 
 
@@ -161,6 +165,13 @@ class Worker:
         self.running: dict[int, RunningTask] = {}
         self._running_lock = threading.Lock()
         self._queue: queue.Queue[RunningTask | None] = queue.Queue()
+        # claimed tasks that no thread has started yet, with when they were claimed; a thread
+        # starts a task only if it takes it out of here first (under _start_lock), so that a
+        # task put back (_release_unstarted) is never started as well
+        self._unstarted: dict[int, tuple[RunningTask, float]] = {}
+        self._starts: list[tuple[int, int, dt.datetime]] = []  # of tasks claimed ahead
+        self._start_lock = threading.Lock()
+        self._run_time = self.settings.prefetch_short  # moving average: unknown is not short
         self._done: queue.Queue[_Done] = queue.Queue()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -313,13 +324,16 @@ class Worker:
             if self._stop_now.is_set():
                 return
             done = self._take_done()
+            starts = self._take_starts(done)
             stopping = self._stopping.is_set()
             with self._running_lock:
                 busy = len(self.running) - len(done)
                 busy_async = len(self._async_ids) - sum(d.task.id in self._async_ids
                                                         for d in done)
-            free = 0 if stopping else self.concurrency + self.settings.prefetch - (
-                busy - busy_async)
+            if stopping:
+                self._release_unstarted(0.0)  # nothing claimed ahead runs after a stop
+            ahead = 0 if stopping else self._claim_ahead()
+            free = 0 if stopping else self.concurrency + ahead - (busy - busy_async)
             free_async = 0 if stopping or self._claim_async is None else (
                 self.async_concurrency - busy_async)
             if self._claim_sync is None:
@@ -332,14 +346,16 @@ class Worker:
                 ("async", self._claim_async, free_async), ("sync", self._claim_sync, free))
                 if limit > 0 and (self._may_claim[kind]
                                   or now - self._claimed_short_at[kind] >= poll)]
-            if done or claims:
+            if done or claims or starts:
                 try:
-                    settled = self._settle(done, claims[:1])
+                    settled = self._settle(done, claims[:1], ahead, starts)
                     for claim in claims[1:]:
-                        settled.claimed.extend(self._settle([], [claim]).claimed)
+                        settled.claimed.extend(self._settle([], [claim], ahead).claimed)
                 except RoadieError as exc:
                     self.outage.failed(exc)
                     self._requeue_done(done)
+                    with self._start_lock:
+                        self._starts.extend(starts)
                     self._may_claim["sync"] = self._may_claim["async"] = True
                     self._wait(self._stopping, poll)
                     continue
@@ -370,17 +386,22 @@ class Worker:
             if left <= 0 or event.wait(min(left, SIGNAL_LATENCY)):
                 return
 
-    def _settle(self, done: list[_Done],
-                claims: list[tuple[str, Claimable | None, int]]) -> Settled:
+    def _settle(self, done: list[_Done], claims: list[tuple[str, Claimable | None, int]],
+                ahead: int = 0, starts: list[tuple[int, int, dt.datetime]] | None = None,
+                ) -> Settled:
         """Record ``done`` and make at most one claim (kind, claimable, free slots), in one
-        transaction; a claim that comes back short is not repeated for a while."""
+        transaction; a claim that comes back short is not repeated for a while. Of a claim
+        for threads, the last ``ahead`` tasks are claimed ahead of a free thread; ``starts``
+        records when threads started tasks claimed ahead."""
         assert self._claimable is not None
         kind, claimable, limit = claims[0] if claims else ("", None, 0)
         if kind:
             self._may_claim[kind] = False  # a task added from now on sets it again
         outcomes = [(d.outcome, self._isolated(d)) for d in done]
         with self._writes:
-            settled = self.store.settle(self.id, outcomes, claimable, limit)
+            settled = self.store.settle(self.id, outcomes, claimable, limit,
+                                        ahead=ahead if kind == "sync" else 0,
+                                        started=starts or ())
         if kind:
             if len(settled.claimed) >= limit:
                 self._may_claim[kind] = True  # there may be more
@@ -402,6 +423,14 @@ class Worker:
             except queue.Empty:
                 return done
 
+    def _take_starts(self, done: list[_Done]) -> list[tuple[int, int, dt.datetime]]:
+        """The starts of tasks claimed ahead to record (those that ended already go with
+        their outcome)."""
+        with self._start_lock:
+            starts, self._starts = self._starts, []
+        ended = {d.task.id for d in done}
+        return [start for start in starts if start[0] not in ended]
+
     def _requeue_done(self, done: list[_Done]) -> None:
         for item in done:
             self._done.put(item)
@@ -417,6 +446,10 @@ class Worker:
                 self._dirty.discard(task_id)
                 self._written_checkpoints.pop(task_id, None)
             record = records.get(task_id)
+            if item.released:
+                self.stats.released += record is not None
+                continue
+            self._run_time += RUN_TIME_WEIGHT * (item.seconds - self._run_time)
             if record is None:
                 item.task.taken_over = True
                 self.refused(item.task, f"outcome ({item.outcome.status.label})")
@@ -452,6 +485,8 @@ class Worker:
             if is_async:
                 on_loop.append((running, functools.partial(self._run_and_report, running)))
             else:
+                with self._start_lock:
+                    self._unstarted[record.id] = (running, time.monotonic())
                 self._queue.put(running)
         if on_loop:
             assert self._runner is not None
@@ -462,20 +497,66 @@ class Worker:
             task = self._queue.get()
             if task is None:
                 return
-            self._run_and_report(task)
+            with self._start_lock:
+                entry = self._unstarted.get(task.id)
+                if entry is None or entry[0] is not task:
+                    continue  # put back while it waited here
+                del self._unstarted[task.id]
+                task.started = time.monotonic()
+                began = None
+                if task.record.started_at is None:  # claimed ahead: the next round records it
+                    began = utcnow()
+                    self._starts.append((task.id, task.attempt, began))
+            if began is not None:
+                self._wake.set()
+            self._run_and_report(task, began)
 
-    def _run_and_report(self, task: RunningTask) -> None:
+    def _claim_ahead(self) -> int:
+        """How many tasks to claim beyond the free threads: ``Settings.prefetch`` while the
+        tasks this node runs are short (under ``prefetch_short`` seconds: on average, and
+        every one running now), else none."""
+        prefetch, short = self.settings.prefetch, self.settings.prefetch_short
+        if prefetch <= 0 or self._run_time >= short:
+            return 0
+        oldest = time.monotonic() - short
+        with self._running_lock:
+            if any(t.started is not None and t.started < oldest
+                   for t in self.running.values()):
+                return 0
+        return prefetch
+
+    def _release_unstarted(self, hold: float) -> None:
+        """Put back every task that was claimed more than ``hold`` seconds ago and that no
+        thread has started: any node may take it (the attempt does not count)."""
+        if not self._unstarted:
+            return
+        since = time.monotonic() - hold
+        with self._start_lock:
+            stale = [task for task, claimed_at in self._unstarted.values()
+                     if claimed_at <= since and not task.cancelled]
+            for task in stale:
+                del self._unstarted[task.id]
+        for task in stale:
+            outcome = Outcome(task.id, Status.NEW, "", attempt_counts=False,
+                              attempt=task.attempt)
+            self._done.put(_Done(task, outcome, None, None, released=True))
+        if stale:
+            self._wake.set()
+
+    def _run_and_report(self, task: RunningTask, began: dt.datetime | None = None) -> None:
         try:
-            self._done.put(self._run_one(task))
+            self._done.put(self._run_one(task, began))
         except BaseException as exc:  # a bug in roadie itself: still end the task
             log.exception("roadie: unexpected error while running task %s", task.id)
             outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}",
-                              attempt=task.attempt)
+                              attempt=task.attempt, started_at=began)
             self._done.put(_Done(task, outcome, None, exc))
         self._wake.set()
 
-    def _run_one(self, task: RunningTask) -> _Done:
-        task.started = time.monotonic()  # timeouts count from here, not from the claim
+    def _run_one(self, task: RunningTask, began: dt.datetime | None = None) -> _Done:
+        if task.started is None:  # timeouts count from here, not from the claim
+            task.started = time.monotonic()
+        started = task.started
         if self.hosts.wants(task):  # an env executor, out_of_process, or --out-of-process
             outcome, result, error = self.hosts.run_attempt(task)
         else:
@@ -487,8 +568,9 @@ class Worker:
                 checkpoint = None  # already written
         status_bytes, messages = self._encode_live_state(task)
         outcome = dataclasses.replace(outcome, task_status=status_bytes, messages=messages,
-                                      checkpoint=checkpoint, attempt=task.attempt)
-        return _Done(task, outcome, result, error)
+                                      checkpoint=checkpoint, attempt=task.attempt,
+                                      started_at=began)
+        return _Done(task, outcome, result, error, seconds=time.monotonic() - started)
 
     # -- progress, heartbeat, cancel, timeouts, recovery -----------------------------------
 
@@ -626,6 +708,7 @@ class Worker:
             try:
                 self.flush_progress()
                 self._check_timeouts()
+                self._release_unstarted(settings.prefetch_hold)
                 if now >= next_cancel_poll:
                     next_cancel_poll = now + settings.cancel_poll_interval
                     with self._running_lock:

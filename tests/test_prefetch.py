@@ -1,0 +1,131 @@
+"""Claiming ahead (``Settings.prefetch``): only while the node's tasks are short, and a task
+claimed ahead that no thread starts within ``prefetch_hold`` is put back for any node."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import roadie
+from roadie import Status
+from roadie.store import utcnow
+from roadie.testing import BackgroundWorker, make_app, wait_final, wait_for
+
+from tests.conftest import register_test_executors
+
+
+def _app(db_url: str, tmp_path: Path, name: str, **settings: object) -> roadie.Roadie:
+    app = make_app(db_url, tmp_path / name, **settings)
+    register_test_executors(app)
+    return app
+
+
+def _warm_up(app: roadie.Roadie, worker: BackgroundWorker) -> None:
+    """Let ``worker`` run a few quick tasks, so that it knows its tasks are short."""
+    quick = app.add_tasks([("tests:sleep", {"seconds": 0.001}) for _ in range(3)])
+    for task in quick:
+        wait_final(app, task.id)
+
+
+def _started_for(app: roadie.Roadie, task_id: int, seconds: float) -> bool:
+    task = app.get_task(task_id)
+    return (task.status is Status.IN_PROGRESS and task.started_at is not None
+            and task.started_at <= utcnow() - dt.timedelta(seconds=seconds))
+
+
+def test_a_task_claimed_ahead_behind_a_long_one_is_put_back_for_another_node(
+        db_url: str, tmp_path: Path) -> None:
+    ahead = _app(db_url, tmp_path, "a", prefetch=3, prefetch_short=1.0, prefetch_hold=0.3)
+    other = _app(db_url, tmp_path, "b")
+    with BackgroundWorker(ahead, concurrency=1) as first:
+        _warm_up(ahead, first)
+        # one call: the idle worker claims the long task and the quick ones ahead of it
+        long, *quick = ahead.add_tasks(
+            [{"executor": "tests:sleep", "context": {"seconds": 30}, "priority": 5}]
+            + [("tests:sleep", {"seconds": 0.001}) for _ in range(3)])
+        wait_for(lambda: first.worker.stats.released >= 1, message="a task put back")
+        with BackgroundWorker(other, concurrency=1) as second:
+            ended = [wait_final(ahead, task.id) for task in quick]
+            assert ahead.get_task(long.id).status is Status.IN_PROGRESS  # still running
+            assert {task.node for task in ended} == {second.worker.id}
+            assert all(task.status is Status.SUCCESSFUL for task in ended)
+            # being put back does not count as an attempt
+            assert [task.attempts for task in ended] == [1, 1, 1]
+            assert all(len(ahead.store.attempts_of(task.id)) == 1 for task in quick)
+        ahead.cancel_task(long.id, by="test")
+        wait_final(ahead, long.id)
+    ahead.close()
+    other.close()
+
+
+def test_a_worker_running_long_tasks_does_not_claim_ahead(
+        db_url: str, tmp_path: Path) -> None:
+    ahead = _app(db_url, tmp_path, "a", prefetch=3, prefetch_hold=60)
+    other = _app(db_url, tmp_path, "b")
+    with BackgroundWorker(ahead, concurrency=1) as first:
+        _warm_up(ahead, first)
+        long = ahead.add_task("tests:sleep", {"seconds": 30})
+        wait_for(lambda: _started_for(ahead, long.id, 0.3), message="the long task running")
+        quick = ahead.add_tasks([("tests:sleep", {"seconds": 0.001}) for _ in range(3)])
+        with BackgroundWorker(other, concurrency=1) as second:
+            # had the first worker claimed them, they would wait for prefetch_hold (60 s)
+            ended = [wait_final(ahead, task.id) for task in quick]
+            assert {task.node for task in ended} == {second.worker.id}
+        assert first.worker.stats.released == 0
+        ahead.cancel_task(long.id, by="test")
+        wait_final(ahead, long.id)
+    ahead.close()
+    other.close()
+
+
+def test_stopping_puts_back_what_was_claimed_ahead(db_url: str, tmp_path: Path) -> None:
+    app = _app(db_url, tmp_path, "a", prefetch=3, prefetch_short=60, prefetch_hold=60)
+    worker = BackgroundWorker(app, concurrency=1).start()
+    _warm_up(app, worker)
+    long, *quick = app.add_tasks(
+        [{"executor": "tests:sleep", "context": {"seconds": 3.0}, "priority": 5}]
+        + [("tests:sleep", {"seconds": 0.001}) for _ in range(3)])
+    wait_for(lambda: all(app.get_task(t.id).status is Status.IN_PROGRESS
+                         for t in (long, *quick)), message="all four claimed")
+    stats = worker.stop()
+    assert stats is not None and stats.released == 3
+    assert app.get_task(long.id).status is Status.SUCCESSFUL  # a started task finishes
+    for task in quick:
+        back = app.get_task(task.id)
+        assert (back.status, back.node, back.attempts) == (Status.NEW, None, 0)
+    app.close()
+
+
+def test_a_dead_workers_tasks_claimed_ahead_go_back_uncounted(app: roadie.Roadie) -> None:
+    """The crash policy applies to what the dead worker started; what it had only claimed
+    ahead waits again, whatever the policy (here FAIL), with no attempt counted."""
+    from roadie.store import Claimable
+
+    tasks = app.add_tasks([("tests:sleep", {}) for _ in range(3)])
+    can = Claimable(executors=["tests:sleep"], isolated={}, plugins={"tests": "0"},
+                    tag_keys=[""])
+    claimed = app.store.settle("ghost-node", [], can, 3, ahead=2).claimed
+    assert [t.id for t in claimed] == [t.id for t in tasks]
+    assert [t.started_at is not None for t in claimed] == [True, False, False]
+    assert app.recover_orphans() == 3
+    started, *ahead = (app.get_task(t.id) for t in tasks)
+    assert started.status is Status.FAILED and started.attempts == 1
+    for task in ahead:
+        assert (task.status, task.attempts, task.node) == (Status.NEW, 0, None)
+        assert "before it started the task" in task.status_message
+        assert app.store.attempts_of(task.id) == []
+
+
+def test_a_task_claimed_ahead_records_its_start_when_a_thread_takes_it(
+        db_url: str, tmp_path: Path) -> None:
+    app = _app(db_url, tmp_path, "a", prefetch=3, prefetch_short=60, prefetch_hold=60)
+    with BackgroundWorker(app, concurrency=1) as worker:
+        _warm_up(app, worker)
+        tasks = app.add_tasks([("tests:sleep", {"seconds": 0.2}) for _ in range(4)])
+        ended = [wait_final(app, task.id) for task in tasks]
+    assert all(t.status is Status.SUCCESSFUL and t.attempts == 1 for t in ended)
+    # each started when its thread took it: one after the other, not all at the claim
+    starts = sorted(t.started_at for t in ended if t.started_at is not None)
+    assert len(starts) == 4
+    assert starts[-1] - starts[0] >= dt.timedelta(seconds=0.5)
+    app.close()
