@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,8 @@ log = logging.getLogger("roadie.retention")
 
 BATCH = 1000
 """Tasks deleted per transaction."""
+PAUSE = 1.0
+"""After a batch, wait this many times as long as it took (half the time deleting, at most)."""
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
@@ -75,13 +78,19 @@ def cutoffs(older_than: dt.timedelta | Mapping[Status, dt.timedelta],
 
 
 def prune(app: Roadie, limits: Mapping[Status, dt.datetime], *,
-          max_batches: int | None = None) -> int:
+          max_batches: int | None = None, pause: float = PAUSE) -> int:
     """Delete ended tasks older than their status's cutoff, batch by batch (each its own
-    transaction), with their attachment files; returns how many went."""
+    transaction), with their attachment files; returns how many went. After each batch it
+    waits ``pause`` times as long as the batch took, so that claims and other writes get
+    their turn (SQLite has one writer at a time; a small server, few cores)."""
     deleted = 0
     batches = 0
+    took = 0.0
     while max_batches is None or batches < max_batches:
+        time.sleep(pause * took)
+        started = time.monotonic()
         ids = app.store.prune(limits, BATCH)
+        took = time.monotonic() - started
         batches += 1
         for task_id in ids:
             try:

@@ -44,8 +44,9 @@ if TYPE_CHECKING:
     from roadie.result import Result
 
 log = logging.getLogger("roadie.worker")
-PRUNE_BATCHES = 20  # retention: batches of deletes per maintenance tick, at most
+PRUNE_BATCHES = 10  # retention: batches of deletes per maintenance tick, at most
 SIGNAL_LATENCY = 0.2  # seconds: how soon the claim loop acts on SIGINT/SIGTERM at most
+RUN_TIME_WEIGHT = 0.2  # of the newest attempt in the moving average of run times (prefetch)
 
 
 def _with_decoder(record: TaskRecord, decoder: Any) -> TaskRecord:
