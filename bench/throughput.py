@@ -416,7 +416,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--no-write", action="store_true", help="print only, keep RESULTS.md")
     parser.add_argument("--prefetch", type=int, action="append", default=None,
-                        help="measure with this worker prefetch (repeatable; default 0)")
+                        help="measure with this worker prefetch (repeatable; default: the "
+                             "setting's default)")
     parser.add_argument("--depth", type=int, default=0,
                         help="drain with this many skipped tasks waiting (see --skip)")
     parser.add_argument("--skip", choices=SKIP_KINDS, action="append", default=None,
@@ -461,13 +462,16 @@ def main() -> None:
         return
 
     results = []
-    for prefetch in args.prefetch or [0]:
-        os.environ["ROADIE_PREFETCH"] = str(prefetch)
+    for prefetch in args.prefetch or [None]:  # None: the default setting
+        if prefetch is None:
+            os.environ.pop("ROADIE_PREFETCH", None)
+        else:
+            os.environ["ROADIE_PREFETCH"] = str(prefetch)
         for backend in backends:
-            print(f"{backend}: {args.tasks} no-op tasks ({NOOP}), prefetch {prefetch}",
-                  flush=True)
+            print(f"{backend}: {args.tasks} no-op tasks ({NOOP}), prefetch "
+                  f"{'default' if prefetch is None else prefetch}", flush=True)
             figures = measure(backend, args.tasks)
-            if prefetch:
+            if prefetch is not None:
                 figures = dataclasses.replace(figures, backend=f"{backend}, prefetch {prefetch}")
             results.append(figures)
     text = report(results)
@@ -476,8 +480,8 @@ def main() -> None:
     if args.no_write:
         return
     notes = "\n".join([
-        f"{args.tasks:,} no-op tasks (`{NOOP}`) per measurement, default settings (but the "
-        f"worker's `prefetch` where a row says so), a fresh "
+        f"{args.tasks:,} no-op tasks (`{NOOP}`) per measurement, default settings (prefetch "
+        f"{roadie.Settings.prefetch}; but the worker's `prefetch` where a row says so), a fresh "
         f"database per backend (SQLite file in a temp dir; PostgreSQL 127.0.0.1, database "
         f"`roadie_bench`).",
         "",
