@@ -1,7 +1,7 @@
 """Soak: a long mixed load with faults, and the invariants checked at the end.
 
     python bench/soak.py [--minutes 10] [--workers 3] [--clients 2] [--kill-every 30]
-                         [--backend postgres|sqlite] [--no-write]
+                         [--backend postgres|sqlite] [--drain-timeout 900] [--no-write]
 
 Worker processes (`roadie worker`) drain while client processes (tests/churn.py) add tasks one
 by one and in batches, cancel, retry and delete them. Every `--kill-every` seconds a random
@@ -11,16 +11,22 @@ the shared server; SQLite has no server: no restart). When the load stops, the w
 what is left, and the script checks that every task ended, that no task was lost (each id a
 client added and did not delete is stored; nothing else is), that no client saw an error other
 than the database being down during its restart, and `roadie.testing.check_invariants`.
-Writes section "Soak" of RESULTS.md.
+If the drain does not end within `--drain-timeout` seconds, it reports what is left (tasks by
+status, a few of them, the worker processes and nodes) and fails. On failure the worker and
+client logs (and the PostgreSQL server's log) are kept, and their folder printed.
+Writes its backend's part of section "Soak" of RESULTS.md, keeping the other backend's.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import datetime as dt
 import json
+import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,8 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.churn, tests.pgcluster, tests.processes
 
-from _results import table, write_section  # noqa: E402
-from roadie import Status  # noqa: E402
+import roadie  # noqa: E402
+from _results import CODE_AT_START, RESULTS, command, machine, table, write_section  # noqa: E402
+from roadie import Roadie, Status  # noqa: E402
 from roadie.testing import check_invariants, make_app, wait_for  # noqa: E402
 
 from tests.pgcluster import throwaway_cluster  # noqa: E402
@@ -41,12 +48,37 @@ from tests.processes import kill, start_worker, stop, worker_env  # noqa: E402
 SETTINGS = {"ROADIE_HEARTBEAT_INTERVAL": "1.0", "ROADIE_HEARTBEAT_GRACE": "5.0",
             "ROADIE_STATUS_INTERVAL": "0.25", "ROADIE_SQLITE_POLL_INTERVAL": "0.1",
             "ROADIE_POSTGRES_POLL_INTERVAL": "1.0"}
+# worker and client processes import the roadie this one did (PYTHONPATH=core: this checkout's)
+PYTHONPATH = os.pathsep.join([str(Path(roadie.__file__).resolve().parents[1]), str(ROOT)])
+NOT_FINAL = (Status.NEW, Status.QUEUED, Status.IN_PROGRESS, Status.WAITING)
+BACKENDS = {"postgres": "PostgreSQL", "sqlite": "SQLite"}  # the subsections of "Soak"
+
+
+def leftover(app: Roadie, workers: list[subprocess.Popen[bytes]]) -> dict:
+    """What is left when the drain times out: the tasks not final by status, the two oldest
+    of each status, the worker processes (exit code None: running) and the nodes the database
+    knows."""
+    counts = {s: n for s, n in app.store.count_tasks().items() if s in NOT_FINAL and n}
+    oldest = [t for s, n in counts.items()
+              for t in app.list_tasks(status=s, limit=2, offset=max(0, n - 2))]
+    now = dt.datetime.now(dt.UTC)
+    return {
+        "not_final": {s.label: n for s, n in counts.items()},
+        "oldest": [{"id": t.id, "executor": t.executor, "status": t.status.label,
+                    "node": t.node, "status_message": t.status_message,
+                    "waiting_reason": app.waiting_reason(t)} for t in oldest],
+        "worker_processes": [{"pid": w.pid, "exit_code": w.poll()} for w in workers],
+        "nodes": [{"id": n.id, "name": n.name, "pid": n.pid,
+                   "heartbeat_age": round((now - n.heartbeat_at).total_seconds(), 1),
+                   "alive": n.is_alive(now, app.settings.heartbeat_grace)}
+                  for n in app.list_nodes()],
+    }
 
 
 def soak(url: str, work: Path, args: argparse.Namespace, restart: object | None) -> dict:
     rng = random.Random(args.seed)
     app = make_app(url, work / "data", heartbeat_interval=1.0, heartbeat_grace=5.0)
-    env = {**SETTINGS, "PYTHONPATH": str(ROOT)}
+    env = {**SETTINGS, "PYTHONPATH": PYTHONPATH}
     logs: list[Path] = []
 
     def new_worker() -> subprocess.Popen[bytes]:
@@ -91,9 +123,13 @@ def soak(url: str, work: Path, args: argparse.Namespace, restart: object | None)
             reports.append(json.loads(report.read_text()))
         load_end = time.monotonic()
         app.close()
-        waiting = (Status.NEW, Status.QUEUED, Status.IN_PROGRESS, Status.WAITING)
-        wait_for(lambda: not any(app.store.count_tasks().get(s) for s in waiting),
-                 timeout=900, interval=2.0, message="every task to end")
+        left = None
+        try:
+            wait_for(lambda: not any(app.store.count_tasks().get(s) for s in NOT_FINAL),
+                     timeout=args.drain_timeout, interval=2.0, message="every task to end")
+        except AssertionError:
+            left = leftover(app, workers)
+            print("the drain timed out; left:", json.dumps(left, indent=2), flush=True)
         drain = time.monotonic() - load_end
     finally:
         codes = [stop(w) for w in workers]
@@ -117,7 +153,7 @@ def soak(url: str, work: Path, args: argparse.Namespace, restart: object | None)
         "seconds": seconds, "workers": args.workers, "clients": args.clients, "kills": kills,
         "restart": f"{downtime:.1f} s down" if restarted else "none",
         "added": sum(added.values()), "stored": len(stored), "ops": dict(ops),
-        "statuses": dict(statuses), "drain": drain,
+        "statuses": dict(statuses), "drain": drain, "drain_timed_out": left,
         "lost": sorted(expected - stored)[:20], "unexpected": sorted(stored - expected)[:20],
         "wrong_counts": wrong_counts[:20],
         "client_errors": [e for r in reports for e in r["errors"]][:20],
@@ -129,6 +165,16 @@ def soak(url: str, work: Path, args: argparse.Namespace, restart: object | None)
     }
 
 
+def kept_part(backend: str) -> str:
+    """The other backend's part (``### ...``) of section "Soak" of RESULTS.md, or ""."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    section = re.search(r"^## Soak[ \t]*\n.*?(?=^## |\Z)", text, re.M | re.S)
+    other = next(title for name, title in BACKENDS.items() if name != backend)
+    part = section and re.search(rf"^### {other}\n.*?(?=^### |\Z)", section.group(0),
+                                 re.M | re.S)
+    return part.group(0).strip() if part else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
@@ -137,20 +183,33 @@ def main() -> int:
     parser.add_argument("--kill-every", type=float, default=30.0)
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--drain-timeout", type=float, default=900.0,
+                        help="seconds the workers get to end every task after the load")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="roadie-soak-") as tmp:
-        work = Path(tmp)
-        if args.backend == "postgres":
-            with throwaway_cluster() as cluster:
+    work = Path(tempfile.mkdtemp(prefix="roadie-soak-"))  # kept on failure: the logs
+    print(f"worker and client logs in {work}", flush=True)
+    if args.backend == "postgres":
+        with throwaway_cluster() as cluster:
+            try:
                 result = soak(cluster.url, work, args, cluster)
-        else:
-            result = soak(f"sqlite:///{work / 'soak.db'}", work, args, None)
+            finally:
+                shutil.copy(cluster.log, work / "server.log")
+    else:
+        result = soak(f"sqlite:///{work / 'soak.db'}", work, args, None)
+    left = result["drain_timed_out"]
     ok = not (result["lost"] or result["unexpected"] or result["wrong_counts"]
-              or result["client_errors"] or result["invariants"] or result["stuck"])
+              or result["client_errors"] or result["invariants"] or result["stuck"] or left)
     print(json.dumps(result, indent=2))
+    if ok:
+        shutil.rmtree(work)
+    else:
+        print(f"FAILED; the logs are kept in {work}", flush=True)
+    drain = f"{result['drain']:.1f} s"
+    if left:
+        drain = (f"timed out after {args.drain_timeout:g} s, not final: "
+                 + ", ".join(f"{k} {v}" for k, v in left["not_final"].items()))
     rows = [
-        ["backend", args.backend],
         ["duration of the load", f"{result['seconds'] / 60:g} min"],
         ["worker processes (2 threads each)", str(result["workers"])],
         ["client processes", str(result["clients"])],
@@ -160,7 +219,7 @@ def main() -> int:
         ["client operations", ", ".join(f"{k} {v}" for k, v in sorted(result["ops"].items()))],
         ["tasks at the end, by status",
          ", ".join(f"{k} {v}" for k, v in sorted(result["statuses"].items()))],
-        ["drain after the load stopped", f"{result['drain']:.1f} s"],
+        ["drain after the load stopped", drain],
         ["writes refused by fencing", str(result["refused_writes"])],
         ["client calls while the database was down", str(result["unavailable"])],
         ["client errors otherwise", str(len(result["client_errors"]))],
@@ -170,11 +229,18 @@ def main() -> int:
         ["verdict", "all invariants hold" if ok else "FAILED (see the JSON printed)"],
     ]
     if not args.no_write:
-        write_section("Soak", table(["what", "figure"], rows) + "\n\n" + (
+        stamp = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+        ours = (f"### {BACKENDS[args.backend]}\n\n_{stamp} · {machine()} · {CODE_AT_START} · "
+                f"`{command()}`_\n\n" + table(["what", "figure"], rows))
+        other = kept_part(args.backend)
+        parts = [ours, other] if args.backend == "postgres" else [other, ours]
+        write_section("Soak", "\n\n".join([
             "Invariants checked at the end: every task final; each id a client added and did "
             "not delete is stored, and nothing else; no client error but the database being "
             "down; `roadie.testing.check_invariants` (final tasks completed, no lock held by a "
-            "final or missing task, attempt counts equal to the attempt log)."))
+            "final or missing task, attempt counts equal to the attempt log). One part per "
+            "backend, each from its own run.",
+            *(part for part in parts if part)]))
     return 0 if ok else 1
 
 
