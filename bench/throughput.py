@@ -457,7 +457,9 @@ def main() -> None:
         texts = [depth_report(backend, args.tasks, args.depth, kinds) for backend in backends]
         print("\n\n".join(texts))
         if not args.no_write:
-            write_section(f"Depth: {args.depth:,} waiting tasks the node cannot take",
+            plain_only = set(kinds) == {"none", "plain"}
+            write_section("Depth (plain)" if plain_only else
+                          f"Depth: {args.depth:,} waiting tasks the node cannot take",
                           "\n\n".join(texts) + DEPTH_NOTES)
         return
 

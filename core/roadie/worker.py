@@ -373,7 +373,8 @@ class Worker:
                 return
             if self.until_idle and busy <= 0 and self._idle():
                 return
-            self._wait(self._wake, poll)
+            # starts to record go with the next round: at the latest one status_interval on
+            self._wait(self._wake, self.settings.status_interval if self._starts else poll)
 
     def _wait(self, event: threading.Event, timeout: float) -> None:
         """Wait until ``event`` is set, ``timeout`` passes or a signal came (which the claim
@@ -508,8 +509,6 @@ class Worker:
                 if task.record.started_at is None:  # claimed ahead: the next round records it
                     began = utcnow()
                     self._starts.append((task.id, task.attempt, began))
-            if began is not None:
-                self._wake.set()
             self._run_and_report(task, began)
 
     def _claim_ahead(self) -> int:
