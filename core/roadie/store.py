@@ -990,8 +990,12 @@ class Store:
         }
         try:
             # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
-            with self._settle_connection() as conn:
-                rows = [dict(r._mapping) for r in conn.exec_driver_sql(_PG_SETTLE_SQL, params)]
+            if promote:  # rare: a custom plan, on a pooled connection
+                opened, sql = self._autocommit(), _PG_SETTLE_SQL
+            else:
+                opened, sql = self._settle_connection(), _PG_SETTLE_NO_DUE_SQL
+            with opened as conn:
+                rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, params)]
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
         finished, claimed, keyed = [], [], False
@@ -1574,6 +1578,22 @@ def _pg_claim_branch(executors: str, limit: str, start: str) -> str:
      LIMIT %({limit})s)"""
 
 
+# Making due delayed tasks claimable: only in a round every DUE_CHECK_INTERVAL, which runs with
+# a custom plan (a generic plan of this UPDATE walked every delayed task's index entry).
+_PG_DUE_CTE = """due AS (
+    UPDATE roadie_tasks SET claimable = true
+    WHERE id IN (SELECT id FROM roadie_tasks
+                 WHERE NOT claimable AND status = 0 AND run_after <= %(now)s
+                 ORDER BY run_after LIMIT %(due_limit)s FOR UPDATE SKIP LOCKED)
+      AND NOT claimable AND status = 0
+    RETURNING id
+),
+"""
+_PG_WOKEN_JOIN = """LEFT JOIN (
+    SELECT pg_notify('roadie_task_added', max(id)::text) AS sent FROM due HAVING count(*) > 0
+) AS woken ON true
+"""
+
 _PG_SETTLE_SQL = """
 WITH v AS (
     SELECT * FROM unnest(
@@ -1610,15 +1630,7 @@ logged AS (
 released AS (
     DELETE FROM roadie_locks WHERE task_id IN (SELECT id FROM done)
 ),
-due AS (
-    UPDATE roadie_tasks SET claimable = true
-    WHERE id IN (SELECT id FROM roadie_tasks
-                 WHERE NOT claimable AND status = 0 AND run_after <= %(now)s
-                 ORDER BY run_after LIMIT %(due_limit)s FOR UPDATE SKIP LOCKED)
-      AND NOT claimable AND status = 0
-    RETURNING id
-),
-c AS (
+""" + _PG_DUE_CTE + """c AS (
 """ + _pg_claim_branch("executors", "limit", "start") + """
     UNION ALL
 """ + _pg_claim_branch("executors_async", "limit_async", "limit_async") + """
@@ -1648,10 +1660,10 @@ LEFT JOIN (
     SELECT pg_notify('roadie_task_changed', string_agg(id::text, ',')) AS sent
     FROM changed HAVING count(*) > 0
 ) AS notified ON true
-LEFT JOIN (
-    SELECT pg_notify('roadie_task_added', max(id)::text) AS sent FROM due HAVING count(*) > 0
-) AS woken ON true
-"""
+""" + _PG_WOKEN_JOIN + """"""
+
+
+_PG_SETTLE_NO_DUE_SQL = _PG_SETTLE_SQL.replace(_PG_DUE_CTE, "").replace(_PG_WOKEN_JOIN, "")
 
 
 _PG_INSERT_ONE_SQL = """
