@@ -106,7 +106,11 @@ class Children:
             return context.run(fn, *args, **kwargs)
 
         future = self._executor(width).submit(run)
-        child = LightweightTask(child_name, future)
+        return self._register(child_name, future)
+
+    def _register(self, name: str, future: concurrent.futures.Future[Any]) -> LightweightTask:
+        """Count a new child (thread or coroutine) as RUNNABLE until ``future`` is done."""
+        child = LightweightTask(name, future)
         with self._lock:
             self._children.append(child)
             self._publish_counts()
@@ -209,12 +213,7 @@ class Children:
 
         self._coroutines.add(coroutine)
         coroutine.add_done_callback(closed)
-        child = LightweightTask(child_name, future)
-        with self._lock:
-            self._children.append(child)
-            self._publish_counts()
-        future.add_done_callback(self._on_closed)
-        return child
+        return self._register(child_name, future)
 
     def cancel_coroutines(self) -> None:
         """Cancel the coroutine children (the parent was cancelled); thread-safe."""
