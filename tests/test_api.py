@@ -189,3 +189,39 @@ def test_outdated_schema_says_what_to_run(db_url: str, tmp_path: object) -> None
         assert roadie.Roadie(db_url).list_tasks() == []
         with pytest.raises(roadie.SchemaOutdatedError, match="run `roadie db upgrade`"):
             roadie.Roadie(db_url.replace("roadie.db", "other.db"), auto_upgrade=False).list_tasks()
+
+
+def test_schema_head_names_the_newest_migration() -> None:
+    """The schema check reads ``SCHEMA_HEAD`` instead of loading Alembic: it must be the
+    migrations' head, or every database would look outdated (or current when it is not)."""
+    from pathlib import Path
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from roadie import models
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(models.__file__).parent / "migrations"))
+    assert ScriptDirectory.from_config(config).get_current_head() == models.SCHEMA_HEAD
+
+
+def test_older_schema_revision_is_refused(db_url: str) -> None:
+    import sqlalchemy as sa
+
+    app = roadie.Roadie(db_url, auto_upgrade=True)
+    app.list_tasks()
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE roadie_alembic_version SET version_num = 'i16_task_trees'"))
+    engine.dispose()
+    try:
+        with pytest.raises(roadie.SchemaOutdatedError,
+                           match="i16_task_trees, older than i12_claimable"):
+            roadie.Roadie(db_url, auto_upgrade=False).list_tasks()
+    finally:
+        engine = sa.create_engine(db_url)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE roadie_alembic_version SET version_num = :v"),
+                         {"v": "i12_claimable"})
+        engine.dispose()
+    assert roadie.Roadie(db_url, auto_upgrade=False).list_tasks() == []

@@ -12,18 +12,18 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from roadie.app import Roadie
 from roadie.errors import RoadieError
 from roadie.records import TaskRecord
 from roadie.status import FINAL_STATUSES, Status
+
+if TYPE_CHECKING:  # rich is imported when something prints, so a worker never loads it
+    from rich.console import Console
+    from rich.table import Table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +36,16 @@ STATUS_STYLE = {
 
 def console() -> Console:
     """The console everything prints to (stdout; width from the terminal or 120)."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+
+
+def new_table(*columns: str, **options: Any) -> Table:
+    """A rich table with these column headers."""
+    from rich.table import Table
+
+    return Table(*columns, **options)
 
 
 class RoadieGroup(click.Group):
@@ -179,7 +188,7 @@ def list_(app: Roadie, statuses: tuple[str, ...], executor: str | None, owner: s
     tasks = app.list_tasks(status=list(statuses) or None, executor=executor, owner=owner,
                            group=group, schedule=schedule, limit=limit, offset=offset,
                            parent_id=parent_id)
-    table = Table("id", "name", "executor", "status", "progress", "message", "created")
+    table = new_table("id", "name", "executor", "status", "progress", "message", "created")
     for task in tasks:
         message = task.status_message
         reason = app.waiting_reason(task)
@@ -201,7 +210,7 @@ def show(app: Roadie, task_id: int) -> None:
     """Show everything about one task."""
     task = app.get_task(task_id)
     out = console()
-    table = Table(show_header=False, box=None)
+    table = new_table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     rows: list[tuple[str, Any]] = [
@@ -348,7 +357,7 @@ def recover(app: Roadie) -> None:
 @with_app
 def attachments(app: Roadie, task_id: int) -> None:
     """List the attachments of a task."""
-    table = Table("name", "size", "media type", "checksum", "created")
+    table = new_table("name", "size", "media type", "checksum", "created")
     for item in app.list_attachments(task_id):
         table.add_row(item.name, f"{item.size:,}", item.media_type, item.checksum[:19] + "…",
                       item.created_at.strftime("%Y-%m-%d %H:%M:%S"))
@@ -407,8 +416,6 @@ def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: boo
     import logging
     import socket
 
-    from rich.logging import RichHandler
-
     handler: logging.Handler
     if log_format == "json":
         from roadie.jsonlog import JsonFormatter
@@ -417,6 +424,8 @@ def worker(ctx: click.Context, concurrency: int, processes: int, until_idle: boo
         handler.setFormatter(JsonFormatter(name or f"{socket.gethostname()}:{os.getpid()}"))
         os.environ["ROADIE_LOG_FORMAT"] = "json"  # to worker processes
     elif sys.stderr.isatty():
+        from rich.logging import RichHandler
+
         handler = RichHandler(show_path=False)
     else:  # a log collector: one line per event, never wrapped
         from roadie.jsonlog import LineFormatter
@@ -494,6 +503,16 @@ def watch(app: Roadie, task_ids: tuple[int, ...], timeout: float | None) -> None
 
 def watch_tasks(app: Roadie, ids: list[int], *, timeout: float | None = None) -> list[TaskRecord]:
     """Live progress bars for ``ids`` until all have ended; returns their final records."""
+    from rich.console import Group
+    from rich.live import Live
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     out = console()
     progress = Progress(
         TextColumn("{task.fields[label]}"), BarColumn(), TaskProgressColumn(),
@@ -600,7 +619,7 @@ def demo(app: Roadie, count: int) -> None:
         worker.stop()
         thread.join(timeout=30)
     out.print()
-    table = Table("id", "name", "status", "message")
+    table = new_table("id", "name", "status", "message")
     for task in final:
         table.add_row(str(task.id), task.name, styled_status(task.status),
                       task.status_message[:70])
@@ -622,7 +641,7 @@ def plugins(ctx: click.Context) -> None:
     for qualified in manager.executor_names():  # import executors to find broken ones
         with contextlib.suppress(RoadieError):
             manager.load_executor(qualified)
-    table = Table("plugin", "version", "env", "executors", "hooks", "problem")
+    table = new_table("plugin", "version", "env", "executors", "hooks", "problem")
     for info in sorted(manager.infos.values(), key=lambda i: i.name):
         problem = "blocked" if info.blocked else (info.error or "")
         if info.also_in:  # the rule: the worker's own environment first, then envs by name
@@ -646,7 +665,7 @@ def nodes(app: Roadie) -> None:
     from roadie.store import utcnow
 
     now = utcnow()
-    table = Table("id", "name", "pid", "threads", "tags", "plugins", "heartbeat", "state")
+    table = new_table("id", "name", "pid", "threads", "tags", "plugins", "heartbeat", "state")
     for node in app.list_nodes(include_stopped=True)[:50]:
         alive = node.is_alive(now, app.settings.heartbeat_grace)
         state = "[green]alive[/green]" if alive else (
@@ -740,7 +759,7 @@ def env_list(ctx: click.Context) -> None:
     """Each environment with its Python, plugins and executors."""
     from roadie.envs import list_envs
 
-    table = Table("env", "python", "plugins", "executors", "problem")
+    table = new_table("env", "python", "plugins", "executors", "problem")
     for info in list_envs(_envs_dir(ctx)):
         plugins = "\n".join(f"{d} {p['version']}" for d, p in sorted(info.plugins.items()))
         executors = "\n".join(sorted(

@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import click
-from rich.table import Table
 
 from roadie.app import Roadie
-from roadie.cli import app_of, console, with_app
+from roadie.cli import app_of, console, new_table, with_app
 from roadie.schedules import CATCH_UP, ScheduleInfo
 
 
@@ -29,7 +28,7 @@ def show_schedules(app: Roadie) -> None:
         click.echo("no schedules (add one with `roadie schedules add NAME EXECUTOR --cron ...`"
                    " or declare `schedule = roadie.Cron(...)` on an executor)")
         return
-    table = Table("name", "rule", "executor", "next", "state", "last (UTC)", "note")
+    table = new_table("name", "rule", "executor", "next", "state", "last (UTC)", "note")
     for item in items:
         table.add_row(item.name, item.description, item.executor, _local(item), _state(item),
                       _last(item), (item.problem or item.note)[:90])

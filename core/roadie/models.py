@@ -11,6 +11,9 @@ from sqlalchemy.engine import Dialect
 
 metadata = sa.MetaData()
 
+VERSION_TABLE = "roadie_alembic_version"  # Alembic's record of the schema's revision
+SCHEMA_HEAD = "i12_claimable"  # the newest migration; a new one must update this
+
 
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):
     """A timezone-aware UTC datetime on every database (SQLite keeps naive UTC text)."""

@@ -389,17 +389,16 @@ class Store:
         return config
 
     def schema_revision(self) -> tuple[str | None, str]:
-        """(the database's revision or None, the code's head revision)."""
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
-
+        """(the database's revision or None, the code's head revision, ``models.SCHEMA_HEAD``).
+        Read with one query, so that a process whose schema is current never imports
+        Alembic (it costs a worker about 12 MB)."""
         with self.read() as conn:
-            config = self._alembic_config(conn)
-            head = ScriptDirectory.from_config(config).get_current_head() or ""
-            context = MigrationContext.configure(
-                conn, opts={"version_table": "roadie_alembic_version"}
-            )
-            return context.get_current_revision(), head
+            if not sa.inspect(conn).has_table(models.VERSION_TABLE):
+                return None, models.SCHEMA_HEAD
+            current = conn.execute(
+                sa.text(f"SELECT version_num FROM {models.VERSION_TABLE}")
+            ).scalar()
+        return current, models.SCHEMA_HEAD
 
     def upgrade(self) -> None:
         """Create or upgrade the schema to the code's revision (Alembic)."""

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from roadie.models import metadata
-
-VERSION_TABLE = "roadie_alembic_version"
+from roadie.models import VERSION_TABLE, metadata
 
 config = context.config
 connection = config.attributes.get("connection")
