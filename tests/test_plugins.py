@@ -157,6 +157,43 @@ def test_caller_context_is_captured_and_restored(app: roadie.Roadie) -> None:
     assert Tenant.current is None
 
 
+class Locale:
+    """Captures from the context alone (a hook may take fewer arguments than the spec)."""
+
+    @roadie.hookimpl
+    def roadie_capture_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        return {"locale": context.get("lang", "en")}
+
+
+class BrokenCapture:
+    @roadie.hookimpl
+    def roadie_capture_context(self, executor: str) -> None:
+        raise RuntimeError(f"no session for {executor}")
+
+
+def test_every_task_of_add_tasks_captures_its_own_context(app: roadie.Roadie) -> None:
+    app.plugins.register(Locale(), name="locale")
+    app.plugins.register(Tenant(), name="tenant")
+    Tenant.current = "acme"
+    try:
+        tasks = app.add_tasks([("roadie-examples:echo", {"lang": "fr"}),
+                               ("roadie-examples:echo", {})])
+    finally:
+        Tenant.current = None
+    captured = [app.get_task(t.id).captured for t in tasks]
+    assert [(c["locale"], c["tenant"]) for c in captured] == [("fr", "acme"), ("en", "acme")]
+
+
+def test_failing_capture_hook_stops_the_add_naming_the_plugin(app: roadie.Roadie) -> None:
+    app.plugins.register(BrokenCapture(), name="broken-capture")
+    with pytest.raises(roadie.PluginError,
+                       match="roadie-examples:echo task: hook roadie_capture_context of plugin "
+                             "'broken-capture' failed: RuntimeError: no session for "
+                             "roadie-examples:echo"):
+        app.add_tasks([("roadie-examples:echo", {})] * 3)
+    assert app.list_tasks() == []
+
+
 def test_task_scoped_hooks_only_for_tasks_that_name_the_plugin(app: roadie.Roadie) -> None:
     # roadie-examples' execute wrapper times its own tasks, and only those
     mine = app.add_task("roadie-examples:echo", {})

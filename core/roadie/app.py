@@ -259,11 +259,18 @@ class Roadie:
         timeout: float | None = None,
         after: Iterable[int] = (),
     ) -> NewTask:
-        try:
-            dist, entry = split_executor_name(executor)
-        except ValueError as exc:
-            raise UnknownExecutor(str(exc)) from None
-        qualified = f"{dist}:{entry}"
+        """A task to insert from ``add_task``'s arguments; ``resolved`` keeps what is the
+        same for every task of one executor (its name, class, versions, isolation) for
+        the whole ``add_tasks`` call."""
+        known = resolved.get(executor)
+        if known is None:
+            try:
+                dist, entry = split_executor_name(executor)
+            except ValueError as exc:
+                raise UnknownExecutor(str(exc)) from None
+            qualified = f"{dist}:{entry}"
+            known = resolved[executor] = (qualified, *self._resolve_executor(qualified))
+        qualified, executor_class, plugin_versions, isolation = known
         if context is None:
             context = {}
         if not isinstance(context, Mapping):
@@ -277,17 +284,17 @@ class Roadie:
                 raise ContextEncodeError(
                     f"context keys must be strings; key {key!r} is {type(key).__name__}"
                 )
-        if qualified not in resolved:
-            resolved[qualified] = self._resolve_executor(qualified)
-        executor_class, plugin_versions, isolation = resolved[qualified]
         data, namespaces = self.registry.encode_with_namespaces(context, what="context")
         versions = dict(plugin_versions)
         for namespace in namespaces:
             versions.setdefault(namespace, self.plugins.version_of(namespace))
         captured = self._capture(qualified, context)
-        spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner, group=group,
-                              context=context)
-        isolation_key = self._isolation_key(qualified, executor_class, isolation, spec_view)
+        isolation_key = None
+        if isolation is not Isolation.NOT_ISOLATED:
+            spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner,
+                                  group=group, context=context)
+            isolation_key = self._isolation_key(qualified, executor_class, isolation,
+                                                spec_view)
         if delay is not None:
             run_after = utcnow() + dt.timedelta(seconds=delay)
         if run_after is not None and run_after.tzinfo is None:
@@ -297,8 +304,8 @@ class Roadie:
         return NewTask(
             executor=qualified, plugins=versions, context=data, name=name or "", owner=owner,
             group=group, captured=captured, isolation_key=isolation_key, priority=int(priority),
-            run_after=run_after, tags=tags_key(tags), timeout=timeout,
-            after=_task_ids(after),
+            run_after=run_after, tags=tags_key(tags) if tags else "", timeout=timeout,
+            after=_task_ids(after) if after else (),
         )
 
     def _resolve_executor(
@@ -361,15 +368,30 @@ class Roadie:
         return None if custom is None else f"{qualified}#{custom}"
 
     def _capture(self, qualified: str, context: dict[str, Any]) -> bytes | None:
+        """The ``roadie_capture_context`` maps of every plugin, merged and encoded. Without
+        hook wrappers the implementations are called directly, in pluggy's order (add_tasks
+        calls this for every task); one that raises stops the add, naming its plugin."""
         from roadie.lifecycle import HookFailure, call_hook
 
+        hook = self.plugins.hook.roadie_capture_context
+        impls = hook.get_hookimpls()
+        parts: list[Any] = []
+        arguments = {"executor": qualified, "context": context}
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+            try:
+                parts = call_hook(self, "roadie_capture_context", hook, **arguments)
+            except HookFailure as exc:
+                raise PluginError(f"cannot add the {qualified} task: {exc}") from exc
+        else:
+            for impl in reversed(impls):
+                try:
+                    parts.append(impl.function(*[arguments[a] for a in impl.argnames]))
+                except Exception as exc:
+                    raise PluginError(
+                        f"cannot add the {qualified} task: hook roadie_capture_context of "
+                        f"plugin {impl.plugin_name!r} failed: {type(exc).__name__}: {exc}"
+                    ) from exc
         captured: dict[str, Any] = {}
-        try:
-            parts = call_hook(self, "roadie_capture_context",
-                              self.plugins.hook.roadie_capture_context,
-                              executor=qualified, context=context)
-        except HookFailure as exc:
-            raise PluginError(f"cannot add the {qualified} task: {exc}") from exc
         for part in parts:
             if part:
                 captured.update(part)

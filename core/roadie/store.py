@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import itertools
 import json
+import operator
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -34,7 +35,14 @@ from roadie.errors import (
     TaskNotFound,
 )
 from roadie.notifications import Hub, PgListener, hub_for
-from roadie.records import AttachmentInfo, AttemptRecord, Decoder, NodeRecord, TaskRecord
+from roadie.records import (
+    AttachmentInfo,
+    AttemptRecord,
+    Decoder,
+    NodeRecord,
+    TaskRecord,
+    task_record_of,
+)
 from roadie.status import FINAL_STATUSES, Status
 
 if TYPE_CHECKING:
@@ -50,9 +58,11 @@ MAX_TAGS_PER_NODE = 10
 SQLITE_MAX_RANGES = 400  # (executor, tags) pairs claimed range by range on SQLite
 DUE_CHECK_INTERVAL = 0.05  # seconds between two promotions of due delayed tasks (per process)
 DUE_BATCH = 1000  # delayed tasks made claimable per promotion, at most
-ANALYZE_AFTER = 1000
+ANALYZE_AFTER = 1000  # an insert of this many tasks may refresh the planner's statistics
+ANALYZE_SHARE = 0.1  # ... when it adds at least this share of the table's rows
 BULK_INSERT_FROM = 20
 _ALL_COLUMNS = tuple(c.name for c in T.c)
+_NULL_ROW = dict.fromkeys(_ALL_COLUMNS)
 _PER_CONNECTION = ("trees", "schedules")  # not shared by ``Store.bound`` views
 
 
@@ -487,10 +497,16 @@ class Store:
                 self.trees.record_dependencies(conn, new_tasks, stored)
             self.notify(conn, CHANNEL_ADDED, str(stored[-1]["id"]) if stored else "")
         if self.is_postgres and len(stored) >= ANALYZE_AFTER:
-            # a burst this large leaves the planner's statistics behind until autovacuum
-            # catches up; without them it sorts every waiting task on each claim
+            # a burst this large may leave the planner's statistics behind until autovacuum
+            # catches up; without them it sorts every waiting task on each claim. A burst
+            # small against the table (under ANALYZE_SHARE of it) changes little, and
+            # sampling a large table on every call would cost more than the insert.
             with self._autocommit() as conn:
-                conn.execute(sa.text("ANALYZE roadie_tasks"))
+                known = conn.execute(sa.text(
+                    "SELECT reltuples FROM pg_class WHERE oid = 'roadie_tasks'::regclass"
+                )).scalar()
+                if len(stored) >= ANALYZE_SHARE * max(known or 0, 0):
+                    conn.execute(sa.text("ANALYZE roadie_tasks"))
         return [_task_record(row, decoder) for row in stored]
 
     def _pg_insert_one(self, task: NewTask, now: dt.datetime,
@@ -523,21 +539,27 @@ class Store:
         else:  # under BEGIN IMMEDIATE nobody else inserts meanwhile
             start = conn.execute(sa.select(sa.func.coalesce(sa.func.max(T.c.id), 0))).scalar()
             ids = list(range(int(start or 0) + 1, int(start or 0) + 1 + count))
-        stored = []
-        for task_id, row in zip(ids, rows, strict=True):
-            full = dict.fromkeys(_ALL_COLUMNS)
-            full.update(row, id=task_id)
-            stored.append(full)
+        stored = [{**_NULL_ROW, **row, "id": task_id}
+                  for task_id, row in zip(ids, rows, strict=True)]
         if self.is_postgres and self._bound is None:
-            columns = list(_ALL_COLUMNS)
+            # only the columns a new task sets: the others start NULL
+            columns = list(dict.fromkeys(itertools.chain.from_iterable(rows)))
             raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
+            values_of = operator.itemgetter("id", *columns)
+            plugins_at = columns.index("plugins") + 1
+            plugins_json: dict[tuple[tuple[str, str], ...], str] = {}
             with raw.cursor() as cursor, cursor.copy(
-                f"COPY roadie_tasks ({', '.join(columns)}) FROM STDIN"
+                f"COPY roadie_tasks (id, {', '.join(columns)}) FROM STDIN"
             ) as copy:
                 for full in stored:
-                    copy.write_row([
-                        json.dumps(full[c]) if c == "plugins" else full[c] for c in columns
-                    ])
+                    values = list(values_of(full))
+                    plugins = full["plugins"]
+                    key = tuple(plugins.items())
+                    text = plugins_json.get(key)
+                    if text is None:
+                        text = plugins_json[key] = json.dumps(plugins)
+                    values[plugins_at] = text
+                    copy.write_row(values)
         else:
             conn.execute(T.insert(), stored)
         return stored
@@ -1691,29 +1713,38 @@ def split_payload(payload: str) -> list[str]:
     return [p for p in payload.split(",") if p]
 
 
+_STATUS_OF = {int(status): status for status in Status}
+
+
+@functools.lru_cache(maxsize=1024)
+def _tag_set(text: str | None) -> frozenset[str]:
+    return frozenset(t for t in (text or "").split(",") if t)
+
+
 def _task_record(row: Any, decoder: Decoder | None) -> TaskRecord:
     """A TaskRecord from a result row or a mapping of column names."""
     m = row._mapping if isinstance(row, Row) else row
     plugins = m["plugins"]
     if isinstance(plugins, str):  # some drivers hand JSON back as text
         plugins = json.loads(plugins)
-    return TaskRecord(
-        id=m["id"], name=m["name"], owner=m["owner"], group=m["task_group"],
-        executor=m["executor"], plugins=plugins or {}, status=Status(m["status"]),
-        status_message=m["status_message"] or "", completed=bool(m["completed"]),
-        attempts=m["attempts"], isolation_key=m["isolation_key"], priority=m["priority"],
-        run_after=m["run_after"], tags=frozenset(t for t in (m["tags"] or "").split(",") if t),
-        timeout=m["timeout"], node=m["node"], heartbeat_at=m["heartbeat_at"],
-        cancel_requested_at=m["cancel_requested_at"],
-        cancel_requested_by=m["cancel_requested_by"], error=m["error"],
-        created_at=m["created_at"], started_at=m["started_at"], finished_at=m["finished_at"],
-        updated_at=m["updated_at"], context_bytes=m["context"], result_bytes=m["result"],
-        checkpoint_bytes=m["checkpoint"], status_bytes=m["task_status"],
-        messages_bytes=m["messages"], captured_bytes=m["captured"], decoder=decoder,
-        schedule=m.get("schedule"), scheduled_for=m.get("scheduled_for"),
-        parent_id=m.get("parent_id"), fan_in=bool(m.get("fan_in")),
-        has_dependents=bool(m.get("has_dependents")),
-    )
+    return task_record_of({
+        "id": m["id"], "name": m["name"], "owner": m["owner"], "group": m["task_group"],
+        "executor": m["executor"], "plugins": plugins or {}, "status": _STATUS_OF[m["status"]],
+        "status_message": m["status_message"] or "", "completed": bool(m["completed"]),
+        "attempts": m["attempts"], "isolation_key": m["isolation_key"],
+        "priority": m["priority"], "run_after": m["run_after"], "tags": _tag_set(m["tags"]),
+        "timeout": m["timeout"], "node": m["node"], "heartbeat_at": m["heartbeat_at"],
+        "cancel_requested_at": m["cancel_requested_at"],
+        "cancel_requested_by": m["cancel_requested_by"], "error": m["error"],
+        "created_at": m["created_at"], "started_at": m["started_at"],
+        "finished_at": m["finished_at"], "updated_at": m["updated_at"],
+        "context_bytes": m["context"], "result_bytes": m["result"],
+        "checkpoint_bytes": m["checkpoint"], "status_bytes": m["task_status"],
+        "messages_bytes": m["messages"], "captured_bytes": m["captured"], "decoder": decoder,
+        "schedule": m.get("schedule"), "scheduled_for": m.get("scheduled_for"),
+        "parent_id": m.get("parent_id"), "fan_in": bool(m.get("fan_in")),
+        "has_dependents": bool(m.get("has_dependents")),
+    })
 
 
 def _normal_url(url: str) -> str:

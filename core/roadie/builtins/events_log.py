@@ -20,6 +20,8 @@ log = logging.getLogger("roadie.events")
 
 @hookimpl
 def roadie_task_added(app: Roadie, task: TaskRecord) -> None:
+    if not log.isEnabledFor(logging.DEBUG):  # add_tasks calls this for every task
+        return
     log.debug("task %s added: %s %r", task.id, task.executor, task.name,
               extra=task_fields(task))
 
