@@ -1038,7 +1038,13 @@ class Store:
                 outcomes: Sequence[tuple[Outcome, bool]], now: dt.datetime) -> list[TaskRecord]:
         final = [o for o, _ in outcomes if o.status in FINAL_STATUSES]
         again = [o for o, _ in outcomes if o.status not in FINAL_STATUSES]
-        if final:
+        if final and self.is_sqlite:
+            conn.exec_driver_sql(_SQLITE_FINISH_SQL, [
+                (int(o.status), o.message, o.result, o.error, o.task_status, o.messages,
+                 o.checkpoint, _sqlite_time(o.started_at), _sqlite_time(now),
+                 _sqlite_time(now), o.task_id, node, o.attempt)
+                for o in final])
+        elif final:
             conn.execute(
                 self._finish_final_sql,
                 [{"b_id": o.task_id, "b_node": node, "b_status": int(o.status),
@@ -1075,21 +1081,31 @@ class Store:
                 owned.append(T.c.attempts == o.attempt)
             conn.execute(T.update().where(*owned).values(**values))
         ids = [o.task_id for o, _ in outcomes]
+        if self.is_sqlite:
+            selected: Iterable[Any] = _sqlite_rows(
+                conn, f"SELECT * FROM roadie_tasks WHERE id IN ({', '.join('?' * len(ids))})",
+                ids)
+        else:
+            selected = conn.execute(self._rows_by_id_sql, {"ids": ids})
         rows = {
-            r.id: r for r in conn.execute(self._rows_by_id_sql, {"ids": ids})
-            if r.updated_at == now and (r.node == node or r.node is None)
+            r["id"]: r for r in (r if isinstance(r, dict) else r._mapping for r in selected)
+            if r["updated_at"] == now and (r["node"] == node or r["node"] is None)
         }
         if any(isolated for _, isolated in outcomes):
             self.release_locks(conn, list(rows))
         attempts = [
-            {"task_id": o.task_id, "attempt": rows[o.task_id].attempts, "node": node,
+            {"task_id": o.task_id, "attempt": rows[o.task_id]["attempts"], "node": node,
              "status": int(o.status if o.status in FINAL_STATUSES or o.status == Status.WAITING
                            else Status.FAILED),
              "message": o.message, "error": o.error,
-             "started_at": rows[o.task_id].started_at, "finished_at": now}
+             "started_at": rows[o.task_id]["started_at"], "finished_at": now}
             for o, _ in outcomes if o.task_id in rows and o.attempt_counts
         ]
-        if attempts:
+        if attempts and self.is_sqlite:
+            conn.exec_driver_sql(_SQLITE_ATTEMPT_SQL, [
+                (a["task_id"], a["attempt"], a["node"], a["status"], a["message"], a["error"],
+                 _sqlite_time(a["started_at"]), _sqlite_time(now)) for a in attempts])
+        elif attempts:
             conn.execute(models.attempts.insert(), attempts)
         for o, _ in outcomes:
             if o.task_id in rows:
@@ -1100,8 +1116,12 @@ class Store:
 
     def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
                now: dt.datetime, ahead: int = 0) -> list[TaskRecord]:
-        candidates = conn.execute(
-            *self._candidates(can, limit * 2 if can.isolated else limit, now)).all()
+        statement, params = self._candidates(can, limit * 2 if can.isolated else limit, now)
+        if self.is_sqlite:  # driver SQL: the statement is plain text already
+            params["now"] = _sqlite_time(now)
+            candidates = conn.exec_driver_sql(statement.text, params).all()
+        else:
+            candidates = conn.execute(statement, params).all()
         if not candidates:
             return []
         winners: list[int] = []
@@ -1145,10 +1165,17 @@ class Store:
         if not winners:
             return []
         start = max(limit - ahead, 0)  # the others are claimed ahead: not started yet
-        updated = [row for ids, started in ((winners[:start], now), (winners[start:], None))
-                   if ids for row in conn.execute(
-                       self._claim_update_sql,
-                       {"ids": ids, "node": node, "now": now, "started": started})]
+        updated: list[Any] = []
+        for ids, started in ((winners[:start], now), (winners[start:], None)):
+            if not ids:
+                continue
+            if self.is_sqlite:
+                updated += _sqlite_rows(
+                    conn, _SQLITE_CLAIM_SQL.format(ids=", ".join("?" * len(ids))),
+                    (node, _sqlite_time(started), _sqlite_time(now), _sqlite_time(now), *ids))
+            else:
+                updated += conn.execute(self._claim_update_sql, {
+                    "ids": ids, "node": node, "now": now, "started": started})
         for task_id in winners:
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         order = {task_id: i for i, task_id in enumerate(winners)}
@@ -1563,6 +1590,53 @@ def _utc(when: dt.datetime) -> dt.datetime:
         when = dt.datetime.fromisoformat(when)
     return when.replace(tzinfo=dt.timezone.utc) if when.tzinfo is None else when.astimezone(
         dt.timezone.utc)
+
+
+# The worker's hot statements on SQLite in driver SQL: the same writes as their SQLAlchemy
+# forms, without compiling and type processing on every round. Times are stored as SQLAlchemy
+# stores them there: naive UTC, "YYYY-MM-DD HH:MM:SS.ffffff".
+_SQLITE_FINISH_SQL = (
+    "UPDATE roadie_tasks SET status = ?, status_message = ?, completed = 1, result = ?, "
+    "error = ?, task_status = ?, messages = ?, checkpoint = coalesce(?, checkpoint), "
+    "started_at = coalesce(started_at, ?), finished_at = ?, updated_at = ? "
+    "WHERE id = ? AND node = ? AND status = 1 AND attempts = coalesce(?, attempts)")
+_SQLITE_ATTEMPT_SQL = (
+    "INSERT INTO roadie_attempts (task_id, attempt, node, status, message, error, started_at, "
+    "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_SQLITE_CLAIM_SQL = (
+    "UPDATE roadie_tasks SET status = 1, node = ?, started_at = ?, heartbeat_at = ?, "
+    "attempts = attempts + 1, updated_at = ?, status_message = '' WHERE id IN ({ids}) "
+    "RETURNING *")
+
+
+def _sqlite_time(when: dt.datetime | None) -> str | None:
+    """A time as SQLAlchemy stores it in SQLite."""
+    if when is None:
+        return None
+    return when.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    """Run ``sql`` on the sqlite3 connection under ``conn``'s transaction (no result
+    metadata to build for every statement) and return its task rows, with their times as
+    aware UTC datetimes. A driver error is raised as SQLAlchemy wraps it."""
+    import sqlite3
+
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, params)
+        keys = [d[0] for d in cursor.description]
+        rows = [dict(zip(keys, values, strict=True)) for values in cursor.fetchall()]
+    except sqlite3.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+    finally:
+        cursor.close()
+    for row in rows:
+        for column in _TIME_COLUMNS:
+            text = row.get(column)
+            if text is not None:
+                row[column] = dt.datetime.fromisoformat(text + "+00:00")
+    return rows
 
 
 def _in_utc(row: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ sees cancel requests and timeouts, and recovers the tasks of dead nodes."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import datetime as dt
 import functools
@@ -24,7 +23,7 @@ from roadie.aio_runner import AsyncRunner, is_async_executor, split_claimable
 from roadie.errors import DatabaseError, PluginError, RoadieError
 from roadie.executor import Isolation
 from roadie.lifecycle import notify_hook, run_attempt
-from roadie.records import NodeRecord, TaskRecord
+from roadie.records import NodeRecord, TaskRecord, task_record_of
 from roadie.retention import BATCH, cutoffs, parse_retention, prune
 from roadie.running import RunningTask
 from roadie.status import FINAL_STATUSES, Status
@@ -47,14 +46,13 @@ log = logging.getLogger("roadie.worker")
 PRUNE_BATCHES = 10  # retention: batches of deletes per maintenance tick, at most
 SIGNAL_LATENCY = 0.2  # seconds: how soon the claim loop acts on SIGINT/SIGTERM at most
 RUN_TIME_WEIGHT = 0.2  # of the newest attempt in the moving average of run times (prefetch)
+ROUND_GATHER = 0.02  # seconds a finished attempt may wait for a bigger round, at most
 
 
 def _with_decoder(record: TaskRecord, decoder: Any) -> TaskRecord:
     """A copy of ``record`` that decodes its values (``dataclasses.replace`` runs every
     field through ``__init__``: too slow for every claimed task)."""
-    copied = copy.copy(record)
-    object.__setattr__(copied, "decoder", decoder)
-    return copied
+    return task_record_of({**record.__dict__, "decoder": decoder})
 
 
 @dataclass(frozen=True)
@@ -174,6 +172,7 @@ class Worker:
         self._start_lock = threading.Lock()
         self._run_time = self.settings.prefetch_short  # moving average: unknown is not short
         self._done: queue.Queue[_Done] = queue.Queue()
+        self._gathering_since: float | None = None  # finished attempts left for a bigger round
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
@@ -324,6 +323,9 @@ class Worker:
             self._take_signals()
             if self._stop_now.is_set():
                 return
+            if self._gather():
+                self._wait(self._wake, ROUND_GATHER)
+                continue
             done = self._take_done()
             starts = self._take_starts(done)
             stopping = self._stopping.is_set()
@@ -416,6 +418,27 @@ class Worker:
         assert self._claimable is not None
         record = done.task.record
         return record.isolation_key is not None or record.executor in self._claimable.isolated
+
+    def _gather(self) -> bool:
+        """Whether to leave the finished attempts for a later, bigger round: while every
+        thread still has a task claimed ahead queued, a round now would claim little, and
+        rounds of a few tasks cost the database more per task. Not for longer than
+        ROUND_GATHER after the first of them finished, nor when stopping."""
+        if self._done.empty() or self._stopping.is_set():
+            self._gathering_since = None
+            return False
+        with self._start_lock:
+            queued = len(self._unstarted)
+        now = time.monotonic()
+        if queued < self.concurrency:
+            self._gathering_since = None
+            return False
+        if self._gathering_since is None:
+            self._gathering_since = now
+        if now - self._gathering_since >= ROUND_GATHER:
+            self._gathering_since = None
+            return False
+        return True
 
     def _take_done(self) -> list[_Done]:
         done = []

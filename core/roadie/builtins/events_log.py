@@ -28,12 +28,16 @@ def roadie_task_added(app: Roadie, task: TaskRecord) -> None:
 
 @hookimpl
 def roadie_before_task(task: RunningTask) -> None:
+    if not log.isEnabledFor(logging.INFO):  # the fields cost more than the call
+        return
     log.info("task %s started: %s attempt %d", task.id, task.record.executor, task.attempt,
              extra=task_fields(task, "started"))
 
 
 @hookimpl
 def roadie_task_finished(task: TaskRecord, result: Result) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
     log.info("task %s successful: %s", task.id, result.message, extra=task_fields(task))
 
 
@@ -44,6 +48,8 @@ def roadie_task_failed(task: TaskRecord, message: str, error: BaseException | No
 
 @hookimpl
 def roadie_task_cancelled(task: TaskRecord, message: str) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return
     log.info("task %s cancelled: %s", task.id, message, extra=task_fields(task))
 
 

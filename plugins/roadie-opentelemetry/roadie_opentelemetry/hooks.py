@@ -47,10 +47,19 @@ def roadie_restore_context(task: RunningTask,
     return _attached(carrier) if isinstance(carrier, dict) else contextlib.nullcontext()
 
 
+def _tracing() -> bool:
+    """Whether the application set a tracer provider: until it does, every span would be a
+    no-op that still costs its making, on every attempt."""
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
+
+
 @hookimpl(wrapper=True)
 def roadie_execute_task(task: RunningTask, executor: Executor) -> Generator[None, Any, Any]:
     """One span per attempt (a consumer span, child of the adding code's span), with the
     task's attributes and its outcome."""
+    if not _tracing():
+        return (yield)
     record = task.record
     attributes: dict[str, Any] = {
         "roadie.task.id": record.id,

@@ -71,3 +71,14 @@ def test_a_cancelled_async_attempt_ends_its_span(roadie_db_app: roadie.Roadie) -
         assert wait_final(app, task.id).status is Status.CANCELLED
     [span] = wait_for(lambda: attempt_spans(task.id) or None)
     assert span.attributes["roadie.outcome"] == "cancelled"
+
+
+def test_no_span_until_the_application_sets_a_tracer_provider(
+    roadie_db_app: roadie.Roadie, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = roadie_db_app
+    monkeypatch.setattr(trace, "get_tracer_provider", trace.ProxyTracerProvider)
+    task = app.add_task("roadie-examples:noop")
+    app.run_worker(concurrency=1, until_idle=True)
+    assert app.get_task(task.id).status is Status.SUCCESSFUL
+    assert attempt_spans(task.id) == []
