@@ -1016,7 +1016,7 @@ class Store:
             else:
                 opened, sql = self._settle_connection(), _PG_SETTLE_NO_DUE_SQL
             with opened as conn:
-                rows = [dict(r._mapping) for r in conn.exec_driver_sql(sql, params)]
+                rows = _driver_rows(conn, sql, params)
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
         finished, claimed, keyed = [], [], False
@@ -1616,21 +1616,28 @@ def _sqlite_time(when: dt.datetime | None) -> str | None:
     return when.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def _sqlite_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
-    """Run ``sql`` on the sqlite3 connection under ``conn``'s transaction (no result
-    metadata to build for every statement) and return its task rows, with their times as
-    aware UTC datetimes. A driver error is raised as SQLAlchemy wraps it."""
-    import sqlite3
-
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+def _driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]]:
+    """Run ``sql`` on the driver's connection under ``conn``'s transaction and return its
+    rows as dicts: no result metadata is built for every statement, as SQLAlchemy does for
+    each of the worker's rounds. A driver error is raised as SQLAlchemy wraps it."""
+    driver: Any = conn.connection.driver_connection
+    errors = driver.Error if hasattr(driver, "Error") else Exception  # sqlite3 / psycopg
+    cursor = driver.cursor()
     try:
         cursor.execute(sql, params)
+        if cursor.description is None:
+            return []
         keys = [d[0] for d in cursor.description]
-        rows = [dict(zip(keys, values, strict=True)) for values in cursor.fetchall()]
-    except sqlite3.Error as exc:
-        raise sa.exc.DBAPIError.instance(sql, params, exc, sqlite3.Error) from exc
+        return [dict(zip(keys, values, strict=True)) for values in cursor.fetchall()]
+    except errors as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, errors) from exc
     finally:
         cursor.close()
+
+
+def _sqlite_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    """Task rows read by driver SQL on SQLite, with their times as aware UTC datetimes."""
+    rows = _driver_rows(conn, sql, params)
     for row in rows:
         for column in _TIME_COLUMNS:
             text = row.get(column)
@@ -1758,7 +1765,18 @@ LEFT JOIN (
 """ + _PG_WOKEN_JOIN + """"""
 
 
-_PG_SETTLE_NO_DUE_SQL = _PG_SETTLE_SQL.replace(_PG_DUE_CTE, "").replace(_PG_WOKEN_JOIN, "")
+
+
+def _one_line(sql: str) -> str:
+    """``sql`` without its comments and runs of white space: psycopg caches how it converts a
+    query only for texts under 4,096 bytes, and converts a longer one on every execution."""
+    lines = (line.split("--", 1)[0] for line in sql.splitlines())
+    return " ".join(" ".join(lines).split())
+
+
+_PG_SETTLE_NO_DUE_SQL = _one_line(
+    _PG_SETTLE_SQL.replace(_PG_DUE_CTE, "").replace(_PG_WOKEN_JOIN, ""))
+_PG_SETTLE_SQL = _one_line(_PG_SETTLE_SQL)
 
 
 _PG_INSERT_ONE_SQL = """
