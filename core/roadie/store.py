@@ -55,6 +55,7 @@ CHANNEL_CHANGED = "roadie_task_changed"
 CHANNEL_CANCEL = "roadie_task_cancel"
 CHANNEL_SCHEDULES = "roadie_schedules_changed"
 MAX_TAGS_PER_NODE = 10
+SQLITE_FINISH_BATCH = 500  # final outcomes per SQLite update statement (10 variables each)
 SQLITE_MAX_RANGES = 400  # (executor, tags) pairs claimed range by range on SQLite
 DUE_CHECK_INTERVAL = 0.05  # seconds between two promotions of due delayed tasks (per process)
 DUE_BATCH = 1000  # delayed tasks made claimable per promotion, at most
@@ -1038,12 +1039,19 @@ class Store:
                 outcomes: Sequence[tuple[Outcome, bool]], now: dt.datetime) -> list[TaskRecord]:
         final = [o for o, _ in outcomes if o.status in FINAL_STATUSES]
         again = [o for o, _ in outcomes if o.status not in FINAL_STATUSES]
+        written: list[Any] = []  # rows of final outcomes, as written (SQLite)
         if final and self.is_sqlite:
-            conn.exec_driver_sql(_SQLITE_FINISH_SQL, [
-                (int(o.status), o.message, o.result, o.error, o.task_status, o.messages,
-                 o.checkpoint, _sqlite_time(o.started_at), _sqlite_time(now),
-                 _sqlite_time(now), o.task_id, node, o.attempt)
-                for o in final])
+            now_text = _sqlite_time(now)
+            for first in range(0, len(final), SQLITE_FINISH_BATCH):
+                batch = final[first:first + SQLITE_FINISH_BATCH]
+                params: list[Any] = []
+                for o in batch:
+                    params += (o.task_id, int(o.status), o.message, o.result, o.error,
+                               o.task_status, o.messages, o.checkpoint,
+                               _sqlite_time(o.started_at), o.attempt)
+                params += (now_text, now_text, node)
+                rows_sql = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(batch))
+                written += _sqlite_rows(conn, _SQLITE_FINISH_SQL.format(values=rows_sql), params)
         elif final:
             conn.execute(
                 self._finish_final_sql,
@@ -1080,13 +1088,14 @@ class Store:
             if o.attempt is not None:
                 owned.append(T.c.attempts == o.attempt)
             conn.execute(T.update().where(*owned).values(**values))
-        ids = [o.task_id for o, _ in outcomes]
-        if self.is_sqlite:
-            selected: Iterable[Any] = _sqlite_rows(
+        if self.is_sqlite:  # the final ones came back from their update
+            ids = [o.task_id for o in again]
+            selected: Iterable[Any] = written + (_sqlite_rows(
                 conn, f"SELECT * FROM roadie_tasks WHERE id IN ({', '.join('?' * len(ids))})",
-                ids)
+                ids) if ids else [])
         else:
-            selected = conn.execute(self._rows_by_id_sql, {"ids": ids})
+            selected = conn.execute(self._rows_by_id_sql,
+                                    {"ids": [o.task_id for o, _ in outcomes]})
         rows = {
             r["id"]: r for r in (r if isinstance(r, dict) else r._mapping for r in selected)
             if r["updated_at"] == now and (r["node"] == node or r["node"] is None)
@@ -1595,11 +1604,16 @@ def _utc(when: dt.datetime) -> dt.datetime:
 # The worker's hot statements on SQLite in driver SQL: the same writes as their SQLAlchemy
 # forms, without compiling and type processing on every round. Times are stored as SQLAlchemy
 # stores them there: naive UTC, "YYYY-MM-DD HH:MM:SS.ffffff".
-_SQLITE_FINISH_SQL = (
-    "UPDATE roadie_tasks SET status = ?, status_message = ?, completed = 1, result = ?, "
-    "error = ?, task_status = ?, messages = ?, checkpoint = coalesce(?, checkpoint), "
-    "started_at = coalesce(started_at, ?), finished_at = ?, updated_at = ? "
-    "WHERE id = ? AND node = ? AND status = 1 AND attempts = coalesce(?, attempts)")
+_SQLITE_FINISH_SQL = (  # final outcomes, with their rows as written
+    "WITH v(id, status, message, result, error, task_status, messages, checkpoint, started, "
+    "attempt) AS (VALUES {values}) "
+    "UPDATE roadie_tasks SET status = v.status, status_message = v.message, completed = 1, "
+    "result = v.result, error = v.error, task_status = v.task_status, messages = v.messages, "
+    "checkpoint = coalesce(v.checkpoint, roadie_tasks.checkpoint), "
+    "started_at = coalesce(roadie_tasks.started_at, v.started), finished_at = ?, "
+    "updated_at = ? FROM v WHERE roadie_tasks.id = v.id AND roadie_tasks.node = ? "
+    "AND roadie_tasks.status = 1 "
+    "AND roadie_tasks.attempts = coalesce(v.attempt, roadie_tasks.attempts) RETURNING *")
 _SQLITE_ATTEMPT_SQL = (
     "INSERT INTO roadie_attempts (task_id, attempt, node, status, message, error, started_at, "
     "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")

@@ -15,6 +15,7 @@ revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
 branch_labels = ${repr(branch_labels)}
 depends_on = ${repr(depends_on)}
+# roadie.models.SCHEMA_HEAD must name the newest revision (tests/test_api.py checks it)
 
 
 def upgrade() -> None:
