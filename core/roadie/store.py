@@ -1639,9 +1639,10 @@ def _driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]
     cursor = driver.cursor()
     try:
         cursor.execute(sql, params)
-        if cursor.description is None:
+        description = cursor.description  # psycopg builds it anew on each access
+        if description is None:
             return []
-        keys = [d[0] for d in cursor.description]
+        keys = [d[0] for d in description]
         return [dict(zip(keys, values, strict=True)) for values in cursor.fetchall()]
     except errors as exc:
         raise sa.exc.DBAPIError.instance(sql, params, exc, errors) from exc

@@ -420,9 +420,10 @@ class Worker:
         return record.isolation_key is not None or record.executor in self._claimable.isolated
 
     def _gather(self) -> bool:
-        """Whether to leave the finished attempts for a later, bigger round: while every
-        thread still has a task claimed ahead queued, a round now would claim little, and
-        rounds of a few tasks cost the database more per task. Not for longer than
+        """Whether to leave the finished attempts for a later, bigger round: while the
+        threads still have more than half of the tasks claimed ahead queued, a round now
+        would claim little, and rounds of a few tasks cost more per task. (From half on, a
+        round runs: the threads have work while the database answers.) Not for longer than
         ROUND_GATHER after the first of them finished, nor when stopping."""
         if self._done.empty() or self._stopping.is_set():
             self._gathering_since = None
@@ -430,7 +431,7 @@ class Worker:
         with self._start_lock:
             queued = len(self._unstarted)
         now = time.monotonic()
-        if queued < self.concurrency:
+        if queued < self.concurrency + self.settings.prefetch // 2:
             self._gathering_since = None
             return False
         if self._gathering_since is None:
