@@ -133,7 +133,9 @@ def drain(backend: str, n: int, use_cprofile: bool, top: int, what_ifs: list[str
 
 class SqlLog:
     """Counts and times the statements, commits and pings that ``engine`` runs from now on
-    (this process only; the time includes waiting for the GIL after the server answered)."""
+    (this process only; the time includes waiting for the GIL after the server answered).
+    Listening makes the worker's hot statements go through SQLAlchemy instead of straight to
+    the driver (roadie.store._driver_rows): use --no-sql-log to time the real drain."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.counts: collections.Counter[str] = collections.Counter()

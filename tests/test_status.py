@@ -29,7 +29,7 @@ def count_task_updates(app: roadie.Roadie) -> list[str]:
             if parameters["ids"]:
                 statements.append(statement)
             return
-        claim = "ATTEMPTS=(ROADIE_TASKS.ATTEMPTS +" in text
+        claim = "ATTEMPTS=(ROADIE_TASKS.ATTEMPTS +" in text or "ATTEMPTS = ATTEMPTS + 1" in text
         claim = claim or text.startswith("UPDATE ROADIE_TASKS SET CLAIMABLE=")  # due tasks
         if "UPDATE ROADIE_TASKS" in text and not heartbeat and not claim:
             statements.append(statement)

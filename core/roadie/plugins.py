@@ -357,6 +357,9 @@ class Plugins:
 
     def load_executor(self, qualified: str) -> type[Executor]:
         """Import (once) and return the executor class named ``"dist:name"``."""
+        loaded = self._executors.get(qualified)  # the common case: by its canonical name
+        if loaded is not None:
+            return loaded
         from roadie.executor import Executor
 
         self.load()

@@ -1633,7 +1633,12 @@ def _sqlite_time(when: dt.datetime | None) -> str | None:
 def _driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]]:
     """Run ``sql`` on the driver's connection under ``conn``'s transaction and return its
     rows as dicts: no result metadata is built for every statement, as SQLAlchemy does for
-    each of the worker's rounds. A driver error is raised as SQLAlchemy wraps it."""
+    each of the worker's rounds (unless SQL is echoed or listened to: then SQLAlchemy runs
+    it). A driver error is raised as SQLAlchemy wraps it."""
+    if conn.engine.echo or conn.dispatch.before_cursor_execute or \
+            conn.dispatch.after_cursor_execute:  # someone watches the SQL: SQLAlchemy tells
+        result = conn.exec_driver_sql(sql, params if isinstance(params, dict) else tuple(params))
+        return [dict(r._mapping) for r in result] if result.returns_rows else []
     driver: Any = conn.connection.driver_connection
     errors = driver.Error if hasattr(driver, "Error") else Exception  # sqlite3 / psycopg
     cursor = driver.cursor()

@@ -57,16 +57,16 @@ def roadie_restore_context(
     """Run the task in the locale its caller had."""
     if LOCALE_KEY not in captured:
         return None
+    return _in_locale(captured[LOCALE_KEY])
 
-    @contextmanager
-    def in_locale() -> Iterator[None]:
-        token = LOCALE.set(captured[LOCALE_KEY])
-        try:
-            yield
-        finally:
-            LOCALE.reset(token)
 
-    return in_locale()
+@contextmanager
+def _in_locale(locale: str) -> Iterator[None]:
+    token = LOCALE.set(locale)
+    try:
+        yield
+    finally:
+        LOCALE.reset(token)
 
 
 @roadie.hookimpl
