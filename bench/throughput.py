@@ -202,7 +202,10 @@ PROCESSES_NOTES = """
 {n:,} no-ops (`roadie-examples:noop`) on a fresh database, drained by `roadie worker -p 1` and
 by `roadie worker -p {p}` (2 threads each, `--until-idle`), timed from the command's start to
 its exit (process start-up included). Idle memory: the resident set (VmRSS) of a `roadie
-worker` with default settings, 3 s after it registered, with the example plugins installed."""
+worker` with default settings, 3 s after it registered: with the three first-party plugins
+installed (roadie-examples, roadie-prometheus, roadie-opentelemetry), and with only
+roadie-examples (the other two blocked with `ROADIE_BLOCK_PLUGINS`)."""
+OPTIONAL_PLUGINS = "roadie-prometheus,roadie-opentelemetry"  # blocked for the second figure
 ADD_MANY_NOTES = """
 
 A fresh database; `app.add_tasks(generator)` of no-ops (chunks of 10,000 tasks, one
@@ -383,8 +386,9 @@ def measure_processes(backend: str, n: int, processes: int) -> float:
     return rate
 
 
-def measure_idle_memory(backend: str) -> float:
-    """Resident memory (MB) of an idle ``roadie worker`` (default settings) after it started."""
+def measure_idle_memory(backend: str, blocked: str = "") -> float:
+    """Resident memory (MB) of an idle ``roadie worker`` (default settings) after it started,
+    with the plugins ``blocked`` (comma-separated) not loaded."""
     import subprocess
 
     with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
@@ -392,7 +396,7 @@ def measure_idle_memory(backend: str) -> float:
         app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
         app.add_task(NOOP, {})
         app.run_worker(concurrency=1, until_idle=True)
-        env = {**os.environ, "ROADIE_DATA_DIR": tmp}
+        env = {**os.environ, "ROADIE_DATA_DIR": tmp, "ROADIE_BLOCK_PLUGINS": blocked}
         process = subprocess.Popen([sys.executable, "-m", "roadie", "--url", url, "worker"],
                                    env=env, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
@@ -406,7 +410,7 @@ def measure_idle_memory(backend: str) -> float:
             process.terminate()
             process.wait(30)
             app.close()
-    print(f"  {backend}: idle worker {rss:.0f} MB", flush=True)
+    print(f"  {backend}: idle worker {rss:.0f} MB (blocked: {blocked or 'none'})", flush=True)
     return rss
 
 
@@ -435,9 +439,11 @@ def main() -> None:
             many = measure_processes(backend, args.tasks, args.processes)
             rows.append([backend, f"{one:,.0f}/s", f"{many:,.0f}/s", f"{many / one:.2f}x",
                          f"{measure_idle_memory(backend):.0f} MB",
+                         f"{measure_idle_memory(backend, OPTIONAL_PLUGINS):.0f} MB",
                          f"{os.getloadavg()[0]:.1f}"])
         text = table(["backend", "drain, 1 process", f"drain, {args.processes} processes",
-                      "ratio", "idle worker memory (RSS)", "load"], rows)
+                      "ratio", "idle worker memory (RSS)", "without the optional plugins",
+                      "load"], rows)
         print(text)
         if not args.no_write:
             write_section("Many worker processes; idle memory", text + PROCESSES_NOTES.format(
