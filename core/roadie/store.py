@@ -59,8 +59,7 @@ SQLITE_FINISH_BATCH = 500  # final outcomes per SQLite update statement (10 vari
 SQLITE_MAX_RANGES = 400  # (executor, tags) pairs claimed range by range on SQLite
 DUE_CHECK_INTERVAL = 0.05  # seconds between two promotions of due delayed tasks (per process)
 DUE_BATCH = 1000  # delayed tasks made claimable per promotion, at most
-ANALYZE_AFTER = 1000  # an insert of this many tasks may refresh the planner's statistics
-ANALYZE_SHARE = 0.1  # ... when it adds at least this share of the table's rows
+ANALYZE_AFTER = 1000
 BULK_INSERT_FROM = 20
 _ALL_COLUMNS = tuple(c.name for c in T.c)
 _NULL_ROW = dict.fromkeys(_ALL_COLUMNS)
@@ -498,16 +497,10 @@ class Store:
                 self.trees.record_dependencies(conn, new_tasks, stored)
             self.notify(conn, CHANNEL_ADDED, str(stored[-1]["id"]) if stored else "")
         if self.is_postgres and len(stored) >= ANALYZE_AFTER:
-            # a burst this large may leave the planner's statistics behind until autovacuum
-            # catches up; without them it sorts every waiting task on each claim. A burst
-            # small against the table (under ANALYZE_SHARE of it) changes little, and
-            # sampling a large table on every call would cost more than the insert.
+            # a burst this large leaves the planner's statistics behind until autovacuum
+            # catches up; without them it sorts every waiting task on each claim
             with self._autocommit() as conn:
-                known = conn.execute(sa.text(
-                    "SELECT reltuples FROM pg_class WHERE oid = 'roadie_tasks'::regclass"
-                )).scalar()
-                if len(stored) >= ANALYZE_SHARE * max(known or 0, 0):
-                    conn.execute(sa.text("ANALYZE roadie_tasks"))
+                conn.execute(sa.text("ANALYZE roadie_tasks"))
         return [_task_record(row, decoder) for row in stored]
 
     def _pg_insert_one(self, task: NewTask, now: dt.datetime,
