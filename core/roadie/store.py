@@ -1595,8 +1595,9 @@ def _utc(when: dt.datetime) -> dt.datetime:
 
 
 # The worker's hot statements on SQLite in driver SQL: the same writes as their SQLAlchemy
-# forms, without compiling and type processing on every round. Times are stored as SQLAlchemy
-# stores them there: naive UTC, "YYYY-MM-DD HH:MM:SS.ffffff".
+# forms (_finish_final_sql, _claim_update_sql, models.attempts), without compiling and type
+# processing on every round; a change to what an end or a claim writes changes both. Times are
+# stored as SQLAlchemy stores them there: naive UTC, "YYYY-MM-DD HH:MM:SS.ffffff".
 _SQLITE_FINISH_SQL = (  # final outcomes, with their rows as written
     "WITH v(id, status, message, result, error, task_status, messages, checkpoint, started, "
     "attempt) AS (VALUES {values}) "
