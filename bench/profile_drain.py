@@ -14,6 +14,11 @@ count and time per task. Ways to look further inside:
         py-spy samples (low overhead); ``--summarize`` sums the samples of the drain only
         (worker threads and the claim loop), by function, inclusive and self.
 
+    python bench/profile_drain.py --backend postgres --no-sql-log --tasks 6000 --thread-cpu
+        CPU time per task of the claim loop and of each worker thread (``time.thread_time``),
+        and of the whole process: with the GIL, process CPU per task close to wall time per
+        task means one core is the limit, and the claim loop's share says where to look.
+
     python bench/profile_drain.py --backend postgres --what-if prefetch --what-if no-pre-ping
         Measures a proposed change by patching this process only (nothing in core/ changes):
         see WHAT_IFS.
@@ -28,6 +33,7 @@ import functools
 import pstats
 import re
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -99,11 +105,32 @@ def profile_threads(profiles: list[cProfile.Profile]) -> None:
     Worker._claim_loop = wrap(Worker._claim_loop)  # type: ignore[method-assign]
 
 
+def time_threads(cpu: dict[str, float]) -> None:
+    """Record in ``cpu`` each drain thread's CPU time when it ends (this process only)."""
+
+    def wrap(method: Any) -> Any:
+        @functools.wraps(method)
+        def timed(self: Worker, *args: Any) -> Any:
+            start = time.thread_time()
+            try:
+                return method(self, *args)
+            finally:
+                cpu[threading.current_thread().name] = time.thread_time() - start
+
+        return timed
+
+    Worker._thread_main = wrap(Worker._thread_main)  # type: ignore[method-assign]
+    Worker._claim_loop = wrap(Worker._claim_loop)  # type: ignore[method-assign]
+
+
 def drain(backend: str, n: int, use_cprofile: bool, top: int, what_ifs: list[str],
-          log_sql: bool = True) -> None:
+          log_sql: bool = True, thread_cpu: bool = False) -> None:
     profiles: list[cProfile.Profile] = []
     if use_cprofile:
         profile_threads(profiles)
+    cpu: dict[str, float] = {}
+    if thread_cpu:
+        time_threads(cpu)
     with tempfile.TemporaryDirectory(prefix="roadie-profile-") as tmp:
         app = roadie.Roadie(fresh_database(backend, Path(tmp)), data_dir=tmp, auto_upgrade=True)
         try:
@@ -113,14 +140,20 @@ def drain(backend: str, n: int, use_cprofile: bool, top: int, what_ifs: list[str
             for offset in range(0, n, CHUNK):
                 app.add_tasks([{"executor": NOOP} for _ in range(min(CHUNK, n - offset))])
             sql = SqlLog(app.store.engine) if log_sql else None
-            started = time.perf_counter()
+            started, process_started = time.perf_counter(), time.process_time()
             stats = app.run_worker(concurrency=2, until_idle=True)
             seconds = time.perf_counter() - started
+            process_seconds = time.process_time() - process_started
         finally:
             app.close()
     changes = f" with {', '.join(what_ifs)}" if what_ifs else ""
     print(f"{backend}{changes}: drained {stats.finished} tasks in {seconds:.1f} s "
           f"({stats.finished / seconds:,.0f}/s, {stats.claims} claims)")
+    if cpu:
+        per_task = {name: 1e6 * value / stats.finished for name, value in cpu.items()}
+        print(f"CPU per task: process {1e6 * process_seconds / stats.finished:.0f} µs "
+              f"(wall {1e6 * seconds / stats.finished:.0f} µs); "
+              + ", ".join(f"{name} {value:.0f} µs" for name, value in sorted(per_task.items())))
     if sql is not None:
         print("database round trips (timed in this process, from the call to its return):")
         sql.report(stats.finished, seconds)
@@ -252,12 +285,14 @@ def main() -> None:
                             f"{k}: {v}" for k, v in WHAT_IFS.items()))
     parser.add_argument("--no-sql-log", action="store_true",
                         help="do not count and time the statements (they cost a little)")
+    parser.add_argument("--thread-cpu", action="store_true",
+                        help="print the CPU time per task of each drain thread")
     args = parser.parse_args()
     if args.summarize:
         summarize(args.summarize, args.top)
     else:
         drain(args.backend, args.tasks, args.cprofile, args.top, args.what_if,
-              log_sql=not args.no_sql_log)
+              log_sql=not args.no_sql_log, thread_cpu=args.thread_cpu)
 
 
 if __name__ == "__main__":
