@@ -672,13 +672,16 @@ class Worker:
                     return status_bytes, None
                 messages = messages[len(messages) // 2 + 1:]
 
-    def _stop_lost(self, task_ids: Iterable[int], what: str) -> None:
+    def _stop_lost(self, task_ids: Iterable[int], what: str,
+                   written: dict[int, RunningTask] | None = None) -> None:
         """The database refused a write (``what``) of these tasks' attempts: another node
-        took them over (this one was thought dead)."""
+        took them over (this one was thought dead). With ``written`` (the attempts the write
+        was for), only those: a task put back meanwhile and claimed again by this worker is
+        another attempt, not a lost one."""
         for task_id in task_ids:
             with self._running_lock:
                 task = self.running.get(task_id)
-            if task is not None:
+            if task is not None and (written is None or written.get(task_id) is task):
                 self.refused(task, what)
 
     def refused(self, task: RunningTask, what: str) -> None:
@@ -743,11 +746,12 @@ class Worker:
                     next_heartbeat = now + settings.heartbeat_interval
                     self._refresh_envs()
                     with self._running_lock:
-                        running = {i: t.attempt for i, t in self.running.items()
+                        beating = {i: t for i, t in self.running.items()
                                    if not t.ended and not t.taken_over}
-                    lost = self.store.heartbeat(self.id, running)  # skips rows held: no turn
+                    lost = self.store.heartbeat(  # skips rows held: no turn
+                        self.id, {i: t.attempt for i, t in beating.items()})
                     if lost:
-                        self._stop_lost(lost, "heartbeat")
+                        self._stop_lost(lost, "heartbeat", beating)
                 if now >= next_sweep:
                     next_sweep = now + settings.heartbeat_interval
                     self.stats.recovered += self.app.recover_orphans(self)
