@@ -25,8 +25,8 @@ def count_task_updates(app: roadie.Roadie) -> list[str]:
     def record(conn, cursor, statement, parameters, context, executemany) -> None:
         text = " ".join(statement.split()).upper()
         heartbeat = re.match(r"UPDATE ROADIE_TASKS SET HEARTBEAT_AT=[^,]*? WHERE", text)
-        if text.startswith("WITH V AS"):  # PostgreSQL's round: ends (if any) and a claim
-            if parameters["ids"]:
+        if text.startswith("WITH ") and " ROWS AS (" in text:  # PostgreSQL's round: ends
+            if parameters.get("ids"):  # (if any) and a claim
                 statements.append(statement)
             return
         claim = "ATTEMPTS=(ROADIE_TASKS.ATTEMPTS +" in text or "ATTEMPTS = ATTEMPTS + 1" in text

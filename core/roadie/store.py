@@ -516,7 +516,7 @@ class Store:
         }
         try:
             with self._autocommit() as conn:
-                row = dict(conn.exec_driver_sql(_PG_INSERT_ONE_SQL, params).one()._mapping)
+                row = _driver_rows(conn, _PG_INSERT_ONE_SQL, params)[0]
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
         row.pop("notified", None)
@@ -965,7 +965,7 @@ class Store:
             .returning(*T.c)
         )
 
-    # On PostgreSQL the common round is one statement (_PG_SETTLE_SQL); when candidates need
+    # On PostgreSQL the common round is one statement (_pg_settle_sql); when candidates need
     # an isolation lock, the general claim (_claim, the same on both databases) takes over.
 
     def _pg_settle(
@@ -979,36 +979,41 @@ class Store:
         candidates with isolation keys were left for the general claim)."""
         (can, limit), (can_async, limit_async) = wanted  # thread slots, async slots
         either = can or can_async
-        params = {
-            "ids": [o.task_id for o in final],
-            "statuses": [int(o.status) for o in final],
-            "messages": [o.message for o in final],
-            "results": [o.result for o in final],
-            "errors": [o.error for o in final],
-            "task_statuses": [o.task_status for o in final],
-            "message_logs": [o.messages for o in final],
-            "checkpoints": [o.checkpoint for o in final],
-            "attempts": [o.attempt for o in final],
-            "started": [o.started_at for o in final],
-            "start_ids": [i for i, _, _ in started],
-            "start_attempts": [a for _, a, _ in started],
-            "start_ats": [at for _, _, at in started],
-            "node": node, "now": now,
-            "executors": list(can.executors) if can is not None else [],
-            "tags": list(either.tag_keys) if either is not None else [],
-            "plugins": list(either.plugins) if either is not None else [],
-            "isolated": sorted({e for c, _ in wanted if c is not None for e in c.isolated}),
-            "limit": max(limit, 0), "start": max(limit - ahead, 0),
-            "executors_async": list(can_async.executors) if can_async is not None else [],
-            "limit_async": max(limit_async, 0),
-            "due_limit": DUE_BATCH if promote else 0,
-        }
+        record = bool(final or started)
+        params: dict[str, Any] = {"node": node, "now": now}
+        if record:
+            params.update({
+                "ids": [o.task_id for o in final],
+                "statuses": [int(o.status) for o in final],
+                "messages": [o.message for o in final],
+                "results": [o.result for o in final],
+                "errors": [o.error for o in final],
+                "task_statuses": [o.task_status for o in final],
+                "message_logs": [o.messages for o in final],
+                "checkpoints": [o.checkpoint for o in final],
+                "attempts": [o.attempt for o in final],
+                "started": [o.started_at for o in final],
+                "start_ids": [i for i, _, _ in started],
+                "start_attempts": [a for _, a, _ in started],
+                "start_ats": [at for _, _, at in started],
+            })
+        if either is not None:
+            params.update({
+                "executors": list(can.executors) if can is not None else [],
+                "tags": list(either.tag_keys),
+                "plugins": list(either.plugins),
+                "isolated": sorted({e for c, _ in wanted if c is not None for e in c.isolated}),
+                "limit": max(limit, 0), "start": max(limit - ahead, 0),
+                "executors_async": list(can_async.executors) if can_async is not None else [],
+                "limit_async": max(limit_async, 0),
+            })
+        if promote:
+            params["due_limit"] = DUE_BATCH
+        sql = _pg_settle_sql(record, can is not None, can_async is not None, promote)
         try:
-            # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
-            if promote:  # rare: a custom plan, on a pooled connection
-                opened, sql = self._autocommit(), _PG_SETTLE_SQL
-            else:
-                opened, sql = self._settle_connection(), _PG_SETTLE_NO_DUE_SQL
+            # one statement is its own atomic transaction: no BEGIN/COMMIT round trips;
+            # promoting due tasks (rare) runs with a custom plan, on a pooled connection
+            opened = self._autocommit() if promote else self._settle_connection()
             with opened as conn:
                 rows = _driver_rows(conn, sql, params)
         except sa.exc.OperationalError as exc:
@@ -1638,10 +1643,15 @@ def _driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]
     cursor = driver.cursor()
     try:
         cursor.execute(sql, params)
-        description = cursor.description  # psycopg builds it anew on each access
-        if description is None:
+        result = getattr(cursor, "pgresult", None)
+        if result is not None:  # psycopg: names from the result (description builds objects)
+            keys = [result.fname(i).decode() for i in range(result.nfields)]
+            if not keys:
+                return []
+        elif cursor.description is None:
             return []
-        keys = [d[0] for d in description]
+        else:
+            keys = [d[0] for d in cursor.description]
         return [dict(zip(keys, values, strict=True)) for values in cursor.fetchall()]
     except errors as exc:
         raise sa.exc.DBAPIError.instance(sql, params, exc, errors) from exc
@@ -1667,9 +1677,6 @@ def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
             row[column] = row[column].astimezone(dt.timezone.utc)
     return row
 
-# One round of a worker on PostgreSQL, in one statement: record the final outcomes (task rows,
-# attempt log, lock release), claim waiting tasks that have no isolation key, announce the
-# changes, and hand back the candidates that need an isolation lock.
 _CLAIMABLE_T = "t.claimable AND t.status IN (0, 4)"  # models.CLAIMABLE, of the alias t
 
 def _pg_claim_branch(executors: str, limit: str, start: str) -> str:
@@ -1710,8 +1717,11 @@ _PG_WOKEN_JOIN = """LEFT JOIN (
 ) AS woken ON true
 """
 
-_PG_SETTLE_SQL = """
-WITH v AS (
+# The parts of one worker round on PostgreSQL (_pg_settle_sql): record final outcomes (task
+# rows, attempt log, lock release) and the starts of tasks claimed ahead; make due delayed tasks
+# claimable; claim waiting tasks that have no isolation key; announce the changes.
+_PG_RECORD_CTES = """
+v AS (
     SELECT * FROM unnest(
         %(ids)s::bigint[], %(statuses)s::smallint[], %(messages)s::text[], %(results)s::bytea[],
         %(errors)s::text[], %(task_statuses)s::bytea[], %(message_logs)s::bytea[],
@@ -1746,11 +1756,9 @@ logged AS (
 released AS (
     DELETE FROM roadie_locks WHERE task_id IN (SELECT id FROM done)
 ),
-""" + _PG_DUE_CTE + """c AS (
-""" + _pg_claim_branch("executors", "limit", "start") + """
-    UNION ALL
-""" + _pg_claim_branch("executors_async", "limit_async", "limit_async") + """
-),
+"""
+
+_PG_CLAIM_CTE = """
 u AS (
     UPDATE roadie_tasks AS t
     SET status = 1, node = %(node)s, heartbeat_at = %(now)s,
@@ -1760,25 +1768,40 @@ u AS (
     WHERE t.id = c.id AND c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])
     RETURNING t.*
 ),
-changed AS (
-    SELECT id FROM done UNION ALL SELECT id FROM u
-),
-rows AS (
-    SELECT 'done' AS kind, done.* FROM done
-    UNION ALL
-    SELECT 'claimed', u.* FROM u
-    UNION ALL
-    SELECT 'keyed', t.* FROM roadie_tasks AS t JOIN c ON t.id = c.id
-    WHERE c.id NOT IN (SELECT id FROM u)
-)
+"""
+
+
+@functools.cache
+def _pg_settle_sql(record: bool, claim_sync: bool, claim_async: bool, due: bool) -> str:
+    """The settle statement with only the parts this round needs (a part with nothing to do
+    still costs its share of every execution): ``record`` outcomes and starts, claim for
+    threads, claim for async executors, make due delayed tasks claimable. One line."""
+    branches = ([_pg_claim_branch("executors", "limit", "start")] if claim_sync else []) + (
+        [_pg_claim_branch("executors_async", "limit_async", "limit_async")]
+        if claim_async else [])
+    claim = bool(branches)
+    ctes = (_PG_RECORD_CTES if record else "") + (_PG_DUE_CTE if due else "")
+    if claim:
+        ctes += "c AS (\n" + "\n    UNION ALL\n".join(branches) + "\n),\n" + _PG_CLAIM_CTE
+    changed = (["SELECT id FROM done"] if record else []) + (
+        ["SELECT id FROM u"] if claim else [])
+    rows = (["SELECT 'done' AS kind, done.* FROM done"] if record else []) + ([
+        "SELECT 'claimed' AS kind, u.* FROM u",
+        # one candidate that needs an isolation lock is all the caller needs to know of
+        # (it then runs the general claim): found by primary key, not by a join
+        "SELECT 'keyed' AS kind, t.* FROM roadie_tasks AS t "
+        "WHERE t.id = (SELECT min(id) FROM c WHERE c.id NOT IN (SELECT id FROM u))",
+    ] if claim else [])
+    assert rows, "a settle statement records or claims"
+    sql = f"""WITH {ctes}changed AS ({" UNION ALL ".join(changed)}),
+rows AS ({" UNION ALL ".join(rows)})
 SELECT rows.* FROM rows
 LEFT JOIN (
     SELECT pg_notify('roadie_task_changed', string_agg(id::text, ',')) AS sent
     FROM changed HAVING count(*) > 0
 ) AS notified ON true
-""" + _PG_WOKEN_JOIN + """"""
-
-
+{_PG_WOKEN_JOIN if due else ""}"""
+    return _one_line(sql)
 
 
 def _one_line(sql: str) -> str:
@@ -1786,11 +1809,6 @@ def _one_line(sql: str) -> str:
     query only for texts under 4,096 bytes, and converts a longer one on every execution."""
     lines = (line.split("--", 1)[0] for line in sql.splitlines())
     return " ".join(" ".join(lines).split())
-
-
-_PG_SETTLE_NO_DUE_SQL = _one_line(
-    _PG_SETTLE_SQL.replace(_PG_DUE_CTE, "").replace(_PG_WOKEN_JOIN, ""))
-_PG_SETTLE_SQL = _one_line(_PG_SETTLE_SQL)
 
 
 _PG_INSERT_ONE_SQL = """

@@ -351,9 +351,7 @@ class Worker:
                                   or now - self._claimed_short_at[kind] >= poll)]
             if done or claims or starts:
                 try:
-                    settled = self._settle(done, claims[:1], ahead, starts)
-                    for claim in claims[1:]:
-                        settled.claimed.extend(self._settle([], [claim], ahead).claimed)
+                    settled = self._settle(done, claims, ahead, starts)
                 except RoadieError as exc:
                     self.outage.failed(exc)
                     self._requeue_done(done)
@@ -393,24 +391,30 @@ class Worker:
     def _settle(self, done: list[_Done], claims: list[tuple[str, Claimable | None, int]],
                 ahead: int = 0, starts: list[tuple[int, int, dt.datetime]] | None = None,
                 ) -> Settled:
-        """Record ``done`` and make at most one claim (kind, claimable, free slots), in one
-        transaction; a claim that comes back short is not repeated for a while. Of a claim
-        for threads, the last ``ahead`` tasks are claimed ahead of a free thread; ``starts``
-        records when threads started tasks claimed ahead."""
+        """Record ``done`` and make the ``claims`` (kind, claimable, free slots: for threads,
+        for async executors), in one transaction; a kind of claim that comes back short is
+        not repeated for a while. Of a claim for threads, the last ``ahead`` tasks are
+        claimed ahead of a free thread; ``starts`` records when threads started tasks
+        claimed ahead."""
         assert self._claimable is not None
-        kind, claimable, limit = claims[0] if claims else ("", None, 0)
-        if kind:
+        wanted = {kind: (claimable, limit) for kind, claimable, limit in claims}
+        for kind in wanted:
             self._may_claim[kind] = False  # a task added from now on sets it again
         outcomes = [(d.outcome, self._isolated(d)) for d in done]
+        can, limit = wanted.get("sync", (None, 0))
+        can_async, limit_async = wanted.get("async", (None, 0))
         with self._writes:
-            settled = self.store.settle(self.id, outcomes, claimable, limit,
-                                        ahead=ahead if kind == "sync" else 0,
+            settled = self.store.settle(self.id, outcomes, can, limit, can_async, limit_async,
+                                        ahead=ahead if can is not None else 0,
                                         started=starts or ())
-        if kind:
-            if len(settled.claimed) >= limit:
-                self._may_claim[kind] = True  # there may be more
-            else:
-                self._claimed_short_at[kind] = time.monotonic()
+        if wanted:
+            got_async = sum(r.executor in self._async_names for r in settled.claimed)
+            got = {"sync": len(settled.claimed) - got_async, "async": got_async}
+            for kind, (_, kind_limit) in wanted.items():
+                if got[kind] >= kind_limit:
+                    self._may_claim[kind] = True  # there may be more
+                else:
+                    self._claimed_short_at[kind] = time.monotonic()
         return settled
 
     def _isolated(self, done: _Done) -> bool:
