@@ -1643,9 +1643,9 @@ def _driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]
     cursor = driver.cursor()
     try:
         cursor.execute(sql, params)
-        result = getattr(cursor, "pgresult", None)
-        if result is not None:  # psycopg: names from the result (description builds objects)
-            keys = [result.fname(i).decode() for i in range(result.nfields)]
+        pgresult: Any = getattr(cursor, "pgresult", None)
+        if pgresult is not None:  # psycopg: names from its result (description builds objects)
+            keys = [pgresult.fname(i).decode() for i in range(pgresult.nfields)]
             if not keys:
                 return []
         elif cursor.description is None:
