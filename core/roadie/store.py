@@ -1638,7 +1638,9 @@ def _driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]
             conn.dispatch.after_cursor_execute:  # someone watches the SQL: SQLAlchemy tells
         result = conn.exec_driver_sql(sql, params if isinstance(params, dict) else tuple(params))
         return [dict(r._mapping) for r in result] if result.returns_rows else []
-    driver: Any = conn.connection.driver_connection
+    # the DB-API connection: the driver's own, or SQLAlchemy's adapter of an asyncio driver
+    # (a store bound to an async connection: roadie.aio_client)
+    driver: Any = conn.connection.dbapi_connection
     errors = driver.Error if hasattr(driver, "Error") else Exception  # sqlite3 / psycopg
     cursor = driver.cursor()
     try:
