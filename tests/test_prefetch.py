@@ -78,6 +78,26 @@ def test_a_worker_running_long_tasks_does_not_claim_ahead(
     other.close()
 
 
+def test_a_worker_claims_ahead_only_what_its_threads_start_within_prefetch_short(
+        db_url: str, tmp_path: Path) -> None:
+    """Tasks of 50 ms, prefetch_short 0.5 s, one thread: at most 0.5 / 0.05 = 10 tasks wait
+    claimed ahead on this worker, however large ``prefetch`` is and however many wait."""
+    app = _app(db_url, tmp_path, "a", prefetch=100, prefetch_short=0.5, prefetch_hold=60)
+    tasks = app.add_tasks([("tests:sleep", {"seconds": 0.05}) for _ in range(150)])
+    worker = BackgroundWorker(app, concurrency=1).start()
+    try:
+        for finished in (3, 6, 9, 12):
+            wait_for(lambda n=finished: worker.worker.stats.finished >= n,
+                     message=f"{finished} tasks finished")
+            claimed = app.store.count_tasks().get(Status.IN_PROGRESS, 0)
+            assert claimed <= 1 + 10, f"{claimed} tasks claimed by one thread"
+    finally:
+        worker.stop()
+    # what it had claimed ahead went back to waiting, uncounted
+    assert {app.get_task(t.id).status for t in tasks} == {Status.NEW, Status.SUCCESSFUL}
+    app.close()
+
+
 def test_stopping_puts_back_what_was_claimed_ahead(db_url: str, tmp_path: Path) -> None:
     app = _app(db_url, tmp_path, "a", prefetch=3, prefetch_short=60, prefetch_hold=60)
     worker = BackgroundWorker(app, concurrency=1).start()

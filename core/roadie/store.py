@@ -15,6 +15,7 @@ import functools
 import itertools
 import json
 import operator
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -1803,7 +1804,8 @@ LEFT JOIN (
     FROM changed HAVING count(*) > 0
 ) AS notified ON true
 {_PG_WOKEN_JOIN if due else ""}"""
-    return _one_line(sql)
+    # parameters in binary: psycopg dumps the arrays of a round in a third of the time
+    return re.sub(r"%\((\w+)\)s", r"%(\1)b", _one_line(sql))
 
 
 def _one_line(sql: str) -> str:

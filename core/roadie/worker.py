@@ -170,7 +170,8 @@ class Worker:
         self._unstarted: dict[int, tuple[RunningTask, float]] = {}
         self._starts: list[tuple[int, int, dt.datetime]] = []  # of tasks claimed ahead
         self._start_lock = threading.Lock()
-        self._run_time = self.settings.prefetch_short  # moving average: unknown is not short
+        self._run_time: float | None = None  # moving average of run times (None: unknown)
+        self._ahead = 0  # tasks the last round claimed ahead of the free threads, at most
         self._done: queue.Queue[_Done] = queue.Queue()
         self._gathering_since: float | None = None  # finished attempts left for a bigger round
         self._wake = threading.Event()
@@ -335,7 +336,7 @@ class Worker:
                                                         for d in done)
             if stopping:
                 self._release_unstarted(0.0)  # nothing claimed ahead runs after a stop
-            ahead = 0 if stopping else self._claim_ahead()
+            ahead = self._ahead = 0 if stopping else self._claim_ahead()
             free = 0 if stopping else self.concurrency + ahead - (busy - busy_async)
             free_async = 0 if stopping or self._claim_async is None else (
                 self.async_concurrency - busy_async)
@@ -435,7 +436,7 @@ class Worker:
         with self._start_lock:
             queued = len(self._unstarted)
         now = time.monotonic()
-        if queued < self.concurrency + self.settings.prefetch // 2:
+        if queued < self.concurrency + self._ahead // 2:
             self._gathering_since = None
             return False
         if self._gathering_since is None:
@@ -479,7 +480,8 @@ class Worker:
             if item.released:
                 self.stats.released += record is not None
                 continue
-            self._run_time += RUN_TIME_WEIGHT * (item.seconds - self._run_time)
+            self._run_time = item.seconds if self._run_time is None else (
+                self._run_time + RUN_TIME_WEIGHT * (item.seconds - self._run_time))
             if record is None:
                 item.task.taken_over = True
                 self.refused(item.task, f"outcome ({item.outcome.status.label})")
@@ -540,18 +542,20 @@ class Worker:
             self._run_and_report(task, began)
 
     def _claim_ahead(self) -> int:
-        """How many tasks to claim beyond the free threads: ``Settings.prefetch`` while the
-        tasks this node runs are short (under ``prefetch_short`` seconds: on average, and
-        every one running now), else none."""
+        """How many tasks to claim beyond the free threads: as many as the threads are
+        expected to start within ``prefetch_short`` seconds (from the moving average of run
+        times), at most ``Settings.prefetch``; none until a task has ended here, nor while the
+        tasks this node runs are not short (under ``prefetch_short``: on average, and every
+        one running now)."""
         prefetch, short = self.settings.prefetch, self.settings.prefetch_short
-        if prefetch <= 0 or self._run_time >= short:
+        if prefetch <= 0 or self._run_time is None or self._run_time >= short:
             return 0
         oldest = time.monotonic() - short
         with self._running_lock:
             if any(t.started is not None and t.started < oldest
                    for t in self.running.values()):
                 return 0
-        return prefetch
+        return min(prefetch, int(self.concurrency * short / max(self._run_time, 1e-6)))
 
     def _release_unstarted(self, hold: float) -> None:
         """Put back every task that was claimed more than ``hold`` seconds ago and that no
