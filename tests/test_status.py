@@ -26,7 +26,7 @@ def count_task_updates(app: roadie.Roadie) -> list[str]:
         text = " ".join(statement.split()).upper()
         heartbeat = re.match(r"UPDATE ROADIE_TASKS SET HEARTBEAT_AT=[^,]*? WHERE", text)
         if text.startswith("WITH ") and " ROWS AS (" in text:  # PostgreSQL's round: ends
-            if parameters.get("ids"):  # (if any) and a claim
+            if parameters.get("outcomes", "[]") != "[]":  # (if any) and a claim
                 statements.append(statement)
             return
         claim = "ATTEMPTS=(ROADIE_TASKS.ATTEMPTS +" in text or "ATTEMPTS = ATTEMPTS + 1" in text

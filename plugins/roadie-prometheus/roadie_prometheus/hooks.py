@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import inspect
 import logging
 import os
@@ -119,20 +120,32 @@ def roadie_worker_stopping(worker: Worker) -> None:
                 STATE.server = None
 
 
+@functools.lru_cache(maxsize=4096)
+def _series(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, looked up once (every task ends up here: labels() validates
+    and locks on each call)."""
+    return metric.labels(*labels)
+
+
+@functools.lru_cache(maxsize=1024)
+def _kind(executor_class: type) -> str:
+    return "async" if inspect.iscoroutinefunction(executor_class.execute) else "thread"
+
+
 @hookimpl
 def roadie_before_task(task: RunningTask) -> None:
     """Count the attempt and how long the task waited."""
     executor = task.record.executor
-    ATTEMPTS.labels(executor).inc()
+    _series(ATTEMPTS, executor).inc()
     due = max(task.record.run_after, task.record.created_at)
-    WAIT.labels(executor).observe(max(0.0, (dt.datetime.now(dt.timezone.utc) - due)
+    _series(WAIT, executor).observe(max(0.0, (dt.datetime.now(dt.timezone.utc) - due)
                                       .total_seconds()))
 
 
 @hookimpl(wrapper=True)
 def roadie_execute_task(task: RunningTask, executor: Executor) -> Generator[None, Any, Any]:
     """Time the execution, by executor, kind (thread or async) and outcome."""
-    kind = "async" if inspect.iscoroutinefunction(type(executor).execute) else "thread"
+    kind = _kind(type(executor))
     start = time.perf_counter()
     outcome = "failed"
     try:
@@ -143,26 +156,26 @@ def roadie_execute_task(task: RunningTask, executor: Executor) -> Generator[None
         outcome = "timed-out" if exc.timed_out else "cancelled"
         raise
     except BaseException:
-        FAILURES.labels(task.record.executor).inc()
+        _series(FAILURES, task.record.executor).inc()
         raise
     finally:
-        DURATION.labels(task.record.executor, kind, outcome).observe(
+        _series(DURATION, task.record.executor, kind, outcome).observe(
             time.perf_counter() - start)
 
 
 @hookimpl
 def roadie_task_finished(task: TaskRecord, result: Result) -> None:
     """Count a SUCCESSFUL end."""
-    ENDED.labels(task.executor, "successful").inc()
+    _series(ENDED, task.executor, "successful").inc()
 
 
 @hookimpl
 def roadie_task_failed(task: TaskRecord, message: str, error: BaseException | None) -> None:
     """Count a FAILED end."""
-    ENDED.labels(task.executor, "failed").inc()
+    _series(ENDED, task.executor, "failed").inc()
 
 
 @hookimpl
 def roadie_task_cancelled(task: TaskRecord, message: str) -> None:
     """Count a CANCELLED end."""
-    ENDED.labels(task.executor, "cancelled").inc()
+    _series(ENDED, task.executor, "cancelled").inc()
