@@ -216,12 +216,12 @@ def test_older_schema_revision_is_refused(db_url: str) -> None:
     engine.dispose()
     try:
         with pytest.raises(roadie.SchemaOutdatedError,
-                           match="i16_task_trees, older than i12_claimable"):
+                           match="i16_task_trees, older than i12_sweep_indexes"):
             roadie.Roadie(db_url, auto_upgrade=False).list_tasks()
     finally:
         engine = sa.create_engine(db_url)
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE roadie_alembic_version SET version_num = :v"),
-                         {"v": "i12_claimable"})
+                         {"v": "i12_sweep_indexes"})
         engine.dispose()
     assert roadie.Roadie(db_url, auto_upgrade=False).list_tasks() == []

@@ -216,6 +216,26 @@ def test_a_fan_in_a_crash_left_behind_is_released_by_the_sweep(
     assert (record.status, record.status_message) == (Status.SUCCESSFUL, "sum 3")
 
 
+def test_a_dependent_a_crash_left_blocked_is_released_by_the_sweep(
+        app: roadie.Roadie, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Releasing the tasks that wait for one that ended is a second transaction too: if it
+    fails, the recovery sweep finds the blocked task whose prerequisite succeeded."""
+    first = app.add_task("tests:tracked", {"seconds": 0})
+    second = app.add_task("tests:tracked", {"seconds": 0}, after=[first.id])
+
+    def lost(*_args: object) -> None:
+        raise roadie.DatabaseError("the connection was lost")
+
+    monkeypatch.setattr(app.store.trees, "_release_dependents", lost)
+    app.run_worker(concurrency=1, until_idle=True)
+    assert app.get_task(first.id).status == Status.SUCCESSFUL
+    assert app.get_task(second.id).status == Status.NEW  # still blocked
+    monkeypatch.undo()
+    app.recover_orphans()
+    app.run_worker(concurrency=1, until_idle=True)
+    assert app.get_task(second.id).status == Status.SUCCESSFUL
+
+
 def test_resume_after_fan_in_reruns_subtasks_done_only(app: roadie.Roadie) -> None:
     """The rule: resuming a parent whose fan-in ran does not run execute again (no second set
     of subtasks); it waits for subtasks that have not ended (resume those first) and then

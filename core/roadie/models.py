@@ -9,10 +9,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from roadie.status import Status
+
 metadata = sa.MetaData()
 
 VERSION_TABLE = "roadie_alembic_version"  # Alembic's record of the schema's revision
-SCHEMA_HEAD = "i12_claimable"  # the newest migration; a new one must update this
+SCHEMA_HEAD = "i12_sweep_indexes"  # the newest migration; a new one must update this
 
 
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):
@@ -158,6 +160,15 @@ sa.Index("roadie_tasks_parked", tasks.c.isolation_key, tasks.c.priority.desc(), 
 ENDED = "status IN (2, 3, 5)"
 sa.Index("roadie_tasks_ended", tasks.c.finished_at,
          postgresql_where=sa.text(ENDED), sqlite_where=sa.text(ENDED))
+
+# Crash recovery reads the IN_PROGRESS tasks (of dead nodes), the fan-in sweep the WAITING
+# parents, every heartbeat interval on every worker: O(those tasks), not O(table).
+RUNNING = f"status = {int(Status.IN_PROGRESS)}"
+WAITING_PARENT = f"status = {int(Status.WAITING)}"
+sa.Index("roadie_tasks_running", tasks.c.node,
+         postgresql_where=sa.text(RUNNING), sqlite_where=sa.text(RUNNING))
+sa.Index("roadie_tasks_waiting", tasks.c.id,
+         postgresql_where=sa.text(WAITING_PARENT), sqlite_where=sa.text(WAITING_PARENT))
 
 # One task per schedule and slot: the database turns a second firing of a slot into a no-op.
 sa.Index("roadie_tasks_schedule_slot", tasks.c.schedule, tasks.c.scheduled_for, unique=True,

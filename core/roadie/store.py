@@ -1491,7 +1491,8 @@ class Store:
         alive = sa.exists().where(
             N.c.id == T.c.node, N.c.heartbeat_at >= stale, N.c.stopped_at.is_(None)
         )
-        query = sa.select(T).where(T.c.status == int(Status.IN_PROGRESS), ~alive)
+        # the status literally, as the partial index of running tasks says it
+        query = sa.select(T).where(sa.text(f"roadie_tasks.{models.RUNNING}"), ~alive)
         with self.read() as conn:
             return [_task_record(r, None) for r in conn.execute(query)]
 

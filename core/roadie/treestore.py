@@ -215,15 +215,20 @@ class TreeStore:
         returns how many tasks it moved. Run with crash recovery."""
         with self.store.read() as conn:
             stuck = [r for r in conn.execute(
-                sa.select(T.c.id).where(T.c.status == int(Status.WAITING),
-                                        ~_open_child_of(T.c.id))).scalars()]
-            other = T.alias("other")
-            blocked = conn.execute(
-                sa.select(other.c.id, other.c.status, other.c.parent_id).distinct()
-                .select_from(D.join(other, other.c.id == D.c.after_id).join(
-                    T, T.c.id == D.c.task_id))
-                .where(T.c.status == int(Status.NEW), T.c.run_after == BLOCKED,
-                       other.c.status.in_([int(s) for s in FINAL_STATUSES]))).all()
+                sa.select(T.c.id).where(  # literally, as the partial index says it
+                    sa.text(f"roadie_tasks.{models.WAITING_PARENT}"),
+                    ~_open_child_of(T.c.id))).scalars()]
+            # from the dependencies of blocked tasks (a join would let the planner walk
+            # every ended task instead), then those of their prerequisites that ended
+            after = sorted(set(conn.execute(
+                sa.select(D.c.after_id).join(T, T.c.id == D.c.task_id)
+                .where(T.c.status == int(Status.NEW), T.c.run_after == BLOCKED)).scalars()))
+            blocked: list[Any] = []
+            for start in range(0, len(after), _CHUNK):
+                blocked += conn.execute(
+                    sa.select(T.c.id, T.c.status, T.c.parent_id)
+                    .where(T.c.id.in_(after[start:start + _CHUNK]),
+                           T.c.status.in_([int(s) for s in FINAL_STATUSES]))).all()
         records = [_stub(i, Status.WAITING, None, False) for i in stuck]
         records += [_stub(r.id, Status(r.status), None, True) for r in blocked]
         self.settled(records)
