@@ -1379,8 +1379,9 @@ class Store:
         with self.read() as conn:
             return set(
                 conn.execute(
-                    sa.select(T.c.id).where(
-                        T.c.node == node, T.c.status == int(Status.IN_PROGRESS),
+                    sa.select(T.c.id).where(  # the partial index of running tasks, not
+                        # the node's index (which holds every task the node ever ran)
+                        T.c.node == node, sa.text(f"roadie_tasks.{models.RUNNING}"),
                         T.c.cancel_requested_at.is_not(None),
                     )
                 ).scalars()
