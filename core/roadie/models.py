@@ -169,6 +169,9 @@ sa.Index("roadie_tasks_running", tasks.c.node,
          postgresql_where=sa.text(RUNNING), sqlite_where=sa.text(RUNNING))
 sa.Index("roadie_tasks_waiting", tasks.c.id,
          postgresql_where=sa.text(WAITING_PARENT), sqlite_where=sa.text(WAITING_PARENT))
+# ... and the queries say it literally (a bound status would not match the index's condition)
+IS_RUNNING = sa.text(f"roadie_tasks.{RUNNING}")
+IS_WAITING_PARENT = sa.text(f"roadie_tasks.{WAITING_PARENT}")
 
 # One task per schedule and slot: the database turns a second firing of a slot into a no-op.
 sa.Index("roadie_tasks_schedule_slot", tasks.c.schedule, tasks.c.scheduled_for, unique=True,

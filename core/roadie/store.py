@@ -60,7 +60,7 @@ SQLITE_FINISH_BATCH = 500  # final outcomes per SQLite update statement (10 vari
 SQLITE_MAX_RANGES = 400  # (executor, tags) pairs claimed range by range on SQLite
 DUE_CHECK_INTERVAL = 0.05  # seconds between two promotions of due delayed tasks (per process)
 DUE_BATCH = 1000  # delayed tasks made claimable per promotion, at most
-ANALYZE_AFTER = 1000
+ANALYZE_AFTER = 1000  # tasks added in one call that refresh the planner's statistics
 BULK_INSERT_FROM = 20
 _ALL_COLUMNS = tuple(c.name for c in T.c)
 _NULL_ROW = dict.fromkeys(_ALL_COLUMNS)
@@ -1381,7 +1381,7 @@ class Store:
                 conn.execute(
                     sa.select(T.c.id).where(  # the partial index of running tasks, not
                         # the node's index (which holds every task the node ever ran)
-                        T.c.node == node, sa.text(f"roadie_tasks.{models.RUNNING}"),
+                        T.c.node == node, models.IS_RUNNING,
                         T.c.cancel_requested_at.is_not(None),
                     )
                 ).scalars()
@@ -1492,8 +1492,7 @@ class Store:
         alive = sa.exists().where(
             N.c.id == T.c.node, N.c.heartbeat_at >= stale, N.c.stopped_at.is_(None)
         )
-        # the status literally, as the partial index of running tasks says it
-        query = sa.select(T).where(sa.text(f"roadie_tasks.{models.RUNNING}"), ~alive)
+        query = sa.select(T).where(models.IS_RUNNING, ~alive)  # the running tasks' index
         with self.read() as conn:
             return [_task_record(r, None) for r in conn.execute(query)]
 

@@ -215,9 +215,8 @@ class TreeStore:
         returns how many tasks it moved. Run with crash recovery."""
         with self.store.read() as conn:
             stuck = [r for r in conn.execute(
-                sa.select(T.c.id).where(  # literally, as the partial index says it
-                    sa.text(f"roadie_tasks.{models.WAITING_PARENT}"),
-                    ~_open_child_of(T.c.id))).scalars()]
+                sa.select(T.c.id).where(models.IS_WAITING_PARENT,
+                                        ~_open_child_of(T.c.id))).scalars()]
             # from the dependencies of blocked tasks (a join would let the planner walk
             # every ended task instead), then those of their prerequisites that ended
             after = sorted(set(conn.execute(

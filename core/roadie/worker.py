@@ -171,7 +171,6 @@ class Worker:
         self._starts: list[tuple[int, int, dt.datetime]] = []  # of tasks claimed ahead
         self._start_lock = threading.Lock()
         self._run_time: float | None = None  # moving average of run times (None: unknown)
-        self._ahead = 0  # tasks the last round claimed ahead of the free threads, at most
         self._done: queue.Queue[_Done] = queue.Queue()
         self._gathering_since: float | None = None  # finished attempts left for a bigger round
         self._wake = threading.Event()
@@ -336,7 +335,7 @@ class Worker:
                                                         for d in done)
             if stopping:
                 self._release_unstarted(0.0)  # nothing claimed ahead runs after a stop
-            ahead = self._ahead = 0 if stopping else self._claim_ahead()
+            ahead = 0 if stopping else self._claim_ahead()
             free = 0 if stopping else self.concurrency + ahead - (busy - busy_async)
             free_async = 0 if stopping or self._claim_async is None else (
                 self.async_concurrency - busy_async)
@@ -436,7 +435,7 @@ class Worker:
         with self._start_lock:
             queued = len(self._unstarted)
         now = time.monotonic()
-        if queued < self.concurrency + self._ahead // 2:
+        if queued < self.concurrency + self._claim_ahead() // 2:
             self._gathering_since = None
             return False
         if self._gathering_since is None:
