@@ -126,7 +126,8 @@ class Plugins:
         self._global_plugins: set[str] = set()
         self._subset_callers: dict[tuple[str, frozenset[str]], Any] = {}
         self._lock = threading.RLock()
-        self._loaded = False
+        self._loaded = False  # loading began (under the lock)
+        self._ready = False  # loading ended: read without the lock
         self.tracing = False
         if os.environ.get("ROADIE_TRACE_HOOKS"):
             self._enable_tracing()
@@ -135,6 +136,8 @@ class Plugins:
 
     def load(self) -> None:
         """Register the built-ins, discover entry points and import the hook modules (once)."""
+        if self._ready:  # every task asks: no lock once loaded
+            return
         with self._lock:
             if self._loaded:
                 return
@@ -151,6 +154,7 @@ class Plugins:
                 for info in self.infos.values():
                     if not info.blocked and info.error is None:
                         self._import_hook_modules(info)
+            self._ready = True
 
     def _allowed(self, dist: str) -> bool:
         if dist in self.blocked:
@@ -425,6 +429,9 @@ class Plugins:
         plugins that the task names (its import context)."""
         self.load()
         scope = frozenset(task_plugins)
+        caller = self._subset_callers.get((name, scope))  # made once; read without the lock
+        if caller is not None:
+            return caller
         with self._lock:
             caller = self._subset_callers.get((name, scope))
             if caller is None:

@@ -71,7 +71,6 @@ class RunningTask:
         self._sink = sink
         self.started: float | None = None  # set when a thread starts it (timeouts count from it)
         self.ended = False
-        self._cancel = threading.Event()
         self._cancel_message = ""
         self._timed_out = False
         self._checkpoint: bytes | None = None
@@ -178,13 +177,24 @@ class RunningTask:
     # -- cancellation --------------------------------------------------------------------
 
     @property
+    def _cancel(self) -> threading.Event:
+        """Set when a cancel is requested. Made on first need (most tasks never need one;
+        the claim loop makes thousands of RunningTasks a second); ``setdefault`` keeps the
+        first one made when two threads ask at once."""
+        event: threading.Event | None = self.__dict__.get("_cancel_event")
+        if event is None:
+            event = self.__dict__.setdefault("_cancel_event", threading.Event())
+        return event
+
+    @property
     def cancelled(self) -> bool:
         """Whether a cancel was requested (poll this in a loop that has no other safe point)."""
-        return self._cancel.is_set()
+        event: threading.Event | None = self.__dict__.get("_cancel_event")
+        return event is not None and event.is_set()
 
     def raise_if_cancelled(self) -> None:
         """A safe point: raise ``roadie.Cancelled`` if a cancel was requested."""
-        if self._cancel.is_set():
+        if self.cancelled:
             raise self.cancellation()
 
     def cancellation(self) -> Cancelled:
