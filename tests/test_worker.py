@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import roadie
 from roadie import Status
-from roadie.testing import BackgroundWorker, run_task, wait_final
+from roadie.testing import BackgroundWorker, run_task, wait_final, wait_for
 
 from tests import executors
 
@@ -134,3 +134,48 @@ def test_prefetch_claims_ahead_and_a_cancelled_prefetched_task_never_starts(
     assert waiting.id not in ran
     assert sorted(ran) == sorted(t.id for t in tasks if t.id != waiting.id)
     app.close()
+
+
+class EndedRecords:
+    """Keeps the record each ending hook was given."""
+
+    def __init__(self) -> None:
+        self.records: dict[int, roadie.TaskRecord] = {}
+
+    @roadie.hookimpl
+    def roadie_task_finished(self, task: roadie.TaskRecord, result: object) -> None:
+        self.records[task.id] = task
+
+    @roadie.hookimpl
+    def roadie_task_failed(self, task: roadie.TaskRecord, message: str,
+                           error: object) -> None:
+        self.records[task.id] = task
+
+    @roadie.hookimpl
+    def roadie_task_cancelled(self, task: roadie.TaskRecord, message: str) -> None:
+        self.records[task.id] = task
+
+
+def test_the_ending_hooks_see_each_task_as_stored(app: roadie.Roadie) -> None:
+    """The finished record a round hands to the hooks is the stored row, also for what
+    others wrote while the task ran: checkpoints, a cancel request, a dependent."""
+    ended = EndedRecords()
+    app.plugins.register(ended, name="ended")
+    counting = app.add_task("roadie-examples:count", {"n": 20, "delay": 0.01})
+    long = app.add_task("roadie-examples:count", {"n": 5000, "delay": 0.01})
+    failing = app.add_task("roadie-examples:fail", {})
+    plain = app.add_tasks([("roadie-examples:noop", {})] * 30)
+    with BackgroundWorker(app, concurrency=2):
+        wait_for(lambda: app.get_task(long.id).status is Status.IN_PROGRESS)
+        dependent = app.add_task("roadie-examples:noop", after=[long.id])
+        app.cancel_task(long.id, by="tester")
+        for task in [counting, long, failing, dependent, *plain]:
+            wait_final(app, task.id)
+    stored = {task.id: app.get_task(task.id) for task in [counting, long, failing, *plain]}
+    assert stored[counting.id].checkpoint == {"i": 20}
+    assert stored[long.id].status is Status.CANCELLED
+    assert stored[long.id].cancel_requested_by == "tester"
+    assert stored[long.id].has_dependents
+    assert stored[failing.id].status is Status.FAILED
+    assert {task_id: ended.records.get(task_id) for task_id in stored} == stored
+    assert ended.records[counting.id].result == 20

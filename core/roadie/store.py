@@ -778,6 +778,8 @@ class Store:
         *,
         ahead: int = 0,
         started: Sequence[tuple[int, int, dt.datetime]] = (),
+        claimed_as: Mapping[int, TaskRecord] | None = None,
+        decoder: Decoder | None = None,
     ) -> Settled:
         """In one transaction: record the ``outcomes`` of ``node``'s finished attempts
         (``(outcome, had an isolation key)``), then claim up to ``limit`` new tasks that
@@ -792,6 +794,10 @@ class Store:
         tasks claimable. The last ``ahead`` of the ``limit`` tasks are claimed ahead of a free
         thread: their ``started_at`` stays NULL until a later round records it from
         ``started`` (``(task id, attempt, when)``) or from the attempt's outcome.
+
+        ``claimed_as`` holds the finished tasks as claimed (by id): on PostgreSQL the round
+        then reads back only the columns that others may have changed since (the rest is
+        known). Claimed and finished records get ``decoder``.
         """
         now = utcnow()
         finished: list[TaskRecord] = []
@@ -807,7 +813,8 @@ class Store:
                                     for o, isolated in outcomes):
             # (a released lock wakes the next task of its key in a statement of its own)
             first_finished, first_claimed, keyed = self._pg_settle(
-                node, [o for o, _ in outcomes], wanted, now, promote, ahead, started)
+                node, [o for o, _ in outcomes], wanted, now, promote, ahead, started,
+                claimed_as, decoder)
             committed = Settled(first_finished, first_claimed)
             if not keyed:
                 self.trees.settled(committed.finished)
@@ -830,11 +837,12 @@ class Store:
                         {"b_id": i, "b_node": node, "b_attempt": a, "b_at": at}
                         for i, a, at in started])
                 if outcomes:
-                    finished = self._finish(conn, node, outcomes, now)
+                    finished = self._finish(conn, node, outcomes, now, decoder)
                 if promote:
                     self._promote_due(conn, now)
                 for c, n in claims:
-                    claimed += self._claim(conn, node, c, n, now, ahead if c is can else 0)
+                    claimed += self._claim(conn, node, c, n, now, ahead if c is can else 0,
+                                           decoder)
         except DatabaseError:
             if not (committed.finished or committed.claimed):
                 raise
@@ -961,6 +969,15 @@ class Store:
         ).bindparams(sa.bindparam("plugins", expanding=True))
 
     @functools.cached_property
+    def _task_columns(self) -> tuple[str, ...]:
+        """The task table's columns in the database's order (a table that migrations
+        grew has its new columns last, whatever the model's order)."""
+        with self.read() as conn:
+            return tuple(conn.execute(sa.text(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'roadie_tasks'::regclass "
+                "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")).scalars())
+
+    @functools.cached_property
     def _claim_update_sql(self) -> Any:
         now = sa.bindparam("now", type_=models.UTCDateTime)
         return (
@@ -980,6 +997,7 @@ class Store:
         self, node: str, final: list[Outcome], wanted: Sequence[tuple[Claimable | None, int]],
         now: dt.datetime, promote: bool, ahead: int,
         started: Sequence[tuple[int, int, dt.datetime]],
+        claimed_as: Mapping[int, TaskRecord] | None, decoder: Decoder | None,
     ) -> tuple[list[TaskRecord], list[TaskRecord], bool]:
         """The common round on PostgreSQL as one statement in its own transaction: record
         final outcomes, claim tasks without isolation keys (thread and async slots), make due
@@ -988,6 +1006,7 @@ class Store:
         (can, limit), (can_async, limit_async) = wanted  # thread slots, async slots
         either = can or can_async
         record = bool(final or started)
+        known = claimed_as is not None and all(o.task_id in claimed_as for o in final)
         params: dict[str, Any] = {"node": node, "now": now}
         if record:
             params.update({
@@ -1014,7 +1033,8 @@ class Store:
             })
         if promote:
             params["due_limit"] = DUE_BATCH
-        sql = _pg_settle_sql(record, can is not None, can_async is not None, promote)
+        sql = _pg_settle_sql(record, can is not None, can_async is not None, promote,
+                             self._task_columns if known else ())
         try:
             # one statement is its own atomic transaction: no BEGIN/COMMIT round trips;
             # promoting due tasks (rare) runs with a custom plan, on a pooled connection
@@ -1024,13 +1044,18 @@ class Store:
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
         finished, claimed, keyed = [], [], False
+        outcome_of = {o.task_id: o for o in final}
         for row in rows:
             kind = row.pop("kind")
             _in_utc(row)
-            if kind == "done":
-                finished.append(_task_record(row, None))
+            if kind == "done" and known:
+                assert claimed_as is not None
+                finished.append(_finished_record(
+                    claimed_as[row["id"]], outcome_of[row["id"]], row, now, decoder))
+            elif kind == "done":
+                finished.append(_task_record(row, decoder))
             elif kind == "claimed":
-                claimed.append(_task_record(row, None))
+                claimed.append(_task_record(row, decoder))
             else:
                 keyed = True
         order = {o.task_id: i for i, o in enumerate(final)}
@@ -1038,8 +1063,8 @@ class Store:
         claimed.sort(key=lambda t: (-t.priority, t.id))
         return finished, claimed, keyed
 
-    def _finish(self, conn: Connection, node: str,
-                outcomes: Sequence[tuple[Outcome, bool]], now: dt.datetime) -> list[TaskRecord]:
+    def _finish(self, conn: Connection, node: str, outcomes: Sequence[tuple[Outcome, bool]],
+                now: dt.datetime, decoder: Decoder | None = None) -> list[TaskRecord]:
         final = [o for o, _ in outcomes if o.status in FINAL_STATUSES]
         again = [o for o, _ in outcomes if o.status not in FINAL_STATUSES]
         written: list[Any] = []  # rows of final outcomes, as written (SQLite)
@@ -1124,10 +1149,12 @@ class Store:
                 self.notify(conn, CHANNEL_CHANGED, str(o.task_id))
                 if o.status not in FINAL_STATUSES:
                     self.notify(conn, CHANNEL_ADDED, str(o.task_id))
-        return [_task_record(rows[o.task_id], None) for o, _ in outcomes if o.task_id in rows]
+        return [_task_record(rows[o.task_id], decoder) for o, _ in outcomes
+                if o.task_id in rows]
 
     def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
-               now: dt.datetime, ahead: int = 0) -> list[TaskRecord]:
+               now: dt.datetime, ahead: int = 0, decoder: Decoder | None = None,
+               ) -> list[TaskRecord]:
         statement, params = self._candidates(can, limit * 2 if can.isolated else limit, now)
         if self.is_sqlite:  # driver SQL: the statement is plain text already
             params["now"] = _sqlite_time(now)
@@ -1191,7 +1218,7 @@ class Store:
         for task_id in winners:
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         order = {task_id: i for i, task_id in enumerate(winners)}
-        return sorted((_task_record(r, None) for r in updated), key=lambda t: order[t.id])
+        return sorted((_task_record(r, decoder) for r in updated), key=lambda t: order[t.id])
 
     def _take_locks(
         self, conn: Connection, wanted: Mapping[str, int], node: str, now: dt.datetime
@@ -1787,11 +1814,42 @@ u AS (
 """
 
 
+# What a finished task's row may hold that its worker does not know: what others write
+# while it runs (heartbeats, cancel requests, dependents, checkpoints) and the start a
+# round recorded. The rest of the finished record is the task as claimed plus its outcome.
+_DONE_CHANGED = ("id", "heartbeat_at", "cancel_requested_at", "cancel_requested_by",
+                 "checkpoint", "started_at", "isolation_key", "has_dependents", "fan_in")
+
+
+def _finished_record(claimed: TaskRecord, outcome: Outcome, row: dict[str, Any],
+                     now: dt.datetime, decoder: Decoder | None) -> TaskRecord:
+    """A finished task's record from the task as claimed, its outcome, and the
+    ``_DONE_CHANGED`` columns of its row (the settle statement set ``finished_at`` and
+    ``updated_at`` to ``now``)."""
+    fields = dict(claimed.__dict__)
+    fields.update({
+        "status": _STATUS_OF[int(outcome.status)], "status_message": outcome.message,
+        "completed": True, "error": outcome.error, "result_bytes": outcome.result,
+        "status_bytes": outcome.task_status, "messages_bytes": outcome.messages,
+        "checkpoint_bytes": row["checkpoint"], "finished_at": now, "updated_at": now,
+        "heartbeat_at": row["heartbeat_at"], "started_at": row["started_at"],
+        "cancel_requested_at": row["cancel_requested_at"],
+        "cancel_requested_by": row["cancel_requested_by"],
+        "isolation_key": row["isolation_key"], "has_dependents": bool(row["has_dependents"]),
+        "fan_in": bool(row["fan_in"]), "decoder": decoder,
+    })
+    return task_record_of(fields)
+
+
 @functools.cache
-def _pg_settle_sql(record: bool, claim_sync: bool, claim_async: bool, due: bool) -> str:
+def _pg_settle_sql(record: bool, claim_sync: bool, claim_async: bool, due: bool,
+                   known: tuple[str, ...] = ()) -> str:
     """The settle statement with only the parts this round needs (a part with nothing to do
     still costs its share of every execution): ``record`` outcomes and starts, claim for
-    threads, claim for async executors, make due delayed tasks claimable. One line."""
+    threads, claim for async executors, make due delayed tasks claimable. With ``known``
+    (the table's columns in the database's order: the branches of the result's UNION line
+    up by position), finished tasks come back with only their ``_DONE_CHANGED`` columns.
+    One line."""
     branches = ([_pg_claim_branch("executors", "limit", "start")] if claim_sync else []) + (
         [_pg_claim_branch("executors_async", "limit_async", "limit_async")]
         if claim_async else [])
@@ -1801,7 +1859,9 @@ def _pg_settle_sql(record: bool, claim_sync: bool, claim_async: bool, due: bool)
         ctes += "c AS (\n" + "\n    UNION ALL\n".join(branches) + "\n),\n" + _PG_CLAIM_CTE
     changed = (["SELECT id FROM done"] if record else []) + (
         ["SELECT id FROM u"] if claim else [])
-    rows = (["SELECT 'done' AS kind, done.* FROM done"] if record else []) + ([
+    done_columns = ", ".join(c if c in _DONE_CHANGED else f"NULL AS {c}"
+                             for c in known) if known else "done.*"
+    rows = ([f"SELECT 'done' AS kind, {done_columns} FROM done"] if record else []) + ([
         "SELECT 'claimed' AS kind, u.* FROM u",
         # one candidate that needs an isolation lock is all the caller needs to know of
         # (it then runs the general claim): found by primary key, not by a join

@@ -3,6 +3,7 @@ sees cancel requests and timeouts, and recovers the tasks of dead nodes."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -23,7 +24,7 @@ from roadie.aio_runner import AsyncRunner, is_async_executor, split_claimable
 from roadie.errors import DatabaseError, PluginError, RoadieError
 from roadie.executor import Isolation
 from roadie.lifecycle import notify_hook, run_attempt
-from roadie.records import NodeRecord, TaskRecord, task_record_of
+from roadie.records import NodeRecord, TaskRecord
 from roadie.retention import BATCH, cutoffs, parse_retention, prune
 from roadie.running import RunningTask
 from roadie.status import FINAL_STATUSES, Status
@@ -47,12 +48,6 @@ PRUNE_BATCHES = 10  # retention: batches of deletes per maintenance tick, at mos
 SIGNAL_LATENCY = 0.2  # seconds: how soon the claim loop acts on SIGINT/SIGTERM at most
 RUN_TIME_WEIGHT = 0.2  # of the newest attempt in the moving average of run times (prefetch)
 ROUND_GATHER = 0.02  # seconds a finished attempt may wait for a bigger round, at most
-
-
-def _with_decoder(record: TaskRecord, decoder: Any) -> TaskRecord:
-    """A copy of ``record`` that decodes its values (``dataclasses.replace`` runs every
-    field through ``__init__``: too slow for every claimed task)."""
-    return task_record_of({**record.__dict__, "decoder": decoder})
 
 
 @dataclass(frozen=True)
@@ -171,7 +166,9 @@ class Worker:
         self._starts: list[tuple[int, int, dt.datetime]] = []  # of tasks claimed ahead
         self._start_lock = threading.Lock()
         self._run_time: float | None = None  # moving average of run times (None: unknown)
-        self._done: queue.Queue[_Done] = queue.Queue()
+        # finished attempts to record (appended by threads and the loop, taken by the claim
+        # loop: a deque's append and popleft need no lock, a Queue takes one for each)
+        self._done: collections.deque[_Done] = collections.deque()
         self._gathering_since: float | None = None  # finished attempts left for a bigger round
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -406,7 +403,9 @@ class Worker:
         with self._writes:
             settled = self.store.settle(self.id, outcomes, can, limit, can_async, limit_async,
                                         ahead=ahead if can is not None else 0,
-                                        started=starts or ())
+                                        started=starts or (),
+                                        claimed_as={d.task.id: d.task.record for d in done},
+                                        decoder=self.app.decode_for_task)
         if wanted:
             got_async = sum(r.executor in self._async_names for r in settled.claimed)
             got = {"sync": len(settled.claimed) - got_async, "async": got_async}
@@ -429,7 +428,7 @@ class Worker:
         would claim little, and rounds of a few tasks cost more per task. (From half on, a
         round runs: the threads have work while the database answers.) Not for longer than
         ROUND_GATHER after the first of them finished, nor when stopping."""
-        if self._done.empty() or self._stopping.is_set():
+        if not self._done or self._stopping.is_set():
             self._gathering_since = None
             return False
         with self._start_lock:
@@ -449,8 +448,8 @@ class Worker:
         done = []
         while True:
             try:
-                done.append(self._done.get_nowait())
-            except queue.Empty:
+                done.append(self._done.popleft())
+            except IndexError:
                 return done
 
     def _take_starts(self, done: list[_Done]) -> list[tuple[int, int, dt.datetime]]:
@@ -463,7 +462,7 @@ class Worker:
 
     def _requeue_done(self, done: list[_Done]) -> None:
         for item in done:
-            self._done.put(item)
+            self._done.append(item)
 
     def _after_settle(self, done: list[_Done], finished: list[TaskRecord]) -> None:
         records = {r.id: r for r in finished}
@@ -488,10 +487,7 @@ class Worker:
             self.stats.finished += 1
             label = item.outcome.status.label
             self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
-            self.app.after_finish(
-                _with_decoder(record, self.app.decode_for_task),
-                item.outcome, item.result, item.error,
-            )
+            self.app.after_finish(record, item.outcome, item.result, item.error)
 
     def _idle(self) -> bool:
         assert self._claimable is not None
@@ -501,8 +497,7 @@ class Worker:
         """Start claimed tasks: async ones on the loop (one wake-up for all), the others on
         the threads."""
         on_loop = []
-        for record in records:
-            record = _with_decoder(record, self.app.decode_for_task)
+        for record in records:  # settled with the app's decoder
             running = RunningTask(self.app, record, sink=self,
                                   max_messages=self.settings.max_status_messages,
                                   child_width=self.settings.child_width)
@@ -570,18 +565,18 @@ class Worker:
         for task in stale:
             outcome = Outcome(task.id, Status.NEW, "", attempt_counts=False,
                               attempt=task.attempt)
-            self._done.put(_Done(task, outcome, None, None, released=True))
+            self._done.append(_Done(task, outcome, None, None, released=True))
         if stale:
             self._wake.set()
 
     def _run_and_report(self, task: RunningTask, began: dt.datetime | None = None) -> None:
         try:
-            self._done.put(self._run_one(task, began))
+            self._done.append(self._run_one(task, began))
         except BaseException as exc:  # a bug in roadie itself: still end the task
             log.exception("roadie: unexpected error while running task %s", task.id)
             outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}",
                               attempt=task.attempt, started_at=began)
-            self._done.put(_Done(task, outcome, None, exc))
+            self._done.append(_Done(task, outcome, None, exc))
         self._wake.set()
 
     def _run_one(self, task: RunningTask, began: dt.datetime | None = None) -> _Done:
@@ -820,7 +815,8 @@ class Worker:
         if not done:
             return
         try:
-            settled = self.store.settle(self.id, [(d.outcome, True) for d in done], None, 0)
+            settled = self.store.settle(self.id, [(d.outcome, True) for d in done], None, 0,
+                                        decoder=self.app.decode_for_task)
             self._after_settle(done, settled.finished)
         except Exception:
             log.exception("roadie: could not record %d ended task(s) at shutdown", len(done))
