@@ -104,9 +104,10 @@ class TaskRecord:
 
 def task_record_of(fields: dict[str, Any]) -> TaskRecord:
     """A TaskRecord from a map of all its fields, without the per-field cost of a frozen
-    dataclass's ``__init__``: the claim loop and ``add_tasks`` build thousands a second."""
+    dataclass's ``__init__``: the claim loop and ``add_tasks`` build thousands a second.
+    The record keeps ``fields`` as its own (pass a new dict)."""
     record = object.__new__(TaskRecord)
-    record.__dict__.update(fields)
+    object.__setattr__(record, "__dict__", fields)
     return record
 
 

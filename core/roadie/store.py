@@ -18,7 +18,7 @@ import operator
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -1040,22 +1040,24 @@ class Store:
             # promoting due tasks (rare) runs with a custom plan, on a pooled connection
             opened = self._autocommit() if promote else self._settle_connection()
             with opened as conn:
-                rows = _driver_rows(conn, sql, params)
+                keys, rows = _driver_tuples(conn, sql, params)
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
         finished, claimed, keyed = [], [], False
         outcome_of = {o.task_id: o for o in final}
-        for row in rows:
-            kind = row.pop("kind")
-            _in_utc(row)
+        record_of = _record_reader(keys)
+        for values in rows:
+            kind = values[0]
             if kind == "done" and known:
                 assert claimed_as is not None
+                row = _in_utc({k: v for k, v in zip(keys, values, strict=True)
+                               if k in _DONE_CHANGED})
                 finished.append(_finished_record(
                     claimed_as[row["id"]], outcome_of[row["id"]], row, now, decoder))
             elif kind == "done":
-                finished.append(_task_record(row, decoder))
+                finished.append(record_of(values, decoder))
             elif kind == "claimed":
-                claimed.append(_task_record(row, decoder))
+                claimed.append(record_of(values, decoder))
             else:
                 keyed = True
         order = {o.task_id: i for i, o in enumerate(final)}
@@ -1665,13 +1667,23 @@ def _sqlite_time(when: dt.datetime | None) -> str | None:
 
 def _driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]]:
     """Run ``sql`` on the driver's connection under ``conn``'s transaction and return its
-    rows as dicts: no result metadata is built for every statement, as SQLAlchemy does for
-    each of the worker's rounds (unless SQL is echoed or listened to: then SQLAlchemy runs
-    it). A driver error is raised as SQLAlchemy wraps it."""
+    rows as dicts (see ``_driver_tuples``)."""
+    keys, rows = _driver_tuples(conn, sql, params)
+    return [dict(zip(keys, values, strict=True)) for values in rows]
+
+
+def _driver_tuples(conn: Connection, sql: str, params: Any
+                   ) -> tuple[tuple[str, ...], list[Sequence[Any]]]:
+    """Run ``sql`` on the driver's connection under ``conn``'s transaction and return its
+    column names and rows: no result metadata is built for every statement, as SQLAlchemy
+    does for each of the worker's rounds (unless SQL is echoed or listened to: then
+    SQLAlchemy runs it). A driver error is raised as SQLAlchemy wraps it."""
     if conn.engine.echo or conn.dispatch.before_cursor_execute or \
             conn.dispatch.after_cursor_execute:  # someone watches the SQL: SQLAlchemy tells
         result = conn.exec_driver_sql(sql, params if isinstance(params, dict) else tuple(params))
-        return [dict(r._mapping) for r in result] if result.returns_rows else []
+        if not result.returns_rows:
+            return (), []
+        return tuple(result.keys()), [tuple(r) for r in result]
     # the DB-API connection: the driver's own, or SQLAlchemy's adapter of an asyncio driver
     # (a store bound to an async connection: roadie.aio_client)
     driver: Any = conn.connection.dbapi_connection
@@ -1681,14 +1693,14 @@ def _driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]
         cursor.execute(sql, params)
         pgresult: Any = getattr(cursor, "pgresult", None)
         if pgresult is not None:  # psycopg: names from its result (description builds objects)
-            keys = [pgresult.fname(i).decode() for i in range(pgresult.nfields)]
+            keys = tuple(pgresult.fname(i).decode() for i in range(pgresult.nfields))
             if not keys:
-                return []
+                return (), []
         elif cursor.description is None:
-            return []
+            return (), []
         else:
-            keys = [d[0] for d in cursor.description]
-        return [dict(zip(keys, values, strict=True)) for values in cursor.fetchall()]
+            keys = tuple(d[0] for d in cursor.description)
+        return keys, cursor.fetchall()
     except errors as exc:
         raise sa.exc.DBAPIError.instance(sql, params, exc, errors) from exc
     finally:
@@ -1713,10 +1725,61 @@ def _hex(data: bytes | None) -> str | None:
 def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
     """A task row read by driver SQL (no SQLAlchemy types), with its times in UTC."""
     for column in _TIME_COLUMNS:
-        when = row[column]
+        when = row.get(column)
         if when is not None and when.tzinfo is not _UTC:
             row[column] = when.astimezone(_UTC)
     return row
+
+
+# TaskRecord fields and the task columns they come from, for records read by driver SQL
+_RECORD_SOURCES = (
+    ("id", "id"), ("name", "name"), ("owner", "owner"), ("group", "task_group"),
+    ("executor", "executor"), ("plugins", "plugins"), ("status", "status"),
+    ("status_message", "status_message"), ("completed", "completed"),
+    ("attempts", "attempts"), ("isolation_key", "isolation_key"), ("priority", "priority"),
+    ("run_after", "run_after"), ("tags", "tags"), ("timeout", "timeout"), ("node", "node"),
+    ("heartbeat_at", "heartbeat_at"), ("cancel_requested_at", "cancel_requested_at"),
+    ("cancel_requested_by", "cancel_requested_by"), ("error", "error"),
+    ("created_at", "created_at"), ("started_at", "started_at"),
+    ("finished_at", "finished_at"), ("updated_at", "updated_at"),
+    ("context_bytes", "context"), ("result_bytes", "result"),
+    ("checkpoint_bytes", "checkpoint"), ("status_bytes", "task_status"),
+    ("messages_bytes", "messages"), ("captured_bytes", "captured"),
+    ("schedule", "schedule"), ("scheduled_for", "scheduled_for"),
+    ("parent_id", "parent_id"), ("fan_in", "fan_in"), ("has_dependents", "has_dependents"),
+)
+_RECORD_FIELDS = tuple(name for name, _ in _RECORD_SOURCES)
+_RECORD_TIMES = tuple(name for name, column in _RECORD_SOURCES if column in _TIME_COLUMNS)
+
+
+@functools.lru_cache(maxsize=64)
+def _record_reader(keys: tuple[str, ...]) -> Callable[[Sequence[Any], Decoder | None],
+                                                      TaskRecord]:
+    """How to make a TaskRecord from a driver row with the columns ``keys``: one dict from
+    the row's values (not a row dict, then a record dict, as ``_task_record`` makes)."""
+    pick = operator.itemgetter(*(keys.index(column) for _, column in _RECORD_SOURCES))
+
+    def record_of(values: Sequence[Any], decoder: Decoder | None) -> TaskRecord:
+        fields = dict(zip(_RECORD_FIELDS, pick(values), strict=True))
+        plugins = fields["plugins"]
+        if isinstance(plugins, str):  # JSON as text (the settle session's loader)
+            fields["plugins"] = dict(_plugins_map(plugins))
+        elif plugins is None:
+            fields["plugins"] = {}
+        fields["status"] = _STATUS_OF[fields["status"]]
+        fields["status_message"] = fields["status_message"] or ""
+        fields["tags"] = _tag_set(fields["tags"])
+        fields["completed"] = bool(fields["completed"])
+        fields["fan_in"] = bool(fields["fan_in"])
+        fields["has_dependents"] = bool(fields["has_dependents"])
+        for name in _RECORD_TIMES:
+            when = fields[name]
+            if when is not None and when.tzinfo is not _UTC:
+                fields[name] = when.astimezone(_UTC)
+        fields["decoder"] = decoder
+        return task_record_of(fields)
+
+    return record_of
 
 _CLAIMABLE_T = "t.claimable AND t.status IN (0, 4)"  # models.CLAIMABLE, of the alias t
 
