@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -75,11 +76,13 @@ class Figures:
         return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def fresh_database(backend: str, tmp: Path) -> str:
-    """The URL of an empty database for ``backend``."""
+def fresh_database(backend: str, tmp: Path, suffix: str = "") -> str:
+    """The URL of an empty database for ``backend`` (``suffix``: a second one beside it)."""
     if backend == "sqlite":
         return f"sqlite:///{tmp / 'roadie.db'}"
     url = sa.make_url(PG_URL)
+    if suffix:
+        url = url.set(database=f"{url.database}_{suffix}")
     admin = url.set(drivername="postgresql", database="postgres").render_as_string(
         hide_password=False)
     with psycopg.connect(admin, autocommit=True) as conn:
@@ -187,16 +190,19 @@ def report(results: list[Figures]) -> str:
 
 TICK = "bench:tick"
 FILL_CHUNK = 20_000  # skipped tasks per add_tasks call (fewer statistics refreshes)
+DEPTH_REPEATS = 5  # drains of each kind, each after a drain of the empty queue
 DEPTH_NOTES = """
 
-Each row: a fresh database, the skipped tasks added first, then the no-ops (`bench:tick`),
-then a `BackgroundWorker(app, concurrency=2)` drains the no-ops (rate from its start to the last
-no-op run). Skipped kinds: serial-behind-lock (`roadie-examples:serial`, status QUEUED, behind
+Each kind: a fresh database where the skipped tasks are added first; then {r} times, in
+turn, a drain of an empty queue (a second database, kept for the whole run) and a drain of
+this one: each adds the no-ops (`bench:tick`), then a `BackgroundWorker(app, concurrency=2)`
+runs them (rate from its start to the last no-op run). The ratio is of the two medians;
+the pairs column gives the lowest and highest ratio of one drain to the empty drain just
+before it. Skipped kinds: serial-behind-lock (`roadie-examples:serial`, status QUEUED, behind
 one long serial task that holds the lock in another worker), delayed (`delay=3600`),
 tagged-absent (`tags=["gpu"]`), plugin-absent (an executor of a plugin no node has), mix (a
-quarter of each); plain: not skipped at all, `--depth` more no-ops wait behind the ones timed
-(the drain of the first `--tasks` of a deep queue). `load` is the 1-minute load average after
-the row."""
+quarter of each); plain: not skipped at all, the timed no-ops are the first of a deep queue
+of no-ops. `load` is the 1-minute load average after the row.""".replace("{r}", str(DEPTH_REPEATS))
 PROCESSES_NOTES = """
 
 {n:,} no-ops (`roadie-examples:noop`) on a fresh database, drained by `roadie worker -p 1` and
@@ -263,53 +269,80 @@ def fill_skipped(app: roadie.Roadie, kind: str, depth: int) -> None:
             conn.execute(sa.text("VACUUM ANALYZE roadie_tasks"))
 
 
-def measure_depth(backend: str, n: int, kind: str, depth: int) -> float:
-    """Drain rate (tasks/s) of ``n`` counting no-ops with ``depth`` skipped tasks of ``kind``."""
-    with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
-        url = fresh_database(backend, Path(tmp))
-        app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
+class DepthRun:
+    """A database with ``depth`` skipped tasks of ``kind`` (none: an empty queue) where
+    ``drain`` times no-op drains again and again (each adds ``n`` counting no-ops, then a
+    ``BackgroundWorker`` with 2 threads runs them)."""
+
+    def __init__(self, backend: str, kind: str, depth: int, n: int, name: str) -> None:
+        self.kind, self.n = kind, n
+        self._tmp = tempfile.TemporaryDirectory(prefix="roadie-bench-",
+                                                ignore_cleanup_errors=True)
+        url = fresh_database(backend, Path(self._tmp.name), name)
+        self.app = app = roadie.Roadie(url, data_dir=self._tmp.name, auto_upgrade=True)
         app.plugins.register_executor(TICK, TickExecutor)
-        holder = None
-        try:
-            app.add_task(NOOP, {})  # connect, create the schema, load the plugins
-            empty_tasks(app)
-            if kind in ("serial-behind-lock", "mix"):  # one long serial task holds the lock
-                holder = BackgroundWorker(app, concurrency=1).start()
-                first = app.add_task("roadie-examples:serial", {"seconds": 3600})
-                wait(lambda: app.get_task(first.id).status == roadie.Status.IN_PROGRESS,
-                     "the lock holder to start")
-            if kind != "plain":  # plain: the timed no-ops are the first of the deep queue
-                fill_skipped(app, kind, depth)
-            for offset in range(0, n, CHUNK):
-                app.add_tasks([{"executor": TICK, "context": {}}] * min(CHUNK, n - offset))
-            if kind == "plain":
-                fill_skipped(app, kind, depth)
-            TickExecutor.count = 0
-            started = time.perf_counter()
-            with BackgroundWorker(app, concurrency=2):
-                wait(lambda: TickExecutor.count >= n, "the drain", timeout=3600)
-                rate = n / (time.perf_counter() - started)
-            if holder is not None:
-                app.cancel_task(first.id)
-                holder.stop()
-        finally:
-            app.close()
-    return rate
+        self._holder: BackgroundWorker | None = None
+        app.add_task(NOOP, {})  # connect, create the schema, load the plugins
+        empty_tasks(app)
+        if kind in ("serial-behind-lock", "mix"):  # one long serial task holds the lock
+            self._holder = BackgroundWorker(app, concurrency=1).start()
+            self._first = app.add_task("roadie-examples:serial", {"seconds": 3600})
+            wait(lambda: app.get_task(self._first.id).status == roadie.Status.IN_PROGRESS,
+                 "the lock holder to start")
+        # plain: the deep queue is of no-ops (each drain takes the first n of what is left)
+        fill_skipped(app, kind, depth + (n * DEPTH_REPEATS if kind == "plain" else 0))
+
+    def drain(self) -> float:
+        """The rate (tasks/s) of one drain of ``n`` no-ops."""
+        if self.kind != "plain":
+            for offset in range(0, self.n, CHUNK):
+                self.app.add_tasks([{"executor": TICK, "context": {}}]
+                                   * min(CHUNK, self.n - offset))
+        TickExecutor.count = 0
+        started = time.perf_counter()
+        with BackgroundWorker(self.app, concurrency=2):
+            wait(lambda: TickExecutor.count >= self.n, "the drain", timeout=3600)
+            rate = self.n / (time.perf_counter() - started)
+        return rate
+
+    def close(self) -> None:
+        if self._holder is not None:
+            self.app.cancel_task(self._first.id)
+            self._holder.stop()
+        self.app.close()
+        self._tmp.cleanup()
 
 
 def depth_report(backend: str, n: int, depth: int, kinds: list[str]) -> str:
+    """Each kind's drains alternate with drains of an empty queue (the same number, in one
+    run: what the machine does meanwhile hits both alike); the ratio is of the medians."""
     rows = []
-    base = 0.0
-    for kind in kinds:
-        rate = measure_depth(backend, n, kind, 0 if kind == "none" else depth)
-        base = rate if kind == "none" else base
-        ratio = f"{rate / base:.2f}x" if base else "-"
-        print(f"  {backend}: {depth:,} {kind}: drain {rate:,.0f}/s ({ratio}), "
-              f"load {os.getloadavg()[0]:.1f}", flush=True)
-        rows.append([backend, kind, f"{0 if kind == 'none' else depth:,}", f"{rate:,.0f}/s",
-                     ratio, f"{os.getloadavg()[0]:.1f}"])
-    return table(["backend", "waiting tasks the node skips", "how many", f"drain of {n:,}",
-                  "vs. none", "load"], rows)
+    base = DepthRun(backend, "none", 0, n, "base")
+    try:
+        for kind in kinds:
+            if kind == "none":
+                continue
+            deep = DepthRun(backend, kind, depth, n, "deep")
+            try:
+                empty_rates, deep_rates = [], []
+                for _ in range(DEPTH_REPEATS):
+                    empty_rates.append(base.drain())
+                    deep_rates.append(deep.drain())
+            finally:
+                deep.close()
+            empty, deeper = statistics.median(empty_rates), statistics.median(deep_rates)
+            pairs = sorted(d / e for d, e in zip(deep_rates, empty_rates, strict=True))
+            print(f"  {backend}: {depth:,} {kind}: drain {deeper:,.0f}/s vs empty "
+                  f"{empty:,.0f}/s ({deeper / empty:.2f}x; pairs {pairs[0]:.2f}-"
+                  f"{pairs[-1]:.2f}), load {os.getloadavg()[0]:.1f}", flush=True)
+            rows.append([backend, kind, f"{depth:,}", f"{deeper:,.0f}/s", f"{empty:,.0f}/s",
+                         f"{deeper / empty:.2f}x", f"{pairs[0]:.2f}-{pairs[-1]:.2f}",
+                         f"{os.getloadavg()[0]:.1f}"])
+    finally:
+        base.close()
+    return table(["backend", "waiting tasks the node skips", "how many",
+                  f"drain of {n:,} (median of {DEPTH_REPEATS})", "empty queue, same run",
+                  "ratio", "ratio of each pair", "load"], rows)
 
 
 # -- add_tasks from a generator, and reading at that depth ---------------------------------
