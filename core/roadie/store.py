@@ -1010,13 +1010,7 @@ class Store:
         params: dict[str, Any] = {"node": node, "now": now}
         if record:
             params.update({
-                "outcomes": json.dumps([{
-                    "id": o.task_id, "status": int(o.status), "message": o.message,
-                    "result": _hex(o.result), "error": o.error,
-                    "task_status": _hex(o.task_status), "messages": _hex(o.messages),
-                    "checkpoint": _hex(o.checkpoint), "attempt": o.attempt,
-                    "started": None if o.started_at is None else o.started_at.isoformat(),
-                } for o in final]),
+                "outcomes": _COMPACT_JSON.encode([_outcome_json(o) for o in final]),
                 "start_ids": [i for i, _, _ in started],
                 "start_attempts": [a for _, a, _ in started],
                 "start_ats": [at for _, _, at in started],
@@ -1718,8 +1712,23 @@ def _sqlite_rows(conn: Connection, sql: str, params: Sequence[Any]) -> list[dict
     return rows
 
 
-def _hex(data: bytes | None) -> str | None:
-    return None if data is None else data.hex()
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def _outcome_json(o: Outcome) -> dict[str, Any]:
+    """An outcome as the settle statement reads it (``json_to_recordset``: a missing key is
+    NULL, so only the values it has; bytes in hex)."""
+    item: dict[str, Any] = {"id": o.task_id, "status": int(o.status), "message": o.message,
+                            "attempt": o.attempt}
+    for key, data in (("result", o.result), ("task_status", o.task_status),
+                      ("messages", o.messages), ("checkpoint", o.checkpoint)):
+        if data is not None:
+            item[key] = data.hex()
+    if o.error is not None:
+        item["error"] = o.error
+    if o.started_at is not None:
+        item["started"] = o.started_at.isoformat()
+    return item
 
 
 def _in_utc(row: dict[str, Any]) -> dict[str, Any]:
