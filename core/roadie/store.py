@@ -125,6 +125,14 @@ class NewTask:
     after: tuple[int, ...] = ()  # runs once these tasks have succeeded
 
 
+def new_task_of(fields: dict[str, Any]) -> NewTask:
+    """A NewTask from a map of all its fields, without the per-field cost of a frozen
+    dataclass's ``__init__`` (``add_tasks`` makes one per task)."""
+    task = object.__new__(NewTask)
+    task.__dict__.update(fields)
+    return task
+
+
 @dataclass(frozen=True)
 class Claimable:
     """What a worker can run: its executors (with their isolation) and tags."""
