@@ -565,27 +565,26 @@ class Store:
         else:  # under BEGIN IMMEDIATE nobody else inserts meanwhile
             start = int(conn.execute(sa.select(sa.func.max(T.c.id))).scalar() or 0)
             ids = range(start + 1, start + 1 + count)
+        plugins = _plugins_texts(rows)  # as JSON text, each distinct map dumped once
         if self.is_postgres and self._bound is None:
-            # plugins goes first, as JSON text; the other columns as the rows hold them
+            # plugins goes first; the other columns as the rows hold them
             columns = [c for c in rows[0] if c != "plugins"]
             values_of = operator.itemgetter(*columns)
             raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
-            plugins_json: dict[tuple[tuple[str, str], ...], str] = {}
             with raw.cursor() as cursor, cursor.copy(
                 f"COPY roadie_tasks (id, plugins, {', '.join(columns)}) FROM STDIN "
                 "(FORMAT BINARY)"
             ) as copy:
                 copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
-                for task_id, row in zip(ids, rows, strict=True):
-                    plugins = row["plugins"]
-                    key = tuple(plugins.items())
-                    text = plugins_json.get(key)
-                    if text is None:
-                        text = plugins_json[key] = json.dumps(plugins)
+                for task_id, text, row in zip(ids, plugins, rows, strict=True):
                     copy.write_row((task_id, text, *values_of(row)))
-        else:
+        elif self.is_postgres:  # a bound view (the async client): its driver takes the maps
             conn.execute(T.insert(), [{**row, "id": task_id}
                                       for task_id, row in zip(ids, rows, strict=True)])
+        else:  # SQLite keeps JSON as text: the texts go in as they are
+            conn.execute(T.insert().values(plugins=sa.bindparam("plugins", type_=sa.Text())),
+                         [{**row, "id": task_id, "plugins": text}
+                          for task_id, text, row in zip(ids, plugins, rows, strict=True)])
         return list(ids)
 
     def get_task(self, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
@@ -1889,6 +1888,20 @@ def _plugins_map(text: str) -> dict[str, str]:
 @functools.lru_cache(maxsize=1024)
 def _tag_set(text: str | None) -> frozenset[str]:
     return frozenset(t for t in (text or "").split(",") if t)
+
+
+def _plugins_texts(rows: list[dict[str, Any]]) -> list[str]:
+    """The plugins map of each row as JSON text (the maps of a batch are mostly equal)."""
+    texts: dict[tuple[tuple[str, str], ...], str] = {}
+    found = []
+    for row in rows:
+        plugins = row["plugins"]
+        key = tuple(plugins.items())
+        text = texts.get(key)
+        if text is None:
+            text = texts[key] = json.dumps(plugins)
+        found.append(text)
+    return found
 
 
 def _added_record(task_id: int, row: dict[str, Any], decoder: Decoder | None) -> TaskRecord:
