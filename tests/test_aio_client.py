@@ -113,6 +113,17 @@ class RequestId:
         self.added.append(task.id)
 
 
+
+def test_an_async_batch_goes_through_the_bulk_insert(app: roadie.Roadie) -> None:
+    async def scenario() -> list[roadie.TaskRecord]:
+        batch = await app.aio.add_tasks([("roadie-examples:echo", {"i": i}) for i in range(30)])
+        await app.aio.close()
+        return batch
+
+    batch = run(scenario)
+    assert [app.get_task(t.id) for t in batch] == batch
+    assert [t.context["i"] for t in batch] == list(range(30))
+
 def test_async_adds_run_the_same_hooks_in_the_callers_context(app: roadie.Roadie) -> None:
     plugin = RequestId()
     app.plugins.register(plugin, name="request-id")

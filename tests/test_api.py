@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
+from typing import Any
 
 import pytest
 import roadie
-from roadie import Status
+from roadie import Status, models
+from roadie.store import utcnow
 
 
 def test_status_values_and_labels_match_liferay() -> None:
@@ -139,6 +142,31 @@ def test_add_tasks_in_one_batch(app: roadie.Roadie) -> None:
     with pytest.raises(ValueError, match=r"tasks\[0\] has no 'executor'"):
         app.add_tasks([{"context": {}}])
 
+
+
+def test_add_tasks_returns_each_task_as_stored(app: roadie.Roadie) -> None:
+    # the batch path builds its records without reading them back: they must be get_task's
+    failed = app.add_task("roadie-examples:echo", {})
+    app.cancel_task(failed.id)
+    open_dependency = app.add_task("roadie-examples:echo", {})
+    with app.store.engine.begin() as conn:  # the serial executor's lock is held
+        conn.execute(models.locks.insert().values(key="tests:serial", task_id=failed.id,
+                                                  acquired_at=utcnow()))
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    items: list[dict[str, Any]] = [
+        {"executor": "roadie-examples:echo", "context": {"i": i}, "name": f"t{i}",
+         "owner": "ann" if i % 2 else None, "group": f"g{i % 3}", "priority": i % 4,
+         "tags": ["b", "a"] if i % 5 == 0 else (), "timeout": 2.5 if i % 7 == 0 else None,
+         "run_after": dt.datetime(2030, 1, 1, 12, tzinfo=paris) if i == 3 else None}
+        for i in range(25)
+    ]
+    items += [{"executor": "tests:serial", "context": {}},
+              {"executor": "roadie-examples:echo", "after": [failed.id]},
+              {"executor": "roadie-examples:echo", "after": [open_dependency]}]
+    added = app.add_tasks(items)
+    assert [app.get_task(t.id) for t in added] == list(added)
+    assert [t.status for t in added[-3:]] == [Status.QUEUED, Status.CANCELLED, Status.NEW]
+    assert added[3].run_after == dt.datetime(2030, 1, 1, 11, tzinfo=dt.timezone.utc)
 
 def test_add_tasks_takes_pairs_and_names_a_bad_item(app: roadie.Roadie) -> None:
     [task] = app.add_tasks([("roadie-examples:echo", {"n": 1})])

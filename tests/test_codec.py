@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import gc
 import math
 import pathlib
 import random
@@ -307,6 +308,19 @@ def test_encode_reports_the_namespaces_used() -> None:
     assert used == {NS}
     assert REGISTRY.encode_with_namespaces({"when": dt.date.today()})[1] == set()
 
+
+
+def test_encoding_leaves_no_garbage_cycles() -> None:
+    # add_tasks encodes two maps per task: cycles would wake the garbage collector often
+    gc.collect()
+    gc.disable()
+    try:
+        for n in range(100):
+            REGISTRY.encode_with_namespaces({"p": [Point(n, 2)], "when": dt.date.today()})
+            REGISTRY.encode({})
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
 
 def test_the_wire_format_is_an_ext_type_carrying_key_version_and_data() -> None:
     data = REGISTRY.encode(Point(3, 4, "p"))

@@ -28,6 +28,7 @@ from roadie.store import (
     NewTask,
     Outcome,
     Store,
+    new_task_of,
     tags_key,
     utcnow,
 )
@@ -301,12 +302,13 @@ class Roadie:
             raise ValueError("run_after must be timezone-aware (use datetime.now(timezone.utc))")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
-        return NewTask(
-            executor=qualified, plugins=versions, context=data, name=name or "", owner=owner,
-            group=group, captured=captured, isolation_key=isolation_key, priority=int(priority),
-            run_after=run_after, tags=tags_key(tags) if tags else "", timeout=timeout,
-            after=_task_ids(after) if after else (),
-        )
+        return new_task_of({
+            "executor": qualified, "plugins": versions, "context": data, "name": name or "",
+            "owner": owner, "group": group, "captured": captured, "isolation_key": isolation_key,
+            "priority": int(priority), "run_after": run_after,
+            "tags": tags_key(tags) if tags else "", "timeout": timeout, "parent_id": None,
+            "after": _task_ids(after) if after else (),
+        })
 
     def _resolve_executor(
         self, qualified: str
@@ -373,17 +375,19 @@ class Roadie:
         calls this for every task); one that raises stops the add, naming its plugin."""
         from roadie.lifecycle import HookFailure, call_hook
 
-        hook = self.plugins.hook.roadie_capture_context
-        impls = hook.get_hookimpls()
+        impls = self.plugins.hook_impls("roadie_capture_context")
+        if not impls:
+            return None
         parts: list[Any] = []
         arguments = {"executor": qualified, "context": context}
         if any(impl.hookwrapper or impl.wrapper for impl in impls):
             try:
-                parts = call_hook(self, "roadie_capture_context", hook, **arguments)
+                parts = call_hook(self, "roadie_capture_context",
+                                  self.plugins.hook.roadie_capture_context, **arguments)
             except HookFailure as exc:
                 raise PluginError(f"cannot add the {qualified} task: {exc}") from exc
         else:
-            for impl in reversed(impls):
+            for impl in impls:
                 try:
                     parts.append(impl.function(*[arguments[a] for a in impl.argnames]))
                 except Exception as exc:

@@ -138,6 +138,40 @@ def _codec_for_class(cls: type) -> tuple[Encoder, Decoder]:
     )
 
 
+class _Encoding:
+    """The state of one encode: the namespaces of the typed values met and how deeply they
+    nest (counted as decode counts them). A method, not a closure: a closure that passes
+    itself to the nested packb is a reference cycle, left for the garbage collector."""
+
+    __slots__ = ("by_class", "depth", "max_depth", "used")
+
+    def __init__(self, by_class: dict[type, RegisteredType], max_depth: int) -> None:
+        self.by_class = by_class
+        self.max_depth = max_depth
+        self.depth = 0
+        self.used: set[str] = set()
+
+    def default(self, obj: Any) -> msgpack.ExtType:
+        if type(obj) is dt.datetime:
+            packed = _pack_datetime(obj)
+            if packed is not None:
+                return msgpack.ExtType(DATETIME_CODE, packed)
+        entry = self.by_class.get(type(obj))
+        if entry is None:
+            raise ContextEncodeError(_unregistered(obj))
+        self.used.add(entry.namespace)
+        if self.depth >= self.max_depth:
+            raise ContextEncodeError(_too_deep(self.max_depth))
+        self.depth += 1
+        try:
+            payload = msgpack.packb(
+                [entry.key, entry.version, entry.encode(obj)],
+                default=self.default, strict_types=True, use_bin_type=True,
+            )
+        finally:
+            self.depth -= 1
+        return msgpack.ExtType(EXT_CODE, payload)
+
 class TypeRegistry:
     """Maps namespaced type keys to codecs; encodes and decodes context maps.
 
@@ -251,35 +285,10 @@ class TypeRegistry:
         self, value: Any, *, what: str = "context", max_size: int | None = None
     ) -> tuple[bytes, set[str]]:
         """Encode ``value`` and say which plugin namespaces its types came from."""
-        used: set[str] = set()
-        by_class = self._by_class
-        max_depth = self.max_depth
-        depth = 0  # typed values nest through default(): count them as decode does
-
-        def default(obj: Any) -> msgpack.ExtType:
-            nonlocal depth
-            if type(obj) is dt.datetime:
-                packed = _pack_datetime(obj)
-                if packed is not None:
-                    return msgpack.ExtType(DATETIME_CODE, packed)
-            entry = by_class.get(type(obj))
-            if entry is None:
-                raise ContextEncodeError(_unregistered(obj))
-            used.add(entry.namespace)
-            if depth >= max_depth:
-                raise ContextEncodeError(_too_deep(max_depth))
-            depth += 1
-            try:
-                payload = msgpack.packb(
-                    [entry.key, entry.version, entry.encode(obj)],
-                    default=default, strict_types=True, use_bin_type=True,
-                )
-            finally:
-                depth -= 1
-            return msgpack.ExtType(EXT_CODE, payload)
-
+        encoding = _Encoding(self._by_class, self.max_depth)
         try:
-            data = msgpack.packb(value, default=default, strict_types=True, use_bin_type=True)
+            data = msgpack.packb(value, default=encoding.default, strict_types=True,
+                                 use_bin_type=True)
         except Exception as exc:  # an encoder may raise anything: report it with its key path
             raise ContextEncodeError(self._explain_failure(value, what, exc)) from None
         limit = self.max_size if max_size is None else max_size
@@ -288,6 +297,7 @@ class TypeRegistry:
                 f"{what} encodes to {len(data):,} bytes, over the limit of {limit:,}; keep large "
                 f"data in attachments or storage and pass a reference"
             )
+        used = encoding.used
         used.discard(CORE_NAMESPACE)
         return data, used
 

@@ -85,7 +85,7 @@ def notify_hook(roadie: Roadie, hook_name: str, **kwargs: Any) -> list[str]:
     """Call an observing hook on every plugin, each on its own: a failing plugin neither stops
     the others nor the task. Returns one line per failure, naming the plugin."""
     failures = []
-    for impl in reversed(getattr(roadie.plugins.hook, hook_name).get_hookimpls()):
+    for impl in roadie.plugins.hook_impls(hook_name):
         if impl.hookwrapper or impl.wrapper:
             continue
         roadie.plugins.trace_call(hook_name, impl.plugin_name, kwargs)

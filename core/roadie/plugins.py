@@ -125,6 +125,7 @@ class Plugins:
         self._executor_errors: dict[str, str] = {}
         self._global_plugins: set[str] = set()
         self._subset_callers: dict[tuple[str, frozenset[str]], Any] = {}
+        self._impls: dict[str, tuple[Any, ...]] = {}  # hook name -> hook_impls()
         self._lock = threading.RLock()
         self._loaded = False  # loading began (under the lock)
         self._ready = False  # loading ended: read without the lock
@@ -154,6 +155,7 @@ class Plugins:
                 for info in self.infos.values():
                     if not info.blocked and info.error is None:
                         self._import_hook_modules(info)
+            self._impls.clear()
             self._ready = True
 
     def _allowed(self, dist: str) -> bool:
@@ -272,6 +274,7 @@ class Plugins:
             if is_global:
                 self._global_plugins.add(dist)
             self._subset_callers.clear()
+            self._impls.clear()
             register_types = getattr(plugin, "roadie_register_types", None)
             if register_types is not None:
                 try:
@@ -290,6 +293,7 @@ class Plugins:
             self.registry.unregister_namespace(name)
             self._global_plugins.discard(name)
             self._subset_callers.clear()
+            self._impls.clear()
 
     def register_executor(self, qualified: str, executor: type[Executor]) -> None:
         """Make an executor class available under ``"dist:name"`` without an entry point."""
@@ -423,6 +427,18 @@ class Plugins:
         """The hooks, as called for everything that is not task-scoped."""
         self.load()
         return self.pm.hook
+
+    def hook_impls(self, name: str) -> tuple[Any, ...]:
+        """The implementations of hook ``name`` in the order pluggy calls them (the last
+        registered first), looked up once until a plugin is registered or unregistered:
+        ``add_tasks`` asks for every task."""
+        found = self._impls.get(name)
+        if found is None:
+            self.load()
+            found = tuple(reversed(getattr(self.pm.hook, name).get_hookimpls()))
+            if self._ready:
+                self._impls[name] = found
+        return found
 
     def task_hook(self, name: str, task_plugins: Iterable[str]) -> Callable[..., Any]:
         """A task-scoped hook, called only on the built-ins, the global plugins and the

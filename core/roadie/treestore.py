@@ -105,10 +105,10 @@ class TreeStore:
                            status_message=f"waiting for tasks {_ids_text(open_ids)}")
 
     def record_dependencies(self, conn: Connection, new_tasks: Sequence[NewTask],
-                            stored: Sequence[Any]) -> None:
-        """Store the edges ``task runs after after_id`` of newly inserted tasks."""
-        edges = [{"task_id": row["id"], "after_id": after}
-                 for task, row in zip(new_tasks, stored, strict=True)
+                            ids: Sequence[int]) -> None:
+        """Store the edges ``task runs after after_id`` of newly inserted tasks (``ids``)."""
+        edges = [{"task_id": task_id, "after_id": after}
+                 for task, task_id in zip(new_tasks, ids, strict=True)
                  for after in dict.fromkeys(task.after)]
         for start in range(0, len(edges), _CHUNK):
             conn.execute(D.insert(), edges[start:start + _CHUNK])
