@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import zoneinfo
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -187,6 +188,35 @@ def test_add_tasks_from_an_iterable_goes_in_chunks(app: roadie.Roadie) -> None:
     with pytest.raises(ValueError, match=r"tasks\[10\] has no 'executor'"):
         app.add_tasks(bad, chunk_size=10)
     assert app.store.count_tasks() == {roadie.Status.NEW: 35}  # the first chunk went in
+
+
+def test_bursts_of_added_tasks_keep_the_planner_statistics_at_most_half_behind(
+        tmp_path: Path) -> None:
+    """PostgreSQL: the claim's plan needs row counts near the truth; add_tasks refreshes
+    them as the table doubles (not on every call)."""
+    import sqlalchemy as sa
+    from roadie.testing import make_app
+
+    from tests.conftest import PG_URL, require_postgres, reset_postgres
+
+    require_postgres()
+    reset_postgres()
+    app = make_app(PG_URL, tmp_path)
+
+    def estimated() -> float:
+        with app.store.engine.connect() as conn:
+            return float(conn.execute(sa.text(
+                "SELECT reltuples FROM pg_class WHERE oid = 'roadie_tasks'::regclass"
+            )).scalar())
+
+    total = 0
+    try:
+        for size in (1500, 600, 600, 2000, 300, 5000):
+            app.add_tasks([("roadie-examples:noop", {})] * size)
+            total += size
+            assert estimated() >= total / 2, f"after {total:,} tasks"
+    finally:
+        app.close()
 
 
 def test_unreachable_database_is_one_clear_line(tmp_path: object) -> None:

@@ -60,7 +60,7 @@ SQLITE_FINISH_BATCH = 500  # final outcomes per SQLite update statement (10 vari
 SQLITE_MAX_RANGES = 400  # (executor, tags) pairs claimed range by range on SQLite
 DUE_CHECK_INTERVAL = 0.05  # seconds between two promotions of due delayed tasks (per process)
 DUE_BATCH = 1000  # delayed tasks made claimable per promotion, at most
-ANALYZE_AFTER = 1000  # tasks added in one call that refresh the planner's statistics
+ANALYZE_AFTER = 1000  # tasks added (here, since the last look) before statistics are looked at
 BULK_INSERT_FROM = 20
 # the binary COPY types of the columns that a new task sets (PostgreSQL); JSON goes as text
 _COPY_TYPES = {
@@ -216,6 +216,8 @@ class Store:
         self._listener: PgListener | None = None
         self._listener_lock = threading.Lock()
         self._settle_session: Connection | None = None  # see _settle_connection
+        self._unanalyzed = 0  # tasks added since the statistics were last looked at
+        self._analyzed_rows = 0  # the task table's rows then (see _keep_statistics)
         self._settle_lock = threading.Lock()
 
     def listen(self) -> Hub:
@@ -524,12 +526,27 @@ class Store:
             if any(t.after for t in new_tasks):
                 self.trees.record_dependencies(conn, new_tasks, ids)
             self.notify(conn, CHANNEL_ADDED, str(ids[-1]) if ids else "")
-        if self.is_postgres and len(added) >= ANALYZE_AFTER:
-            # a burst this large leaves the planner's statistics behind until autovacuum
-            # catches up; without them it sorts every waiting task on each claim
-            with self._autocommit() as conn:
-                conn.execute(sa.text("ANALYZE roadie_tasks"))
+        if self.is_postgres:
+            self._keep_statistics(len(added))
         return added
+
+    def _keep_statistics(self, added: int) -> None:
+        """Refresh the planner's statistics of the task table once the tasks added here since
+        the last look are as many as it held then (so they are never more than half behind):
+        a burst leaves them behind until autovacuum catches up, and without them the claim
+        sorts every waiting task. Growing a table to n tasks analyzes it about log2(n) times,
+        not once per call."""
+        self._unanalyzed += added
+        if self._unanalyzed < max(ANALYZE_AFTER, self._analyzed_rows):
+            return
+        with self._autocommit() as conn:
+            rows = max(0, int(conn.execute(sa.text(
+                "SELECT reltuples FROM pg_class WHERE oid = 'roadie_tasks'::regclass"
+            )).scalar() or 0))
+            if self._unanalyzed >= rows:  # (autovacuum may have analyzed it meanwhile)
+                conn.execute(sa.text("ANALYZE roadie_tasks"))
+                rows += self._unanalyzed
+        self._analyzed_rows, self._unanalyzed = rows, 0
 
     def _pg_insert_one(self, task: NewTask, now: dt.datetime,
                        decoder: Decoder | None) -> TaskRecord:
