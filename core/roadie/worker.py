@@ -431,8 +431,7 @@ class Worker:
         if not self._done or self._stopping.is_set():
             self._gathering_since = None
             return False
-        with self._start_lock:
-            queued = len(self._unstarted)
+        queued = len(self._unstarted)  # (a length needs no lock)
         now = time.monotonic()
         if queued < self.concurrency + self._claim_ahead() // 2:
             self._gathering_since = None
@@ -495,28 +494,32 @@ class Worker:
 
     def _accept_all(self, records: list[TaskRecord]) -> None:
         """Start claimed tasks: async ones on the loop (one wake-up for all), the others on
-        the threads."""
-        on_loop = []
+        the threads (each lock taken once for the whole batch)."""
+        on_loop: list[RunningTask] = []
+        on_threads: list[RunningTask] = []
         for record in records:  # settled with the app's decoder
             running = RunningTask(self.app, record, sink=self,
                                   max_messages=self.settings.max_status_messages,
                                   child_width=self.settings.child_width)
             is_async = (record.executor in self._async_names and self._runner is not None
                         and not self.hosts.wants(running))  # a host runs its own loop
-            with self._running_lock:
-                self.running[record.id] = running
-                if is_async:
-                    self._async_ids.add(record.id)
-            self.stats.claimed += 1
-            if is_async:
-                on_loop.append((running, functools.partial(self._run_and_report, running)))
-            else:
-                with self._start_lock:
-                    self._unstarted[record.id] = (running, time.monotonic())
+            (on_loop if is_async else on_threads).append(running)
+        with self._running_lock:
+            for running in on_loop + on_threads:
+                self.running[running.id] = running
+            self._async_ids.update(running.id for running in on_loop)
+        self.stats.claimed += len(records)
+        if on_threads:
+            claimed_at = time.monotonic()
+            with self._start_lock:
+                for running in on_threads:
+                    self._unstarted[running.id] = (running, claimed_at)
+            for running in on_threads:
                 self._queue.put(running)
         if on_loop:
             assert self._runner is not None
-            self._runner.submit_many(on_loop)
+            self._runner.submit_many([(running, functools.partial(self._run_and_report, running))
+                                      for running in on_loop])
 
     def _thread_main(self) -> None:
         while True:
