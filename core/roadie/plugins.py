@@ -16,6 +16,7 @@ Environment variables (debugging needs no code change):
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import re
 import sys
@@ -27,7 +28,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import importlib_metadata
 import pluggy
 
 from roadie import hookspecs
@@ -158,17 +158,25 @@ class Plugins:
         return self.only is None or dist in self.only
 
     def _discover(self) -> None:
+        # The standard library's importlib.metadata: SQLAlchemy imports it anyway, where the
+        # importlib-metadata backport would cost a worker about 1 MB more. A distribution's
+        # metadata is parsed once for its name and version, not again for each entry point.
         seen: dict[str, PluginInfo] = {}
+        names: dict[int, str] = {}  # id(distribution) -> canonical name
+        found = importlib.metadata.entry_points()
         for group in (EXECUTOR_GROUP, PLUGIN_GROUP):
-            for ep in importlib_metadata.entry_points(group=group):
+            for ep in found.select(group=group):
                 dist_meta = ep.dist
                 if dist_meta is None:
                     continue
-                dist = canonical_name(dist_meta.name)
-                info = seen.get(dist)
-                if info is None:
-                    info = seen[dist] = PluginInfo(dist, dist_meta.version or "0")
-                    info.blocked = not self._allowed(dist)
+                dist = names.get(id(dist_meta))
+                if dist is None:
+                    metadata = dist_meta.metadata
+                    dist = names[id(dist_meta)] = canonical_name(metadata["Name"])
+                    if dist not in seen:
+                        seen[dist] = PluginInfo(dist, metadata["Version"] or "0")
+                        seen[dist].blocked = not self._allowed(dist)
+                info = seen[dist]
                 if group == EXECUTOR_GROUP:
                     info.executors[ep.name] = ep.value
                     if not info.blocked:
@@ -331,8 +339,8 @@ class Plugins:
         if info is not None:
             return not info.blocked
         try:
-            importlib_metadata.distribution(dist)
-        except importlib_metadata.PackageNotFoundError:
+            importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
             return False
         return self._allowed(canonical_name(dist))
 
