@@ -192,12 +192,14 @@ class Plugins:
         environments in name order; the others are listed in ``PluginInfo.also_in``."""
         if self.envs_dir is None:
             return
-        from roadie.envs.discovery import EnvEntryPoint, envs_state, probe_env
+        self._envs_state = self._current_envs_state()
+        self.env_errors.clear()
+        if not self._envs_state:  # no environment
+            return
+        from roadie.envs.discovery import EnvEntryPoint, probe_env
         from roadie.envs.manage import env_names
         from roadie.errors import EnvError
 
-        self._envs_state = envs_state(self.envs_dir)
-        self.env_errors.clear()
         for env in env_names(self.envs_dir):
             try:
                 found = probe_env(Path(self.envs_dir) / env)
@@ -219,14 +221,23 @@ class Plugins:
                                                                                meta))
                 info.hooks = [f"{m} (in its environment)" for m in data.get("hook_modules", [])]
 
+    def _current_envs_state(self) -> str:
+        """``envs_state`` of the environments directory: "" when there is none (the usual
+        case), found without importing roadie.envs, which a worker then never needs."""
+        if self.envs_dir is None or not Path(self.envs_dir).is_dir():
+            return ""
+        from roadie.envs.discovery import envs_state
+
+        return envs_state(self.envs_dir)
+
     def refresh_envs(self) -> bool:
         """Look at the environments again if any changed; returns whether one did."""
         if self.envs_dir is None or not self._loaded:
             return False
-        from roadie.envs.discovery import EnvEntryPoint, envs_state
-
-        if envs_state(self.envs_dir) == self._envs_state:
+        if self._current_envs_state() == self._envs_state:
             return False
+        from roadie.envs.discovery import EnvEntryPoint
+
         with self._lock:
             for qualified, (_, ep) in list(self._executor_refs.items()):
                 if isinstance(ep, EnvEntryPoint):
