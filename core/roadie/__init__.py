@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
-from roadie.aio_client import AsyncRoadie
 from roadie.app import Roadie
 from roadie.attachments import AttachmentStore, LocalAttachmentStore
 from roadie.codec import TypeRegistry, context_type
@@ -39,6 +39,9 @@ from roadie.schedules import Cron, Every, ScheduleInfo
 from roadie.status import Status
 from roadie.taskstatus import TaskStatus
 from roadie.worker import Worker, WorkerStats
+
+if TYPE_CHECKING:
+    from roadie.aio_client import AsyncRoadie
 
 __version__ = "0.1.0"
 
@@ -97,3 +100,13 @@ __all__ = [
 ]
 
 logging.getLogger("roadie").addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    # AsyncRoadie is imported on first use (PEP 562): a worker, or any synchronous program,
+    # never compiles or keeps roadie.aio_client
+    if name == "AsyncRoadie":
+        from roadie.aio_client import AsyncRoadie
+
+        return AsyncRoadie
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

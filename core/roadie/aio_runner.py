@@ -12,18 +12,16 @@ cancels the executor's coroutine at its current ``await``.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import greenlet
-
 if TYPE_CHECKING:
+    from roadie.aio_greenlet import AttemptGreenlet
     from roadie.executor import Executor
     from roadie.running import RunningTask
     from roadie.store import Claimable
@@ -49,62 +47,41 @@ def split_claimable(claimable: Claimable, async_names: Iterable[str]
             replace(claimable, executors=aio) if aio else None)
 
 
-@dataclass
-class _Await:
-    """What an attempt's greenlet asks the loop to await for it."""
-
-    awaitable: Awaitable[Any]
-    context: contextvars.Context
-    cancellable: bool
+# greenlet (roadie.aio_greenlet) is imported by the first async attempt, so that a worker
+# running none never loads it (with libstdc++, about 1 MB); until then no code runs in one
+_greenlets_loaded = False
 
 
-class _AttemptGreenlet(greenlet.greenlet):
-    """The greenlet of one async attempt; knows the future it currently waits on."""
+def _current_attempt() -> AttemptGreenlet | None:
+    if not _greenlets_loaded:
+        return None
+    from roadie.aio_greenlet import current_attempt
 
-    current: asyncio.Future[Any] | None = None
-    cancellable: bool = False
+    return current_attempt()
 
 
 def in_async_attempt() -> bool:
     """Whether this code runs inside an async attempt (on a worker's event loop)."""
-    return isinstance(greenlet.getcurrent(), _AttemptGreenlet)
+    return _current_attempt() is not None
 
 
 def await_value(awaitable: Awaitable[T], *, cancellable: bool = False) -> T:
     """The value of ``awaitable``, from synchronous code: inside an async attempt the loop
     awaits it (the loop keeps running other tasks); elsewhere it runs on a private loop."""
-    current = greenlet.getcurrent()
-    if not isinstance(current, _AttemptGreenlet):
+    current = _current_attempt()
+    if current is None:
         async def wrap() -> T:
             return await awaitable
         return asyncio.run(wrap())
-    request = _Await(awaitable, contextvars.copy_context(), cancellable)
-    return current.parent.switch(request)
+    from roadie.aio_greenlet import await_in_attempt
+
+    return await_in_attempt(current, awaitable, cancellable)
 
 
 def resolve(value: Any) -> Any:
     """``value``, awaited first when it is awaitable (for hooks an executor may write as
     ``async def``, like ``handle_exception``)."""
     return await_value(value) if inspect.isawaitable(value) else value
-
-
-async def run_in_greenlet(fn: Callable[[], T]) -> T:
-    """Run ``fn()`` in a greenlet of this loop, awaiting what it asks for (``await_value``)."""
-    glet = _AttemptGreenlet(fn)
-    value = glet.switch()
-    while not glet.dead:
-        request: _Await = value
-        future = request.context.run(asyncio.ensure_future, request.awaitable)
-        glet.current, glet.cancellable = future, request.cancellable
-        try:
-            result = await future
-        except BaseException as exc:
-            glet.current = None
-            value = glet.throw(exc)
-        else:
-            glet.current = None
-            value = glet.switch(result)
-    return value
 
 
 class AsyncRunner:
@@ -136,18 +113,25 @@ class AsyncRunner:
         """``submit`` for a claim's worth of attempts: one wake-up of the loop for all."""
         starts: list[Callable[[], None]] = []
         for task, run in attempts:
-            holder: dict[str, _AttemptGreenlet] = {}
+            holder: dict[str, AttemptGreenlet] = {}
             task.on_cancel = functools.partial(self._cancel_soon, holder)
             starts.append(functools.partial(self._start, holder, run))
         if starts:
             self.loop.call_soon_threadsafe(_run_all, starts)
 
-    def _cancel_soon(self, holder: dict[str, _AttemptGreenlet]) -> None:
+    def _cancel_soon(self, holder: dict[str, AttemptGreenlet]) -> None:
         self.loop.call_soon_threadsafe(_cancel_current, holder)
 
-    def _start(self, holder: dict[str, _AttemptGreenlet], run: Callable[[], None]) -> None:
+    def _start(self, holder: dict[str, AttemptGreenlet], run: Callable[[], None]) -> None:
+        global _greenlets_loaded
+        from roadie.aio_greenlet import current_attempt, run_in_greenlet
+
+        _greenlets_loaded = True
+
         def remembered() -> None:
-            holder["glet"] = greenlet.getcurrent()
+            glet = current_attempt()
+            assert glet is not None  # remembered() runs in its attempt's greenlet
+            holder["glet"] = glet
             run()
 
         future = asyncio.ensure_future(run_in_greenlet(remembered))
@@ -174,7 +158,7 @@ def _run_all(calls: list[Callable[[], None]]) -> None:
         call()
 
 
-def _cancel_current(holder: dict[str, _AttemptGreenlet]) -> None:
+def _cancel_current(holder: dict[str, AttemptGreenlet]) -> None:
     glet = holder.get("glet")
     if glet is not None and glet.current is not None and glet.cancellable:
         glet.current.cancel()

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from roadie.errors import ConfigurationError
 
 
@@ -21,7 +19,11 @@ def default_data_dir() -> Path:
     """Where the embedded database and attachments live: ROADIE_DATA_DIR or the user's data
     directory."""
     configured = os.environ.get("ROADIE_DATA_DIR")
-    return Path(configured) if configured else Path(platformdirs.user_data_dir("roadie"))
+    if configured:
+        return Path(configured)
+    import platformdirs  # only here: a process told its data directory never loads it
+
+    return Path(platformdirs.user_data_dir("roadie"))
 
 
 @dataclass(init=False)

@@ -17,6 +17,33 @@ VERSION_TABLE = "roadie_alembic_version"  # Alembic's record of the schema's rev
 SCHEMA_HEAD = "i12_sweep_indexes"  # the newest migration; a new one must update this
 
 
+# Partial indexes carry their condition for both databases. The PostgreSQL one is added by
+# add_postgresql_options() when PostgreSQL is used, not here: a ``postgresql_*`` argument makes
+# SQLAlchemy import its whole PostgreSQL dialect (about 3 MB), which a process on SQLite never
+# needs.
+_PARTIAL_INDEXES: list[tuple[sa.Index, str]] = []
+
+
+def partial_index(name: str, *columns: Any, where: str, unique: bool = False) -> sa.Index:
+    """An index of the rows matching ``where`` (SQL, repeated literally by the queries)."""
+    index = sa.Index(name, *columns, unique=unique, sqlite_where=sa.text(where))
+    _PARTIAL_INDEXES.append((index, where))
+    return index
+
+
+def add_postgresql_options() -> None:
+    """Give the partial indexes their PostgreSQL condition (again: no harm). Called wherever
+    the metadata meets PostgreSQL: the store, Alembic's environment, ``metadata.create_all``."""
+    for index, where in _PARTIAL_INDEXES:
+        index.dialect_kwargs["postgresql_where"] = sa.text(where)
+
+
+@sa.event.listens_for(metadata, "before_create")
+def _before_create(target: sa.MetaData, connection: sa.Connection, **kw: Any) -> None:
+    if connection.dialect.name == "postgresql":
+        add_postgresql_options()
+
+
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):
     """A timezone-aware UTC datetime on every database (SQLite keeps naive UTC text)."""
 
@@ -150,40 +177,34 @@ WAITING = sa.text("roadie_tasks.status IN (0, 4)")
 CLAIMABLE = "claimable AND status IN (0, 4)"
 DUE = "NOT claimable AND status = 0"
 PARKED = "NOT claimable AND status = 4"
-sa.Index("roadie_tasks_claimable", tasks.c.executor, tasks.c.tags, tasks.c.priority.desc(),
-         tasks.c.id, postgresql_where=sa.text(CLAIMABLE), sqlite_where=sa.text(CLAIMABLE))
-sa.Index("roadie_tasks_due", tasks.c.run_after,
-         postgresql_where=sa.text(DUE), sqlite_where=sa.text(DUE))
-sa.Index("roadie_tasks_parked", tasks.c.isolation_key, tasks.c.priority.desc(), tasks.c.id,
-         postgresql_where=sa.text(PARKED), sqlite_where=sa.text(PARKED))
+partial_index("roadie_tasks_claimable", tasks.c.executor, tasks.c.tags,
+              tasks.c.priority.desc(), tasks.c.id, where=CLAIMABLE)
+partial_index("roadie_tasks_due", tasks.c.run_after, where=DUE)
+partial_index("roadie_tasks_parked", tasks.c.isolation_key, tasks.c.priority.desc(), tasks.c.id,
+              where=PARKED)
 # Retention (``roadie prune``) deletes ended tasks by end time, oldest first.
 ENDED = "status IN (2, 3, 5)"
-sa.Index("roadie_tasks_ended", tasks.c.finished_at,
-         postgresql_where=sa.text(ENDED), sqlite_where=sa.text(ENDED))
+partial_index("roadie_tasks_ended", tasks.c.finished_at, where=ENDED)
 
 # Crash recovery reads the IN_PROGRESS tasks (of dead nodes), the fan-in sweep the WAITING
 # parents, every heartbeat interval on every worker: O(those tasks), not O(table).
 RUNNING = f"status = {int(Status.IN_PROGRESS)}"
 WAITING_PARENT = f"status = {int(Status.WAITING)}"
-sa.Index("roadie_tasks_running", tasks.c.node,
-         postgresql_where=sa.text(RUNNING), sqlite_where=sa.text(RUNNING))
-sa.Index("roadie_tasks_waiting", tasks.c.id,
-         postgresql_where=sa.text(WAITING_PARENT), sqlite_where=sa.text(WAITING_PARENT))
+partial_index("roadie_tasks_running", tasks.c.node, where=RUNNING)
+partial_index("roadie_tasks_waiting", tasks.c.id, where=WAITING_PARENT)
 # ... and the queries say it literally (a bound status would not match the index's condition)
 IS_RUNNING = sa.text(f"roadie_tasks.{RUNNING}")
 IS_WAITING_PARENT = sa.text(f"roadie_tasks.{WAITING_PARENT}")
 
 # One task per schedule and slot: the database turns a second firing of a slot into a no-op.
-sa.Index("roadie_tasks_schedule_slot", tasks.c.schedule, tasks.c.scheduled_for, unique=True,
-         postgresql_where=sa.text("schedule IS NOT NULL"),
-         sqlite_where=sa.text("schedule IS NOT NULL"))
+partial_index("roadie_tasks_schedule_slot", tasks.c.schedule, tasks.c.scheduled_for, unique=True,
+              where="schedule IS NOT NULL")
 
 # Task trees (issue 16): the subtasks of a parent, and those not ended yet (the fan-in checks
 # "does the parent still have an open subtask?" with one index probe).
 sa.Index("roadie_tasks_parent", tasks.c.parent_id)
 OPEN_CHILD = "parent_id IS NOT NULL AND status NOT IN (2, 3, 5)"
-sa.Index("roadie_tasks_open_children", tasks.c.parent_id,
-         postgresql_where=sa.text(OPEN_CHILD), sqlite_where=sa.text(OPEN_CHILD))
+partial_index("roadie_tasks_open_children", tasks.c.parent_id, where=OPEN_CHILD)
 
 dependencies = sa.Table(
     "roadie_dependencies",

@@ -16,6 +16,7 @@ Environment variables (debugging needs no code change):
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import re
 import sys
@@ -27,7 +28,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import importlib_metadata
 import pluggy
 
 from roadie import hookspecs
@@ -164,17 +164,25 @@ class Plugins:
         return self.only is None or dist in self.only
 
     def _discover(self) -> None:
+        # The standard library's importlib.metadata: SQLAlchemy imports it anyway, where the
+        # importlib-metadata backport would cost a worker about 1 MB more. A distribution's
+        # metadata is parsed once for its name and version, not again for each entry point.
         seen: dict[str, PluginInfo] = {}
+        names: dict[int, str] = {}  # id(distribution) -> canonical name
+        found = importlib.metadata.entry_points()
         for group in (EXECUTOR_GROUP, PLUGIN_GROUP):
-            for ep in importlib_metadata.entry_points(group=group):
+            for ep in found.select(group=group):
                 dist_meta = ep.dist
                 if dist_meta is None:
                     continue
-                dist = canonical_name(dist_meta.name)
-                info = seen.get(dist)
-                if info is None:
-                    info = seen[dist] = PluginInfo(dist, dist_meta.version or "0")
-                    info.blocked = not self._allowed(dist)
+                dist = names.get(id(dist_meta))
+                if dist is None:
+                    metadata = dist_meta.metadata
+                    dist = names[id(dist_meta)] = canonical_name(metadata["Name"])
+                    if dist not in seen:
+                        seen[dist] = PluginInfo(dist, metadata["Version"] or "0")
+                        seen[dist].blocked = not self._allowed(dist)
+                info = seen[dist]
                 if group == EXECUTOR_GROUP:
                     info.executors[ep.name] = ep.value
                     if not info.blocked:
@@ -190,12 +198,14 @@ class Plugins:
         environments in name order; the others are listed in ``PluginInfo.also_in``."""
         if self.envs_dir is None:
             return
-        from roadie.envs.discovery import EnvEntryPoint, envs_state, probe_env
+        self._envs_state = self._current_envs_state()
+        self.env_errors.clear()
+        if not self._envs_state:  # no environment
+            return
+        from roadie.envs.discovery import EnvEntryPoint, probe_env
         from roadie.envs.manage import env_names
         from roadie.errors import EnvError
 
-        self._envs_state = envs_state(self.envs_dir)
-        self.env_errors.clear()
         for env in env_names(self.envs_dir):
             try:
                 found = probe_env(Path(self.envs_dir) / env)
@@ -217,14 +227,23 @@ class Plugins:
                                                                                meta))
                 info.hooks = [f"{m} (in its environment)" for m in data.get("hook_modules", [])]
 
+    def _current_envs_state(self) -> str:
+        """``envs_state`` of the environments directory: "" when there is none (the usual
+        case), found without importing roadie.envs, which a worker then never needs."""
+        if self.envs_dir is None or not Path(self.envs_dir).is_dir():
+            return ""
+        from roadie.envs.discovery import envs_state
+
+        return envs_state(self.envs_dir)
+
     def refresh_envs(self) -> bool:
         """Look at the environments again if any changed; returns whether one did."""
         if self.envs_dir is None or not self._loaded:
             return False
-        from roadie.envs.discovery import EnvEntryPoint, envs_state
-
-        if envs_state(self.envs_dir) == self._envs_state:
+        if self._current_envs_state() == self._envs_state:
             return False
+        from roadie.envs.discovery import EnvEntryPoint
+
         with self._lock:
             for qualified, (_, ep) in list(self._executor_refs.items()):
                 if isinstance(ep, EnvEntryPoint):
@@ -339,8 +358,8 @@ class Plugins:
         if info is not None:
             return not info.blocked
         try:
-            importlib_metadata.distribution(dist)
-        except importlib_metadata.PackageNotFoundError:
+            importlib.metadata.distribution(dist)
+        except importlib.metadata.PackageNotFoundError:
             return False
         return self._allowed(canonical_name(dist))
 

@@ -207,6 +207,8 @@ class Store:
                                    idle_timeout=idle_timeout)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_postgres:
+            models.add_postgresql_options()
         self.hub = hub_for(self.safe_url)
         # Planners would rather walk the executor index than the claim index (and then sort
         # every waiting task); comparing an expression of the column keeps them off it.

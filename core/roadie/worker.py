@@ -41,6 +41,7 @@ from roadie.store import (
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
+    from roadie.hosts import HostPool
     from roadie.result import Result
 
 log = logging.getLogger("roadie.worker")
@@ -195,9 +196,23 @@ class Worker:
         # a time anyway; the heartbeat skips rows that are held)
         self._writes: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.store.is_postgres else contextlib.nullcontext())
-        from roadie.hosts import HostPool
+        self._out_of_process = out_of_process
+        self._hosts: HostPool | None = None
+        self._hosts_lock = threading.Lock()
 
-        self.hosts = HostPool(app, self, all_executors=out_of_process)
+    @property
+    def hosts(self) -> HostPool:
+        """The host processes of this worker (made, and roadie.hosts imported, when the first
+        task or the shutdown asks: an idle worker does without)."""
+        hosts = self._hosts
+        if hosts is None:
+            with self._hosts_lock:
+                if self._hosts is None:
+                    from roadie.hosts import HostPool
+
+                    self._hosts = HostPool(self.app, self, all_executors=self._out_of_process)
+                hosts = self._hosts
+        return hosts
 
     # -- what this node can run ----------------------------------------------------------
 

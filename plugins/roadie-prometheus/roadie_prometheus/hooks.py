@@ -13,19 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import roadie
-from prometheus_client import CONTENT_TYPE_LATEST
 from roadie import hookimpl
 
-from roadie_prometheus.metrics import (
-    ATTEMPTS,
-    DURATION,
-    ENDED,
-    FAILURES,
-    STATE,
-    WAIT,
-    render,
-    serve,
-)
+from roadie_prometheus.state import STATE
 
 if TYPE_CHECKING:
     from roadie import Executor, Result, RunningTask, TaskRecord
@@ -84,6 +74,8 @@ def roadie_worker_started(worker: Worker) -> None:
         if chosen is None or STATE.server is not None:
             return
         port, why = chosen
+        from roadie_prometheus.metrics import serve
+
         try:
             STATE.server = serve(port)
         except OSError as exc:
@@ -99,6 +91,9 @@ def roadie_web_extend(web: WebExtensions) -> None:
     add_text = getattr(web, "add_text", None)
     if add_text is None:  # a roadie without text endpoints
         return
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from roadie_prometheus.metrics import render
 
     def metrics(app: roadie.Roadie) -> bytes:
         with STATE.lock:
@@ -121,10 +116,13 @@ def roadie_worker_stopping(worker: Worker) -> None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _series(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, looked up once (every task ends up here: labels() validates
-    and locks on each call)."""
-    return metric.labels(*labels)
+def _series(metric: str, *labels: str) -> Any:
+    """``metric.labels(*labels)`` of the metric of that name, looked up once (every task ends
+    up here: labels() validates and locks on each call). The metrics, and prometheus_client
+    with them (about 2 MB), are imported by the first task: an idle worker does without."""
+    from roadie_prometheus import metrics
+
+    return getattr(metrics, metric).labels(*labels)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -136,9 +134,9 @@ def _kind(executor_class: type) -> str:
 def roadie_before_task(task: RunningTask) -> None:
     """Count the attempt and how long the task waited."""
     executor = task.record.executor
-    _series(ATTEMPTS, executor).inc()
+    _series("ATTEMPTS", executor).inc()
     due = max(task.record.run_after, task.record.created_at)
-    _series(WAIT, executor).observe(max(0.0, (dt.datetime.now(dt.timezone.utc) - due)
+    _series("WAIT", executor).observe(max(0.0, (dt.datetime.now(dt.timezone.utc) - due)
                                       .total_seconds()))
 
 
@@ -156,26 +154,26 @@ def roadie_execute_task(task: RunningTask, executor: Executor) -> Generator[None
         outcome = "timed-out" if exc.timed_out else "cancelled"
         raise
     except BaseException:
-        _series(FAILURES, task.record.executor).inc()
+        _series("FAILURES", task.record.executor).inc()
         raise
     finally:
-        _series(DURATION, task.record.executor, kind, outcome).observe(
+        _series("DURATION", task.record.executor, kind, outcome).observe(
             time.perf_counter() - start)
 
 
 @hookimpl
 def roadie_task_finished(task: TaskRecord, result: Result) -> None:
     """Count a SUCCESSFUL end."""
-    _series(ENDED, task.executor, "successful").inc()
+    _series("ENDED", task.executor, "successful").inc()
 
 
 @hookimpl
 def roadie_task_failed(task: TaskRecord, message: str, error: BaseException | None) -> None:
     """Count a FAILED end."""
-    _series(ENDED, task.executor, "failed").inc()
+    _series("ENDED", task.executor, "failed").inc()
 
 
 @hookimpl
 def roadie_task_cancelled(task: TaskRecord, message: str) -> None:
     """Count a CANCELLED end."""
-    _series(ENDED, task.executor, "cancelled").inc()
+    _series("ENDED", task.executor, "cancelled").inc()

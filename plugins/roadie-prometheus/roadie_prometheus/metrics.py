@@ -3,18 +3,15 @@ database and the running worker when Prometheus scrapes."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from roadie.status import WAITING_STATUSES
 
-if TYPE_CHECKING:
-    from roadie import Roadie
-    from roadie.worker import Worker
+from roadie_prometheus.state import STATE
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -31,22 +28,15 @@ WAIT = Histogram("roadie_task_wait_seconds", "How long a task waited, due, befor
                  "started.", ["executor"], buckets=BUCKETS, registry=REGISTRY)
 
 
-class _State:
-    """The worker of this process (set by ``roadie_worker_started``)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.worker: Worker | None = None
-        self.app: Roadie | None = None
-        self.server: Any = None
-
-
-STATE = _State()
-
-
 class RoadieCollector(Collector):
     """Gauges read at scrape time: tasks by status and executor, queue depth and age, busy
     slots of this worker, and every node's last heartbeat."""
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """Nothing: registering the collector must not read the database or take STATE.lock
+        (this module is imported on first use, maybe while the worker is set or the lock
+        held); collect() reads them at scrape time."""
+        return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         """The current values."""
