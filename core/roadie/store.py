@@ -1070,10 +1070,8 @@ class Store:
         sql = _pg_settle_sql(record, can is not None, can_async is not None, promote,
                              self._task_columns if known else ())
         try:
-            # one statement is its own atomic transaction: no BEGIN/COMMIT round trips;
-            # promoting due tasks (rare) runs with a custom plan, on a pooled connection
-            opened = self._autocommit() if promote else self._settle_connection()
-            with opened as conn:
+            # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
+            with self._settle_connection() as conn:
                 keys, rows = _driver_tuples(conn, sql, params)
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
@@ -1857,10 +1855,12 @@ def _pg_claim_branch(executors: str, limit: str, start: str) -> str:
 # Making due delayed tasks claimable: only in a round every DUE_CHECK_INTERVAL, which runs with
 # a custom plan (a generic plan of this UPDATE walked every delayed task's index entry).
 _PG_DUE_CTE = """due AS (
+    -- = ANY(ARRAY(...)): the due ids first, then each by primary key, in any plan (as
+    -- IN (...), the settle session's generic plan hashes every delayed task each time)
     UPDATE roadie_tasks SET claimable = true
-    WHERE id IN (SELECT id FROM roadie_tasks
-                 WHERE NOT claimable AND status = 0 AND run_after <= %(now)s
-                 ORDER BY run_after LIMIT %(due_limit)s FOR UPDATE SKIP LOCKED)
+    WHERE id = ANY(ARRAY(SELECT id FROM roadie_tasks
+                         WHERE NOT claimable AND status = 0 AND run_after <= %(now)s
+                         ORDER BY run_after LIMIT %(due_limit)s FOR UPDATE SKIP LOCKED))
       AND NOT claimable AND status = 0
     RETURNING id
 ),
