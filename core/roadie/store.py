@@ -217,10 +217,10 @@ class Store:
         self._next_due_check = 0.0  # time.monotonic() of the next promotion of due tasks
         self._listener: PgListener | None = None
         self._listener_lock = threading.Lock()
-        self._settle_session: Connection | None = None  # see _settle_connection
+        self._sessions: dict[str, Connection] = {}  # see _own_session
+        self._session_locks = {name: threading.Lock() for name in ("settle", "add")}
         self._unanalyzed = 0  # tasks added since the statistics were last looked at
         self._analyzed_rows = 0  # the task table's rows then (see _keep_statistics)
-        self._settle_lock = threading.Lock()
 
     def listen(self) -> Hub:
         """The hub where this database's changes are announced (starts the PostgreSQL
@@ -279,18 +279,28 @@ class Store:
 
     @contextmanager
     def _settle_connection(self) -> Iterator[Connection]:
-        """PostgreSQL: the claim loop's own autocommit session for the settle statement
-        (``_pg_settle``), where it is planned once (a generic plan) instead of every round:
-        planning it took longer than running it. JIT is off there: the generic plan's row
-        estimates would have it compiled, for 100+ ms. The session never returns to the pool
-        (other statements keep custom plans); a failed one is dropped. A second thread
-        settling at the same time uses a pooled connection."""
-        if self._bound is not None or not self._settle_lock.acquire(blocking=False):
+        """PostgreSQL: the claim loop's own session for the settle statement (``_pg_settle``):
+        see ``_own_session``."""
+        with self._own_session("settle") as conn:
+            yield conn
+
+    @contextmanager
+    def _own_session(self, name: str) -> Iterator[Connection]:
+        """PostgreSQL: an autocommit session kept for one hot statement (``name``: the
+        claim loop's settle round, a single add), where it is planned once (a generic plan)
+        instead of every time, and taken without the pool's checkout, checkin and isolation
+        changes: for these statements that overhead cost more than running them. JIT is off
+        there: the generic plan's row estimates would have it compiled, for 100+ ms. Times
+        come back in UTC and JSON as text. The session never returns to the pool (other
+        statements keep custom plans); a failed one is dropped. A second thread asking at
+        the same time gets a pooled connection."""
+        lock = self._session_locks[name]
+        if self._bound is not None or not lock.acquire(blocking=False):
             with self._autocommit() as conn:
                 yield conn
             return
         try:
-            session = self._settle_session
+            session = self._sessions.get(name)
             if session is None:
                 conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                 try:
@@ -306,18 +316,18 @@ class Store:
                 except BaseException:
                     conn.invalidate()
                     raise
-                self._settle_session = session = conn
+                self._sessions[name] = session = conn
             try:
                 yield session
             except BaseException:
-                self._drop_settle_session()
+                self._drop_session(name)
                 raise
         finally:
-            self._settle_lock.release()
+            lock.release()
 
-    def _drop_settle_session(self) -> None:
-        """Close the settle session for good (its settings must not reach the pool)."""
-        conn, self._settle_session = self._settle_session, None
+    def _drop_session(self, name: str) -> None:
+        """Close an own session for good (its settings must not reach the pool)."""
+        conn = self._sessions.pop(name, None)
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.invalidate()
@@ -350,8 +360,9 @@ class Store:
             if self._listener is not None:
                 self._listener.stop()
                 self._listener = None
-        with self._settle_lock:
-            self._drop_settle_session()
+        for name, lock in self._session_locks.items():
+            with lock:
+                self._drop_session(name)
         self.engine.dispose()
 
     # -- transactions --------------------------------------------------------------------
@@ -562,7 +573,7 @@ class Store:
             "now": now, "claimable": task.run_after is None or task.run_after <= now,
         }
         try:
-            with self._autocommit() as conn:
+            with self._own_session("add") as conn:
                 row = _driver_rows(conn, _PG_INSERT_ONE_SQL, params)[0]
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
