@@ -44,7 +44,7 @@ class Settings:
     max_attachment_size: int = 256 * 1024 * 1024
     pending_horizon: float = 60.0
     postgres_synchronous_commit: str = "on"
-    prefetch: int = 32  # tasks claimed ahead of the free threads, at most (docs: claiming ahead)
+    prefetch: int = 128  # tasks claimed ahead of the free threads, at most (docs: claiming ahead)
     prefetch_short: float = 0.1  # claim ahead only while tasks run shorter than this
     prefetch_hold: float = 1.0  # a task claimed ahead and not started by then is put back
     async_concurrency: int = 100
