@@ -19,7 +19,14 @@ from roadie.errors import ContextEncodeError, DependencyError, PluginError, Unkn
 from roadie.executor import CrashPolicy, Executor, Isolation
 from roadie.lifecycle import notify_hook
 from roadie.plugins import Plugins, split_executor_name
-from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskDraft, TaskRecord
+from roadie.records import (
+    AttachmentInfo,
+    AttemptRecord,
+    NodeRecord,
+    TaskDraft,
+    TaskRecord,
+    instance_of,
+)
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store import (
     CHANNEL_CHANGED,
@@ -28,7 +35,6 @@ from roadie.store import (
     NewTask,
     Outcome,
     Store,
-    new_task_of,
     tags_key,
     utcnow,
 )
@@ -302,7 +308,7 @@ class Roadie:
             raise ValueError("run_after must be timezone-aware (use datetime.now(timezone.utc))")
         if timeout is not None and timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
-        return new_task_of({
+        return instance_of(NewTask, {
             "executor": qualified, "plugins": versions, "context": data, "name": name or "",
             "owner": owner, "group": group, "captured": captured, "isolation_key": isolation_key,
             "priority": int(priority), "run_after": run_after,

@@ -129,14 +129,6 @@ class NewTask:
     after: tuple[int, ...] = ()  # runs once these tasks have succeeded
 
 
-def new_task_of(fields: dict[str, Any]) -> NewTask:
-    """A NewTask from a map of all its fields, without the per-field cost of a frozen
-    dataclass's ``__init__`` (``add_tasks`` makes one per task)."""
-    task = object.__new__(NewTask)
-    task.__dict__.update(fields)
-    return task
-
-
 @dataclass(frozen=True)
 class Claimable:
     """What a worker can run: its executors (with their isolation) and tags."""
@@ -279,13 +271,6 @@ class Store:
             yield self._bound
             return
         with self.engine.connect() as conn:
-            yield conn
-
-    @contextmanager
-    def _settle_connection(self) -> Iterator[Connection]:
-        """PostgreSQL: the claim loop's own session for the settle statement (``_pg_settle``):
-        see ``_own_session``."""
-        with self._own_session("settle") as conn:
             yield conn
 
     @contextmanager
@@ -582,7 +567,7 @@ class Store:
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
         row.pop("notified", None)
-        return _task_record(_in_utc(row), decoder)
+        return _task_record(row, decoder)
 
     def _bulk_insert(self, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         """Insert many task rows (each with the same columns) fast and return their ids: ids
@@ -1086,7 +1071,7 @@ class Store:
                              self._task_columns if known else ())
         try:
             # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
-            with self._settle_connection() as conn:
+            with self._own_session("settle") as conn:
                 keys, rows = _driver_tuples(conn, sql, params)
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
@@ -1814,6 +1799,29 @@ _RECORD_FIELDS = tuple(name for name, _ in _RECORD_SOURCES)
 _RECORD_TIMES = tuple(name for name, column in _RECORD_SOURCES if column in _TIME_COLUMNS)
 
 
+def _record_of_fields(fields: dict[str, Any], decoder: Decoder | None) -> TaskRecord:
+    """A TaskRecord from its fields as the columns hold them (``_RECORD_SOURCES``): the
+    status as a Status, the plugins map from its JSON text, tags as a set, flags as bools,
+    times in UTC. The one place that turns a task row into a record."""
+    plugins = fields["plugins"]
+    if isinstance(plugins, str):  # some drivers (and the own sessions) hand JSON as text
+        fields["plugins"] = dict(_plugins_map(plugins))
+    elif plugins is None:
+        fields["plugins"] = {}
+    fields["status"] = _STATUS_OF[fields["status"]]
+    fields["status_message"] = fields["status_message"] or ""
+    fields["tags"] = _tag_set(fields["tags"])
+    fields["completed"] = bool(fields["completed"])
+    fields["fan_in"] = bool(fields["fan_in"])
+    fields["has_dependents"] = bool(fields["has_dependents"])
+    for name in _RECORD_TIMES:
+        when = fields[name]
+        if when is not None and when.tzinfo is not _UTC:
+            fields[name] = when.astimezone(_UTC)
+    fields["decoder"] = decoder
+    return task_record_of(fields)
+
+
 @functools.lru_cache(maxsize=64)
 def _record_reader(keys: tuple[str, ...]) -> Callable[[Sequence[Any], Decoder | None],
                                                       TaskRecord]:
@@ -1822,24 +1830,8 @@ def _record_reader(keys: tuple[str, ...]) -> Callable[[Sequence[Any], Decoder | 
     pick = operator.itemgetter(*(keys.index(column) for _, column in _RECORD_SOURCES))
 
     def record_of(values: Sequence[Any], decoder: Decoder | None) -> TaskRecord:
-        fields = dict(zip(_RECORD_FIELDS, pick(values), strict=True))
-        plugins = fields["plugins"]
-        if isinstance(plugins, str):  # JSON as text (the settle session's loader)
-            fields["plugins"] = dict(_plugins_map(plugins))
-        elif plugins is None:
-            fields["plugins"] = {}
-        fields["status"] = _STATUS_OF[fields["status"]]
-        fields["status_message"] = fields["status_message"] or ""
-        fields["tags"] = _tag_set(fields["tags"])
-        fields["completed"] = bool(fields["completed"])
-        fields["fan_in"] = bool(fields["fan_in"])
-        fields["has_dependents"] = bool(fields["has_dependents"])
-        for name in _RECORD_TIMES:
-            when = fields[name]
-            if when is not None and when.tzinfo is not _UTC:
-                fields[name] = when.astimezone(_UTC)
-        fields["decoder"] = decoder
-        return task_record_of(fields)
+        return _record_of_fields(dict(zip(_RECORD_FIELDS, pick(values), strict=True)),
+                                 decoder)
 
     return record_of
 
@@ -2071,50 +2063,19 @@ def _plugins_texts(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _added_record(task_id: int, row: dict[str, Any], decoder: Decoder | None) -> TaskRecord:
-    """The TaskRecord of a task just inserted from ``row`` (``_bulk_insert``): what
-    ``_task_record`` makes of it as stored, the columns the row leaves out being NULL."""
-    return task_record_of({
-        "id": task_id, "name": row["name"], "owner": row["owner"], "group": row["task_group"],
-        "executor": row["executor"], "plugins": row["plugins"],
-        "status": _STATUS_OF[row["status"]], "status_message": row["status_message"],
-        "completed": row["completed"], "attempts": row["attempts"],
-        "isolation_key": row["isolation_key"], "priority": row["priority"],
-        "run_after": row["run_after"], "tags": _tag_set(row["tags"]), "timeout": row["timeout"],
-        "node": None, "heartbeat_at": None, "cancel_requested_at": None,
-        "cancel_requested_by": None, "error": None, "created_at": row["created_at"],
-        "started_at": None, "finished_at": row["finished_at"], "updated_at": row["updated_at"],
-        "context_bytes": row["context"], "result_bytes": None, "checkpoint_bytes": None,
-        "status_bytes": None, "messages_bytes": None, "captured_bytes": row["captured"],
-        "decoder": decoder, "schedule": None, "scheduled_for": None,
-        "parent_id": row["parent_id"], "fan_in": row["fan_in"],
-        "has_dependents": row["has_dependents"],
-    })
+    """The TaskRecord of a task just inserted from ``row`` (``_bulk_insert``): the columns
+    the row leaves out are NULL."""
+    fields = {name: row.get(column) for name, column in _RECORD_SOURCES}
+    fields["id"] = task_id
+    return _record_of_fields(fields, decoder)
 
 
 def _task_record(row: Any, decoder: Decoder | None) -> TaskRecord:
-    """A TaskRecord from a result row or a mapping of column names."""
+    """A TaskRecord from a result row or a mapping of column names (a column it lacks,
+    such as those added by later migrations in an old query, is NULL)."""
     m = row._mapping if isinstance(row, Row) else row
-    plugins = m["plugins"]
-    if isinstance(plugins, str):  # some drivers (and the settle session) hand JSON as text
-        plugins = dict(_plugins_map(plugins))
-    return task_record_of({
-        "id": m["id"], "name": m["name"], "owner": m["owner"], "group": m["task_group"],
-        "executor": m["executor"], "plugins": plugins or {}, "status": _STATUS_OF[m["status"]],
-        "status_message": m["status_message"] or "", "completed": bool(m["completed"]),
-        "attempts": m["attempts"], "isolation_key": m["isolation_key"],
-        "priority": m["priority"], "run_after": m["run_after"], "tags": _tag_set(m["tags"]),
-        "timeout": m["timeout"], "node": m["node"], "heartbeat_at": m["heartbeat_at"],
-        "cancel_requested_at": m["cancel_requested_at"],
-        "cancel_requested_by": m["cancel_requested_by"], "error": m["error"],
-        "created_at": m["created_at"], "started_at": m["started_at"],
-        "finished_at": m["finished_at"], "updated_at": m["updated_at"],
-        "context_bytes": m["context"], "result_bytes": m["result"],
-        "checkpoint_bytes": m["checkpoint"], "status_bytes": m["task_status"],
-        "messages_bytes": m["messages"], "captured_bytes": m["captured"], "decoder": decoder,
-        "schedule": m.get("schedule"), "scheduled_for": m.get("scheduled_for"),
-        "parent_id": m.get("parent_id"), "fan_in": bool(m.get("fan_in")),
-        "has_dependents": bool(m.get("has_dependents")),
-    })
+    return _record_of_fields({name: m.get(column) for name, column in _RECORD_SOURCES},
+                             decoder)
 
 
 def _normal_url(url: str) -> str:
