@@ -171,9 +171,10 @@ class Worker:
         # loop: a deque's append and popleft need no lock, a Queue takes one for each)
         self._done: collections.deque[_Done] = collections.deque()
         self._gathering_since: float | None = None  # finished attempts left for a bigger round
-        # the gather rule's threshold for the round under way, and whether a thread handed
-        # the GIL over to the claim loop for it (see _hand_over)
-        self._round_due_below = 0
+        # fewer tasks than this waiting unstarted, the next round is due (set by each round:
+        # the threads plus half of what it claimed ahead; read by _gather and _hand_over),
+        # and whether a thread handed the GIL over to the claim loop for it
+        self._round_due_below = concurrency
         self._handed_over = False
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -383,7 +384,7 @@ class Worker:
                 except Exception:
                     log.exception("roadie: after recording %d ended task(s)", len(done))
                 self._accept_all(settled.claimed)
-                self._round_due_below = self.concurrency + ahead // 2  # as _gather's
+                self._round_due_below = self.concurrency + ahead // 2
                 self._handed_over = False
                 if settled.claimed or done:
                     continue
@@ -454,7 +455,7 @@ class Worker:
             return False
         queued = len(self._unstarted)  # (a length needs no lock)
         now = time.monotonic()
-        if queued < self.concurrency + self._claim_ahead() // 2:
+        if queued < self._round_due_below:
             self._gathering_since = None
             return False
         if self._gathering_since is None:
