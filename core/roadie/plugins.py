@@ -155,8 +155,7 @@ class Plugins:
                 for info in self.infos.values():
                     if not info.blocked and info.error is None:
                         self._import_hook_modules(info)
-            self._impls.clear()
-            self._ready = True
+            self._ready = True  # (hook_impls keeps nothing until then)
 
     def _allowed(self, dist: str) -> bool:
         if dist in self.blocked:
