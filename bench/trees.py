@@ -30,7 +30,7 @@ import roadie
 import sqlalchemy as sa
 import throughput
 from _results import table, write_section
-from roadie.treestore import _stub
+from roadie.store.trees import _stub
 
 throughput.PG_URL = os.environ.get("ROADIE_BENCH_PG",
                                    "postgresql://postgres@127.0.0.1:5432/roadie_bench_i16")

@@ -365,7 +365,7 @@ STALL_SOURCE = '''
 import os
 import time
 
-from roadie import schedulestore
+from roadie.store import schedules as schedulestore
 
 _insert_tasks = schedulestore.ScheduleStore._insert_tasks
 

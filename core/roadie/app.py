@@ -479,7 +479,7 @@ class Roadie:
             return "waiting for its subtasks to end"
         if task.status not in (Status.NEW, Status.QUEUED):
             return None
-        from roadie.treestore import BLOCKED
+        from roadie.store.trees import BLOCKED
 
         if task.run_after >= BLOCKED:
             unmet = self.store.trees.unmet_dependencies(task.id)

@@ -49,7 +49,7 @@ from roadie.store import CHANNEL_SCHEDULES
 if TYPE_CHECKING:
     from roadie.app import Roadie
     from roadie.records import TaskRecord
-    from roadie.schedulestore import ScheduleRow
+    from roadie.store.schedules import ScheduleRow
 
 log = logging.getLogger("roadie.schedules")
 

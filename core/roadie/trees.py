@@ -1,6 +1,6 @@
 """Task trees (issue 16): persistent subtasks a running task adds, the parent's wait in
 ``Status.WAITING`` without a thread, its fan-in (``Executor.subtasks_done``), and the live
-progress of a tree. The SQL lives in ``roadie.treestore``.
+progress of a tree. The SQL lives in ``roadie.store.trees``.
 """
 
 from __future__ import annotations

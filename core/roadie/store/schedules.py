@@ -1,4 +1,4 @@
-"""Every query of schedules (the schedule part of ``store``): the ``roadie_schedules`` table
+"""Every query of schedules (the schedule part of the store): the ``roadie_schedules`` table
 and the firing transaction.
 
 Firing a slot is one transaction: a compare-and-set moves the schedule to its next slot (only

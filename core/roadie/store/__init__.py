@@ -1,5 +1,5 @@
 """Every database operation of roadie. The app, the worker and the CLI never build queries.
-(The queries of schedules are in ``schedulestore``, reached as ``Store.schedules``.)
+(The queries of schedules are in ``store.schedules``, reached as ``Store.schedules``.)
 
 One code path serves SQLite and PostgreSQL. On PostgreSQL the claim locks candidate rows with
 ``FOR UPDATE SKIP LOCKED`` so workers never wait on each other, and changes are announced with
@@ -47,8 +47,8 @@ from roadie.records import (
 from roadie.status import FINAL_STATUSES, Status
 
 if TYPE_CHECKING:
-    from roadie.schedulestore import ScheduleStore
-    from roadie.treestore import TreeStore
+    from roadie.store.schedules import ScheduleStore
+    from roadie.store.trees import TreeStore
 
 T = models.tasks
 CHANNEL_ADDED = "roadie_task_added"
@@ -241,15 +241,15 @@ class Store:
 
     @functools.cached_property
     def trees(self) -> TreeStore:
-        """The queries of task trees: subtasks, fan-in, dependencies (``roadie.treestore``)."""
-        from roadie.treestore import TreeStore
+        """The queries of task trees: subtasks, fan-in, dependencies (``roadie.store.trees``)."""
+        from roadie.store.trees import TreeStore
 
         return TreeStore(self)
 
     @functools.cached_property
     def schedules(self) -> ScheduleStore:
-        """The queries of schedules (``roadie.schedulestore``)."""
-        from roadie.schedulestore import ScheduleStore
+        """The queries of schedules (``roadie.store.schedules``)."""
+        from roadie.store.schedules import ScheduleStore
 
         return ScheduleStore(self)
 
@@ -421,7 +421,8 @@ class Store:
         from alembic.config import Config
 
         config = Config()
-        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        config.set_main_option("script_location",
+                               str(Path(__file__).parent.parent / "migrations"))
         config.attributes["connection"] = conn
         return config
 
@@ -707,7 +708,7 @@ class Store:
         dependency edges) that ended with a status of ``cutoffs`` before its time, oldest
         first, in one short transaction; returns their ids. Never a task that has not
         ended, nor one whose subtasks or dependents still wait for it."""
-        from roadie.treestore import _open_child_of
+        from roadie.store.trees import _open_child_of
 
         D = models.dependencies
         dependent = T.alias("dependent")
