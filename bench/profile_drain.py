@@ -168,7 +168,7 @@ class SqlLog:
     """Counts and times the statements, commits and pings that ``engine`` runs from now on
     (this process only; the time includes waiting for the GIL after the server answered).
     Listening makes the worker's hot statements go through SQLAlchemy instead of straight to
-    the driver (roadie.store._driver_rows): use --no-sql-log to time the real drain."""
+    the driver (roadie.store.engine.driver_tuples): use --no-sql-log to time the real drain."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.counts: collections.Counter[str] = collections.Counter()

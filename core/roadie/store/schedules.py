@@ -21,11 +21,13 @@ from sqlalchemy.engine import Connection
 from roadie import models
 from roadie.errors import ScheduleError
 from roadie.status import Status
-from roadie.store import CHANNEL_ADDED, CHANNEL_SCHEDULES, _task_record, claimable_at
+from roadie.store.engine import CHANNEL_ADDED, CHANNEL_SCHEDULES
+from roadie.store.rows import task_record
+from roadie.store.values import claimable_at
 
 if TYPE_CHECKING:
     from roadie.records import Decoder, TaskRecord
-    from roadie.store import Store
+    from roadie.store.facade import Store
 
 S = models.schedules
 T = models.tasks
@@ -296,7 +298,7 @@ class ScheduleStore:
                                     index_where=T.c.schedule.is_not(None))
             .returning(*T.c)
         )
-        tasks = sorted((_task_record(r, decoder) for r in conn.execute(statement)),
+        tasks = sorted((task_record(r, decoder) for r in conn.execute(statement)),
                        key=lambda t: t.id)
         if tasks:
             self.store.notify(conn, CHANNEL_ADDED, str(tasks[-1].id))

@@ -28,9 +28,12 @@ from roadie.errors import (
 )
 from roadie.records import TaskRecord
 from roadie.status import FINAL_STATUSES, Status
+from roadie.store.rows import task_record
+from roadie.store.values import utcnow
 
 if TYPE_CHECKING:
-    from roadie.store import Fence, NewTask, Store
+    from roadie.store.facade import Store
+    from roadie.store.values import Fence, NewTask
 
 log = logging.getLogger("roadie.trees")
 T = models.tasks
@@ -46,7 +49,7 @@ def _ids_text(ids: Iterable[int]) -> str:
     return shown + (f" and {len(items) - 10} more" if len(items) > 10 else "")
 
 
-def _open_child_of(parent: Any) -> Any:
+def open_child_of(parent: Any) -> Any:
     """An open (not ended) subtask of ``parent`` exists: one probe of the partial index."""
     child = T.alias("child")
     return sa.exists().where(child.c.parent_id == parent, child.c.parent_id.is_not(None),
@@ -146,10 +149,8 @@ class TreeStore:
         """Parents whose last subtask ended: NEW with ``fan_in`` (``subtasks_done`` runs
         next), or CANCELLED when a cancel was requested before they went WAITING; returns
         the cancelled ones."""
-        from roadie.store import _task_record
-
         now = self.store_now()
-        ready = (T.c.status == int(Status.WAITING), ~_open_child_of(T.c.id))
+        ready = (T.c.status == int(Status.WAITING), ~open_child_of(T.c.id))
         asked = conn.execute(
             sa.select(T.c.id, T.c.cancel_requested_by, T.c.cancel_requested_at)
             .where(T.c.id.in_(parent_ids), T.c.cancel_requested_at.is_not(None), *ready)
@@ -174,12 +175,10 @@ class TreeStore:
         for start in range(0, len(parent_ids), 50):
             self.store.notify(conn, "roadie_task_changed",
                               ",".join(str(i) for i in parent_ids[start:start + 50]))
-        return [_task_record(r, None) for r in cancelled]
+        return [task_record(r, None) for r in cancelled]
 
     def _release_dependents(self, conn: Connection,
                             ended: list[TaskRecord]) -> list[TaskRecord]:
-        from roadie.store import _task_record
-
         now = self.store_now()
         cancelled: list[TaskRecord] = []
         waiting = (T.c.status.in_([int(Status.NEW), int(Status.QUEUED)]),
@@ -205,7 +204,7 @@ class TreeStore:
                         status_message=_cancel_message(record.id, record.status))
                 .returning(*T.c)).all()
             for row in rows:
-                cancelled.append(_task_record(row, None))
+                cancelled.append(task_record(row, None))
                 self.store.notify(conn, "roadie_task_changed", str(row.id))
         return cancelled
 
@@ -216,7 +215,7 @@ class TreeStore:
         with self.store.read() as conn:
             stuck = [r for r in conn.execute(
                 sa.select(T.c.id).where(models.IS_WAITING_PARENT,
-                                        ~_open_child_of(T.c.id))).scalars()]
+                                        ~open_child_of(T.c.id))).scalars()]
             # from the dependencies of blocked tasks (a join would let the planner walk
             # every ended task instead), then those of their prerequisites that ended
             after = sorted(set(conn.execute(
@@ -235,8 +234,6 @@ class TreeStore:
 
     @staticmethod
     def store_now() -> dt.datetime:
-        from roadie.store import utcnow
-
         return utcnow()
 
     # -- reading -------------------------------------------------------------------------
@@ -283,8 +280,6 @@ class TreeStore:
     def cancel_subtasks(self, task_id: int, by: str, message: str) -> list[TaskRecord]:
         """Cancel every subtask below ``task_id`` that has not ended: waiting ones end
         CANCELLED at once (returned), running ones get a cancel request."""
-        from roadie.store import _task_record
-
         now = self.store_now()
         with self.store.write() as conn:
             rows = [r for r in self.descendants(conn, task_id)
@@ -316,7 +311,7 @@ class TreeStore:
                 self.store.notify(conn, "roadie_task_cancel", f"{row.id}:{row.node or ''}")
             for row in cancelled:
                 self.store.notify(conn, "roadie_task_changed", str(row.id))
-        records = [_task_record(r, None) for r in cancelled]
+        records = [task_record(r, None) for r in cancelled]
         self.settled(records)
         return records
 

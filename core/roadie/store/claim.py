@@ -1,0 +1,479 @@
+"""Claim and settle: the worker's round. In one transaction a worker records how its attempts
+ended and takes the next runnable tasks it can run.
+
+On PostgreSQL the common round is one statement (``sql.pg_settle_sql``); when candidates need
+an isolation lock, the general claim (``_claim``, the same on both databases) takes over. The
+claim locks candidate rows with ``FOR UPDATE SKIP LOCKED`` so workers never wait on each
+other; on SQLite the round's ``BEGIN IMMEDIATE`` makes it just as atomic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from roadie import models
+from roadie.errors import DatabaseError
+from roadie.records import Decoder, TaskRecord, task_record_of
+from roadie.status import FINAL_STATUSES, Status
+from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CHANGED, driver_tuples
+from roadie.store.locks import due_check_now, promote_due, take_locks
+from roadie.store.rows import (
+    STATUS_OF,
+    in_utc,
+    record_reader,
+    sqlite_rows,
+    sqlite_time,
+    task_record,
+)
+from roadie.store.sql import (
+    CLAIM_UPDATE,
+    DONE_CHANGED,
+    DUE_BATCH,
+    DUE_EXISTS,
+    FINISH_FINAL,
+    HAS_PLUGINS_PG,
+    HAS_PLUGINS_SQLITE,
+    MARK_STARTED,
+    PG_CANDIDATES,
+    ROWS_BY_ID,
+    SQLITE_ATTEMPT,
+    SQLITE_CANDIDATES,
+    SQLITE_CANDIDATES_MANY,
+    SQLITE_CANDIDATES_RANGE,
+    SQLITE_CLAIM,
+    SQLITE_FINISH,
+    pg_settle_sql,
+)
+from roadie.store.values import Claimable, Outcome, Settled, claimable_at, utcnow
+
+if TYPE_CHECKING:
+    from roadie.store.facade import Store
+
+T = models.tasks
+SQLITE_FINISH_BATCH = 500  # final outcomes per SQLite update statement (10 variables each)
+SQLITE_MAX_RANGES = 400  # (executor, tags) pairs claimed range by range on SQLite
+
+
+def claim(self: Store, node: str, can: Claimable, limit: int) -> list[TaskRecord]:
+    """Atomically take up to ``limit`` runnable tasks for ``node`` (see ``settle``)."""
+    return self.settle(node, [], can, limit).claimed
+
+
+def settle(
+    self: Store,
+    node: str,
+    outcomes: Sequence[tuple[Outcome, bool]],
+    can: Claimable | None,
+    limit: int,
+    can_async: Claimable | None = None,
+    limit_async: int = 0,
+    *,
+    ahead: int = 0,
+    started: Sequence[tuple[int, int, dt.datetime]] = (),
+    claimed_as: Mapping[int, TaskRecord] | None = None,
+    decoder: Decoder | None = None,
+) -> Settled:
+    """In one transaction: record the ``outcomes`` of ``node``'s finished attempts
+    (``(outcome, had an isolation key)``), then claim up to ``limit`` new tasks that
+    ``can`` runs (and up to ``limit_async`` that ``can_async`` runs: the async slots).
+
+    An outcome is only written while ``node`` still owns its task (it may have been
+    recovered as orphaned meanwhile); the task's isolation lock is released and the
+    attempt is logged. The claim takes the highest priority, then oldest, runnable tasks,
+    never one another worker holds (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, ``BEGIN
+    IMMEDIATE`` on SQLite) nor one whose isolation key is held; a candidate whose key is
+    held is parked as QUEUED. Every DUE_CHECK_INTERVAL the round also makes due delayed
+    tasks claimable. The last ``ahead`` of the ``limit`` tasks are claimed ahead of a free
+    thread: their ``started_at`` stays NULL until a later round records it from
+    ``started`` (``(task id, attempt, when)``) or from the attempt's outcome.
+
+    ``claimed_as`` holds the finished tasks as claimed (by id): on PostgreSQL the round
+    then reads back only the columns that others may have changed since (the rest is
+    known). Claimed and finished records get ``decoder``.
+    """
+    now = utcnow()
+    finished: list[TaskRecord] = []
+    claimed: list[TaskRecord] = []
+    wanted = [(c, n) if c is not None and n > 0 and c.executors else (None, 0)
+              for c, n in ((can, limit), (can_async, limit_async))]
+    claims = [(c, n) for c, n in wanted if c is not None]
+    if not outcomes and not claims and not started:
+        return Settled(finished, claimed)
+    promote = bool(claims) and due_check_now(self)
+    committed = Settled([], [])  # what a first statement committed already (PostgreSQL)
+    if self.is_postgres and all(o.status in FINAL_STATUSES and not isolated
+                                for o, isolated in outcomes):
+        # (a released lock wakes the next task of its key in a statement of its own)
+        first_finished, first_claimed, keyed = _pg_settle(
+            self, node, [o for o, _ in outcomes], wanted, now, promote, ahead, started,
+            claimed_as, decoder)
+        committed = Settled(first_finished, first_claimed)
+        if not keyed:
+            self.trees.settled(committed.finished)
+            return committed
+        # candidates with isolation keys: the general claim, for what is left
+        claims = [(c, n - sum(t.executor in c.executors for t in first_claimed))
+                  for c, n in claims]
+        claims = [(c, n) for c, n in claims if n > 0]
+        outcomes, started = [], ()
+        promote = False
+    if (self.is_sqlite and not outcomes and not started
+            and not _has_candidates(self, claims, now, promote)):
+        # SQLite has one writer at a time and no fair queue for the write lock: idle
+        # workers polling with write transactions would starve the callers' writes
+        return Settled(finished, claimed)
+    try:
+        with self.write() as conn:
+            if started:
+                conn.execute(MARK_STARTED, [
+                    {"b_id": i, "b_node": node, "b_attempt": a, "b_at": at}
+                    for i, a, at in started])
+            if outcomes:
+                finished = _finish(self, conn, node, outcomes, now, decoder)
+            if promote:
+                promote_due(self, conn, now)
+            for c, n in claims:
+                claimed += _claim(self, conn, node, c, n, now, ahead if c is can else 0,
+                                  decoder)
+    except DatabaseError:
+        if not (committed.finished or committed.claimed):
+            raise
+        self.trees.settled(committed.finished)
+        return committed  # the second transaction failed; the first one stands
+    self.trees.settled(committed.finished + finished)
+    return Settled(committed.finished + finished, committed.claimed + claimed)
+
+
+def _has_candidates(self: Store, claims: Sequence[tuple[Claimable, int]], now: dt.datetime,
+                    promote: bool) -> bool:
+    """Whether a claim could find a task, or (``promote``) a delayed task is due (a read:
+    it takes no write lock)."""
+    with self.read() as conn:
+        if promote and conn.execute(DUE_EXISTS, {"now": now}).first():
+            return True
+        for can, _ in claims:
+            if conn.execute(*_candidates(self, can, 1, now)).first() is not None:
+                return True
+    return False
+
+
+def _candidates(self: Store, can: Claimable, limit: int,
+                now: dt.datetime) -> tuple[Any, dict[str, Any]]:
+    """The claim's candidate query for ``can`` and its parameters."""
+    params: dict[str, Any] = {"now": now, "limit": limit}
+    params.update((f"e{i}", e) for i, e in enumerate(can.executors))
+    params.update((f"g{i}", g) for i, g in enumerate(can.tag_keys))
+    params.update((f"p{i}", p) for i, p in enumerate(can.plugins))
+    return _claim_candidates_sql(self, len(can.executors), len(can.tag_keys),
+                                 len(can.plugins)), params
+
+
+def _claim_candidates_sql(self: Store, executors: int, tags: int, plugins: int) -> Any:
+    """The claim's candidates: per (executor, tags) pair, the first claimable tasks of
+    that range of the claim index, then the best of them. A claim never walks a task it
+    cannot take (delayed and parked tasks are not in the index; other executors' and
+    tags' tasks are in other ranges). Bound: ``now``, ``limit``, ``e0..``, ``g0..``,
+    ``p0..``."""
+    key = (executors, tags, plugins)
+    cached = self._candidates_cache.get(key)
+    if cached is not None:
+        return cached
+    plugin_names = ", ".join(f":p{i}" for i in range(plugins)) or "NULL"
+    if self.is_postgres:
+        ranges = ", ".join(f"(:e{i}, :g{j})" for i in range(executors) for j in range(tags))
+        sql = PG_CANDIDATES.format(ranges=ranges, plugins=plugin_names)
+    elif executors * tags > SQLITE_MAX_RANGES:  # a compound SELECT this long fails
+        sql = SQLITE_CANDIDATES_MANY.format(
+            executors=", ".join(f":e{i}" for i in range(executors)),
+            tags=", ".join(f":g{j}" for j in range(tags)), plugins=plugin_names)
+    else:
+        sql = SQLITE_CANDIDATES.format(ranges=" UNION ALL ".join(
+            SQLITE_CANDIDATES_RANGE.format(i=i, j=j, plugins=plugin_names)
+            for i in range(executors) for j in range(tags)))
+    statement = sa.text(sql).bindparams(sa.bindparam("now", type_=models.UTCDateTime))
+    self._candidates_cache[key] = statement
+    return statement
+
+
+def _pg_settle(
+    self: Store, node: str, final: list[Outcome],
+    wanted: Sequence[tuple[Claimable | None, int]], now: dt.datetime, promote: bool, ahead: int,
+    started: Sequence[tuple[int, int, dt.datetime]],
+    claimed_as: Mapping[int, TaskRecord] | None, decoder: Decoder | None,
+) -> tuple[list[TaskRecord], list[TaskRecord], bool]:
+    """The common round on PostgreSQL as one statement in its own transaction: record
+    final outcomes, claim tasks without isolation keys (thread and async slots), make due
+    delayed tasks claimable (with ``promote``). Returns (finished, claimed, whether
+    candidates with isolation keys were left for the general claim)."""
+    (can, limit), (can_async, limit_async) = wanted  # thread slots, async slots
+    either = can or can_async
+    record = bool(final or started)
+    known = claimed_as is not None and all(o.task_id in claimed_as for o in final)
+    params: dict[str, Any] = {"node": node, "now": now}
+    if record:
+        params.update({
+            "outcomes": _COMPACT_JSON.encode([_outcome_json(o) for o in final]),
+            "start_ids": [i for i, _, _ in started],
+            "start_attempts": [a for _, a, _ in started],
+            "start_ats": [at for _, _, at in started],
+        })
+    if either is not None:
+        params.update({
+            "executors": list(can.executors) if can is not None else [],
+            "tags": list(either.tag_keys),
+            "plugins": list(either.plugins),
+            "isolated": sorted({e for c, _ in wanted if c is not None for e in c.isolated}),
+            "limit": max(limit, 0), "start": max(limit - ahead, 0),
+            "executors_async": list(can_async.executors) if can_async is not None else [],
+            "limit_async": max(limit_async, 0),
+        })
+    if promote:
+        params["due_limit"] = DUE_BATCH
+    sql = pg_settle_sql(record, can is not None, can_async is not None, promote,
+                        self._task_columns if known else ())
+    try:
+        # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
+        with self._own_session("settle") as conn:
+            keys, rows = driver_tuples(conn, sql, params)
+    except sa.exc.OperationalError as exc:
+        raise self._database_error(exc) from exc
+    finished, claimed, keyed = [], [], False
+    outcome_of = {o.task_id: o for o in final}
+    record_of = record_reader(keys)
+    for values in rows:
+        kind = values[0]
+        if kind == "done" and known:
+            assert claimed_as is not None
+            row = in_utc({k: v for k, v in zip(keys, values, strict=True)
+                          if k in DONE_CHANGED})
+            finished.append(_finished_record(
+                claimed_as[row["id"]], outcome_of[row["id"]], row, now, decoder))
+        elif kind == "done":
+            finished.append(record_of(values, decoder))
+        elif kind == "claimed":
+            claimed.append(record_of(values, decoder))
+        else:
+            keyed = True
+    order = {o.task_id: i for i, o in enumerate(final)}
+    finished.sort(key=lambda t: order[t.id])
+    claimed.sort(key=lambda t: (-t.priority, t.id))
+    return finished, claimed, keyed
+
+
+def _finish(self: Store, conn: Connection, node: str, outcomes: Sequence[tuple[Outcome, bool]],
+            now: dt.datetime, decoder: Decoder | None = None) -> list[TaskRecord]:
+    final = [o for o, _ in outcomes if o.status in FINAL_STATUSES]
+    again = [o for o, _ in outcomes if o.status not in FINAL_STATUSES]
+    written: list[Any] = []  # rows of final outcomes, as written (SQLite)
+    if final and self.is_sqlite:
+        now_text = sqlite_time(now)
+        for first in range(0, len(final), SQLITE_FINISH_BATCH):
+            batch = final[first:first + SQLITE_FINISH_BATCH]
+            params: list[Any] = []
+            for o in batch:
+                params += (o.task_id, int(o.status), o.message, o.result, o.error,
+                           o.task_status, o.messages, o.checkpoint,
+                           sqlite_time(o.started_at), o.attempt)
+            params += (now_text, now_text, node)
+            rows_sql = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(batch))
+            written += sqlite_rows(conn, SQLITE_FINISH.format(values=rows_sql), params)
+    elif final:
+        conn.execute(
+            FINISH_FINAL,
+            [{"b_id": o.task_id, "b_node": node, "b_status": int(o.status),
+              "b_message": o.message, "b_result": o.result, "b_error": o.error,
+              "b_task_status": o.task_status, "b_messages": o.messages,
+              "b_checkpoint": o.checkpoint, "b_now": now, "b_attempt": o.attempt,
+              "b_started": o.started_at}
+             for o in final],
+        )
+    for o in again:  # back to wait: a retry or a delay (rare, one by one)
+        values: dict[str, Any] = {
+            "status": int(o.status), "status_message": o.message, "completed": False,
+            "error": o.error, "run_after": o.run_after or now, "node": None,
+            "cancel_requested_at": None, "cancel_requested_by": None, "updated_at": now,
+            "claimable": claimable_at(int(o.status), o.run_after or now, now),
+        }
+        for column in ("task_status", "messages", "checkpoint"):
+            if getattr(o, column) is not None:
+                values[column] = getattr(o, column)
+        if o.started_at is not None:
+            values["started_at"] = sa.func.coalesce(T.c.started_at, o.started_at)
+        if not o.attempt_counts:  # put back uncounted (a delay, a claim never started):
+            values["attempts"] = T.c.attempts - 1  # the last error and a cancel request stay
+            values.pop("cancel_requested_at"), values.pop("cancel_requested_by")
+            if o.error is None:
+                values.pop("error")
+        if o.status == Status.WAITING:  # parked until its subtasks end (no node, no lock)
+            values["fan_in"] = True
+            # a cancel requested meanwhile stays: the parent then ends CANCELLED
+            values.pop("cancel_requested_at", None), values.pop("cancel_requested_by", None)
+        owned = [T.c.id == o.task_id, T.c.node == node,
+                 T.c.status == int(Status.IN_PROGRESS)]
+        if o.attempt is not None:
+            owned.append(T.c.attempts == o.attempt)
+        conn.execute(T.update().where(*owned).values(**values))
+    if self.is_sqlite:  # the final ones came back from their update
+        ids = [o.task_id for o in again]
+        selected: Iterable[Any] = written + (sqlite_rows(
+            conn, f"SELECT * FROM roadie_tasks WHERE id IN ({', '.join('?' * len(ids))})",
+            ids) if ids else [])
+    else:
+        selected = conn.execute(ROWS_BY_ID,
+                                {"ids": [o.task_id for o, _ in outcomes]})
+    rows = {
+        r["id"]: r for r in (r if isinstance(r, dict) else r._mapping for r in selected)
+        if r["updated_at"] == now and (r["node"] == node or r["node"] is None)
+    }
+    if any(isolated for _, isolated in outcomes):
+        self.release_locks(conn, list(rows))
+    attempts = [
+        {"task_id": o.task_id, "attempt": rows[o.task_id]["attempts"], "node": node,
+         "status": int(o.status if o.status in FINAL_STATUSES or o.status == Status.WAITING
+                       else Status.FAILED),
+         "message": o.message, "error": o.error,
+         "started_at": rows[o.task_id]["started_at"], "finished_at": now}
+        for o, _ in outcomes if o.task_id in rows and o.attempt_counts
+    ]
+    if attempts and self.is_sqlite:
+        conn.exec_driver_sql(SQLITE_ATTEMPT, [
+            (a["task_id"], a["attempt"], a["node"], a["status"], a["message"], a["error"],
+             sqlite_time(a["started_at"]), sqlite_time(now)) for a in attempts])
+    elif attempts:
+        conn.execute(models.attempts.insert(), attempts)
+    for o, _ in outcomes:
+        if o.task_id in rows:
+            self.notify(conn, CHANNEL_CHANGED, str(o.task_id))
+            if o.status not in FINAL_STATUSES:
+                self.notify(conn, CHANNEL_ADDED, str(o.task_id))
+    return [task_record(rows[o.task_id], decoder) for o, _ in outcomes
+            if o.task_id in rows]
+
+
+def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
+           now: dt.datetime, ahead: int = 0, decoder: Decoder | None = None,
+           ) -> list[TaskRecord]:
+    statement, params = _candidates(self, can, limit * 2 if can.isolated else limit, now)
+    if self.is_sqlite:  # driver SQL: the statement is plain text already
+        params["now"] = sqlite_time(now)
+        candidates = conn.exec_driver_sql(statement.text, params).all()
+    else:
+        candidates = conn.execute(statement, params).all()
+    if not candidates:
+        return []
+    winners: list[int] = []
+    queued: list[tuple[int, str]] = []
+    wanted_keys: dict[str, int] = {}
+    for row in candidates:
+        if len(winners) + len(wanted_keys) >= limit:
+            break
+        key = row.isolation_key
+        if key is None and row.executor in can.isolated:
+            key = can.isolated[row.executor](row)
+        if key is None:
+            winners.append(row.id)
+        elif key in wanted_keys:
+            queued.append((row.id, key))
+        else:
+            wanted_keys[key] = row.id
+    if wanted_keys:
+        got = take_locks(self, conn, wanted_keys, node, now)
+        for key, task_id in wanted_keys.items():
+            if key in got:
+                winners.append(task_id)
+            else:
+                queued.append((task_id, key))
+            conn.execute(
+                T.update().where(T.c.id == task_id, T.c.isolation_key.is_(None))
+                .values(isolation_key=key)
+            )
+    # a task whose key is held is parked (not claimable) until the lock's release wakes
+    # it; the lock row stays share-locked until this commits, so that the release
+    # (which deletes it) sees the parked task
+    held = self.held_keys(conn, {key for _, key in queued}) if queued else set()
+    for task_id, key in queued:
+        conn.execute(
+            T.update().where(T.c.id == task_id).values(
+                status=int(Status.QUEUED), isolation_key=key, updated_at=now,
+                claimable=key not in held,
+            )
+        )
+        self.notify(conn, CHANNEL_CHANGED, str(task_id))
+    if not winners:
+        return []
+    start = max(limit - ahead, 0)  # the others are claimed ahead: not started yet
+    updated: list[Any] = []
+    for ids, started in ((winners[:start], now), (winners[start:], None)):
+        if not ids:
+            continue
+        if self.is_sqlite:
+            updated += sqlite_rows(
+                conn, SQLITE_CLAIM.format(ids=", ".join("?" * len(ids))),
+                (node, sqlite_time(started), sqlite_time(now), sqlite_time(now), *ids))
+        else:
+            updated += conn.execute(CLAIM_UPDATE, {
+                "ids": ids, "node": node, "now": now, "started": started})
+    for task_id in winners:
+        self.notify(conn, CHANNEL_CHANGED, str(task_id))
+    order = {task_id: i for i, task_id in enumerate(winners)}
+    return sorted((task_record(r, decoder) for r in updated), key=lambda t: order[t.id])
+
+
+def count_pending(self: Store, can: Claimable, before: dt.datetime) -> int:
+    """1 if a waiting task that ``can`` runs is due before ``before``, else 0."""
+    query = sa.select(T.c.id).where(
+        models.WAITING,
+        T.c.run_after <= before,
+        T.c.executor.in_(list(can.executors)),
+        T.c.tags.in_(list(can.tag_keys)),
+        HAS_PLUGINS_SQLITE if self.is_sqlite else HAS_PLUGINS_PG,
+    ).limit(1)
+    with self.read() as conn:
+        return len(conn.execute(query, {"plugins": list(can.plugins)}).all())
+
+
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def _outcome_json(o: Outcome) -> dict[str, Any]:
+    """An outcome as the settle statement reads it (``json_to_recordset``: a missing key is
+    NULL, so only the values it has; bytes in hex)."""
+    item: dict[str, Any] = {"id": o.task_id, "status": int(o.status), "message": o.message,
+                            "attempt": o.attempt}
+    for key, data in (("result", o.result), ("task_status", o.task_status),
+                      ("messages", o.messages), ("checkpoint", o.checkpoint)):
+        if data is not None:
+            item[key] = data.hex()
+    if o.error is not None:
+        item["error"] = o.error
+    if o.started_at is not None:
+        item["started"] = o.started_at.isoformat()
+    return item
+
+
+def _finished_record(claimed: TaskRecord, outcome: Outcome, row: dict[str, Any],
+                     now: dt.datetime, decoder: Decoder | None) -> TaskRecord:
+    """A finished task's record from the task as claimed, its outcome, and the
+    ``DONE_CHANGED`` columns of its row (the settle statement set ``finished_at`` and
+    ``updated_at`` to ``now``)."""
+    fields = dict(claimed.__dict__)
+    fields.update({
+        "status": STATUS_OF[int(outcome.status)], "status_message": outcome.message,
+        "completed": True, "error": outcome.error, "result_bytes": outcome.result,
+        "status_bytes": outcome.task_status, "messages_bytes": outcome.messages,
+        "checkpoint_bytes": row["checkpoint"], "finished_at": now, "updated_at": now,
+        "heartbeat_at": row["heartbeat_at"], "started_at": row["started_at"],
+        "cancel_requested_at": row["cancel_requested_at"],
+        "cancel_requested_by": row["cancel_requested_by"],
+        "isolation_key": row["isolation_key"], "has_dependents": bool(row["has_dependents"]),
+        "fan_in": bool(row["fan_in"]), "decoder": decoder,
+    })
+    return task_record_of(fields)
+
+

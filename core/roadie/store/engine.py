@@ -1,0 +1,435 @@
+"""The store's database: its engine and connections, the sessions kept for hot statements,
+transactions (``write``, ``read``), change notifications, and the schema's revision.
+
+One code path serves SQLite and PostgreSQL. On PostgreSQL changes are announced with NOTIFY,
+and the claim loop's hot statements run in sessions of their own (``_own_session``). On SQLite
+every writing transaction starts with ``BEGIN IMMEDIATE`` (one writer at a time, readers never
+blocked thanks to WAL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from roadie import models
+from roadie.errors import DatabaseError, SchemaOutdatedError
+from roadie.notifications import Hub, PgListener, hub_for
+
+CHANNEL_ADDED = "roadie_task_added"
+CHANNEL_CHANGED = "roadie_task_changed"
+CHANNEL_CANCEL = "roadie_task_cancel"
+CHANNEL_SCHEDULES = "roadie_schedules_changed"
+_PER_CONNECTION = ("trees", "schedules")  # not shared by ``Store.bound`` views
+_D = TypeVar("_D", bound="Database")
+
+
+class Database:
+    """The connection side of the store (``Store`` adds every query to it)."""
+
+    _bound: Connection | None = None  # see ``bound``
+
+    def __init__(self, url: str, *, echo: bool = False,
+                 synchronous_commit: str = "on", idle_timeout: float | None = None) -> None:
+        self.url = url
+        self.engine = _make_engine(url, echo=echo, synchronous_commit=synchronous_commit,
+                                   idle_timeout=idle_timeout)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        if self.is_postgres:
+            models.add_postgresql_options()
+        self.hub = hub_for(self.safe_url)
+        self._listener: PgListener | None = None
+        self._listener_lock = threading.Lock()
+        self._sessions: dict[str, Connection] = {}  # see _own_session
+        self._session_locks = {name: threading.Lock() for name in ("settle", "add")}
+
+    def listen(self) -> Hub:
+        """The hub where this database's changes are announced (starts the PostgreSQL
+        listener on first use)."""
+        if self.is_postgres:
+            with self._listener_lock:
+                if self._listener is None:
+                    conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
+                        hide_password=False
+                    )
+                    self._listener = PgListener(
+                        conninfo, [CHANNEL_ADDED, CHANNEL_CHANGED, CHANNEL_CANCEL,
+                                   CHANNEL_SCHEDULES], self.hub
+                    )
+                    self._listener.start()
+        return self.hub
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without its password."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def bound(self: _D, conn: Connection) -> _D:
+        """This store running every statement on ``conn`` instead of its own pool: how the
+        async client (``roadie.AsyncRoadie``) runs the same queries on an async driver's
+        connection, lent to synchronous code through SQLAlchemy's greenlet bridge
+        (``AsyncConnection.run_sync``). A transaction opened inside another joins it."""
+        view = object.__new__(type(self))
+        view.__dict__.update({k: v for k, v in self.__dict__.items()
+                              if k not in _PER_CONNECTION})
+        view._bound = conn
+        return view
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A connection from the pool, or the one this store is bound to."""
+        if self._bound is not None:
+            yield self._bound
+            return
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _own_session(self, name: str) -> Iterator[Connection]:
+        """PostgreSQL: an autocommit session kept for one hot statement (``name``: the
+        claim loop's settle round, a single add), where it is planned once (a generic plan)
+        instead of every time, and taken without the pool's checkout, checkin and isolation
+        changes: for these statements that overhead cost more than running them. JIT is off
+        there: the generic plan's row estimates would have it compiled, for 100+ ms. Times
+        come back in UTC and JSON as text. The session never returns to the pool (other
+        statements keep custom plans); a failed one is dropped. A second thread asking at
+        the same time gets a pooled connection."""
+        lock = self._session_locks[name]
+        if self._bound is not None or not lock.acquire(blocking=False):
+            with self._autocommit() as conn:
+                yield conn
+            return
+        try:
+            session = self._sessions.get(name)
+            if session is None:
+                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                try:
+                    conn.exec_driver_sql("SET plan_cache_mode = force_generic_plan")
+                    conn.exec_driver_sql("SET jit = off")
+                    # times in UTC already (no conversion per row), JSON left as text (the
+                    # same few plugins maps, parsed once: _plugins_map)
+                    conn.exec_driver_sql("SET TIME ZONE 'UTC'")
+                    from psycopg.types.string import TextLoader
+
+                    driver: Any = conn.connection.driver_connection
+                    driver.adapters.register_loader("json", TextLoader)
+                except BaseException:
+                    conn.invalidate()
+                    raise
+                self._sessions[name] = session = conn
+            try:
+                yield session
+            except BaseException:
+                self._drop_session(name)
+                raise
+        finally:
+            lock.release()
+
+    def _drop_session(self, name: str) -> None:
+        """Close an own session for good (its settings must not reach the pool)."""
+        conn = self._sessions.pop(name, None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[Connection]:
+        """A connection where each statement is its own transaction (no BEGIN/COMMIT round
+        trips); a bound store's connection inside a transaction just runs it there."""
+        if self._bound is None:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                yield c
+            return
+        conn = self._bound
+        if conn.in_transaction():
+            yield conn
+            return
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction():  # SQLAlchemy's own marker; the database committed
+                conn.commit()
+            conn.execution_options(isolation_level=conn.default_isolation_level)
+
+    def dispose(self) -> None:
+        """Stop listening and close every pooled connection."""
+        with self._listener_lock:
+            if self._listener is not None:
+                self._listener.stop()
+                self._listener = None
+        for name, lock in self._session_locks.items():
+            with lock:
+                self._drop_session(name)
+        self.engine.dispose()
+
+    # -- transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A writing transaction (``BEGIN IMMEDIATE`` on SQLite). Notifications queued with
+        ``notify`` are sent with the commit."""
+        if self._bound is not None and self._bound.in_transaction():
+            yield self._bound  # joins the transaction around it
+            return
+        pending: dict[str, list[str]] = {}
+        try:
+            with self._connection() as conn:
+                conn = conn.execution_options(roadie_write=True)
+                conn.info["roadie_pending"] = pending
+                try:
+                    with conn.begin():
+                        yield conn
+                        if pending and self.is_postgres:
+                            self._send_notifications(conn, pending)
+                finally:
+                    conn.info.pop("roadie_pending", None)
+        except sa.exc.OperationalError as exc:
+            raise self._database_error(exc) from exc
+        if pending and not self.is_postgres:  # committed: tell this process's listeners
+            for channel, payloads in pending.items():
+                self.hub.publish(channel, _join_payloads(payloads))
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A reading transaction."""
+        if self._bound is not None and self._bound.in_transaction():
+            yield self._bound  # joins the transaction around it
+            return
+        try:
+            with self._connection() as conn:
+                if self._bound is not None:
+                    conn.execution_options(roadie_write=False)
+                with conn.begin():
+                    yield conn
+        except sa.exc.OperationalError as exc:
+            raise self._database_error(exc) from exc
+
+    def _database_error(self, exc: sa.exc.OperationalError) -> DatabaseError:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
+            return SchemaOutdatedError(
+                f"database {self.safe_url} has no roadie schema; run `roadie db upgrade`"
+            )
+        return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
+
+    def notify(self, conn: Connection, channel: str, payload: str) -> None:
+        """Announce a change once the transaction commits. On PostgreSQL NOTIFY reaches every
+        process; on SQLite only this process's hub hears it, and other processes poll.
+        Payloads of one channel are joined with commas (``*`` when too long)."""
+        conn.info["roadie_pending"].setdefault(channel, []).append(payload)
+
+    def _send_notifications(self, conn: Connection, pending: dict[str, list[str]]) -> None:
+        calls = [sa.func.pg_notify(channel, _join_payloads(payloads))
+                 for channel, payloads in pending.items()]
+        conn.execute(sa.select(*calls))
+
+    # -- schema --------------------------------------------------------------------------
+
+    def _alembic_config(self, conn: Connection) -> Any:
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location",
+                               str(Path(__file__).parent.parent / "migrations"))
+        config.attributes["connection"] = conn
+        return config
+
+    def schema_revision(self) -> tuple[str | None, str]:
+        """(the database's revision or None, the code's head revision, ``models.SCHEMA_HEAD``).
+        Read with one query, so that a process whose schema is current never imports
+        Alembic (it costs a worker about 12 MB)."""
+        with self.read() as conn:
+            if not sa.inspect(conn).has_table(models.VERSION_TABLE):
+                return None, models.SCHEMA_HEAD
+            current = conn.execute(
+                sa.text(f"SELECT version_num FROM {models.VERSION_TABLE}")
+            ).scalar()
+        return current, models.SCHEMA_HEAD
+
+    def upgrade(self) -> None:
+        """Create or upgrade the schema to the code's revision (Alembic)."""
+        from alembic import command
+
+        with self.write() as conn:
+            command.upgrade(self._alembic_config(conn), "head")
+
+    def check_schema(self, *, auto_upgrade: bool) -> None:
+        """Raise a clear error if the schema is missing or older than the code
+        (or upgrade it, with ``auto_upgrade``)."""
+        try:
+            current, head = self.schema_revision()
+        except DatabaseError:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            raise DatabaseError(f"cannot use database {self.safe_url}: {exc}") from exc
+        if current == head:
+            return
+        if auto_upgrade:
+            self.upgrade()
+            return
+        if current is None:
+            raise SchemaOutdatedError(
+                f"database {self.safe_url} has no roadie schema; run `roadie db upgrade`"
+            )
+        raise SchemaOutdatedError(
+            f"database {self.safe_url} has roadie schema {current}, older than {head}; "
+            f"run `roadie db upgrade`"
+        )
+
+    @functools.cached_property
+    def _task_columns(self) -> tuple[str, ...]:
+        """The task table's columns in the database's order (a table that migrations
+        grew has its new columns last, whatever the model's order)."""
+        with self.read() as conn:
+            return tuple(conn.execute(sa.text(
+                "SELECT attname FROM pg_attribute WHERE attrelid = 'roadie_tasks'::regclass "
+                "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")).scalars())
+
+
+def driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]]:
+    """Run ``sql`` on the driver's connection under ``conn``'s transaction and return its
+    rows as dicts (see ``driver_tuples``)."""
+    keys, rows = driver_tuples(conn, sql, params)
+    return [dict(zip(keys, values, strict=True)) for values in rows]
+
+
+def driver_tuples(conn: Connection, sql: str, params: Any
+                   ) -> tuple[tuple[str, ...], list[Sequence[Any]]]:
+    """Run ``sql`` on the driver's connection under ``conn``'s transaction and return its
+    column names and rows: no result metadata is built for every statement, as SQLAlchemy
+    does for each of the worker's rounds (unless SQL is echoed or listened to: then
+    SQLAlchemy runs it). A driver error is raised as SQLAlchemy wraps it."""
+    if conn.engine.echo or conn.dispatch.before_cursor_execute or \
+            conn.dispatch.after_cursor_execute:  # someone watches the SQL: SQLAlchemy tells
+        result = conn.exec_driver_sql(sql, params if isinstance(params, dict) else tuple(params))
+        if not result.returns_rows:
+            return (), []
+        return tuple(result.keys()), [tuple(r) for r in result]
+    # the DB-API connection: the driver's own, or SQLAlchemy's adapter of an asyncio driver
+    # (a store bound to an async connection: roadie.aio_client)
+    driver: Any = conn.connection.dbapi_connection
+    errors = driver.Error if hasattr(driver, "Error") else Exception  # sqlite3 / psycopg
+    cursor = driver.cursor()
+    try:
+        cursor.execute(sql, params)
+        pgresult: Any = getattr(cursor, "pgresult", None)
+        if pgresult is not None:  # psycopg: names from its result (description builds objects)
+            keys = tuple(pgresult.fname(i).decode() for i in range(pgresult.nfields))
+            if not keys:
+                return (), []
+        elif cursor.description is None:
+            return (), []
+        else:
+            keys = tuple(d[0] for d in cursor.description)
+        return keys, cursor.fetchall()
+    except errors as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, errors) from exc
+    finally:
+        cursor.close()
+
+
+def _join_payloads(payloads: list[str]) -> str:
+    joined = ",".join(dict.fromkeys(payloads))
+    return joined if len(joined) < 7900 else "*"
+
+
+def split_payload(payload: str) -> list[str]:
+    """The items of a notification payload (``["*"]`` means "anything may have changed")."""
+    return [p for p in payload.split(",") if p]
+
+
+def _normal_url(url: str) -> str:
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",
+                 idle_timeout: float | None = None) -> Engine:
+    url = _normal_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 30,
+                                                                "check_same_thread": False})
+        path = engine.url.database
+        if path and path != ":memory:":
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _sqlite_events(engine)
+        return engine
+    try:
+        return sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20,
+                                pool_recycle=1800,
+                                connect_args=_pg_options(synchronous_commit, idle_timeout))
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+        raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
+
+
+def make_async_engine(url: str, *, synchronous_commit: str = "on") -> Any:
+    """An ``AsyncEngine`` on the same database as ``Store(url)``: psycopg's asyncio side on
+    PostgreSQL, aiosqlite on SQLite (with the same pragmas and ``BEGIN IMMEDIATE``)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = _normal_url(url)
+    try:
+        if url.startswith("sqlite"):
+            parsed = sa.make_url(url)
+            if parsed.drivername not in ("sqlite", "sqlite+aiosqlite"):
+                raise DatabaseError(f"the async client needs aiosqlite on SQLite, not "
+                                    f"{parsed.drivername!r} ({parsed.render_as_string()})")
+            try:
+                import aiosqlite  # noqa: F401
+            except ImportError:
+                raise DatabaseError("the async client needs aiosqlite on SQLite: "
+                                    "pip install aiosqlite") from None
+            engine = create_async_engine(parsed.set(drivername="sqlite+aiosqlite"),
+                                         connect_args={"timeout": 30})
+            _sqlite_events(engine.sync_engine)
+            return engine
+        return create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800,
+                                   connect_args=_pg_options(synchronous_commit))
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, sa.exc.InvalidRequestError) as exc:
+        raise DatabaseError(f"cannot use database URL {url!r} asynchronously: {exc}") from exc
+
+
+def _sqlite_events(engine: Engine) -> None:
+    """WAL, a busy timeout, and roadie's own BEGIN (IMMEDIATE for writing transactions)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # roadie issues BEGIN itself
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        write = conn.get_execution_options().get("roadie_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def _pg_options(synchronous_commit: str, idle_timeout: float | None = None) -> dict[str, Any]:
+    if synchronous_commit not in ("on", "off", "local", "remote_write", "remote_apply"):
+        raise DatabaseError(
+            f"postgres_synchronous_commit={synchronous_commit!r}: use on, off, local, "
+            f"remote_write or remote_apply")
+    settings = [] if synchronous_commit == "on" else [f"-c synchronous_commit={synchronous_commit}"]
+    if idle_timeout:
+        # a process paused inside a transaction (SIGSTOP, a frozen VM) would hold its row locks
+        # for as long as the pause, and the recovery of its tasks would wait on them: the
+        # server ends such a session instead
+        settings.append(f"-c idle_in_transaction_session_timeout={int(idle_timeout * 1000)}")
+    return {"options": " ".join(settings)} if settings else {}
+

@@ -1,0 +1,95 @@
+"""``Store``: the table of contents of roadie's database operations.
+
+Each concern module defines the store's methods of its concern as functions of the store
+(their first parameter is the store, ``self``), and ``Store`` gathers them below: a function
+set as a class attribute is a method, so a call costs what a call of a method written in the
+class costs. The connection side (engines, sessions, transactions, notifications, schema) is
+the base class, ``engine.Database``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from roadie.store import attachments, locks, nodes, progress, retention, tasks
+from roadie.store import claim as claims
+from roadie.store.engine import Database
+from roadie.store.schedules import ScheduleStore
+from roadie.store.trees import TreeStore
+
+
+class Store(Database):
+    """The database: connection, schema, and every query roadie makes.
+
+    From ``engine.Database``: ``listen``, ``safe_url``, ``bound``, ``dispose``, ``write``,
+    ``read``, ``notify``, ``schema_revision``, ``upgrade``, ``check_schema``.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False,
+                 synchronous_commit: str = "on", idle_timeout: float | None = None) -> None:
+        super().__init__(url, echo=echo, synchronous_commit=synchronous_commit,
+                         idle_timeout=idle_timeout)
+        # what the concern modules keep per store
+        self._unanalyzed = 0  # tasks added since the statistics were last looked at
+        self._analyzed_rows = 0  # the task table's rows then (see tasks._keep_statistics)
+        self._candidates_cache: dict[tuple[int, int, int], Any] = {}  # claim: by shape
+        self._next_due_check = 0.0  # time.monotonic() of the next promotion of due tasks
+
+    # -- tasks: add, read, count, cancel, resume, delete (tasks.py) ------------------------
+    insert_tasks = tasks.insert_tasks
+    get_task = tasks.get_task
+    list_tasks = tasks.list_tasks
+    count_tasks = tasks.count_tasks
+    count_tasks_by_executor = tasks.count_tasks_by_executor
+    oldest_due = tasks.oldest_due
+    attempts_of = tasks.attempts_of
+    append_error = tasks.append_error
+    cancel_task = tasks.cancel_task
+    resume_task = tasks.resume_task
+    delete_task = tasks.delete_task
+    snapshot = tasks.snapshot
+
+    # -- the worker's round: claim and settle (claim.py) -----------------------------------
+    claim = claims.claim
+    settle = claims.settle
+    count_pending = claims.count_pending
+
+    # -- isolation locks, parked and delayed tasks (locks.py) ------------------------------
+    held_keys = locks.held_keys
+    release_locks = locks.release_locks
+    promote_parked = locks.promote_parked
+    promote_stranded = locks.promote_stranded
+    held_locks = locks.held_locks
+
+    # -- nodes, heartbeats, orphans and fences (nodes.py) ----------------------------------
+    register_node = nodes.register_node
+    heartbeat = nodes.heartbeat
+    stop_node = nodes.stop_node
+    list_nodes = nodes.list_nodes
+    orphaned_tasks = nodes.orphaned_tasks
+    take_over_orphan = nodes.take_over_orphan
+    check_fence = nodes.check_fence
+    cancel_requests = nodes.cancel_requests
+
+    # -- the live state of running tasks (progress.py) -------------------------------------
+    save_progress = progress.save_progress
+
+    # -- attachments (attachments.py) ------------------------------------------------------
+    add_attachment = attachments.add_attachment
+    list_attachments = attachments.list_attachments
+
+    # -- retention (retention.py) ----------------------------------------------------------
+    prune = retention.prune
+
+    # -- task trees and schedules: query objects of their own (trees.py, schedules.py) -----
+
+    @functools.cached_property
+    def trees(self) -> TreeStore:
+        """The queries of task trees: subtasks, fan-in, dependencies (``store.trees``)."""
+        return TreeStore(self)
+
+    @functools.cached_property
+    def schedules(self) -> ScheduleStore:
+        """The queries of schedules (``store.schedules``)."""
+        return ScheduleStore(self)

@@ -1,0 +1,116 @@
+"""Isolation locks, and what the claim cannot take: tasks parked behind a held lock, and
+delayed tasks not due yet. Neither is in the claim index (``claimable`` is false): a lock's
+release makes the next parked task of its key claimable, and the claim loop makes due delayed
+tasks claimable every DUE_CHECK_INTERVAL. The future home of concurrency limits and rates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from roadie import models
+from roadie.store.engine import CHANNEL_ADDED
+from roadie.store.sql import PROMOTE_DUE, PROMOTE_PARKED, RELEASE_LOCKS, STRANDED_KEYS
+
+if TYPE_CHECKING:
+    from roadie.store.facade import Store
+
+DUE_CHECK_INTERVAL = 0.05  # seconds between two promotions of due delayed tasks (per process)
+
+
+def take_locks(self: Store, conn: Connection, wanted: Mapping[str, int], node: str,
+               now: dt.datetime) -> set[str]:
+    """Take the isolation locks ``wanted`` (key -> task id) for ``node``; returns the keys
+    taken (a key held already is not)."""
+    L = models.locks
+    insert: Any
+    if self.is_postgres:
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = (
+        insert(L)
+        .values([
+            {"key": key, "task_id": task_id, "node": node, "acquired_at": now}
+            for key, task_id in wanted.items()
+        ])
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(L.c.key)
+    )
+    return set(conn.execute(statement).scalars())
+
+
+def held_keys(self: Store, conn: Connection, keys: Iterable[str]) -> set[str]:
+    """The isolation keys among ``keys`` held now. On PostgreSQL their lock rows stay
+    share-locked until ``conn`` commits: a release waits, then sees what this
+    transaction parked behind them."""
+    L = models.locks
+    query = sa.select(L.c.key).where(L.c.key.in_(sorted(keys)))
+    if self.is_postgres:
+        query = query.with_for_update(read=True)
+    return set(conn.execute(query).scalars())
+
+
+def release_locks(self: Store, conn: Connection, task_ids: Sequence[int]) -> None:
+    """Release the isolation locks of ``task_ids`` and wake the next task parked behind
+    each (a statement of its own: on PostgreSQL it sees every task parked meanwhile)."""
+    keys = list(conn.execute(RELEASE_LOCKS, {"ids": list(task_ids)}).scalars())
+    if keys:
+        self.promote_parked(conn, keys)
+
+
+def promote_parked(self: Store, conn: Connection, keys: Iterable[str]) -> int:
+    """Make the next task parked behind each of ``keys`` (highest priority, then oldest)
+    claimable, for keys not held now; returns how many woke."""
+    free = set(keys) - self.held_keys(conn, keys)
+    woken = 0
+    for key in sorted(free):
+        task_id = conn.execute(PROMOTE_PARKED, {"key": key}).scalar()
+        if task_id is not None:
+            woken += 1
+            self.notify(conn, CHANNEL_ADDED, str(task_id))
+    return woken
+
+
+def due_check_now(self: Store) -> bool:
+    """True at most every DUE_CHECK_INTERVAL seconds (per process): time to make due
+    delayed tasks claimable."""
+    now = time.monotonic()
+    if now < self._next_due_check:
+        return False
+    self._next_due_check = now + DUE_CHECK_INTERVAL
+    return True
+
+
+def promote_due(self: Store, conn: Connection, now: dt.datetime) -> int:
+    """Make delayed tasks whose time has come claimable (a range of the due index, up to
+    DUE_BATCH at a time); returns how many."""
+    ids = list(conn.execute(PROMOTE_DUE, {"now": now}).scalars())
+    if ids:
+        self.notify(conn, CHANNEL_ADDED, str(ids[-1]))
+    return len(ids)
+
+
+def promote_stranded(self: Store) -> int:
+    """Wake the next parked task of every key that no task holds (after a crash, or a
+    task that was next for its key ended without running); returns how many woke.
+    Walks the distinct parked keys, not the parked tasks."""
+    with self.read() as conn:
+        keys = list(conn.execute(STRANDED_KEYS).scalars())
+    if not keys:
+        return 0
+    with self.write() as conn:
+        return self.promote_parked(conn, keys)
+
+
+def held_locks(self: Store) -> dict[str, int]:
+    """Isolation keys held now, with the task holding each."""
+    with self.read() as conn:
+        return dict(conn.execute(sa.select(models.locks.c.key, models.locks.c.task_id)).all())
+

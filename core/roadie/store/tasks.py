@@ -1,0 +1,395 @@
+"""Tasks: add (one, many, in bulk), read, count, cancel, resume and delete them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import operator
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from roadie import models
+from roadie.errors import InvalidTransition, TaskNotFound
+from roadie.records import AttemptRecord, Decoder, NodeRecord, TaskRecord
+from roadie.status import Status
+from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CANCEL, CHANNEL_CHANGED, driver_rows
+from roadie.store.rows import added_record, plugins_texts, task_record, utc_time
+from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
+from roadie.store.values import Fence, NewTask, Snapshot, claimable_at, utcnow
+
+if TYPE_CHECKING:
+    from roadie.store.facade import Store
+
+T = models.tasks
+# the columns whose statistics the claim and the sweeps are planned with (an ANALYZE of these
+# takes about half the time of all; autovacuum analyzes the rest later)
+_PLANNED_COLUMNS = ("status", "claimable", "executor", "tags", "priority", "run_after",
+                    "isolation_key", "node", "parent_id")
+ANALYZE_AFTER = 1000  # tasks added (here, since the last look) before statistics are looked at
+BULK_INSERT_FROM = 20
+# the binary COPY types of the columns that a new task sets (PostgreSQL); JSON goes as text
+_COPY_TYPES = {
+    "name": "text", "owner": "text", "task_group": "text", "executor": "text",
+    "context": "bytea", "captured": "bytea", "status": "int2", "status_message": "text",
+    "completed": "bool", "attempts": "int4", "isolation_key": "text", "priority": "int4",
+    "run_after": "timestamptz", "tags": "text", "timeout": "float8",
+    "created_at": "timestamptz", "updated_at": "timestamptz", "finished_at": "timestamptz",
+    "parent_id": "int8", "fan_in": "bool", "has_dependents": "bool", "claimable": "bool",
+}
+
+
+def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
+                 decoder: Decoder | None = None, *,
+                 parent: Fence | None = None) -> list[TaskRecord]:
+    """Insert tasks in one transaction and return them as stored, in order. A task whose
+    isolation key is held is stored as QUEUED. With ``parent`` (an attempt's fence) they
+    are subtasks of that task: a write of its attempt, refused with TakenOver once the
+    attempt is stale."""
+    now = utcnow()
+    if (self.is_postgres and len(new_tasks) == 1 and not new_tasks[0].isolation_key
+            and parent is None and not new_tasks[0].after):
+        return [_pg_insert_one(self, new_tasks[0], now, decoder)]
+    with self.write() as conn:
+        if parent is not None:
+            self.trees.check_parent(conn, parent)
+        keys = {t.isolation_key for t in new_tasks if t.isolation_key}
+        held = self.held_keys(conn, keys) if keys else set()
+        rows: list[dict[str, Any]] = [
+            {
+                "name": t.name,
+                "owner": t.owner,
+                "task_group": t.group,
+                "executor": t.executor,
+                "plugins": t.plugins,
+                "context": t.context,
+                "captured": t.captured,
+                "status": int(Status.QUEUED if t.isolation_key in held else Status.NEW),
+                "status_message": "",
+                "completed": False,
+                "attempts": 0,
+                "isolation_key": t.isolation_key,
+                "priority": t.priority,
+                "run_after": t.run_after or now,
+                "tags": t.tags,
+                "timeout": t.timeout,
+                "created_at": now,
+                "updated_at": now,
+                "finished_at": None,
+                "parent_id": parent.task_id if parent is not None else t.parent_id,
+                "fan_in": False,
+                "has_dependents": False,
+            }
+            for t in new_tasks
+        ]
+        if any(t.after for t in new_tasks):
+            self.trees.block_on(conn, new_tasks, rows, now)
+        for row in rows:
+            row["claimable"] = claimable_at(row["status"], row["run_after"], now)
+        if len(rows) < BULK_INSERT_FROM:
+            stored = [conn.execute(T.insert().returning(*T.c), row).one()._mapping
+                      for row in rows]
+            ids = [row["id"] for row in stored]
+            added = [task_record(row, decoder) for row in stored]
+        else:
+            ids = _bulk_insert(self, conn, rows)
+            added = [added_record(task_id, row, decoder)
+                     for task_id, row in zip(ids, rows, strict=True)]
+        if any(t.after for t in new_tasks):
+            self.trees.record_dependencies(conn, new_tasks, ids)
+        self.notify(conn, CHANNEL_ADDED, str(ids[-1]) if ids else "")
+    if self.is_postgres:
+        _keep_statistics(self, len(added))
+    return added
+
+
+def _keep_statistics(self: Store, added: int) -> None:
+    """Refresh the planner's statistics of the task table once the tasks added here since
+    the last look are as many as it held then (so they are never more than half behind):
+    a burst leaves them behind until autovacuum catches up, and without them the claim
+    sorts every waiting task. Growing a table to n tasks analyzes it about log2(n) times,
+    not once per call."""
+    self._unanalyzed += added
+    if self._unanalyzed < max(ANALYZE_AFTER, self._analyzed_rows):
+        return
+    with self._autocommit() as conn:
+        rows = max(0, int(conn.execute(sa.text(
+            "SELECT reltuples FROM pg_class WHERE oid = 'roadie_tasks'::regclass"
+        )).scalar() or 0))
+        if self._unanalyzed >= rows:  # (autovacuum may have analyzed it meanwhile)
+            conn.execute(sa.text(f"ANALYZE roadie_tasks ({', '.join(_PLANNED_COLUMNS)})"))
+            rows += self._unanalyzed
+    self._analyzed_rows, self._unanalyzed = rows, 0
+
+
+def _pg_insert_one(self: Store, task: NewTask, now: dt.datetime,
+                   decoder: Decoder | None) -> TaskRecord:
+    """One task without an isolation key, on PostgreSQL: insert and announce it in a
+    single autocommit statement (one round trip instead of four)."""
+    params = {
+        "name": task.name, "owner": task.owner, "task_group": task.group,
+        "executor": task.executor, "plugins": json.dumps(dict(task.plugins)),
+        "context": task.context, "captured": task.captured, "priority": task.priority,
+        "run_after": task.run_after or now, "tags": task.tags, "timeout": task.timeout,
+        "now": now, "claimable": task.run_after is None or task.run_after <= now,
+    }
+    try:
+        with self._own_session("add") as conn:
+            row = driver_rows(conn, PG_INSERT_ONE, params)[0]
+    except sa.exc.OperationalError as exc:
+        raise self._database_error(exc) from exc
+    row.pop("notified", None)
+    return task_record(row, decoder)
+
+
+def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert many task rows (each with the same columns) fast and return their ids: ids
+    are reserved first, then PostgreSQL takes the rows with a binary COPY and SQLite
+    with one prepared statement."""
+    count = len(rows)
+    if self.is_postgres:
+        ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalars().all()
+    else:  # under BEGIN IMMEDIATE nobody else inserts meanwhile
+        start = int(conn.execute(sa.select(sa.func.max(T.c.id))).scalar() or 0)
+        ids = range(start + 1, start + 1 + count)
+    plugins = plugins_texts(rows)  # as JSON text, each distinct map dumped once
+    if self.is_postgres and self._bound is None:
+        # plugins goes first; the other columns as the rows hold them
+        columns = [c for c in rows[0] if c != "plugins"]
+        values_of = operator.itemgetter(*columns)
+        raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
+        with raw.cursor() as cursor, cursor.copy(
+            f"COPY roadie_tasks (id, plugins, {', '.join(columns)}) FROM STDIN "
+            "(FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
+            for task_id, text, row in zip(ids, plugins, rows, strict=True):
+                copy.write_row((task_id, text, *values_of(row)))
+    elif self.is_postgres:  # a bound view (the async client): its driver takes the maps
+        conn.execute(T.insert(), [{**row, "id": task_id}
+                                  for task_id, row in zip(ids, rows, strict=True)])
+    else:  # SQLite keeps JSON as text: the texts go in as they are
+        conn.execute(T.insert().values(plugins=sa.bindparam("plugins", type_=sa.Text())),
+                     [{**row, "id": task_id, "plugins": text}
+                      for task_id, text, row in zip(ids, plugins, rows, strict=True)])
+    return list(ids)
+
+
+def get_task(self: Store, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
+    """The task with ``task_id``; raises TaskNotFound."""
+    with self.read() as conn:
+        row = conn.execute(sa.select(T).where(T.c.id == task_id)).first()
+    if row is None:
+        raise TaskNotFound(task_id)
+    return task_record(row, decoder)
+
+
+def list_tasks(
+    self: Store,
+    *,
+    status: Iterable[Status] | None = None,
+    executor: str | None = None,
+    owner: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    ids: Iterable[int] | None = None,
+    schedule: str | None = None,
+    limit: int | None = 100,
+    offset: int = 0,
+    decoder: Decoder | None = None,
+    name_contains: str | None = None,
+    parent_id: int | None = None,
+) -> list[TaskRecord]:
+    """Tasks matching every filter given, newest first (``name_contains``: a
+    case-insensitive part of the name)."""
+    query = sa.select(T).order_by(T.c.id.desc()).offset(offset)
+    if name_contains:
+        query = query.where(
+            sa.func.lower(T.c.name).contains(name_contains.lower(), autoescape=True))
+    if limit is not None:
+        query = query.limit(limit)
+    if status is not None:
+        query = query.where(T.c.status.in_([int(s) for s in status]))
+    if ids is not None:
+        query = query.where(T.c.id.in_(list(ids)))
+    for column, value in (
+        (T.c.executor, executor), (T.c.owner, owner), (T.c.task_group, group),
+        (T.c.name, name), (T.c.schedule, schedule), (T.c.parent_id, parent_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    with self.read() as conn:
+        return [task_record(row, decoder) for row in conn.execute(query)]
+
+
+def count_tasks(self: Store) -> dict[Status, int]:
+    """How many tasks have each status."""
+    with self.read() as conn:
+        rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
+        return {Status(s): n for s, n in rows}
+
+
+def count_tasks_by_executor(self: Store) -> dict[tuple[Status, str], int]:
+    """How many tasks each (status, executor) pair has."""
+    with self.read() as conn:
+        rows = conn.execute(sa.select(T.c.status, T.c.executor, sa.func.count())
+                            .group_by(T.c.status, T.c.executor))
+        return {(Status(s), e): n for s, e, n in rows}
+
+
+def oldest_due(self: Store, now: dt.datetime) -> dict[str, dt.datetime]:
+    """Per executor, since when its longest-waiting due task (NEW or QUEUED, run_after
+    passed) has been due."""
+    query = (sa.select(T.c.executor, sa.func.min(T.c.run_after))
+             .where(T.c.status.in_([int(Status.NEW), int(Status.QUEUED)]),
+                    T.c.run_after <= now)
+             .group_by(T.c.executor))
+    with self.read() as conn:
+        return {e: utc_time(when) for e, when in conn.execute(query) if when is not None}
+
+
+def delete_task(self: Store, task_id: int, *, tree: bool = False) -> list[int]:
+    """Delete a task that is not running, with its attempts and attachment rows; a task
+    with subtasks that have not ended only with ``tree`` (then its whole tree goes).
+    Returns the ids deleted."""
+    with self.write() as conn:
+        ids = self.trees.tree_to_delete(conn, task_id, tree)
+        if len(ids) > 1:
+            self.trees.delete_rows(conn, ids)
+            return ids
+        status = conn.execute(
+            sa.select(T.c.status).where(T.c.id == task_id).with_for_update()
+        ).scalar()
+        if status is None:
+            raise TaskNotFound(task_id)
+        if status == Status.IN_PROGRESS:
+            raise InvalidTransition(
+                f"task {task_id} is in progress; cancel it (`roadie cancel {task_id}`) and "
+                f"delete it once it has ended"
+            )
+        conn.execute(T.delete().where(T.c.id == task_id))
+        conn.execute(models.attempts.delete().where(models.attempts.c.task_id == task_id))
+        conn.execute(
+            models.attachments.delete().where(models.attachments.c.task_id == task_id)
+        )
+        self.release_locks(conn, [task_id])
+        self.notify(conn, CHANNEL_CHANGED, str(task_id))
+    return [task_id]
+
+
+def cancel_task(self: Store, task_id: int, by: str, message: str) -> TaskRecord:
+    """Cancel a waiting task at once, or store a cancel request for a running one."""
+    now = utcnow()
+    with self.write() as conn:
+        row = conn.execute(sa.select(T).where(T.c.id == task_id).with_for_update()).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        status = Status(row.status)
+        if status in (Status.NEW, Status.QUEUED, Status.WAITING):
+            conn.execute(
+                T.update().where(T.c.id == task_id).values(
+                    status=int(Status.CANCELLED), status_message=message, completed=True,
+                    cancel_requested_at=now, cancel_requested_by=by, finished_at=now,
+                    updated_at=now,
+                )
+            )
+            if row.isolation_key is not None and row.claimable:
+                # it may have been the next of its key: wake the one after it
+                self.promote_parked(conn, [row.isolation_key])
+        elif status == Status.IN_PROGRESS:
+            if row.cancel_requested_at is None:
+                conn.execute(
+                    T.update().where(T.c.id == task_id).values(
+                        cancel_requested_at=now, cancel_requested_by=by, updated_at=now
+                    )
+                )
+            self.notify(conn, CHANNEL_CANCEL, f"{task_id}:{row.node or ''}")
+        else:
+            raise InvalidTransition(
+                f"task {task_id} has already ended ({status.label}); nothing to cancel"
+            )
+        self.notify(conn, CHANNEL_CHANGED, str(task_id))
+        row = conn.execute(sa.select(T).where(T.c.id == task_id)).one()
+    record = task_record(row, None)
+    if record.status == Status.CANCELLED:
+        self.trees.settled([record])
+    return record
+
+
+def resume_task(self: Store, task_id: int) -> None:
+    """Put a FAILED or CANCELLED task back to NEW (same row, same context). A parent
+    whose fan-in ran goes back to WAITING instead: ``subtasks_done`` runs again once its
+    subtasks have ended (at once if they all have); ``execute`` does not run again."""
+    now = utcnow()
+    with self.write() as conn:
+        row = conn.execute(
+            sa.select(T.c.status, T.c.fan_in).where(T.c.id == task_id).with_for_update()
+        ).first()
+        if row is None:
+            raise TaskNotFound(task_id)
+        status = Status(row.status)
+        if status not in (Status.FAILED, Status.CANCELLED):
+            raise InvalidTransition(
+                f"task {task_id} is {status.label}; only failed or cancelled tasks can be "
+                f"resumed"
+            )
+        fan_in = bool(row.fan_in)
+        conn.execute(
+            T.update().where(T.c.id == task_id).values(
+                status=int(Status.WAITING if fan_in else Status.NEW), completed=False,
+                status_message="resumed", cancel_requested_at=None,
+                cancel_requested_by=None, finished_at=None, run_after=now, node=None,
+                error=None, updated_at=now, claimable=True,
+            )
+        )
+        self.notify(conn, CHANNEL_ADDED, str(task_id))
+        self.notify(conn, CHANNEL_CHANGED, str(task_id))
+    if fan_in:
+        self.trees.settled([self.get_task(task_id)])
+
+
+def append_error(self: Store, task_id: int, text: str) -> None:
+    """Add a line to a task's error notes (for example a failing plugin hook)."""
+    with self.write() as conn:
+        current = conn.execute(sa.select(T.c.error).where(T.c.id == task_id)).scalar()
+        joined = f"{current}\n{text}" if current else text
+        conn.execute(T.update().where(T.c.id == task_id).values(error=joined))
+
+
+def attempts_of(self: Store, task_id: int) -> list[AttemptRecord]:
+    """The finished attempts of a task, oldest first."""
+    A = models.attempts
+    with self.read() as conn:
+        rows = conn.execute(sa.select(A).where(A.c.task_id == task_id).order_by(A.c.id))
+        return [
+            AttemptRecord(r.task_id, r.attempt, r.node, Status(r.status), r.message,
+                          r.error, r.started_at, r.finished_at)
+            for r in rows
+        ]
+
+
+def snapshot(self: Store) -> Snapshot:
+    """Every task, the attempt log's line count per task, every node and the held locks,
+    read in one transaction that sees one moment (REPEATABLE READ on PostgreSQL; a SQLite
+    read transaction always does), for checks of consistency."""
+    A, N, L = models.attempts, models.nodes, models.locks
+    with self.engine.connect() as conn:
+        if self.is_postgres:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        try:
+            with conn.begin():
+                now = utcnow()
+                tasks = [task_record(r, None) for r in conn.execute(sa.select(T))]
+                counts: dict[int, int] = dict(conn.execute(
+                    sa.select(A.c.task_id, sa.func.count()).group_by(A.c.task_id)).all())
+                nodes = [NodeRecord(r.id, r.name, r.host, r.pid, r.concurrency,
+                                    r.plugins or {}, r.executors or {},
+                                    frozenset(r.tags or ()), r.started_at, r.heartbeat_at,
+                                    r.stopped_at) for r in conn.execute(sa.select(N))]
+                locks = dict(conn.execute(sa.select(L.c.key, L.c.task_id)).all())
+        except sa.exc.OperationalError as exc:
+            raise self._database_error(exc) from exc
+    return Snapshot(now, tasks, counts, nodes, locks)
+

@@ -1,0 +1,129 @@
+"""What callers hand the store and get back (new tasks, what a worker can run, outcomes,
+fences, snapshots), and the small helpers every part of the store shares."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from roadie.records import NodeRecord, TaskRecord
+from roadie.status import Status
+
+MAX_TAGS_PER_NODE = 10
+
+
+def utcnow() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def tags_key(tags: Iterable[str]) -> str:
+    """How a set of tags is stored: sorted and comma-joined ('' for none)."""
+    cleaned = sorted({t.strip() for t in tags if t.strip()})
+    for tag in cleaned:
+        if "," in tag:
+            raise ValueError(f"tag {tag!r} may not contain a comma")
+    return ",".join(cleaned)
+
+
+def claimable_at(status: int, run_after: dt.datetime, now: dt.datetime) -> bool:
+    """Whether a task written now with ``status`` and ``run_after`` goes to the claim index:
+    not one QUEUED behind a held lock, nor one delayed into the future."""
+    return status != int(Status.QUEUED) and run_after <= now
+
+
+def tag_subsets(tags: Iterable[str]) -> list[str]:
+    """Every stored tags value a node with ``tags`` may run (all subsets, as keys)."""
+    items = sorted(set(tags))
+    if len(items) > MAX_TAGS_PER_NODE:
+        raise ValueError(f"a node may have at most {MAX_TAGS_PER_NODE} tags")
+    return [
+        ",".join(combo) for size in range(len(items) + 1)
+        for combo in itertools.combinations(items, size)
+    ]
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to insert (made by the app from ``add_task`` arguments)."""
+
+    executor: str
+    plugins: Mapping[str, str]
+    context: bytes
+    name: str = ""
+    owner: str | None = None
+    group: str | None = None
+    captured: bytes | None = None
+    isolation_key: str | None = None
+    priority: int = 0
+    run_after: dt.datetime | None = None
+    tags: str = ""
+    timeout: float | None = None
+    parent_id: int | None = None  # a subtask of this task
+    after: tuple[int, ...] = ()  # runs once these tasks have succeeded
+
+
+@dataclass(frozen=True)
+class Claimable:
+    """What a worker can run: its executors (with their isolation) and tags."""
+
+    executors: Sequence[str]
+    isolated: Mapping[str, Any]  # executor -> callable(row) -> key, for executors that isolate
+    plugins: Mapping[str, str]
+    tag_keys: Sequence[str]
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What one ``settle`` transaction did: the attempts it recorded, the tasks it claimed."""
+
+    finished: list[TaskRecord]
+    claimed: list[TaskRecord]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The state of the database at one moment (``Store.snapshot``)."""
+
+    at: dt.datetime
+    tasks: list[TaskRecord]
+    attempt_log_counts: dict[int, int]  # task id -> lines in the attempt log
+    nodes: list[NodeRecord]
+    locks: dict[str, int]  # isolation key -> task id
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The token of one attempt: the task, the node running it and its attempt number.
+
+    Every write an attempt makes carries it, and the database refuses the write (``WHERE node
+    = :node AND attempts = :attempt AND status = IN_PROGRESS``) once the task was taken over:
+    requeued or failed by crash recovery, and perhaps claimed again since. Attempt numbers only
+    grow, so a stale attempt can never match again.
+    """
+
+    task_id: int
+    node: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one attempt of a task ended, as the worker writes it."""
+
+    task_id: int
+    status: Status
+    message: str
+    result: bytes | None = None
+    error: str | None = None
+    task_status: bytes | None = None
+    messages: bytes | None = None
+    checkpoint: bytes | None = None
+    run_after: dt.datetime | None = None  # for a task put back to NEW (retry, delay)
+    attempt_counts: bool = True
+    attempt: int | None = None  # the attempt's fencing token (None: any attempt of the node)
+    started_at: dt.datetime | None = None  # when it started, if claimed ahead and not recorded
+
