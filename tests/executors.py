@@ -22,6 +22,12 @@ class Sleep(roadie.Executor):
         return roadie.Result.success("slept")
 
 
+class SerialSleep(Sleep):
+    """Sleep, one at a time."""
+
+    isolation = roadie.Isolation.CLASS
+
+
 class Boom(roadie.Executor):
     """Raises RuntimeError."""
 
@@ -301,8 +307,9 @@ class Part(roadie.Executor):
 
 
 ALL: dict[str, type[roadie.Executor]] = {
-    "sleep": Sleep, "boom": Boom, "refuse": Refuse, "flaky": Flaky, "spin": Spin,
-    "timed": Timed, "chatty": Chatty, "tracked": Tracked, "serial": SerialTracked,
+    "sleep": Sleep, "serial-sleep": SerialSleep, "boom": Boom, "refuse": Refuse,
+    "flaky": Flaky, "spin": Spin, "timed": Timed, "chatty": Chatty, "tracked": Tracked,
+    "serial": SerialTracked,
     "grouped": GroupTracked, "badreturn": BadReturn, "translated": Translated,
     "whoami": WhoAmI, "parent": Parent, "asleep": AsyncSleep, "atimed": AsyncTimed,
     "awork": AsyncWork, "achildren": AsyncChildren, "asignal": AsyncSignal,

@@ -490,6 +490,10 @@ class Roadie:
             holder = self.store.held_locks().get(task.isolation_key)
             if holder is not None:
                 return f"queued: task {holder} holds isolation key {task.isolation_key!r}"
+            head = self.store.queue_head(task.isolation_key)
+            if head is not None and head != task.id:
+                return (f"queued: task {head} runs first (isolation key "
+                        f"{task.isolation_key!r}, one at a time)")
         now = utcnow()
         nodes = [n for n in self.list_nodes() if n.is_alive(now, self.settings.heartbeat_grace)]
         if not nodes:

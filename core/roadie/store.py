@@ -141,10 +141,13 @@ class Claimable:
 
 @dataclass(frozen=True)
 class Settled:
-    """What one ``settle`` transaction did: the attempts it recorded, the tasks it claimed."""
+    """What one ``settle`` transaction did: the attempts it recorded, the tasks it claimed,
+    and how many candidates it parked instead (their isolation key was taken): a round that
+    parked some may find runnable tasks behind them at once."""
 
     finished: list[TaskRecord]
     claimed: list[TaskRecord]
+    parked: int = 0
 
 
 @dataclass(frozen=True)
@@ -484,6 +487,7 @@ class Store:
             if parent is not None:
                 self.trees.check_parent(conn, parent)
             keys = {t.isolation_key for t in new_tasks if t.isolation_key}
+            heads = self.key_heads(conn, keys) if keys else {}
             held = self.held_keys(conn, keys) if keys else set()
             rows: list[dict[str, Any]] = [
                 {
@@ -516,6 +520,8 @@ class Store:
                 self.trees.block_on(conn, new_tasks, rows, now)
             for row in rows:
                 row["claimable"] = claimable_at(row["status"], row["run_after"], now)
+            if keys:
+                self._queue_behind_heads(conn, rows, heads, now)
             if len(rows) < BULK_INSERT_FROM:
                 stored = [conn.execute(T.insert().returning(*T.c), row).one()._mapping
                           for row in rows]
@@ -683,11 +689,13 @@ class Store:
             if len(ids) > 1:
                 self.trees.delete_rows(conn, ids)
                 return ids
-            status = conn.execute(
-                sa.select(T.c.status).where(T.c.id == task_id).with_for_update()
-            ).scalar()
-            if status is None:
+            found = conn.execute(
+                sa.select(T.c.status, T.c.isolation_key).where(T.c.id == task_id)
+                .with_for_update()
+            ).first()
+            if found is None:
                 raise TaskNotFound(task_id)
+            status, key = found
             if status == Status.IN_PROGRESS:
                 raise InvalidTransition(
                     f"task {task_id} is in progress; cancel it (`roadie cancel {task_id}`) and "
@@ -699,6 +707,8 @@ class Store:
                 models.attachments.delete().where(models.attachments.c.task_id == task_id)
             )
             self.release_locks(conn, [task_id])
+            if key is not None:  # it may have been the next of its key: wake the one after it
+                self.promote_parked(conn, [key])
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         return [task_id]
 
@@ -842,6 +852,7 @@ class Store:
         now = utcnow()
         finished: list[TaskRecord] = []
         claimed: list[TaskRecord] = []
+        parked = 0
         wanted = [(c, n) if c is not None and n > 0 and c.executors else (None, 0)
                   for c, n in ((can, limit), (can_async, limit_async))]
         claims = [(c, n) for c, n in wanted if c is not None]
@@ -881,15 +892,17 @@ class Store:
                 if promote:
                     self._promote_due(conn, now)
                 for c, n in claims:
-                    claimed += self._claim(conn, node, c, n, now, ahead if c is can else 0,
-                                           decoder)
+                    got, parked_now = self._claim(conn, node, c, n, now,
+                                                  ahead if c is can else 0, decoder)
+                    claimed += got
+                    parked += parked_now
         except DatabaseError:
             if not (committed.finished or committed.claimed):
                 raise
             self.trees.settled(committed.finished)
             return committed  # the second transaction failed; the first one stands
         self.trees.settled(committed.finished + finished)
-        return Settled(committed.finished + finished, committed.claimed + claimed)
+        return Settled(committed.finished + finished, committed.claimed + claimed, parked)
 
     def _has_candidates(self, claims: Sequence[tuple[Claimable, int]], now: dt.datetime,
                         promote: bool) -> bool:
@@ -1188,7 +1201,9 @@ class Store:
 
     def _claim(self, conn: Connection, node: str, can: Claimable, limit: int,
                now: dt.datetime, ahead: int = 0, decoder: Decoder | None = None,
-               ) -> list[TaskRecord]:
+               ) -> tuple[list[TaskRecord], int]:
+        """Claim up to ``limit`` of what ``can`` runs, taking isolation locks; returns the
+        tasks claimed and how many candidates were parked (their key was taken)."""
         statement, params = self._candidates(can, limit * 2 if can.isolated else limit, now)
         if self.is_sqlite:  # driver SQL: the statement is plain text already
             params["now"] = _sqlite_time(now)
@@ -1196,7 +1211,7 @@ class Store:
         else:
             candidates = conn.execute(statement, params).all()
         if not candidates:
-            return []
+            return [], 0
         winners: list[int] = []
         queued: list[tuple[int, str]] = []
         wanted_keys: dict[str, int] = {}
@@ -1227,16 +1242,16 @@ class Store:
         # it; the lock row stays share-locked until this commits, so that the release
         # (which deletes it) sees the parked task
         held = self.held_keys(conn, {key for _, key in queued}) if queued else set()
+        by_key: dict[str, list[int]] = {}
         for task_id, key in queued:
-            conn.execute(
-                T.update().where(T.c.id == task_id).values(
-                    status=int(Status.QUEUED), isolation_key=key, updated_at=now,
-                    claimable=key not in held,
-                )
-            )
-            self.notify(conn, CHANNEL_CHANGED, str(task_id))
+            by_key.setdefault(key, []).append(task_id)
+        for key, ids in by_key.items():  # one statement per key, however many it parks
+            conn.execute(T.update().where(T.c.id.in_(ids)).values(
+                status=int(Status.QUEUED), isolation_key=key, updated_at=now,
+                claimable=key not in held))
+            self.notify(conn, CHANNEL_CHANGED, ",".join(map(str, ids)))
         if not winners:
-            return []
+            return [], len(queued)
         start = max(limit - ahead, 0)  # the others are claimed ahead: not started yet
         updated: list[Any] = []
         for ids, started in ((winners[:start], now), (winners[start:], None)):
@@ -1252,7 +1267,8 @@ class Store:
         for task_id in winners:
             self.notify(conn, CHANNEL_CHANGED, str(task_id))
         order = {task_id: i for i, task_id in enumerate(winners)}
-        return sorted((_task_record(r, decoder) for r in updated), key=lambda t: order[t.id])
+        return (sorted((_task_record(r, decoder) for r in updated), key=lambda t: order[t.id]),
+                len(queued))
 
     def _take_locks(
         self, conn: Connection, wanted: Mapping[str, int], node: str, now: dt.datetime
@@ -1275,6 +1291,68 @@ class Store:
         return set(conn.execute(statement).scalars())
 
     # -- what the claim cannot take: delayed tasks, tasks parked behind a lock ---------------
+    #
+    # Of the waiting tasks of one isolation key only the next to run, its head, is claimable;
+    # the others are parked (QUEUED, not claimable) from the moment they are added, so a
+    # backlog behind one key costs the claim nothing. A held lock parks the tasks of its key
+    # too. The lock's release, or the head's end without running (cancelled, deleted),
+    # promotes the best parked task (highest priority, then oldest). A task that turns
+    # claimable beside a head (a delayed one come due, a retry, a race of two adds) is parked
+    # by the claim that meets it while its key is taken.
+
+    def key_heads(self, conn: Connection, keys: Iterable[str], *,
+                  lock: bool = True) -> dict[str, tuple[int, int]]:
+        """The head (task id, priority) of each of ``keys`` that has one: its claimable task.
+        With ``lock``, on PostgreSQL, the head rows stay locked until ``conn`` commits, so
+        that a worker claims a head only once the tasks this transaction parks behind it are
+        visible to the release that wakes them."""
+        query = (sa.select(T.c.isolation_key, T.c.id, T.c.priority)
+                 .where(T.c.isolation_key.in_(sorted(keys)), sa.text(models.KEY_HEAD))
+                 .order_by(T.c.priority, T.c.id.desc()))
+        if lock and self.is_postgres:
+            query = query.with_for_update()
+        return {key: (task_id, priority) for key, task_id, priority in conn.execute(query)}
+
+    def _queue_behind_heads(self, conn: Connection, rows: list[dict[str, Any]],
+                            heads: Mapping[str, tuple[int, int]], now: dt.datetime) -> None:
+        """Park the new task ``rows`` that are not the next of their isolation key: the best
+        runnable one of a key (highest priority, then first) becomes its head unless the key
+        has a head as urgent already; a head that gives way to a more urgent task is parked.
+        Rows of a held key are parked already; delayed and blocked rows wait as they are."""
+        best: dict[str, int] = {}
+        for index, row in enumerate(rows):
+            key = row["isolation_key"]
+            if key is not None and row["claimable"] and (
+                    key not in best or row["priority"] > rows[best[key]]["priority"]):
+                best[key] = index
+        demoted: list[int] = []
+        for key, index in list(best.items()):
+            head = heads.get(key)
+            if head is None:
+                continue
+            if head[1] >= rows[index]["priority"]:
+                del best[key]
+            else:
+                demoted.append(head[0])
+        for index, row in enumerate(rows):
+            key = row["isolation_key"]
+            if key is not None and row["claimable"] and best.get(key) != index:
+                row.update(status=int(Status.QUEUED), claimable=False)
+        if demoted:
+            conn.execute(T.update().where(T.c.id.in_(demoted), sa.text(models.KEY_HEAD))
+                         .values(status=int(Status.QUEUED), claimable=False, updated_at=now))
+            self.notify(conn, CHANNEL_CHANGED, ",".join(map(str, demoted)))
+
+    def queue_head(self, key: str) -> int | None:
+        """The task that runs next for isolation key ``key`` (its holder, or else its claimable
+        task), or None."""
+        with self.read() as conn:
+            holder = conn.execute(sa.select(models.locks.c.task_id)
+                                  .where(models.locks.c.key == key)).scalar()
+            if holder is not None:
+                return int(holder)
+            head = self.key_heads(conn, [key], lock=False).get(key)
+        return head[0] if head is not None else None
 
     def held_keys(self, conn: Connection, keys: Iterable[str]) -> set[str]:
         """The isolation keys among ``keys`` held now. On PostgreSQL their lock rows stay
@@ -1307,10 +1385,16 @@ class Store:
 
     @functools.cached_property
     def _promote_parked_sql(self) -> Any:
-        head = (sa.select(T.c.id).where(T.c.isolation_key == sa.bindparam("key"),
-                                        sa.text(models.PARKED))
-                .order_by(T.c.priority.desc(), T.c.id).limit(1).scalar_subquery())
-        return T.update().where(T.c.id == head).values(claimable=True).returning(T.c.id)
+        parked = (sa.select(T.c.id).where(T.c.isolation_key == sa.bindparam("key"),
+                                          sa.text(models.PARKED))
+                  .order_by(T.c.priority.desc(), T.c.id).limit(1).scalar_subquery())
+        head = T.alias("head")
+        has_head = (sa.select(head.c.id).where(
+            head.c.isolation_key == sa.bindparam("key"),
+            sa.text("head.claimable AND head.status IN (0, 4) "
+                    "AND head.isolation_key IS NOT NULL")).exists())  # models.KEY_HEAD
+        return (T.update().where(T.c.id == parked, ~has_head).values(claimable=True)
+                .returning(T.c.id))
 
     def _due_check_now(self) -> bool:
         """True at most every DUE_CHECK_INTERVAL seconds (per process): time to make due

@@ -316,6 +316,9 @@ class TreeStore:
                 self.store.notify(conn, "roadie_task_cancel", f"{row.id}:{row.node or ''}")
             for row in cancelled:
                 self.store.notify(conn, "roadie_task_changed", str(row.id))
+            keys = {r.isolation_key for r in cancelled if r.isolation_key is not None}
+            if keys:  # a cancelled subtask may have been the next of its key
+                self.store.promote_parked(conn, keys)
         records = [_task_record(r, None) for r in cancelled]
         self.settled(records)
         return records
@@ -351,11 +354,15 @@ class TreeStore:
         """Delete tasks with their attempts, attachment rows, locks and dependency edges."""
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
-            conn.execute(T.delete().where(T.c.id.in_(chunk)))
+            keys = {key for key in conn.execute(
+                T.delete().where(T.c.id.in_(chunk)).returning(T.c.isolation_key)).scalars()
+                if key is not None}
             conn.execute(models.attempts.delete().where(models.attempts.c.task_id.in_(chunk)))
             conn.execute(models.attachments.delete()
                          .where(models.attachments.c.task_id.in_(chunk)))
             self.store.release_locks(conn, chunk)
+            if keys:  # a deleted task may have been the next of its key
+                self.store.promote_parked(conn, keys)
             conn.execute(D.delete().where(D.c.task_id.in_(chunk)))
         self.store.notify(conn, "roadie_task_changed", ",".join(str(i) for i in ids[:50]))
 

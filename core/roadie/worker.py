@@ -386,7 +386,7 @@ class Worker:
                 self._accept_all(settled.claimed)
                 self._round_due_below = self.concurrency + ahead // 2
                 self._handed_over = False
-                if settled.claimed or done:
+                if settled.claimed or done or settled.parked:
                     continue
             if stopping and busy <= 0:
                 return
@@ -432,8 +432,10 @@ class Worker:
             got_async = sum(r.executor in self._async_names for r in settled.claimed)
             got = {"sync": len(settled.claimed) - got_async, "async": got_async}
             for kind, (_, kind_limit) in wanted.items():
-                if got[kind] >= kind_limit:
-                    self._may_claim[kind] = True  # there may be more
+                # there may be more; a round that parked candidates (their isolation key was
+                # taken) may find runnable tasks behind them: claim again at once
+                if got[kind] >= kind_limit or settled.parked:
+                    self._may_claim[kind] = True
                 else:
                     self._claimed_short_at[kind] = time.monotonic()
         return settled
