@@ -240,11 +240,17 @@ class Roadie:
             self._task_added(task)
         return added
 
-    def _subtask_page(self, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
-        """A page of subtasks for ``subtasks_done`` (a host asks its worker instead)."""
+    def _subtask_page(self, parent_id: int, after: int, limit: int,
+                      offset: int = 0) -> list[TaskRecord]:
+        """A page of subtasks for ``roadie.Subtasks`` (a host asks its worker instead)."""
         from roadie.trees import subtask_page
 
-        return subtask_page(self, parent_id, after, limit)
+        return subtask_page(self, parent_id, after, limit, offset)
+
+    def _subtask_count(self, parent_id: int) -> int:
+        """How many subtasks ``parent_id`` has, for ``roadie.Subtasks`` (a host asks its
+        worker instead)."""
+        return self.store.trees.subtask_count(parent_id)
 
     def _task_added(self, task: TaskRecord) -> None:
         for line in notify_hook(self, "roadie_task_added", app=self, task=task):

@@ -248,12 +248,22 @@ class TreeStore:
                                 .where(T.c.parent_id == parent_id).group_by(T.c.status))
             return {Status(s): n for s, n in rows}
 
-    def subtask_ids(self, parent_id: int, *, after: int = 0, limit: int = 1000) -> list[int]:
-        """The ids of ``parent_id``'s subtasks above ``after``, oldest first (for paging)."""
+    def subtask_count(self, parent_id: int) -> int:
+        """How many subtasks ``parent_id`` has (one COUNT over the parent index)."""
         with self.store.read() as conn:
-            return list(conn.execute(
-                sa.select(T.c.id).where(T.c.parent_id == parent_id, T.c.id > after)
-                .order_by(T.c.id).limit(limit)).scalars())
+            return int(conn.execute(sa.select(sa.func.count())
+                                    .where(T.c.parent_id == parent_id)).scalar_one())
+
+    def subtask_ids(self, parent_id: int, *, after: int = 0, limit: int = 1000,
+                    offset: int = 0) -> list[int]:
+        """The ids of ``parent_id``'s subtasks above ``after``, oldest first (for paging),
+        skipping the first ``offset`` of them (for reading at a position)."""
+        query = (sa.select(T.c.id).where(T.c.parent_id == parent_id, T.c.id > after)
+                 .order_by(T.c.id).limit(limit))
+        if offset:
+            query = query.offset(offset)
+        with self.store.read() as conn:
+            return list(conn.execute(query).scalars())
 
     def unmet_dependencies(self, task_id: int) -> list[int]:
         """The tasks that ``task_id`` runs after and that have not succeeded yet."""
