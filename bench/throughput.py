@@ -507,8 +507,9 @@ def main() -> None:
         print("\n\n".join(texts))
         if not args.no_write:
             plain_only = set(kinds) == {"none", "plain"}
+            chosen = "" if args.skip is None else f" ({', '.join(kinds[1:])})"
             write_section("Depth (plain)" if plain_only else
-                          f"Depth: {args.depth:,} waiting tasks the node cannot take",
+                          f"Depth: {args.depth:,} waiting tasks the node cannot take{chosen}",
                           "\n\n".join(texts) + DEPTH_NOTES)
         return
 
