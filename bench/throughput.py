@@ -199,7 +199,11 @@ this one: each adds the no-ops (`bench:tick`), then a `BackgroundWorker(app, con
 runs them (rate from its start to the last no-op run). The ratio is of the two medians;
 the pairs column gives the lowest and highest ratio of one drain to the empty drain just
 before it. Skipped kinds: serial-behind-lock (`roadie-examples:serial`, status QUEUED, behind
-one long serial task that holds the lock in another worker), delayed (`delay=3600`),
+one long serial task that holds the lock in another worker), serial-backlog (the same
+executor's tasks, each of 3,600 s, all added while no worker runs; the draining worker takes
+the first and holds its key, with one thread more than the empty drain for it, and stops
+at once after the drain: the held task fails and the next one holds the key in the next
+drain), delayed (`delay=3600`),
 tagged-absent (`tags=["gpu"]`), plugin-absent (an executor of a plugin no node has), mix (a
 quarter of each); plain: not skipped at all, the timed no-ops are the first of a deep queue
 of no-ops. `load` is the 1-minute load average after the row.""".replace("{r}", str(DEPTH_REPEATS))
@@ -218,8 +222,8 @@ A fresh database; `app.add_tasks(generator)` of no-ops (chunks of 10,000 tasks, 
 transaction each); peak memory is the growth of the process's maximum resident set during the
 call. Then the median of 20 calls of the first page of `list_tasks` (50 newest), the first page
 of NEW tasks, and `get_task_status` of a task in the middle."""
-SKIP_KINDS = ("none", "serial-behind-lock", "delayed", "tagged-absent", "plugin-absent", "mix",
-              "plain")
+SKIP_KINDS = ("none", "serial-behind-lock", "serial-backlog", "delayed", "tagged-absent",
+              "plugin-absent", "mix", "plain")
 
 
 class TickExecutor(roadie.Executor):
@@ -248,7 +252,7 @@ def fill_skipped(app: roadie.Roadie, kind: str, depth: int) -> None:
     spec: dict[str, object] = {"executor": NOOP, "context": {}}
     if kind == "plain":
         spec = {"executor": TICK, "context": {}}
-    elif kind == "serial-behind-lock":
+    elif kind in ("serial-behind-lock", "serial-backlog"):
         spec = {"executor": "roadie-examples:serial", "context": {"seconds": 3600}}
     elif kind == "delayed":
         spec["delay"] = 3600
@@ -300,9 +304,15 @@ class DepthRun:
                                    * min(CHUNK, self.n - offset))
         TickExecutor.count = 0
         started = time.perf_counter()
-        with BackgroundWorker(self.app, concurrency=2):
+        backlog = self.kind == "serial-backlog"  # this worker holds the key: a thread more
+        runner = BackgroundWorker(self.app, concurrency=3 if backlog else 2).start()
+        try:
             wait(lambda: TickExecutor.count >= self.n, "the drain", timeout=3600)
             rate = self.n / (time.perf_counter() - started)
+        finally:
+            if backlog:  # the held serial task ends now (failed); the next one holds the key
+                runner.worker.stop(now=True)
+            runner.stop()
         return rate
 
     def close(self) -> None:
@@ -497,8 +507,9 @@ def main() -> None:
         print("\n\n".join(texts))
         if not args.no_write:
             plain_only = set(kinds) == {"none", "plain"}
+            chosen = "" if args.skip is None else f" ({', '.join(kinds[1:])})"
             write_section("Depth (plain)" if plain_only else
-                          f"Depth: {args.depth:,} waiting tasks the node cannot take",
+                          f"Depth: {args.depth:,} waiting tasks the node cannot take{chosen}",
                           "\n\n".join(texts) + DEPTH_NOTES)
         return
 

@@ -22,6 +22,12 @@ class Sleep(roadie.Executor):
         return roadie.Result.success("slept")
 
 
+class SerialSleep(Sleep):
+    """Sleep, one at a time."""
+
+    isolation = roadie.Isolation.CLASS
+
+
 class Boom(roadie.Executor):
     """Raises RuntimeError."""
 
@@ -300,11 +306,80 @@ class Part(roadie.Executor):
         return roadie.Result.success(value=task.context["value"])
 
 
+def parts(task: roadie.RunningTask) -> list[dict[str, Any]]:
+    """``parts`` (default 12) ``tests:part`` subtasks whose values are 1, 2, ..., parts; those
+    whose value ``fail`` lists fail."""
+    failing = set(task.context.get("fail", ()))
+    return [{"executor": "tests:part", "name": f"part {i}",
+             "context": {"value": i, "fail_first": i in failing}}
+            for i in range(1, int(task.context.get("parts", 12)) + 1)]
+
+
+class SumTwice(roadie.Executor):
+    """Fans out into ``parts``; its fan-in reads ``subtasks`` twice, as issue 27 reports
+    (once for the failed ones, once for the sum)."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        task.add_subtasks(parts(task))
+        return roadie.Result.wait_for_subtasks()
+
+    def subtasks_done(self, task: roadie.RunningTask, subtasks: Any) -> roadie.Result:
+        failed = [s.id for s in subtasks if s.status != roadie.Status.SUCCESSFUL]
+        if failed:
+            return roadie.Result.failed(f"subtasks failed: {failed}")
+        return roadie.Result.success(f"sum={sum(s.result for s in subtasks)}")
+
+
+class AsyncSumTwice(roadie.Executor):
+    """SumTwice as an async executor: ``async def execute`` and ``async def subtasks_done``."""
+
+    async def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        await task.aio.add_subtasks(parts(task))
+        return roadie.Result.wait_for_subtasks()
+
+    async def subtasks_done(self, task: roadie.RunningTask, subtasks: Any) -> roadie.Result:
+        failed = [s.id for s in subtasks if s.status != roadie.Status.SUCCESSFUL]
+        if failed:
+            return roadie.Result.failed(f"subtasks failed: {failed}")
+        return roadie.Result.success(f"sum={sum(s.result for s in subtasks)}")
+
+
+class Probe(roadie.Executor):
+    """Fans out into ``parts``; its fan-in returns what ``subtasks`` showed when read in every
+    way (length, positions, slices, two passes, reversed)."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        task.add_subtasks(parts(task))
+        return roadie.Result.wait_for_subtasks()
+
+    def subtasks_done(self, task: roadie.RunningTask, subtasks: Any) -> roadie.Result:
+        return roadie.Result.success("probed", probe(subtasks))
+
+
+def probe(subtasks: Any) -> dict[str, Any]:
+    """What ``subtasks`` shows when read in every way, as plain values."""
+    return {
+        "type": type(subtasks).__name__,
+        "is_subtasks": isinstance(subtasks, roadie.Subtasks),
+        "len": len(subtasks),
+        "first": subtasks[0].id,
+        "last": subtasks[-1].id,
+        "slice": [s.id for s in subtasks[2:5]],
+        "once": [s.id for s in subtasks],
+        "twice": [s.id for s in subtasks],
+        "list": [s.id for s in list(subtasks)],
+        "reversed": [s.id for s in reversed(subtasks)],
+        "results": [s.result for s in subtasks],
+    }
+
+
 ALL: dict[str, type[roadie.Executor]] = {
-    "sleep": Sleep, "boom": Boom, "refuse": Refuse, "flaky": Flaky, "spin": Spin,
-    "timed": Timed, "chatty": Chatty, "tracked": Tracked, "serial": SerialTracked,
+    "sleep": Sleep, "serial-sleep": SerialSleep, "boom": Boom, "refuse": Refuse,
+    "flaky": Flaky, "spin": Spin, "timed": Timed, "chatty": Chatty, "tracked": Tracked,
+    "serial": SerialTracked,
     "grouped": GroupTracked, "badreturn": BadReturn, "translated": Translated,
     "whoami": WhoAmI, "parent": Parent, "asleep": AsyncSleep, "atimed": AsyncTimed,
     "awork": AsyncWork, "achildren": AsyncChildren, "asignal": AsyncSignal,
-    "fanout": Fanout, "part": Part,
+    "fanout": Fanout, "part": Part, "sumtwice": SumTwice, "asumtwice": AsyncSumTwice,
+    "probe": Probe,
 }

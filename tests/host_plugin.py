@@ -150,6 +150,21 @@ class Tree(Hosted):
         return roadie.Result.success(f"sum {total} in pid {os.getpid()}", Point(total, 0))
 
 
+class TreeTwice(Tree):
+    """Tree, whose fan-in (in a host) reads its subtasks twice, by position and reversed."""
+
+    def subtasks_done(self, task, subtasks):
+        failed = [s.id for s in subtasks if s.status != roadie.Status.SUCCESSFUL]
+        if failed:
+            return roadie.Result.failed(f"subtasks failed: {failed}")
+        seen = {"pid": os.getpid(), "is_subtasks": isinstance(subtasks, roadie.Subtasks),
+                "len": len(subtasks), "first": subtasks[0].name, "last": subtasks[-1].name,
+                "slice": [s.name for s in subtasks[1:3]],
+                "once": [s.name for s in subtasks], "twice": [s.name for s in list(subtasks)],
+                "reversed": [s.name for s in reversed(subtasks)]}
+        return roadie.Result.success(f"sum={sum(s.result.x for s in subtasks)}", seen)
+
+
 class Leaf(Hosted):
     def execute(self, task):
         point = task.context["point"]
@@ -178,5 +193,6 @@ EXECUTORS = {name: f"{MODULE}:{cls}" for name, cls in {
     "abort-once": "AbortOnce", "sleep": "Sleep",
     "stuck": "Stuck", "polite": "Polite", "hog": "Hog", "retrying": "Retrying",
     "async-where": "AsyncWhere", "async-stuck": "AsyncStuck", "tree": "Tree", "leaf": "Leaf",
+    "tree-twice": "TreeTwice",
     "nap": "Nap",
 }.items()}

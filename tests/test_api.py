@@ -274,12 +274,12 @@ def test_older_schema_revision_is_refused(db_url: str) -> None:
     engine.dispose()
     try:
         with pytest.raises(roadie.SchemaOutdatedError,
-                           match="i16_task_trees, older than i12_sweep_indexes"):
+                           match=f"i16_task_trees, older than {models.SCHEMA_HEAD}"):
             roadie.Roadie(db_url, auto_upgrade=False).list_tasks()
     finally:
         engine = sa.create_engine(db_url)
         with engine.begin() as conn:
             conn.execute(sa.text("UPDATE roadie_alembic_version SET version_num = :v"),
-                         {"v": "i12_sweep_indexes"})
+                         {"v": models.SCHEMA_HEAD})
         engine.dispose()
     assert roadie.Roadie(db_url, auto_upgrade=False).list_tasks() == []

@@ -264,6 +264,22 @@ def test_subtasks_from_an_executor_in_a_host(hosty: roadie.Roadie) -> None:
                                                              roadie.Status.SUCCESSFUL]
 
 
+def test_a_fan_in_in_a_host_reads_its_subtasks_twice(hosty: roadie.Roadie) -> None:
+    """Issue 27 in a host: the host's ``subtasks`` reads its pages from the worker on every
+    pass, counts through it, and reads single records by position."""
+    parent = hosty.add_task("hosty:tree-twice", {})
+    hosty.run_worker(concurrency=2, until_idle=True)
+    record = hosty.get_task(parent.id)
+    assert record.status == roadie.Status.SUCCESSFUL, record.status_message
+    assert record.status_message == "sum=7"  # the leaves' x: 1, 1, 2, 3
+    names = [f"leaf {i}" for i in range(4)]
+    seen = record.result
+    assert seen["pid"] != os.getpid() and seen["is_subtasks"] and seen["len"] == 4
+    assert (seen["first"], seen["last"], seen["slice"]) == (names[0], names[-1], names[1:3])
+    assert seen["once"] == seen["twice"] == names
+    assert seen["reversed"] == names[::-1]
+
+
 def test_ctrl_c_reaches_the_worker_not_its_hosts(hosty: roadie.Roadie, db_url: str,
                                                  tmp_path: Path, make_plugin: object) -> None:
     """A terminal's Ctrl-C signals the whole foreground process group: hosts live in their

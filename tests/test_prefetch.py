@@ -78,6 +78,29 @@ def test_a_worker_running_long_tasks_does_not_claim_ahead(
     other.close()
 
 
+def test_one_long_task_leaves_the_other_threads_their_prefetch(
+        db_url: str, tmp_path: Path) -> None:
+    """A thread held by a long task (a serial task holding its key) counts for nothing, but
+    the others still claim ahead: tasks claimed ahead wait IN_PROGRESS, not yet started."""
+    ahead = _app(db_url, tmp_path, "a", prefetch=3, prefetch_short=1.0, prefetch_hold=60)
+    with BackgroundWorker(ahead, concurrency=2) as first:
+        _warm_up(ahead, first)
+        long = ahead.add_task("tests:sleep", {"seconds": 30})
+        wait_for(lambda: _started_for(ahead, long.id, 1.2), message="the long task running")
+        quick = ahead.add_tasks([("tests:sleep", {"seconds": 0.3}) for _ in range(6)])
+
+        def claimed_ahead() -> bool:
+            tasks = [ahead.get_task(task.id) for task in quick]
+            return any(t.status is Status.IN_PROGRESS and t.started_at is None for t in tasks)
+
+        wait_for(claimed_ahead, message="a quick task claimed ahead beside the long one")
+        for task in quick:
+            assert wait_final(ahead, task.id).status is Status.SUCCESSFUL
+        ahead.cancel_task(long.id, by="test")
+        wait_final(ahead, long.id)
+    ahead.close()
+
+
 def test_a_worker_claims_ahead_only_what_its_threads_start_within_prefetch_short(
         db_url: str, tmp_path: Path) -> None:
     """Tasks of 50 ms, prefetch_short 0.5 s, one thread: at most 0.5 / 0.05 = 10 tasks wait

@@ -111,9 +111,13 @@ def test_group_isolation(app: roadie.Roadie, recorded: dict, tmp_path: Path) -> 
 def test_isolated_task_waits_as_queued(app: roadie.Roadie) -> None:
     first = app.add_task("tests:serial", {"seconds": 0.3})
     second = app.add_task("tests:serial", {"seconds": 0})
+    assert app.get_task(second.id).status is Status.QUEUED  # behind the first, when added
+    assert app.waiting_reason(app.get_task(second.id)) == (
+        f"queued: task {first.id} runs first (isolation key 'tests:serial', one at a time)")
     with BackgroundWorker(app, concurrency=2):
-        wait_for(lambda: app.get_task(second.id).status is Status.QUEUED,
-                 message="the second serial task to be QUEUED")
+        wait_for(lambda: app.get_task(first.id).status is Status.IN_PROGRESS,
+                 message="the first serial task to start")
+        assert app.get_task(second.id).status is Status.QUEUED
         reason = app.waiting_reason(app.get_task(second.id))
         assert reason == f"queued: task {first.id} holds isolation key 'tests:serial'"
         assert wait_final(app, second.id).status is Status.SUCCESSFUL

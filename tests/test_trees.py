@@ -284,3 +284,84 @@ def test_watch_follows_the_subtasks_of_a_waiting_parent(app: roadie.Roadie,
         thread.join(30)
     assert {0, 1, 2} <= set(seen)  # (3 too, if it looked between the last end and the wake)
     assert app.get_task(parent.id).status == Status.SUCCESSFUL
+
+
+@pytest.mark.parametrize("executor", ["tests:sumtwice", "tests:asumtwice"])
+def test_a_fan_in_reads_its_subtasks_twice(app: roadie.Roadie, executor: str) -> None:
+    """Issue 27: ``subtasks`` read once for the failed ones and again for the sum gave
+    "sum=0" (a generator is empty the second time); sync and async fan-ins alike."""
+    parent = app.add_task(executor, {"parts": 12})
+    app.run_worker(concurrency=2, until_idle=True)
+    record = app.get_task(parent.id)
+    assert (record.status, record.status_message) == (Status.SUCCESSFUL,
+                                                      f"sum={sum(range(1, 13))}")
+    assert len(app.list_tasks(parent_id=parent.id)) == 12
+
+
+def test_a_fan_in_that_reads_twice_still_names_the_failed(app: roadie.Roadie) -> None:
+    parent = app.add_task("tests:sumtwice", {"parts": 12, "fail": [4, 9]})
+    app.run_worker(concurrency=2, until_idle=True)
+    failed = sorted(s.id for s in app.list_tasks(parent_id=parent.id, status="failed"))
+    record = app.get_task(parent.id)
+    assert len(failed) == 2
+    assert (record.status, record.status_message) == (Status.FAILED,
+                                                      f"subtasks failed: {failed}")
+
+
+def test_subtasks_done_gets_a_sequence_it_can_read_in_every_way(app: roadie.Roadie) -> None:
+    parent = app.add_task("tests:probe", {"parts": 12})
+    app.run_worker(concurrency=2, until_idle=True)
+    record = app.get_task(parent.id)
+    assert record.status == Status.SUCCESSFUL, record.status_message
+    ids = sorted(s.id for s in app.list_tasks(parent_id=parent.id))
+    seen = record.result
+    assert (seen["type"], seen["is_subtasks"], seen["len"]) == ("Subtasks", True, 12)
+    assert (seen["first"], seen["last"], seen["slice"]) == (ids[0], ids[-1], ids[2:5])
+    assert seen["once"] == seen["twice"] == seen["list"] == ids
+    assert seen["reversed"] == ids[::-1]
+    assert seen["results"] == list(range(1, 13))
+
+
+def test_subtasks_read_in_pages_as_a_sequence(app: roadie.Roadie,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """``roadie.Subtasks`` outside a fan-in, with pages of 5 over 12 subtasks: every way of
+    reading it agrees with a list, no read fetches more than a page, and len() fetches no
+    record (it counts)."""
+    parent = app.add_task("tests:sumtwice", {"parts": 12, "fail": [3]})
+    app.run_worker(concurrency=2, until_idle=True)
+    expected = sorted(app.list_tasks(parent_id=parent.id), key=lambda s: s.id)
+    subtasks = roadie.Subtasks(app, parent.id, page=5)
+    fetched: list[int] = []
+    page = app._subtask_page
+
+    def counted(*args: int) -> list[roadie.TaskRecord]:
+        records = page(*args)
+        fetched.append(len(records))
+        return records
+
+    monkeypatch.setattr(app, "_subtask_page", counted)
+    assert len(subtasks) == 12 and bool(subtasks)
+    assert fetched == []
+    assert list(subtasks) == list(subtasks) == expected
+    assert fetched == [5, 5, 2, 0] * 2 and max(fetched) <= subtasks.page
+    assert list(reversed(subtasks)) == expected[::-1]
+    for index in (0, 4, 5, 11, -1, -5, -12):
+        assert subtasks[index] == expected[index]
+    for bad in (12, -13):
+        with pytest.raises(IndexError):
+            subtasks[bad]
+    for cut in (slice(None), slice(2, 9), slice(3, 12, 4), slice(-4, None), slice(None, -7),
+                slice(None, None, -1), slice(10, 1, -3), slice(20, 30), slice(5, 5)):
+        assert subtasks[cut] == expected[cut], cut
+    assert subtasks.index(expected[7]) == 7 and expected[7] in subtasks
+    assert subtasks.index(expected[7], 2, 9) == 7
+    with pytest.raises(ValueError):
+        subtasks.index(expected[7], 8)
+    assert sum(s.status == Status.FAILED for s in subtasks) == 1
+    assert "Subtasks of task" in repr(subtasks)
+    lonely = roadie.Subtasks(app, app.add_task("tests:part", {"value": 0}).id)
+    assert len(lonely) == 0 and list(lonely) == [] and lonely[:3] == []
+    with pytest.raises(IndexError):
+        lonely[0]
+    with pytest.raises(ValueError, match="page"):
+        roadie.Subtasks(app, parent.id, page=0)

@@ -38,6 +38,7 @@ from roadie.running import AsyncTaskCalls, RunningTask, current_task
 from roadie.schedules import Cron, Every, ScheduleInfo
 from roadie.status import Status
 from roadie.taskstatus import TaskStatus
+from roadie.trees import Subtasks
 from roadie.worker import Worker, WorkerStats
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ __all__ = [
     "Settings",
     "Status",
     "StatusMessageTranslator",
+    "Subtasks",
     "TaskDraft",
     "TaskNotFound",
     "TaskRecord",

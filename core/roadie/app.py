@@ -240,11 +240,17 @@ class Roadie:
             self._task_added(task)
         return added
 
-    def _subtask_page(self, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
-        """A page of subtasks for ``subtasks_done`` (a host asks its worker instead)."""
+    def _subtask_page(self, parent_id: int, after: int, limit: int,
+                      offset: int = 0) -> list[TaskRecord]:
+        """A page of subtasks for ``roadie.Subtasks`` (a host asks its worker instead)."""
         from roadie.trees import subtask_page
 
-        return subtask_page(self, parent_id, after, limit)
+        return subtask_page(self, parent_id, after, limit, offset)
+
+    def _subtask_count(self, parent_id: int) -> int:
+        """How many subtasks ``parent_id`` has, for ``roadie.Subtasks`` (a host asks its
+        worker instead)."""
+        return self.store.trees.subtask_count(parent_id)
 
     def _task_added(self, task: TaskRecord) -> None:
         for line in notify_hook(self, "roadie_task_added", app=self, task=task):
@@ -490,6 +496,10 @@ class Roadie:
             holder = self.store.held_locks().get(task.isolation_key)
             if holder is not None:
                 return f"queued: task {holder} holds isolation key {task.isolation_key!r}"
+            head = self.store.queue_head(task.isolation_key)
+            if head is not None and head != task.id:
+                return (f"queued: task {head} runs first (isolation key "
+                        f"{task.isolation_key!r}, one at a time)")
         now = utcnow()
         nodes = [n for n in self.list_nodes() if n.is_alive(now, self.settings.heartbeat_grace)]
         if not nodes:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from roadie.deprecation import DeprecatedAlias, check_aliases
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Sequence
 
     from roadie.records import TaskDraft, TaskRecord
     from roadie.result import Result
@@ -109,11 +109,13 @@ class Executor:
         """Do the work of ``task`` and return a Result."""
         raise NotImplementedError(f"{type(self).__qualname__} must implement execute(task)")
 
-    def subtasks_done(self, task: RunningTask, subtasks: Iterable[TaskRecord]) -> Result:
+    def subtasks_done(self, task: RunningTask, subtasks: Sequence[TaskRecord]) -> Result:
         """Decide the result of a task that returned ``Result.wait_for_subtasks()``, once all
-        its subtasks have ended (``subtasks`` yields them, oldest first, a page at a time).
-        The default succeeds when all succeeded, and otherwise fails naming those that did
-        not."""
+        its subtasks have ended. ``subtasks`` is a ``roadie.Subtasks``: their records, oldest
+        first, read a page at a time on every pass (iterate it as often as you need),
+        ``len()`` a count, indexing a read of one record. The default succeeds when all
+        succeeded, and otherwise fails naming those that did not (any sequence of records
+        may be passed to it)."""
         from roadie.trees import default_subtasks_done
 
         return default_subtasks_done(task, subtasks)

@@ -14,7 +14,7 @@ from roadie.status import Status
 metadata = sa.MetaData()
 
 VERSION_TABLE = "roadie_alembic_version"  # Alembic's record of the schema's revision
-SCHEMA_HEAD = "i12_sweep_indexes"  # the newest migration; a new one must update this
+SCHEMA_HEAD = "i27_key_heads"  # the newest migration; a new one must update this
 
 
 # Partial indexes carry their condition for both databases. The PostgreSQL one is added by
@@ -182,6 +182,10 @@ partial_index("roadie_tasks_claimable", tasks.c.executor, tasks.c.tags,
 partial_index("roadie_tasks_due", tasks.c.run_after, where=DUE)
 partial_index("roadie_tasks_parked", tasks.c.isolation_key, tasks.c.priority.desc(), tasks.c.id,
               where=PARKED)
+# Of a key's waiting tasks only its head (the next to run) is claimable: the others are parked
+# when added, so a backlog behind one key never crowds the claim. Adding finds the head here.
+KEY_HEAD = "claimable AND status IN (0, 4) AND isolation_key IS NOT NULL"
+partial_index("roadie_tasks_key_head", tasks.c.isolation_key, where=KEY_HEAD)
 # Retention (``roadie prune``) deletes ended tasks by end time, oldest first.
 ENDED = "status IN (2, 3, 5)"
 partial_index("roadie_tasks_ended", tasks.c.finished_at, where=ENDED)

@@ -6,8 +6,9 @@ progress of a tree. The SQL lives in ``roadie.store.trees``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+import operator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
 
 from roadie.records import TaskRecord
 from roadie.result import Result
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 
 BATCH = 1000
 """How many subtasks ``add_subtasks`` encodes and inserts at once (memory stays bounded)."""
+PAGE = 500
+"""How many subtasks ``Subtasks`` reads at once."""
 
 
 def add_subtasks(task: RunningTask, items: Iterable[Mapping[str, Any]], *,
@@ -60,20 +63,94 @@ def _options(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in ("executor", "context")}
 
 
-def iter_subtasks(app: Roadie, parent_id: int, *, page: int = 500) -> Iterator[TaskRecord]:
-    """The subtasks of ``parent_id``, oldest first, read a page at a time."""
-    after = 0
-    while True:
-        records = app._subtask_page(parent_id, after, page)
-        if not records:
-            return
-        yield from records
-        after = records[-1].id
+class Subtasks(Sequence[TaskRecord]):
+    """The subtasks of one task, oldest first, read from the database on each use.
+
+    ``subtasks_done(task, subtasks)`` receives one. Iterate it as often as you like: each
+    loop reads from the first subtask on, a page at a time, so memory stays bounded however
+    many there are. ``len(subtasks)`` is one COUNT query; ``subtasks[i]`` (negative too) reads
+    one record and ``subtasks[a:b]`` a list of them; ``list(subtasks)`` keeps them all in
+    memory. Nothing is cached: every read shows the subtasks as they are now.
+
+    ``Subtasks(app, parent_id)`` reads any task's subtasks outside a fan-in too; ``page`` is
+    how many records one read fetches. ``parent_id`` names the parent.
+    """
+
+    def __init__(self, app: Roadie, parent_id: int, *, page: int = PAGE) -> None:
+        if page < 1:
+            raise ValueError("page must be at least 1")
+        self._app = app
+        self.parent_id = parent_id
+        self.page = page
+
+    def __len__(self) -> int:
+        return self._app._subtask_count(self.parent_id)
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        return self._from(0, None)
+
+    def __reversed__(self) -> Iterator[TaskRecord]:
+        end = len(self)
+        while end > 0:
+            start = max(0, end - self.page)
+            yield from reversed(self._app._subtask_page(self.parent_id, 0, end - start, start))
+            end = start
+
+    @overload
+    def __getitem__(self, index: int) -> TaskRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TaskRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> TaskRecord | list[TaskRecord]:
+        if isinstance(index, slice):
+            positions = range(*index.indices(len(self)))
+            if not positions:
+                return []
+            first, step = min(positions), abs(positions.step)
+            span = self._from(first, max(positions) - first + 1)
+            picked = list(itertools.islice(span, 0, None, step))
+            return picked if positions.step > 0 else picked[::-1]
+        position = operator.index(index)
+        if position < 0:
+            position += len(self)
+        found = self._app._subtask_page(self.parent_id, 0, 1, position) \
+            if position >= 0 else []
+        if not found:
+            raise IndexError(f"subtask index {index} out of range")
+        return found[0]
+
+    def index(self, value: Any, start: int = 0, stop: int | None = None) -> int:
+        """The position of the first subtask equal to ``value`` (a record), read in pages."""
+        positions = range(*slice(start, stop).indices(len(self)))
+        for position, record in enumerate(self._from(positions.start, len(positions)),
+                                          positions.start):
+            if record is value or record == value:
+                return position
+        raise ValueError(f"{value!r} is not a subtask of task {self.parent_id}")
+
+    def _from(self, position: int, count: int | None) -> Iterator[TaskRecord]:
+        """``count`` subtasks (all the rest: None) from ``position`` on, a page at a time."""
+        after, offset = 0, position
+        while count is None or count > 0:
+            limit = self.page if count is None else min(self.page, count)
+            records = self._app._subtask_page(self.parent_id, after, limit, offset)
+            if not records:
+                return
+            yield from records
+            if count is not None:
+                count -= len(records)
+            after, offset = records[-1].id, 0
+
+    def __repr__(self) -> str:
+        return f"<Subtasks of task {self.parent_id}>"
 
 
-def subtask_page(app: Roadie, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
-    """Up to ``limit`` subtasks of ``parent_id`` with ids above ``after``, oldest first."""
-    ids = app.store.trees.subtask_ids(parent_id, after=after, limit=limit)
+def subtask_page(app: Roadie, parent_id: int, after: int, limit: int,
+                 offset: int = 0) -> list[TaskRecord]:
+    """Up to ``limit`` subtasks of ``parent_id`` with ids above ``after``, oldest first,
+    skipping the first ``offset`` of those."""
+    ids = app.store.trees.subtask_ids(parent_id, after=after, limit=limit, offset=offset)
     if not ids:
         return []
     records = app.store.list_tasks(ids=ids, limit=None, decoder=app.decode_for_task)
@@ -81,19 +158,22 @@ def subtask_page(app: Roadie, parent_id: int, after: int, limit: int) -> list[Ta
 
 
 def default_subtasks_done(task: RunningTask, subtasks: Iterable[TaskRecord]) -> Result:
-    """Success when every subtask succeeded; otherwise FAILED naming the ones that did not."""
-    total = 0
-    bad: list[TaskRecord] = []
+    """Success when every subtask succeeded; otherwise FAILED naming the ones that did not
+    (the first five; reads ``subtasks`` once, keeping only those five)."""
+    total = failed = 0
+    named: list[TaskRecord] = []
     for sub in subtasks:
         total += 1
         if sub.status != Status.SUCCESSFUL:
-            bad.append(sub)
-    if not bad:
+            failed += 1
+            if len(named) < 5:
+                named.append(sub)
+    if not failed:
         return Result.success(f"{total} subtasks succeeded")
-    named = "; ".join(f"task {s.id} {s.name!r} {s.status.label}: {s.status_message}"
-                      for s in bad[:5])
-    more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
-    return Result.failed(f"{len(bad)} of {total} subtasks did not succeed: {named}{more}")
+    text = "; ".join(f"task {s.id} {s.name!r} {s.status.label}: {s.status_message}"
+                     for s in named)
+    more = f" (and {failed - 5} more)" if failed > 5 else ""
+    return Result.failed(f"{failed} of {total} subtasks did not succeed: {text}{more}")
 
 
 def tree_status(app: Roadie, record: TaskRecord) -> dict[str, Any]:

@@ -386,7 +386,7 @@ class Worker:
                 self._accept_all(settled.claimed)
                 self._round_due_below = self.concurrency + ahead // 2
                 self._handed_over = False
-                if settled.claimed or done:
+                if settled.claimed or done or settled.parked:
                     continue
             if stopping and busy <= 0:
                 return
@@ -432,8 +432,10 @@ class Worker:
             got_async = sum(r.executor in self._async_names for r in settled.claimed)
             got = {"sync": len(settled.claimed) - got_async, "async": got_async}
             for kind, (_, kind_limit) in wanted.items():
-                if got[kind] >= kind_limit:
-                    self._may_claim[kind] = True  # there may be more
+                # there may be more; a round that parked candidates (their isolation key was
+                # taken) may find runnable tasks behind them: claim again at once
+                if got[kind] >= kind_limit or settled.parked:
+                    self._may_claim[kind] = True
                 else:
                     self._claimed_short_at[kind] = time.monotonic()
         return settled
@@ -564,17 +566,22 @@ class Worker:
         """How many tasks to claim beyond the free threads: as many as the threads are
         expected to start within ``prefetch_short`` seconds (from the moving average of run
         times), at most ``Settings.prefetch``; none until a task has ended here, nor while the
-        tasks this node runs are not short (under ``prefetch_short``: on average, and every
-        one running now)."""
+        tasks this node runs are not short on average (under ``prefetch_short``). A thread
+        busy with a task that has run longer than that counts for none: one long task (a
+        serial task holding its key, an export) leaves the other threads their prefetch,
+        and a node whose threads all run long tasks claims none ahead."""
         prefetch, short = self.settings.prefetch, self.settings.prefetch_short
         if prefetch <= 0 or self._run_time is None or self._run_time >= short:
             return 0
         oldest = time.monotonic() - short
         with self._running_lock:
-            if any(t.started is not None and t.started < oldest
-                   for t in self.running.values()):
-                return 0
-        return min(prefetch, int(self.concurrency * short / max(self._run_time, 1e-6)))
+            long_running = sum(t.started is not None and t.started < oldest
+                               and task_id not in self._async_ids
+                               for task_id, t in self.running.items())
+        threads = self.concurrency - long_running
+        if threads <= 0:
+            return 0
+        return min(prefetch, int(threads * short / max(self._run_time, 1e-6)))
 
     def _release_unstarted(self, hold: float) -> None:
         """Put back every task that was claimed more than ``hold`` seconds ago and that no

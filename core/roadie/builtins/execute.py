@@ -21,9 +21,9 @@ def roadie_execute_task(task: RunningTask, executor: Executor) -> Result:
     that they are not mistaken for a failing plugin hook."""
     try:
         if task.record.fan_in:  # its subtasks have ended: the fan-in runs instead
-            from roadie.trees import iter_subtasks
+            from roadie.trees import Subtasks
 
-            result = executor.subtasks_done(task, iter_subtasks(task.app, task.id))
+            result = executor.subtasks_done(task, Subtasks(task.app, task.id))
         else:
             result = executor.execute(task)
         if inspect.isawaitable(result):  # an async executor: await it on the worker's loop

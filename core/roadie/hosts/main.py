@@ -88,11 +88,17 @@ class HostRoadie(Roadie):
         return [dataclasses.replace(record_from_frame(row), decoder=self.decode_for_task)
                 for row in rows]
 
-    def _subtask_page(self, parent_id: int, after: int, limit: int) -> list[TaskRecord]:
+    def _subtask_page(self, parent_id: int, after: int, limit: int,
+                      offset: int = 0) -> list[TaskRecord]:
         """A page of subtasks, read by the worker (for ``subtasks_done`` in a host)."""
-        rows = self._channel.call("subtasks", task_id=parent_id, after=after, limit=limit)
+        rows = self._channel.call("subtasks", task_id=parent_id, after=after, limit=limit,
+                                  offset=offset)
         return [dataclasses.replace(record_from_frame(row), decoder=self.decode_for_task)
                 for row in rows]
+
+    def _subtask_count(self, parent_id: int) -> int:
+        """How many subtasks the task has, counted by the worker."""
+        return int(self._channel.call("subtask_count", task_id=parent_id))
 
     def _resolve_executor(
         self, qualified: str

@@ -492,11 +492,15 @@ class HostPool:
             elif name == "add_subtasks":
                 specs = [new_task_from_frame(spec) for spec in args["tasks"]]
                 value = [record_to_frame(r) for r in self.app._insert_subtasks(task, specs)]
-            elif name == "subtasks":
+            elif name in ("subtasks", "subtask_count"):
                 if args["task_id"] != task.id:
                     raise RoadieError(f"task {task.id} can only read its own subtasks")
-                value = [record_to_frame(r) for r in
-                         self.app._subtask_page(task.id, int(args["after"]), int(args["limit"]))]
+                if name == "subtask_count":
+                    value = self.app._subtask_count(task.id)
+                else:
+                    value = [record_to_frame(r) for r in self.app._subtask_page(
+                        task.id, int(args["after"]), int(args["limit"]),
+                        int(args.get("offset") or 0))]
             elif name == "resolve":
                 _, versions, isolation = self.app._resolve_executor(args["executor"])
                 if isolation is Isolation.CUSTOM:

@@ -100,6 +100,7 @@ def settle(
     now = utcnow()
     finished: list[TaskRecord] = []
     claimed: list[TaskRecord] = []
+    parked = 0
     wanted = [(c, n) if c is not None and n > 0 and c.executors else (None, 0)
               for c, n in ((can, limit), (can_async, limit_async))]
     claims = [(c, n) for c, n in wanted if c is not None]
@@ -139,15 +140,17 @@ def settle(
             if promote:
                 promote_due(self, conn, now)
             for c, n in claims:
-                claimed += _claim(self, conn, node, c, n, now, ahead if c is can else 0,
-                                  decoder)
+                got, parked_now = _claim(self, conn, node, c, n, now,
+                                         ahead if c is can else 0, decoder)
+                claimed += got
+                parked += parked_now
     except DatabaseError:
         if not (committed.finished or committed.claimed):
             raise
         self.trees.settled(committed.finished)
         return committed  # the second transaction failed; the first one stands
     self.trees.settled(committed.finished + finished)
-    return Settled(committed.finished + finished, committed.claimed + claimed)
+    return Settled(committed.finished + finished, committed.claimed + claimed, parked)
 
 
 def _has_candidates(self: Store, claims: Sequence[tuple[Claimable, int]], now: dt.datetime,
@@ -358,7 +361,9 @@ def _finish(self: Store, conn: Connection, node: str, outcomes: Sequence[tuple[O
 
 def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
            now: dt.datetime, ahead: int = 0, decoder: Decoder | None = None,
-           ) -> list[TaskRecord]:
+           ) -> tuple[list[TaskRecord], int]:
+    """Claim up to ``limit`` of what ``can`` runs, taking isolation locks; returns the tasks
+    claimed and how many candidates were parked (their key was taken)."""
     statement, params = _candidates(self, can, limit * 2 if can.isolated else limit, now)
     if self.is_sqlite:  # driver SQL: the statement is plain text already
         params["now"] = sqlite_time(now)
@@ -366,7 +371,7 @@ def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
     else:
         candidates = conn.execute(statement, params).all()
     if not candidates:
-        return []
+        return [], 0
     winners: list[int] = []
     queued: list[tuple[int, str]] = []
     wanted_keys: dict[str, int] = {}
@@ -397,16 +402,16 @@ def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
     # it; the lock row stays share-locked until this commits, so that the release
     # (which deletes it) sees the parked task
     held = self.held_keys(conn, {key for _, key in queued}) if queued else set()
+    by_key: dict[str, list[int]] = {}
     for task_id, key in queued:
-        conn.execute(
-            T.update().where(T.c.id == task_id).values(
-                status=int(Status.QUEUED), isolation_key=key, updated_at=now,
-                claimable=key not in held,
-            )
-        )
-        self.notify(conn, CHANNEL_CHANGED, str(task_id))
+        by_key.setdefault(key, []).append(task_id)
+    for key, ids in by_key.items():  # one statement per key, however many it parks
+        conn.execute(T.update().where(T.c.id.in_(ids)).values(
+            status=int(Status.QUEUED), isolation_key=key, updated_at=now,
+            claimable=key not in held))
+        self.notify(conn, CHANNEL_CHANGED, ",".join(map(str, ids)))
     if not winners:
-        return []
+        return [], len(queued)
     start = max(limit - ahead, 0)  # the others are claimed ahead: not started yet
     updated: list[Any] = []
     for ids, started in ((winners[:start], now), (winners[start:], None)):
@@ -422,7 +427,8 @@ def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
     for task_id in winners:
         self.notify(conn, CHANNEL_CHANGED, str(task_id))
     order = {task_id: i for i, task_id in enumerate(winners)}
-    return sorted((task_record(r, decoder) for r in updated), key=lambda t: order[t.id])
+    return (sorted((task_record(r, decoder) for r in updated), key=lambda t: order[t.id]),
+            len(queued))
 
 
 def count_pending(self: Store, can: Claimable, before: dt.datetime) -> int:

@@ -57,6 +57,8 @@ class Store(Database):
 
     # -- isolation locks, parked and delayed tasks (locks.py) ------------------------------
     held_keys = locks.held_keys
+    key_heads = locks.key_heads
+    queue_head = locks.queue_head
     release_locks = locks.release_locks
     promote_parked = locks.promote_parked
     promote_stranded = locks.promote_stranded

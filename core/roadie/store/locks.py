@@ -1,7 +1,15 @@
-"""Isolation locks, and what the claim cannot take: tasks parked behind a held lock, and
+"""Isolation locks, and what the claim cannot take: tasks parked behind their key, and
 delayed tasks not due yet. Neither is in the claim index (``claimable`` is false): a lock's
 release makes the next parked task of its key claimable, and the claim loop makes due delayed
 tasks claimable every DUE_CHECK_INTERVAL. The future home of concurrency limits and rates.
+
+Of the waiting tasks of one isolation key only the next to run, its head, is claimable; the
+others are parked (QUEUED, not claimable) from the moment they are added, so a backlog behind
+one key costs the claim nothing. A held lock parks the tasks of its key too. The lock's
+release, or the head's end without running (cancelled, deleted), promotes the best parked
+task (highest priority, then oldest). A task that turns claimable beside a head (a delayed one
+come due, a retry, a race of two adds) is parked by the claim that meets it while its key is
+taken.
 """
 
 from __future__ import annotations
@@ -15,8 +23,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from roadie import models
-from roadie.store.engine import CHANNEL_ADDED
-from roadie.store.sql import PROMOTE_DUE, PROMOTE_PARKED, RELEASE_LOCKS, STRANDED_KEYS
+from roadie.status import Status
+from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CHANGED
+from roadie.store.sql import (
+    KEY_HEADS,
+    PROMOTE_DUE,
+    PROMOTE_PARKED,
+    RELEASE_LOCKS,
+    STRANDED_KEYS,
+)
 
 if TYPE_CHECKING:
     from roadie.store.facade import Store
@@ -76,6 +91,61 @@ def promote_parked(self: Store, conn: Connection, keys: Iterable[str]) -> int:
             woken += 1
             self.notify(conn, CHANNEL_ADDED, str(task_id))
     return woken
+
+
+def key_heads(self: Store, conn: Connection, keys: Iterable[str], *,
+              lock: bool = True) -> dict[str, tuple[int, int]]:
+    """The head (task id, priority) of each of ``keys`` that has one: its claimable task.
+    With ``lock``, on PostgreSQL, the head rows stay locked until ``conn`` commits, so that a
+    worker claims a head only once the tasks this transaction parks behind it are visible to
+    the release that wakes them."""
+    query = KEY_HEADS.with_for_update() if lock and self.is_postgres else KEY_HEADS
+    return {key: (task_id, priority)
+            for key, task_id, priority in conn.execute(query, {"keys": sorted(keys)})}
+
+
+def queue_behind_heads(self: Store, conn: Connection, rows: list[dict[str, Any]],
+                       heads: Mapping[str, tuple[int, int]], now: dt.datetime) -> None:
+    """Park the new task ``rows`` that are not the next of their isolation key: the best
+    runnable one of a key (highest priority, then first) becomes its head unless the key has
+    a head as urgent already; a head that gives way to a more urgent task is parked. Rows of
+    a held key are parked already; delayed and blocked rows wait as they are."""
+    best: dict[str, int] = {}
+    for index, row in enumerate(rows):
+        key = row["isolation_key"]
+        if key is not None and row["claimable"] and (
+                key not in best or row["priority"] > rows[best[key]]["priority"]):
+            best[key] = index
+    demoted: list[int] = []
+    for key, index in list(best.items()):
+        head = heads.get(key)
+        if head is None:
+            continue
+        if head[1] >= rows[index]["priority"]:
+            del best[key]
+        else:
+            demoted.append(head[0])
+    for index, row in enumerate(rows):
+        key = row["isolation_key"]
+        if key is not None and row["claimable"] and best.get(key) != index:
+            row.update(status=int(Status.QUEUED), claimable=False)
+    if demoted:
+        T = models.tasks
+        conn.execute(T.update().where(T.c.id.in_(demoted), sa.text(models.KEY_HEAD))
+                     .values(status=int(Status.QUEUED), claimable=False, updated_at=now))
+        self.notify(conn, CHANNEL_CHANGED, ",".join(map(str, demoted)))
+
+
+def queue_head(self: Store, key: str) -> int | None:
+    """The task that runs next for isolation key ``key`` (its holder, or else its claimable
+    task), or None."""
+    with self.read() as conn:
+        holder = conn.execute(sa.select(models.locks.c.task_id)
+                              .where(models.locks.c.key == key)).scalar()
+        if holder is not None:
+            return int(holder)
+        head = self.key_heads(conn, [key], lock=False).get(key)
+    return head[0] if head is not None else None
 
 
 def due_check_now(self: Store) -> bool:

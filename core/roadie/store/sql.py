@@ -181,10 +181,23 @@ RELEASE_LOCKS = models.locks.delete().where(
 ).returning(models.locks.c.key)
 
 # Make the next task parked behind ``:key`` (highest priority, then oldest) claimable
-PROMOTE_PARKED = T.update().where(T.c.id == (
-    sa.select(T.c.id).where(T.c.isolation_key == sa.bindparam("key"), sa.text(models.PARKED))
-    .order_by(T.c.priority.desc(), T.c.id).limit(1).scalar_subquery()
-)).values(claimable=True).returning(T.c.id)
+_HEAD = T.alias("head")
+PROMOTE_PARKED = T.update().where(
+    T.c.id == (sa.select(T.c.id)
+               .where(T.c.isolation_key == sa.bindparam("key"), sa.text(models.PARKED))
+               .order_by(T.c.priority.desc(), T.c.id).limit(1).scalar_subquery()),
+    # not while the key has a head (a claimable task): one runs next, not two
+    ~sa.select(_HEAD.c.id).where(
+        _HEAD.c.isolation_key == sa.bindparam("key"),
+        sa.text("head.claimable AND head.status IN (0, 4) "
+                "AND head.isolation_key IS NOT NULL")).exists(),  # models.KEY_HEAD
+).values(claimable=True).returning(T.c.id)
+
+# The head (the claimable task) of each of some isolation keys: the key-head index
+KEY_HEADS = (sa.select(T.c.isolation_key, T.c.id, T.c.priority)
+             .where(T.c.isolation_key.in_(sa.bindparam("keys", expanding=True)),
+                    sa.text(models.KEY_HEAD))
+             .order_by(T.c.priority, T.c.id.desc()))
 
 # The keys that have parked tasks and no lock: a walk of the distinct parked keys (a loose
 # index scan of the parked index), not of the parked tasks

@@ -16,6 +16,7 @@ from roadie.errors import InvalidTransition, TaskNotFound
 from roadie.records import AttemptRecord, Decoder, NodeRecord, TaskRecord
 from roadie.status import Status
 from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CANCEL, CHANNEL_CHANGED, driver_rows
+from roadie.store.locks import queue_behind_heads
 from roadie.store.rows import added_record, plugins_texts, task_record, utc_time
 from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
 from roadie.store.values import Fence, NewTask, Snapshot, claimable_at, utcnow
@@ -44,8 +45,9 @@ _COPY_TYPES = {
 def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
                  decoder: Decoder | None = None, *,
                  parent: Fence | None = None) -> list[TaskRecord]:
-    """Insert tasks in one transaction and return them as stored, in order. A task whose
-    isolation key is held is stored as QUEUED. With ``parent`` (an attempt's fence) they
+    """Insert tasks in one transaction and return them as stored, in order. A task that is
+    not the next of its isolation key (the key is held, or has a head as urgent) is stored as
+    QUEUED, parked (``locks``). With ``parent`` (an attempt's fence) they
     are subtasks of that task: a write of its attempt, refused with TakenOver once the
     attempt is stale."""
     now = utcnow()
@@ -56,6 +58,7 @@ def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
         if parent is not None:
             self.trees.check_parent(conn, parent)
         keys = {t.isolation_key for t in new_tasks if t.isolation_key}
+        heads = self.key_heads(conn, keys) if keys else {}
         held = self.held_keys(conn, keys) if keys else set()
         rows: list[dict[str, Any]] = [
             {
@@ -88,6 +91,8 @@ def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
             self.trees.block_on(conn, new_tasks, rows, now)
         for row in rows:
             row["claimable"] = claimable_at(row["status"], row["run_after"], now)
+        if keys:
+            queue_behind_heads(self, conn, rows, heads, now)
         if len(rows) < BULK_INSERT_FROM:
             stored = [conn.execute(T.insert().returning(*T.c), row).one()._mapping
                       for row in rows]
@@ -259,11 +264,13 @@ def delete_task(self: Store, task_id: int, *, tree: bool = False) -> list[int]:
         if len(ids) > 1:
             self.trees.delete_rows(conn, ids)
             return ids
-        status = conn.execute(
-            sa.select(T.c.status).where(T.c.id == task_id).with_for_update()
-        ).scalar()
-        if status is None:
+        found = conn.execute(
+            sa.select(T.c.status, T.c.isolation_key).where(T.c.id == task_id)
+            .with_for_update()
+        ).first()
+        if found is None:
             raise TaskNotFound(task_id)
+        status, key = found
         if status == Status.IN_PROGRESS:
             raise InvalidTransition(
                 f"task {task_id} is in progress; cancel it (`roadie cancel {task_id}`) and "
@@ -275,6 +282,8 @@ def delete_task(self: Store, task_id: int, *, tree: bool = False) -> list[int]:
             models.attachments.delete().where(models.attachments.c.task_id == task_id)
         )
         self.release_locks(conn, [task_id])
+        if key is not None:  # it may have been the next of its key: wake the one after it
+            self.promote_parked(conn, [key])
         self.notify(conn, CHANNEL_CHANGED, str(task_id))
     return [task_id]
 

@@ -245,12 +245,22 @@ class TreeStore:
                                 .where(T.c.parent_id == parent_id).group_by(T.c.status))
             return {Status(s): n for s, n in rows}
 
-    def subtask_ids(self, parent_id: int, *, after: int = 0, limit: int = 1000) -> list[int]:
-        """The ids of ``parent_id``'s subtasks above ``after``, oldest first (for paging)."""
+    def subtask_count(self, parent_id: int) -> int:
+        """How many subtasks ``parent_id`` has (one COUNT over the parent index)."""
         with self.store.read() as conn:
-            return list(conn.execute(
-                sa.select(T.c.id).where(T.c.parent_id == parent_id, T.c.id > after)
-                .order_by(T.c.id).limit(limit)).scalars())
+            return int(conn.execute(sa.select(sa.func.count())
+                                    .where(T.c.parent_id == parent_id)).scalar_one())
+
+    def subtask_ids(self, parent_id: int, *, after: int = 0, limit: int = 1000,
+                    offset: int = 0) -> list[int]:
+        """The ids of ``parent_id``'s subtasks above ``after``, oldest first (for paging),
+        skipping the first ``offset`` of them (for reading at a position)."""
+        query = (sa.select(T.c.id).where(T.c.parent_id == parent_id, T.c.id > after)
+                 .order_by(T.c.id).limit(limit))
+        if offset:
+            query = query.offset(offset)
+        with self.store.read() as conn:
+            return list(conn.execute(query).scalars())
 
     def unmet_dependencies(self, task_id: int) -> list[int]:
         """The tasks that ``task_id`` runs after and that have not succeeded yet."""
@@ -311,6 +321,9 @@ class TreeStore:
                 self.store.notify(conn, "roadie_task_cancel", f"{row.id}:{row.node or ''}")
             for row in cancelled:
                 self.store.notify(conn, "roadie_task_changed", str(row.id))
+            keys = {r.isolation_key for r in cancelled if r.isolation_key is not None}
+            if keys:  # a cancelled subtask may have been the next of its key
+                self.store.promote_parked(conn, keys)
         records = [task_record(r, None) for r in cancelled]
         self.settled(records)
         return records
@@ -346,11 +359,15 @@ class TreeStore:
         """Delete tasks with their attempts, attachment rows, locks and dependency edges."""
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start:start + _CHUNK]
-            conn.execute(T.delete().where(T.c.id.in_(chunk)))
+            keys = {key for key in conn.execute(
+                T.delete().where(T.c.id.in_(chunk)).returning(T.c.isolation_key)).scalars()
+                if key is not None}
             conn.execute(models.attempts.delete().where(models.attempts.c.task_id.in_(chunk)))
             conn.execute(models.attachments.delete()
                          .where(models.attachments.c.task_id.in_(chunk)))
             self.store.release_locks(conn, chunk)
+            if keys:  # a deleted task may have been the next of its key
+                self.store.promote_parked(conn, keys)
             conn.execute(D.delete().where(D.c.task_id.in_(chunk)))
         self.store.notify(conn, "roadie_task_changed", ",".join(str(i) for i in ids[:50]))
 

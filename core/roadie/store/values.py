@@ -78,10 +78,13 @@ class Claimable:
 
 @dataclass(frozen=True)
 class Settled:
-    """What one ``settle`` transaction did: the attempts it recorded, the tasks it claimed."""
+    """What one ``settle`` transaction did: the attempts it recorded, the tasks it claimed,
+    and how many candidates it parked instead (their isolation key was taken): a round that
+    parked some may find runnable tasks behind them at once."""
 
     finished: list[TaskRecord]
     claimed: list[TaskRecord]
+    parked: int = 0
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import roadie
@@ -109,18 +109,17 @@ class Split(roadie.Executor):
         return roadie.Result.wait_for_subtasks()
 
     def subtasks_done(self, task: roadie.RunningTask,
-                      subtasks: Iterable[roadie.TaskRecord]) -> roadie.Result:
+                      subtasks: Sequence[roadie.TaskRecord]) -> roadie.Result:
         linger = float(task.context.get("linger", 0.0))
         if linger:
             task.progress(0, 1, "summing")
             task.wait_cancelled(linger)
-        done = list(subtasks)
-        failed = [s for s in done if s.status != roadie.Status.SUCCESSFUL]
-        if failed:
-            return super().subtasks_done(task, done)
-        total = sum(s.result for s in done)
+        # subtasks (a roadie.Subtasks) reads them a page at a time on every pass
+        if any(s.status != roadie.Status.SUCCESSFUL for s in subtasks):
+            return super().subtasks_done(task, subtasks)
+        total = sum(s.result for s in subtasks)
         task.progress(1, 1, "summed")
-        return roadie.Result.success(f"sum of {len(done)} parts: {total}", value=total)
+        return roadie.Result.success(f"sum of {len(subtasks)} parts: {total}", value=total)
 
 
 class Part(roadie.Executor):
