@@ -17,7 +17,7 @@ from roadie.codec import TypeRegistry
 from roadie.config import Settings
 from roadie.errors import ContextEncodeError, DependencyError, PluginError, UnknownExecutor
 from roadie.executor import CrashPolicy, Executor, Isolation
-from roadie.lifecycle import notify_hook
+from roadie.hookcalls import notify_hook
 from roadie.plugins import Plugins, split_executor_name
 from roadie.records import (
     AttachmentInfo,
@@ -379,7 +379,8 @@ class Roadie:
         """The ``roadie_capture_context`` maps of every plugin, merged and encoded. Without
         hook wrappers the implementations are called directly, in pluggy's order (add_tasks
         calls this for every task); one that raises stops the add, naming its plugin."""
-        from roadie.lifecycle import HookFailure, call_hook
+        from roadie.errors import HookFailure
+        from roadie.hookcalls import call_hook
 
         impls = self.plugins.hook_impls("roadie_capture_context")
         if not impls:
