@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from importlib.metadata import version
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
@@ -38,10 +39,9 @@ def plugin_names(name: str) -> tuple[str, str]:
 
 
 def _requirement() -> str:
-    """``roadie>=X.Y,<X.(Y+2)``: this release up to the next-but-one minor release."""
-    from roadie import __version__
-
-    major, minor = (int(part) for part in __version__.split(".")[:2])
+    """``roadie>=X.Y,<X.(Y+2)``: this release up to the next-but-one minor release (the
+    installed distribution's version, which ``roadie --version`` prints too)."""
+    major, minor = (int(part) for part in version("roadie").split(".")[:2])
     return f"roadie>={major}.{minor},<{major}.{minor + 2}"
 
 
