@@ -1,5 +1,6 @@
-"""The architecture as a test: the layers contract in pyproject.toml holds, and no runtime
-import makes a circle among roadie's modules (imports under TYPE_CHECKING do not count).
+"""The architecture as a test: the layers contract in pyproject.toml holds, the diagram of
+docs/architecture.md draws it, and no runtime import makes a circle among roadie's modules
+(imports under TYPE_CHECKING do not count).
 
 docs/architecture.md draws the layers; ``[tool.importlinter]`` in pyproject.toml is the
 contract. An import the contract ignores (``ignore_imports``) is left out here too, so the
@@ -178,6 +179,17 @@ def test_the_layers_contract_is_kept() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_the_docs_diagram_says_what_the_contract_says() -> None:
+    """docs/architecture.md draws the contract's layers, in its order, with the same modules
+    and separators (each layer is a node ``Lnn["..."]`` of its Mermaid diagram)."""
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    diagram = page.split("```mermaid", 1)[1].split("```", 1)[0]
+    drawn = re.findall(r'^\s*L\d+\["([^"]+)"\]', diagram, flags=re.MULTILINE)
+    (layers,) = [c["layers"] for c in contracts() if c.get("type") == "layers"]
+    assert [" ".join(layer.split()) for layer in drawn] == [
+        " ".join(layer.split()) for layer in layers]
 
 
 def test_circles_finds_a_circle_and_its_members() -> None:
