@@ -403,7 +403,7 @@ def test_a_waiting_parent_streams_its_subtask_counts(app: Roadie, tmp_path: Any)
 def test_roadie_web_refuses_another_address_without_a_token(monkeypatch: Any) -> None:
     from click.testing import CliRunner
     from roadie.cli import cli
-    from roadie.cli_web import is_loopback
+    from roadie.cli.web import is_loopback
 
     monkeypatch.delenv("ROADIE_WEB_TOKEN", raising=False)
     result = CliRunner().invoke(cli, ["web", "--host", "0.0.0.0"])

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
-from roadie.app import Roadie, TaskWatch
+from roadie.app import Roadie
+from roadie.app.watching import TaskWatch
 from roadie.records import TaskRecord
 from roadie.store import CHANNEL_CHANGED, make_async_engine
 

@@ -51,6 +51,10 @@ class ContextDecodeError(ContextError, ValueError):
     """Stored bytes cannot be decoded: corrupt data, a missing plugin or type, a newer version."""
 
 
+class HookFailure(RoadieError):
+    """A plugin's hook raised; the message names the plugin and the hook."""
+
+
 class TypeRegistrationError(RoadieError):
     """A type was registered twice under one key, or with bad arguments."""
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import logging
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from roadie.aio_runner import resolve
-from roadie.errors import Cancelled, ContextDecodeError, PluginError, RoadieError
+from roadie.errors import Cancelled, ContextDecodeError, HookFailure, PluginError, RoadieError
 from roadie.executor import Executor
+from roadie.hookcalls import call_hook
 from roadie.result import Result
 from roadie.running import RunningTask, _current
 from roadie.status import Status
@@ -21,8 +20,6 @@ from roadie.store import Outcome, utcnow
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
-
-log = logging.getLogger("roadie.lifecycle")
 
 
 @dataclass(frozen=True)
@@ -40,63 +37,6 @@ class Delay:
 
     seconds: float
     reason: str = ""
-
-
-class HookFailure(RoadieError):
-    """A plugin's hook raised; the message names the plugin and the hook."""
-
-
-def plugin_of_error(app: Roadie, hook_name: str, exc: BaseException) -> str:
-    """The name of the plugin whose implementation of ``hook_name`` raised ``exc``."""
-    caller = getattr(app.plugins.pm.hook, hook_name)
-    codes = {impl.function.__code__: impl.plugin_name for impl in caller.get_hookimpls()}
-    found = "unknown plugin"
-    tb = exc.__traceback__
-    while tb is not None:
-        name = codes.get(tb.tb_frame.f_code)
-        if name is not None:
-            found = name
-        tb = tb.tb_next
-    return found
-
-
-def mark_from_executor(exc: BaseException) -> None:
-    """Mark an exception as raised by the executor's own code (not by a plugin's hook)."""
-    with contextlib.suppress(AttributeError, TypeError):
-        exc.__roadie_from_executor__ = True  # type: ignore[attr-defined]
-
-
-def call_hook(app: Roadie, hook_name: str, caller: Callable[..., Any], **kwargs: Any) -> Any:
-    """Call a hook; a raising implementation becomes a HookFailure naming its plugin."""
-    try:
-        return caller(**kwargs)
-    except (Cancelled, HookFailure):
-        raise
-    except Exception as exc:
-        if getattr(exc, "__roadie_from_executor__", False):
-            raise
-        plugin = plugin_of_error(app, hook_name, exc)
-        raise HookFailure(
-            f"hook {hook_name} of plugin {plugin!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
-
-
-def notify_hook(roadie: Roadie, hook_name: str, **kwargs: Any) -> list[str]:
-    """Call an observing hook on every plugin, each on its own: a failing plugin neither stops
-    the others nor the task. Returns one line per failure, naming the plugin."""
-    failures = []
-    for impl in roadie.plugins.hook_impls(hook_name):
-        if impl.hookwrapper or impl.wrapper:
-            continue
-        roadie.plugins.trace_call(hook_name, impl.plugin_name, kwargs)
-        try:
-            impl.function(*[kwargs[name] for name in impl.argnames])
-        except Exception as exc:
-            line = (f"hook {hook_name} of plugin {impl.plugin_name!r} failed: "
-                    f"{type(exc).__name__}: {exc}")
-            log.warning(line, exc_info=exc)
-            failures.append(line)
-    return failures
 
 
 def run_attempt(

@@ -202,7 +202,7 @@ class Plugins:
         if not self._envs_state:  # no environment
             return
         from roadie.envs.discovery import EnvEntryPoint, probe_env
-        from roadie.envs.manage import env_names
+        from roadie.envs.layout import env_names
         from roadie.errors import EnvError
 
         for env in env_names(self.envs_dir):

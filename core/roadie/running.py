@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from roadie.errors import Cancelled, TakenOver
+from roadie.hookcalls import call_hook
 from roadie.lightweight import Children, LightweightTask
 from roadie.records import TaskRecord
 from roadie.status import Status
@@ -146,8 +147,6 @@ class RunningTask:
         self.raise_if_cancelled()
         message = dict(message)
         self.app.registry.encode(message, what=f"status message of task {self.id}")
-        from roadie.lifecycle import call_hook
-
         call_hook(self.app, "roadie_status_message", self._status_hook, task=self,
                   message=message, status=self.status)
         self.messages.append({"at": utcnow(), **message})

@@ -1,4 +1,4 @@
-"""``roadie plugin new NAME``: start a plugin distribution, ``roadie-NAME``, in one command.
+"""Start a plugin distribution, ``roadie-NAME``, in one command (``roadie plugin new NAME``).
 
 The files come from the templates in ``roadie/starter_template`` (``*.tmpl``, with
 ``$dist``, ``$package``, ``$title`` and ``$roadie_requirement`` filled in; ``package/`` becomes
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from importlib.metadata import version
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
-
-import click
 
 from roadie.errors import StarterError
 
@@ -40,10 +39,9 @@ def plugin_names(name: str) -> tuple[str, str]:
 
 
 def _requirement() -> str:
-    """``roadie>=X.Y,<X.(Y+2)``: this release up to the next-but-one minor release."""
-    from roadie import __version__
-
-    major, minor = (int(part) for part in __version__.split(".")[:2])
+    """``roadie>=X.Y,<X.(Y+2)``: this release up to the next-but-one minor release (the
+    installed distribution's version, which ``roadie --version`` prints too)."""
+    major, minor = (int(part) for part in version("roadie").split(".")[:2])
     return f"roadie>={major}.{minor},<{major}.{minor + 2}"
 
 
@@ -89,22 +87,3 @@ def _render(
             text = Template(entry.read_text()).substitute(values)
             files.append((relative / entry.name.removesuffix(".tmpl"), text))
     return files
-
-
-@click.group("plugin")
-def plugin_group() -> None:
-    """Start a plugin."""
-
-
-@plugin_group.command("new")
-@click.argument("name")
-@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("."), show_default=True,
-              help="The folder to create the plugin's folder (roadie-NAME) in.")
-def new(name: str, directory: Path) -> None:
-    """Create the plugin distribution roadie-NAME: a pyproject with its entry points, an
-    executor with progress, checkpoints and cancellation, a hook, a context type, tests and a
-    README. Then: cd roadie-NAME && pip install -e . && pytest"""
-    target = create_plugin(name, directory)
-    click.echo(f"created {target}")
-    click.echo(f"next: cd {target} && pip install -e '.[test]' && pytest")

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 from roadie.aio_runner import AsyncRunner, is_async_executor, split_claimable
 from roadie.errors import DatabaseError, PluginError, RoadieError
 from roadie.executor import Isolation
-from roadie.lifecycle import notify_hook, run_attempt
+from roadie.hookcalls import notify_hook
+from roadie.lifecycle import run_attempt
 from roadie.records import NodeRecord, TaskRecord
 from roadie.retention import BATCH, cutoffs, parse_retention, prune
 from roadie.running import RunningTask

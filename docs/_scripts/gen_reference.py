@@ -292,5 +292,5 @@ def settings_page() -> str:
 
 write("reference/api.md", api_page(), "core/roadie/__init__.py")
 write("reference/hooks.md", hooks_page(), "core/roadie/hookspecs.py")
-write("reference/cli.md", cli_page(), "core/roadie/cli.py")
+write("reference/cli.md", cli_page(), "core/roadie/cli/__init__.py")
 write("reference/settings.md", settings_page(), "core/roadie/config.py")

@@ -6,8 +6,9 @@ import inspect
 from typing import TYPE_CHECKING
 
 from roadie.aio_runner import await_executor
+from roadie.errors import HookFailure
+from roadie.hookcalls import mark_from_executor
 from roadie.hookspecs import hookimpl
-from roadie.lifecycle import HookFailure, mark_from_executor
 
 if TYPE_CHECKING:
     from roadie.executor import Executor

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from roadie.executor import StatusMessageTranslator
+from roadie.hookcalls import mark_from_executor
 from roadie.hookspecs import hookimpl
-from roadie.lifecycle import mark_from_executor
 
 if TYPE_CHECKING:
     from roadie.running import RunningTask

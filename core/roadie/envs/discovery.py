@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from roadie.envs.layout import env_names
 from roadie.errors import EnvError, UnknownExecutor
 from roadie.executor import CrashPolicy, Executor, Isolation
 
@@ -43,8 +44,6 @@ def env_state(path: Path) -> str:
 
 def envs_state(envs_dir: Path | None) -> str:
     """A fingerprint of every environment in ``envs_dir`` (changes when any of them does)."""
-    from roadie.envs.manage import env_names
-
     if envs_dir is None:
         return ""
     return "|".join(f"{name}={env_state(Path(envs_dir) / name)}"

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -25,9 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from roadie.envs.discovery import probe_env
+from roadie.envs.layout import env_names, env_path, python_of
 from roadie.errors import EnvError
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 RUNTIME_DIR = ".runtime"
 
 
@@ -41,38 +41,6 @@ class EnvInfo:
     python_version: str
     plugins: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
-
-
-def check_name(name: str) -> str:
-    """``name`` if it is a valid environment name; otherwise EnvError saying what is valid."""
-    if not NAME_PATTERN.match(name or "") or name in (".", ".."):
-        raise EnvError(f"invalid environment name {name!r}: use letters, digits, '.', '_' or "
-                       f"'-' (at most 64, starting with a letter or digit)")
-    return name
-
-
-def env_path(envs_dir: Path, name: str) -> Path:
-    """The folder of environment ``name``."""
-    return Path(envs_dir) / check_name(name)
-
-
-def python_of(envs_dir: Path, name: str) -> Path:
-    """The Python of environment ``name`` (EnvError if there is no such environment)."""
-    path = env_path(envs_dir, name)
-    python = path / "bin" / "python"
-    if not python.exists():
-        raise EnvError(f"no environment named {name!r} in {envs_dir} "
-                       f"(create it with `roadie env create {name}`)")
-    return python
-
-
-def env_names(envs_dir: Path) -> list[str]:
-    """The environments in ``envs_dir``, by name."""
-    root = Path(envs_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir()
-                  if NAME_PATTERN.match(p.name) and (p / "pyvenv.cfg").exists())
 
 
 def runtime_spec() -> list[str]:
@@ -204,8 +172,6 @@ def remove_env(envs_dir: Path, name: str) -> None:
 
 def describe(envs_dir: Path, name: str) -> EnvInfo:
     """An environment with its Python and plugins (found by running its Python)."""
-    from roadie.envs.discovery import probe_env
-
     path = env_path(envs_dir, name)
     try:
         found = probe_env(path)

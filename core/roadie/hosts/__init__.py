@@ -1,6 +1,8 @@
 """Host processes: executors run out of the worker's process (and Python environment).
 
 ``protocol`` frames the messages, ``main`` is the host process, ``pool`` the worker's side.
+``main`` builds an app of its own, so it sits at the top of roadie's layers, with the
+programs, while ``pool`` and ``protocol`` sit below the worker (docs/architecture.md).
 """
 
 from roadie.hosts.pool import HostError, HostPool

@@ -255,7 +255,7 @@ class HostPool:
     def _python(self, env: str | None) -> str:
         if env is None:
             return sys.executable
-        from roadie.envs.manage import python_of
+        from roadie.envs.layout import python_of
 
         return str(python_of(self.settings.envs_path(), env))
 

@@ -7,7 +7,7 @@ import os
 
 import click
 
-from roadie.cli import app_of
+from roadie.cli.common import app_of
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 

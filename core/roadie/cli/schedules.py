@@ -8,7 +8,7 @@ import json
 import click
 
 from roadie.app import Roadie
-from roadie.cli import app_of, console, new_table, with_app
+from roadie.cli.common import app_of, console, new_table, with_app
 from roadie.schedules import CATCH_UP, ScheduleInfo
 
 

@@ -1,43 +1,40 @@
-"""``roadie.Roadie``: the application object that adds, reads, cancels and runs tasks."""
+"""``roadie.Roadie``: the application object that adds, reads, cancels and runs tasks.
+
+``Roadie`` is the facade: its methods read like a table of contents and the longer paths live
+in the modules of this package, one concept each:
+
+- ``adding``: the task-adding path (executor check, context encoding, captured context,
+  isolation key, ``add_tasks`` in chunks);
+- ``waiting``: why a waiting task is not running yet;
+- ``recovery``: the crash policy applied to the tasks of dead workers;
+- ``watching``: following tasks as they change (``watch``, and the async client's).
+
+Schedules (``roadie.schedules``), task trees (``roadie.trees``), retention
+(``roadie.retention``) and attachments (``roadie.attachments``) have modules of their own,
+which the methods here call; every statement is in ``roadie.store``.
+"""
 
 from __future__ import annotations
 
 import copy
 import datetime as dt
 import functools
-import itertools
 import logging
 import threading
-import time
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any, overload
+from typing import IO, TYPE_CHECKING, Any
 
+from roadie.app import adding, recovery, waiting, watching
+from roadie.app.adding import ADD_CHUNK
 from roadie.codec import TypeRegistry
 from roadie.config import Settings
-from roadie.errors import ContextEncodeError, DependencyError, PluginError, UnknownExecutor
-from roadie.executor import CrashPolicy, Executor, Isolation
-from roadie.lifecycle import notify_hook
-from roadie.plugins import Plugins, split_executor_name
-from roadie.records import (
-    AttachmentInfo,
-    AttemptRecord,
-    NodeRecord,
-    TaskDraft,
-    TaskRecord,
-    instance_of,
-)
-from roadie.status import FINAL_STATUSES, Status
-from roadie.store import (
-    CHANNEL_CHANGED,
-    Claimable,
-    Fence,
-    NewTask,
-    Outcome,
-    Store,
-    tags_key,
-    utcnow,
-)
+from roadie.errors import PluginError
+from roadie.executor import Executor, Isolation
+from roadie.hookcalls import notify_hook
+from roadie.plugins import Plugins
+from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskRecord
+from roadie.status import Status
+from roadie.store import Claimable, Fence, NewTask, Outcome, Store, utcnow
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -49,8 +46,9 @@ if TYPE_CHECKING:
     from roadie.schedules import ScheduleInfo
     from roadie.worker import Worker, WorkerStats
 
+__all__ = ["Roadie"]
+
 log = logging.getLogger("roadie")
-ADD_CHUNK = 10_000  # add_tasks from an iterable: tasks per transaction
 # seconds, at least (PostgreSQL; see Store): long enough for a caller that turns a big result
 # into records inside its transaction on a slow machine, short enough to free a paused
 # process's row locks soon after heartbeat_grace
@@ -202,33 +200,7 @@ class Roadie:
         time, each chunk in its own transaction, in bounded memory; the tasks come back as a
         sequence that reads each record from the database when asked (it keeps only ids).
         """
-        if isinstance(tasks, Sequence):
-            return self._add_chunk(tasks, 0, {})
-        if chunk_size < 1:
-            raise ValueError("chunk_size must be at least 1")
-        ids = array("q")
-        resolved: dict[str, Any] = {}  # executor -> its resolution, once for every chunk
-        items = iter(tasks)
-        while chunk := list(itertools.islice(items, chunk_size)):
-            ids.extend(t.id for t in self._add_chunk(chunk, len(ids), resolved))
-        return AddedTasks(self, ids)
-
-    def _add_chunk(self, tasks: Sequence[Any], first: int,
-                   resolved: dict[str, Any]) -> list[TaskRecord]:
-        """Add ``tasks`` (items ``first``... of the caller's) in one transaction."""
-        specs = []
-        for index, item in enumerate(tasks, first):
-            arguments = task_arguments(index, item)
-            try:
-                executor = arguments.pop("executor")
-            except KeyError:
-                raise ValueError(f"tasks[{index}] has no 'executor'") from None
-            context = arguments.pop("context", None)
-            specs.append(self._new_task(executor, context, resolved, **arguments))
-        added = self.store.insert_tasks(specs, decoder=self.decode_for_task)
-        for task in added:
-            self._task_added(task)
-        return added
+        return adding.add_tasks(self, tasks, chunk_size=chunk_size)
 
     def _insert_subtasks(self, parent: RunningTask, specs: Sequence[NewTask]
                          ) -> list[TaskRecord]:
@@ -256,164 +228,23 @@ class Roadie:
         for line in notify_hook(self, "roadie_task_added", app=self, task=task):
             log.warning("task %s: %s", task.id, line)
 
-    def _new_task(
-        self,
-        executor: str,
-        context: Mapping[str, Any] | None,
-        resolved: dict[str, Any],
-        *,
-        name: str = "",
-        owner: str | None = None,
-        group: str | None = None,
-        priority: int = 0,
-        run_after: dt.datetime | None = None,
-        delay: float | None = None,
-        tags: Iterable[str] = (),
-        timeout: float | None = None,
-        after: Iterable[int] = (),
-    ) -> NewTask:
-        """A task to insert from ``add_task``'s arguments; ``resolved`` keeps what is the
-        same for every task of one executor (its name, class, versions, isolation) for
-        the whole ``add_tasks`` call."""
-        known = resolved.get(executor)
-        if known is None:
-            try:
-                dist, entry = split_executor_name(executor)
-            except ValueError as exc:
-                raise UnknownExecutor(str(exc)) from None
-            qualified = f"{dist}:{entry}"
-            known = resolved[executor] = (qualified, *self._resolve_executor(qualified))
-        qualified, executor_class, plugin_versions, isolation = known
-        if context is None:
-            context = {}
-        if not isinstance(context, Mapping):
-            raise ContextEncodeError(
-                f"the context of a {qualified} task must be a mapping (a dict of names to "
-                f"values), not {type(context).__name__}"
-            )
-        context = dict(context)
-        for key in context:
-            if not isinstance(key, str):
-                raise ContextEncodeError(
-                    f"context keys must be strings; key {key!r} is {type(key).__name__}"
-                )
-        data, namespaces = self.registry.encode_with_namespaces(context, what="context")
-        versions = dict(plugin_versions)
-        for namespace in namespaces:
-            versions.setdefault(namespace, self.plugins.version_of(namespace))
-        captured = self._capture(qualified, context)
-        isolation_key = None
-        if isolation is not Isolation.NOT_ISOLATED:
-            spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner,
-                                  group=group, context=context)
-            isolation_key = self._isolation_key(qualified, executor_class, isolation,
-                                                spec_view)
-        if delay is not None:
-            run_after = utcnow() + dt.timedelta(seconds=delay)
-        if run_after is not None and run_after.tzinfo is None:
-            raise ValueError("run_after must be timezone-aware (use datetime.now(timezone.utc))")
-        if timeout is not None and timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        return instance_of(NewTask, {
-            "executor": qualified, "plugins": versions, "context": data, "name": name or "",
-            "owner": owner, "group": group, "captured": captured, "isolation_key": isolation_key,
-            "priority": int(priority), "run_after": run_after,
-            "tags": tags_key(tags) if tags else "", "timeout": timeout, "parent_id": None,
-            "after": _task_ids(after) if after else (),
-        })
+    def _new_task(self, executor: str, context: Mapping[str, Any] | None,
+                  resolved: dict[str, Any], **options: Any) -> NewTask:
+        """A task to insert from ``add_task``'s arguments (``roadie.app.adding.new_task``;
+        subtasks and schedules make theirs here too)."""
+        return adding.new_task(self, executor, context, resolved, **options)
 
     def _resolve_executor(
         self, qualified: str
     ) -> tuple[type[Executor] | None, dict[str, str], Isolation]:
         """The executor class (if installed here), the plugin versions it needs, and its
-        isolation; falls back on what live nodes advertise."""
-        dist = qualified.partition(":")[0]
-        if self.plugins.has_executor(qualified):
-            version = {dist: self.plugins.version_of(dist)}
-            try:
-                executor_class = self.plugins.load_executor(qualified)
-            except PluginError:
-                # broken here: store it anyway; a worker records the error on the task
-                return None, version, Isolation.NOT_ISOLATED
-            return executor_class, version, executor_class.isolation
-        grace = self.settings.heartbeat_grace
-        now = utcnow()
-        advertised: set[str] = set()
-        for node in self.store.list_nodes():
-            if not node.is_alive(now, grace):
-                continue
-            advertised.update(node.executors)
-            if qualified in node.executors:
-                isolation = Isolation(node.executors[qualified])
-                if isolation is Isolation.CUSTOM:
-                    raise UnknownExecutor(
-                        f"executor {qualified!r} computes its isolation key in code: add its "
-                        f"tasks from a process where plugin {dist!r} is installed"
-                    )
-                return None, {dist: node.plugins.get(dist, "0")}, isolation
-        raise self.plugins.unknown_executor(qualified, advertised)
+        isolation; falls back on what live nodes advertise (a host asks its worker)."""
+        return adding.resolve_executor(self, qualified)
 
     def isolation_key_function(self, qualified: str, executor_class: type[Executor]) -> Any:
         """A function of a task row that gives its isolation key (for the claim)."""
-        isolation = executor_class.isolation
-
-        def key(row: Any) -> str | None:
-            return self._isolation_key(qualified, executor_class, isolation, row)
-
-        return key
-
-    @staticmethod
-    def _isolation_key(
-        qualified: str, executor_class: type[Executor] | None, isolation: Isolation, task: Any
-    ) -> str | None:
-        if isolation is Isolation.NOT_ISOLATED:
-            return None
-        if isolation is Isolation.CLASS:
-            return qualified
-        if isolation is Isolation.GROUP:
-            return f"{qualified}#group={task.task_group}"
-        if isolation is Isolation.OWNER:
-            return f"{qualified}#owner={task.owner}"
-        if isolation is Isolation.TASK_NAME:
-            return f"{qualified}#name={task.name}"
-        if executor_class is None:
-            return None
-        custom = executor_class().isolation_key(task)
-        return None if custom is None else f"{qualified}#{custom}"
-
-    def _capture(self, qualified: str, context: dict[str, Any]) -> bytes | None:
-        """The ``roadie_capture_context`` maps of every plugin, merged and encoded. Without
-        hook wrappers the implementations are called directly, in pluggy's order (add_tasks
-        calls this for every task); one that raises stops the add, naming its plugin."""
-        from roadie.lifecycle import HookFailure, call_hook
-
-        impls = self.plugins.hook_impls("roadie_capture_context")
-        if not impls:
-            return None
-        parts: list[Any] = []
-        arguments = {"executor": qualified, "context": context}
-        if any(impl.hookwrapper or impl.wrapper for impl in impls):
-            try:
-                parts = call_hook(self, "roadie_capture_context",
-                                  self.plugins.hook.roadie_capture_context, **arguments)
-            except HookFailure as exc:
-                raise PluginError(f"cannot add the {qualified} task: {exc}") from exc
-        else:
-            for impl in impls:
-                try:
-                    parts.append(impl.function(*[arguments[a] for a in impl.argnames]))
-                except Exception as exc:
-                    raise PluginError(
-                        f"cannot add the {qualified} task: hook roadie_capture_context of "
-                        f"plugin {impl.plugin_name!r} failed: {type(exc).__name__}: {exc}"
-                    ) from exc
-        captured: dict[str, Any] = {}
-        for part in parts:
-            if part:
-                captured.update(part)
-        if not captured:
-            return None
-        return self.registry.encode(captured, what="captured context")
+        return functools.partial(adding.isolation_key_of, qualified, executor_class,
+                                 executor_class.isolation)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -481,38 +312,7 @@ class Roadie:
 
     def waiting_reason(self, task: TaskRecord) -> str | None:
         """Why a waiting task is not running yet, or None when nothing stands in its way."""
-        if task.status == Status.WAITING:
-            return "waiting for its subtasks to end"
-        if task.status not in (Status.NEW, Status.QUEUED):
-            return None
-        from roadie.store.trees import BLOCKED
-
-        if task.run_after >= BLOCKED:
-            unmet = self.store.trees.unmet_dependencies(task.id)
-            return f"waiting for tasks {', '.join(str(i) for i in unmet)}"
-        if task.run_after > utcnow():
-            return f"waiting: runs after {task.run_after.isoformat(timespec='seconds')}"
-        if task.status == Status.QUEUED and task.isolation_key:
-            holder = self.store.held_locks().get(task.isolation_key)
-            if holder is not None:
-                return f"queued: task {holder} holds isolation key {task.isolation_key!r}"
-            head = self.store.queue_head(task.isolation_key)
-            if head is not None and head != task.id:
-                return (f"queued: task {head} runs first (isolation key "
-                        f"{task.isolation_key!r}, one at a time)")
-        now = utcnow()
-        nodes = [n for n in self.list_nodes() if n.is_alive(now, self.settings.heartbeat_grace)]
-        if not nodes:
-            return "waiting: no worker is running (start one with `roadie worker`)"
-        needs = dict(task.plugins)
-        for node in nodes:
-            if all(p in node.plugins for p in needs) and task.tags <= node.tags:
-                return None
-        missing_plugin = [p for p in needs if not any(p in n.plugins for n in nodes)]
-        if missing_plugin:
-            wanted = ", ".join(missing_plugin)
-            return f"waiting: no worker has plugin {wanted}"
-        return f"waiting: no worker has tags {', '.join(sorted(task.tags))}"
+        return waiting.waiting_reason(self, task)
 
     # -- changing ------------------------------------------------------------------------
 
@@ -724,78 +524,11 @@ class Roadie:
     def recover_orphans(self, worker: Worker | None = None) -> int:
         """Find the running tasks of dead nodes and apply their crash policy; returns how
         many were handled."""
-        count = 0
-        self.store.trees.sweep()  # fan-ins a crash interrupted
-        nodes = {n.id: n for n in self.store.list_nodes(include_stopped=True)}
-        for task in self.store.orphaned_tasks(self.settings.heartbeat_grace):
-            if worker is not None and task.node == worker.id:
-                continue  # this worker's own: its heartbeat lagged (a database outage)
-            node = nodes.get(task.node or "")
-            if node is None:
-                reason = f"worker {task.node} is gone"
-            else:
-                seen = node.heartbeat_at.isoformat(timespec="seconds")
-                reason = f"worker {node.name} stopped responding (last heartbeat {seen})"
-            if self.apply_crash_policy(task, worker, reason=reason):
-                count += 1
-        self.store.promote_stranded()  # tasks parked behind a lock that nobody holds
-        return count
+        return recovery.recover_orphans(self, worker)
 
     def apply_crash_policy(self, task: TaskRecord, worker: Worker | None, *, reason: str) -> bool:
         """End or requeue a task whose worker died, per its executor's crash policy."""
-        record = self.get_task(task.id)
-        try:
-            executor_class = self.plugins.load_executor(record.executor)
-            policy, max_attempts = executor_class.crash_policy, executor_class.max_crash_attempts
-        except UnknownExecutor:
-            if self._someone_else_has(record):
-                return False  # a live node with the plugin applies the real policy
-            policy, max_attempts = CrashPolicy.FAIL, 1
-        except PluginError:
-            policy, max_attempts = CrashPolicy.FAIL, 1
-        progress = _progress_summary(record)
-        grace = None if worker is not None and record.node == worker.id else \
-            self.settings.heartbeat_grace  # another node's task: only while it stays dead
-        if record.cancel_requested_at is not None:  # the cancel wins over any policy
-            outcome = "cancelled"
-            message = (f"cancelled by {record.cancel_requested_by or 'someone'}; {reason} "
-                       f"before it stopped{progress}")
-            done = self.store.take_over_orphan(record, Status.CANCELLED, message, grace=grace)
-        elif record.started_at is None:  # claimed ahead, never started: whatever the policy
-            outcome = "requeued"
-            message = f"{reason} before it started the task; waiting again"
-            done = self.store.take_over_orphan(record, Status.NEW, message, grace=grace)
-        elif policy is not CrashPolicy.FAIL and record.attempts < max_attempts:
-            outcome = policy.value
-            again = ("resuming from its checkpoint" if policy is CrashPolicy.RESUME
-                     else "retrying")
-            message = f"{reason} during attempt {record.attempts}; {again}{progress}"
-            done = self.store.take_over_orphan(record, Status.NEW, message, grace=grace,
-                                               keep_checkpoint=policy is CrashPolicy.RESUME)
-        else:
-            outcome = "failed"
-            limit = ("" if policy is CrashPolicy.FAIL
-                     else f" after {record.attempts} of {max_attempts} attempts")
-            message = f"{reason} while it ran{limit}{progress}"
-            done = self.store.take_over_orphan(record, Status.FAILED, message, grace=grace)
-        if done:
-            updated = self.get_task(task.id)
-            log.warning("task %s: %s", task.id, message)
-            notify_hook(self, "roadie_task_orphaned", task=updated, node=record.node or "",
-                        outcome=outcome)
-            if outcome == "failed":
-                notify_hook(self, "roadie_task_failed", task=updated, message=message, error=None)
-            elif outcome == "cancelled":
-                notify_hook(self, "roadie_task_cancelled", task=updated, message=message)
-        return done
-
-    def _someone_else_has(self, record: TaskRecord) -> bool:
-        now = utcnow()
-        return any(
-            record.executor in node.executors
-            for node in self.store.list_nodes()
-            if node.is_alive(now, self.settings.heartbeat_grace)
-        )
+        return recovery.apply_crash_policy(self, task, worker, reason=reason)
 
     # -- watching ------------------------------------------------------------------------
 
@@ -815,149 +548,5 @@ class Roadie:
         Ends when every watched task has ended (``until_done``) or after ``timeout`` seconds.
         On PostgreSQL changes wake it at once (NOTIFY); otherwise it polls every ``interval``.
         """
-        watch = TaskWatch(ids, filters, until_done=until_done, timeout=timeout)
-        changed = threading.Event()
-
-        def on_change(channel: str, _payload: str) -> None:
-            if channel == CHANNEL_CHANGED:
-                changed.set()
-
-        hub = self.store.listen()
-        token = hub.subscribe(on_change)
-        try:
-            while True:
-                changed.clear()
-                tasks = watch.fetch(self)
-                yield from watch.changes(self, tasks, interval)
-                wait = watch.wait(tasks, interval)
-                if wait is None:
-                    return
-                changed.wait(wait)
-        finally:
-            hub.unsubscribe(token)
-
-
-class TaskWatch:
-    """What ``watch`` (and its async twin) has seen: which tasks changed since the last look,
-    and whether to go on."""
-
-    def __init__(self, ids: Iterable[int] | None, filters: Mapping[str, Any], *,
-                 until_done: bool, timeout: float | None) -> None:
-        self.ids = None if ids is None else list(ids)
-        self.filters = dict(filters)
-        self.until_done = until_done
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self._seen: dict[int, tuple[dt.datetime, int, bytes | None, int]] = {}
-        self._counted: dict[int, tuple[float, int]] = {}  # waiting parent: (when, ended)
-
-    def fetch(self, app: Roadie) -> list[TaskRecord]:
-        """The watched tasks as they are now."""
-        if self.ids is not None:
-            return app.store.list_tasks(ids=self.ids, limit=None, decoder=app.decode_for_task)
-        return app.list_tasks(**self.filters, limit=None)
-
-    def changes(self, app: Roadie, tasks: list[TaskRecord],
-                interval: float) -> list[TaskRecord]:
-        """The tasks among ``tasks`` that changed since the last look, by id (a parent
-        waiting for its subtasks changes when more of them have ended)."""
-        changed = []
-        for task in sorted(tasks, key=lambda t: t.id):
-            ended = (self._subtasks_ended(app, task, interval)
-                     if task.status == Status.WAITING else 0)
-            mark = (task.updated_at, int(task.status), task.status_bytes, ended)
-            if self._seen.get(task.id) != mark:
-                self._seen[task.id] = mark
-                changed.append(task)
-        return changed
-
-    def _subtasks_ended(self, app: Roadie, task: TaskRecord, interval: float) -> int:
-        """How many subtasks of a waiting parent have ended (counted at most once per
-        ``interval``)."""
-        from roadie.trees import tree_status
-
-        last = self._counted.get(task.id)
-        now = time.monotonic()
-        if last is None or now - last[0] >= interval:
-            last = (now, tree_status(app, task).get("subtasks_ended", 0))
-            self._counted[task.id] = last
-        return last[1]
-
-    def wait(self, tasks: list[TaskRecord], interval: float) -> float | None:
-        """How long to wait for the next change, or None when the watch is over."""
-        if self.until_done and tasks and all(t.status in FINAL_STATUSES for t in tasks):
-            return None
-        if self.deadline is None:
-            return interval
-        left = self.deadline - time.monotonic()
-        return None if left <= 0 else min(interval, left)
-
-
-def _task_ids(ids: Iterable[int]) -> tuple[int, ...]:
-    """The ``after=`` ids as ints (records are accepted too)."""
-    found = []
-    for item in ids:
-        value = getattr(item, "id", item)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise DependencyError(f"after= takes task ids (ints), not {item!r}")
-        found.append(value)
-    return tuple(found)
-
-
-def _progress_summary(record: TaskRecord) -> str:
-    try:
-        status = record.task_status
-    except Exception:
-        return ""
-    if "done" not in status:
-        return ""
-    total = status.get("total")
-    return f"; last progress {status['done']}" + (f" of {total}" if total is not None else "")
-
-
-class AddedTasks(Sequence[TaskRecord]):
-    """The tasks ``add_tasks`` added from an iterable: their ids, each record read from the
-    database when asked (so it shows the task as it is now)."""
-
-    def __init__(self, app: Roadie, ids: array[int]) -> None:
-        self._app = app
-        self.ids = ids
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @overload
-    def __getitem__(self, index: int) -> TaskRecord: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[TaskRecord]: ...
-
-    def __getitem__(self, index: int | slice) -> TaskRecord | list[TaskRecord]:
-        if isinstance(index, slice):
-            return self._records(self.ids[index])
-        return self._app.get_task(self.ids[index])
-
-    def __iter__(self) -> Iterator[TaskRecord]:
-        for start in range(0, len(self.ids), 1000):
-            yield from self._records(self.ids[start:start + 1000])
-
-    def _records(self, ids: Iterable[int]) -> list[TaskRecord]:
-        wanted = list(ids)
-        found = {t.id: t for t in self._app.store.list_tasks(
-            ids=wanted, limit=None, decoder=self._app.decode_for_task)}
-        return [found[i] for i in wanted if i in found]
-
-    def __repr__(self) -> str:
-        return f"<AddedTasks: {len(self.ids)} tasks>"
-
-
-def task_arguments(index: int, item: Any) -> dict[str, Any]:
-    """One ``add_tasks`` item as ``add_task``'s keyword arguments (a mapping, or an
-    ``(executor, context)`` pair); anything else is refused naming its index."""
-    if isinstance(item, Mapping):
-        return dict(item)
-    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
-        return {"executor": item[0], "context": item[1]}
-    raise TypeError(
-        f"tasks[{index}] is a {type(item).__name__}; each item must be a mapping of add_task's "
-        "arguments ({'executor': 'dist:name', 'context': {...}, ...}) or an "
-        "(executor, context) pair")
+        return watching.watch(self, ids, filters, interval=interval, timeout=timeout,
+                              until_done=until_done)

@@ -1,0 +1,281 @@
+"""The task-adding path: from ``add_task``'s arguments to the rows to insert.
+
+It checks the executor name (against the installed plugins, or those live workers advertise),
+encodes the context with the type registry, collects the ``roadie_capture_context`` maps,
+computes the isolation key, and reads ``add_tasks``' items a chunk at a time. ``Roadie``'s
+``add_task``, ``add_tasks`` and ``_new_task`` call it; subtasks (``roadie.trees``) and schedules
+(``roadie.schedules``) go through ``Roadie._new_task`` too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from array import array
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, overload
+
+from roadie.errors import (
+    ContextEncodeError,
+    DependencyError,
+    HookFailure,
+    PluginError,
+    UnknownExecutor,
+)
+from roadie.executor import Executor, Isolation
+from roadie.hookcalls import call_hook
+from roadie.plugins import split_executor_name
+from roadie.records import TaskDraft, TaskRecord, instance_of
+from roadie.store import NewTask, tags_key, utcnow
+
+if TYPE_CHECKING:
+    from roadie.app import Roadie
+
+ADD_CHUNK = 10_000  # add_tasks from an iterable: tasks per transaction
+
+
+def add_tasks(
+    app: Roadie, tasks: Iterable[Mapping[str, Any] | tuple[str, Mapping[str, Any] | None]], *,
+    chunk_size: int = ADD_CHUNK,
+) -> Sequence[TaskRecord]:
+    """``Roadie.add_tasks``: a list or tuple in one transaction; any other iterable
+    ``chunk_size`` items at a time, each chunk in its own transaction."""
+    if isinstance(tasks, Sequence):
+        return add_chunk(app, tasks, 0, {})
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    ids = array("q")
+    resolved: dict[str, Any] = {}  # executor -> its resolution, once for every chunk
+    items = iter(tasks)
+    while chunk := list(itertools.islice(items, chunk_size)):
+        ids.extend(t.id for t in add_chunk(app, chunk, len(ids), resolved))
+    return AddedTasks(app, ids)
+
+
+def add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
+              resolved: dict[str, Any]) -> list[TaskRecord]:
+    """Add ``tasks`` (items ``first``... of the caller's) in one transaction."""
+    specs = []
+    for index, item in enumerate(tasks, first):
+        arguments = task_arguments(index, item)
+        try:
+            executor = arguments.pop("executor")
+        except KeyError:
+            raise ValueError(f"tasks[{index}] has no 'executor'") from None
+        context = arguments.pop("context", None)
+        specs.append(app._new_task(executor, context, resolved, **arguments))
+    added = app.store.insert_tasks(specs, decoder=app.decode_for_task)
+    for task in added:
+        app._task_added(task)
+    return added
+
+
+def new_task(
+    app: Roadie,
+    executor: str,
+    context: Mapping[str, Any] | None,
+    resolved: dict[str, Any],
+    *,
+    name: str = "",
+    owner: str | None = None,
+    group: str | None = None,
+    priority: int = 0,
+    run_after: dt.datetime | None = None,
+    delay: float | None = None,
+    tags: Iterable[str] = (),
+    timeout: float | None = None,
+    after: Iterable[int] = (),
+) -> NewTask:
+    """A task to insert from ``add_task``'s arguments; ``resolved`` keeps what is the
+    same for every task of one executor (its name, class, versions, isolation) for
+    the whole ``add_tasks`` call."""
+    known = resolved.get(executor)
+    if known is None:
+        try:
+            dist, entry = split_executor_name(executor)
+        except ValueError as exc:
+            raise UnknownExecutor(str(exc)) from None
+        qualified = f"{dist}:{entry}"
+        known = resolved[executor] = (qualified, *app._resolve_executor(qualified))
+    qualified, executor_class, plugin_versions, isolation = known
+    if context is None:
+        context = {}
+    if not isinstance(context, Mapping):
+        raise ContextEncodeError(
+            f"the context of a {qualified} task must be a mapping (a dict of names to "
+            f"values), not {type(context).__name__}"
+        )
+    context = dict(context)
+    for key in context:
+        if not isinstance(key, str):
+            raise ContextEncodeError(
+                f"context keys must be strings; key {key!r} is {type(key).__name__}"
+            )
+    data, namespaces = app.registry.encode_with_namespaces(context, what="context")
+    versions = dict(plugin_versions)
+    for namespace in namespaces:
+        versions.setdefault(namespace, app.plugins.version_of(namespace))
+    captured = capture(app, qualified, context)
+    isolation_key = None
+    if isolation is not Isolation.NOT_ISOLATED:
+        spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner,
+                              group=group, context=context)
+        isolation_key = isolation_key_of(qualified, executor_class, isolation, spec_view)
+    if delay is not None:
+        run_after = utcnow() + dt.timedelta(seconds=delay)
+    if run_after is not None and run_after.tzinfo is None:
+        raise ValueError("run_after must be timezone-aware (use datetime.now(timezone.utc))")
+    if timeout is not None and timeout <= 0:
+        raise ValueError("timeout must be a positive number of seconds")
+    return instance_of(NewTask, {
+        "executor": qualified, "plugins": versions, "context": data, "name": name or "",
+        "owner": owner, "group": group, "captured": captured, "isolation_key": isolation_key,
+        "priority": int(priority), "run_after": run_after,
+        "tags": tags_key(tags) if tags else "", "timeout": timeout, "parent_id": None,
+        "after": task_ids(after) if after else (),
+    })
+
+
+def resolve_executor(
+    app: Roadie, qualified: str
+) -> tuple[type[Executor] | None, dict[str, str], Isolation]:
+    """The executor class (if installed here), the plugin versions it needs, and its
+    isolation; falls back on what live nodes advertise."""
+    dist = qualified.partition(":")[0]
+    if app.plugins.has_executor(qualified):
+        version = {dist: app.plugins.version_of(dist)}
+        try:
+            executor_class = app.plugins.load_executor(qualified)
+        except PluginError:
+            # broken here: store it anyway; a worker records the error on the task
+            return None, version, Isolation.NOT_ISOLATED
+        return executor_class, version, executor_class.isolation
+    grace = app.settings.heartbeat_grace
+    now = utcnow()
+    advertised: set[str] = set()
+    for node in app.store.list_nodes():
+        if not node.is_alive(now, grace):
+            continue
+        advertised.update(node.executors)
+        if qualified in node.executors:
+            isolation = Isolation(node.executors[qualified])
+            if isolation is Isolation.CUSTOM:
+                raise UnknownExecutor(
+                    f"executor {qualified!r} computes its isolation key in code: add its "
+                    f"tasks from a process where plugin {dist!r} is installed"
+                )
+            return None, {dist: node.plugins.get(dist, "0")}, isolation
+    raise app.plugins.unknown_executor(qualified, advertised)
+
+
+def isolation_key_of(
+    qualified: str, executor_class: type[Executor] | None, isolation: Isolation, task: Any
+) -> str | None:
+    """The isolation key of ``task`` (a task row or a ``TaskDraft``) for this executor."""
+    if isolation is Isolation.NOT_ISOLATED:
+        return None
+    if isolation is Isolation.CLASS:
+        return qualified
+    if isolation is Isolation.GROUP:
+        return f"{qualified}#group={task.task_group}"
+    if isolation is Isolation.OWNER:
+        return f"{qualified}#owner={task.owner}"
+    if isolation is Isolation.TASK_NAME:
+        return f"{qualified}#name={task.name}"
+    if executor_class is None:
+        return None
+    custom = executor_class().isolation_key(task)
+    return None if custom is None else f"{qualified}#{custom}"
+
+
+def capture(app: Roadie, qualified: str, context: dict[str, Any]) -> bytes | None:
+    """The ``roadie_capture_context`` maps of every plugin, merged and encoded. Without
+    hook wrappers the implementations are called directly, in pluggy's order (add_tasks
+    calls this for every task); one that raises stops the add, naming its plugin."""
+    impls = app.plugins.hook_impls("roadie_capture_context")
+    if not impls:
+        return None
+    parts: list[Any] = []
+    arguments = {"executor": qualified, "context": context}
+    if any(impl.hookwrapper or impl.wrapper for impl in impls):
+        try:
+            parts = call_hook(app, "roadie_capture_context",
+                              app.plugins.hook.roadie_capture_context, **arguments)
+        except HookFailure as exc:
+            raise PluginError(f"cannot add the {qualified} task: {exc}") from exc
+    else:
+        for impl in impls:
+            try:
+                parts.append(impl.function(*[arguments[a] for a in impl.argnames]))
+            except Exception as exc:
+                raise PluginError(
+                    f"cannot add the {qualified} task: hook roadie_capture_context of "
+                    f"plugin {impl.plugin_name!r} failed: {type(exc).__name__}: {exc}"
+                ) from exc
+    captured: dict[str, Any] = {}
+    for part in parts:
+        if part:
+            captured.update(part)
+    if not captured:
+        return None
+    return app.registry.encode(captured, what="captured context")
+
+
+def task_ids(ids: Iterable[int]) -> tuple[int, ...]:
+    """The ``after=`` ids as ints (records are accepted too)."""
+    found = []
+    for item in ids:
+        value = getattr(item, "id", item)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DependencyError(f"after= takes task ids (ints), not {item!r}")
+        found.append(value)
+    return tuple(found)
+
+
+class AddedTasks(Sequence[TaskRecord]):
+    """The tasks ``add_tasks`` added from an iterable: their ids, each record read from the
+    database when asked (so it shows the task as it is now)."""
+
+    def __init__(self, app: Roadie, ids: array[int]) -> None:
+        self._app = app
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, index: int) -> TaskRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[TaskRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> TaskRecord | list[TaskRecord]:
+        if isinstance(index, slice):
+            return self._records(self.ids[index])
+        return self._app.get_task(self.ids[index])
+
+    def __iter__(self) -> Iterator[TaskRecord]:
+        for start in range(0, len(self.ids), 1000):
+            yield from self._records(self.ids[start:start + 1000])
+
+    def _records(self, ids: Iterable[int]) -> list[TaskRecord]:
+        wanted = list(ids)
+        found = {t.id: t for t in self._app.store.list_tasks(
+            ids=wanted, limit=None, decoder=self._app.decode_for_task)}
+        return [found[i] for i in wanted if i in found]
+
+    def __repr__(self) -> str:
+        return f"<AddedTasks: {len(self.ids)} tasks>"
+
+
+def task_arguments(index: int, item: Any) -> dict[str, Any]:
+    """One ``add_tasks`` item as ``add_task``'s keyword arguments (a mapping, or an
+    ``(executor, context)`` pair); anything else is refused naming its index."""
+    if isinstance(item, Mapping):
+        return dict(item)
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return {"executor": item[0], "context": item[1]}
+    raise TypeError(
+        f"tasks[{index}] is a {type(item).__name__}; each item must be a mapping of add_task's "
+        "arguments ({'executor': 'dist:name', 'context': {...}, ...}) or an "
+        "(executor, context) pair")
