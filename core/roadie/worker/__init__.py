@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from roadie.aio_runner import AsyncRunner, is_async_executor, split_claimable
@@ -39,11 +39,15 @@ from roadie.store import (
     tag_subsets,
     utcnow,
 )
+from roadie.worker.outage import DatabaseOutage
+from roadie.worker.stats import WorkerStats
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
     from roadie.hosts import HostPool
     from roadie.result import Result
+
+__all__ = ["DatabaseOutage", "Worker", "WorkerStats"]
 
 log = logging.getLogger("roadie.worker")
 PRUNE_BATCHES = 10  # retention: batches of deletes per maintenance tick, at most
@@ -62,60 +66,6 @@ class _Done:
     error: BaseException | None
     seconds: float = 0.0  # how long the attempt ran
     released: bool = False  # claimed ahead, never started, put back to wait
-
-
-class DatabaseOutage:
-    """How long the database has been unreachable for this worker, logged: once when it
-    starts, again every ``every`` seconds while it lasts (saying for how long), and once when
-    it ends. Thread-safe: the claim loop and the maintenance thread both report."""
-
-    def __init__(self, every: float, grace: float) -> None:
-        self.every = max(every, 1.0)
-        self.grace = grace
-        self.since: float | None = None
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def failed(self, exc: BaseException) -> None:
-        """A database call failed with ``exc``."""
-        now = time.monotonic()
-        with self._lock:
-            if self.since is None:
-                self.since, self._next = now, now + self.every
-                log.warning("database unreachable: %s; retrying", exc)
-                return
-            if now < self._next:
-                return
-            self._next = now + self.every
-            lasted = now - self.since
-        late = (f" (longer than heartbeat_grace {self.grace:g} s: other nodes may take over "
-                f"its running tasks)" if lasted > self.grace else "")
-        log.warning("database unreachable for %.0f s: %s; still retrying%s", lasted, exc, late)
-
-    def reached(self) -> None:
-        """A database call succeeded."""
-        if self.since is None:  # the common case: no lock
-            return
-        with self._lock:
-            if self.since is None:
-                return
-            lasted, self.since = time.monotonic() - self.since, None
-        log.warning("database reachable again after %.0f s", lasted)
-
-
-@dataclass
-class WorkerStats:
-    """Counters of one worker run."""
-
-    claimed: int = 0
-    finished: int = 0
-    claims: int = 0
-    progress_writes: int = 0
-    recovered: int = 0
-    pruned: int = 0
-    refused_writes: int = 0  # writes of attempts taken over by another node
-    released: int = 0  # tasks claimed ahead (prefetch) and put back unstarted
-    by_status: dict[str, int] = field(default_factory=dict)
 
 
 class Worker:
