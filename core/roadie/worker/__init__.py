@@ -40,6 +40,7 @@ from roadie.store import (
     utcnow,
 )
 from roadie.worker.outage import DatabaseOutage
+from roadie.worker.progress import ProgressWriter
 from roadie.worker.stats import WorkerStats
 
 if TYPE_CHECKING:
@@ -130,9 +131,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
-        self._dirty: set[int] = set()
-        self._dirty_lock = threading.Lock()
-        self._written_checkpoints: dict[int, int] = {}
+        self._progress = ProgressWriter(self)  # the sink of the tasks this worker runs
         self._threads: list[threading.Thread] = []
         self.outage = DatabaseOutage(self.settings.heartbeat_interval,
                                      self.settings.heartbeat_grace)
@@ -166,7 +165,8 @@ class Worker:
                 if self._hosts is None:
                     from roadie.hosts import HostPool
 
-                    self._hosts = HostPool(self.app, self, all_executors=self._out_of_process)
+                    self._hosts = HostPool(self.app, self._progress,
+                                             all_executors=self._out_of_process)
                 hosts = self._hosts
         return hosts
 
@@ -440,14 +440,12 @@ class Worker:
 
     def _after_settle(self, done: list[_Done], finished: list[TaskRecord]) -> None:
         records = {r.id: r for r in finished}
+        self._progress.forget([item.task.id for item in done])
         for item in done:
             task_id = item.task.id
             with self._running_lock:
                 self.running.pop(task_id, None)
                 self._async_ids.discard(task_id)
-            with self._dirty_lock:
-                self._dirty.discard(task_id)
-                self._written_checkpoints.pop(task_id, None)
             record = records.get(task_id)
             if item.released:
                 self.stats.released += record is not None
@@ -472,10 +470,11 @@ class Worker:
         the threads (each lock taken once for the whole batch)."""
         on_loop: list[RunningTask] = []
         on_threads: list[RunningTask] = []
+        sink, settings = self._progress, self.settings
         for record in records:  # settled with the app's decoder
-            running = RunningTask(self.app, record, sink=self,
-                                  max_messages=self.settings.max_status_messages,
-                                  child_width=self.settings.child_width)
+            running = RunningTask(self.app, record, sink=sink,
+                                  max_messages=settings.max_status_messages,
+                                  child_width=settings.child_width)
             is_async = (record.executor in self._async_names and self._runner is not None
                         and not self.hosts.wants(running))  # a host runs its own loop
             (on_loop if is_async else on_threads).append(running)
@@ -583,11 +582,7 @@ class Worker:
         else:
             outcome, result, error = run_attempt(self.app, task)
         task.ended = True
-        version, checkpoint = task.pending_checkpoint()
-        with self._dirty_lock:
-            if version == self._written_checkpoints.get(task.id):
-                checkpoint = None  # already written
-        status_bytes, messages = self._encode_live_state(task)
+        status_bytes, messages, checkpoint = self._progress.final_state(task)
         outcome = dataclasses.replace(outcome, task_status=status_bytes, messages=messages,
                                       checkpoint=checkpoint, attempt=task.attempt,
                                       started_at=began)
@@ -597,77 +592,11 @@ class Worker:
 
     def mark_dirty(self, task: RunningTask) -> None:
         """Schedule a throttled write of a running task's live state."""
-        with self._dirty_lock:
-            self._dirty.add(task.id)
+        self._progress.mark_dirty(task)
 
     def flush_progress(self) -> None:
         """Write the live state of every task that changed since the last write."""
-        with self._dirty_lock:
-            dirty, self._dirty = self._dirty, set()
-        if not dirty:
-            return
-        updates: dict[int, tuple[bytes | None, bytes | None, bytes | None]] = {}
-        versions: dict[int, int] = {}
-        attempts: dict[int, int] = {}
-        young: set[int] = set()
-        first_write = time.monotonic() - self.settings.status_interval
-        for task_id in sorted(dirty):
-            with self._running_lock:
-                task = self.running.get(task_id)
-            if task is None or task.ended or task.taken_over:
-                continue
-            if task.started is not None and task.started > first_write:
-                # a short task's live state is written with its outcome; a longer one's
-                # first write comes one interval after its start
-                young.add(task_id)
-                continue
-            attempts[task_id] = task.attempt
-            version, checkpoint = task.pending_checkpoint()
-            if version == self._written_checkpoints.get(task_id):
-                checkpoint = None
-            status_bytes, messages = self._encode_live_state(task)
-            updates[task_id] = (status_bytes, messages, checkpoint)
-            versions[task_id] = version
-        if young:
-            with self._dirty_lock:
-                self._dirty.update(young)
-        if not updates:
-            return
-        try:
-            with self._writes:
-                cancelled, lost = self.store.save_progress(self.id, updates, attempts)
-        except BaseException:
-            with self._dirty_lock:  # try again at the next tick
-                self._dirty.update(updates)
-            raise
-        with self._dirty_lock:
-            self._written_checkpoints.update(versions)
-        self.stats.progress_writes += len(updates) - len(lost)
-        if cancelled:
-            self._apply_cancel_requests(cancelled)
-        if lost:
-            self._stop_lost(lost, "progress")
-
-    def _encode_live_state(self, task: RunningTask) -> tuple[bytes | None, bytes | None]:
-        """The task's status attributes and recent messages, encoded; an oversized message log
-        is cut to its newest messages rather than failing the task."""
-        if task.encoded_live_state is not None:  # run in a host, which encoded it
-            return task.encoded_live_state
-        registry = self.app.registry
-        try:
-            status_bytes: bytes | None = registry.encode(task.status.snapshot(),
-                                                         what="task status")
-        except RoadieError as exc:
-            log.warning("task %s: cannot write its status: %s", task.id, exc)
-            status_bytes = None
-        messages = list(task.messages)
-        while True:
-            try:
-                return status_bytes, registry.encode(messages, what="status messages")
-            except RoadieError:
-                if not messages:
-                    return status_bytes, None
-                messages = messages[len(messages) // 2 + 1:]
+        self._progress.flush()
 
     def _stop_lost(self, task_ids: Iterable[int], what: str,
                    written: dict[int, RunningTask] | None = None) -> None:
