@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from roadie.aio_runner import AsyncRunner, is_async_executor, split_claimable
-from roadie.errors import DatabaseError, PluginError, RoadieError
+from roadie.errors import PluginError, RoadieError
 from roadie.executor import Isolation
 from roadie.hookcalls import notify_hook
 from roadie.lifecycle import run_attempt
 from roadie.records import NodeRecord, TaskRecord
-from roadie.retention import BATCH, cutoffs, parse_retention, prune
 from roadie.running import RunningTask
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store import (
@@ -39,6 +38,7 @@ from roadie.store import (
     tag_subsets,
     utcnow,
 )
+from roadie.worker.maintenance import Maintenance
 from roadie.worker.outage import DatabaseOutage
 from roadie.worker.progress import ProgressWriter
 from roadie.worker.stats import WorkerStats
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 __all__ = ["DatabaseOutage", "Worker", "WorkerStats"]
 
 log = logging.getLogger("roadie.worker")
-PRUNE_BATCHES = 10  # retention: batches of deletes per maintenance tick, at most
 SIGNAL_LATENCY = 0.2  # seconds: how soon the claim loop acts on SIGINT/SIGTERM at most
 RUN_TIME_WEIGHT = 0.2  # of the newest attempt in the moving average of run times (prefetch)
 ROUND_GATHER = 0.02  # seconds a finished attempt may wait for a bigger round, at most
@@ -106,7 +105,6 @@ class Worker:
             if handle_signals is None else handle_signals
         )
         self.stats = WorkerStats()
-        self._retention = parse_retention(self.settings.retention)  # a bad value fails here
         self._signals = 0  # SIGINT/SIGTERM received (counted by the handler)
         self._signals_seen = 0
         self.running: dict[int, RunningTask] = {}
@@ -132,6 +130,7 @@ class Worker:
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
         self._progress = ProgressWriter(self)  # the sink of the tasks this worker runs
+        self._maintenance = Maintenance(self)
         self._threads: list[threading.Thread] = []
         self.outage = DatabaseOutage(self.settings.heartbeat_interval,
                                      self.settings.heartbeat_grace)
@@ -217,12 +216,16 @@ class Worker:
             stopped_at=None,
         )
 
+    def _advertise(self) -> None:
+        """Work out what this node can run, and register its node row (or update it)."""
+        self._claimable = self._build_claimable()
+        self.store.register_node(self.node_record())
+
     # -- running -------------------------------------------------------------------------
 
     def run(self) -> WorkerStats:
         """Run until stopped; returns the counters."""
-        self._claimable = self._build_claimable()
-        self.store.register_node(self.node_record())
+        self._advertise()
         hub = self.store.listen()
         token = hub.subscribe(self._on_notification)
         previous_handlers = self._install_signal_handlers()
@@ -277,8 +280,6 @@ class Worker:
         if self._claim_async is not None:
             self._runner = AsyncRunner()
             self._runner.start()
-        self._maintenance = threading.Thread(target=self._maintenance_main,
-                                             name="roadie-maintenance", daemon=True)
         self._maintenance.start()
 
     def _claim_loop(self) -> None:
@@ -588,7 +589,7 @@ class Worker:
                                       started_at=began)
         return _Done(task, outcome, result, error, seconds=time.monotonic() - started)
 
-    # -- progress, heartbeat, cancel, timeouts, recovery -----------------------------------
+    # -- running tasks: live state, attempts taken over, cancel requests -----------------
 
     def mark_dirty(self, task: RunningTask) -> None:
         """Schedule a throttled write of a running task's live state."""
@@ -623,6 +624,7 @@ class Worker:
             task.request_cancel("taken over by another node")
 
     def _apply_cancel_requests(self, task_ids: Iterable[int]) -> None:
+        """Cancel those of these tasks that run here (a cancel request was made for them)."""
         for task_id in task_ids:
             with self._running_lock:
                 task = self.running.get(task_id)
@@ -634,80 +636,7 @@ class Worker:
                 record.cancel_requested_at else "?"
             task.request_cancel(f"cancelled by {who} at {when}")
 
-    def _check_timeouts(self) -> None:
-        now = time.monotonic()
-        with self._running_lock:
-            tasks = list(self.running.values())
-        for task in tasks:
-            limit = task.record.timeout
-            if limit is None:
-                executor = task.executor
-                limit = executor.timeout if executor is not None else None
-            if limit is None or task.cancelled or task.started is None:
-                continue
-            if now - task.started >= limit:
-                task.request_cancel(f"timed out after {limit:g} s", timed_out=True)
-
-    def _maintenance_main(self) -> None:
-        settings = self.settings
-        next_heartbeat = time.monotonic() + settings.heartbeat_interval
-        next_sweep = time.monotonic() + settings.heartbeat_interval
-        next_cancel_poll = time.monotonic() + settings.cancel_poll_interval
-        next_prune = time.monotonic() + min(settings.retention_interval, 5.0)
-        while not self._stopping.wait(settings.status_interval) or self.running:
-            if self._stop_now.is_set():
-                return
-            now = time.monotonic()
-            try:
-                self.flush_progress()
-                self._check_timeouts()
-                self._release_unstarted(settings.prefetch_hold)
-                if now >= next_cancel_poll:
-                    next_cancel_poll = now + settings.cancel_poll_interval
-                    with self._running_lock:
-                        busy = bool(self.running)
-                    if busy:
-                        self._apply_cancel_requests(self.store.cancel_requests(self.id))
-                if now >= next_heartbeat:
-                    next_heartbeat = now + settings.heartbeat_interval
-                    self._refresh_envs()
-                    with self._running_lock:
-                        beating = {i: t for i, t in self.running.items()
-                                   if not t.ended and not t.taken_over}
-                    lost = self.store.heartbeat(  # skips rows held: no turn
-                        self.id, {i: t.attempt for i, t in beating.items()})
-                    if lost:
-                        self._stop_lost(lost, "heartbeat", beating)
-                if now >= next_sweep:
-                    next_sweep = now + settings.heartbeat_interval
-                    self.stats.recovered += self.app.recover_orphans(self)
-                if self._retention and now >= next_prune and not self._stopping.is_set():
-                    next_prune = now + settings.retention_interval
-                    if self._prune() >= PRUNE_BATCHES * BATCH:
-                        next_prune = now  # more to delete: go on at the next tick
-            except DatabaseError as exc:
-                self.outage.failed(exc)
-            except RoadieError as exc:
-                log.warning("worker maintenance failed: %s", exc)
-            except Exception:  # keep heartbeating whatever happens
-                log.exception("worker maintenance failed")
-
-    def _prune(self) -> int:
-        """Delete ended tasks past the retention (a bounded number of batches per tick, so
-        that heartbeats are never late)."""
-        deleted = prune(self.app, cutoffs(self._retention), max_batches=PRUNE_BATCHES)
-        if deleted:
-            log.info("retention: deleted %d ended task(s)", deleted)
-            self.stats.pruned += deleted
-        return deleted
-
-    def _refresh_envs(self) -> None:
-        """An environment changed: advertise its executors anew; retire its warm hosts."""
-        if self.app.plugins.refresh_envs():
-            log.info("an environment changed: refreshing this node's executors")
-            self.hosts.retire_idle()
-            self._claimable = self._build_claimable()
-            self.store.register_node(self.node_record())
+    # -- stopping ------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
         if self._stop_now.is_set():
