@@ -60,7 +60,7 @@ class Maintenance:
             try:
                 worker.flush_progress()
                 self._check_timeouts()
-                worker._release_unstarted(settings.prefetch_hold)
+                worker._claims.release_unstarted(settings.prefetch_hold)
                 if now >= next_cancel_poll:
                     next_cancel_poll = now + settings.cancel_poll_interval
                     with worker._running_lock:
