@@ -1,21 +1,38 @@
-"""The worker: a node that claims tasks, runs them on threads, heartbeats, writes progress,
-sees cancel requests and timeouts, and recovers the tasks of dead nodes."""
+"""``roadie.Worker``: a node that claims tasks, runs them on threads, heartbeats, writes
+progress, sees cancel requests and timeouts, and recovers the tasks of dead nodes.
+
+``Worker`` is the facade: who the node is and what it can run (the executors, plugins and tags
+it advertises in its node row), its life from ``run()`` to ``stop()``, the notifications it
+listens to, and what the other parts share (the running tasks, the events that wake and stop
+it). The moving parts live in the modules of this package, one concept each:
+
+- ``claim_loop``: the rounds (record what ended and claim new tasks in one transaction; gather,
+  claim ahead, hand over) and the threads that run what they claim;
+- ``progress``: the live state of running tasks (status, messages, checkpoint) on its way to
+  the database, throttled; the sink of every task the worker runs;
+- ``maintenance``: the maintenance thread (live-state writes, timeouts, cancel polling,
+  heartbeats, sweeps for dead nodes' tasks, retention, environment refreshes);
+- ``stopping``: SIGINT/SIGTERM, and the shutdown once the claim loop returns;
+- ``outage``: how a database outage is logged (``DatabaseOutage``);
+- ``stats``: the counters of a run (``WorkerStats``).
+
+The modules never import this one (but for type annotations): it imports them. Every
+statement they run is in ``roadie.store``.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import signal
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from roadie.aio_runner import is_async_executor, split_claimable
-from roadie.errors import PluginError, RoadieError
+from roadie.errors import PluginError
 from roadie.executor import Isolation
 from roadie.hookcalls import notify_hook
 from roadie.records import NodeRecord
@@ -33,6 +50,7 @@ from roadie.worker.maintenance import Maintenance
 from roadie.worker.outage import DatabaseOutage
 from roadie.worker.progress import ProgressWriter
 from roadie.worker.stats import WorkerStats
+from roadie.worker.stopping import Signals, shut_down
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
@@ -41,7 +59,6 @@ if TYPE_CHECKING:
 __all__ = ["DatabaseOutage", "Worker", "WorkerStats"]
 
 log = logging.getLogger("roadie.worker")
-SIGNAL_LATENCY = 0.2  # seconds: how soon the claim loop acts on SIGINT/SIGTERM at most
 
 
 class Worker:
@@ -81,17 +98,13 @@ class Worker:
             if handle_signals is None else handle_signals
         )
         self.stats = WorkerStats()
-        self._signals = 0  # SIGINT/SIGTERM received (counted by the handler)
-        self._signals_seen = 0
+        self.outage = DatabaseOutage(self.settings.heartbeat_interval,
+                                     self.settings.heartbeat_grace)
         self.running: dict[int, RunningTask] = {}
         self._running_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
-        self._progress = ProgressWriter(self)  # the sink of the tasks this worker runs
-        self._maintenance = Maintenance(self)
-        self.outage = DatabaseOutage(self.settings.heartbeat_interval,
-                                     self.settings.heartbeat_grace)
         self._claimable: Claimable | None = None
         # async executors: their own claim, slots and event-loop thread (roadie.aio_runner)
         self._async_names: set[str] = set()
@@ -106,6 +119,10 @@ class Worker:
         self._out_of_process = out_of_process
         self._hosts: HostPool | None = None
         self._hosts_lock = threading.Lock()
+        # the parts (each reads what it needs of the above when it is made)
+        self._maintenance = Maintenance(self)  # a bad retention setting fails here
+        self._signals = Signals(self)
+        self._progress = ProgressWriter(self)  # the sink of the tasks this worker runs
         self._claims = ClaimLoop(self)  # the rounds, and the threads that run what they claim
 
     @property
@@ -182,7 +199,7 @@ class Worker:
         self._advertise()
         hub = self.store.listen()
         token = hub.subscribe(self._on_notification)
-        previous_handlers = self._install_signal_handlers()
+        self._signals.install()
         try:
             notify_hook(self.app, "roadie_worker_started", worker=self)
             self._start_threads()
@@ -191,9 +208,9 @@ class Worker:
         finally:
             self._stopping.set()
             notify_hook(self.app, "roadie_worker_stopping", worker=self)
-            self._shutdown()
+            shut_down(self)
             hub.unsubscribe(token)
-            self._restore_signal_handlers(previous_handlers)
+            self._signals.restore()
         return self.stats
 
     def busy_slots(self) -> tuple[int, int]:
@@ -275,79 +292,3 @@ class Worker:
                 record.cancel_requested_at else "?"
             task.request_cancel(f"cancelled by {who} at {when}")
 
-    # -- stopping ------------------------------------------------------------------------
-
-    def _shutdown(self) -> None:
-        claims = self._claims
-        if self._stop_now.is_set():
-            self.hosts.close()
-            claims.settle_leftovers()  # tasks that ended keep their real outcome
-            self._abandon_running()
-        if self._stop_now.is_set():
-            claims.end_threads(wait=False)
-        else:
-            claims.end_threads(wait=True)
-            self._maintenance.join(timeout=10)
-            claims.settle_leftovers()  # attempts that ended after the claim loop stopped
-        claims.stop_runner()
-        self.hosts.close()
-        try:
-            self.store.stop_node(self.id)
-        except RoadieError as exc:
-            log.warning("could not mark node %s stopped: %s", self.id, exc)
-
-    def _abandon_running(self) -> None:
-        """Stop at once: the tasks still running go through their crash policy now."""
-        with self._running_lock:
-            tasks = list(self.running.values())
-        for task in tasks:
-            task.request_cancel("the worker stopped")
-        self.store.stop_node(self.id)
-        for task in tasks:
-            self.app.apply_crash_policy(task.record, self, reason="its worker was stopped")
-
-    # -- signals -------------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if not self.handle_signals:
-            return {}
-        previous: dict[int, Any] = {}
-
-        def handler(signum: int, _frame: Any) -> None:
-            # Runs in the main thread between two bytecodes, perhaps while the claim loop holds
-            # the lock of an Event it waits on: taking any lock here could deadlock. Count the
-            # signal; the claim loop acts on it (_take_signals).
-            self._signals += 1
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
-
-    def _wait(self, event: threading.Event, timeout: float) -> None:
-        """Wait until ``event`` is set, ``timeout`` passes or a signal came (which the claim
-        loop must see within SIGNAL_LATENCY)."""
-        if not self.handle_signals:
-            event.wait(timeout)
-            return
-        deadline = time.monotonic() + timeout
-        while self._signals_seen == self._signals:
-            left = deadline - time.monotonic()
-            if left <= 0 or event.wait(min(left, SIGNAL_LATENCY)):
-                return
-
-    def _take_signals(self) -> None:
-        """Act on the signals the handler counted: the first stops claiming, the next one
-        stops at once."""
-        while self._signals_seen < self._signals:
-            self._signals_seen += 1
-            if self._stopping.is_set():
-                log.warning("second signal: stopping at once")
-                self.stop(now=True)
-            else:
-                log.warning("stopping: running tasks finish, nothing new is claimed "
-                            "(signal again to stop at once)")
-                self.stop()
-
-    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

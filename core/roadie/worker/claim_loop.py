@@ -85,6 +85,7 @@ class ClaimLoop:
         self._wake = worker._wake
         self._stopping = worker._stopping
         self._stop_now = worker._stop_now
+        self._signals = worker._signals
         self._queue: queue.Queue[RunningTask | None] = queue.Queue()
         # claimed tasks that no thread has started yet, with when they were claimed; a thread
         # starts a task only if it takes it out of here first (under _start_lock), so that a
@@ -122,14 +123,15 @@ class ClaimLoop:
             self._runner = AsyncRunner()
             self._runner.start()
 
-    def end_threads(self, *, wait: bool) -> None:
-        """Let the threads end once they are done with what they started (``wait``: and
-        wait for them)."""
+    def end_threads(self) -> None:
+        """Tell the threads to end once they are through with what is queued for them."""
         for _ in self._threads:
             self._queue.put(None)
-        if wait:
-            for thread in self._threads:
-                thread.join()
+
+    def join_threads(self) -> None:
+        """Wait for the threads to end."""
+        for thread in self._threads:
+            thread.join()
 
     def stop_runner(self) -> None:
         """Stop the async executors' event loop, closing the app's async client on it first
@@ -157,13 +159,14 @@ class ClaimLoop:
         worker = self._worker
         assert worker._claimable is not None
         poll = self.settings.poll_interval(self.store.is_postgres)
+        take_signals, wait = self._signals.take, self._signals.wait
         while True:
             self._wake.clear()
-            worker._take_signals()
+            take_signals()
             if self._stop_now.is_set():
                 return
             if self._gather():
-                worker._wait(self._wake, ROUND_GATHER)
+                wait(self._wake, ROUND_GATHER)
                 continue
             done = self._take_done()
             starts = self._take_starts(done)
@@ -200,7 +203,7 @@ class ClaimLoop:
                     with self._start_lock:
                         self._starts.extend(starts)
                     self._may_claim["sync"] = self._may_claim["async"] = True
-                    worker._wait(self._stopping, poll)
+                    wait(self._stopping, poll)
                     continue
                 self.outage.reached()
                 self.stats.claims += bool(claims)
@@ -218,7 +221,7 @@ class ClaimLoop:
             if worker.until_idle and busy <= 0 and self._idle():
                 return
             # starts to record go with the next round: at the latest one status_interval on
-            worker._wait(self._wake, self.settings.status_interval if self._starts else poll)
+            wait(self._wake, self.settings.status_interval if self._starts else poll)
 
     def _outcomes(self, done: list[_Done]) -> list[tuple[Outcome, bool]]:
         """The outcomes of ``done`` to record, each with whether its attempt may hold an
