@@ -41,6 +41,7 @@ from typing import Any
 import roadie
 import sqlalchemy as sa
 from roadie.worker import Worker
+from roadie.worker.claim_loop import ClaimLoop
 from throughput import CHUNK, NOOP, empty_tasks, fresh_database
 
 DRAIN_THREADS = ("roadie-worker-", "MainThread")
@@ -90,7 +91,7 @@ def profile_threads(profiles: list[cProfile.Profile]) -> None:
 
     def wrap(method: Any) -> Any:
         @functools.wraps(method)
-        def profiled(self: Worker, *args: Any) -> Any:
+        def profiled(self: ClaimLoop, *args: Any) -> Any:
             profile = cProfile.Profile()
             profiles.append(profile)
             profile.enable()
@@ -101,8 +102,8 @@ def profile_threads(profiles: list[cProfile.Profile]) -> None:
 
         return profiled
 
-    Worker._thread_main = wrap(Worker._thread_main)  # type: ignore[method-assign]
-    Worker._claim_loop = wrap(Worker._claim_loop)  # type: ignore[method-assign]
+    ClaimLoop.thread_main = wrap(ClaimLoop.thread_main)  # type: ignore[method-assign]
+    ClaimLoop.run = wrap(ClaimLoop.run)  # type: ignore[method-assign]
 
 
 def time_threads(cpu: dict[str, float]) -> None:
@@ -110,7 +111,7 @@ def time_threads(cpu: dict[str, float]) -> None:
 
     def wrap(method: Any) -> Any:
         @functools.wraps(method)
-        def timed(self: Worker, *args: Any) -> Any:
+        def timed(self: ClaimLoop, *args: Any) -> Any:
             start = time.thread_time()
             try:
                 return method(self, *args)
@@ -119,8 +120,8 @@ def time_threads(cpu: dict[str, float]) -> None:
 
         return timed
 
-    Worker._thread_main = wrap(Worker._thread_main)  # type: ignore[method-assign]
-    Worker._claim_loop = wrap(Worker._claim_loop)  # type: ignore[method-assign]
+    ClaimLoop.thread_main = wrap(ClaimLoop.thread_main)  # type: ignore[method-assign]
+    ClaimLoop.run = wrap(ClaimLoop.run)  # type: ignore[method-assign]
 
 
 def drain(backend: str, n: int, use_cprofile: bool, top: int, what_ifs: list[str],
@@ -252,7 +253,7 @@ def summarize(raw: Path, top: int) -> None:
         frames = stack.split(";")
         if not frames or not any(t in frames[0] for t in DRAIN_THREADS):
             continue
-        if not any("worker.py" in f for f in frames):  # the main thread before the drain
+        if not any("roadie/worker/" in f for f in frames):  # the main thread before the drain
             continue
         count = int(count_text)
         total += count

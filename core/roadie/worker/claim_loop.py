@@ -1,0 +1,476 @@
+"""The claim loop: the worker's rounds, and the threads that run what the rounds claim.
+
+A round is one transaction (``Store.settle``): it records the attempts that ended since the
+last round and claims tasks for the free slots, thread slots and async ones. A task claimed
+for a thread waits in a queue until one of the ``concurrency`` threads starts it; an async
+one goes to the event loop of ``roadie.aio_runner``. Each attempt that ends, with its last
+live state, goes back to the loop for the next round. The loop ends when the worker stops
+(once every running task is settled) or, with ``until_idle``, when nothing is left to run.
+
+What keeps the rounds few and full:
+
+- claiming ahead (prefetch): while the tasks this node runs are short, a round claims more
+  than the free threads, as many as they should start within ``prefetch_short``; a task
+  claimed ahead that no thread starts within ``prefetch_hold`` is put back for any node;
+- the gather rule: finished attempts wait for a bigger round (ROUND_GATHER at most) while
+  the threads still have enough tasks queued;
+- the hand-over: once per round a thread yields the GIL, so that the next round runs while
+  the threads work through the rest;
+- a kind of claim that came back short is not repeated until a task is added or one ends
+  (which may free an isolation lock) or the poll interval passes; a round that parked
+  candidates (their isolation key was taken) claims again at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from roadie.aio_runner import AsyncRunner
+from roadie.errors import RoadieError
+from roadie.lifecycle import run_attempt
+from roadie.records import TaskRecord
+from roadie.running import RunningTask
+from roadie.status import FINAL_STATUSES, Status
+from roadie.store import Claimable, Outcome, Settled, utcnow
+
+if TYPE_CHECKING:
+    from roadie.result import Result
+    from roadie.worker import Worker
+
+log = logging.getLogger("roadie.worker")
+RUN_TIME_WEIGHT = 0.2  # of the newest attempt in the moving average of run times (prefetch)
+ROUND_GATHER = 0.02  # seconds a finished attempt may wait for a bigger round, at most
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A finished attempt waiting to be written."""
+
+    task: RunningTask
+    outcome: Outcome
+    result: Result | None
+    error: BaseException | None
+    seconds: float = 0.0  # how long the attempt ran
+    released: bool = False  # claimed ahead, never started, put back to wait
+
+
+class ClaimLoop:
+    """The rounds of one worker (``run``, in the thread that runs the worker) and the threads
+    that run the tasks they claim (``start``, and at shutdown ``end_threads``)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        # what the parts of the worker share, held here too: the hot path reads its own
+        # attributes, not the worker's
+        self.app = worker.app
+        self.store = worker.store
+        self.settings = worker.settings
+        self.stats = worker.stats
+        self.outage = worker.outage
+        self.running = worker.running
+        self._running_lock = worker._running_lock
+        self._async_ids = worker._async_ids
+        self._async_names = worker._async_names
+        self._progress = worker._progress
+        self._writes = worker._writes
+        self._wake = worker._wake
+        self._stopping = worker._stopping
+        self._stop_now = worker._stop_now
+        self._signals = worker._signals
+        self._queue: queue.Queue[RunningTask | None] = queue.Queue()
+        # claimed tasks that no thread has started yet, with when they were claimed; a thread
+        # starts a task only if it takes it out of here first (under _start_lock), so that a
+        # task put back (release_unstarted) is never started as well
+        self._unstarted: dict[int, tuple[RunningTask, float]] = {}
+        self._starts: list[tuple[int, int, dt.datetime]] = []  # of tasks claimed ahead
+        self._start_lock = threading.Lock()
+        self._run_time: float | None = None  # moving average of run times (None: unknown)
+        # finished attempts to record (appended by threads and the loop, taken by the claim
+        # loop: a deque's append and popleft need no lock, a Queue takes one for each)
+        self._done: collections.deque[_Done] = collections.deque()
+        self._gathering_since: float | None = None  # finished attempts left for a bigger round
+        # fewer tasks than this waiting unstarted, the next round is due (set by each round:
+        # the threads plus half of what it claimed ahead; read by _gather and _hand_over),
+        # and whether a thread handed the GIL over to the claim loop for it
+        self._round_due_below = worker.concurrency
+        self._handed_over = False
+        # a kind of claim (thread or async executors) that came back short is skipped until
+        # a task is added (or ended, which may free a lock) or the poll interval passes
+        self._may_claim = {"sync": True, "async": True}
+        self._claimed_short_at = {"sync": 0.0, "async": 0.0}
+        self._threads: list[threading.Thread] = []
+        self._runner: AsyncRunner | None = None  # async executors' loop (roadie.aio_runner)
+
+    # -- the threads and the async runner ------------------------------------------------
+
+    def start(self) -> None:
+        """Start the threads, and the async executors' event loop if this node runs any."""
+        for index in range(self._worker.concurrency):
+            thread = threading.Thread(target=self.thread_main, name=f"roadie-worker-{index}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self._worker._claim_async is not None:
+            self._runner = AsyncRunner()
+            self._runner.start()
+
+    def end_threads(self) -> None:
+        """Tell the threads to end once they are through with what is queued for them."""
+        for _ in self._threads:
+            self._queue.put(None)
+
+    def join_threads(self) -> None:
+        """Wait for the threads to end."""
+        for thread in self._threads:
+            thread.join()
+
+    def stop_runner(self) -> None:
+        """Stop the async executors' event loop, closing the app's async client on it first
+        if they used it."""
+        runner = self._runner
+        if runner is None:
+            return
+        if "aio" in self.app.__dict__:  # async executors used app.aio on this loop
+            try:
+                runner.run(self.app.aio.close())
+            except Exception:
+                log.exception("roadie: closing the async client's connections")
+        runner.stop()
+
+    # -- the rounds ------------------------------------------------------------------------
+
+    def wake_to_claim(self) -> None:
+        """A task was added: the next round claims both kinds again, now."""
+        self._may_claim["sync"] = self._may_claim["async"] = True
+        self._wake.set()
+
+    def run(self) -> None:
+        """Settle finished attempts and claim new tasks, one transaction per round, until
+        stopped (and every running task is settled) or idle."""
+        worker = self._worker
+        assert worker._claimable is not None
+        poll = self.settings.poll_interval(self.store.is_postgres)
+        take_signals, wait = self._signals.take, self._signals.wait
+        while True:
+            self._wake.clear()
+            take_signals()
+            if self._stop_now.is_set():
+                return
+            if self._gather():
+                wait(self._wake, ROUND_GATHER)
+                continue
+            done = self._take_done()
+            starts = self._take_starts(done)
+            stopping = self._stopping.is_set()
+            with self._running_lock:
+                busy = len(self.running) - len(done)
+                busy_async = len(self._async_ids) - sum(d.task.id in self._async_ids
+                                                        for d in done)
+            if stopping:
+                self.release_unstarted(0.0)  # nothing claimed ahead runs after a stop
+            concurrency = worker.concurrency
+            ahead = 0 if stopping else self._claim_ahead()
+            free = 0 if stopping else concurrency + ahead - (busy - busy_async)
+            claim_sync, claim_async = worker._claim_sync, worker._claim_async
+            free_async = 0 if stopping or claim_async is None else (
+                worker.async_concurrency - busy_async)
+            if claim_sync is None:
+                free = 0
+            now = time.monotonic()
+            outcomes = self._outcomes(done) if done else []
+            if any(held or outcome.status not in FINAL_STATUSES
+                   for outcome, held in outcomes):  # a freed lock, a retry: claim both kinds
+                self._may_claim["sync"] = self._may_claim["async"] = True
+            claims = [(kind, claimable, limit) for kind, claimable, limit in (
+                ("async", claim_async, free_async), ("sync", claim_sync, free))
+                if limit > 0 and (self._may_claim[kind]
+                                  or now - self._claimed_short_at[kind] >= poll)]
+            if done or claims or starts:
+                try:
+                    settled = self._settle(done, outcomes, claims, ahead, starts)
+                except RoadieError as exc:
+                    self.outage.failed(exc)
+                    self._requeue_done(done)
+                    with self._start_lock:
+                        self._starts.extend(starts)
+                    self._may_claim["sync"] = self._may_claim["async"] = True
+                    wait(self._stopping, poll)
+                    continue
+                self.outage.reached()
+                self.stats.claims += bool(claims)
+                try:
+                    self._after_settle(done, settled.finished)
+                except Exception:
+                    log.exception("roadie: after recording %d ended task(s)", len(done))
+                self._accept_all(settled.claimed)
+                self._round_due_below = concurrency + ahead // 2
+                self._handed_over = False
+                if settled.claimed or done or settled.parked:
+                    continue
+            if stopping and busy <= 0:
+                return
+            if worker.until_idle and busy <= 0 and self._idle():
+                return
+            # starts to record go with the next round: at the latest one status_interval on
+            wait(self._wake, self.settings.status_interval if self._starts else poll)
+
+    def _outcomes(self, done: list[_Done]) -> list[tuple[Outcome, bool]]:
+        """The outcomes of ``done`` to record, each with whether its attempt may hold an
+        isolation lock (released when it is settled)."""
+        claimable = self._worker._claimable
+        assert claimable is not None
+        isolated = claimable.isolated
+        outcomes = []
+        for item in done:
+            record = item.task.record
+            outcomes.append((item.outcome, record.isolation_key is not None
+                             or record.executor in isolated))
+        return outcomes
+
+    def _settle(self, done: list[_Done], outcomes: list[tuple[Outcome, bool]],
+                claims: list[tuple[str, Claimable | None, int]], ahead: int = 0,
+                starts: list[tuple[int, int, dt.datetime]] | None = None) -> Settled:
+        """Record ``done`` (their ``outcomes``) and make the ``claims`` (kind, claimable, free
+        slots: for threads, for async executors), in one transaction; a kind of claim that
+        comes back short is not repeated for a while. Of a claim for threads, the last
+        ``ahead`` tasks are claimed ahead of a free thread; ``starts`` records when threads
+        started tasks claimed ahead."""
+        wanted = {kind: (claimable, limit) for kind, claimable, limit in claims}
+        for kind in wanted:
+            self._may_claim[kind] = False  # a task added from now on sets it again
+        can, limit = wanted.get("sync", (None, 0))
+        can_async, limit_async = wanted.get("async", (None, 0))
+        with self._writes:
+            settled = self.store.settle(self._worker.id, outcomes, can, limit, can_async,
+                                        limit_async, ahead=ahead if can is not None else 0,
+                                        started=starts or (),
+                                        claimed_as={d.task.id: d.task.record for d in done},
+                                        decoder=self.app.decode_for_task)
+        if wanted:
+            got_async = sum(r.executor in self._async_names for r in settled.claimed)
+            got = {"sync": len(settled.claimed) - got_async, "async": got_async}
+            for kind, (_, kind_limit) in wanted.items():
+                # there may be more; a round that parked candidates (their isolation key was
+                # taken) may find runnable tasks behind them: claim again at once
+                if got[kind] >= kind_limit or settled.parked:
+                    self._may_claim[kind] = True
+                else:
+                    self._claimed_short_at[kind] = time.monotonic()
+        return settled
+
+    def _gather(self) -> bool:
+        """Whether to leave the finished attempts for a later, bigger round: while the
+        threads still have more than half of the tasks claimed ahead queued, a round now
+        would claim little, and rounds of a few tasks cost more per task. (From half on, a
+        round runs: the threads have work while the database answers.) Not for longer than
+        ROUND_GATHER after the first of them finished, nor when stopping."""
+        if not self._done or self._stopping.is_set():
+            self._gathering_since = None
+            return False
+        queued = len(self._unstarted)  # (a length needs no lock)
+        now = time.monotonic()
+        if queued < self._round_due_below:
+            self._gathering_since = None
+            return False
+        if self._gathering_since is None:
+            self._gathering_since = now
+        if now - self._gathering_since >= ROUND_GATHER:
+            self._gathering_since = None
+            return False
+        return True
+
+    def _take_done(self) -> list[_Done]:
+        done = []
+        while True:
+            try:
+                done.append(self._done.popleft())
+            except IndexError:
+                return done
+
+    def _take_starts(self, done: list[_Done]) -> list[tuple[int, int, dt.datetime]]:
+        """The starts of tasks claimed ahead to record (those that ended already go with
+        their outcome)."""
+        with self._start_lock:
+            starts, self._starts = self._starts, []
+        ended = {d.task.id for d in done}
+        return [start for start in starts if start[0] not in ended]
+
+    def _requeue_done(self, done: list[_Done]) -> None:
+        for item in done:
+            self._done.append(item)
+
+    def _after_settle(self, done: list[_Done], finished: list[TaskRecord]) -> None:
+        records = {r.id: r for r in finished}
+        self._progress.forget([item.task.id for item in done])
+        for item in done:
+            task_id = item.task.id
+            with self._running_lock:
+                self.running.pop(task_id, None)
+                self._async_ids.discard(task_id)
+            record = records.get(task_id)
+            if item.released:
+                self.stats.released += record is not None
+                continue
+            self._run_time = item.seconds if self._run_time is None else (
+                self._run_time + RUN_TIME_WEIGHT * (item.seconds - self._run_time))
+            if record is None:
+                item.task.taken_over = True
+                self._worker.refused(item.task, f"outcome ({item.outcome.status.label})")
+                continue
+            self.stats.finished += 1
+            label = item.outcome.status.label
+            self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
+            self.app.after_finish(record, item.outcome, item.result, item.error)
+
+    def settle_leftovers(self) -> None:
+        """At shutdown: record the attempts that ended after the last round."""
+        done = self._take_done()
+        if not done:
+            return
+        try:
+            settled = self.store.settle(self._worker.id, [(d.outcome, True) for d in done],
+                                        None, 0, decoder=self.app.decode_for_task)
+            self._after_settle(done, settled.finished)
+        except Exception:
+            log.exception("roadie: could not record %d ended task(s) at shutdown", len(done))
+
+    def _idle(self) -> bool:
+        claimable = self._worker._claimable
+        assert claimable is not None
+        return not self.app.has_pending_work(claimable)
+
+    # -- from a claim to a finished attempt ------------------------------------------------
+
+    def _accept_all(self, records: list[TaskRecord]) -> None:
+        """Start claimed tasks: async ones on the loop (one wake-up for all), the others on
+        the threads (each lock taken once for the whole batch)."""
+        on_loop: list[RunningTask] = []
+        on_threads: list[RunningTask] = []
+        sink, settings = self._progress, self.settings
+        for record in records:  # settled with the app's decoder
+            running = RunningTask(self.app, record, sink=sink,
+                                  max_messages=settings.max_status_messages,
+                                  child_width=settings.child_width)
+            is_async = (record.executor in self._async_names and self._runner is not None
+                        and not self._worker.hosts.wants(running))  # a host runs its own loop
+            (on_loop if is_async else on_threads).append(running)
+        with self._running_lock:
+            for running in on_loop + on_threads:
+                self.running[running.id] = running
+            self._async_ids.update(running.id for running in on_loop)
+        self.stats.claimed += len(records)
+        if on_threads:
+            claimed_at = time.monotonic()
+            with self._start_lock:
+                for running in on_threads:
+                    self._unstarted[running.id] = (running, claimed_at)
+            for running in on_threads:
+                self._queue.put(running)
+        if on_loop:
+            assert self._runner is not None
+            self._runner.submit_many([(running, functools.partial(self._run_and_report, running))
+                                      for running in on_loop])
+
+    def thread_main(self) -> None:
+        """The body of each thread: start queued tasks until told to end."""
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            with self._start_lock:
+                entry = self._unstarted.get(task.id)
+                if entry is None or entry[0] is not task:
+                    continue  # put back while it waited here
+                del self._unstarted[task.id]
+                task.started = time.monotonic()
+                began = None
+                if task.record.started_at is None:  # claimed ahead: the next round records it
+                    began = utcnow()
+                    self._starts.append((task.id, task.attempt, began))
+            self._run_and_report(task, began)
+
+    def _claim_ahead(self) -> int:
+        """How many tasks to claim beyond the free threads: as many as the threads are
+        expected to start within ``prefetch_short`` seconds (from the moving average of run
+        times), at most ``Settings.prefetch``; none until a task has ended here, nor while the
+        tasks this node runs are not short on average (under ``prefetch_short``). A thread
+        busy with a task that has run longer than that counts for none: one long task (a
+        serial task holding its key, an export) leaves the other threads their prefetch,
+        and a node whose threads all run long tasks claims none ahead."""
+        prefetch, short = self.settings.prefetch, self.settings.prefetch_short
+        if prefetch <= 0 or self._run_time is None or self._run_time >= short:
+            return 0
+        oldest = time.monotonic() - short
+        with self._running_lock:
+            long_running = sum(t.started is not None and t.started < oldest
+                               and task_id not in self._async_ids
+                               for task_id, t in self.running.items())
+        threads = self._worker.concurrency - long_running
+        if threads <= 0:
+            return 0
+        return min(prefetch, int(threads * short / max(self._run_time, 1e-6)))
+
+    def release_unstarted(self, hold: float) -> None:
+        """Put back every task that was claimed more than ``hold`` seconds ago and that no
+        thread has started: any node may take it (the attempt does not count)."""
+        if not self._unstarted:
+            return
+        since = time.monotonic() - hold
+        with self._start_lock:
+            stale = [task for task, claimed_at in self._unstarted.values()
+                     if claimed_at <= since and not task.cancelled]
+            for task in stale:
+                del self._unstarted[task.id]
+        for task in stale:
+            outcome = Outcome(task.id, Status.NEW, "", attempt_counts=False,
+                              attempt=task.attempt)
+            self._done.append(_Done(task, outcome, None, None, released=True))
+        if stale:
+            self._wake.set()
+
+    def _run_and_report(self, task: RunningTask, began: dt.datetime | None = None) -> None:
+        try:
+            self._done.append(self._run_one(task, began))
+        except BaseException as exc:  # a bug in roadie itself: still end the task
+            log.exception("roadie: unexpected error while running task %s", task.id)
+            outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}",
+                              attempt=task.attempt, started_at=began)
+            self._done.append(_Done(task, outcome, None, exc))
+        self._wake.set()
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Let the claim loop run its next round once it is due. While they have tasks, the
+        threads pass the GIL between them, and the claim loop, though woken, would get it
+        only when both wait on an empty queue: a round, then its tasks, then the next round,
+        in series. So once per round the thread that sees fewer tasks waiting than the gather
+        rule's threshold sleeps for no time, which hands the GIL over: the round then runs
+        while the threads work through the rest (drains 2-29% faster, 17% in the median)."""
+        if not self._handed_over and len(self._unstarted) < self._round_due_below:
+            self._handed_over = True
+            time.sleep(0)
+
+    def _run_one(self, task: RunningTask, began: dt.datetime | None = None) -> _Done:
+        if task.started is None:  # timeouts count from here, not from the claim
+            task.started = time.monotonic()
+        started = task.started
+        hosts = self._worker.hosts
+        if hosts.wants(task):  # an env executor, out_of_process, or --out-of-process
+            outcome, result, error = hosts.run_attempt(task)
+        else:
+            outcome, result, error = run_attempt(self.app, task)
+        task.ended = True
+        status_bytes, messages, checkpoint = self._progress.final_state(task)
+        outcome = dataclasses.replace(outcome, task_status=status_bytes, messages=messages,
+                                      checkpoint=checkpoint, attempt=task.attempt,
+                                      started_at=began)
+        return _Done(task, outcome, result, error, seconds=time.monotonic() - started)

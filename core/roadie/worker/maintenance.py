@@ -1,0 +1,133 @@
+"""The worker's maintenance thread, beside the claim loop and the threads that run tasks.
+
+Every ``status_interval`` it writes the live state of running tasks that changed, stops the
+tasks past their timeout, and puts back the tasks claimed ahead that no thread started within
+``prefetch_hold``. Less often: it asks for cancel requests (``cancel_poll_interval``, in case
+a notification was missed); it heartbeats the node and its running attempts, advertising its
+executors anew when an environment changed, and sweeps for the tasks of dead nodes
+(``heartbeat_interval``); and it deletes ended tasks past the retention, a few batches per
+tick so that no heartbeat is late (``retention_interval``). After a stop it goes on while
+tasks still run. A failure is logged (a database error through the outage log) and the next
+tick tries again: nothing stops the heartbeat but the worker's end."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from roadie.errors import DatabaseError, RoadieError
+from roadie.retention import BATCH, cutoffs, parse_retention, prune
+
+if TYPE_CHECKING:
+    from roadie.worker import Worker
+
+log = logging.getLogger("roadie.worker")
+PRUNE_BATCHES = 10  # retention: batches of deletes per maintenance tick, at most
+
+
+class Maintenance:
+    """The maintenance thread of one worker (``start``, then ``join`` when it stops)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+        self._retention = parse_retention(worker.settings.retention)  # a bad value fails here
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread = threading.Thread(target=self._main, name="roadie-maintenance",
+                                        daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the thread to end (it does once the worker stops and no task runs)."""
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+    def _main(self) -> None:
+        worker = self._worker
+        settings = worker.settings
+        next_heartbeat = time.monotonic() + settings.heartbeat_interval
+        next_sweep = time.monotonic() + settings.heartbeat_interval
+        next_cancel_poll = time.monotonic() + settings.cancel_poll_interval
+        next_prune = time.monotonic() + min(settings.retention_interval, 5.0)
+        while not worker._stopping.wait(settings.status_interval) or worker.running:
+            if worker._stop_now.is_set():
+                return
+            now = time.monotonic()
+            try:
+                worker.flush_progress()
+                self._check_timeouts()
+                worker._claims.release_unstarted(settings.prefetch_hold)
+                if now >= next_cancel_poll:
+                    next_cancel_poll = now + settings.cancel_poll_interval
+                    with worker._running_lock:
+                        busy = bool(worker.running)
+                    if busy:
+                        worker._apply_cancel_requests(worker.store.cancel_requests(worker.id))
+                if now >= next_heartbeat:
+                    next_heartbeat = now + settings.heartbeat_interval
+                    self._refresh_envs()
+                    self._heartbeat()
+                if now >= next_sweep:
+                    next_sweep = now + settings.heartbeat_interval
+                    worker.stats.recovered += worker.app.recover_orphans(worker)
+                if self._retention and now >= next_prune and not worker._stopping.is_set():
+                    next_prune = now + settings.retention_interval
+                    if self._prune() >= PRUNE_BATCHES * BATCH:
+                        next_prune = now  # more to delete: go on at the next tick
+            except DatabaseError as exc:
+                worker.outage.failed(exc)
+            except RoadieError as exc:
+                log.warning("worker maintenance failed: %s", exc)
+            except Exception:  # keep heartbeating whatever happens
+                log.exception("worker maintenance failed")
+
+    def _check_timeouts(self) -> None:
+        """Cancel the running tasks past their timeout (the task's, else its executor's),
+        counted from when a thread started them."""
+        worker = self._worker
+        now = time.monotonic()
+        with worker._running_lock:
+            tasks = list(worker.running.values())
+        for task in tasks:
+            limit = task.record.timeout
+            if limit is None:
+                executor = task.executor
+                limit = executor.timeout if executor is not None else None
+            if limit is None or task.cancelled or task.started is None:
+                continue
+            if now - task.started >= limit:
+                task.request_cancel(f"timed out after {limit:g} s", timed_out=True)
+
+    def _heartbeat(self) -> None:
+        """Heartbeat the node and the attempts it runs; stop those the database no longer
+        counts as this node's (another node took them over)."""
+        worker = self._worker
+        with worker._running_lock:
+            beating = {i: t for i, t in worker.running.items()
+                       if not t.ended and not t.taken_over}
+        lost = worker.store.heartbeat(  # skips rows held: no turn
+            worker.id, {i: t.attempt for i, t in beating.items()})
+        if lost:
+            worker._stop_lost(lost, "heartbeat", beating)
+
+    def _prune(self) -> int:
+        """Delete ended tasks past the retention (a bounded number of batches per tick, so
+        that heartbeats are never late)."""
+        worker = self._worker
+        deleted = prune(worker.app, cutoffs(self._retention), max_batches=PRUNE_BATCHES)
+        if deleted:
+            log.info("retention: deleted %d ended task(s)", deleted)
+            worker.stats.pruned += deleted
+        return deleted
+
+    def _refresh_envs(self) -> None:
+        """An environment changed: advertise its executors anew; retire its warm hosts."""
+        worker = self._worker
+        if worker.app.plugins.refresh_envs():
+            log.info("an environment changed: refreshing this node's executors")
+            worker.hosts.retire_idle()
+            worker._advertise()
