@@ -112,6 +112,19 @@ def test_a_higher_priority_task_goes_before_a_waiting_head(app: roadie.Roadie) -
     assert [r[0] for r in sorted(executors.RUNS, key=lambda r: r[1])] == [urgent.id, low.id]
 
 
+def test_a_schedules_task_queues_behind_the_head_of_its_key(app: roadie.Roadie) -> None:
+    """Tasks a schedule makes join their key's queue as added tasks do."""
+    executors.RUNS.clear()
+    head = app.add_task("tests:serial", {"seconds": 0})
+    app.add_schedule("every-minute", "tests:serial", {"seconds": 0}, every=60)
+    made = app.run_schedule_now("every-minute")
+    assert app.get_task(made.id).status is Status.QUEUED
+    assert f"task {head.id} runs first" in (app.waiting_reason(app.get_task(made.id)) or "")
+    app.remove_schedule("every-minute")
+    app.run_worker(concurrency=2, until_idle=True)
+    assert [r[0] for r in sorted(executors.RUNS, key=lambda r: r[1])] == [head.id, made.id]
+
+
 def test_a_waiting_task_says_what_it_waits_for(app: roadie.Roadie) -> None:
     head = app.add_task("tests:serial", {"seconds": 0})
     behind = app.add_task("tests:serial", {"seconds": 0})

@@ -22,6 +22,7 @@ from roadie import models
 from roadie.errors import ScheduleError
 from roadie.status import Status
 from roadie.store.engine import CHANNEL_ADDED, CHANNEL_SCHEDULES
+from roadie.store.locks import queue_behind_heads
 from roadie.store.rows import task_record
 from roadie.store.values import claimable_at
 
@@ -276,11 +277,14 @@ class ScheduleStore:
                       slots: Sequence[tuple[dt.datetime, dt.datetime]], now: dt.datetime,
                       decoder: Decoder | None) -> list[TaskRecord]:
         """Insert the tasks of ``slots`` from the schedule's template; a slot that has a task
-        already is skipped by the unique index (schedule, scheduled_for)."""
+        already is skipped by the unique index (schedule, scheduled_for). Tasks with an
+        isolation key queue behind its head as added tasks do (``locks``)."""
         if not slots:
             return []
+        key = row.isolation_key
+        heads = self.store.key_heads(conn, [key]) if key is not None else {}
         status = Status.NEW
-        if row.isolation_key is not None and self.store.held_keys(conn, [row.isolation_key]):
+        if key is not None and self.store.held_keys(conn, [key]):
             status = Status.QUEUED
         values = [{
             "name": row.task_name, "owner": row.owner, "task_group": row.task_group,
@@ -292,6 +296,8 @@ class ScheduleStore:
             "schedule": row.name, "scheduled_for": slot,
             "claimable": claimable_at(int(status), run_after, now),
         } for slot, run_after in slots]
+        if key is not None:
+            queue_behind_heads(self.store, conn, values, heads, now)
         statement = (
             _insert(self.store, T).values(values)
             .on_conflict_do_nothing(index_elements=["schedule", "scheduled_for"],
@@ -300,6 +306,10 @@ class ScheduleStore:
         )
         tasks = sorted((task_record(r, decoder) for r in conn.execute(statement)),
                        key=lambda t: t.id)
+        if key is not None and len(tasks) < len(values):
+            # the slot chosen as the key's next task may have been skipped: wake the best
+            # parked one then (nothing, while the key has a head or is held)
+            self.store.promote_parked(conn, [key])
         if tasks:
             self.store.notify(conn, CHANNEL_ADDED, str(tasks[-1].id))
         return tasks
