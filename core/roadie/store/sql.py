@@ -123,13 +123,17 @@ CLAIM_UPDATE = (
     .returning(*T.c)
 )
 
-# Record the final outcome of one attempt (executemany), while its node still owns it
-FINISH_FINAL = T.update().where(
+# Task ``:b_id`` while ``:b_node`` still runs its attempt ``:b_attempt`` (None: any attempt):
+# what a worker writes of an attempt is written only while the attempt is still its own
+OWNED_ATTEMPT = (
     T.c.id == sa.bindparam("b_id"), T.c.node == sa.bindparam("b_node"),
     T.c.status == int(Status.IN_PROGRESS),
     T.c.attempts == sa.func.coalesce(sa.bindparam("b_attempt", type_=sa.Integer),
                                      T.c.attempts),
-).values(
+)
+
+# Record the final outcome of one attempt (executemany), while its node still owns it
+FINISH_FINAL = T.update().where(*OWNED_ATTEMPT).values(
     status=sa.bindparam("b_status"), status_message=sa.bindparam("b_message"),
     completed=True, result=sa.bindparam("b_result"), error=sa.bindparam("b_error"),
     task_status=sa.bindparam("b_task_status"), messages=sa.bindparam("b_messages"),
@@ -234,12 +238,7 @@ PROMOTE_DUE = T.update().where(
 
 # The live status, recent messages and checkpoint of one running task (executemany; None keeps
 # what is stored), while ``:b_node`` runs its attempt ``:b_attempt`` (None: any attempt)
-SAVE_PROGRESS = T.update().where(
-    T.c.id == sa.bindparam("b_id"), T.c.node == sa.bindparam("b_node"),
-    T.c.status == int(Status.IN_PROGRESS),
-    T.c.attempts == sa.func.coalesce(sa.bindparam("b_attempt", type_=sa.Integer),
-                                     T.c.attempts),
-).values(
+SAVE_PROGRESS = T.update().where(*OWNED_ATTEMPT).values(
     heartbeat_at=sa.bindparam("b_now", type_=models.UTCDateTime),
     updated_at=sa.bindparam("b_now", type_=models.UTCDateTime),
     task_status=sa.func.coalesce(sa.bindparam("b_status", type_=sa.LargeBinary),
