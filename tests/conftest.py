@@ -22,7 +22,8 @@ PG_URL = os.environ.get(
     "ROADIE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 ROADIE_TABLES = ("roadie_tasks", "roadie_locks", "roadie_nodes", "roadie_attempts",
-                 "roadie_attachments", "roadie_schedules", "roadie_dependencies")
+                 "roadie_attachments", "roadie_schedules", "roadie_dependencies",
+                 "roadie_rate_slots", "roadie_executors")
 _pg_state: dict[str, object] = {}
 
 

@@ -105,6 +105,33 @@ class GroupTracked(Tracked):
     isolation = roadie.Isolation.GROUP
 
 
+class Limited(Tracked):
+    """Tracked, at most 3 at once on all nodes."""
+
+    max_running = 3
+
+
+class OwnerLimited(Tracked):
+    """Tracked, at most 2 at once per owner."""
+
+    isolation = roadie.Isolation.OWNER
+    max_running = 2
+
+
+class Rated(Tracked):
+    """Tracked, at most 5 starts a second."""
+
+    rate_limit = roadie.Rate(5, per=1)
+
+
+class RatedPerGroup(Tracked):
+    """Tracked, at most 2 starts a second per group, any number at once."""
+
+    isolation = roadie.Isolation.GROUP
+    max_running = 100
+    rate_limit = roadie.Rate(2, per=1)
+
+
 class BadReturn(roadie.Executor):
     """Returns something that is not a Result."""
 
@@ -381,5 +408,6 @@ ALL: dict[str, type[roadie.Executor]] = {
     "whoami": WhoAmI, "parent": Parent, "asleep": AsyncSleep, "atimed": AsyncTimed,
     "awork": AsyncWork, "achildren": AsyncChildren, "asignal": AsyncSignal,
     "fanout": Fanout, "part": Part, "sumtwice": SumTwice, "asumtwice": AsyncSumTwice,
-    "probe": Probe,
+    "probe": Probe, "limited": Limited, "owner-limited": OwnerLimited, "rated": Rated,
+    "rated-group": RatedPerGroup,
 }

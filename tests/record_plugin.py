@@ -59,6 +59,15 @@ class GroupRecord(Record):
     isolation = roadie.Isolation.GROUP
 
 
+class LimitedRecord(Record):
+    max_running = 3
+    crash_policy = roadie.CrashPolicy.RETRY
+
+
+class RatedRecord(Record):
+    rate_limit = roadie.Rate(50, per=1)
+
+
 class RetryRecord(Record):
     crash_policy = roadie.CrashPolicy.RETRY
     max_crash_attempts = 3
@@ -113,6 +122,8 @@ EXECUTORS = {
     "retry": f"{MODULE}:RetryRecord",
     "resumable": f"{MODULE}:Resumable",
     "noop": f"{MODULE}:Noop",
+    "limited": f"{MODULE}:LimitedRecord",
+    "rated": f"{MODULE}:RatedRecord",
     "fenced": f"{MODULE}:Fenced",
 }
 

@@ -32,7 +32,15 @@ from roadie.executor import CrashPolicy, Executor, Isolation, Retry, StatusMessa
 from roadie.hookspecs import hookimpl, hookspec
 from roadie.lifecycle import Delay, Veto
 from roadie.lightweight import ChildState, LightweightTask
-from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskDraft, TaskRecord
+from roadie.limits import Rate
+from roadie.records import (
+    AttachmentInfo,
+    AttemptRecord,
+    ExecutorState,
+    NodeRecord,
+    TaskDraft,
+    TaskRecord,
+)
 from roadie.result import Result
 from roadie.running import AsyncTaskCalls, RunningTask, current_task
 from roadie.schedules import Cron, Every, ScheduleInfo
@@ -66,12 +74,14 @@ __all__ = [
     "DependencyError",
     "Every",
     "Executor",
+    "ExecutorState",
     "InvalidTransition",
     "Isolation",
     "LightweightTask",
     "LocalAttachmentStore",
     "NodeRecord",
     "PluginError",
+    "Rate",
     "Result",
     "Retry",
     "Roadie",

@@ -11,6 +11,7 @@ from roadie.deprecation import DeprecatedAlias, check_aliases
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from roadie.limits import Rate
     from roadie.records import TaskDraft, TaskRecord
     from roadie.result import Result
     from roadie.running import RunningTask
@@ -100,6 +101,9 @@ class Executor:
     timeout: ClassVar[float | None] = None
     out_of_process: ClassVar[bool] = False  # run in a host process (see docs/operations.md)
     schedule: ClassVar[Rule | None] = None  # roadie.Cron(...) or roadie.Every(...): recurring
+    # flow control, on all nodes together (per isolation key when one is set; see limits.py)
+    max_running: ClassVar[int | None] = None  # at most this many running at once
+    rate_limit: ClassVar[Rate | None] = None  # at most Rate.count starts per Rate.per seconds
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -14,7 +14,7 @@ from roadie.status import Status
 metadata = sa.MetaData()
 
 VERSION_TABLE = "roadie_alembic_version"  # Alembic's record of the schema's revision
-SCHEMA_HEAD = "i27_key_heads"  # the newest migration; a new one must update this
+SCHEMA_HEAD = "i29_flow_control"  # the newest migration; a new one must update this
 
 
 # Partial indexes carry their condition for both databases. The PostgreSQL one is added by
@@ -110,6 +110,11 @@ tasks = sa.Table(
     # false while a waiting task cannot be claimed: delayed (NEW, run_after ahead), or QUEUED
     # behind a held isolation lock (issue 12); the claim's index holds only claimable tasks
     sa.Column("claimable", sa.Boolean, nullable=False, server_default=sa.true()),
+    # flow control (issue 29): a key no other open task of the executor has (``unique_key``),
+    # and how many tasks of its isolation key may be active, running or claimable, at once
+    # (``key_limit``: the executor's max_running; NULL is 1, serial)
+    sa.Column("unique_key", sa.String(255)),
+    sa.Column("key_limit", sa.Integer),
     sa.Index("roadie_tasks_isolation_key", "isolation_key"),
     sa.Index("roadie_tasks_node", "node"),
     sa.Index("roadie_tasks_owner", "owner"),
@@ -117,13 +122,42 @@ tasks = sa.Table(
     sa.Index("roadie_tasks_executor", "executor"),
 )
 
+# The slots of isolation keys: a running task of a key with a limit of n holds one of its
+# slots 0..n-1 (a serial key has one slot, 0)
 locks = sa.Table(
     "roadie_locks",
     metadata,
     sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True, server_default="0"),
     sa.Column("task_id", Id, nullable=False),
     sa.Column("node", sa.String(64)),
     sa.Column("acquired_at", UTCDateTime, nullable=False),
+)
+
+# The sliding windows of rate limits: a key limited to n starts per period has n rows, each the
+# time of one of its recent starts; a start takes a row whose time is a period old
+rate_slots = sa.Table(
+    "roadie_rate_slots",
+    metadata,
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True),
+    sa.Column("taken_at", UTCDateTime, nullable=False),
+)
+
+# What every node should know of an executor: whether it is paused (set by pause_executor,
+# read by every worker's claim), and the limits its class declares (written by workers)
+executors = sa.Table(
+    "roadie_executors",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("paused_at", UTCDateTime),
+    sa.Column("paused_by", sa.String(255)),
+    sa.Column("max_running", sa.Integer),
+    sa.Column("rate_count", sa.Integer),
+    sa.Column("rate_per", sa.Float),
+    sa.Column("isolation", sa.String(32)),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
 nodes = sa.Table(
@@ -186,6 +220,11 @@ partial_index("roadie_tasks_parked", tasks.c.isolation_key, tasks.c.priority.des
 # when added, so a backlog behind one key never crowds the claim. Adding finds the head here.
 KEY_HEAD = "claimable AND status IN (0, 4) AND isolation_key IS NOT NULL"
 partial_index("roadie_tasks_key_head", tasks.c.isolation_key, where=KEY_HEAD)
+# Unique tasks: one open (not ended) task per executor and unique key. Adds that meet it return
+# that task instead; the database settles concurrent adds.
+UNIQUE_OPEN = "unique_key IS NOT NULL AND status IN (0, 1, 4, 6)"
+partial_index("roadie_tasks_unique", tasks.c.executor, tasks.c.unique_key, unique=True,
+              where=UNIQUE_OPEN)
 # Retention (``roadie prune``) deletes ended tasks by end time, oldest first.
 ENDED = "status IN (2, 3, 5)"
 partial_index("roadie_tasks_ended", tasks.c.finished_at, where=ENDED)
@@ -239,6 +278,7 @@ schedules = sa.Table(
     sa.Column("context", sa.LargeBinary, nullable=False),
     sa.Column("captured", sa.LargeBinary),
     sa.Column("isolation_key", sa.String(512)),
+    sa.Column("key_limit", sa.Integer),  # its key's width (roadie_tasks.key_limit)
     sa.Column("priority", sa.Integer, nullable=False),
     sa.Column("tags", sa.String(512), nullable=False),
     sa.Column("timeout", sa.Float),

@@ -54,6 +54,7 @@ class TaskRecord:
     parent_id: int | None = None  # the task that added it with ``add_subtask``
     fan_in: bool = False  # its subtasks have ended: ``subtasks_done`` runs next
     has_dependents: bool = field(default=False, repr=False)  # some task runs ``after`` it
+    unique_key: str | None = None  # no other task of its executor with this key is open
 
     def _decode(self, data: bytes | None, what: str, default: Any = None) -> Any:
         if data is None:
@@ -131,6 +132,31 @@ class TaskDraft:
     def task_group(self) -> str | None:
         """The group, under its column name."""
         return self.group
+
+
+@dataclass(frozen=True)
+class ExecutorState:
+    """An executor's flow control and queue, as ``Roadie.list_executors`` reports it:
+    whether it is paused, its limits (``max_running``, ``rate_limit``, the ``roadie.Rate``),
+    and how many of its tasks wait, wait held by a control (over its limit, its rate or its
+    isolation key, or paused), and run."""
+
+    executor: str
+    paused: bool
+    max_running: int | None
+    rate_limit: Any  # roadie.Rate | None
+    waiting: int
+    held: int
+    running: int
+    paused_at: dt.datetime | None = None
+    paused_by: str | None = None
+
+    @property
+    def limits(self) -> str:
+        """The limits in words ('' for none)."""
+        from roadie.limits import Limits
+
+        return Limits(self.max_running, self.rate_limit).describe()
 
 
 @dataclass(frozen=True)

@@ -474,7 +474,8 @@ def _row(app: Roadie, name: str, executor: str, rule: Rule, *, origin: str,
         "catch_up": rule.catch_up, "jitter": rule.jitter, "overlap": rule.overlap,
         "task_name": spec.name, "owner": spec.owner, "task_group": spec.group,
         "plugins": dict(spec.plugins), "context": spec.context, "captured": spec.captured,
-        "isolation_key": spec.isolation_key, "priority": spec.priority, "tags": spec.tags,
+        "isolation_key": spec.isolation_key, "key_limit": spec.key_limit,
+        "priority": spec.priority, "tags": spec.tags,
         "timeout": spec.timeout, "next_at": rule.next_after(now),
     }
 

@@ -24,15 +24,22 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any
 
-from roadie.app import adding, recovery, waiting, watching
+from roadie.app import adding, flow, recovery, waiting, watching
 from roadie.app.adding import ADD_CHUNK
 from roadie.codec import TypeRegistry
 from roadie.config import Settings
 from roadie.errors import PluginError
 from roadie.executor import Executor, Isolation
 from roadie.hookcalls import notify_hook
+from roadie.limits import Limits
 from roadie.plugins import Plugins
-from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskRecord
+from roadie.records import (
+    AttachmentInfo,
+    AttemptRecord,
+    ExecutorState,
+    NodeRecord,
+    TaskRecord,
+)
 from roadie.status import Status
 from roadie.store import Claimable, Fence, NewTask, Outcome, Store, utcnow
 
@@ -172,19 +179,23 @@ class Roadie:
         tags: Iterable[str] = (),
         timeout: float | None = None,
         after: Iterable[int] = (),
+        unique_key: str | None = None,
     ) -> TaskRecord:
         """Store a new task for ``executor`` (``"distribution:name"``) with its context map.
 
         The executor is checked against the installed plugins (or those that live workers
         advertise); the context is encoded with the type registry. Returns the stored task.
         With ``after=[ids]`` it waits (NEW) until those tasks have all succeeded, and ends
-        CANCELLED if one of them fails or is cancelled.
+        CANCELLED if one of them fails or is cancelled. With ``unique_key``, while a task of
+        this executor with that key has not ended, that task is returned and none is added.
         """
         spec = self._new_task(executor, context, {}, name=name, owner=owner, group=group,
                               priority=priority, run_after=run_after, delay=delay, tags=tags,
-                              timeout=timeout, after=after)
-        (task,) = self.store.insert_tasks([spec], decoder=self.decode_for_task)
-        self._task_added(task)
+                              timeout=timeout, after=after, unique_key=unique_key)
+        added = self.store.insert_tasks([spec], decoder=self.decode_for_task)
+        (task,) = added
+        if task.id not in added.existing:
+            self._task_added(task)
         return task
 
     def add_tasks(
@@ -241,10 +252,17 @@ class Roadie:
         isolation; falls back on what live nodes advertise (a host asks its worker)."""
         return adding.resolve_executor(self, qualified)
 
-    def isolation_key_function(self, qualified: str, executor_class: type[Executor]) -> Any:
-        """A function of a task row that gives its isolation key (for the claim)."""
+    def executor_limits(self, qualified: str) -> tuple[Limits, bool]:
+        """An executor's flow control (``max_running``, ``rate_limit``) and whether it
+        isolates its tasks by key; from its class, or as a worker declared them."""
+        return flow.executor_limits(self, qualified)
+
+    def isolation_key_function(self, qualified: str, executor_class: type[Executor],
+                               isolation: Isolation | None = None) -> Any:
+        """A function of a task row that gives its isolation key (for the claim), by the
+        executor's isolation or ``isolation``."""
         return functools.partial(adding.isolation_key_of, qualified, executor_class,
-                                 executor_class.isolation)
+                                 isolation or executor_class.isolation)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -457,6 +475,23 @@ class Roadie:
         from roadie import schedules
 
         return schedules.resume_schedule(self, name)
+
+    # -- flow control ----------------------------------------------------------------------
+
+    def pause_executor(self, name: str, *, by: str = "api") -> ExecutorState:
+        """Stop new starts of executor ``name``'s tasks on every node (within a second, and
+        until resumed, across restarts). Running tasks finish; adding tasks still works;
+        its waiting tasks say why they wait."""
+        return flow.set_paused(self, name, True, by)
+
+    def resume_executor(self, name: str) -> ExecutorState:
+        """Let a paused executor's tasks start again."""
+        return flow.set_paused(self, name, False, "")
+
+    def list_executors(self) -> list[ExecutorState]:
+        """Every executor installed here, declared by a worker, or with waiting or running
+        tasks: paused or not, its limits, and its waiting, held and running tasks."""
+        return flow.list_executors(self)
 
     def run_schedule_now(self, name: str) -> TaskRecord:
         """Make one task of a schedule now, outside its slots."""

@@ -66,8 +66,9 @@ def add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
         specs.append(app._new_task(executor, context, resolved, **arguments))
     added = app.store.insert_tasks(specs, decoder=app.decode_for_task)
     for task in added:
-        app._task_added(task)
-    return added
+        if task.id not in added.existing:
+            app._task_added(task)
+    return list(added)
 
 
 def new_task(
@@ -85,6 +86,7 @@ def new_task(
     tags: Iterable[str] = (),
     timeout: float | None = None,
     after: Iterable[int] = (),
+    unique_key: str | None = None,
 ) -> NewTask:
     """A task to insert from ``add_task``'s arguments; ``resolved`` keeps what is the
     same for every task of one executor (its name, class, versions, isolation) for
@@ -96,8 +98,9 @@ def new_task(
         except ValueError as exc:
             raise UnknownExecutor(str(exc)) from None
         qualified = f"{dist}:{entry}"
-        known = resolved[executor] = (qualified, *app._resolve_executor(qualified))
-    qualified, executor_class, plugin_versions, isolation = known
+        known = resolved[executor] = (qualified, *app._resolve_executor(qualified),
+                                      app.executor_limits(qualified)[0])
+    qualified, executor_class, plugin_versions, isolation, limits = known
     if context is None:
         context = {}
     if not isinstance(context, Mapping):
@@ -121,6 +124,15 @@ def new_task(
         spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner,
                               group=group, context=context)
         isolation_key = isolation_key_of(qualified, executor_class, isolation, spec_view)
+    key_limit = None
+    if isolation_key is not None:
+        key_limit = limits.width(True)
+    elif limits.controlled:  # its limits hold for the executor's tasks together
+        isolation_key, key_limit = qualified, limits.width(False)
+    if unique_key is not None and (not isinstance(unique_key, str) or not unique_key
+                                   or len(unique_key) > 255):
+        raise ValueError(f"unique_key of a {qualified} task must be a non-empty string of at "
+                         f"most 255 characters, not {unique_key!r}")
     if delay is not None:
         run_after = utcnow() + dt.timedelta(seconds=delay)
     if run_after is not None and run_after.tzinfo is None:
@@ -133,6 +145,7 @@ def new_task(
         "priority": int(priority), "run_after": run_after,
         "tags": tags_key(tags) if tags else "", "timeout": timeout, "parent_id": None,
         "after": task_ids(after) if after else (),
+        "unique_key": unique_key, "key_limit": key_limit if key_limit != 1 else None,
     })
 
 

@@ -19,10 +19,11 @@ from sqlalchemy.engine import Connection
 
 from roadie import models
 from roadie.errors import DatabaseError
+from roadie.limits import Rate
 from roadie.records import Decoder, TaskRecord, task_record_of
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CHANGED, driver_tuples
-from roadie.store.locks import due_check_now, promote_due, take_locks
+from roadie.store.locks import due_check_now, promote_due, take_slots, take_tokens
 from roadie.store.rows import (
     STATUS_OF,
     in_utc,
@@ -101,6 +102,7 @@ def settle(
     finished: list[TaskRecord] = []
     claimed: list[TaskRecord] = []
     parked = 0
+    throttled_until: dt.datetime | None = None
     wanted = [(c, n) if c is not None and n > 0 and c.executors else (None, 0)
               for c, n in ((can, limit), (can_async, limit_async))]
     claims = [(c, n) for c, n in wanted if c is not None]
@@ -140,17 +142,20 @@ def settle(
             if promote:
                 promote_due(self, conn, now)
             for c, n in claims:
-                got, parked_now = _claim(self, conn, node, c, n, now,
-                                         ahead if c is can else 0, decoder)
+                got, parked_now, until = _claim(self, conn, node, c, n, now,
+                                                ahead if c is can else 0, decoder)
                 claimed += got
                 parked += parked_now
+                if until is not None and (throttled_until is None or until < throttled_until):
+                    throttled_until = until
     except DatabaseError:
         if not (committed.finished or committed.claimed):
             raise
         self.trees.settled(committed.finished)
         return committed  # the second transaction failed; the first one stands
     self.trees.settled(committed.finished + finished)
-    return Settled(committed.finished + finished, committed.claimed + claimed, parked)
+    return Settled(committed.finished + finished, committed.claimed + claimed, parked,
+                   throttled_until)
 
 
 def _has_candidates(self: Store, claims: Sequence[tuple[Claimable, int]], now: dt.datetime,
@@ -361,9 +366,10 @@ def _finish(self: Store, conn: Connection, node: str, outcomes: Sequence[tuple[O
 
 def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
            now: dt.datetime, ahead: int = 0, decoder: Decoder | None = None,
-           ) -> tuple[list[TaskRecord], int]:
-    """Claim up to ``limit`` of what ``can`` runs, taking isolation locks; returns the tasks
-    claimed and how many candidates were parked (their key was taken)."""
+           ) -> tuple[list[TaskRecord], int, dt.datetime | None]:
+    """Claim up to ``limit`` of what ``can`` runs, taking the slots of isolation keys and
+    the starts of rates; returns the tasks claimed, how many candidates were parked (their
+    key was full), and when the earliest head held back by its rate may start."""
     statement, params = _candidates(self, can, limit * 2 if can.isolated else limit, now)
     if self.is_sqlite:  # driver SQL: the statement is plain text already
         params["now"] = sqlite_time(now)
@@ -371,48 +377,70 @@ def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
     else:
         candidates = conn.execute(statement, params).all()
     if not candidates:
-        return [], 0
-    winners: list[int] = []
-    queued: list[tuple[int, str]] = []
-    wanted_keys: dict[str, int] = {}
+        return [], 0, None
+    start = max(limit - ahead, 0)  # the others are claimed ahead: not started yet
+    winners: list[int] = []  # tasks without a key
+    queued: list[tuple[int, str]] = []  # (task, key): more than its key's slots
+    keyed: dict[str, list[int]] = {}  # key -> candidates that want to start
+    executor_of: dict[str, str] = {}
+    wanted = 0
     for row in candidates:
-        if len(winners) + len(wanted_keys) >= limit:
+        if wanted >= limit:
             break
         key = row.isolation_key
         if key is None and row.executor in can.isolated:
             key = can.isolated[row.executor](row)
+            if key is not None:  # a row added without its key: it has one from now on
+                conn.execute(T.update().where(T.c.id == row.id, T.c.isolation_key.is_(None))
+                             .values(isolation_key=key))
         if key is None:
             winners.append(row.id)
-        elif key in wanted_keys:
-            queued.append((row.id, key))
+            wanted += 1
+            continue
+        wants = keyed.setdefault(key, [])
+        executor_of[key] = row.executor
+        slots = can.slots.get(row.executor, 1)
+        if slots is None or len(wants) < slots:
+            wants.append(row.id)
+            wanted += 1
         else:
-            wanted_keys[key] = row.id
-    if wanted_keys:
-        got = take_locks(self, conn, wanted_keys, node, now)
-        for key, task_id in wanted_keys.items():
-            if key in got:
-                winners.append(task_id)
-            else:
-                queued.append((task_id, key))
-            conn.execute(
-                T.update().where(T.c.id == task_id, T.c.isolation_key.is_(None))
-                .values(isolation_key=key)
-            )
-    # a task whose key is held is parked (not claimable) until the lock's release wakes
-    # it; the lock row stays share-locked until this commits, so that the release
-    # (which deletes it) sees the parked task
-    held = self.held_keys(conn, {key for _, key in queued}) if queued else set()
-    by_key: dict[str, list[int]] = {}
-    for task_id, key in queued:
-        by_key.setdefault(key, []).append(task_id)
-    for key, ids in by_key.items():  # one statement per key, however many it parks
-        conn.execute(T.update().where(T.c.id.in_(ids)).values(
-            status=int(Status.QUEUED), isolation_key=key, updated_at=now,
-            claimable=key not in held))
-        self.notify(conn, CHANNEL_CHANGED, ",".join(map(str, ids)))
-    if not winners:
-        return [], len(queued)
-    start = max(limit - ahead, 0)  # the others are claimed ahead: not started yet
+            queued.append((row.id, key))
+    # a rate's tasks start now, never ahead: each start is counted as it is claimed
+    budget = start
+    for key in keyed:
+        if executor_of[key] in can.rates:
+            keyed[key] = keyed[key][:max(budget, 0)]  # the rest: candidates next round
+            budget -= len(keyed[key])
+    slotted = {key: (slots, ids) for key, ids in keyed.items()
+               if ids and (slots := can.slots.get(executor_of[key], 1)) is not None}
+    got = take_slots(self, conn, slotted, node, now) if slotted else set()
+    throttled_until: dt.datetime | None = None
+    for key, ids in keyed.items():
+        if key in slotted:
+            queued += [(task_id, key) for task_id in ids if task_id not in got]
+            ids = [task_id for task_id in ids if task_id in got]
+        rate = can.rates.get(executor_of[key])
+        if rate is not None and ids:
+            taken, next_at = take_tokens(self, conn, key, rate, len(ids), now)
+            ids, held_back = ids[:taken], ids[taken:]
+            if held_back:
+                _throttle(self, conn, held_back, rate, next_at)
+                if key in slotted:  # give back the slots they took
+                    conn.execute(models.locks.delete().where(
+                        models.locks.c.task_id.in_(held_back)))
+                if next_at is not None and (throttled_until is None
+                                            or next_at < throttled_until):
+                    throttled_until = next_at
+        keyed[key] = ids
+    parked = _park_full(self, conn, queued, now, can, executor_of)
+    if not winners and not any(keyed.values()):
+        return [], parked, throttled_until
+    # in the claim's order (priority, then age), a rate's tasks first: they start now
+    rated = {task_id for key, ids in keyed.items() if executor_of[key] in can.rates
+             for task_id in ids}
+    rank = {row.id: i for i, row in enumerate(candidates)}
+    winners += (task_id for ids in keyed.values() for task_id in ids)
+    winners.sort(key=lambda task_id: (task_id not in rated, rank[task_id]))
     updated: list[Any] = []
     for ids, started in ((winners[:start], now), (winners[start:], None)):
         if not ids:
@@ -424,11 +452,48 @@ def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
         else:
             updated += conn.execute(CLAIM_UPDATE, {
                 "ids": ids, "node": node, "now": now, "started": started})
+    woken = [key for key, ids in keyed.items() if ids and key not in slotted]
+    if woken:  # heads that take no slot left the claimable set: the next ones move up
+        self.promote_parked(conn, woken)
     for task_id in winners:
         self.notify(conn, CHANNEL_CHANGED, str(task_id))
     order = {task_id: i for i, task_id in enumerate(winners)}
     return (sorted((task_record(r, decoder) for r in updated), key=lambda t: order[t.id]),
-            len(queued))
+            parked, throttled_until)
+
+
+def _park_full(self: Store, conn: Connection, queued: list[tuple[int, str]],
+               now: dt.datetime, can: Claimable, executor_of: Mapping[str, str]) -> int:
+    """Park the candidates ``queued`` whose key is full (its slots all held, counted under a
+    share lock that a release waits for: the release then sees what was parked). Those of a
+    key with room left (a slot another worker took meanwhile) stay claimable; returns how
+    many were parked."""
+    if not queued:
+        return 0
+    held = self.held_counts(conn, {key for _, key in queued})
+    by_key: dict[str, list[int]] = {}
+    for task_id, key in queued:
+        by_key.setdefault(key, []).append(task_id)
+    parked = 0
+    for key, ids in by_key.items():  # one statement per key, however many it parks
+        slots = can.slots.get(executor_of.get(key, ""), 1)
+        full = slots is not None and held.get(key, 0) >= slots
+        conn.execute(T.update().where(T.c.id.in_(ids)).values(
+            status=int(Status.QUEUED), isolation_key=key, updated_at=now,
+            claimable=not full))
+        self.notify(conn, CHANNEL_CHANGED, ",".join(map(str, ids)))
+        parked += len(ids) if full else 0
+    return parked
+
+
+def _throttle(self: Store, conn: Connection, ids: list[int], rate: Rate,
+              until: dt.datetime | None) -> None:
+    """Hold back heads that found no start left in their key's rate: they stay claimable
+    (they keep their place) but wait until ``until``, saying why."""
+    values: dict[str, Any] = {"status_message": f"waiting for its rate limit ({rate})"}
+    if until is not None:
+        values["run_after"] = until
+    conn.execute(T.update().where(T.c.id.in_(ids)).values(**values))
 
 
 def count_pending(self: Store, can: Claimable, before: dt.datetime) -> int:

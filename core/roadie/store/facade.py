@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from roadie.store import attachments, locks, nodes, progress, retention, tasks
+from roadie.store import attachments, executors, locks, nodes, progress, retention, tasks
 from roadie.store import claim as claims
 from roadie.store.engine import Database
 from roadie.store.schedules import ScheduleStore
@@ -35,6 +35,7 @@ class Store(Database):
         self._analyzed_rows = 0  # the task table's rows then (see tasks._keep_statistics)
         self._candidates_cache: dict[tuple[int, int, int], Any] = {}  # claim: by shape
         self._next_due_check = 0.0  # time.monotonic() of the next promotion of due tasks
+        self._rate_keys: set[tuple[str, int]] = set()  # (key, count): rate windows made
 
     # -- tasks: add, read, count, cancel, resume, delete (tasks.py) ------------------------
     insert_tasks = tasks.insert_tasks
@@ -55,14 +56,21 @@ class Store(Database):
     settle = claims.settle
     count_pending = claims.count_pending
 
-    # -- isolation locks, parked and delayed tasks (locks.py) ------------------------------
-    held_keys = locks.held_keys
+    # -- isolation keys and slots, rates, parked and delayed tasks (locks.py) ------------
+    held_counts = locks.held_counts
     key_heads = locks.key_heads
-    queue_head = locks.queue_head
+    key_state = locks.key_state
     release_locks = locks.release_locks
     promote_parked = locks.promote_parked
     promote_stranded = locks.promote_stranded
     held_locks = locks.held_locks
+
+    # -- executors: paused or not, their declared limits (executors.py) --------------------
+    set_paused = executors.set_paused
+    paused_executors = executors.paused_executors
+    declare_limits = executors.declare_limits
+    executor_rows = executors.executor_rows
+    executor_counts = executors.executor_counts
 
     # -- nodes, heartbeats, orphans and fences (nodes.py) ----------------------------------
     register_node = nodes.register_node

@@ -73,6 +73,7 @@ _RECORD_SOURCES = (
     ("messages_bytes", "messages"), ("captured_bytes", "captured"),
     ("schedule", "schedule"), ("scheduled_for", "scheduled_for"),
     ("parent_id", "parent_id"), ("fan_in", "fan_in"), ("has_dependents", "has_dependents"),
+    ("unique_key", "unique_key"),
 )
 _RECORD_FIELDS = tuple(name for name, _ in _RECORD_SOURCES)
 _RECORD_TIMES = tuple(name for name, column in _RECORD_SOURCES if column in TIME_COLUMNS)

@@ -56,6 +56,7 @@ class ScheduleRow:
     context: bytes
     captured: bytes | None
     isolation_key: str | None
+    key_limit: int | None
     priority: int
     tags: str
     timeout: float | None
@@ -283,21 +284,21 @@ class ScheduleStore:
             return []
         key = row.isolation_key
         heads = self.store.key_heads(conn, [key]) if key is not None else {}
+        held = self.store.held_counts(conn, [key]) if key is not None else {}
         status = Status.NEW
-        if key is not None and self.store.held_keys(conn, [key]):
-            status = Status.QUEUED
         values = [{
             "name": row.task_name, "owner": row.owner, "task_group": row.task_group,
             "executor": row.executor, "plugins": dict(row.plugins), "context": row.context,
             "captured": row.captured, "status": int(status), "status_message": "",
             "completed": False, "attempts": 0, "isolation_key": row.isolation_key,
-            "priority": row.priority, "run_after": run_after, "tags": row.tags,
+            "key_limit": row.key_limit, "priority": row.priority, "run_after": run_after,
+            "tags": row.tags,
             "timeout": row.timeout, "created_at": now, "updated_at": now,
             "schedule": row.name, "scheduled_for": slot,
             "claimable": claimable_at(int(status), run_after, now),
         } for slot, run_after in slots]
         if key is not None:
-            queue_behind_heads(self.store, conn, values, heads, now)
+            queue_behind_heads(self.store, conn, values, heads, held, now)
         statement = (
             _insert(self.store, T).values(values)
             .on_conflict_do_nothing(index_elements=["schedule", "scheduled_for"],

@@ -179,23 +179,31 @@ SQLITE_CLAIM = (  # {ids}: one ? per task
 
 # -- locks, parking, delayed tasks ----------------------------------------------------------
 
-# Release the isolation locks that tasks ``:ids`` hold; returns their keys
+# Release the isolation slots that tasks ``:ids`` hold; returns their keys
 RELEASE_LOCKS = models.locks.delete().where(
     models.locks.c.task_id.in_(sa.bindparam("ids", expanding=True))
 ).returning(models.locks.c.key)
 
-# Make the next task parked behind ``:key`` (highest priority, then oldest) claimable
-_HEAD = T.alias("head")
-PROMOTE_PARKED = T.update().where(
-    T.c.id == (sa.select(T.c.id)
-               .where(T.c.isolation_key == sa.bindparam("key"), sa.text(models.PARKED))
-               .order_by(T.c.priority.desc(), T.c.id).limit(1).scalar_subquery()),
-    # not while the key has a head (a claimable task): one runs next, not two
-    ~sa.select(_HEAD.c.id).where(
-        _HEAD.c.isolation_key == sa.bindparam("key"),
-        sa.text("head.claimable AND head.status IN (0, 4) "
-                "AND head.isolation_key IS NOT NULL")).exists(),  # models.KEY_HEAD
-).values(claimable=True).returning(T.c.id)
+# How many more tasks of isolation key ``:key`` may be active (running or claimable): its width
+# (the ``key_limit`` of its best parked task; NULL is 1, serial), less its slots held
+# (``:held``, counted by the caller under a share lock) and its heads (claimable tasks)
+_ROOM = """(SELECT coalesce(p.key_limit, 1) FROM roadie_tasks AS p
+     WHERE p.isolation_key = :key AND NOT p.claimable AND p.status = 4
+     ORDER BY p.priority DESC, p.id LIMIT 1)
+    - :held - (SELECT count(*) FROM roadie_tasks AS h
+               WHERE h.isolation_key = :key AND h.claimable AND h.status IN (0, 4)
+                 AND h.isolation_key IS NOT NULL)"""  # models.KEY_HEAD
+
+# Make the next tasks parked behind ``:key`` (highest priority, then oldest) claimable, as many
+# as its room: one runs next (or n, for a limit of n), not more
+PROMOTE_PARKED = sa.text(f"""
+UPDATE roadie_tasks SET claimable = true
+WHERE id IN (
+    SELECT id FROM roadie_tasks
+    WHERE isolation_key = :key AND {models.PARKED}
+    ORDER BY priority DESC, id
+    LIMIT (CASE WHEN {_ROOM} > 0 THEN {_ROOM} ELSE 0 END))
+RETURNING id""")
 
 # The head (the claimable task) of each of some isolation keys: the key-head index
 KEY_HEADS = (sa.select(T.c.isolation_key, T.c.id, T.c.priority)
@@ -203,7 +211,8 @@ KEY_HEADS = (sa.select(T.c.isolation_key, T.c.id, T.c.priority)
                     sa.text(models.KEY_HEAD))
              .order_by(T.c.priority, T.c.id.desc()))
 
-# The keys that have parked tasks and no lock: a walk of the distinct parked keys (a loose
+# The keys that have parked tasks and room for more active ones (after a crash, or a task that
+# was next for its key ended without running): a walk of the distinct parked keys (a loose
 # index scan of the parked index), not of the parked tasks
 STRANDED_KEYS = sa.text(f"""
     WITH RECURSIVE k(key) AS (
@@ -214,7 +223,12 @@ STRANDED_KEYS = sa.text(f"""
         FROM k WHERE k.key IS NOT NULL
     )
     SELECT key FROM k WHERE key IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM roadie_locks AS l WHERE l.key = k.key)""")
+      AND (SELECT count(*) FROM roadie_locks AS l WHERE l.key = k.key)
+        + (SELECT count(*) FROM roadie_tasks AS h WHERE h.isolation_key = k.key
+             AND h.claimable AND h.status IN (0, 4) AND h.isolation_key IS NOT NULL)
+        < (SELECT coalesce(p.key_limit, 1) FROM roadie_tasks AS p
+           WHERE p.isolation_key = k.key AND NOT p.claimable AND p.status = 4
+           ORDER BY p.priority DESC, p.id LIMIT 1)""")
 
 # Whether a delayed task is due at ``:now``
 DUE_EXISTS = sa.select(T.c.id).where(

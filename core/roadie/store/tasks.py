@@ -19,7 +19,7 @@ from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CANCEL, CHANNEL_CHANGED, 
 from roadie.store.locks import queue_behind_heads
 from roadie.store.rows import added_record, plugins_texts, task_record, utc_time
 from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
-from roadie.store.values import Fence, NewTask, Snapshot, claimable_at, utcnow
+from roadie.store.values import Added, Fence, NewTask, Snapshot, claimable_at, utcnow
 
 if TYPE_CHECKING:
     from roadie.store.facade import Store
@@ -39,75 +39,164 @@ _COPY_TYPES = {
     "run_after": "timestamptz", "tags": "text", "timeout": "float8",
     "created_at": "timestamptz", "updated_at": "timestamptz", "finished_at": "timestamptz",
     "parent_id": "int8", "fan_in": "bool", "has_dependents": "bool", "claimable": "bool",
+    "unique_key": "text", "key_limit": "int4",
 }
 
 
 def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
                  decoder: Decoder | None = None, *,
-                 parent: Fence | None = None) -> list[TaskRecord]:
-    """Insert tasks in one transaction and return them as stored, in order. A task that is
-    not the next of its isolation key (the key is held, or has a head as urgent) is stored as
-    QUEUED, parked (``locks``). With ``parent`` (an attempt's fence) they
-    are subtasks of that task: a write of its attempt, refused with TakenOver once the
-    attempt is stale."""
+                 parent: Fence | None = None) -> Added:
+    """Insert tasks in one transaction and return them as stored, in order. A task that
+    does not fit beside its isolation key's active tasks is stored as QUEUED, parked
+    (``locks``). A task with a ``unique_key`` that an open task of its executor has (or an
+    earlier task of ``new_tasks``) is not inserted: that task comes back in its place (its id
+    in ``Added.existing``). With ``parent`` (an attempt's fence) they are subtasks of that
+    task: a write of its attempt, refused with TakenOver once the attempt is stale."""
     now = utcnow()
     if (self.is_postgres and len(new_tasks) == 1 and not new_tasks[0].isolation_key
-            and parent is None and not new_tasks[0].after):
-        return [_pg_insert_one(self, new_tasks[0], now, decoder)]
+            and parent is None and not new_tasks[0].after and not new_tasks[0].unique_key):
+        return Added([_pg_insert_one(self, new_tasks[0], now, decoder)])
     with self.write() as conn:
         if parent is not None:
             self.trees.check_parent(conn, parent)
-        keys = {t.isolation_key for t in new_tasks if t.isolation_key}
-        heads = self.key_heads(conn, keys) if keys else {}
-        held = self.held_keys(conn, keys) if keys else set()
-        rows: list[dict[str, Any]] = [
-            {
-                "name": t.name,
-                "owner": t.owner,
-                "task_group": t.group,
-                "executor": t.executor,
-                "plugins": t.plugins,
-                "context": t.context,
-                "captured": t.captured,
-                "status": int(Status.QUEUED if t.isolation_key in held else Status.NEW),
-                "status_message": "",
-                "completed": False,
-                "attempts": 0,
-                "isolation_key": t.isolation_key,
-                "priority": t.priority,
-                "run_after": t.run_after or now,
-                "tags": t.tags,
-                "timeout": t.timeout,
-                "created_at": now,
-                "updated_at": now,
-                "finished_at": None,
-                "parent_id": parent.task_id if parent is not None else t.parent_id,
-                "fan_in": False,
-                "has_dependents": False,
-            }
-            for t in new_tasks
-        ]
-        if any(t.after for t in new_tasks):
-            self.trees.block_on(conn, new_tasks, rows, now)
-        for row in rows:
-            row["claimable"] = claimable_at(row["status"], row["run_after"], now)
-        if keys:
-            queue_behind_heads(self, conn, rows, heads, now)
-        if len(rows) < BULK_INSERT_FROM:
-            stored = [conn.execute(T.insert().returning(*T.c), row).one()._mapping
-                      for row in rows]
-            ids = [row["id"] for row in stored]
-            added = [task_record(row, decoder) for row in stored]
-        else:
-            ids = _bulk_insert(self, conn, rows)
-            added = [added_record(task_id, row, decoder)
-                     for task_id, row in zip(ids, rows, strict=True)]
-        if any(t.after for t in new_tasks):
-            self.trees.record_dependencies(conn, new_tasks, ids)
-        self.notify(conn, CHANNEL_ADDED, str(ids[-1]) if ids else "")
+        found = _open_unique(self, conn, new_tasks, decoder)
+        fresh = [t for t in new_tasks if (t.executor, t.unique_key) not in found]
+        if len(fresh) < len(new_tasks) or any(t.unique_key for t in fresh):
+            fresh = _first_of_each_key(fresh)
+        inserted = _insert_rows(self, conn, fresh, decoder, parent, now) if fresh else []
+        stored: dict[tuple[str, str | None], TaskRecord] = {
+            (t.executor, t.unique_key): r for t, r in zip(fresh, inserted, strict=True)
+                  if t.unique_key is not None and r is not None}
+        if any(r is None for r in inserted):  # another transaction added it meanwhile
+            found.update(_open_unique(self, conn, [t for t, r in zip(fresh, inserted,
+                                                                    strict=True)
+                                                   if r is None], decoder))
+        if inserted:
+            ids = [r.id for r in inserted if r is not None]
+            self.notify(conn, CHANNEL_ADDED, str(ids[-1]) if ids else "")
     if self.is_postgres:
-        _keep_statistics(self, len(added))
+        _keep_statistics(self, len(inserted))
+    if len(fresh) == len(new_tasks) and all(r is not None for r in inserted):
+        return Added(inserted)  # type: ignore[arg-type]
+    by_identity = {id(t): r for t, r in zip(fresh, inserted, strict=True) if r is not None}
+    records = [by_identity.get(id(t)) or stored.get((t.executor, t.unique_key))
+               or found[(t.executor, t.unique_key)] for t in new_tasks]
+    new_ids = {r.id for r in by_identity.values()}
+    return Added(records, existing=frozenset(r.id for r in records if r.id not in new_ids))
+
+
+def _open_unique(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
+                 decoder: Decoder | None) -> dict[tuple[str, str | None], TaskRecord]:
+    """The open tasks (not ended) that have the executor and unique key of some of
+    ``new_tasks``, by (executor, unique key)."""
+    pairs = {(t.executor, t.unique_key) for t in new_tasks if t.unique_key is not None}
+    if not pairs:
+        return {}
+    found = {}
+    for executor in sorted({e for e, _ in pairs}):
+        keys = sorted(k for e, k in pairs if e == executor and k is not None)
+        query = sa.select(T).where(T.c.executor == executor, T.c.unique_key.in_(keys),
+                                   sa.text(models.UNIQUE_OPEN))
+        for row in conn.execute(query):
+            record = task_record(row, decoder)
+            found[(record.executor, record.unique_key)] = record
+    return found
+
+
+def _first_of_each_key(new_tasks: Sequence[NewTask]) -> list[NewTask]:
+    """``new_tasks`` without those whose (executor, unique key) an earlier one has."""
+    seen: set[tuple[str, str | None]] = set()
+    first = []
+    for t in new_tasks:
+        if t.unique_key is not None:
+            if (t.executor, t.unique_key) in seen:
+                continue
+            seen.add((t.executor, t.unique_key))
+        first.append(t)
+    return first
+
+
+def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
+                 decoder: Decoder | None, parent: Fence | None,
+                 now: dt.datetime) -> list[TaskRecord | None]:
+    """Insert the rows of ``new_tasks`` (in ``conn``'s transaction); None for a task with a
+    unique key that another transaction's task took meanwhile."""
+    keys = {t.isolation_key for t in new_tasks if t.isolation_key}
+    heads = self.key_heads(conn, keys) if keys else {}
+    held = self.held_counts(conn, keys) if keys else {}
+    rows: list[dict[str, Any]] = [
+        {
+            "name": t.name,
+            "owner": t.owner,
+            "task_group": t.group,
+            "executor": t.executor,
+            "plugins": t.plugins,
+            "context": t.context,
+            "captured": t.captured,
+            "status": int(Status.NEW),
+            "status_message": "",
+            "completed": False,
+            "attempts": 0,
+            "isolation_key": t.isolation_key,
+            "priority": t.priority,
+            "run_after": t.run_after or now,
+            "tags": t.tags,
+            "timeout": t.timeout,
+            "created_at": now,
+            "updated_at": now,
+            "finished_at": None,
+            "parent_id": parent.task_id if parent is not None else t.parent_id,
+            "fan_in": False,
+            "has_dependents": False,
+            "unique_key": t.unique_key,
+            "key_limit": t.key_limit,
+        }
+        for t in new_tasks
+    ]
+    if any(t.after for t in new_tasks):
+        self.trees.block_on(conn, new_tasks, rows, now)
+    for row in rows:
+        row["claimable"] = claimable_at(row["status"], row["run_after"], now)
+    if keys:
+        queue_behind_heads(self, conn, rows, heads, held, now)
+    added: list[TaskRecord | None]
+    if any(t.unique_key for t in new_tasks):
+        added = [_insert_unique(self, conn, row, decoder) if row["unique_key"] is not None
+                 else task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
+                 for row in rows]
+    elif len(rows) < BULK_INSERT_FROM:
+        added = [task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
+                 for row in rows]
+    else:
+        ids = _bulk_insert(self, conn, rows)
+        added = [added_record(task_id, row, decoder)
+                 for task_id, row in zip(ids, rows, strict=True)]
+    if any(t.after for t in new_tasks):
+        inserted = [(t, r.id) for t, r in zip(new_tasks, added, strict=True) if r is not None]
+        self.trees.record_dependencies(conn, [t for t, _ in inserted],
+                                       [task_id for _, task_id in inserted])
+    if keys and any(r is None for r in added):
+        # a key's chosen head may be among those not inserted: wake the next one then
+        self.promote_parked(conn, {row["isolation_key"] for row, r in zip(rows, added, strict=True)
+                                   if r is None and row["isolation_key"]})
     return added
+
+
+def _insert_unique(self: Store, conn: Connection, row: dict[str, Any],
+                   decoder: Decoder | None) -> TaskRecord | None:
+    """Insert one task row with a unique key, or nothing if an open task of its executor
+    has the key (the database decides: a concurrent add waits for the other to commit)."""
+    insert: Any
+    if self.is_postgres:
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    statement = (insert(T).values(row)
+                 .on_conflict_do_nothing(index_elements=["executor", "unique_key"],
+                                         index_where=sa.text(models.UNIQUE_OPEN))
+                 .returning(*T.c))
+    stored = conn.execute(statement).first()
+    return task_record(stored, decoder) if stored is not None else None
 
 
 def _keep_statistics(self: Store, added: int) -> None:
@@ -334,7 +423,8 @@ def resume_task(self: Store, task_id: int) -> None:
     now = utcnow()
     with self.write() as conn:
         row = conn.execute(
-            sa.select(T.c.status, T.c.fan_in).where(T.c.id == task_id).with_for_update()
+            sa.select(T.c.status, T.c.fan_in, T.c.executor, T.c.unique_key)
+            .where(T.c.id == task_id).with_for_update()
         ).first()
         if row is None:
             raise TaskNotFound(task_id)
@@ -344,6 +434,15 @@ def resume_task(self: Store, task_id: int) -> None:
                 f"task {task_id} is {status.label}; only failed or cancelled tasks can be "
                 f"resumed"
             )
+        if row.unique_key is not None:
+            other = conn.execute(sa.select(T.c.id).where(
+                T.c.executor == row.executor, T.c.unique_key == row.unique_key,
+                sa.text(models.UNIQUE_OPEN))).scalar()
+            if other is not None:
+                raise InvalidTransition(
+                    f"task {task_id} has unique key {row.unique_key!r}, which task {other} "
+                    f"of {row.executor} has now and has not ended; resume task {task_id} "
+                    f"once it has, or cancel task {other} first")
         fan_in = bool(row.fan_in)
         conn.execute(
             T.update().where(T.c.id == task_id).values(
@@ -397,7 +496,9 @@ def snapshot(self: Store) -> Snapshot:
                                     r.plugins or {}, r.executors or {},
                                     frozenset(r.tags or ()), r.started_at, r.heartbeat_at,
                                     r.stopped_at) for r in conn.execute(sa.select(N))]
-                locks = dict(conn.execute(sa.select(L.c.key, L.c.task_id)).all())
+                locks = {key if slot == 0 else f"{key} (slot {slot})": task_id
+                         for key, slot, task_id in conn.execute(
+                             sa.select(L.c.key, L.c.slot, L.c.task_id))}
         except sa.exc.OperationalError as exc:
             raise self._database_error(exc) from exc
     return Snapshot(now, tasks, counts, nodes, locks)

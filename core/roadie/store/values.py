@@ -6,9 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from roadie.limits import Rate
 from roadie.records import NodeRecord, TaskRecord
 from roadie.status import Status
 
@@ -64,16 +65,33 @@ class NewTask:
     timeout: float | None = None
     parent_id: int | None = None  # a subtask of this task
     after: tuple[int, ...] = ()  # runs once these tasks have succeeded
+    unique_key: str | None = None  # an open task of the executor with this key is returned
+    key_limit: int | None = None  # its isolation key's width (None: 1, serial)
+
+
+class Added(list[TaskRecord]):
+    """The tasks ``insert_tasks`` stored, in order; ``existing`` holds the ids of those that
+    were there already (an open task with the same unique key), not added now."""
+
+    def __init__(self, records: Iterable[TaskRecord] = (),
+                 existing: frozenset[int] = frozenset()) -> None:
+        super().__init__(records)
+        self.existing = existing
 
 
 @dataclass(frozen=True)
 class Claimable:
-    """What a worker can run: its executors (with their isolation) and tags."""
+    """What a worker can run: its executors (with their isolation and flow control) and
+    tags. ``slots``: how many tasks of one key may run at once, for executors with a limit
+    (a keyed task of an executor not in it runs alone, serial; None: it takes no slot, a key
+    limited only by a rate). ``rates``: the rates of executors that have one."""
 
     executors: Sequence[str]
     isolated: Mapping[str, Any]  # executor -> callable(row) -> key, for executors that isolate
     plugins: Mapping[str, str]
     tag_keys: Sequence[str]
+    slots: Mapping[str, int | None] = field(default_factory=dict)
+    rates: Mapping[str, Rate] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,7 @@ class Settled:
     finished: list[TaskRecord]
     claimed: list[TaskRecord]
     parked: int = 0
+    throttled_until: dt.datetime | None = None  # a head waits for its rate until then
 
 
 @dataclass(frozen=True)
@@ -95,7 +114,7 @@ class Snapshot:
     tasks: list[TaskRecord]
     attempt_log_counts: dict[int, int]  # task id -> lines in the attempt log
     nodes: list[NodeRecord]
-    locks: dict[str, int]  # isolation key -> task id
+    locks: dict[str, int]  # isolation key (with its slot, when not 0) -> task id
 
 
 @dataclass(frozen=True)

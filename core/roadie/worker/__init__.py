@@ -35,6 +35,7 @@ from roadie.aio_runner import is_async_executor, split_claimable
 from roadie.errors import PluginError
 from roadie.executor import Isolation
 from roadie.hookcalls import notify_hook
+from roadie.limits import Limits, Rate, limits_of
 from roadie.records import NodeRecord
 from roadie.running import RunningTask
 from roadie.store import (
@@ -106,6 +107,7 @@ class Worker:
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
         self._claimable: Claimable | None = None
+        self._declared: dict[str, tuple[Limits, str]] = {}  # executor -> limits, isolation
         # async executors: their own claim, slots and event-loop thread (roadie.aio_runner)
         self._async_names: set[str] = set()
         self._async_ids: set[int] = set()
@@ -146,6 +148,9 @@ class Worker:
         plugins = self.app.plugins
         executors: list[str] = []
         isolated: dict[str, Any] = {}
+        slots: dict[str, int | None] = {}
+        rates: dict[str, Rate] = {}
+        self._declared = {}
         for qualified in plugins.executor_names():
             try:
                 executor_class = plugins.load_executor(qualified)
@@ -157,14 +162,32 @@ class Worker:
             executors.append(qualified)
             if is_async_executor(executor_class):
                 self._async_names.add(qualified)
-            if executor_class.isolation not in (Isolation.NOT_ISOLATED, Isolation.CUSTOM):
+            try:
+                limits = limits_of(executor_class)
+            except ValueError as exc:
+                log.error("roadie: executor %s: %s; its limits are ignored", qualified, exc)
+                limits = Limits()
+            isolation = executor_class.isolation
+            self._declared[qualified] = (limits, isolation.value)
+            if isolation not in (Isolation.NOT_ISOLATED, Isolation.CUSTOM):
                 # a custom key is computed once, when the task is added
                 isolated[qualified] = self.app.isolation_key_function(qualified, executor_class)
+            elif isolation is Isolation.NOT_ISOLATED and limits.controlled:
+                # its limits hold for all its tasks together: one key, the executor's
+                isolated[qualified] = self.app.isolation_key_function(
+                    qualified, executor_class, Isolation.CLASS)
+            if limits.controlled:
+                keyed = isolation is not Isolation.NOT_ISOLATED
+                slots[qualified] = (limits.max_running if limits.takes_slot(keyed) else None)
+                if limits.rate is not None:
+                    rates[qualified] = limits.rate
         claimable = Claimable(
             executors=executors,
             isolated=isolated,
             plugins=plugins.versions(),
             tag_keys=tag_subsets(self.tags),
+            slots=slots,
+            rates=rates,
         )
         self._claim_sync, self._claim_async = split_claimable(claimable, self._async_names)
         return claimable
@@ -191,6 +214,7 @@ class Worker:
         """Work out what this node can run, and register its node row (or update it)."""
         self._claimable = self._build_claimable()
         self.store.register_node(self.node_record())
+        self.store.declare_limits(self._declared)
 
     # -- running -------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from roadie.records import TaskRecord
 from roadie.running import RunningTask
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store import Claimable, Outcome, Settled, utcnow
+from roadie.worker.paused import PausedExecutors
 
 if TYPE_CHECKING:
     from roadie.result import Result
@@ -61,6 +62,9 @@ class _Done:
     error: BaseException | None
     seconds: float = 0.0  # how long the attempt ran
     released: bool = False  # claimed ahead, never started, put back to wait
+
+
+THROTTLE_MARGIN = 0.002  # seconds after a rate's next start frees that the claim looks again
 
 
 class ClaimLoop:
@@ -109,6 +113,8 @@ class ClaimLoop:
         self._claimed_short_at = {"sync": 0.0, "async": 0.0}
         self._threads: list[threading.Thread] = []
         self._runner: AsyncRunner | None = None  # async executors' loop (roadie.aio_runner)
+        self.paused = PausedExecutors(worker)  # the claim leaves paused executors out
+        self._throttled_until: float | None = None  # monotonic: a rate's next start frees
 
     # -- the threads and the async runner ------------------------------------------------
 
@@ -180,7 +186,10 @@ class ClaimLoop:
             concurrency = worker.concurrency
             ahead = 0 if stopping else self._claim_ahead()
             free = 0 if stopping else concurrency + ahead - (busy - busy_async)
-            claim_sync, claim_async = worker._claim_sync, worker._claim_async
+            if self.paused.refresh():  # a pause or a resume: claim again, without them
+                self._may_claim["sync"] = self._may_claim["async"] = True
+            claim_sync = self.paused.without_paused(worker._claim_sync)
+            claim_async = self.paused.without_paused(worker._claim_async)
             free_async = 0 if stopping or claim_async is None else (
                 worker.async_concurrency - busy_async)
             if claim_sync is None:
@@ -214,14 +223,28 @@ class ClaimLoop:
                 self._accept_all(settled.claimed)
                 self._round_due_below = concurrency + ahead // 2
                 self._handed_over = False
+                if settled.throttled_until is not None:  # (a little late rather than early)
+                    self._throttled_until = min(
+                        self._throttled_until or float("inf"),
+                        time.monotonic() + THROTTLE_MARGIN
+                        + (settled.throttled_until - utcnow()).total_seconds())
                 if settled.claimed or done or settled.parked:
                     continue
             if stopping and busy <= 0:
                 return
             if worker.until_idle and busy <= 0 and self._idle():
                 return
-            # starts to record go with the next round: at the latest one status_interval on
-            wait(self._wake, self.settings.status_interval if self._starts else poll)
+            # starts to record go with the next round: at the latest one status_interval on;
+            # a head held back by its rate: when its next start frees
+            timeout = self.settings.status_interval if self._starts else poll
+            if self._throttled_until is not None:
+                timeout = max(0.0, min(timeout, self._throttled_until - time.monotonic()))
+            if timeout > 0:
+                wait(self._wake, timeout)
+            if (self._throttled_until is not None
+                    and time.monotonic() >= self._throttled_until):
+                self._throttled_until = None
+                self._may_claim["sync"] = self._may_claim["async"] = True
 
     def _outcomes(self, done: list[_Done]) -> list[tuple[Outcome, bool]]:
         """The outcomes of ``done`` to record, each with whether its attempt may hold an
@@ -344,9 +367,8 @@ class ClaimLoop:
             log.exception("roadie: could not record %d ended task(s) at shutdown", len(done))
 
     def _idle(self) -> bool:
-        claimable = self._worker._claimable
-        assert claimable is not None
-        return not self.app.has_pending_work(claimable)
+        claimable = self.paused.without_paused(self._worker._claimable)
+        return claimable is None or not self.app.has_pending_work(claimable)
 
     # -- from a claim to a finished attempt ------------------------------------------------
 
