@@ -307,3 +307,16 @@ def test_a_bad_max_running_is_refused_when_adding(app: roadie.Roadie) -> None:
     app.plugins.register_executor("tests:bad-limit", Bad)
     with pytest.raises(ValueError, match=r"Bad\.max_running must be None or a whole number"):
         app.add_task("tests:bad-limit", {})
+
+
+def test_an_environments_executor_carries_its_limits() -> None:
+    """The stand-in of an executor probed in an environment has the limits its class has."""
+    from roadie.envs.discovery import env_executor
+    from roadie.limits import limits_of
+
+    stand_in = env_executor("env-a", "dist:export", {
+        "isolation": "owner", "max_running": 3, "rate_limit": [100, 60]})
+    assert limits_of(stand_in).max_running == 3
+    assert stand_in.rate_limit == roadie.Rate(100, per=60)
+    plain = env_executor("env-a", "dist:plain", {"isolation": "not-isolated"})
+    assert not limits_of(plain).controlled
