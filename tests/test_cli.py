@@ -126,3 +126,56 @@ def test_submit_json_roundtrip_into_context(run, app: roadie.Roadie) -> None:
     payload = {"rows": [1, 2, 3], "nested": {"a": None}}
     run("submit", "roadie-examples:echo", "--context", json.dumps(payload))
     assert app.get_task(1).context == payload
+
+
+# -- executors -----------------------------------------------------------------------------
+
+
+def row_of(output: str, executor: str) -> list[str]:
+    """The cells of a table row whose first cell is ``executor``."""
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip("│┃ ").split("│")]
+        if cells and cells[0] == executor:
+            return cells
+    raise AssertionError(f"no row for {executor} in:\n{output}")
+
+
+def test_executors_lists_limits_and_counts(run, app: roadie.Roadie) -> None:
+    app.run_worker(concurrency=1, until_idle=True)  # declares the limits for the CLI
+    for _ in range(5):
+        app.add_task("tests:limited", {})
+    app.add_task("tests:rated", {})
+    result = run("executors")  # a process without the tests plugin: the declared limits
+    assert result.exit_code == 0, result.output
+    assert row_of(result.output, "tests:limited") == ["tests:limited", "-", "5", "2", "0",
+                                                      "max_running 3"]
+    assert row_of(result.output, "tests:rated") == ["tests:rated", "-", "1", "0", "0",
+                                                    "rate 5 per second"]
+    assert row_of(result.output, "roadie-examples:count")[-1] == "-"
+
+
+def test_executors_pause_and_resume(run, app: roadie.Roadie) -> None:
+    app.add_task("tests:sleep", {})
+    paused = run("executors", "pause", "tests:sleep")
+    assert paused.exit_code == 0, paused.output
+    assert paused.output.count("\n") == 1
+    assert paused.output.startswith("executor tests:sleep: paused since ")
+    assert "UTC by cli; 1 waiting, 0 held, 0 running" in paused.output
+    state = {s.executor: s for s in app.list_executors()}["tests:sleep"]
+    assert state.paused and state.paused_by == "cli"
+    cells = row_of(run("executors").output, "tests:sleep")
+    assert cells[1].startswith("paused since") and cells[1].endswith("by cli")
+    resumed = run("executors", "resume", "tests:sleep")
+    assert resumed.exit_code == 0
+    assert resumed.output == "executor tests:sleep: not paused; 1 waiting, 0 held, 0 running\n"
+    assert not {s.executor: s for s in app.list_executors()}["tests:sleep"].paused
+    assert row_of(run("executors").output, "tests:sleep")[1] == "-"
+
+
+@pytest.mark.parametrize("verb", ["pause", "resume"])
+def test_executors_unknown_name_is_a_one_line_error(run, verb: str) -> None:
+    result = run("executors", verb, "tests:nope")
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1
+    assert result.output.startswith("error: no executor 'tests:nope'")
+    assert "known: " in result.output and "Traceback" not in result.output

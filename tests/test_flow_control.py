@@ -195,7 +195,7 @@ def test_concurrent_adds_of_one_unique_key_make_one_task(app: roadie.Roadie) -> 
             start.wait()
             for _ in range(10):
                 ids.append(app.add_task("tests:sleep", {}, unique_key="once").id)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=add) for _ in range(8)]
@@ -281,7 +281,7 @@ def test_a_pause_survives_restarts_and_is_listed(app: roadie.Roadie) -> None:
 
 
 def test_pausing_an_unknown_executor_says_which_exist(app: roadie.Roadie) -> None:
-    with pytest.raises(roadie.UnknownExecutor, match="tests:nope.*known: .*tests:sleep"):
+    with pytest.raises(roadie.UnknownExecutor, match=r"tests:nope.*known: .*tests:sleep"):
         app.pause_executor("tests:nope")
 
 
@@ -305,5 +305,18 @@ def test_a_bad_max_running_is_refused_when_adding(app: roadie.Roadie) -> None:
         max_running = 0
 
     app.plugins.register_executor("tests:bad-limit", Bad)
-    with pytest.raises(ValueError, match="Bad.max_running must be None or a whole number"):
+    with pytest.raises(ValueError, match=r"Bad\.max_running must be None or a whole number"):
         app.add_task("tests:bad-limit", {})
+
+
+def test_an_environments_executor_carries_its_limits() -> None:
+    """The stand-in of an executor probed in an environment has the limits its class has."""
+    from roadie.envs.discovery import env_executor
+    from roadie.limits import limits_of
+
+    stand_in = env_executor("env-a", "dist:export", {
+        "isolation": "owner", "max_running": 3, "rate_limit": [100, 60]})
+    assert limits_of(stand_in).max_running == 3
+    assert stand_in.rate_limit == roadie.Rate(100, per=60)
+    plain = env_executor("env-a", "dist:plain", {"isolation": "not-isolated"})
+    assert not limits_of(plain).controlled

@@ -168,7 +168,9 @@ def test_status_attempts_attachments_nodes_plugins_executors(web: TestClient,
     examples = next(p for p in plugins["plugins"] if p["name"] == "roadie-examples")
     assert "roadie-examples:count" in [e["name"] for e in examples["executors"]]
     executors = web.get("/api/executors", headers=AUTH).json()["executors"]
-    assert {"name": "roadie-examples:count", "installed": True, "nodes": 0} in executors
+    count = next(e for e in executors if e["name"] == "roadie-examples:count")
+    assert {"installed": True, "nodes": 0, "executor": "roadie-examples:count"}.items() <= \
+        count.items()
 
 
 def test_bad_input_gets_a_4xx_with_a_message(web: TestClient) -> None:
@@ -252,7 +254,9 @@ def test_everything_is_escaped_and_headers_are_safe(web: TestClient, app: Roadie
     task = app.add_task("roadie-examples:echo", {SCRIPT_NAME: SCRIPT_NAME}, name=SCRIPT_NAME,
                         owner=SCRIPT_NAME)
     login(web)
-    for path in ("/", f"/tasks/{task.id}", "/plugins", "/nodes", "/submit", "/x/examples"):
+    app.pause_executor("roadie-examples:echo", by=SCRIPT_NAME)
+    for path in ("/", f"/tasks/{task.id}", "/plugins", "/nodes", "/submit", "/x/examples",
+                 "/executors"):
         response = web.get(path)
         assert response.status_code == 200, path
         assert "<img" not in response.text, path
@@ -260,6 +264,7 @@ def test_everything_is_escaped_and_headers_are_safe(web: TestClient, app: Roadie
         csp = response.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
     assert "&lt;img src=x onerror=alert(1)&gt;" in web.get(f"/tasks/{task.id}").text
+    assert "by &lt;img src=x onerror=alert(1)&gt;" in web.get("/executors").text
     for path in ("/api/tasks", "/api/openapi.json", "/static/roadie.js", "/login"):
         assert web.get(path, headers=AUTH).headers["x-content-type-options"] == "nosniff"
     assert "<script>" not in web.get("/").text.replace('<script src="/static/roadie.js" '
@@ -518,3 +523,160 @@ def test_plugins_page_shows_environments(web: TestClient, app: Roadie) -> None:
     login(web)
     page = web.get("/plugins").text
     assert "<h2>Environments</h2>" in page and "roadie env create" in page
+
+
+# -- executors: flow control -----------------------------------------------------------------
+
+
+def executor_of(client: TestClient, name: str, **headers: str) -> dict[str, Any]:
+    """``name``'s entry of ``GET /api/executors``."""
+    response = client.get("/api/executors", headers=headers)
+    assert response.status_code == 200, response.text
+    return next(e for e in response.json()["executors"] if e["executor"] == name)
+
+
+def test_executors_through_the_api(web: TestClient, app: Roadie) -> None:
+    for _ in range(5):
+        app.add_task("tests:limited", {})
+    limited = executor_of(web, "tests:limited", **AUTH)
+    assert limited == {"name": "tests:limited", "executor": "tests:limited", "installed": True,
+                       "nodes": 0, "paused": False, "paused_at": None, "paused_by": None,
+                       "max_running": 3, "rate_limit": None, "limits": "max_running 3",
+                       "waiting": 5, "held": 2, "running": 0}
+    rated = executor_of(web, "tests:rated", **AUTH)
+    assert rated["rate_limit"] == {"count": 5, "per": 1} and rated["max_running"] is None
+    assert rated["limits"] == "rate 5 per second"
+
+    paused = web.post("/api/executors/tests:limited/pause", headers=AUTH)
+    assert paused.status_code == 200, paused.text
+    body = paused.json()
+    assert body["executor"] == "tests:limited" and body["paused"] is True
+    assert body["paused_by"] == "web" and body["paused_at"] is not None
+    assert body["waiting"] == 5 and body["max_running"] == 3
+    state = {s.executor: s for s in app.list_executors()}["tests:limited"]
+    assert state.paused and state.paused_by == "web"
+    assert executor_of(web, "tests:limited", **AUTH)["paused"] is True
+
+    resumed = web.post("/api/executors/tests%3Alimited/resume", headers=AUTH)  # encoded ':'
+    assert resumed.status_code == 200, resumed.text
+    assert resumed.json()["paused"] is False and resumed.json()["paused_by"] is None
+    assert not {s.executor: s for s in app.list_executors()}["tests:limited"].paused
+
+    for name in ("tests:nope", "nodist"):
+        missing = web.post(f"/api/executors/{name}/pause", headers=AUTH)
+        assert missing.status_code == 404, missing.text
+        assert name in missing.json()["error"] and missing.json()["status"] == 404
+    assert "known: " in web.post("/api/executors/tests:nope/resume", headers=AUTH).json()[
+        "error"]
+    assert web.post("/api/executors/tests:sleep/explode", headers=AUTH).status_code == 404
+    assert web.get("/api/executors/tests:sleep/pause", headers=AUTH).status_code in (404, 405)
+    assert not any(s.paused for s in app.list_executors())
+
+
+def test_executor_changes_need_auth_and_csrf(app: Roadie) -> None:
+    with client_for(app, token=TOKEN) as web:
+        assert web.get("/api/executors").status_code == 401
+        for action in ("pause", "resume"):
+            refused = web.post(f"/api/executors/tests:sleep/{action}")
+            assert refused.status_code == 401 and "Bearer" in refused.json()["error"]
+        login(web)
+        assert web.get("/api/executors").status_code == 200  # the cookie reads
+        cookie_only = web.post("/api/executors/tests:sleep/pause")
+        assert cookie_only.status_code == 403  # but does not change without a CSRF token
+        wrong = web.post("/api/executors/tests:sleep/pause", headers={"X-CSRF-Token": "0" * 64})
+        assert wrong.status_code == 403 and "CSRF" in wrong.json()["error"]
+        foreign = web.post("/api/executors/tests:sleep/pause", headers=AUTH | {
+            "Origin": "https://evil.example"})
+        assert foreign.status_code == 403
+        assert not {s.executor: s for s in app.list_executors()}["tests:sleep"].paused
+        token = csrf_of(web.get("/executors").text)
+        done = web.post("/api/executors/tests:sleep/pause", headers={"X-CSRF-Token": token})
+        assert done.status_code == 200 and done.json()["paused"] is True
+    with client_for(app) as local:  # no token: JSON bodies only (a cross-site form cannot)
+        assert local.post("/api/executors/tests:sleep/resume").status_code == 403
+        resumed = local.post("/api/executors/tests:sleep/resume",
+                             headers={"Content-Type": "application/json"})
+        assert resumed.status_code == 200 and resumed.json()["paused"] is False
+
+
+def test_read_only_refuses_executor_changes_and_hides_the_buttons(app: Roadie) -> None:
+    app.pause_executor("tests:serial", by="ops")
+    with client_for(app, token=TOKEN, read_only=True) as web:
+        for path in ("/api/executors/tests:sleep/pause", "/api/executors/tests:serial/resume"):
+            refused = web.post(path, headers=AUTH)
+            assert refused.status_code == 403 and "read-only" in refused.json()["error"]
+        assert executor_of(web, "tests:serial", **AUTH)["paused"] is True
+        login(web)
+        page = web.get("/executors").text
+        assert ">running</span>" in row_html(page, "tests:sleep")
+        assert "by ops" in row_html(page, "tests:serial")
+        assert "<form" not in page.split("<main", 1)[1]  # (the log-out form is above it)
+        assert "Pause</button>" not in page and "Resume</button>" not in page
+        assert web.post("/executors/tests:sleep/pause").status_code == 403
+    states = {s.executor: s for s in app.list_executors()}
+    assert states["tests:serial"].paused and not states["tests:sleep"].paused
+
+
+def test_executors_page_lists_and_pauses_and_resumes(web: TestClient, app: Roadie) -> None:
+    for _ in range(4):
+        app.add_task("tests:limited", {})
+    login(web)
+    page = web.get("/executors")
+    assert page.status_code == 200
+    assert 'href="/executors" aria-current="page"' in page.text
+    row = row_html(page.text, "tests:limited")
+    assert "max_running 3" in row and ">running</span>" in row
+    assert [int(n) for n in re.findall(r'<td class="num">(\d+)</td>', row)] == [4, 1, 0]
+    assert "rate 5 per second" in row_html(page.text, "tests:rated")
+    assert 'action="/executors/tests%3Alimited/pause"' in row
+    token = csrf_of(page.text)
+    assert web.post("/executors/tests:limited/pause", data={}).status_code == 403  # no CSRF
+    assert web.post("/executors/tests:limited/pause",
+                    data={"csrf_token": "0" * 64}).status_code == 403
+    paused = web.post("/executors/tests%3Alimited/pause", data={"csrf_token": token})
+    assert paused.status_code == 303
+    assert paused.headers["location"] == "/executors?done=executor-pause"
+    state = {s.executor: s for s in app.list_executors()}["tests:limited"]
+    assert state.paused and state.paused_by == "web"
+    after = web.get(paused.headers["location"]).text
+    assert "The executor is paused" in after
+    row = row_html(after, "tests:limited")
+    assert 'class="paused"' in row and ">paused</span>" in row and "by web" in row
+    assert "Resume</button>" in row and "Pause</button>" not in row
+    resumed = web.post("/executors/tests:limited/resume", data={"csrf_token": token})
+    assert resumed.status_code == 303
+    assert not {s.executor: s for s in app.list_executors()}["tests:limited"].paused
+    row = row_html(web.get("/executors").text, "tests:limited")
+    assert ">running</span>" in row and "Pause</button>" in row
+    missing = web.post("/executors/tests:nope/pause", data={"csrf_token": token})
+    assert missing.status_code == 404 and "tests:nope" in missing.text
+    assert web.post("/executors/tests:sleep/explode",
+                    data={"csrf_token": token}).status_code == 404
+
+
+def row_html(page: str, executor: str) -> str:
+    """The ``<tr>`` of ``executor`` on the executors page."""
+    match = re.search(rf'<tr data-executor="{re.escape(executor)}".*?</tr>', page, re.S)
+    assert match, f"no row for {executor}"
+    return match.group(0)
+
+
+def test_a_host_apps_user_is_who_paused(app: Roadie) -> None:
+    """Mounted in an application that authenticates its users, the user pauses."""
+    from roadie.web import create_app
+    from starlette.applications import Starlette
+    from starlette.authentication import SimpleUser
+    from starlette.routing import Mount
+
+    roadie_web = create_app(app, token=TOKEN)
+
+    async def with_user(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope["user"] = SimpleUser("alice")
+        await roadie_web(scope, receive, send)
+
+    outer = Starlette(routes=[Mount("/ops", app=with_user)])
+    with TestClient(outer, follow_redirects=False) as client:
+        paused = client.post("/ops/api/executors/tests:sleep/pause", headers=AUTH)
+        assert paused.status_code == 200 and paused.json()["paused_by"] == "alice"
+    assert {s.executor: s for s in app.list_executors()}["tests:sleep"].paused_by == "alice"

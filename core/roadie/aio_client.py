@@ -120,7 +120,8 @@ class AsyncRoadie:
     async def add_task(self, executor: str, context: Mapping[str, Any] | None = None,
                        **options: Any) -> TaskRecord:
         """Store a new task (``Roadie.add_task``'s arguments: ``name``, ``owner``, ``group``,
-        ``priority``, ``run_after``, ``delay``, ``tags``, ``timeout``, ``after``)."""
+        ``priority``, ``run_after``, ``delay``, ``tags``, ``timeout``, ``after``,
+        ``unique_key``: an open task of the executor with that key is returned instead)."""
         return await self.call(lambda app: app.add_task(executor, context, **options))
 
     async def add_tasks(

@@ -65,7 +65,7 @@ def _key_reason(app: Roadie, task: TaskRecord, limits: Limits, isolated: bool) -
     width = limits.width(isolated) or 1
     what = f"isolation key {key!r}" if isolated else f"executor {task.executor}"
     if limits.max_running is None and holders and isolated:
-        return f"queued: task {holders[0]} holds {what} (one at a time)"
+        return f"queued: task {holders[0]} holds {what}"
     if holders and len(holders) >= width:
         return (f"queued: {len(holders)} of {width} running for {what} (max_running "
                 f"{width}); it starts when one ends")

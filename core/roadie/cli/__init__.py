@@ -8,6 +8,7 @@
 - ``plugins``: plugins, plugin new
 - ``db``: db upgrade; ``env``: env create|install|list|remove
 - ``schedules``: schedules [add|remove|pause|resume|run-now]
+- ``executors``: executors [pause|resume]
 - ``web``: web
 
 ``common`` holds what they share. The command modules never import this package (it imports
@@ -27,6 +28,7 @@ from roadie.cli import (
     db,
     demo,
     env,
+    executors,
     plugins,
     prune,
     schedules,
@@ -124,7 +126,7 @@ for command in (
     worker.worker, worker.nodes,
     watch.watch, demo.demo,
     plugins.plugins, plugins.plugin_group,
-    db.db, env.env, schedules.schedules, web.web,
+    db.db, env.env, schedules.schedules, executors.executors, web.web,
 ):
     cli.add_command(command)
 

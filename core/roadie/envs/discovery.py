@@ -4,8 +4,8 @@
 the environment's folder, keyed by its state (the names and times of its installed
 distributions), so a worker or an app pays for it only after the environment changed.
 ``env_executor`` turns a probed executor into a stand-in class: it carries the attributes
-the worker and the app need (isolation, crash policy, attempts, timeout, its environment) and
-can only run in a host of that environment.
+the worker and the app need (isolation, limits, crash policy, attempts, timeout, its
+environment) and can only run in a host of that environment.
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ from typing import Any
 from roadie.envs.layout import env_names
 from roadie.errors import EnvError, UnknownExecutor
 from roadie.executor import CrashPolicy, Executor, Isolation
+from roadie.limits import Rate
 
 CACHE_FILE = "roadie-plugins.json"
+
+
+PROBE_FORMAT = 2  # what a probe records; a cached answer of another format is probed again
 
 
 def _site_packages(path: Path) -> list[Path]:
@@ -56,7 +60,7 @@ def probe_env(path: Path) -> dict[str, Any]:
     cache = path / CACHE_FILE
     try:
         cached = json.loads(cache.read_text())
-        if cached.get("state") == state:
+        if cached.get("state") == state and cached.get("format") == PROBE_FORMAT:
             return dict(cached["probe"])
     except (OSError, ValueError, KeyError):
         pass
@@ -73,7 +77,7 @@ def probe_env(path: Path) -> dict[str, Any]:
     found: dict[str, Any] = json.loads(result.stdout)
     tmp = cache.with_suffix(".tmp")
     try:
-        tmp.write_text(json.dumps({"state": state, "probe": found}))
+        tmp.write_text(json.dumps({"state": state, "format": PROBE_FORMAT, "probe": found}))
         tmp.replace(cache)
     except OSError:
         pass
@@ -115,6 +119,8 @@ def env_executor(env: str, qualified: str, meta: dict[str, Any]) -> type[Executo
         # "max_attempts": what environments probed before roadie 0.2 wrote
         "max_crash_attempts": int(meta.get("max_crash_attempts", meta.get("max_attempts", 3))),
         "timeout": meta.get("timeout"),
+        "max_running": meta.get("max_running"),
+        "rate_limit": Rate(*meta["rate_limit"]) if meta.get("rate_limit") else None,
         "out_of_process": True,
         "roadie_env": env,
         "execute": execute,

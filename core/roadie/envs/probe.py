@@ -40,7 +40,11 @@ def probe() -> dict[str, Any]:
                                            if hasattr(cls, "max_crash_attempts")
                                            else cls.max_attempts),  # roadie before 0.2
                     timeout=cls.timeout,
+                    max_running=getattr(cls, "max_running", None),  # roadie 0.3 on
                 )
+                rate = getattr(cls, "rate_limit", None)
+                if rate is not None:
+                    meta["rate_limit"] = [rate.count, rate.per]
             except Exception as exc:
                 meta["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             info["executors"][ep.name] = meta

@@ -110,14 +110,14 @@ def settle(
         return Settled(finished, claimed)
     promote = bool(claims) and due_check_now(self)
     committed = Settled([], [])  # what a first statement committed already (PostgreSQL)
-    if self.is_postgres and all(o.status in FINAL_STATUSES and not isolated
-                                for o, isolated in outcomes):
-        # (a released lock wakes the next task of its key in a statement of its own)
+    released: set[str] = set()  # keys whose slots the first statement released
+    if self.is_postgres and all(o.status in FINAL_STATUSES for o, _ in outcomes):
         first_finished, first_claimed, keyed = _pg_settle(
             self, node, [o for o, _ in outcomes], wanted, now, promote, ahead, started,
             claimed_as, decoder)
         committed = Settled(first_finished, first_claimed)
-        if not keyed:
+        released = {t.isolation_key for t in first_finished if t.isolation_key is not None}
+        if not keyed and not released:
             self.trees.settled(committed.finished)
             return committed
         # candidates with isolation keys: the general claim, for what is left
@@ -133,6 +133,8 @@ def settle(
         return Settled(finished, claimed)
     try:
         with self.write() as conn:
+            if released:  # a released slot wakes the next task of its key (committed: this
+                self.promote_parked(conn, released)  # sees every task parked meanwhile)
             if started:
                 conn.execute(MARK_STARTED, [
                     {"b_id": i, "b_node": node, "b_attempt": a, "b_at": at}

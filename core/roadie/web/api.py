@@ -31,6 +31,7 @@ from roadie.status import Status
 from roadie.web import views
 from roadie.web.extensions import WebExtensions, render_panels
 from roadie.web.openapi import openapi_document
+from roadie.web.security import actor_of
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
@@ -123,6 +124,22 @@ SCHEDULE_ACTIONS = ("pause", "resume", "run-now")
 def schedule_name_of(request: Request) -> str:
     """The ``{name}`` of a schedule path, checked like any short text."""
     return str(text_value(request.path_params["name"], "the schedule name", required=True))
+
+
+def executor_name_of(request: Request) -> str:
+    """The ``{name}`` of an executor path (``dist:name``), checked like any short text."""
+    return str(text_value(request.path_params["name"], "the executor name", required=True))
+
+
+def change_executor(app: Roadie, request: Request, paused: bool) -> dict[str, Any]:
+    """Pause or resume the executor of the path (by the request's user, or "web"); its
+    view. An unknown name raises UnknownExecutor."""
+    name = executor_name_of(request)
+    if paused:
+        state = app.pause_executor(name, by=actor_of(request.scope))
+    else:
+        state = app.resume_executor(name)
+    return views.executor_states_view(app, [state])[0]
 
 
 def list_filters(request: Request) -> dict[str, Any]:
@@ -325,7 +342,17 @@ def routes(app: Roadie, extensions: WebExtensions | None = None) -> list[Route]:
 
     @errors_as_json
     def executors_get(request: Request) -> Response:
-        return JSONResponse({"executors": views.executors_view(app)})
+        return JSONResponse({"executors": views.executor_states_view(app)})
+
+    def executor_change(paused: bool) -> Callable[[Request], Response]:
+        @errors_as_json
+        def change(request: Request) -> Response:
+            try:
+                return JSONResponse(change_executor(app, request, paused))
+            except UnknownExecutor as exc:
+                return error(404, str(exc))
+
+        return change
 
     @errors_as_json
     def schedules_get(request: Request) -> Response:
@@ -372,6 +399,8 @@ def routes(app: Roadie, extensions: WebExtensions | None = None) -> list[Route]:
         Route("/api/nodes", nodes_get, methods=["GET"]),
         Route("/api/plugins", plugins_get, methods=["GET"]),
         Route("/api/executors", executors_get, methods=["GET"]),
+        Route("/api/executors/{name}/pause", executor_change(True), methods=["POST"]),
+        Route("/api/executors/{name}/resume", executor_change(False), methods=["POST"]),
         Route("/api/schedules", schedules_get, methods=["GET"]),
         Route("/api/schedules/{name}", schedule_get, methods=["GET"]),
         Route("/api/schedules/{name}/{action}", schedule_action, methods=["POST"]),

@@ -149,6 +149,32 @@ SCHEDULE = {
 }
 
 
+EXECUTOR = {
+    "type": "object",
+    "required": ["executor", "paused", "paused_at", "paused_by", "max_running", "rate_limit",
+                 "waiting", "held", "running"],
+    "properties": {
+        "executor": {"type": "string", "description": "its qualified name, 'dist:name'"},
+        "name": {"type": "string", "description": "the same as 'executor'"},
+        "installed": {"type": "boolean", "description": "installed in the web app's process"},
+        "nodes": {"type": "integer", "description": "live worker nodes that run it"},
+        "paused": {"type": "boolean",
+                   "description": "workers start none of its tasks until it is resumed"},
+        "paused_at": NULLABLE_TIME, "paused_by": NULLABLE_TEXT,
+        "max_running": {"type": ["integer", "null"], "minimum": 1,
+                        "description": "at most this many of its tasks run at once"},
+        "rate_limit": {"type": ["object", "null"], "required": ["count", "per"],
+                       "description": "at most 'count' starts in any 'per' seconds",
+                       "properties": {"count": {"type": "integer", "minimum": 1},
+                                      "per": {"type": "number", "exclusiveMinimum": 0}}},
+        "limits": {"type": "string", "description": "the limits in words ('' for none)"},
+        "waiting": {"type": "integer", "minimum": 0, "description": "its waiting tasks"},
+        "held": {"type": "integer", "minimum": 0,
+                 "description": "those of them parked behind a limit"},
+        "running": {"type": "integer", "minimum": 0, "description": "its running tasks"},
+    },
+}
+
 def _errors() -> dict[str, Any]:
     return {"default": _json(_ref("Error"), "an error, with a message saying what was wrong")}
 
@@ -163,6 +189,13 @@ def _schedule_op(summary: str, op_id: str) -> dict[str, Any]:
     return {"post": {"summary": summary, "operationId": op_id,
                      "parameters": [{"$ref": "#/components/parameters/ScheduleName"}],
                      "responses": {"200": _json(_ref("Schedule"), "the schedule"),
+                                   **_errors()}}}
+
+
+def _executor_op(summary: str, op_id: str) -> dict[str, Any]:
+    return {"post": {"summary": summary, "operationId": op_id,
+                     "parameters": [{"$ref": "#/components/parameters/ExecutorName"}],
+                     "responses": {"200": _json(_ref("Executor"), "the executor"),
                                    **_errors()}}}
 
 
@@ -189,8 +222,8 @@ def openapi_document(root_path: str = "") -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "roadie", "version": "1",
                  "description": "Persistent background tasks: read, add, cancel, retry and "
-                                "delete them. With a token, send 'Authorization: Bearer "
-                                "<token>'."},
+                                "delete them; pause and resume executors. With a token, "
+                                "send 'Authorization: Bearer <token>'."},
         "servers": [{"url": root_path or "/"}],
         "security": [{"bearer": []}],
         "paths": {
@@ -265,12 +298,20 @@ def openapi_document(root_path: str = "") -> dict[str, Any]:
                                                         "environment_errors":
                                                             {"type": "array"}}},
                                          "plugins"), **_errors()}}},
-            "/api/executors": {"get": {"summary": "Executors tasks can be added for",
-                                       "operationId": "listExecutors",
-                                       "responses": {"200": _json({
-                                           "type": "object", "required": ["executors"],
-                                           "properties": {"executors": {"type": "array"}}},
-                                           "executors"), **_errors()}}},
+            "/api/executors": {"get": {
+                "summary": "Executors: paused or not, their limits, their waiting, held and "
+                           "running tasks, and where they run",
+                "operationId": "listExecutors",
+                "responses": {"200": _json({
+                    "type": "object", "required": ["executors"],
+                    "properties": {"executors": {"type": "array",
+                                                 "items": _ref("Executor")}}},
+                    "executors, by name"), **_errors()}}},
+            "/api/executors/{name}/pause": _executor_op(
+                "Stop workers starting an executor's tasks (running ones finish)",
+                "pauseExecutor"),
+            "/api/executors/{name}/resume": _executor_op(
+                "Let workers start a paused executor's tasks again", "resumeExecutor"),
             "/api/schedules": {"get": {"summary": "Schedules with their next runs",
                                        "operationId": "listSchedules",
                                        "responses": {"200": _json({
@@ -299,10 +340,15 @@ def openapi_document(root_path: str = "") -> dict[str, Any]:
                                       "schema": {"type": "integer", "minimum": 0}},
                            "ScheduleName": {"name": "name", "in": "path", "required": True,
                                             "schema": {"type": "string", "minLength": 1,
-                                                       "maxLength": 255}}},
+                                                       "maxLength": 255}},
+                           "ExecutorName": {"name": "name", "in": "path", "required": True,
+                                            "description": "a qualified name, 'dist:name'",
+                                            "schema": {"type": "string", "minLength": 1,
+                                                       "maxLength": 255},
+                                            "example": "roadie-examples:count"}},
             "schemas": {"TaskSummary": TASK_SUMMARY, "TaskDetail": TASK_DETAIL,
                         "NewTask": NEW_TASK, "Error": ERROR, "Attempt": ATTEMPT,
                         "Attachment": ATTACHMENT, "Node": NODE,
-                        "Schedule": SCHEDULE},
+                        "Schedule": SCHEDULE, "Executor": EXECUTOR},
         },
     }

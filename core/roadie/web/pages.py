@@ -1,5 +1,5 @@
-"""The server-rendered pages: tasks, one task, submit, schedules, nodes, plugins, login and
-plugin pages.
+"""The server-rendered pages: tasks, one task, submit, schedules, executors, nodes, plugins,
+login and plugin pages.
 
 Every page reads without JavaScript; ``static/roadie.js`` only makes statuses and progress
 bars live over one server-sent-events stream. Templates escape everything (Jinja2
@@ -20,7 +20,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from roadie.errors import InvalidTransition, RoadieError, ScheduleNotFound, TaskNotFound
+from roadie.errors import (
+    InvalidTransition,
+    RoadieError,
+    ScheduleNotFound,
+    TaskNotFound,
+    UnknownExecutor,
+)
 from roadie.status import Status
 from roadie.web import api, views
 from roadie.web.extensions import WebExtensions, render_panels
@@ -230,6 +236,28 @@ class Pages:
             return self.problem(request, 409, str(exc))
         return RedirectResponse(f"{base}/schedules?done=schedule-{action}", status_code=303)
 
+    def executors(self, request: Request) -> Response:
+        return self.render(request, "executors.html", title="Executors",
+                           executors=views.executor_states_view(self.app),
+                           notice=_notice(request))
+
+    async def executor_action(self, request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in ("pause", "resume"):
+            return self.problem(request, 404, f"no executor action {action!r}")
+        try:
+            await self.form(request)
+        except PermissionError as exc:
+            return self.problem(request, 403, str(exc))
+        try:
+            await run_in_threadpool(api.change_executor, self.app, request, action == "pause")
+        except UnknownExecutor as exc:
+            return self.problem(request, 404, str(exc))
+        except api.BadRequest as exc:
+            return self.problem(request, exc.status, str(exc))
+        base = request.scope.get("root_path", "")
+        return RedirectResponse(f"{base}/executors?done=executor-{action}", status_code=303)
+
     def plugins(self, request: Request) -> Response:
         return self.render(request, "plugins.html", title="Plugins",
                            data=views.plugins_view(self.app),
@@ -322,6 +350,8 @@ class Pages:
             Route("/nodes", self.nodes, methods=["GET"], name="nodes"),
             Route("/schedules", self.schedules, methods=["GET"], name="schedules"),
             Route("/schedules/{name}/{action}", self.schedule_action, methods=["POST"]),
+            Route("/executors", self.executors, methods=["GET"], name="executors"),
+            Route("/executors/{name}/{action}", self.executor_action, methods=["POST"]),
             Route("/plugins", self.plugins, methods=["GET"], name="plugins"),
             Route("/x/{slug}", self.plugin_page, methods=["GET"]),
             Route("/login", self.login_page, methods=["GET"]),
@@ -336,7 +366,11 @@ def _notice(request: Request) -> str | None:
     return {"cancel": "Cancel requested.", "retry": "The task waits for a worker again.",
             "resume": "The task waits for a worker again.", "deleted": "The task was deleted.",
             "added": "The task was added.", "schedule-pause": "The schedule is paused.",
-            "schedule-resume": "The schedule fires again from its next slot."}.get(done or "")
+            "schedule-resume": "The schedule fires again from its next slot.",
+            "executor-pause": "The executor is paused: workers start none of its tasks until "
+                              "it is resumed.",
+            "executor-resume": "The executor is resumed: workers start its tasks again.",
+            }.get(done or "")
 
 
 def _safe_next(target: str | None) -> str:

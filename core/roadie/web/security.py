@@ -10,6 +10,8 @@
   ``Content-Type: application/json``, which a cross-site page cannot send without a CORS
   preflight that this app never grants. A foreign ``Origin`` is always refused.
 - ``read_only`` refuses every state-changing request.
+- A change records its maker (a pause's ``paused_by``) as ``web``, or as the user an
+  application that mounts this one authenticated (``actor_of``).
 - Every response says ``X-Content-Type-Options: nosniff`` and carries a Content-Security-Policy
   that allows no inline script.
 """
@@ -20,7 +22,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -101,6 +103,18 @@ class Security:
         if self.allowed_hosts is not None:
             return name in self.allowed_hosts or "*" in self.allowed_hosts
         return self.token is not None or name in LOOPBACK_HOSTS
+
+
+def actor_of(scope: Mapping[str, Any]) -> str:
+    """Who makes a change through the web app, as records name them (``paused_by``): the
+    user a host application authenticated (Starlette's ``scope["user"]``, when this app is
+    mounted inside one that sets it), else ``"web"``."""
+    user = scope.get("user")
+    if getattr(user, "is_authenticated", False):
+        name = getattr(user, "display_name", None)
+        if isinstance(name, str) and name.strip():
+            return name.strip()[:255]
+    return "web"
 
 
 def _headers(scope: dict[str, Any]) -> dict[str, str]:

@@ -18,7 +18,13 @@ from roadie.store import utcnow
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
-    from roadie.records import AttachmentInfo, AttemptRecord, NodeRecord, TaskRecord
+    from roadie.records import (
+        AttachmentInfo,
+        AttemptRecord,
+        ExecutorState,
+        NodeRecord,
+        TaskRecord,
+    )
     from roadie.schedules import ScheduleInfo
 
 
@@ -254,6 +260,42 @@ def executors_view(app: Roadie) -> list[dict[str, Any]]:
                 entry = found.setdefault(name, {"name": name, "installed": False, "nodes": 0})
                 entry["nodes"] += 1
     return sorted(found.values(), key=lambda e: e["name"])
+
+
+def executor_state_view(state: ExecutorState) -> dict[str, Any]:
+    """One executor's flow control and queue: paused or not (since when, by whom), its
+    limits, and its waiting, held and running tasks."""
+    rate = state.rate_limit
+    return {
+        "executor": state.executor, "paused": state.paused,
+        "paused_at": _time(state.paused_at), "paused_by": state.paused_by,
+        "max_running": state.max_running,
+        "rate_limit": {"count": rate.count, "per": rate.per} if rate is not None else None,
+        "limits": state.limits, "waiting": state.waiting, "held": state.held,
+        "running": state.running,
+    }
+
+
+def executor_states_view(app: Roadie,
+                         states: list[ExecutorState] | None = None) -> list[dict[str, Any]]:
+    """Executors with their flow control and queues (``Roadie.list_executors``, or just
+    ``states``), and where they run: ``installed`` in this process, on ``nodes`` live nodes
+    (``name`` repeats ``executor``, as ``/api/executors`` always answered)."""
+    where = {entry["name"]: entry for entry in executors_view(app)}
+    if states is None:
+        from roadie.app import flow
+
+        states = app.list_executors()
+        advertised_only = sorted(set(where) - {state.executor for state in states})
+        if advertised_only:  # a live node runs it, though no worker declared it
+            states = sorted(states + flow.list_executors(app, advertised_only),
+                            key=lambda state: state.executor)
+    views = []
+    for state in states:
+        found = where.get(state.executor, {})
+        views.append({"name": state.executor, "installed": found.get("installed", False),
+                      "nodes": found.get("nodes", 0), **executor_state_view(state)})
+    return views
 
 
 def counts_view(app: Roadie) -> dict[str, int]:
