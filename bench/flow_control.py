@@ -11,8 +11,9 @@ database, executors registered in this process (``app.plugins.register_executor`
   be set up quickly: a probe says which); a distinct ``unique_key`` on every task; and plain
   no-ops while another executor with 1,000 waiting tasks is paused. Interleaved: plain, then
   each case, ``--rounds`` times; the median and the spread of each rate and of its ratio to
-  the plain drain of the same round. A drain that has not ended after ``--case-timeout``
-  seconds is stopped; its rate is then of the tasks it finished (the table says so).
+  the plain drain of the same round. The drain of the rate case is stopped after
+  ``--rate-seconds`` (it is slow), any other after ``--case-timeout``; a stopped drain's rate
+  is of the tasks it finished (the table says so).
 - accuracy: ``Rate(r, per=1)`` for r = 1, 50, 1,000 with about 5 s of starts (6, 250, 5,000
   tasks), drained by one worker with 8 threads (and for r = 50 by ``roadie worker
   --processes 4 -c 2 --until-idle`` with the executor from a throwaway plugin): from the
@@ -25,7 +26,7 @@ database, executors registered in this process (``app.plugins.register_executor`
   against the same drain on an empty queue, alternated ``--rounds`` times.
 
     python bench/flow_control.py [--backend sqlite|postgres|both] [--only overhead|accuracy|held]
-        [--tasks 20000] [--depth N] [--rounds 3] [--case-timeout 40] [--no-write]
+        [--tasks 20000] [--depth N] [--rounds 3] [--rate-seconds 15] [--no-write]
 
 PostgreSQL: database ``roadie_bench_i29`` on 127.0.0.1:5432 (user postgres), dropped and
 created again for each case; set ROADIE_BENCH_I29_PG to another server's URL.
@@ -66,6 +67,7 @@ RATE_SETUP_MAX = 5.0  # seconds: a window slower to set up than this is "slow"
 PAUSED_WAITING = 1000  # tasks of the paused executor in the overhead case
 ACCURACY = ((1, 6), (50, 250), (1000, 5000))  # (starts per second, tasks)
 ACCURACY_THREADS = 8
+ACCURACY_TASKS = 5000  # plain no-ops drained by the same worker, for comparison
 PROCESSES = 4  # worker processes for the r = 50 run across processes
 DEPTH = {"postgres": 1_000_000, "sqlite": 200_000}
 
@@ -300,7 +302,8 @@ def probe_rate_window(backend: str) -> tuple[int, list[str]]:
     return RATE_COUNTS[-1], notes
 
 
-def overhead_case(backend: str, case: str, n: int, rate_count: int, timeout: float) -> Run:
+def overhead_case(backend: str, case: str, n: int, rate_count: int, timeout: float,
+                  rate_seconds: float) -> Run:
     db = Database(backend)
     try:
         app = db.app
@@ -316,7 +319,7 @@ def overhead_case(backend: str, case: str, n: int, rate_count: int, timeout: flo
                 spec["unique_key"] = f"u{i}"
         at_start = load()
         add = add_in_chunks(app, specs)
-        drain = drain_until_idle(app, 2, timeout)
+        drain = drain_until_idle(app, 2, rate_seconds if case == "rate_limit" else timeout)
         done = db.counts(executor).get("SUCCESSFUL", 0)
         if done != drain.finished or (done != n and not drain.stopped):
             sys.exit(f"{backend} {case}: the worker finished {drain.finished}, "
@@ -332,17 +335,19 @@ def overhead_case(backend: str, case: str, n: int, rate_count: int, timeout: flo
     return Run(add, drain, at_start)
 
 
-def measure_overhead(backend: str, n: int, rounds: int, timeout: float) -> Overhead:
+def measure_overhead(backend: str, n: int, rounds: int, timeout: float,
+                     rate_seconds: float) -> Overhead:
     rate_count, probes = probe_rate_window(backend)
     result = Overhead(backend, rate_count, probes, {case: [] for case in CASES})
     for round_ in range(rounds):
         print(f"  {backend}: round {round_ + 1} of {rounds}", flush=True)
         for case in CASES:
-            result.runs[case].append(overhead_case(backend, case, n, rate_count, timeout))
+            result.runs[case].append(overhead_case(backend, case, n, rate_count, timeout,
+                                                   rate_seconds))
     return result
 
 
-def overhead_report(results: list[Overhead], n: int, rounds: int) -> str:
+def overhead_report(results: list[Overhead], n: int, rounds: int, rate_seconds: float) -> str:
     rows = []
     for r in results:
         plain = r.runs["plain"]
@@ -375,7 +380,7 @@ def overhead_report(results: list[Overhead], n: int, rounds: int) -> str:
                   "load at each start"], rows)
     probes = "\n".join(f"- {r.backend}: " + "; ".join(r.probes) + "." for r in results)
     return text + OVERHEAD_NOTES.format(n=n, rounds=rounds, probes=probes,
-                                        setup=RATE_SETUP_MAX)
+                                        setup=RATE_SETUP_MAX, rate_seconds=rate_seconds)
 
 
 OVERHEAD_NOTES = """
@@ -384,8 +389,9 @@ Each case on a fresh database: {n:,} tasks added with `app.add_tasks` in chunks 
 then `app.run_worker(concurrency=2, until_idle=True)` timed from the call to its return
 (worker start and stop included). Interleaved: plain, then each case, {rounds} rounds;
 median (lowest-highest) of the rates and of the ratio to the plain run of the same round;
-the target is a drain ratio of at least 1/1.1 (overhead under 10%). A drain still running
-after `--case-timeout` seconds was stopped: its rate is the tasks it finished over its time.
+the target is a drain ratio of at least 1/1.1 (overhead under 10%). The rate case's drain
+is stopped after {rate_seconds:.0f} s (`--rate-seconds`; at its speed the whole drain would
+take many minutes): its rate is the tasks it finished over its time.
 The never-binding rate is the first of Rate(100,000) and Rate(20,000) whose window (one row
 per count, made at the key's first start) was set up within {setup:.0f} s:
 {probes}"""
@@ -526,7 +532,23 @@ def print_accuracy(a: Accuracy) -> None:
           f"(ideal {a.ideal_spread:.0f} s), load {a.load:.1f}", flush=True)
 
 
-def accuracy_report(results: list[Accuracy]) -> str:
+def plain_reference(backend: str, n: int) -> float:
+    """The start rate of ``n`` plain no-ops with the accuracy runs' worker (``started_at``,
+    first to last): what the drain allows without a rate."""
+    db = Database(backend)
+    try:
+        db.app.add_tasks([{"executor": "bench:noop", "context": {}}] * n)
+        drain_until_idle(db.app, ACCURACY_THREADS, 120)
+        starts = start_times(db, "bench:noop")
+    finally:
+        db.close()
+    rate = (len(starts) - 1) / (max(starts) - min(starts)).total_seconds()
+    print(f"  {backend}: plain no-ops, 1 x {ACCURACY_THREADS} threads: {rate:,.0f} starts/s",
+          flush=True)
+    return rate
+
+
+def accuracy_report(results: list[Accuracy], plain: dict[str, float]) -> str:
     rows = []
     for a in results:
         bound = a.most_in_a_second >= a.rate - 1
@@ -536,11 +558,13 @@ def accuracy_report(results: list[Accuracy]) -> str:
             f"{a.achieved:,.1f}/s", f"{a.most_in_a_second:,}",
             "yes" if within else "**no**",
             f"{a.spread:.2f} s (ideal {a.ideal_spread:.0f} s)",
-            "the rate" if bound else "**the drain** (no second reached the rate)",
+            "the rate" if bound else "**the claim** (no second reached r)",
             f"{a.load:.1f}"])
     return table(["backend", "rate", "workers", "tasks", "achieved after the first window",
                   "most starts in 1 s", "<= r (+-1)", "first-to-last", "what limited it",
-                  "load"], rows) + ACCURACY_NOTES
+                  "load"], rows) + ACCURACY_NOTES + "".join(
+        f"\n- {backend}: {ACCURACY_TASKS:,} plain no-ops (no rate) with the same worker "
+        f"start at {rate:,.0f}/s." for backend, rate in plain.items())
 
 
 ACCURACY_NOTES = """
@@ -550,9 +574,10 @@ From their `started_at` (set by the claim, when the rate counts a start): achiev
 after the first `r` (a sliding window lets those start at once) per second of the
 first-to-last time (a perfect window gives `r`); most starts in any half-open 1-second
 window (never above `r`); first-to-last against the least a window allows (ceil(n/r) - 1
-seconds). "What limited it": the rate when some second held r starts (+-1), else the drain
-itself was slower than the rate. The processes row runs `roadie worker --processes 4 -c 2
---until-idle` (process start-up included in nothing above: the times are the tasks')."""
+seconds). "What limited it": the rate when some second held r starts (+-1), else the claim
+of the rated tasks was slower than the rate. The processes row runs `roadie worker
+--processes 4 -c 2 --until-idle` (process start-up counts in nothing above: the times are
+the tasks'). For comparison, the same drain without a rate:"""
 
 
 # -- 3. held backlog ----------------------------------------------------------------------
@@ -702,8 +727,10 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=0, help="held tasks (default "
                         f"{DEPTH['postgres']:,} on PostgreSQL, {DEPTH['sqlite']:,} on SQLite)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repeats")
-    parser.add_argument("--case-timeout", type=float, default=40.0,
-                        help="stop an overhead drain after this many seconds")
+    parser.add_argument("--rate-seconds", type=float, default=15.0,
+                        help="stop the drain of the overhead's rate case after this long")
+    parser.add_argument("--case-timeout", type=float, default=120.0,
+                        help="stop any other overhead drain after this many seconds")
     parser.add_argument("--no-processes", action="store_true",
                         help="skip the accuracy run across worker processes")
     parser.add_argument("--no-write", action="store_true", help="print only, keep RESULTS.md")
@@ -716,17 +743,19 @@ def main() -> None:
         for backend in backends:
             print(f"{backend}: overhead of each control, {args.tasks:,} no-ops", flush=True)
             results.append(measure_overhead(backend, args.tasks, args.rounds,
-                                            args.case_timeout))
+                                            args.case_timeout, args.rate_seconds))
         sections.append(("Flow control: overhead of each control",
-                         overhead_report(results, args.tasks, args.rounds)))
+                         overhead_report(results, args.tasks, args.rounds,
+                                         args.rate_seconds)))
     if "accuracy" in parts:
-        accuracy = []
+        accuracy, plain = [], {}
         for backend in backends:
             print(f"{backend}: rate accuracy", flush=True)
+            plain[backend] = plain_reference(backend, ACCURACY_TASKS)
             accuracy += [measure_accuracy(backend, rate, n) for rate, n in ACCURACY]
             if not args.no_processes:
                 accuracy.append(measure_accuracy_processes(backend, dict(ACCURACY)[50]))
-        sections.append(("Flow control: rate accuracy", accuracy_report(accuracy)))
+        sections.append(("Flow control: rate accuracy", accuracy_report(accuracy, plain)))
     if "held" in parts:
         rows = []
         for backend in backends:
