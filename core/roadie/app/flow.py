@@ -43,7 +43,7 @@ def known_executor(app: Roadie, name: str) -> str:
     known = set(app.plugins.executor_names()) | set(app.store.executor_rows())
     for node in app.store.list_nodes():
         known.update(node.executors)
-    if qualified in known or qualified in app.store.executor_counts():
+    if qualified in known or app.store.has_tasks_of(qualified):
         return qualified
     listed = ", ".join(sorted(known)) or "none"
     raise UnknownExecutor(f"no executor {qualified!r} is installed here, declared by a worker "

@@ -416,6 +416,9 @@ def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
     slotted = {key: (slots, ids) for key, ids in keyed.items()
                if ids and (slots := can.slots.get(executor_of[key], 1)) is not None}
     got = take_slots(self, conn, slotted, node, now) if slotted else set()
+    # a start is stamped once its slot is taken: after the end of the attempt that released
+    # the slot, even when that attempt was settled by another process as this round began
+    started_at = utcnow() if slotted else now
     throttled_until: dt.datetime | None = None
     for key, ids in keyed.items():
         if key in slotted:
@@ -423,7 +426,7 @@ def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
             ids = [task_id for task_id in ids if task_id in got]
         rate = can.rates.get(executor_of[key])
         if rate is not None and ids:
-            taken, next_at = take_tokens(self, conn, key, rate, len(ids), now)
+            taken, next_at = take_tokens(self, conn, key, rate, len(ids), started_at)
             ids, held_back = ids[:taken], ids[taken:]
             if held_back:
                 _throttle(self, conn, held_back, rate, next_at)
@@ -444,7 +447,7 @@ def _claim(self: Store, conn: Connection, node: str, can: Claimable, limit: int,
     winners += (task_id for ids in keyed.values() for task_id in ids)
     winners.sort(key=lambda task_id: (task_id not in rated, rank[task_id]))
     updated: list[Any] = []
-    for ids, started in ((winners[:start], now), (winners[start:], None)):
+    for ids, started in ((winners[:start], started_at), (winners[start:], None)):
         if not ids:
             continue
         if self.is_sqlite:

@@ -99,11 +99,18 @@ def executor_rows(self: Store, names: Iterable[str] | None = None) -> dict[str, 
         r.isolation) for r in rows}
 
 
+def has_tasks_of(self: Store, executor: str) -> bool:
+    """Whether any task of ``executor`` is stored (an index probe)."""
+    with self.read() as conn:
+        return conn.execute(sa.select(T.c.id).where(T.c.executor == executor).limit(1)
+                            ).first() is not None
+
+
 def executor_counts(self: Store) -> dict[str, tuple[int, int, int]]:
     """Per executor: its waiting tasks, those of them held back (parked behind their key's
     limit), and its running tasks."""
     waiting = (int(Status.NEW), int(Status.QUEUED))
-    held = sa.and_(sa.text(models.PARKED))
+    held = sa.text(models.PARKED)
     query = (sa.select(T.c.executor,
                        sa.func.count().filter(T.c.status.in_(waiting)),
                        sa.func.count().filter(held),

@@ -71,6 +71,7 @@ class Store(Database):
     declare_limits = executors.declare_limits
     executor_rows = executors.executor_rows
     executor_counts = executors.executor_counts
+    has_tasks_of = executors.has_tasks_of
 
     # -- nodes, heartbeats, orphans and fences (nodes.py) ----------------------------------
     register_node = nodes.register_node

@@ -74,10 +74,10 @@ def take_slots(self: Store, conn: Connection, wanted: Mapping[str, tuple[int, li
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = (insert(L).values(values)
-                 .on_conflict_do_nothing(index_elements=["key", "slot"])
+    # one statement for any number of rows (compiled once: executemany with RETURNING)
+    statement = (insert(L).on_conflict_do_nothing(index_elements=["key", "slot"])
                  .returning(L.c.task_id))
-    return set(conn.execute(statement).scalars())
+    return set(conn.execute(statement, values).scalars())
 
 
 def held_counts(self: Store, conn: Connection, keys: Iterable[str]) -> dict[str, int]:

@@ -161,9 +161,7 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
         queue_behind_heads(self, conn, rows, heads, held, now)
     added: list[TaskRecord | None]
     if any(t.unique_key for t in new_tasks):
-        added = [_insert_unique(self, conn, row, decoder) if row["unique_key"] is not None
-                 else task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
-                 for row in rows]
+        added = _insert_unique(self, conn, rows, decoder)
     elif len(rows) < BULK_INSERT_FROM:
         added = [task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
                  for row in rows]
@@ -182,21 +180,25 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
     return added
 
 
-def _insert_unique(self: Store, conn: Connection, row: dict[str, Any],
-                   decoder: Decoder | None) -> TaskRecord | None:
-    """Insert one task row with a unique key, or nothing if an open task of its executor
-    has the key (the database decides: a concurrent add waits for the other to commit)."""
+def _insert_unique(self: Store, conn: Connection, rows: list[dict[str, Any]],
+                   decoder: Decoder | None) -> list[TaskRecord | None]:
+    """Insert task rows some of which have a unique key (distinct ones); None for a row whose
+    key an open task of its executor has. The database decides (a concurrent add waits for
+    the other to commit), in one statement for the keyed rows however many they are."""
     insert: Any
     if self.is_postgres:
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    statement = (insert(T).values(row)
-                 .on_conflict_do_nothing(index_elements=["executor", "unique_key"],
-                                         index_where=sa.text(models.UNIQUE_OPEN))
+    keyed = [row for row in rows if row["unique_key"] is not None]
+    statement = (insert(T).on_conflict_do_nothing(index_elements=["executor", "unique_key"],
+                                                  index_where=sa.text(models.UNIQUE_OPEN))
                  .returning(*T.c))
-    stored = conn.execute(statement).first()
-    return task_record(stored, decoder) if stored is not None else None
+    stored = {(r.executor, r.unique_key): task_record(r, decoder)
+              for r in conn.execute(statement, keyed)}
+    return [stored.get((row["executor"], row["unique_key"])) if row["unique_key"] is not None
+            else task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
+            for row in rows]
 
 
 def _keep_statistics(self: Store, added: int) -> None:

@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("slot", sa.Integer, primary_key=True),
         sa.Column("taken_at", Time, nullable=False),
     )
+    op.create_index("roadie_rate_slots_oldest", "roadie_rate_slots", ["key", "taken_at"])
     op.create_table(
         "roadie_executors",
         sa.Column("name", sa.String(255), primary_key=True),
