@@ -360,7 +360,8 @@ PG_SETTLE_CLAIM = """c AS (
         started_at = CASE WHEN c.start_now THEN {started} END,
         attempts = t.attempts + 1, updated_at = %(now)s, status_message = ''
     FROM c
-    WHERE t.id = c.id AND ((c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])){took})
+    WHERE t.id = c.id
+      AND ((c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])){took})
     RETURNING t.*
 ),
 """
