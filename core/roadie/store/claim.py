@@ -120,9 +120,10 @@ def settle(
         if not keyed and not released:
             self.trees.settled(committed.finished)
             return committed
-        # candidates with isolation keys: the general claim, for what is left
+        # candidates with isolation keys: the general claim, for what is left (after a
+        # release only, the next round claims what it woke)
         claims = [(c, n - sum(t.executor in c.executors for t in first_claimed))
-                  for c, n in claims]
+                  for c, n in claims if keyed]
         claims = [(c, n) for c, n in claims if n > 0]
         outcomes, started = [], ()
         promote = False
@@ -243,10 +244,17 @@ def _pg_settle(
             "executors_async": list(can_async.executors) if can_async is not None else [],
             "limit_async": max(limit_async, 0),
         })
+        # executors with a limit (and no rate) take their keys' slots in this statement
+        slotted = {e: n for c, _ in wanted if c is not None for e, n in c.slots.items()
+                   if n is not None and e not in c.rates and e in c.executors}
+        if slotted:
+            params["slot_executors"] = list(slotted)
+            params["slot_counts"] = list(slotted.values())
     if promote:
         params["due_limit"] = DUE_BATCH
     sql = pg_settle_sql(record, can is not None, can_async is not None, promote,
-                        self._task_columns if known else ())
+                        self._task_columns if known else (),
+                        either is not None and "slot_executors" in params)
     try:
         # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
         with self._own_session("settle") as conn:

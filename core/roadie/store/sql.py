@@ -331,7 +331,7 @@ PG_SETTLE_DUE = """due AS (
 # One branch of the claim's candidates (``c``): up to ``%({limit})s`` claimable tasks of the
 # executors in ``%({executors})s`` (one index range per executor and tag set), locked; the
 # first ``%({start})s`` of them start now, the others are claimed ahead (``started_at`` NULL)
-PG_CLAIM_BRANCH = """    (SELECT k.id, k.isolation_key, k.executor,
+PG_CLAIM_BRANCH = """    (SELECT k.id, k.isolation_key, k.executor, k.priority,
             row_number() OVER (ORDER BY k.priority DESC, k.id) <= %({start})s AS start_now
      FROM unnest(%({executors})s::text[]) AS e(executor)
      CROSS JOIN unnest(%(tags)s::text[]) AS g(tags)
@@ -354,14 +354,42 @@ PG_SETTLE_CLAIM = """c AS (
 {branches}
 ),
 
-u AS (
+{slots}u AS (
     UPDATE roadie_tasks AS t
     SET status = 1, node = %(node)s, heartbeat_at = %(now)s,
-        started_at = CASE WHEN c.start_now THEN %(now)s::timestamptz END,
+        started_at = CASE WHEN c.start_now THEN {started} END,
         attempts = t.attempts + 1, updated_at = %(now)s, status_message = ''
     FROM c
-    WHERE t.id = c.id AND c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])
+    WHERE t.id = c.id
+      AND ((c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])){took})
     RETURNING t.*
+),
+"""
+
+# Slots: the candidates of executors with a limit (``%(slot_executors)s``, with their slots per
+# key ``%(slot_counts)s``) take free slots of their keys (``took``), the best candidate of a key
+# the lowest free slot; one another worker takes meanwhile is skipped (the candidate stays, for
+# the general claim). A start that took a slot is stamped when it is claimed (clock_timestamp:
+# after the end of the attempt that freed the slot). Rate-limited executors are not among them.
+PG_SETTLE_SLOTS = """k AS (
+    SELECT c.id, c.isolation_key AS key, s.slots,
+           row_number() OVER (PARTITION BY c.isolation_key ORDER BY c.priority DESC, c.id) AS n
+    FROM c JOIN unnest(%(slot_executors)s::text[], %(slot_counts)s::int[]) AS s(executor, slots)
+      ON s.executor = c.executor
+    WHERE c.isolation_key IS NOT NULL
+),
+free AS (
+    SELECT w.key, f.slot, row_number() OVER (PARTITION BY w.key ORDER BY f.slot) AS n
+    FROM (SELECT key, max(slots) AS slots, count(*) AS wanted FROM k GROUP BY key) AS w
+    CROSS JOIN LATERAL (
+        SELECT g.slot FROM generate_series(0, w.slots - 1) AS g(slot)
+        WHERE NOT EXISTS (SELECT 1 FROM roadie_locks AS l WHERE l.key = w.key AND l.slot = g.slot)
+        ORDER BY g.slot LIMIT w.wanted) AS f
+),
+took AS (
+    INSERT INTO roadie_locks (key, slot, task_id, node, acquired_at)
+    SELECT k.key, free.slot, k.id, %(node)s, %(now)s FROM k JOIN free USING (key, n)
+    ON CONFLICT DO NOTHING RETURNING task_id
 ),
 """
 
@@ -406,20 +434,25 @@ def pg_claim_branch(executors: str, limit: str, start: str) -> str:
 
 @functools.cache
 def pg_settle_sql(record: bool, claim_sync: bool, claim_async: bool, due: bool,
-                  known: tuple[str, ...] = ()) -> str:
+                  known: tuple[str, ...] = (), slots: bool = False) -> str:
     """The settle statement with only the parts this round needs (a part with nothing to do
     still costs its share of every execution): ``record`` outcomes and starts, claim for
     threads, claim for async executors, make due delayed tasks claimable. With ``known``
     (the table's columns in the database's order: the branches of the result's UNION line
     up by position), finished tasks come back with only their ``DONE_CHANGED`` columns.
-    One line."""
+    With ``slots``, candidates of executors with a limit take their keys' slots here too
+    (PG_SETTLE_SLOTS). One line."""
     branches = ([pg_claim_branch("executors", "limit", "start")] if claim_sync else []) + (
         [pg_claim_branch("executors_async", "limit_async", "limit_async")]
         if claim_async else [])
     claim = bool(branches)
     ctes = (PG_SETTLE_RECORD if record else "") + (PG_SETTLE_DUE if due else "")
     if claim:
-        ctes += PG_SETTLE_CLAIM.format(branches="\n    UNION ALL\n".join(branches))
+        ctes += PG_SETTLE_CLAIM.format(
+            branches="\n    UNION ALL\n".join(branches),
+            slots=PG_SETTLE_SLOTS if slots else "",
+            started="clock_timestamp()" if slots else "%(now)s::timestamptz",
+            took=" OR t.id IN (SELECT task_id FROM took)" if slots else "")
     changed = (["SELECT id FROM done"] if record else []) + (
         ["SELECT id FROM u"] if claim else [])
     done_columns = ", ".join(c if c in DONE_CHANGED else f"NULL AS {c}"
