@@ -21,12 +21,18 @@ database, executors registered in this process (``app.plugins.register_executor`
   the first window, the most starts in any 1-second window, and the first-to-last spread.
 - held: ``--depth`` tasks waiting (default 1,000,000 on PostgreSQL, 200,000 on SQLite) behind
   a ``max_running = 1`` whose slot is held, behind a ``Rate(1, per=3600)`` that has started
-  one, or of a paused executor; the drain of ``--tasks`` no-ops of another executor
-  (``BackgroundWorker``, 2 threads; 3 for the held slot, whose holder runs in the same worker)
-  against the same drain on an empty queue, alternated ``--rounds`` times.
+  one, or of a paused executor (also with an executor with ``max_running`` installed in the
+  worker); the drain of ``--tasks`` no-ops of another executor (``BackgroundWorker``, 2
+  threads; 3 for the held slot, whose holder runs in the same worker) against the same drain
+  on an empty queue with the same executors, alternated ``--rounds`` times.
+
+Each database registers only the executors its case needs: an executor with a limit that a
+worker has changes how that worker claims every task (on PostgreSQL its settle statement
+takes slots too).
 
     python bench/flow_control.py [--backend sqlite|postgres|both] [--only overhead|accuracy|held]
-        [--tasks 20000] [--depth N] [--rounds 3] [--rate-seconds 15] [--no-write]
+        [--tasks 20000] [--depth N] [--rounds 3] [--rate-seconds 15] [--held-timeout 20]
+        [--no-write]
 
 PostgreSQL: database ``roadie_bench_i29`` on 127.0.0.1:5432 (user postgres), dropped and
 created again for each case; set ROADIE_BENCH_I29_PG to another server's URL.
@@ -127,9 +133,10 @@ EXECUTORS: dict[str, type[roadie.Executor]] = {
 
 class Database:
     """A fresh database for ``backend`` (PostgreSQL: dropped and created again) with an app
-    whose executors are the bench's."""
+    that has the bench's ``executors`` registered (only those a case needs: an executor with
+    a limit that the worker has changes how it claims every task)."""
 
-    def __init__(self, backend: str, name: str = "") -> None:
+    def __init__(self, backend: str, executors: Sequence[str], name: str = "") -> None:
         self.backend = backend
         self._tmp = tempfile.TemporaryDirectory(prefix="roadie-bench-i29-",
                                                 ignore_cleanup_errors=True)
@@ -148,8 +155,8 @@ class Database:
                 hide_password=False)
         self.app = roadie.Roadie(self.url, data_dir=self._tmp.name)
         self.app.upgrade_schema()
-        for qualified, executor in EXECUTORS.items():
-            self.app.plugins.register_executor(qualified, executor)
+        for qualified in executors:
+            self.app.plugins.register_executor(qualified, EXECUTORS[qualified])
 
     def analyze(self) -> None:
         """Fresh planner statistics after a fill (PostgreSQL; SQLite has none by default)."""
@@ -284,7 +291,7 @@ def probe_rate_window(backend: str) -> tuple[int, list[str]]:
     warning, or after 60 s)."""
     notes = []
     for count in RATE_COUNTS:
-        db = Database(backend)
+        db = Database(backend, [f"bench:rate-{count}"])
         try:
             db.app.add_task(f"bench:rate-{count}", {})
             result = drain_until_idle(db.app, 2, 60, stop_on_warning=True)
@@ -304,11 +311,11 @@ def probe_rate_window(backend: str) -> tuple[int, list[str]]:
 
 def overhead_case(backend: str, case: str, n: int, rate_count: int, timeout: float,
                   rate_seconds: float) -> Run:
-    db = Database(backend)
+    executor = {"max_running": "bench:limited",
+                "rate_limit": f"bench:rate-{rate_count}"}.get(case, "bench:noop")
+    db = Database(backend, [executor, "bench:other"] if case == "paused" else [executor])
     try:
         app = db.app
-        executor = {"max_running": "bench:limited",
-                    "rate_limit": f"bench:rate-{rate_count}"}.get(case, "bench:noop")
         if case == "paused":
             app.add_tasks([{"executor": "bench:other", "context": {}}] * PAUSED_WAITING)
             app.pause_executor("bench:other")
@@ -450,9 +457,9 @@ def start_times(db: Database, executor: str) -> list[dt.datetime]:
 
 
 def measure_accuracy(backend: str, rate: int, n: int) -> Accuracy:
-    db = Database(backend)
+    executor = f"bench:rate-{rate}"
+    db = Database(backend, [executor])
     try:
-        executor = f"bench:rate-{rate}"
         db.app.add_tasks([{"executor": executor, "context": {}}] * n)
         at_start = load()
         drain = drain_until_idle(db.app, ACCURACY_THREADS, 120)
@@ -502,7 +509,7 @@ def measure_accuracy_processes(backend: str, n: int) -> Accuracy:
         executor = make_plugin(site)
         sys.path.insert(0, site_dir)
         try:
-            db = Database(backend)
+            db = Database(backend, [])  # the plugin's executor is found on the path
             try:
                 db.app.add_tasks([{"executor": executor, "context": {}}] * n)
                 env = {**os.environ, "ROADIE_DATA_DIR": db._tmp.name,
@@ -535,7 +542,7 @@ def print_accuracy(a: Accuracy) -> None:
 def plain_reference(backend: str, n: int) -> float:
     """The start rate of ``n`` plain no-ops with the accuracy runs' worker (``started_at``,
     first to last): what the drain allows without a rate."""
-    db = Database(backend)
+    db = Database(backend, ["bench:noop"])
     try:
         db.app.add_tasks([{"executor": "bench:noop", "context": {}}] * n)
         drain_until_idle(db.app, ACCURACY_THREADS, 120)
@@ -582,23 +589,32 @@ the tasks'). For comparison, the same drain without a rate:"""
 
 # -- 3. held backlog ----------------------------------------------------------------------
 
-HELD_KINDS = ("limit", "rate", "paused")
+HELD_KINDS = ("limit", "rate", "paused", "paused-limit")
+HELD_EXECUTOR = {"limit": "bench:hold", "rate": "bench:hourly", "paused": "bench:paused",
+                 "paused-limit": "bench:paused"}
+# the executors of each kind's worker (its empty-queue twin has the same): paused-limit is
+# paused with an executor with a limit installed too (none of its tasks exist)
+HELD_EXECUTORS = {"limit": ["bench:tick", "bench:hold"], "rate": ["bench:tick", "bench:hourly"],
+                  "paused": ["bench:tick", "bench:paused"],
+                  "paused-limit": ["bench:tick", "bench:paused", "bench:limited"]}
 
 
 class HeldRun:
-    """A database where ``depth`` tasks wait that the drain must leave alone (``kind``:
-    limit, rate, paused; none: an empty queue), and drains of ``n`` no-ops over it."""
+    """A database where ``depth`` tasks of ``kind`` wait that the drain must leave alone
+    (``empty``: none, an empty queue with the same executors), and drains of ``n`` no-ops
+    over it, each stopped after ``timeout`` seconds (its rate then of the no-ops run)."""
 
-    def __init__(self, backend: str, kind: str, depth: int, n: int, name: str) -> None:
-        self.kind, self.n = kind, n
-        self.db = Database(backend, name)
+    def __init__(self, backend: str, kind: str, depth: int, n: int, name: str,
+                 timeout: float, empty: bool = False) -> None:
+        self.kind, self.n, self.timeout = ("none" if empty else kind), n, timeout
+        self.stopped = 0  # drains stopped by the timeout
+        self.db = Database(backend, HELD_EXECUTORS[kind], name)
         self.fill_seconds = 0.0
         app = self.db.app
-        executor = {"limit": "bench:hold", "rate": "bench:hourly",
-                    "paused": "bench:paused"}.get(kind)
-        if executor is None:
+        executor = HELD_EXECUTOR[kind]
+        if empty:
             return
-        if kind == "paused":
+        if kind.startswith("paused"):
             app.pause_executor(executor)
         started = time.perf_counter()
         seeded = min(depth, SEED)
@@ -628,8 +644,15 @@ class HeldRun:
         started = time.perf_counter()
         runner = BackgroundWorker(self.db.app, concurrency=3 if holding else 2).start()
         try:
-            wait(lambda: Tick.count >= self.n, "the drain", timeout=1800)
-            rate = self.n / (time.perf_counter() - started)
+            deadline = time.monotonic() + self.timeout
+            while Tick.count < self.n and time.monotonic() < deadline:
+                time.sleep(0.01)
+            ran = min(Tick.count, self.n)
+            rate = ran / (time.perf_counter() - started)
+            if ran < self.n:
+                self.stopped += 1
+                print(f"  (a drain stopped after {self.timeout:.0f} s: {ran:,} of "
+                      f"{self.n:,})", flush=True)
             if holding and self.db.counts("bench:hold").get("IN_PROGRESS", 0) != 1:
                 sys.exit(f"the held slot was not held: {self.db.counts('bench:hold')}")
         finally:
@@ -668,33 +691,37 @@ def wait(condition: Callable[[], bool], what: str, timeout: float = 120.0) -> No
         time.sleep(0.01)
 
 
-def held_report(backend: str, n: int, depth: int, rounds: int) -> list[list[str]]:
+def held_report(backend: str, n: int, depth: int, rounds: int,
+                timeout: float) -> list[list[str]]:
     rows = []
-    base = HeldRun(backend, "none", 0, n, "base")
-    try:
-        for kind in HELD_KINDS:
-            deep = HeldRun(backend, kind, depth, n, "deep")
-            try:
-                empty_rates, deep_rates = [], []
-                for _ in range(rounds):
-                    empty_rates.append(base.drain())
-                    deep_rates.append(deep.drain())
-            finally:
-                deep.close()
-            empty, held = statistics.median(empty_rates), statistics.median(deep_rates)
-            pairs = sorted(d / e for d, e in zip(deep_rates, empty_rates, strict=True))
-            print(f"  {backend}: {depth:,} held ({kind}): drain {held:,.0f}/s vs empty "
-                  f"{empty:,.0f}/s ({held / empty:.2f}x; pairs {pairs[0]:.2f}-"
-                  f"{pairs[-1]:.2f}), load {load():.1f}", flush=True)
-            what = {"limit": "behind max_running = 1 (slot held)",
-                    "rate": "behind Rate(1, per=3600) (spent)",
-                    "paused": "of a paused executor"}[kind]
-            rows.append([backend, what, f"{depth:,}", f"{deep.fill_seconds:.0f} s",
-                         f"{held:,.0f}/s", f"{empty:,.0f}/s", f"{held / empty:.2f}x",
-                         f"{pairs[0]:.2f}-{pairs[-1]:.2f}",
-                         "met" if held / empty >= 0.9 else "**missed**", f"{load():.1f}"])
-    finally:
-        base.close()
+    for kind in HELD_KINDS:
+        base = HeldRun(backend, kind, 0, n, "base", timeout, empty=True)
+        deep = HeldRun(backend, kind, depth, n, "deep", timeout)
+        try:
+            empty_rates, deep_rates = [], []
+            for _ in range(rounds):
+                empty_rates.append(base.drain())
+                deep_rates.append(deep.drain())
+        finally:
+            deep.close()
+            base.close()
+        empty, held = statistics.median(empty_rates), statistics.median(deep_rates)
+        pairs = sorted(d / e for d, e in zip(deep_rates, empty_rates, strict=True))
+        print(f"  {backend}: {depth:,} held ({kind}): drain {held:,.0f}/s vs empty "
+              f"{empty:,.0f}/s ({held / empty:.2f}x; pairs {pairs[0]:.2f}-"
+              f"{pairs[-1]:.2f}), load {load():.1f}", flush=True)
+        what = {"limit": "behind max_running = 1 (slot held)",
+                "rate": "behind Rate(1, per=3600) (spent)",
+                "paused": "of a paused executor",
+                "paused-limit": "of a paused executor; the worker also has an "
+                                "executor with max_running"}[kind]
+        if deep.stopped or base.stopped:
+            what += (f" *({deep.stopped + base.stopped} of {2 * rounds} drains stopped "
+                     f"after {timeout:.0f} s)*")
+        rows.append([backend, what, f"{depth:,}", f"{deep.fill_seconds:.0f} s",
+                     f"{held:,.0f}/s", f"{empty:,.0f}/s", f"{held / empty:.2f}x",
+                     f"{pairs[0]:.2f}-{pairs[-1]:.2f}",
+                     "met" if held / empty >= 0.9 else "**missed**", f"{load():.1f}"])
     return rows
 
 
@@ -707,12 +734,15 @@ tasks are all of one executor:
 `max_running = 1` (added while no worker ran: one head, the rest parked; the draining worker
 claims the head first and runs it until the drain ends, with a third thread for it),
 `Rate(1, per=3600)` (one task started before the drains: the next head waits an hour, the
-rest are parked), or paused before the fill. Then {r} times, in turn, a drain of an empty
-queue (a second database, kept for the run) and a drain of this one: each adds {n:,}
-counting no-ops in chunks of 1,000, then a `BackgroundWorker` with 2 threads runs them
-(rate from its start to the last no-op run). Ratio of the medians (target >= 0.9); the pairs
-column gives the lowest and highest ratio of one drain to the empty drain just before it.
-`load`: the 1-minute load average after the row."""
+rest are parked), or paused before the fill. The worker has the counting no-op and that
+executor registered, nothing else (in the last row also an executor with `max_running`,
+without tasks). Then {r} times, in turn, a drain of an empty queue (a second database with
+the same executors, kept for the kind) and a drain of this one: each adds {n:,} counting
+no-ops in chunks of 1,000, then a `BackgroundWorker` with 2 threads runs them (rate from its
+start to the last no-op run; a drain still running after {timeout:.0f} s, `--held-timeout`,
+is stopped and its rate is of the no-ops it ran). Ratio of the medians (target >= 0.9); the
+pairs column gives the lowest and highest ratio of one drain to the empty drain just before
+it. `load`: the 1-minute load average after the row."""
 
 
 # -- main ---------------------------------------------------------------------------------
@@ -731,6 +761,8 @@ def main() -> None:
                         help="stop the drain of the overhead's rate case after this long")
     parser.add_argument("--case-timeout", type=float, default=120.0,
                         help="stop any other overhead drain after this many seconds")
+    parser.add_argument("--held-timeout", type=float, default=20.0,
+                        help="stop a drain of the held part after this many seconds")
     parser.add_argument("--no-processes", action="store_true",
                         help="skip the accuracy run across worker processes")
     parser.add_argument("--no-write", action="store_true", help="print only, keep RESULTS.md")
@@ -761,13 +793,14 @@ def main() -> None:
         for backend in backends:
             depth = args.depth or DEPTH[backend]
             print(f"{backend}: {depth:,} held tasks, drains of {args.tasks:,}", flush=True)
-            rows += held_report(backend, args.tasks, depth, args.rounds)
+            rows += held_report(backend, args.tasks, depth, args.rounds, args.held_timeout)
         text = table(["backend", "waiting tasks", "how many", "fill", f"drain of "
                       f"{args.tasks:,} (median of {args.rounds})", "empty queue, same run",
                       "ratio", "ratio of each pair", "ratio >= 0.9", "load"], rows)
         sections.append(("Flow control: a held backlog costs other work nothing",
                          text + HELD_NOTES.format(r=args.rounds, n=args.tasks, seed=SEED,
-                                                   chunk=FILL_CHUNK)))
+                                                   chunk=FILL_CHUNK,
+                                                   timeout=args.held_timeout)))
     for name, text in sections:
         print(f"\n{name}\n\n{text}")
         if not args.no_write:
