@@ -202,10 +202,8 @@ def _insert_rate_slots(self: Store, conn: Connection, key: str, count: int) -> N
     else:
         from sqlalchemy.dialects.sqlite import insert
     long_ago = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-    conn.execute(insert(models.rate_slots)
-                 .values([{"key": key, "slot": s, "taken_at": long_ago}
-                          for s in range(count)])
-                 .on_conflict_do_nothing(index_elements=["key", "slot"]))
+    conn.execute(insert(models.rate_slots).on_conflict_do_nothing(index_elements=["key", "slot"]),
+                 [{"key": key, "slot": s, "taken_at": long_ago} for s in range(count)])
 
 
 def key_state(self: Store, key: str) -> tuple[list[int], list[int]]:
