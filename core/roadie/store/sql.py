@@ -359,12 +359,19 @@ PG_SETTLE_CLAIM = """c AS (
     SET status = 1, node = %(node)s, heartbeat_at = %(now)s,
         started_at = CASE WHEN c.start_now THEN {started} END,
         attempts = t.attempts + 1, updated_at = %(now)s, status_message = ''
-    FROM c
+    FROM {claimed} AS c
     WHERE t.id = c.id
-      AND ((c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])){took})
     RETURNING t.*
 ),
 """
+
+# The candidates the round claims: those without an isolation key (PG_CLAIMED), and with slots
+# those that took one (PG_CLAIMED_SLOTS)
+PG_CLAIMED = """(SELECT * FROM c
+     WHERE c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[]))"""
+PG_CLAIMED_SLOTS = """(SELECT * FROM c
+     WHERE (c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[]))
+        OR c.id IN (SELECT task_id FROM took))"""
 
 # Slots: the candidates of executors with a limit (``%(slot_executors)s``, with their slots per
 # key ``%(slot_counts)s``) take free slots of their keys (``took``), the best candidate of a key
@@ -452,7 +459,9 @@ def pg_settle_sql(record: bool, claim_sync: bool, claim_async: bool, due: bool,
             branches="\n    UNION ALL\n".join(branches),
             slots=PG_SETTLE_SLOTS if slots else "",
             started="clock_timestamp()" if slots else "%(now)s::timestamptz",
-            took=" OR t.id IN (SELECT task_id FROM took)" if slots else "")
+            # which candidates are claimed: a condition on the few candidates (as a
+            # condition on the table's rows, the OR could be planned as a scan of them all)
+            claimed=PG_CLAIMED_SLOTS if slots else PG_CLAIMED)
     changed = (["SELECT id FROM done"] if record else []) + (
         ["SELECT id FROM u"] if claim else [])
     done_columns = ", ".join(c if c in DONE_CHANGED else f"NULL AS {c}"
