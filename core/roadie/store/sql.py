@@ -354,17 +354,16 @@ PG_SETTLE_CLAIM = """c AS (
 {branches}
 ),
 
-{slots}u AS (
+u AS (
     UPDATE roadie_tasks AS t
     SET status = 1, node = %(node)s, heartbeat_at = %(now)s,
-        started_at = CASE WHEN c.start_now THEN {started} END,
+        started_at = CASE WHEN c.start_now THEN %(now)s::timestamptz END,
         attempts = t.attempts + 1, updated_at = %(now)s, status_message = ''
     FROM c
-    WHERE t.id = c.id
-      AND ((c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])){took})
+    WHERE t.id = c.id AND c.isolation_key IS NULL AND c.executor <> ALL(%(isolated)s::text[])
     RETURNING t.*
 ),
-"""
+{slots}"""
 
 # Slots: the candidates of executors with a limit (``%(slot_executors)s``, with their slots per
 # key ``%(slot_counts)s``) take free slots of their keys (``took``), the best candidate of a key
@@ -390,6 +389,16 @@ took AS (
     INSERT INTO roadie_locks (key, slot, task_id, node, acquired_at)
     SELECT k.key, free.slot, k.id, %(node)s, %(now)s FROM k JOIN free USING (key, n)
     ON CONFLICT DO NOTHING RETURNING task_id
+),
+us AS (
+    -- each by primary key (= ANY(ARRAY(...))): as a join, a plan could scan every task
+    UPDATE roadie_tasks AS t
+    SET status = 1, node = %(node)s, heartbeat_at = %(now)s,
+        started_at = CASE WHEN (SELECT c.start_now FROM c WHERE c.id = t.id)
+                          THEN clock_timestamp() END,
+        attempts = t.attempts + 1, updated_at = %(now)s, status_message = ''
+    WHERE t.id = ANY(ARRAY(SELECT task_id FROM took))
+    RETURNING t.*
 ),
 """
 
@@ -450,15 +459,18 @@ def pg_settle_sql(record: bool, claim_sync: bool, claim_async: bool, due: bool,
     if claim:
         ctes += PG_SETTLE_CLAIM.format(
             branches="\n    UNION ALL\n".join(branches),
-            slots=PG_SETTLE_SLOTS if slots else "",
-            started="clock_timestamp()" if slots else "%(now)s::timestamptz",
-            took=" OR t.id IN (SELECT task_id FROM took)" if slots else "")
+            slots=PG_SETTLE_SLOTS if slots else "")
+    slotted = slots and claim  # claimed tasks come from ``u`` and, with slots, ``us``
     changed = (["SELECT id FROM done"] if record else []) + (
-        ["SELECT id FROM u"] if claim else [])
+        ["SELECT id FROM u"] if claim else []) + (["SELECT id FROM us"] if slotted else [])
     done_columns = ", ".join(c if c in DONE_CHANGED else f"NULL AS {c}"
                              for c in known) if known else "done.*"
+    keyed_row = PG_SETTLE_KEYED_ROW.replace(
+        "(SELECT id FROM u)", "(SELECT id FROM u UNION ALL SELECT id FROM us)"
+    ) if slotted else PG_SETTLE_KEYED_ROW
     rows = ([PG_SETTLE_DONE_ROWS.format(columns=done_columns)] if record else []) + (
-        [PG_SETTLE_CLAIMED_ROWS, PG_SETTLE_KEYED_ROW] if claim else [])
+        [PG_SETTLE_CLAIMED_ROWS, keyed_row] if claim else []) + (
+        ["SELECT 'claimed' AS kind, us.* FROM us"] if slotted else [])
     assert rows, "a settle statement records or claims"
     sql = PG_SETTLE.format(ctes=ctes, changed=" UNION ALL ".join(changed),
                            rows=" UNION ALL ".join(rows), woken=PG_SETTLE_WOKEN if due else "")
