@@ -19,6 +19,11 @@ class SchemaOutdatedError(DatabaseError):
     """The database schema is older than the code: run ``roadie db upgrade``."""
 
 
+class TransactionError(RoadieError, ValueError):
+    """``connection=`` cannot take the task: not a connection roadie knows, on another
+    database than the app's, or in autocommit mode (no transaction to join)."""
+
+
 class TaskNotFound(RoadieError, LookupError):
     """No task has the given id."""
 

@@ -51,6 +51,8 @@ class Database:
         self._listener_lock = threading.Lock()
         self._sessions: dict[str, Connection] = {}  # see _own_session
         self._session_locks = {name: threading.Lock() for name in ("settle", "add")}
+        self._lent_engines: dict[tuple[str, bool], Any] = {}  # caller.py: callers' connections
+        self._identity: tuple[Any, ...] | None = None  # caller.py: which database this is
 
     def listen(self) -> Hub:
         """The hub where this database's changes are announced (starts the PostgreSQL
@@ -181,7 +183,11 @@ class Database:
         """A writing transaction (``BEGIN IMMEDIATE`` on SQLite). Notifications queued with
         ``notify`` are sent with the commit."""
         if self._bound is not None and self._bound.in_transaction():
-            yield self._bound  # joins the transaction around it
+            if "roadie_pending" in self._bound.info:
+                yield self._bound  # joins the transaction around it, which sends them
+            else:
+                with self._caller_write() as conn:
+                    yield conn
             return
         pending: dict[str, list[str]] = {}
         try:
@@ -200,6 +206,25 @@ class Database:
         if pending and not self.is_postgres:  # committed: tell this process's listeners
             for channel, payloads in pending.items():
                 self.hub.publish(channel, _join_payloads(payloads))
+
+    @contextmanager
+    def _caller_write(self) -> Iterator[Connection]:
+        """A write inside the caller's transaction (``caller.joined``): nothing commits here.
+        On PostgreSQL its NOTIFY goes with the caller's commit (NOTIFY is transactional); on
+        SQLite, where nothing tells roadie of the commit, workers find the task at their
+        next poll (``sqlite_poll_interval``)."""
+        conn = self._bound
+        assert conn is not None
+        pending: dict[str, list[str]] = {}
+        conn.info["roadie_pending"] = pending
+        try:
+            yield conn
+            if pending and self.is_postgres:
+                self._send_notifications(conn, pending)
+        except sa.exc.OperationalError as exc:
+            raise self._database_error(exc) from exc
+        finally:
+            conn.info.pop("roadie_pending", None)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
