@@ -351,3 +351,19 @@ def test_an_async_connection_given_to_the_sync_call_says_what_to_do(
             await engine.dispose()
 
     asyncio.run(scenario())
+
+
+def test_a_large_batch_in_a_transaction_goes_in_whole_or_not_at_all(app: roadie.Roadie) -> None:
+    """The bulk path (COPY on PostgreSQL) on the caller's connection, SQLAlchemy's or psycopg's."""
+    raw = raw_connection(app)
+    try:
+        app.add_tasks([("tests:tracked", {"n": i}) for i in range(300)], connection=raw)
+        raw.rollback()
+        assert app.list_tasks() == []
+        added = app.add_tasks([("tests:tracked", {"n": i}) for i in range(300)],
+                              connection=raw)
+        raw.commit()
+    finally:
+        raw.close()
+    assert [t.context["n"] for t in added] == list(range(300))
+    assert sorted(t.id for t in app.list_tasks(limit=None)) == sorted(t.id for t in added)

@@ -251,8 +251,9 @@ def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]]) -> l
         start = int(conn.execute(sa.select(sa.func.max(T.c.id))).scalar() or 0)
         ids = range(start + 1, start + 1 + count)
     plugins = plugins_texts(rows)  # as JSON text, each distinct map dumped once
-    if self.is_postgres and self._bound is None:
-        # plugins goes first; the other columns as the rows hold them
+    if self.is_postgres and not conn.dialect.is_async:
+        # plugins goes first; the other columns as the rows hold them (also on a caller's
+        # connection: store/caller.py)
         columns = [c for c in rows[0] if c != "plugins"]
         values_of = operator.itemgetter(*columns)
         raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
@@ -263,7 +264,7 @@ def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]]) -> l
             copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
             for task_id, text, row in zip(ids, plugins, rows, strict=True):
                 copy.write_row((task_id, text, *values_of(row)))
-    elif self.is_postgres:  # a bound view (the async client): its driver takes the maps
+    elif self.is_postgres:  # an asyncio driver's connection (the async client) takes the maps
         conn.execute(T.insert(), [{**row, "id": task_id}
                                   for task_id, row in zip(ids, rows, strict=True)])
     else:  # SQLite keeps JSON as text: the texts go in as they are
