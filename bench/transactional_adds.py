@@ -137,7 +137,7 @@ def main() -> None:
     for (kind, name), found in rates.items():
         unit = "adds/s" if kind == "one at a time" else "tasks/s"
         rows.append([kind, name, f"{statistics.median(found):,.0f} {unit}",
-                     f"{min(found):,.0f}–{max(found):,.0f}",
+                     f"{min(found):,.0f} to {max(found):,.0f}",
                      f"{statistics.median(ratios[kind, name]):.2f}x"])
     text = "\n".join([
         f"PostgreSQL, one thread, no worker running; {options.singles:,} single adds and "
