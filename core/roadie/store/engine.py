@@ -249,6 +249,15 @@ class Database:
             )
         return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
 
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT into ``table`` in this database's dialect: one that takes
+        ``on_conflict_do_nothing`` and ``on_conflict_do_update``."""
+        if self.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        return insert(table)
+
     def notify(self, conn: Connection, channel: str, payload: str) -> None:
         """Announce a change once the transaction commits. On PostgreSQL NOTIFY reaches every
         process; on SQLite only this process's hub hears it, and other processes poll.

@@ -185,13 +185,8 @@ def _insert_unique(self: Store, conn: Connection, rows: list[dict[str, Any]],
     """Insert task rows some of which have a unique key (distinct ones); None for a row whose
     key an open task of its executor has. The database decides (a concurrent add waits for
     the other to commit), in one statement for the keyed rows however many they are."""
-    insert: Any
-    if self.is_postgres:
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     keyed = [row for row in rows if row["unique_key"] is not None]
-    statement = (insert(T).on_conflict_do_nothing(index_elements=["executor", "unique_key"],
+    statement = (self.insert(T).on_conflict_do_nothing(index_elements=["executor", "unique_key"],
                                                   index_where=sa.text(models.UNIQUE_OPEN))
                  .returning(*T.c))
     stored = {(r.executor, r.unique_key): task_record(r, decoder)
