@@ -12,7 +12,10 @@ class ConfigurationError(RoadieError):
 
 
 class DatabaseError(RoadieError):
-    """The database cannot be reached, or its schema does not match the code."""
+    """The database cannot be reached, or its schema does not match the code, or it refused a
+    statement (``unreachable`` is False then: retrying the same call will not help)."""
+
+    unreachable = True
 
 
 class SchemaOutdatedError(DatabaseError):

@@ -247,7 +247,12 @@ class Database:
             return SchemaOutdatedError(
                 f"database {self.safe_url} has no roadie schema; run `roadie db upgrade`"
             )
-        return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
+        if _unreachable(exc):
+            return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
+        error = DatabaseError(f"database {self.safe_url} refused a statement of roadie: {reason}"
+                              " (a bug of roadie or of the schema: please report it)")
+        error.unreachable = False
+        return error
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT into ``table`` in this database's dialect: one that takes
@@ -372,6 +377,27 @@ def driver_tuples(conn: Connection, sql: str, params: Any
         raise sa.exc.DBAPIError.instance(sql, params, exc, errors) from exc
     finally:
         cursor.close()
+
+
+# SQLite's errors of the database itself rather than of one statement (a busy database is
+# waited for: it passes)
+_SQLITE_UNREACHABLE = ("unable to open", "disk i/o", "locked", "busy", "readonly",
+                       "malformed", "not a database", "full")
+
+
+def _unreachable(exc: sa.exc.OperationalError) -> bool:
+    """Whether an OperationalError means the database cannot be used now (down, disconnected,
+    locked, its file unreadable), not that it refused one statement (SQLite's "too many SQL
+    variables")."""
+    if exc.connection_invalidated or exc.orig is None:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:  # PostgreSQL: connection (08), shutdown (57P), resources (53)
+        return sqlstate.startswith(("08", "57P", "53"))
+    if type(exc.orig).__module__.startswith("psycopg"):
+        return True  # no SQLSTATE: the client side of a connection failed
+    reason = str(exc.orig).lower()
+    return any(word in reason for word in _SQLITE_UNREACHABLE)
 
 
 def _join_payloads(payloads: list[str]) -> str:
