@@ -75,8 +75,7 @@ class Database:
         if self.is_postgres and self.can_listen:
             with self._listener_lock:
                 if self._listener is None:
-                    conninfo = self.listen_url or self.engine.url.set(
-                        drivername="postgresql").render_as_string(hide_password=False)
+                    conninfo = self.listen_url or _conninfo(self.engine)
                     self._listener = PgListener(
                         conninfo, [CHANNEL_ADDED, CHANNEL_CHANGED, CHANNEL_CANCEL,
                                    CHANNEL_SCHEDULES], self.hub
@@ -445,7 +444,17 @@ def _listen_url(url: str) -> str:
         raise ConfigurationError(
             f"listen_url {parsed.render_as_string()!r} must be a PostgreSQL URL (a direct "
             "connection to the server, not through the pooler)")
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    return _conninfo(sa.create_engine(parsed.set(drivername="postgresql+psycopg")))
+
+
+def _conninfo(engine: Engine) -> str:
+    """libpq's connection string for ``engine``'s URL, as psycopg gets it from SQLAlchemy: a
+    multi-host URL (``?host=a:5432&host=b:5432&target_session_attrs=read-write``) keeps
+    every host."""
+    from psycopg.conninfo import make_conninfo
+
+    _, arguments = engine.dialect.create_connect_args(engine.url)
+    return make_conninfo(**{k: v for k, v in arguments.items() if isinstance(v, (str, int))})
 
 
 def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",
