@@ -9,6 +9,7 @@ import pytest
 import roadie
 from click.testing import CliRunner
 from roadie.cli import cli
+from roadie.testing import BackgroundWorker, wait_for
 
 
 @pytest.fixture
@@ -179,3 +180,39 @@ def test_executors_unknown_name_is_a_one_line_error(run, verb: str) -> None:
     assert result.output.count("\n") == 1
     assert result.output.startswith("error: no executor 'tests:nope'")
     assert "known: " in result.output and "Traceback" not in result.output
+
+
+def test_nodes_check_exits_0_only_while_the_named_node_heartbeats(
+        run, app: roadie.Roadie, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = run("nodes", "--check", "probe-me")
+    assert missing.exit_code == 1 and "no node named 'probe-me'" in missing.output
+    with BackgroundWorker(app, concurrency=1, name="probe-me"):
+        wait_for(lambda: app.list_nodes(name="probe-me"), message="the node")
+        alive = run("nodes", "--check", "probe-me")
+        assert alive.exit_code == 0, alive.output
+        assert "node 'probe-me' is alive" in alive.output
+        both = run("nodes", "--check", "probe-me", "--check", "other")
+        assert both.exit_code == 1 and "no node named 'other'" in both.output
+    stopped = run("nodes", "--check", "probe-me")
+    assert stopped.exit_code == 1 and "node 'probe-me' stopped at" in stopped.output
+    # a worker that no longer heartbeats (its interval is an hour): once its heartbeat is
+    # older than heartbeat_grace the node is dead, although it never stopped
+    quiet = roadie.Roadie(app.url, settings=app.settings, heartbeat_interval=3600)
+    monkeypatch.setenv("ROADIE_HEARTBEAT_GRACE", "0.5")
+    try:
+        with BackgroundWorker(quiet, concurrency=1, name="probe-me"):
+            wait_for(lambda: app.list_nodes(name="probe-me"), message="the new node")
+            dead = wait_for(lambda: (r := run("nodes", "--check", "probe-me")).exit_code and r,
+                            message="the check to fail")
+            assert "node 'probe-me' is dead: its last heartbeat is" in dead.output
+            assert "over heartbeat_grace (0.5 s)" in dead.output
+    finally:
+        quiet.close()
+
+
+def test_worker_name_from_the_environment(run, app: roadie.Roadie,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROADIE_NODE_NAME", "pod-7")
+    assert run("worker", "--until-idle").exit_code == 0
+    [node] = app.list_nodes(include_stopped=True, name="pod-7")
+    assert node.stopped_at is not None

@@ -351,9 +351,11 @@ class Roadie:
         self.get_task(task_id)
         return self.store.attempts_of(task_id)
 
-    def list_nodes(self, *, include_stopped: bool = False) -> list[NodeRecord]:
-        """The worker nodes registered in the database."""
-        return self.store.list_nodes(include_stopped=include_stopped)
+    def list_nodes(self, *, include_stopped: bool = False,
+                   name: str | None = None) -> list[NodeRecord]:
+        """The worker nodes registered in the database, newest first (only those named
+        ``name``, when given: a name is reused when a worker restarts with ``--name``)."""
+        return self.store.list_nodes(include_stopped=include_stopped, name=name)
 
     def waiting_reason(self, task: TaskRecord) -> str | None:
         """Why a waiting task is not running yet, or None when nothing stands in its way."""

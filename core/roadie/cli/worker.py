@@ -3,6 +3,7 @@ database knows)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import sys
 from collections.abc import Iterable
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
               help="Worker processes to start.")
 @click.option("--until-idle", is_flag=True, help="Stop once no task is waiting.")
 @click.option("--tag", "tags", multiple=True, help="A tag of this node (repeatable).")
-@click.option("--name", default=None, help="The node name (default host:pid).")
+@click.option("--name", default=None, envvar="ROADIE_NODE_NAME",
+              help="The node name (default host:pid; env ROADIE_NODE_NAME).")
 @click.option("--out-of-process", is_flag=True, envvar="ROADIE_OUT_OF_PROCESS",
               help="Run every executor in a host process (not only out_of_process ones).")
 @click.option("--async-concurrency", type=int, default=None,
@@ -107,12 +109,22 @@ def run_processes(url: str | None, processes: int, concurrency: int, until_idle:
 
 
 @click.command()
+@click.option("--check", "check", metavar="NAME", multiple=True,
+              help="Exit 0 if the newest node named NAME is alive, 1 if not (repeatable: "
+                   "all of them). For liveness probes.")
 @with_app
-def nodes(app: Roadie) -> None:
+def nodes(app: Roadie, check: tuple[str, ...] = ()) -> None:
     """Worker nodes registered in the database."""
     from roadie.store import utcnow
 
     now = utcnow()
+    if check:
+        problems = [problem for name in check if (problem := check_node(app, name, now))]
+        if problems:
+            for problem in problems:
+                click.echo(problem, err=True)
+            raise SystemExit(1)
+        return
     table = new_table("id", "name", "pid", "threads", "tags", "plugins", "heartbeat", "state")
     for node in app.list_nodes(include_stopped=True)[:50]:
         alive = node.is_alive(now, app.settings.heartbeat_grace)
@@ -124,3 +136,21 @@ def nodes(app: Roadie) -> None:
                       ", ".join(f"{k} {v}" for k, v in sorted(node.plugins.items())),
                       f"{age:.0f}s ago", state)
     console().print(table)
+
+
+def check_node(app: Roadie, name: str, now: dt.datetime) -> str | None:
+    """Why the newest node named ``name`` is not alive, or None (and a line on stdout) when
+    it is: its heartbeat is at most ``heartbeat_grace`` old and it has not stopped."""
+    found = app.list_nodes(include_stopped=True, name=name)
+    if not found:
+        return f"no node named {name!r}: its worker has not started (roadie nodes lists them)"
+    node = found[0]
+    age = (now - node.heartbeat_at).total_seconds()
+    grace = app.settings.heartbeat_grace
+    if node.stopped_at is not None:
+        return f"node {name!r} stopped at {node.stopped_at:%Y-%m-%d %H:%M:%S} UTC"
+    if not node.is_alive(now, grace):
+        return (f"node {name!r} is dead: its last heartbeat is {age:.0f} s old, over "
+                f"heartbeat_grace ({grace:g} s)")
+    click.echo(f"node {name!r} is alive: last heartbeat {age:.0f} s ago")
+    return None

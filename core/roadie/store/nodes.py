@@ -70,12 +70,15 @@ def stop_node(self: Store, node: str) -> None:
                      .values(stopped_at=utcnow()))
 
 
-def list_nodes(self: Store, *, include_stopped: bool = False) -> list[NodeRecord]:
-    """Registered nodes, newest first."""
+def list_nodes(self: Store, *, include_stopped: bool = False,
+               name: str | None = None) -> list[NodeRecord]:
+    """Registered nodes, newest first (only those named ``name``, when given)."""
     N = models.nodes
     query = sa.select(N).order_by(N.c.started_at.desc())
     if not include_stopped:
         query = query.where(N.c.stopped_at.is_(None))
+    if name is not None:
+        query = query.where(N.c.name == name)
     with self.read() as conn:
         return [
             NodeRecord(r.id, r.name, r.host, r.pid, r.concurrency, r.plugins or {},
