@@ -149,7 +149,8 @@ class Roadie:
         self.close()
 
     def upgrade_schema(self) -> None:
-        """Create or upgrade the database schema (``roadie db upgrade``)."""
+        """Create or upgrade the database schema (``roadie db upgrade``); a database that a
+        newer roadie upgraded is refused with ``SchemaNewerError``."""
         store = Store(self.url)
         try:
             store.upgrade()
