@@ -539,7 +539,7 @@ def _conninfo(engine: Engine) -> str:
     from psycopg.conninfo import make_conninfo
 
     _, arguments = engine.dialect.create_connect_args(engine.url)
-    return make_conninfo(**{k: v for k, v in arguments.items() if isinstance(v, (str, int))})
+    return make_conninfo("", **{k: v for k, v in arguments.items() if isinstance(v, (str, int))})
 
 
 def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",
