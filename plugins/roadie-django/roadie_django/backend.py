@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-from collections.abc import Iterable
 from typing import Any
 
 import roadie
@@ -112,7 +111,7 @@ class RoadieBackend(BaseTaskBackend):
                 f"roadie-django: enqueueing inside a transaction of database "
                 f"{self.database!r} needs a roadie with add_task(connection=); upgrade "
                 f"roadie, or enqueue outside transaction.atomic()")
-        return self.app.add_task(**arguments, connection=connection)
+        return self.app.add_task(**arguments | {"connection": connection})
 
     def _arguments(self, task: Task, args: Any, kwargs: Any) -> dict[str, Any]:
         """``add_task``'s arguments for an enqueue of ``task``."""
@@ -163,44 +162,18 @@ class RoadieBackend(BaseTaskBackend):
 
     # -- checks ------------------------------------------------------------------------------
 
-    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
-        """Django system checks: the database is one roadie can use and, when Django asks
-        about databases (``manage.py check --database``, ``migrate``), roadie's schema there
-        is current."""
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        """Django system checks: the database is one roadie can use (roadie's schema there is
+        checked by ``roadie_django.checks`` when Django asks about databases)."""
         try:
-            url = self.url
+            _ = self.url
         except ImproperlyConfigured as exc:
-            yield checks.Error(str(exc), obj=f"TASKS[{self.alias!r}]", id="roadie_django.E001")
-            return
-        databases = kwargs.get("databases")
-        if not databases or (self.database is not None and self.database not in databases):
-            return
-        yield from schema_messages(self.alias, url)
+            return [checks.Error(str(exc), obj=f"TASKS[{self.alias!r}]",
+                                 id="roadie_django.E001")]
+        return []
 
 
 def queue_tags(queue_name: str) -> list[str]:
     """roadie's tags of a Django queue: none for ``"default"`` (every worker runs it),
     ``queue:NAME`` otherwise (workers started with ``--tag queue:NAME`` run it)."""
     return [] if queue_name == DEFAULT_TASK_QUEUE_NAME else [f"{QUEUE_TAG}{queue_name}"]
-
-
-def schema_messages(alias: str, url: str) -> list[checks.CheckMessage]:
-    """Warnings when roadie's schema at ``url`` is missing or old, or the database cannot be
-    reached (SQLite needs none: roadie upgrades a SQLite file itself)."""
-    if url.startswith("sqlite"):
-        return []
-    probe = roadie.Roadie(url, auto_upgrade=False, entry_points=False)
-    try:
-        probe.store  # noqa: B018 - connects and checks the schema
-    except roadie.SchemaOutdatedError as exc:
-        return [checks.Warning(
-            f"{exc}", hint=f"run `python manage.py roadie --backend {alias} db upgrade` (or "
-            f"`roadie db upgrade` with ROADIE_URL set to this database)",
-            obj=f"TASKS[{alias!r}]", id="roadie_django.W001")]
-    except roadie.DatabaseError as exc:
-        return [checks.Warning(
-            f"cannot check roadie's schema: {exc}", obj=f"TASKS[{alias!r}]",
-            id="roadie_django.W002")]
-    finally:
-        probe.close()
-    return []

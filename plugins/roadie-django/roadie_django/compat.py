@@ -53,16 +53,18 @@ if TYPE_CHECKING:  # the types of the backport, which ships them (Django 6's are
         DEFAULT_TASK_QUEUE_NAME,
         TaskContext,
         TaskResult,
-        TaskResultStatus,
         default_task_backend,
         task_backends,
     )
+    from django_tasks import TaskResultStatus as _TaskResultStatus
     from django_tasks.backends.base import BaseTaskBackend
     from django_tasks.base import Task, TaskError
     from django_tasks.exceptions import InvalidTaskError as InvalidTask
     from django_tasks.exceptions import TaskResultDoesNotExist
     from django_tasks.signals import task_enqueued, task_finished, task_started
     from django_tasks.utils import normalize_json
+
+    TaskResultStatus: Any = _TaskResultStatus  # TextChoices: its members are typed as tuples
 else:
     _tasks = _package()
     SOURCE = _tasks.__name__  # "django.tasks" or "django_tasks"

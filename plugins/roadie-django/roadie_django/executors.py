@@ -33,7 +33,7 @@ class AsyncDjangoTask(roadie.Executor):
     """Runs a Django ``@task`` coroutine function on the worker's event loop (cancelled at
     any ``await`` by ``roadie cancel``); otherwise as ``DjangoTask``."""
 
-    async def execute(self, task: roadie.RunningTask) -> roadie.Result:
+    async def execute(self, task: roadie.RunningTask) -> roadie.Result:  # type: ignore[override]
         """Await the task function."""
         from roadie_django.runtime import run_async
 

@@ -109,7 +109,7 @@ def read_result(app: roadie.Roadie, result_id: Any) -> TaskResult:
         nodes.append(record.node)
     starts = [a.started_at for a in attempts if a.started_at] + (
         [record.started_at] if record.started_at else [])
-    result = TaskResult(
+    result: TaskResult = TaskResult(
         task=task,
         id=str(task_id),
         status=STATUSES[record.status],

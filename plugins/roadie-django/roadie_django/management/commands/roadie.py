@@ -15,7 +15,7 @@ class Command(BaseCommand):
     help = ("Run a roadie command on the database of a TASKS backend: `roadie worker`, "
             "`roadie db upgrade`, `roadie list`, `roadie web`, ... (`roadie --help` lists "
             "them). Give Django's options before the roadie command.")
-    requires_system_checks: list[str] = []  # type: ignore[assignment]
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         """``--backend ALIAS`` and the roadie command with its arguments."""
