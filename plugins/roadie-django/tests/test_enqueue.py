@@ -161,3 +161,17 @@ def test_an_in_memory_database_is_a_check_error() -> None:
     (error,) = backend.check()
     assert error.id == "roadie_django.E001"
     assert "in-memory SQLite database" in error.msg and "'memory'" in error.msg
+
+
+def test_without_use_tz_times_are_naive_local_times(alias: str) -> None:
+    from django.test import override_settings
+    from django.utils import timezone
+
+    with override_settings(USE_TZ=False, TIME_ZONE="Europe/Berlin"):
+        due = timezone.now().astimezone(dt.timezone.utc) + dt.timedelta(hours=2)
+        local = timezone.make_naive(due)  # what Django gives without USE_TZ
+        result = add.using(backend=alias, run_after=local).enqueue(1, 1)
+        got = task_backends[alias].get_result(result.id)
+    assert timezone.is_naive(result.enqueued_at) and timezone.is_naive(got.enqueued_at)
+    assert got.enqueued_at == result.enqueued_at
+    assert task_backends[alias].app.get_task(int(result.id)).run_after == due
