@@ -179,3 +179,33 @@ def test_the_ending_hooks_see_each_task_as_stored(app: roadie.Roadie) -> None:
     assert stored[failing.id].status is Status.FAILED
     assert {task_id: ended.records.get(task_id) for task_id in stored} == stored
     assert ended.records[counting.id].result == 20
+
+
+def test_a_refused_statement_is_not_reported_as_an_outage(
+        caplog: pytest.LogCaptureFixture, tmp_path: object) -> None:
+    """SQLite's "too many columns" is the statement's fault, not the database's: the worker
+    logs it as an error (once per reminder period), never as "database unreachable"."""
+    import sqlalchemy as sa
+    from roadie.store import Store
+    from roadie.worker.outage import DatabaseOutage
+
+    store = Store(f"sqlite:///{tmp_path}/refused.db")
+    try:
+        with pytest.raises(roadie.DatabaseError) as refused, store.read() as conn:
+            conn.exec_driver_sql("SELECT " + ", ".join(["1"] * 40_000))
+    finally:
+        store.dispose()
+    assert not refused.value.unreachable and "refused a statement" in str(refused.value)
+    down = Store("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    try:
+        with pytest.raises(roadie.DatabaseError) as unreachable, down.read() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    finally:
+        down.dispose()
+    assert unreachable.value.unreachable
+    outage = DatabaseOutage(every=60, grace=30)
+    with caplog.at_level("WARNING", logger="roadie.worker"):
+        for _ in range(3):
+            outage.failed(refused.value)
+    assert [r.levelname for r in caplog.records] == ["ERROR"]
+    assert "unreachable" not in caplog.text and outage.since is None

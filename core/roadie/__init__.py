@@ -25,6 +25,7 @@ from roadie.errors import (
     ScheduleNotFound,
     SchemaOutdatedError,
     TaskNotFound,
+    TransactionError,
     TypeRegistrationError,
     UnknownExecutor,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "TaskNotFound",
     "TaskRecord",
     "TaskStatus",
+    "TransactionError",
     "TypeRegistrationError",
     "TypeRegistry",
     "UnknownExecutor",

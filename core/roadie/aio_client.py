@@ -117,19 +117,38 @@ class AsyncRoadie:
 
     # -- adding --------------------------------------------------------------------------
 
-    async def add_task(self, executor: str, context: Mapping[str, Any] | None = None,
-                       **options: Any) -> TaskRecord:
+    async def add_task(self, executor: str, context: Mapping[str, Any] | None = None, *,
+                       connection: Any = None, **options: Any) -> TaskRecord:
         """Store a new task (``Roadie.add_task``'s arguments: ``name``, ``owner``, ``group``,
         ``priority``, ``run_after``, ``delay``, ``tags``, ``timeout``, ``after``,
-        ``unique_key``: an open task of the executor with that key is returned instead)."""
+        ``unique_key``: an open task of the executor with that key is returned instead).
+        With ``connection`` (a SQLAlchemy ``AsyncConnection`` or ``AsyncSession``, or a
+        psycopg ``AsyncConnection``, on the app's database) it is written inside that
+        connection's transaction: workers see it once the caller commits."""
+        if connection is not None:
+            return await self.in_transaction(
+                connection, lambda app: app.add_task(executor, context, **options))
         return await self.call(lambda app: app.add_task(executor, context, **options))
 
     async def add_tasks(
-        self, tasks: Sequence[Mapping[str, Any] | tuple[str, Mapping[str, Any] | None]],
+        self, tasks: Sequence[Mapping[str, Any] | tuple[str, Mapping[str, Any] | None]], *,
+        connection: Any = None,
     ) -> list[TaskRecord]:
-        """Add many tasks in one transaction (``Roadie.add_tasks``)."""
+        """Add many tasks in one transaction (``Roadie.add_tasks``; ``connection`` as for
+        ``add_task``)."""
         items = list(tasks)
+        if connection is not None:
+            return await self.in_transaction(connection, lambda app: list(app.add_tasks(items)))
         return await self.call(lambda app: list(app.add_tasks(items)))
+
+    async def in_transaction(self, connection: Any, fn: Callable[[Roadie], T]) -> T:
+        """``fn(app)`` with every query of it inside the caller's transaction on
+        ``connection`` (``add_task``'s ``connection``): nothing commits, the caller does."""
+        store = await self._store()
+        if store._identity is None:
+            await asyncio.to_thread(store.identity)  # asked once, off the loop
+        async with store.joined_async(connection) as conn:
+            return await conn.run_sync(lambda sync: _joined_call(self.app, store, sync, fn))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -203,6 +222,12 @@ class AsyncRoadie:
                     await asyncio.wait_for(changed.wait(), wait)
         finally:
             hub.unsubscribe(token)
+
+
+def _joined_call(app: Roadie, store: Store, conn: sa.Connection,
+                 fn: Callable[[Roadie], T]) -> T:
+    with store.joined(conn) as view:
+        return fn(app._on_store(view))
 
 
 def _look(app: Roadie, watch: TaskWatch, interval: float

@@ -12,11 +12,19 @@ class ConfigurationError(RoadieError):
 
 
 class DatabaseError(RoadieError):
-    """The database cannot be reached, or its schema does not match the code."""
+    """The database cannot be reached, or its schema does not match the code, or it refused a
+    statement (``unreachable`` is False then: retrying the same call will not help)."""
+
+    unreachable = True
 
 
 class SchemaOutdatedError(DatabaseError):
     """The database schema is older than the code: run ``roadie db upgrade``."""
+
+
+class TransactionError(RoadieError, ValueError):
+    """``connection=`` cannot take the task: not a connection roadie knows, on another
+    database than the app's, or in autocommit mode (no transaction to join)."""
 
 
 class TaskNotFound(RoadieError, LookupError):

@@ -50,17 +50,31 @@ class UTCDateTime(sa.TypeDecorator[dt.datetime]):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "sqlite" and getattr(dialect, "native_datetime", False):
+            # a caller's sqlite3 connection (store/caller.py) may convert DATETIME columns
+            # itself (Django's does): the text goes as it is and either comes back
+            return dialect.type_descriptor(sa.String())
+        return dialect.type_descriptor(self.impl)
+
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: roadie stores timezone-aware UTC times")
         value = value.astimezone(dt.timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        if dialect.name != "sqlite":
+            return value
+        value = value.replace(tzinfo=None)
+        if getattr(dialect, "native_datetime", False):  # see load_dialect_impl
+            return value.isoformat(" ", "microseconds")  # the text SQLAlchemy keeps
+        return value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
             return None
+        if isinstance(value, str):  # SQLite without SQLAlchemy's conversion (caller.py)
+            value = dt.datetime.fromisoformat(value)
         if value.tzinfo is None:
             return value.replace(tzinfo=dt.timezone.utc)
         return value.astimezone(dt.timezone.utc)

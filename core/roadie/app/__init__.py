@@ -16,6 +16,7 @@ which the methods here call; every statement is in ``roadie.store``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import functools
@@ -180,6 +181,7 @@ class Roadie:
         timeout: float | None = None,
         after: Iterable[int] = (),
         unique_key: str | None = None,
+        connection: Any = None,
     ) -> TaskRecord:
         """Store a new task for ``executor`` (``"distribution:name"``) with its context map.
 
@@ -188,7 +190,16 @@ class Roadie:
         With ``after=[ids]`` it waits (NEW) until those tasks have all succeeded, and ends
         CANCELLED if one of them fails or is cancelled. With ``unique_key``, while a task of
         this executor with that key has not ended, that task is returned and none is added.
+        With ``connection`` (a SQLAlchemy ``Connection`` or ``Session``, a psycopg or sqlite3
+        connection, on the app's database) the task is written inside that connection's
+        transaction: workers see it once the caller commits, and a rollback leaves nothing.
         """
+        if connection is not None:
+            with self._in_transaction(connection) as app:
+                return app.add_task(executor, context, name=name, owner=owner, group=group,
+                                    priority=priority, run_after=run_after, delay=delay,
+                                    tags=tags, timeout=timeout, after=after,
+                                    unique_key=unique_key)
         spec = self._new_task(executor, context, {}, name=name, owner=owner, group=group,
                               priority=priority, run_after=run_after, delay=delay, tags=tags,
                               timeout=timeout, after=after, unique_key=unique_key)
@@ -200,7 +211,7 @@ class Roadie:
 
     def add_tasks(
         self, tasks: Iterable[Mapping[str, Any] | tuple[str, Mapping[str, Any] | None]], *,
-        chunk_size: int = ADD_CHUNK,
+        chunk_size: int = ADD_CHUNK, connection: Any = None,
     ) -> Sequence[TaskRecord]:
         """Add many tasks; each item holds ``add_task``'s arguments
         (``{"executor": ..., "context": ..., "name": ...}``) or is an
@@ -210,8 +221,22 @@ class Roadie:
         Any other iterable (a generator: millions of tasks) is read ``chunk_size`` items at a
         time, each chunk in its own transaction, in bounded memory; the tasks come back as a
         sequence that reads each record from the database when asked (it keeps only ids).
+        With ``connection`` (see ``add_task``) every chunk goes in the caller's transaction.
         """
+        if connection is not None:
+            with self._in_transaction(connection) as app:
+                added = adding.add_tasks(app, tasks, chunk_size=chunk_size)
+            if isinstance(added, adding.AddedTasks):  # read on the app's own connections
+                return adding.AddedTasks(self, added.ids)
+            return added
         return adding.add_tasks(self, tasks, chunk_size=chunk_size)
+
+    @contextlib.contextmanager
+    def _in_transaction(self, connection: Any) -> Iterator[Roadie]:
+        """This app with its statements inside the caller's transaction on ``connection``
+        (``connection=`` of the adding calls; ``store.caller``)."""
+        with self.store.joined(connection) as store:
+            yield self._on_store(store)
 
     def _insert_subtasks(self, parent: RunningTask, specs: Sequence[NewTask]
                          ) -> list[TaskRecord]:
@@ -428,6 +453,7 @@ class Roadie:
         jitter: float = 0.0,
         overlap: bool = True,
         replace: bool = False,
+        connection: Any = None,
         **task_options: Any,
     ) -> ScheduleInfo:
         """Add a schedule that makes an ``executor`` task at every slot: ``cron="0 3 * * *"``
@@ -437,10 +463,17 @@ class Roadie:
         missed while no worker ran; ``jitter`` delays each task by up to that many seconds;
         ``overlap=False`` skips a slot while the previous task has not ended. ``task_options``
         are ``add_task``'s ``name, owner, group, priority, tags, timeout``. Running workers
-        fire each slot exactly once between them. See docs/schedules.md.
+        fire each slot exactly once between them. With ``connection`` (see ``add_task``) the
+        schedule is written inside the caller's transaction. See docs/schedules.md.
         """
         from roadie import schedules
 
+        if connection is not None:
+            with self._in_transaction(connection) as app:
+                return app.add_schedule(
+                    name, executor, context, cron=cron, every=every, timezone=timezone,
+                    catch_up=catch_up, jitter=jitter, overlap=overlap, replace=replace,
+                    **task_options)
         return schedules.add_schedule(
             self, name, executor, context, cron=cron, every=every, timezone=timezone,
             catch_up=catch_up, jitter=jitter, overlap=overlap, replace=replace,

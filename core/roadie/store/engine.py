@@ -51,6 +51,8 @@ class Database:
         self._listener_lock = threading.Lock()
         self._sessions: dict[str, Connection] = {}  # see _own_session
         self._session_locks = {name: threading.Lock() for name in ("settle", "add")}
+        self._lent_engines: dict[tuple[str, bool], Any] = {}  # caller.py: callers' connections
+        self._identity: tuple[Any, ...] | None = None  # caller.py: which database this is
 
     def listen(self) -> Hub:
         """The hub where this database's changes are announced (starts the PostgreSQL
@@ -181,7 +183,11 @@ class Database:
         """A writing transaction (``BEGIN IMMEDIATE`` on SQLite). Notifications queued with
         ``notify`` are sent with the commit."""
         if self._bound is not None and self._bound.in_transaction():
-            yield self._bound  # joins the transaction around it
+            if "roadie_pending" in self._bound.info:
+                yield self._bound  # joins the transaction around it, which sends them
+            else:
+                with self._caller_write() as conn:
+                    yield conn
             return
         pending: dict[str, list[str]] = {}
         try:
@@ -200,6 +206,25 @@ class Database:
         if pending and not self.is_postgres:  # committed: tell this process's listeners
             for channel, payloads in pending.items():
                 self.hub.publish(channel, _join_payloads(payloads))
+
+    @contextmanager
+    def _caller_write(self) -> Iterator[Connection]:
+        """A write inside the caller's transaction (``caller.joined``): nothing commits here.
+        On PostgreSQL its NOTIFY goes with the caller's commit (NOTIFY is transactional); on
+        SQLite, where nothing tells roadie of the commit, workers find the task at their
+        next poll (``sqlite_poll_interval``)."""
+        conn = self._bound
+        assert conn is not None
+        pending: dict[str, list[str]] = {}
+        conn.info["roadie_pending"] = pending
+        try:
+            yield conn
+            if pending and self.is_postgres:
+                self._send_notifications(conn, pending)
+        except sa.exc.OperationalError as exc:
+            raise self._database_error(exc) from exc
+        finally:
+            conn.info.pop("roadie_pending", None)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -222,7 +247,21 @@ class Database:
             return SchemaOutdatedError(
                 f"database {self.safe_url} has no roadie schema; run `roadie db upgrade`"
             )
-        return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
+        if _unreachable(exc):
+            return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
+        error = DatabaseError(f"database {self.safe_url} refused a statement of roadie: {reason}"
+                              " (a bug of roadie or of the schema: please report it)")
+        error.unreachable = False
+        return error
+
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT into ``table`` in this database's dialect: one that takes
+        ``on_conflict_do_nothing`` and ``on_conflict_do_update``."""
+        if self.is_postgres:
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+        return insert(table)
 
     def notify(self, conn: Connection, channel: str, payload: str) -> None:
         """Announce a change once the transaction commits. On PostgreSQL NOTIFY reaches every
@@ -338,6 +377,27 @@ def driver_tuples(conn: Connection, sql: str, params: Any
         raise sa.exc.DBAPIError.instance(sql, params, exc, errors) from exc
     finally:
         cursor.close()
+
+
+# SQLite's errors of the database itself rather than of one statement (a busy database is
+# waited for: it passes)
+_SQLITE_UNREACHABLE = ("unable to open", "disk i/o", "locked", "busy", "readonly",
+                       "malformed", "not a database", "full")
+
+
+def _unreachable(exc: sa.exc.OperationalError) -> bool:
+    """Whether an OperationalError means the database cannot be used now (down, disconnected,
+    locked, its file unreadable), not that it refused one statement (SQLite's "too many SQL
+    variables")."""
+    if exc.connection_invalidated or exc.orig is None:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate is not None:  # PostgreSQL: connection (08), shutdown (57P), resources (53)
+        return sqlstate.startswith(("08", "57P", "53"))
+    if type(exc.orig).__module__.startswith("psycopg"):
+        return True  # no SQLSTATE: the client side of a connection failed
+    reason = str(exc.orig).lower()
+    return any(word in reason for word in _SQLITE_UNREACHABLE)
 
 
 def _join_payloads(payloads: list[str]) -> str:

@@ -38,12 +38,7 @@ class ExecutorRow:
 
 def _upsert(self: Store, values: list[dict[str, Any]], update: Iterable[str]) -> Any:
     """An insert of executor rows that updates the ``update`` columns of those that exist."""
-    insert: Any
-    if self.is_postgres:
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    statement = insert(E).values(values)
+    statement = self.insert(E).values(values)
     return statement.on_conflict_do_update(
         index_elements=["name"],
         set_={column: getattr(statement.excluded, column) for column in update})

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from roadie.store import attachments, executors, locks, nodes, progress, retention, tasks
+from roadie.store import attachments, caller, executors, locks, nodes, progress, retention, tasks
 from roadie.store import claim as claims
 from roadie.store.engine import Database
 from roadie.store.schedules import ScheduleStore
@@ -72,6 +72,11 @@ class Store(Database):
     executor_rows = executors.executor_rows
     executor_counts = executors.executor_counts
     has_tasks_of = executors.has_tasks_of
+
+    # -- the caller's transaction: add on the application's connection (caller.py) --------
+    joined = caller.joined
+    joined_async = caller.joined_async
+    identity = caller.store_identity
 
     # -- nodes, heartbeats, orphans and fences (nodes.py) ----------------------------------
     register_node = nodes.register_node

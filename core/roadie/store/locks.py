@@ -69,13 +69,8 @@ def take_slots(self: Store, conn: Connection, wanted: Mapping[str, tuple[int, li
                     "acquired_at": now} for slot, task_id in zip(free, task_ids, strict=False)]
     if not values:
         return set()
-    insert: Any
-    if self.is_postgres:
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     # one statement for any number of rows (compiled once: executemany with RETURNING)
-    statement = (insert(L).on_conflict_do_nothing(index_elements=["key", "slot"])
+    statement = (self.insert(L).on_conflict_do_nothing(index_elements=["key", "slot"])
                  .returning(L.c.task_id))
     return set(conn.execute(statement, values).scalars())
 
@@ -196,13 +191,9 @@ def take_tokens(self: Store, conn: Connection, key: str, rate: Rate, wanted: int
 
 def _insert_rate_slots(self: Store, conn: Connection, key: str, count: int) -> None:
     """The ``count`` rows of ``key``'s sliding window, free (rows it has already stay)."""
-    insert: Any
-    if self.is_postgres:
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     long_ago = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
-    conn.execute(insert(models.rate_slots).on_conflict_do_nothing(index_elements=["key", "slot"]),
+    free = self.insert(models.rate_slots).on_conflict_do_nothing(index_elements=["key", "slot"])
+    conn.execute(free,
                  [{"key": key, "slot": s, "taken_at": long_ago} for s in range(count)])
 
 

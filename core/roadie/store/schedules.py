@@ -78,13 +78,6 @@ def _row(row: Any) -> ScheduleRow:
     return ScheduleRow(**{name: m[name] for name in _FIELDS})
 
 
-def _insert(store: Store, table: sa.Table) -> Any:
-    insert: Any
-    if store.is_postgres:
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
 
 
 class ScheduleStore:
@@ -149,7 +142,7 @@ class ScheduleStore:
                     **values, version=S.c.version + 1, updated_at=now,
                     note=f"{_stamp(now)}: replaced"))
             else:
-                inserted = conn.execute(_insert(self.store, S).values(**self._new(row, now))
+                inserted = conn.execute(self.store.insert(S).values(**self._new(row, now))
                                         .on_conflict_do_nothing(index_elements=["name"]))
                 if not inserted.rowcount:  # added at the same moment by someone else
                     raise ScheduleError(
@@ -216,7 +209,7 @@ class ScheduleStore:
             return
         with self.store.write() as conn:
             for values in inserts:  # another worker may have added it meanwhile
-                conn.execute(_insert(self.store, S).values(**values)
+                conn.execute(self.store.insert(S).values(**values)
                              .on_conflict_do_nothing(index_elements=["name"]))
             for name, values in updates:
                 conn.execute(S.update().where(S.c.name == name, S.c.origin == "executor")
@@ -300,7 +293,7 @@ class ScheduleStore:
         if key is not None:
             queue_behind_heads(self.store, conn, values, heads, held, now)
         statement = (
-            _insert(self.store, T).values(values)
+            self.store.insert(T).values(values)
             .on_conflict_do_nothing(index_elements=["schedule", "scheduled_for"],
                                     index_where=T.c.schedule.is_not(None))
             .returning(*T.c)

@@ -185,13 +185,8 @@ def _insert_unique(self: Store, conn: Connection, rows: list[dict[str, Any]],
     """Insert task rows some of which have a unique key (distinct ones); None for a row whose
     key an open task of its executor has. The database decides (a concurrent add waits for
     the other to commit), in one statement for the keyed rows however many they are."""
-    insert: Any
-    if self.is_postgres:
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     keyed = [row for row in rows if row["unique_key"] is not None]
-    statement = (insert(T).on_conflict_do_nothing(index_elements=["executor", "unique_key"],
+    statement = (self.insert(T).on_conflict_do_nothing(index_elements=["executor", "unique_key"],
                                                   index_where=sa.text(models.UNIQUE_OPEN))
                  .returning(*T.c))
     stored = {(r.executor, r.unique_key): task_record(r, decoder)
@@ -251,8 +246,9 @@ def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]]) -> l
         start = int(conn.execute(sa.select(sa.func.max(T.c.id))).scalar() or 0)
         ids = range(start + 1, start + 1 + count)
     plugins = plugins_texts(rows)  # as JSON text, each distinct map dumped once
-    if self.is_postgres and self._bound is None:
-        # plugins goes first; the other columns as the rows hold them
+    if self.is_postgres and not conn.dialect.is_async:
+        # plugins goes first; the other columns as the rows hold them (also on a caller's
+        # connection: store/caller.py)
         columns = [c for c in rows[0] if c != "plugins"]
         values_of = operator.itemgetter(*columns)
         raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
@@ -263,7 +259,7 @@ def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]]) -> l
             copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
             for task_id, text, row in zip(ids, plugins, rows, strict=True):
                 copy.write_row((task_id, text, *values_of(row)))
-    elif self.is_postgres:  # a bound view (the async client): its driver takes the maps
+    elif self.is_postgres:  # an asyncio driver's connection (the async client) takes the maps
         conn.execute(T.insert(), [{**row, "id": task_id}
                                   for task_id, row in zip(ids, rows, strict=True)])
     else:  # SQLite keeps JSON as text: the texts go in as they are

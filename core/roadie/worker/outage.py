@@ -23,11 +23,19 @@ class DatabaseOutage:
         self.grace = grace
         self.since: float | None = None
         self._next = 0.0
+        self._refused: dict[str, float] = {}  # a refused statement's error: when to log it again
         self._lock = threading.Lock()
 
     def failed(self, exc: BaseException) -> None:
         """A database call failed with ``exc``."""
         now = time.monotonic()
+        if not getattr(exc, "unreachable", True):  # not an outage: a statement was refused
+            with self._lock:
+                if now < self._refused.get(str(exc), 0.0):
+                    return
+                self._refused[str(exc)] = now + self.every
+            log.error("%s; retrying", exc)
+            return
         with self._lock:
             if self.since is None:
                 self.since, self._next = now, now + self.every
