@@ -23,8 +23,6 @@ from roadie_django.compat import (
 
 OPTIONS = ("url", "database")
 QUEUE_TAG = "queue:"
-# whether this roadie adds tasks inside a caller's transaction (add_task(connection=))
-TRANSACTIONAL_ADD = "connection" in inspect.signature(roadie.Roadie.add_task).parameters
 
 
 class RoadieBackend(BaseTaskBackend):
@@ -85,10 +83,7 @@ class RoadieBackend(BaseTaskBackend):
         arguments = self._arguments(task, args, kwargs)
         connection = None if self.database is None else database.open_transaction(
             self.database)
-        if connection is None:
-            record = self.app.add_task(**arguments)
-        else:
-            record = self._add_in_transaction(arguments, connection)
+        record = self.app.add_task(**arguments, connection=connection)  # None: its own
         return self._enqueued(task, record, arguments)
 
     async def aenqueue(self, task: Task, args: Any, kwargs: Any) -> TaskResult:
@@ -103,15 +98,6 @@ class RoadieBackend(BaseTaskBackend):
         arguments = self._arguments(task, args, kwargs)
         record = await self.app.aio.add_task(**arguments)
         return self._enqueued(task, record, arguments)
-
-    def _add_in_transaction(self, arguments: dict[str, Any], connection: Any
-                            ) -> roadie.TaskRecord:
-        if not TRANSACTIONAL_ADD:
-            raise ImproperlyConfigured(
-                f"roadie-django: enqueueing inside a transaction of database "
-                f"{self.database!r} needs a roadie with add_task(connection=); upgrade "
-                f"roadie, or enqueue outside transaction.atomic()")
-        return self.app.add_task(**arguments | {"connection": connection})
 
     def _arguments(self, task: Task, args: Any, kwargs: Any) -> dict[str, Any]:
         """``add_task``'s arguments for an enqueue of ``task``."""

@@ -1,9 +1,6 @@
 """Enqueue inside ``transaction.atomic()``: the task is part of the transaction, on SQLite
 and PostgreSQL. Committed, a worker runs it and sees the rows written with it; rolled back,
 nothing is left.
-
-These need roadie's ``add_task(connection=...)`` (issue 30); on a roadie without it they
-are skipped.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ import pytest
 from django.db import transaction
 from django.test import Client
 from djhelpers import run_worker
-from roadie_django.backend import TRANSACTIONAL_ADD
 from roadie_django.compat import (
     TaskResult,
     TaskResultDoesNotExist,
@@ -25,9 +21,6 @@ from roadie_django.compat import (
 from shop.models import Order
 from shop.tasks import add, ship
 from shop.views import Refused
-
-pytestmark = pytest.mark.skipif(
-    not TRANSACTIONAL_ADD, reason="this roadie has no add_task(connection=) yet (issue 30)")
 
 
 def enqueued_ids(action: Any) -> list[str]:
