@@ -23,6 +23,13 @@ from roadie_django.compat import (
 from shop.tasks import add, double, send_email
 
 
+class Noop(roadie.Executor):
+    """An executor of another plugin than roadie-django."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        return roadie.Result.SUCCESS
+
+
 def test_enqueue_adds_a_roadie_task_named_after_the_django_task(alias: str) -> None:
     enqueued: list[TaskResult] = []
 
@@ -102,8 +109,9 @@ def test_get_result_of_unknown_ids_raises_does_not_exist(alias: str) -> None:
         backend.get_result("424242")
     with pytest.raises(TaskResultDoesNotExist, match="not the id of a roadie task"):
         backend.get_result("not-a-number")
-    other = backend.app.add_task("roadie-examples:noop", {})
-    with pytest.raises(TaskResultDoesNotExist, match="roadie-examples:noop"):
+    backend.app.plugins.register_executor("tests:noop", Noop)
+    other = backend.app.add_task("tests:noop", {})
+    with pytest.raises(TaskResultDoesNotExist, match="executor 'tests:noop', not a Django"):
         backend.get_result(str(other.id))
 
 
