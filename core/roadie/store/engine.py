@@ -24,6 +24,10 @@ from roadie import models
 from roadie.errors import ConfigurationError, DatabaseError, SchemaOutdatedError
 from roadie.notifications import Hub, PgListener, hub_for
 
+# the driver's errors that ``write``, ``read`` and the hot statements turn into DatabaseError
+# (``_database_error``): the database is down or unreachable, or refused a statement; an
+# InternalError without SQLSTATE is psycopg's when a pooler answers strangely (a server gone)
+DATABASE_ERRORS = (sa.exc.OperationalError, sa.exc.InternalError)
 CHANNEL_ADDED = "roadie_task_added"
 CHANNEL_CHANGED = "roadie_task_changed"
 CHANNEL_CANCEL = "roadie_task_cancel"
@@ -215,7 +219,7 @@ class Database:
                             self._send_notifications(conn, pending)
                 finally:
                     conn.info.pop("roadie_pending", None)
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
         if pending and (not self.is_postgres or not self.can_listen):
             # committed: tell this process's listeners (the others poll)
@@ -236,7 +240,7 @@ class Database:
             yield conn
             if pending and self.is_postgres:
                 self._send_notifications(conn, pending)
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
         finally:
             conn.info.pop("roadie_pending", None)
@@ -253,10 +257,10 @@ class Database:
                     conn.execution_options(roadie_write=False)
                 with conn.begin():
                     yield conn
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
 
-    def _database_error(self, exc: sa.exc.OperationalError) -> DatabaseError:
+    def _database_error(self, exc: sa.exc.DBAPIError) -> DatabaseError:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
             return SchemaOutdatedError(
@@ -400,7 +404,7 @@ _SQLITE_UNREACHABLE = ("unable to open", "disk i/o", "locked", "busy", "readonly
                        "malformed", "not a database", "full")
 
 
-def _unreachable(exc: sa.exc.OperationalError) -> bool:
+def _unreachable(exc: sa.exc.DBAPIError) -> bool:
     """Whether an OperationalError means the database cannot be used now (down, disconnected,
     locked, its file unreadable), not that it refused one statement (SQLite's "too many SQL
     variables")."""
@@ -454,7 +458,7 @@ def _conninfo(engine: Engine) -> str:
     from psycopg.conninfo import make_conninfo
 
     _, arguments = engine.dialect.create_connect_args(engine.url)
-    return make_conninfo(**{k: v for k, v in arguments.items() if isinstance(v, (str, int))})
+    return make_conninfo("", **{k: v for k, v in arguments.items() if isinstance(v, (str, int))})
 
 
 def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",
