@@ -6,17 +6,21 @@ Set ROADIE_TEST_PG_URL to use another server than 127.0.0.1:5432/test.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
 from roadie import Roadie
 from roadie.store import Store
 from roadie.testing import make_app
+
+from tests.pgbouncer import Bouncer, pgbouncer_available
 
 PG_URL = os.environ.get(
     "ROADIE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -71,14 +75,59 @@ def reset_postgres() -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database URL: a SQLite file, or the emptied PostgreSQL test database."""
+# the core and recovery tests run through a PgBouncer in transaction mode too, without and
+# with a direct connection for LISTEN (ROADIE_POOLER, ROADIE_LISTEN_URL reach every app and
+# every worker process these tests start)
+POOLED_MODULES = ("test_worker", "test_recovery", "test_api")
+POOLED = ("pgbouncer", "pgbouncer+listen")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``db_url``'s databases: SQLite and PostgreSQL, and for ``POOLED_MODULES`` the pooler."""
+    explicit = any(mark.args and mark.args[0] == "db_url"
+                   for mark in metafunc.definition.iter_markers("parametrize"))
+    if "db_url" in metafunc.fixturenames and not explicit:
+        pooled = metafunc.module.__name__.rpartition(".")[2] in POOLED_MODULES
+        metafunc.parametrize("db_url", ["sqlite", "postgres", *(POOLED if pooled else ())],
+                             indirect=True)
+
+
+def require_pgbouncer() -> Bouncer:
+    """The session's PgBouncer in front of the test server (skipped locally without the
+    pgbouncer program, failed under CI=true)."""
+    require_postgres()
+    if not pgbouncer_available():
+        message = "pgbouncer is not installed (apt-get install pgbouncer)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (CI=true: the pooler tests must run)")
+        pytest.skip(message)
+    if "bouncer" not in _pg_state:
+        bouncer = Bouncer(PG_URL)
+        atexit.register(bouncer.stop)
+        _pg_state["bouncer"] = bouncer
+    return cast(Bouncer, _pg_state["bouncer"])
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest, tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh, empty database URL: a SQLite file, or the emptied PostgreSQL test database
+    (directly, or through a transaction pooler: then the pooler logs no problem)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'roadie.db'}"
+        return
+    require_postgres()
+    reset_postgres()
     if request.param == "postgres":
-        require_postgres()
-        reset_postgres()
-        return PG_URL
-    return f"sqlite:///{tmp_path / 'roadie.db'}"
+        yield PG_URL
+        return
+    bouncer = require_pgbouncer()
+    monkeypatch.setenv("ROADIE_POOLER", "transaction")
+    if request.param == "pgbouncer+listen":
+        monkeypatch.setenv("ROADIE_LISTEN_URL", PG_URL)
+    seen = len(bouncer.problems())
+    yield bouncer.url()
+    assert bouncer.problems()[seen:] == [], "PgBouncer logged problems"
 
 
 @pytest.fixture

@@ -48,9 +48,11 @@ def free_port() -> int:
 
 
 class Cluster:
-    """One cluster: ``url`` of its database ``roadie``; ``stop()``, ``start()``."""
+    """One cluster: ``url`` of its database ``roadie``; ``stop()``, ``start()``. With
+    ``standby_of``, a streaming standby of that cluster (``pg_basebackup``), which
+    ``promote()`` makes a primary."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, standby_of: Cluster | None = None) -> None:
         self.bindir = bindir
         self.root = Path(tempfile.mkdtemp(prefix="roadie-pg-"))
         self.data = self.root / "data"
@@ -59,6 +61,13 @@ class Cluster:
         self.as_postgres = os.geteuid() == 0
         if self.as_postgres:
             shutil.chown(self.root, "postgres", "postgres")
+        if standby_of is not None:
+            self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(standby_of.port),
+                      "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "-c", "fast",
+                      "--no-sync")
+            self.start()
+            self.url = self.server_url("roadie")
+            return
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "-E", "UTF8", "--no-sync")
         self.start()
@@ -67,6 +76,18 @@ class Cluster:
             conn.execute(sa.text("CREATE DATABASE roadie"))
         admin.dispose()
         self.url = self.server_url("roadie")
+
+    def promote(self) -> None:
+        """Make this standby a primary (it returns once it accepts writes)."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-t", "60", "promote")
+
+    def require_synchronous_standby(self) -> None:
+        """A commit returns only once a standby has it (``synchronous_standby_names``)."""
+        admin = sa.create_engine(self.server_url("postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text("ALTER SYSTEM SET synchronous_standby_names = '*'"))
+            conn.execute(sa.text("SELECT pg_reload_conf()"))
+        admin.dispose()
 
     def server_url(self, database: str) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
@@ -92,6 +113,23 @@ class Cluster:
         with contextlib.suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
             self.stop("immediate")
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def throwaway_pair() -> Iterator[tuple[Cluster, Cluster]]:
+    """A new primary and its streaming standby, destroyed afterwards."""
+    bindir = pg_bindir()
+    if bindir is None:
+        raise RuntimeError("no PostgreSQL binaries (pg_config --bindir, /usr/lib/postgresql)")
+    primary = Cluster(bindir)
+    standby = None
+    try:
+        standby = Cluster(bindir, standby_of=primary)
+        yield primary, standby
+    finally:
+        primary.destroy()
+        if standby is not None:
+            standby.destroy()
 
 
 @contextlib.contextmanager

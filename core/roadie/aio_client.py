@@ -96,7 +96,8 @@ class AsyncRoadie:
             engine = self._engines.get(loop)
             if engine is None:
                 engine = make_async_engine(
-                    self.app.url, synchronous_commit=self.app.settings.postgres_synchronous_commit)
+                    self.app.url, synchronous_commit=self.app.settings.postgres_synchronous_commit,
+                    pooler=self.app.settings.pooler)
                 self._engines[loop] = engine
             return engine
 

@@ -55,6 +55,8 @@ class Settings:
     envs_dir: str = ""
     retention: str = ""  # off; "30d" or "successful=7d,failed=30d": workers delete older ones
     retention_interval: float = 60.0
+    pooler: str = "none"  # "transaction": behind PgBouncer & co. in transaction mode
+    listen_url: str = ""  # a direct PostgreSQL connection for LISTEN (behind a pooler)
 
     def __init__(self, **values: Any) -> None:
         fields = {f.name: f for f in dataclasses.fields(self)}

@@ -108,7 +108,9 @@ class Roadie:
                 store = Store(self.url,
                               synchronous_commit=self.settings.postgres_synchronous_commit,
                               idle_timeout=max(IDLE_IN_TRANSACTION_TIMEOUT,
-                                               2 * self.settings.heartbeat_grace))
+                                               2 * self.settings.heartbeat_grace),
+                              pooler=self.settings.pooler,
+                              listen_url=self.settings.listen_url)
                 auto = store.is_sqlite if self._auto_upgrade is None else self._auto_upgrade
                 store.check_schema(auto_upgrade=auto)
                 store.trees.on_cancelled = self._fire_cancelled
@@ -150,7 +152,7 @@ class Roadie:
 
     def upgrade_schema(self) -> None:
         """Create or upgrade the database schema (``roadie db upgrade``)."""
-        store = Store(self.url)
+        store = Store(self.url, pooler=self.settings.pooler)
         try:
             store.upgrade()
         finally:

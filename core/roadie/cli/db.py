@@ -20,7 +20,7 @@ def upgrade(ctx: click.Context) -> None:
     app.upgrade_schema()
     from roadie.store import Store
 
-    store = Store(app.url)
+    store = Store(app.url, pooler=app.settings.pooler)
     try:
         current, _ = store.schema_revision()
     finally:

@@ -21,9 +21,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from roadie import models
-from roadie.errors import DatabaseError, SchemaOutdatedError
+from roadie.errors import ConfigurationError, DatabaseError, SchemaOutdatedError
 from roadie.notifications import Hub, PgListener, hub_for
 
+# the driver's errors that ``write``, ``read`` and the hot statements turn into DatabaseError
+# (``_database_error``): the database is down or unreachable, or refused a statement; an
+# InternalError without SQLSTATE is psycopg's when a pooler answers strangely (a server gone)
+DATABASE_ERRORS = (sa.exc.OperationalError, sa.exc.InternalError)
 CHANNEL_ADDED = "roadie_task_added"
 CHANNEL_CHANGED = "roadie_task_changed"
 CHANNEL_CANCEL = "roadie_task_cancel"
@@ -38,14 +42,21 @@ class Database:
     _bound: Connection | None = None  # see ``bound``
 
     def __init__(self, url: str, *, echo: bool = False,
-                 synchronous_commit: str = "on", idle_timeout: float | None = None) -> None:
+                 synchronous_commit: str = "on", idle_timeout: float | None = None,
+                 pooler: str = "none", listen_url: str = "") -> None:
+        if pooler not in POOLERS:
+            raise ConfigurationError(
+                f"pooler={pooler!r}: use 'none' (a direct connection or a session pooler) or "
+                "'transaction' (PgBouncer, Supavisor or pgcat in transaction mode)")
         self.url = url
+        self.pooler = pooler
         self.engine = _make_engine(url, echo=echo, synchronous_commit=synchronous_commit,
-                                   idle_timeout=idle_timeout)
+                                   idle_timeout=idle_timeout, pooler=pooler)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         if self.is_postgres:
             models.add_postgresql_options()
+        self.listen_url = _listen_url(listen_url) if listen_url else ""
         self.hub = hub_for(self.safe_url)
         self._listener: PgListener | None = None
         self._listener_lock = threading.Lock()
@@ -54,15 +65,21 @@ class Database:
         self._lent_engines: dict[tuple[str, bool], Any] = {}  # caller.py: callers' connections
         self._identity: tuple[Any, ...] | None = None  # caller.py: which database this is
 
+    @property
+    def can_listen(self) -> bool:
+        """Whether other processes' changes reach ``listen()``'s hub (LISTEN works): SQLite
+        (this process only) or PostgreSQL unless behind a transaction pooler without a
+        ``listen_url``; otherwise workers find changes by polling."""
+        return not self.is_postgres or self.pooler != "transaction" or bool(self.listen_url)
+
     def listen(self) -> Hub:
         """The hub where this database's changes are announced (starts the PostgreSQL
-        listener on first use)."""
-        if self.is_postgres:
+        listener on first use: on ``listen_url`` if set; not at all behind a transaction
+        pooler without one, where LISTEN cannot work)."""
+        if self.is_postgres and self.can_listen:
             with self._listener_lock:
                 if self._listener is None:
-                    conninfo = self.engine.url.set(drivername="postgresql").render_as_string(
-                        hide_password=False
-                    )
+                    conninfo = self.listen_url or _conninfo(self.engine)
                     self._listener = PgListener(
                         conninfo, [CHANNEL_ADDED, CHANNEL_CHANGED, CHANNEL_CANCEL,
                                    CHANNEL_SCHEDULES], self.hub
@@ -106,7 +123,8 @@ class Database:
         statements keep custom plans); a failed one is dropped. A second thread asking at
         the same time gets a pooled connection."""
         lock = self._session_locks[name]
-        if self._bound is not None or not lock.acquire(blocking=False):
+        if self._bound is not None or self.pooler == "transaction" \
+                or not lock.acquire(blocking=False):  # (a pooler keeps no session settings)
             with self._autocommit() as conn:
                 yield conn
             return
@@ -201,9 +219,10 @@ class Database:
                             self._send_notifications(conn, pending)
                 finally:
                     conn.info.pop("roadie_pending", None)
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
-        if pending and not self.is_postgres:  # committed: tell this process's listeners
+        if pending and (not self.is_postgres or not self.can_listen):
+            # committed: tell this process's listeners (the others poll)
             for channel, payloads in pending.items():
                 self.hub.publish(channel, _join_payloads(payloads))
 
@@ -221,7 +240,7 @@ class Database:
             yield conn
             if pending and self.is_postgres:
                 self._send_notifications(conn, pending)
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
         finally:
             conn.info.pop("roadie_pending", None)
@@ -238,10 +257,10 @@ class Database:
                     conn.execution_options(roadie_write=False)
                 with conn.begin():
                     yield conn
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
 
-    def _database_error(self, exc: sa.exc.OperationalError) -> DatabaseError:
+    def _database_error(self, exc: sa.exc.DBAPIError) -> DatabaseError:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
             return SchemaOutdatedError(
@@ -385,7 +404,7 @@ _SQLITE_UNREACHABLE = ("unable to open", "disk i/o", "locked", "busy", "readonly
                        "malformed", "not a database", "full")
 
 
-def _unreachable(exc: sa.exc.OperationalError) -> bool:
+def _unreachable(exc: sa.exc.DBAPIError) -> bool:
     """Whether an OperationalError means the database cannot be used now (down, disconnected,
     locked, its file unreadable), not that it refused one statement (SQLite's "too many SQL
     variables")."""
@@ -416,8 +435,34 @@ def _normal_url(url: str) -> str:
     return url
 
 
+POOLERS = ("none", "transaction")
+
+
+def _listen_url(url: str) -> str:
+    """``listen_url`` as libpq conninfo (a ``postgresql://`` URL, with or without a driver)."""
+    try:
+        parsed = sa.make_url(_normal_url(url))
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"listen_url {url!r} is not a database URL: {exc}") from None
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigurationError(
+            f"listen_url {parsed.render_as_string()!r} must be a PostgreSQL URL (a direct "
+            "connection to the server, not through the pooler)")
+    return _conninfo(sa.create_engine(parsed.set(drivername="postgresql+psycopg")))
+
+
+def _conninfo(engine: Engine) -> str:
+    """libpq's connection string for ``engine``'s URL, as psycopg gets it from SQLAlchemy: a
+    multi-host URL (``?host=a:5432&host=b:5432&target_session_attrs=read-write``) keeps
+    every host."""
+    from psycopg.conninfo import make_conninfo
+
+    _, arguments = engine.dialect.create_connect_args(engine.url)
+    return make_conninfo("", **{k: v for k, v in arguments.items() if isinstance(v, (str, int))})
+
+
 def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",
-                 idle_timeout: float | None = None) -> Engine:
+                 idle_timeout: float | None = None, pooler: str = "none") -> Engine:
     url = _normal_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(url, echo=echo, connect_args={"timeout": 30,
@@ -430,12 +475,14 @@ def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",
     try:
         return sa.create_engine(url, echo=echo, pool_size=10, max_overflow=20,
                                 pool_recycle=1800,
-                                connect_args=_pg_options(synchronous_commit, idle_timeout))
+                                connect_args=_pg_options(synchronous_commit, idle_timeout,
+                                                         pooler))
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
         raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from exc
 
 
-def make_async_engine(url: str, *, synchronous_commit: str = "on") -> Any:
+def make_async_engine(url: str, *, synchronous_commit: str = "on",
+                      pooler: str = "none") -> Any:
     """An ``AsyncEngine`` on the same database as ``Store(url)``: psycopg's asyncio side on
     PostgreSQL, aiosqlite on SQLite (with the same pragmas and ``BEGIN IMMEDIATE``)."""
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -457,7 +504,8 @@ def make_async_engine(url: str, *, synchronous_commit: str = "on") -> Any:
             _sqlite_events(engine.sync_engine)
             return engine
         return create_async_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800,
-                                   connect_args=_pg_options(synchronous_commit))
+                                   connect_args=_pg_options(synchronous_commit,
+                                                            pooler=pooler))
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, sa.exc.InvalidRequestError) as exc:
         raise DatabaseError(f"cannot use database URL {url!r} asynchronously: {exc}") from exc
 
@@ -480,11 +528,23 @@ def _sqlite_events(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
-def _pg_options(synchronous_commit: str, idle_timeout: float | None = None) -> dict[str, Any]:
+def _pg_options(synchronous_commit: str, idle_timeout: float | None = None,
+                pooler: str = "none") -> dict[str, Any]:
+    """psycopg's connection arguments: the server settings of roadie's sessions. Behind a
+    transaction pooler there are no sessions: no startup options (PgBouncer refuses them), and
+    no prepared statements (psycopg prepares a statement it has run five times, on one server
+    connection, and the pooler hands the next transaction to another)."""
     if synchronous_commit not in ("on", "off", "local", "remote_write", "remote_apply"):
         raise DatabaseError(
             f"postgres_synchronous_commit={synchronous_commit!r}: use on, off, local, "
             f"remote_write or remote_apply")
+    if pooler == "transaction":
+        if synchronous_commit != "on":
+            raise ConfigurationError(
+                f"postgres_synchronous_commit={synchronous_commit!r} is a session setting, and "
+                "behind a transaction pooler there is none: set it on roadie's role instead "
+                f"(ALTER ROLE ... SET synchronous_commit = {synchronous_commit})")
+        return {"prepare_threshold": None}
     settings = [] if synchronous_commit == "on" else [f"-c synchronous_commit={synchronous_commit}"]
     if idle_timeout:
         # a process paused inside a transaction (SIGSTOP, a frozen VM) would hold its row locks

@@ -27,9 +27,10 @@ class Store(Database):
     """
 
     def __init__(self, url: str, *, echo: bool = False,
-                 synchronous_commit: str = "on", idle_timeout: float | None = None) -> None:
+                 synchronous_commit: str = "on", idle_timeout: float | None = None,
+                 pooler: str = "none", listen_url: str = "") -> None:
         super().__init__(url, echo=echo, synchronous_commit=synchronous_commit,
-                         idle_timeout=idle_timeout)
+                         idle_timeout=idle_timeout, pooler=pooler, listen_url=listen_url)
         # what the concern modules keep per store
         self._unanalyzed = 0  # tasks added since the statistics were last looked at
         self._analyzed_rows = 0  # the task table's rows then (see tasks._keep_statistics)

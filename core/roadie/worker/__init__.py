@@ -221,6 +221,12 @@ class Worker:
     def run(self) -> WorkerStats:
         """Run until stopped; returns the counters."""
         self._advertise()
+        if not self.store.can_listen:
+            log.warning(
+                "roadie: behind a transaction pooler without listen_url, LISTEN cannot work: "
+                "this worker looks for new tasks every %g s (postgres_poll_interval). Set "
+                "ROADIE_LISTEN_URL to a direct connection to the server to start them within "
+                "milliseconds", self.app.settings.postgres_poll_interval)
         hub = self.store.listen()
         token = hub.subscribe(self._on_notification)
         self._signals.install()
