@@ -13,6 +13,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
+    "DEFAULT_TASK_BACKEND_ALIAS",
     "DEFAULT_TASK_QUEUE_NAME",
     "SOURCE",
     "BaseTaskBackend",
@@ -50,6 +51,7 @@ def _package() -> ModuleType:
 
 if TYPE_CHECKING:  # the types of the backport, which ships them (Django 6's are the same)
     from django_tasks import (
+        DEFAULT_TASK_BACKEND_ALIAS,
         DEFAULT_TASK_QUEUE_NAME,
         TaskContext,
         TaskResult,
@@ -72,6 +74,7 @@ else:
     _exceptions = importlib.import_module(f"{SOURCE}.exceptions")
     _signals = importlib.import_module(f"{SOURCE}.signals")
 
+    DEFAULT_TASK_BACKEND_ALIAS = _tasks.DEFAULT_TASK_BACKEND_ALIAS
     DEFAULT_TASK_QUEUE_NAME = _tasks.DEFAULT_TASK_QUEUE_NAME
     task_backends = _tasks.task_backends
     default_task_backend = _tasks.default_task_backend

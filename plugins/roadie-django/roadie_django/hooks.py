@@ -20,6 +20,23 @@ NOT_CONFIGURED_DELAY = 30.0  # seconds a Django task waits after a worker withou
 
 
 @hookimpl
+def roadie_default_url(settings: roadie.Settings) -> str | None:
+    """With ``DJANGO_SETTINGS_MODULE`` set and no URL given: the database of the roadie
+    backend in ``TASKS`` (the ``default`` one if there are several), so that a plain
+    ``roadie worker`` (or ``roadie web``, ``roadie db upgrade``) uses Django's."""
+    if not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        return None
+    from roadie_django.backend import RoadieBackend
+    from roadie_django.compat import DEFAULT_TASK_BACKEND_ALIAS, task_backends
+    from roadie_django.runtime import ensure_django
+
+    ensure_django()
+    urls = {alias: backend.url for alias in task_backends.settings
+            if isinstance(backend := task_backends[alias], RoadieBackend)}
+    return urls.get(DEFAULT_TASK_BACKEND_ALIAS) or next(iter(urls.values()), None)
+
+
+@hookimpl
 def roadie_worker_started(worker: Worker) -> None:
     """With ``DJANGO_SETTINGS_MODULE`` set: set Django up (once per process), and say so
     when no roadie backend in ``TASKS`` uses the worker's database."""

@@ -103,10 +103,13 @@ def run(command: list[str], *, django: bool = True) -> subprocess.CompletedProce
     return process
 
 
-def run_worker(url: str, *options: str, django: bool = True) -> subprocess.CompletedProcess[str]:
-    """``roadie --url URL worker --until-idle OPTIONS`` in a process of its own."""
-    return run([sys.executable, "-m", "roadie", "--url", url, "worker", "--until-idle",
-                *options], django=django)
+def run_worker(url: str | None, *options: str,
+               django: bool = True) -> subprocess.CompletedProcess[str]:
+    """``roadie --url URL worker --until-idle OPTIONS`` in a process of its own (without a
+    URL, the default backend's, which roadie-django gives when Django's settings are set)."""
+    where = ["--url", url] if url else []
+    return run([sys.executable, "-m", "roadie", *where, "worker", "--until-idle", *options],
+               django=django)
 
 
 def manage(*arguments: str) -> subprocess.CompletedProcess[str]:

@@ -74,9 +74,10 @@ def batch(request: pytest.FixtureRequest) -> Iterator[Batch]:
         worker_output="",
     )
     # one thread, so that the priorities decide the order; SQLite's worker is started as
-    # `roadie worker`, PostgreSQL's as `manage.py roadie worker`
+    # `roadie worker` with no URL (roadie-django gives the default backend's), PostgreSQL's
+    # as `manage.py roadie worker`
     if alias == "default":
-        process = run_worker(backend.url, "--concurrency", "1", "--name", "django-test")
+        process = run_worker(None, "--concurrency", "1", "--name", "django-test")
     else:
         process = manage("roadie", "--backend", alias, "worker", "--until-idle",
                          "--concurrency", "1", "--name", "django-test")
