@@ -353,5 +353,5 @@ def test_a_plugin_gives_the_database_url_when_none_is_given(
     monkeypatch.delenv("URL_PLUGIN_URL")  # no answer: the embedded file
     assert roadie.Roadie(data_dir=tmp_path).url == f"sqlite:///{tmp_path / 'roadie.db'}"
     monkeypatch.setenv("URL_PLUGIN_FAILS", "1")
-    with pytest.raises(roadie.PluginError, match="roadie_default_url failed.*no settings"):
+    with pytest.raises(roadie.PluginError, match=r"roadie_default_url failed.*no settings"):
         roadie.Roadie(data_dir=tmp_path)
