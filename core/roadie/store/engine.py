@@ -30,14 +30,18 @@ from roadie.errors import (
 )
 from roadie.notifications import Hub, PgListener, hub_for
 
+# the driver's errors that ``write``, ``read`` and the hot statements turn into DatabaseError
+# (``_database_error``): the database is down or unreachable, or refused a statement (perhaps
+# because its schema changed under this process: a column gone, a prepared plan whose result
+# type changed); an InternalError without SQLSTATE is psycopg's when a pooler answers
+# strangely (a server gone)
+DATABASE_ERRORS = (sa.exc.OperationalError, sa.exc.InternalError, sa.exc.ProgrammingError,
+                   sa.exc.NotSupportedError)
 CHANNEL_ADDED = "roadie_task_added"
 CHANNEL_CHANGED = "roadie_task_changed"
 CHANNEL_CANCEL = "roadie_task_cancel"
 CHANNEL_SCHEDULES = "roadie_schedules_changed"
 _PER_CONNECTION = ("trees", "schedules")  # not shared by ``Store.bound`` views
-# what a statement that fails raises (SQLAlchemy's wrappers of the driver's errors): an outage,
-# or a statement the database refuses, perhaps because its schema changed under this process
-STATEMENT_ERRORS = (sa.exc.OperationalError, sa.exc.ProgrammingError, sa.exc.NotSupportedError)
 _D = TypeVar("_D", bound="Database")
 
 
@@ -224,7 +228,7 @@ class Database:
                             self._send_notifications(conn, pending)
                 finally:
                     conn.info.pop("roadie_pending", None)
-        except STATEMENT_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
         if pending and (not self.is_postgres or not self.can_listen):
             # committed: tell this process's listeners (the others poll)
@@ -245,7 +249,7 @@ class Database:
             yield conn
             if pending and self.is_postgres:
                 self._send_notifications(conn, pending)
-        except STATEMENT_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
         finally:
             conn.info.pop("roadie_pending", None)
@@ -262,7 +266,7 @@ class Database:
                     conn.execution_options(roadie_write=False)
                 with conn.begin():
                     yield conn
-        except STATEMENT_ERRORS as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
 
     def _database_error(self, exc: sa.exc.DBAPIError) -> DatabaseError:
@@ -270,7 +274,7 @@ class Database:
         schema is not this code's (checked then, with one query), or it refused the
         statement."""
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if isinstance(exc, sa.exc.OperationalError) and _unreachable(exc):
+        if _unreachable(exc):
             return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
         # a migration may have changed the table under this process: read its columns anew
         self.__dict__.pop("_task_columns", None)
@@ -485,7 +489,7 @@ _SQLITE_UNREACHABLE = ("unable to open", "disk i/o", "locked", "busy", "readonly
                        "malformed", "not a database", "full")
 
 
-def _unreachable(exc: sa.exc.OperationalError) -> bool:
+def _unreachable(exc: sa.exc.DBAPIError) -> bool:
     """Whether an OperationalError means the database cannot be used now (down, disconnected,
     locked, its file unreadable), not that it refused one statement (SQLite's "too many SQL
     variables")."""
