@@ -274,7 +274,7 @@ def test_older_schema_revision_is_refused(db_url: str) -> None:
     engine.dispose()
     try:
         with pytest.raises(roadie.SchemaOutdatedError,
-                           match=f"i16_task_trees, older than {models.SCHEMA_HEAD}"):
+                           match=f"i16_task_trees, older than this roadie's {models.SCHEMA_HEAD}"):
             roadie.Roadie(db_url, auto_upgrade=False).list_tasks()
     finally:
         engine = sa.create_engine(db_url)

@@ -322,3 +322,36 @@ def test_testing_fixtures_are_registered(roadie_app: roadie.Roadie,
     assert run.task.status is Status.SUCCESSFUL
     assert run.messages[-1] == {"done": 3, "total": 3, "message": "counted to 3"}
     assert "roadie_task_finished" in roadie_recorder.names(run.task.id)
+
+
+URL_PLUGIN = """
+import os
+
+import roadie
+
+
+@roadie.hookimpl
+def roadie_default_url(settings):
+    if os.environ.get("URL_PLUGIN_FAILS"):
+        raise RuntimeError("no settings module")
+    return os.environ.get("URL_PLUGIN_URL")
+"""
+
+
+def test_a_plugin_gives_the_database_url_when_none_is_given(
+        make_plugin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_plugin("roadie-urls", {"url_plugin.py": URL_PLUGIN}, {}, hooks="url_plugin")
+    monkeypatch.delenv("ROADIE_URL", raising=False)
+    chosen = f"sqlite:///{tmp_path / 'chosen.db'}"
+    monkeypatch.setenv("URL_PLUGIN_URL", chosen)
+    assert roadie.Roadie(data_dir=tmp_path).url == chosen
+    given = f"sqlite:///{tmp_path / 'given.db'}"
+    assert roadie.Roadie(given, data_dir=tmp_path).url == given  # an argument wins
+    monkeypatch.setenv("ROADIE_URL", given)
+    assert roadie.Roadie(data_dir=tmp_path).url == given  # and so does ROADIE_URL
+    monkeypatch.delenv("ROADIE_URL")
+    monkeypatch.delenv("URL_PLUGIN_URL")  # no answer: the embedded file
+    assert roadie.Roadie(data_dir=tmp_path).url == f"sqlite:///{tmp_path / 'roadie.db'}"
+    monkeypatch.setenv("URL_PLUGIN_FAILS", "1")
+    with pytest.raises(roadie.PluginError, match=r"roadie_default_url failed.*no settings"):
+        roadie.Roadie(data_dir=tmp_path)

@@ -18,8 +18,28 @@ class DatabaseError(RoadieError):
     unreachable = True
 
 
-class SchemaOutdatedError(DatabaseError):
-    """The database schema is older than the code: run ``roadie db upgrade``."""
+class SchemaMismatchError(DatabaseError):
+    """The database's schema revision is not the one this roadie was written for: the
+    message names both revisions and what to do. ``revision`` is the database's (None: no
+    roadie schema), ``head`` this roadie's. A worker that meets it stops claiming, lets its
+    running tasks finish and exits with it."""
+
+    unreachable = False
+
+    def __init__(self, message: str, *, revision: str | None = None, head: str | None = None
+                 ) -> None:
+        super().__init__(message)
+        self.revision = revision
+        self.head = head
+
+
+class SchemaOutdatedError(SchemaMismatchError):
+    """The database schema is missing or older than the code: run ``roadie db upgrade``."""
+
+
+class SchemaNewerError(SchemaMismatchError):
+    """The database schema is newer than the code (a newer roadie upgraded it, or its revision
+    is unknown here): upgrade roadie on this machine."""
 
 
 class TransactionError(RoadieError, ValueError):

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
     from roadie.app import Roadie
     from roadie.attachments import AttachmentStore
+    from roadie.config import Settings
     from roadie.executor import Executor
     from roadie.lifecycle import Delay, Veto
     from roadie.records import TaskRecord
@@ -143,6 +144,14 @@ def roadie_register_commands(cli: click.Group) -> None:
     ``expose_value=False`` and a ``callback`` that keeps the value (an environment variable
     reaches ``-p`` worker processes too) to ``cli.commands["worker"].params``, and read it in
     ``roadie_worker_started`` (roadie-prometheus adds ``--metrics-port`` this way)."""
+
+
+@hookspec(firstresult=True)
+def roadie_default_url(settings: Settings) -> str | None:
+    """Give the database URL when none is given: no ``url`` argument (or ``--url``) and no
+    ``ROADIE_URL``. roadie-django answers with its backend's database when
+    ``DJANGO_SETTINGS_MODULE`` is set. The first non-None answer wins; without one roadie uses
+    the embedded SQLite file in the data directory."""
 
 
 @hookspec(firstresult=True)

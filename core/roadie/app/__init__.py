@@ -21,9 +21,10 @@ import copy
 import datetime as dt
 import functools
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from roadie.app import adding, flow, recovery, waiting, watching
 from roadie.app.adding import ADD_CHUNK
@@ -88,10 +89,12 @@ class Roadie:
         else:
             self.settings = settings.replace(**setting_overrides) if setting_overrides \
                 else settings
-        self.url = url or self.settings.default_url()
         self.registry = TypeRegistry(max_size=self.settings.max_context_size)
         self.plugins = Plugins(self.registry, blocked=blocked_plugins, entry_points=entry_points,
                                envs_dir=self.settings.envs_path() if entry_points else None)
+        if url is None and not os.environ.get("ROADIE_URL") and entry_points:
+            url = self._url_from_plugins()
+        self.url = url or self.settings.default_url()
         self._auto_upgrade = auto_upgrade
         self._store: Store | None = None
         self._store_lock = threading.Lock()
@@ -99,6 +102,16 @@ class Roadie:
         self.clock: Callable[[], dt.datetime] = utcnow  # the time of schedules (tests set it)
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def _url_from_plugins(self) -> str | None:
+        """A plugin's database URL, when none is given (``roadie_default_url``)."""
+        try:
+            return cast("str | None", self.plugins.hook.roadie_default_url(
+                settings=self.settings))
+        except Exception as exc:
+            raise PluginError(
+                f"cannot choose the database: hook roadie_default_url failed: "
+                f"{type(exc).__name__}: {exc} (give the URL with --url or ROADIE_URL)") from exc
 
     @property
     def store(self) -> Store:
@@ -151,7 +164,8 @@ class Roadie:
         self.close()
 
     def upgrade_schema(self) -> None:
-        """Create or upgrade the database schema (``roadie db upgrade``)."""
+        """Create or upgrade the database schema (``roadie db upgrade``); a database that a
+        newer roadie upgraded is refused with ``SchemaNewerError``."""
         store = Store(self.url, pooler=self.settings.pooler)
         try:
             store.upgrade()

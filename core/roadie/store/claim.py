@@ -22,7 +22,7 @@ from roadie.errors import DatabaseError
 from roadie.limits import Rate
 from roadie.records import Decoder, TaskRecord, task_record_of
 from roadie.status import FINAL_STATUSES, Status
-from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CHANGED, driver_tuples
+from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CHANGED, DATABASE_ERRORS, driver_tuples
 from roadie.store.locks import due_check_now, promote_due, take_slots, take_tokens
 from roadie.store.rows import (
     STATUS_OF,
@@ -259,7 +259,7 @@ def _pg_settle(
         # one statement is its own atomic transaction: no BEGIN/COMMIT round trips
         with self._own_session("settle") as conn:
             keys, rows = driver_tuples(conn, sql, params)
-    except sa.exc.OperationalError as exc:
+    except DATABASE_ERRORS as exc:
         raise self._database_error(exc) from exc
     finished, claimed, keyed = [], [], False
     outcome_of = {o.task_id: o for o in final}

@@ -21,9 +21,22 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from roadie import models
-from roadie.errors import ConfigurationError, DatabaseError, SchemaOutdatedError
+from roadie.errors import (
+    ConfigurationError,
+    DatabaseError,
+    SchemaMismatchError,
+    SchemaNewerError,
+    SchemaOutdatedError,
+)
 from roadie.notifications import Hub, PgListener, hub_for
 
+# the driver's errors that ``write``, ``read`` and the hot statements turn into DatabaseError
+# (``_database_error``): the database is down or unreachable, or refused a statement (perhaps
+# because its schema changed under this process: a column gone, a prepared plan whose result
+# type changed); an InternalError without SQLSTATE is psycopg's when a pooler answers
+# strangely (a server gone)
+DATABASE_ERRORS = (sa.exc.OperationalError, sa.exc.InternalError, sa.exc.ProgrammingError,
+                   sa.exc.NotSupportedError)
 CHANNEL_ADDED = "roadie_task_added"
 CHANNEL_CHANGED = "roadie_task_changed"
 CHANNEL_CANCEL = "roadie_task_cancel"
@@ -215,7 +228,7 @@ class Database:
                             self._send_notifications(conn, pending)
                 finally:
                     conn.info.pop("roadie_pending", None)
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
         if pending and (not self.is_postgres or not self.can_listen):
             # committed: tell this process's listeners (the others poll)
@@ -236,7 +249,7 @@ class Database:
             yield conn
             if pending and self.is_postgres:
                 self._send_notifications(conn, pending)
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
         finally:
             conn.info.pop("roadie_pending", None)
@@ -253,17 +266,23 @@ class Database:
                     conn.execution_options(roadie_write=False)
                 with conn.begin():
                     yield conn
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
 
-    def _database_error(self, exc: sa.exc.OperationalError) -> DatabaseError:
+    def _database_error(self, exc: sa.exc.DBAPIError) -> DatabaseError:
+        """The roadie error for a failed statement: the database is unreachable, or its
+        schema is not this code's (checked then, with one query), or it refused the
+        statement."""
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
-            return SchemaOutdatedError(
-                f"database {self.safe_url} has no roadie schema; run `roadie db upgrade`"
-            )
         if _unreachable(exc):
             return DatabaseError(f"cannot use database {self.safe_url}: {reason}")
+        # a migration may have changed the table under this process: read its columns anew
+        self.__dict__.pop("_task_columns", None)
+        mismatch = self._revision_error()
+        if mismatch is not None:
+            return mismatch
+        if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
+            return self._no_schema()
         error = DatabaseError(f"database {self.safe_url} refused a statement of roadie: {reason}"
                               " (a bug of roadie or of the schema: please report it)")
         error.unreachable = False
@@ -305,42 +324,80 @@ class Database:
         Read with one query, so that a process whose schema is current never imports
         Alembic (it costs a worker about 12 MB)."""
         with self.read() as conn:
-            if not sa.inspect(conn).has_table(models.VERSION_TABLE):
-                return None, models.SCHEMA_HEAD
-            current = conn.execute(
-                sa.text(f"SELECT version_num FROM {models.VERSION_TABLE}")
-            ).scalar()
-        return current, models.SCHEMA_HEAD
+            return _read_revision(conn), models.SCHEMA_HEAD
+
+    def schema_error(self, revision: str | None) -> SchemaMismatchError | None:
+        """The error for this database at schema ``revision`` (None: no roadie schema), or
+        None when it is the code's: older (``roadie db upgrade``), or newer or unknown here
+        (upgrade roadie). Alembic is loaded only to tell those apart."""
+        head = models.SCHEMA_HEAD
+        if revision == head:
+            return None
+        if revision is None:
+            return self._no_schema()
+        mine = f"this roadie's {head} (roadie {_roadie_version()})"
+        if revision in _known_revisions():
+            return SchemaOutdatedError(
+                f"database {self.safe_url} has roadie schema {revision}, older than {mine}: "
+                f"run `roadie db upgrade`", revision=revision, head=head)
+        return SchemaNewerError(
+            f"database {self.safe_url} has roadie schema {revision}, newer than {mine}: "
+            f"upgrade roadie on this machine (a newer roadie upgraded the database)",
+            revision=revision, head=head)
+
+    def _no_schema(self) -> SchemaOutdatedError:
+        return SchemaOutdatedError(
+            f"database {self.safe_url} has no roadie schema; run `roadie db upgrade`",
+            head=models.SCHEMA_HEAD)
+
+    def check_revision(self) -> None:
+        """Raise ``SchemaMismatchError`` unless the database is still at the code's revision:
+        one short query, which a worker makes at each heartbeat, so that a worker whose
+        database was upgraded (or downgraded) under it stops with a clear error."""
+        with self.read() as conn:
+            revision = conn.execute(sa.text(_SELECT_REVISION)).scalar()
+        error = self.schema_error(revision)
+        if error is not None:
+            raise error
+
+    def _revision_error(self) -> SchemaMismatchError | None:
+        """After a refused statement: the schema error if the database has a roadie schema
+        at another revision than the code's (read on a connection of its own; None when
+        that fails too)."""
+        try:
+            with self.engine.connect() as conn:
+                revision = _read_revision(conn)
+        except Exception:
+            return None
+        return None if revision is None else self.schema_error(revision)
 
     def upgrade(self) -> None:
-        """Create or upgrade the schema to the code's revision (Alembic)."""
+        """Create or upgrade the schema to the code's revision (Alembic). A database that a
+        newer roadie upgraded is refused with ``SchemaNewerError``, not downgraded."""
         from alembic import command
 
         with self.write() as conn:
+            error = self.schema_error(_read_revision(conn))
+            if isinstance(error, SchemaNewerError):
+                raise error
             command.upgrade(self._alembic_config(conn), "head")
 
     def check_schema(self, *, auto_upgrade: bool) -> None:
-        """Raise a clear error if the schema is missing or older than the code
-        (or upgrade it, with ``auto_upgrade``)."""
+        """Raise a clear error if the schema is missing, older or newer than the code
+        (or upgrade an older one, with ``auto_upgrade``)."""
         try:
-            current, head = self.schema_revision()
+            current, _ = self.schema_revision()
         except DatabaseError:
             raise
         except sa.exc.SQLAlchemyError as exc:
             raise DatabaseError(f"cannot use database {self.safe_url}: {exc}") from exc
-        if current == head:
+        error = self.schema_error(current)
+        if error is None:
             return
-        if auto_upgrade:
+        if auto_upgrade and not isinstance(error, SchemaNewerError):
             self.upgrade()
             return
-        if current is None:
-            raise SchemaOutdatedError(
-                f"database {self.safe_url} has no roadie schema; run `roadie db upgrade`"
-            )
-        raise SchemaOutdatedError(
-            f"database {self.safe_url} has roadie schema {current}, older than {head}; "
-            f"run `roadie db upgrade`"
-        )
+        raise error
 
     @functools.cached_property
     def _task_columns(self) -> tuple[str, ...]:
@@ -350,6 +407,38 @@ class Database:
             return tuple(conn.execute(sa.text(
                 "SELECT attname FROM pg_attribute WHERE attrelid = 'roadie_tasks'::regclass "
                 "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")).scalars())
+
+
+_SELECT_REVISION = f"SELECT version_num FROM {models.VERSION_TABLE}"
+
+
+def _read_revision(conn: Connection) -> str | None:
+    """The schema revision Alembic recorded in the database (None: no roadie schema)."""
+    if not sa.inspect(conn).has_table(models.VERSION_TABLE):
+        return None
+    revision: str | None = conn.execute(sa.text(_SELECT_REVISION)).scalar()
+    return revision
+
+
+@functools.cache
+def _known_revisions() -> frozenset[str]:
+    """Every schema revision of this roadie's migrations."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent.parent / "migrations"))
+    return frozenset(script.revision for script in
+                     ScriptDirectory.from_config(config).walk_revisions())
+
+
+def _roadie_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("roadie")
+    except PackageNotFoundError:
+        return "of unknown version"
 
 
 def driver_rows(conn: Connection, sql: str, params: Any) -> list[dict[str, Any]]:
@@ -400,7 +489,7 @@ _SQLITE_UNREACHABLE = ("unable to open", "disk i/o", "locked", "busy", "readonly
                        "malformed", "not a database", "full")
 
 
-def _unreachable(exc: sa.exc.OperationalError) -> bool:
+def _unreachable(exc: sa.exc.DBAPIError) -> bool:
     """Whether an OperationalError means the database cannot be used now (down, disconnected,
     locked, its file unreadable), not that it refused one statement (SQLite's "too many SQL
     variables")."""
@@ -454,7 +543,7 @@ def _conninfo(engine: Engine) -> str:
     from psycopg.conninfo import make_conninfo
 
     _, arguments = engine.dialect.create_connect_args(engine.url)
-    return make_conninfo(**{k: v for k, v in arguments.items() if isinstance(v, (str, int))})
+    return make_conninfo("", **{k: v for k, v in arguments.items() if isinstance(v, (str, int))})
 
 
 def _make_engine(url: str, *, echo: bool, synchronous_commit: str = "on",

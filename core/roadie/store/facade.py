@@ -23,7 +23,8 @@ class Store(Database):
     """The database: connection, schema, and every query roadie makes.
 
     From ``engine.Database``: ``listen``, ``safe_url``, ``bound``, ``dispose``, ``write``,
-    ``read``, ``notify``, ``schema_revision``, ``upgrade``, ``check_schema``.
+    ``read``, ``notify``, ``schema_revision``, ``schema_error``, ``check_revision``,
+    ``upgrade``, ``check_schema``.
     """
 
     def __init__(self, url: str, *, echo: bool = False,

@@ -76,6 +76,7 @@ _RECORD_SOURCES = (
     ("unique_key", "unique_key"),
 )
 _RECORD_FIELDS = tuple(name for name, _ in _RECORD_SOURCES)
+_RECORD_COLUMNS = frozenset(column for _, column in _RECORD_SOURCES)
 _RECORD_TIMES = tuple(name for name, column in _RECORD_SOURCES if column in TIME_COLUMNS)
 
 
@@ -107,6 +108,9 @@ def record_reader(keys: tuple[str, ...]) -> Callable[[Sequence[Any], Decoder | N
                                                       TaskRecord]:
     """How to make a TaskRecord from a driver row with the columns ``keys``: one dict from
     the row's values (not a row dict, then a record dict, as ``task_record`` makes)."""
+    if not _RECORD_COLUMNS.issubset(keys):  # an older schema (downgraded under a worker)
+        return lambda values, decoder: task_record(dict(zip(keys, values, strict=True)),
+                                                   decoder)
     pick = operator.itemgetter(*(keys.index(column) for _, column in _RECORD_SOURCES))
 
     def record_of(values: Sequence[Any], decoder: Decoder | None) -> TaskRecord:

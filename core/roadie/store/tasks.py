@@ -15,7 +15,13 @@ from roadie import models
 from roadie.errors import InvalidTransition, TaskNotFound
 from roadie.records import AttemptRecord, Decoder, NodeRecord, TaskRecord
 from roadie.status import Status
-from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CANCEL, CHANNEL_CHANGED, driver_rows
+from roadie.store.engine import (
+    CHANNEL_ADDED,
+    CHANNEL_CANCEL,
+    CHANNEL_CHANGED,
+    DATABASE_ERRORS,
+    driver_rows,
+)
 from roadie.store.locks import queue_behind_heads
 from roadie.store.rows import added_record, plugins_texts, task_record, utc_time
 from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
@@ -229,7 +235,7 @@ def _pg_insert_one(self: Store, task: NewTask, now: dt.datetime,
     try:
         with self._own_session("add") as conn:
             row = driver_rows(conn, PG_INSERT_ONE, params)[0]
-    except sa.exc.OperationalError as exc:
+    except DATABASE_ERRORS as exc:
         raise self._database_error(exc) from exc
     row.pop("notified", None)
     return task_record(row, decoder)
@@ -497,7 +503,7 @@ def snapshot(self: Store) -> Snapshot:
                 locks = {key if slot == 0 else f"{key} (slot {slot})": task_id
                          for key, slot, task_id in conn.execute(
                              sa.select(L.c.key, L.c.slot, L.c.task_id))}
-        except sa.exc.OperationalError as exc:
+        except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
     return Snapshot(now, tasks, counts, nodes, locks)
 

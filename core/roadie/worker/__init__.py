@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from roadie.aio_runner import is_async_executor, split_claimable
-from roadie.errors import PluginError
+from roadie.errors import PluginError, SchemaMismatchError
 from roadie.executor import Isolation
 from roadie.hookcalls import notify_hook
 from roadie.limits import Limits, Rate, limits_of
@@ -100,7 +100,10 @@ class Worker:
         )
         self.stats = WorkerStats()
         self.outage = DatabaseOutage(self.settings.heartbeat_interval,
-                                     self.settings.heartbeat_grace)
+                                     self.settings.heartbeat_grace,
+                                     on_mismatch=self._schema_changed)
+        # the database's schema changed under this worker (see _schema_changed)
+        self.schema_error: SchemaMismatchError | None = None
         self.running: dict[int, RunningTask] = {}
         self._running_lock = threading.Lock()
         self._wake = threading.Event()
@@ -219,7 +222,8 @@ class Worker:
     # -- running -------------------------------------------------------------------------
 
     def run(self) -> WorkerStats:
-        """Run until stopped; returns the counters."""
+        """Run until stopped; returns the counters. Raises ``SchemaMismatchError`` once its
+        running tasks have ended when the database's schema changed under it."""
         self._advertise()
         if not self.store.can_listen:
             log.warning(
@@ -241,6 +245,8 @@ class Worker:
             shut_down(self)
             hub.unsubscribe(token)
             self._signals.restore()
+        if self.schema_error is not None:
+            raise self.schema_error
         return self.stats
 
     def busy_slots(self) -> tuple[int, int]:
@@ -256,6 +262,19 @@ class Worker:
         if now:
             self._stop_now.set()
         self._wake.set()
+
+    def _schema_changed(self, error: SchemaMismatchError) -> None:
+        """The database's schema is no longer the one this code knows: a roadie upgraded it
+        (or it was downgraded) while this worker ran. Claiming more with statements written
+        for another schema could break its rules, so the worker stops as after one SIGTERM:
+        its running tasks finish (migrations only add, so their outcomes are still
+        written), then ``run`` raises ``error``."""
+        self.schema_error = error
+        with self._running_lock:
+            running = len(self.running)
+        log.error("%s; this worker stops claiming, lets its %d running task(s) finish and "
+                  "exits", error, running)
+        self.stop()
 
     def _on_notification(self, channel: str, payload: str) -> None:
         if channel == CHANNEL_ADDED:

@@ -212,7 +212,8 @@ class ClaimLoop:
                     with self._start_lock:
                         self._starts.extend(starts)
                     self._may_claim["sync"] = self._may_claim["async"] = True
-                    wait(self._stopping, poll)
+                    # (stopping already: wait all the same, to try again)
+                    wait(self._stop_now if stopping else self._stopping, poll)
                     continue
                 self.outage.reached()
                 self.stats.claims += bool(claims)

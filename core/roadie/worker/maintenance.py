@@ -4,11 +4,12 @@ Every ``status_interval`` it writes the live state of running tasks that changed
 tasks past their timeout, and puts back the tasks claimed ahead that no thread started within
 ``prefetch_hold``. Less often: it asks for cancel requests (``cancel_poll_interval``, in case
 a notification was missed); it heartbeats the node and its running attempts, advertising its
-executors anew when an environment changed, and sweeps for the tasks of dead nodes
-(``heartbeat_interval``); and it deletes ended tasks past the retention, a few batches per
-tick so that no heartbeat is late (``retention_interval``). After a stop it goes on while
-tasks still run. A failure is logged (a database error through the outage log) and the next
-tick tries again: nothing stops the heartbeat but the worker's end."""
+executors anew when an environment changed, checks that the database's schema revision is
+still the code's, and sweeps for the tasks of dead nodes (``heartbeat_interval``); and it
+deletes ended tasks past the retention, a few batches per tick so that no heartbeat is late
+(``retention_interval``). After a stop it goes on while tasks still run. A failure is logged
+(a database error through the outage log) and the next tick tries again: nothing stops the
+heartbeat but the worker's end."""
 
 from __future__ import annotations
 
@@ -71,7 +72,9 @@ class Maintenance:
                     next_heartbeat = now + settings.heartbeat_interval
                     self._refresh_envs()
                     self._heartbeat()
-                if now >= next_sweep:
+                    if worker.schema_error is None:  # still the schema this code knows?
+                        worker.store.check_revision()
+                if now >= next_sweep and worker.schema_error is None:
                     next_sweep = now + settings.heartbeat_interval
                     worker.stats.recovered += worker.app.recover_orphans(worker)
                 if self._retention and now >= next_prune and not worker._stopping.is_set():
