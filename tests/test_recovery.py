@@ -370,3 +370,34 @@ def test_a_task_taken_over_stops_on_its_old_worker(app: roadie.Roadie) -> None:
     attempts = app.attempts(task.id)
     assert [a.status for a in attempts] == [Status.FAILED, Status.SUCCESSFUL]
     assert "stopped responding" in attempts[0].message
+
+
+def test_the_rows_of_nodes_long_gone_are_forgotten(app: roadie.Roadie) -> None:
+    """Every worker start adds a node row (one per pod on Kubernetes): rows of nodes stopped
+    or silent for long are deleted, unless a task still runs there (recovery needs it)."""
+    import datetime as dt
+
+    from roadie.records import NodeRecord
+
+    now = dt.datetime.now(dt.timezone.utc)
+    long_ago = now - dt.timedelta(days=8)
+
+    def node(node_id: str, heartbeat: dt.datetime) -> NodeRecord:
+        return NodeRecord(node_id, node_id, "host", 1, 1, {}, {}, frozenset(), heartbeat,
+                          heartbeat, None)
+
+    for node_id, heartbeat in (("stopped-long-ago", long_ago), ("silent-long-ago", long_ago),
+                               ("silent-with-a-task", long_ago), ("recent", now)):
+        app.store.register_node(node(node_id, heartbeat))
+    app.store.stop_node("stopped-long-ago")
+    from roadie import models
+
+    task = app.add_task("tests:sleep", {})
+    with app.store.write() as conn:  # stopped a week ago; a task running on the silent one
+        conn.execute(models.nodes.update().where(models.nodes.c.id == "stopped-long-ago")
+                     .values(stopped_at=long_ago))
+        conn.execute(models.tasks.update().where(models.tasks.c.id == task.id)
+                     .values(status=int(Status.IN_PROGRESS), node="silent-with-a-task"))
+    assert app.store.forget_nodes(now - dt.timedelta(days=7)) == 2
+    assert sorted(n.id for n in app.store.list_nodes(include_stopped=True)) == [
+        "recent", "silent-with-a-task"]

@@ -26,8 +26,10 @@ def recover_orphans(app: Roadie, worker: Worker | None = None) -> int:
     returns how many were handled."""
     count = 0
     app.store.trees.sweep()  # fan-ins a crash interrupted
-    nodes = {n.id: n for n in app.store.list_nodes(include_stopped=True)}
-    for task in app.store.orphaned_tasks(app.settings.heartbeat_grace):
+    orphans = app.store.orphaned_tasks(app.settings.heartbeat_grace)
+    # (the nodes only when there is an orphan: every worker sweeps every heartbeat)
+    nodes = {n.id: n for n in app.store.list_nodes(include_stopped=True)} if orphans else {}
+    for task in orphans:
         if worker is not None and task.node == worker.id:
             continue  # this worker's own: its heartbeat lagged (a database outage)
         node = nodes.get(task.node or "")

@@ -85,6 +85,7 @@ class Store(Database):
     heartbeat = nodes.heartbeat
     stop_node = nodes.stop_node
     list_nodes = nodes.list_nodes
+    forget_nodes = nodes.forget_nodes
     orphaned_tasks = nodes.orphaned_tasks
     take_over_orphan = nodes.take_over_orphan
     check_fence = nodes.check_fence

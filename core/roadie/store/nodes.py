@@ -88,6 +88,16 @@ def list_nodes(self: Store, *, include_stopped: bool = False,
         ]
 
 
+def forget_nodes(self: Store, before: dt.datetime) -> int:
+    """Delete the rows of nodes stopped, or silent, since before ``before`` that run no
+    task (a task's attempts keep the node's id); returns how many."""
+    N = models.nodes
+    last_seen = sa.func.coalesce(N.c.stopped_at, N.c.heartbeat_at)
+    running = sa.exists().where(T.c.node == N.c.id, models.IS_RUNNING)
+    with self.write() as conn:
+        return int(conn.execute(N.delete().where(last_seen < before, ~running)).rowcount or 0)
+
+
 def orphaned_tasks(self: Store, grace: float) -> list[TaskRecord]:
     """IN_PROGRESS tasks whose node stopped heartbeating ``grace`` seconds ago or more
     (or is gone, or stopped)."""

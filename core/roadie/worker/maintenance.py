@@ -13,6 +13,7 @@ heartbeat but the worker's end."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -20,12 +21,17 @@ from typing import TYPE_CHECKING
 
 from roadie.errors import DatabaseError, RoadieError
 from roadie.retention import BATCH, cutoffs, parse_retention, prune
+from roadie.store import utcnow
 
 if TYPE_CHECKING:
     from roadie.worker import Worker
 
 log = logging.getLogger("roadie.worker")
 PRUNE_BATCHES = 10  # retention: batches of deletes per maintenance tick, at most
+# the rows of nodes gone this long are deleted (every restart of a worker adds one: on
+# Kubernetes, one per pod), looked for this often
+NODES_KEPT = dt.timedelta(days=7)
+FORGET_NODES_EVERY = 3600.0
 
 
 class Maintenance:
@@ -52,6 +58,7 @@ class Maintenance:
         settings = worker.settings
         next_heartbeat = time.monotonic() + settings.heartbeat_interval
         next_sweep = time.monotonic() + settings.heartbeat_interval
+        next_forget = time.monotonic() + settings.heartbeat_interval
         next_cancel_poll = time.monotonic() + settings.cancel_poll_interval
         next_prune = time.monotonic() + min(settings.retention_interval, 5.0)
         while not worker._stopping.wait(settings.status_interval) or worker.running:
@@ -77,6 +84,9 @@ class Maintenance:
                 if now >= next_sweep and worker.schema_error is None:
                     next_sweep = now + settings.heartbeat_interval
                     worker.stats.recovered += worker.app.recover_orphans(worker)
+                if now >= next_forget and worker.schema_error is None:
+                    next_forget = now + FORGET_NODES_EVERY
+                    worker.store.forget_nodes(utcnow() - NODES_KEPT)
                 if self._retention and now >= next_prune and not worker._stopping.is_set():
                     next_prune = now + settings.retention_interval
                     if self._prune() >= PRUNE_BATCHES * BATCH:
