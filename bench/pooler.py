@@ -61,7 +61,6 @@ def fresh_database() -> None:
 def measure(url: str, settings: dict[str, str], args: argparse.Namespace
             ) -> tuple[list[float], float]:
     """(enqueue-to-start latencies in ms, get_task reads per second) of one case."""
-    fresh_database()
     data = Path(tempfile.mkdtemp(prefix="roadie-bench-pooler-"))
     app = make_app(url, data, pooler=settings.get("ROADIE_POOLER", "none"),
                    postgres_poll_interval=POLL)
@@ -100,6 +99,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     found: dict[str, list[tuple[list[float], float]]] = {}
+    problems: list[str] = []
     fresh_database()  # (the pooler checks that it can reach it)
     with bouncer_for(PG_URL) as bouncer:
         pooled = bouncer.url()
@@ -111,13 +111,20 @@ def main() -> None:
         }
         for round_number in range(args.rounds):
             for name, (url, settings) in cases.items():
+                # dropping the database ends PgBouncer's idle server connections to it, which
+                # it logs ("got packet 'E' from server when not linked"): only the lines logged
+                # during a case count
+                fresh_database()
+                logged = len(bouncer.problems())
                 latencies, reads = measure(url, settings, args)
+                problems.extend(bouncer.problems()[logged:])
                 found.setdefault(name, []).append((latencies, reads))
                 print(f"round {round_number + 1} {name:22} p50 "
                       f"{statistics.median(latencies):7.1f} ms, p99 "
                       f"{statistics.quantiles(latencies, n=100)[98]:7.1f} ms, get_task "
                       f"{reads:6.0f}/s", flush=True)
-        problems = bouncer.problems()
+    for line in problems:
+        print("pgbouncer:", line, flush=True)
     rows = []
     for name, runs in found.items():
         every = [ms for latencies, _ in runs for ms in latencies]
@@ -137,7 +144,9 @@ def main() -> None:
         f"{args.polls} reads of one task in a loop through the same path.", "",
         table(["path", "latency p50", "p50 per round", "p99", "get_task", "target met"],
               rows), "",
-        f"PgBouncer 1.18 in transaction mode logged {len(problems)} warnings or errors.",
+        f"PgBouncer 1.18 in transaction mode logged {len(problems)} warnings or errors during "
+        "the cases (its log lines when the database was dropped and made again between two "
+        "cases left out).",
     ])
     print("\n" + text)
     if not args.no_write:
