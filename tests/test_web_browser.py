@@ -231,13 +231,13 @@ def test_browser_tree_rows_change_live_and_the_timeline_draws(app: Roadie,
             assert page.locator("table.timeline-table tbody tr").count() == \
                 page.locator("svg.gantt rect.gantt-bar").count()
             page.click("summary:has-text('Show as table')")
-            if shots:
-                top = page.locator("section.subtree").bounding_box()
-                bottom = page.locator("section.timeline").bounding_box()
-                assert top and bottom
+            if shots:  # the tree and the timeline, in the page's coordinates
+                top, bottom = page.evaluate(
+                    "() => [document.querySelector('section.subtree'), document.querySelector("
+                    "'section.timeline')].map(e => e.getBoundingClientRect()).map("
+                    "(r, i) => (i ? r.bottom : r.top) + window.scrollY)")
                 page.screenshot(path=str(shots / "tree.png"), full_page=True, clip={
-                    "x": 0, "y": top["y"] - 12, "width": 1280,
-                    "height": bottom["y"] + bottom["height"] - top["y"] + 24})
+                    "x": 0, "y": top - 12, "width": 1280, "height": bottom - top + 24})
             guard.check()
         finally:
             browser.close()
