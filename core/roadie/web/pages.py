@@ -143,7 +143,7 @@ class Pages:
         attachments = [views.attachment_view(a) for a in self.app.list_attachments(task.id)]
         attempts = [views.attempt_view(a) for a in self.app.attempts(task.id)]
         panels = render_panels(self.app, self.extensions, task)
-        subtree = tree.tree_view(self.app, task)
+        subtree = tree.tree_view(self.app, task, detail["subtasks"] or {})
         timeline = None
         if subtree is not None:
             drawn = tree.records_of(subtree)

@@ -44,12 +44,14 @@ def _labels(counts: Mapping[Status, int]) -> dict[str, int]:
     return {status.label: n for status, n in sorted(counts.items())}
 
 
-def tree_view(app: Roadie, task: TaskRecord) -> dict[str, Any] | None:
+def tree_view(app: Roadie, task: TaskRecord,
+              counts: Mapping[str, int] | None = None) -> dict[str, Any] | None:
     """The subtasks of ``task`` as nested dicts (``task_summary`` of each, plus
     ``children``, ``total``: how many subtasks it has, and ``more``: how many of them are not
     listed), breadth first and oldest first, at most ``TREE_ROWS`` of them; None when it has
-    no subtask."""
-    counts = app.store.trees.subtask_counts_of([task.id]).get(task.id)
+    no subtask. ``counts``: its subtasks per status label, when already read."""
+    if counts is None:
+        counts = _labels(app.store.trees.subtask_counts_of([task.id]).get(task.id, {}))
     if not counts:
         return None
     root: dict[str, Any] = {"id": task.id, "children": [], "total": sum(counts.values()),
