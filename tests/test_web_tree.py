@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import re
+import time
 import warnings
 from typing import Any
 
@@ -118,3 +119,30 @@ def test_a_task_without_subtasks_has_no_tree(app: Roadie) -> None:
     app.run_worker(concurrency=1, until_idle=True)
     page = page_of(app, task.id)
     assert 'class="subtree"' not in page and "<svg" not in page
+
+
+def test_one_stream_watches_a_full_tree(app: Roadie) -> None:
+    """A capped tree's page watches 201 tasks (the parent and 200 rows): one stream takes
+    them all (ids that do not exist come back as deleted)."""
+    import json
+
+    import httpx
+    from roadie.web import create_app, tree
+
+    from tests.webserver import ServerThread
+
+    ids = list(range(900_001, 900_002 + tree.TREE_ROWS))
+    query = "&".join(f"id={i}" for i in ids)
+    seen: set[int] = set()
+    deadline = time.monotonic() + 10  # the stream pings every 15 s: the loop wakes then
+    with ServerThread(create_app(app, poll_interval=0.1)) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as http, \
+            http.stream("GET", f"/events?{query}") as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                state = json.loads(line[6:])
+                assert state["status"] == "deleted"
+                seen.add(state["id"])
+            if len(seen) == len(ids) or time.monotonic() > deadline:
+                break
+    assert seen == set(ids)
