@@ -400,6 +400,34 @@ def probe(subtasks: Any) -> dict[str, Any]:
     }
 
 
+class Tree(roadie.Executor):
+    """A tree of tasks from its context: with ``children`` (each a ``tests:tree`` context,
+    with a ``name`` and an optional ``delay`` in seconds before it may start) it adds them as
+    subtasks and waits for them; a leaf waits for its ``gate`` file, sleeps ``seconds``, then
+    ends with its ``message`` (FAILED with ``fail``)."""
+
+    def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        from pathlib import Path
+
+        children = task.context.get("children") or []
+        if children:
+            task.add_subtasks(
+                {"executor": "tests:tree", "name": child.get("name", "leaf"), "context": child,
+                 **({"delay": child["delay"]} if child.get("delay") else {})}
+                for child in children)
+            return roadie.Result.wait_for_subtasks()
+        gate = task.context.get("gate")
+        while gate and not Path(gate).exists():
+            task.wait_cancelled(0.01)
+            task.raise_if_cancelled()
+        task.wait_cancelled(float(task.context.get("seconds") or 0.0))
+        task.raise_if_cancelled()
+        message = str(task.context.get("message", ""))
+        if task.context.get("fail"):
+            return roadie.Result.failed(message)
+        return roadie.Result.success(message)
+
+
 ALL: dict[str, type[roadie.Executor]] = {
     "sleep": Sleep, "serial-sleep": SerialSleep, "boom": Boom, "refuse": Refuse,
     "flaky": Flaky, "spin": Spin, "timed": Timed, "chatty": Chatty, "tracked": Tracked,
@@ -409,5 +437,5 @@ ALL: dict[str, type[roadie.Executor]] = {
     "awork": AsyncWork, "achildren": AsyncChildren, "asignal": AsyncSignal,
     "fanout": Fanout, "part": Part, "sumtwice": SumTwice, "asumtwice": AsyncSumTwice,
     "probe": Probe, "limited": Limited, "owner-limited": OwnerLimited, "rated": Rated,
-    "rated-group": RatedPerGroup,
+    "rated-group": RatedPerGroup, "tree": Tree,
 }

@@ -47,6 +47,7 @@ class Store(Database):
     count_tasks_by_executor = tasks.count_tasks_by_executor
     oldest_due = tasks.oldest_due
     attempts_of = tasks.attempts_of
+    attempts_of_tasks = tasks.attempts_of_tasks
     append_error = tasks.append_error
     cancel_task = tasks.cancel_task
     resume_task = tasks.resume_task

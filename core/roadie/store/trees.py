@@ -245,6 +245,20 @@ class TreeStore:
                                 .where(T.c.parent_id == parent_id).group_by(T.c.status))
             return {Status(s): n for s, n in rows}
 
+    def subtask_counts_of(self, parent_ids: Sequence[int]) -> dict[int, dict[Status, int]]:
+        """How many subtasks each of ``parent_ids`` has per status (those with none are left
+        out): one grouped query over the parent index per 500 parents."""
+        found: dict[int, dict[Status, int]] = {}
+        with self.store.read() as conn:
+            for start in range(0, len(parent_ids), _CHUNK):
+                rows = conn.execute(
+                    sa.select(T.c.parent_id, T.c.status, sa.func.count())
+                    .where(T.c.parent_id.in_(list(parent_ids[start:start + _CHUNK])))
+                    .group_by(T.c.parent_id, T.c.status))
+                for parent, status, count in rows:
+                    found.setdefault(parent, {})[Status(status)] = count
+        return found
+
     def subtask_count(self, parent_id: int) -> int:
         """How many subtasks ``parent_id`` has (one COUNT over the parent index)."""
         with self.store.read() as conn:

@@ -28,7 +28,7 @@ from roadie.errors import (
     UnknownExecutor,
 )
 from roadie.status import Status
-from roadie.web import api, views
+from roadie.web import api, tree, views
 from roadie.web.extensions import WebExtensions, render_panels
 from roadie.web.security import SESSION_COOKIE, SESSION_MAX_AGE, Security
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from roadie.web.live import Feed
 
 TEMPLATES = Path(__file__).parent / "templates"
+LIVE_IDS = tree.TREE_ROWS + 56
+"""How many tasks one live stream watches at most."""
 ACTIONS = {"cancel": "cancel requested", "retry": "queued again", "resume": "queued again",
            "delete": "deleted"}
 
@@ -141,9 +143,16 @@ class Pages:
         attachments = [views.attachment_view(a) for a in self.app.list_attachments(task.id)]
         attempts = [views.attempt_view(a) for a in self.app.attempts(task.id)]
         panels = render_panels(self.app, self.extensions, task)
+        subtree = tree.tree_view(self.app, task, detail["subtasks"] or {})
+        timeline = None
+        if subtree is not None:
+            drawn = tree.records_of(subtree)
+            timeline = tree.timeline_view(self.app, task, drawn, subtree["total"] - len(drawn))
+        live = [task.id, *tree.shown_ids(subtree)]
         return self.render(request, "task.html", title=f"Task {task.id}", task=detail,
                            attachments=attachments, attempts=attempts, panels=panels,
-                           live_ids=str(task.id), notice=_notice(request))
+                           tree=subtree, timeline=timeline,
+                           live_ids=" ".join(str(i) for i in live), notice=_notice(request))
 
     async def action(self, request: Request) -> Response:
         action = request.path_params["action"]
@@ -328,10 +337,11 @@ class Pages:
         from starlette.responses import StreamingResponse
 
         ids: list[int] = []
-        for raw in request.query_params.getlist("id")[:200]:
+        for raw in request.query_params.getlist("id")[:LIVE_IDS]:
             for part in raw.replace(",", " ").split():
                 if part.isdigit() and int(part) <= api.MAX_ID:
                     ids.append(int(part))
+        ids = ids[:LIVE_IDS]  # a parent's page watches itself and the subtasks it lists
         counts = request.query_params.get("counts") == "1"
         subscriber = self.feed.subscribe(ids, counts=counts)
         return StreamingResponse(self.feed.stream(subscriber), media_type="text/event-stream",

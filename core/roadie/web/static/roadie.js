@@ -14,9 +14,13 @@
   var source = new EventSource(base + "/events?" + query.join("&"));
   var state = document.querySelector(".live-state");
 
+  // The fields of one task: those inside its element and not inside another task's
+  // (a parent's page nests the rows of its subtasks).
   function each(root, field, fn) {
     var found = root.querySelectorAll('[data-field="' + field + '"]');
-    for (var i = 0; i < found.length; i++) { fn(found[i]); }
+    for (var i = 0; i < found.length; i++) {
+      if (found[i].closest("[data-task-id]") === root) { fn(found[i]); }
+    }
   }
 
   source.addEventListener("task", function (event) {
