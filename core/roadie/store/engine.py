@@ -63,8 +63,7 @@ class Database:
                                    idle_timeout=idle_timeout, pooler=pooler)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        if self.is_postgres:
-            models.add_postgresql_options()
+        models.add_dialect_options(self.engine.dialect.name)
         self.listen_url = _listen_url(listen_url) if listen_url else ""
         self.hub = hub_for(self.safe_url)
         self._listener: PgListener | None = None
