@@ -544,6 +544,9 @@ class HostPool:
             idle, self._idle = self._idle, []
         for host in idle:
             host.close()
+        with self._lock:
+            if self._closed:  # close() stops the templates
+                return
         self._starter.submit(self._retire_templates)
 
     def _retire_templates(self) -> None:
