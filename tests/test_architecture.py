@@ -234,3 +234,35 @@ def test_a_worker_started_from_python_loads_no_cli_web_or_other_database(
     assert run.returncode == 0, run.stderr
     found = json.loads(run.stdout.strip().splitlines()[-1])
     assert found == {"ran": 1, "loaded": []}
+
+
+# What a host process must not load: it never opens the database (its worker does), so neither
+# SQLAlchemy nor a driver; its template imports roadie and the plugins once, and every host of
+# the worker is forked from it (issue 31: a host's cold start)
+NOT_IN_A_HOST = ("sqlalchemy", "psycopg", "psycopg_pool", "alembic", "click", "rich",
+                 "starlette", "uvicorn", "roadie.cli", "roadie.web", "roadie.aio_client")
+
+
+def test_a_host_process_loads_no_sqlalchemy_nor_driver(make_plugin: Any, db_url: str,
+                                                        tmp_path: Path) -> None:
+    """A task run in a host (forked from the worker's template host, with the plugins
+    installed here loaded) finds none of ``NOT_IN_A_HOST`` in its process."""
+    import os
+
+    from roadie.testing import make_app
+
+    from tests import host_plugin
+
+    make_plugin(host_plugin.DIST, {f"{host_plugin.MODULE}.py": host_plugin.SOURCE},
+                host_plugin.EXECUTORS, hooks=host_plugin.MODULE)
+    app = make_app(db_url, tmp_path / "data")
+    try:
+        task = app.add_task("hosty:modules", {"watched": list(NOT_IN_A_HOST)})
+        app.run_worker(concurrency=1, until_idle=True)
+        record = app.get_task(task.id)
+    finally:
+        app.close()
+    assert record.status.name == "SUCCESSFUL", record.status_message
+    pid, loaded = record.status_message.removeprefix("pid ").split(" loaded ")
+    assert int(pid) != os.getpid()
+    assert loaded == "[]"
