@@ -242,6 +242,39 @@ def test_a_host_started_from_a_thread_that_ended_keeps_serving(hosty: roadie.Roa
     assert record.status_message == f"pid {host.pid}"  # type: ignore[attr-defined]
 
 
+def templates_of(pid: int) -> set[int]:
+    """The live template hosts of the worker ``pid``."""
+    found = set()
+    for child in children_of(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--template" in command:
+            found.add(child)
+    return found
+
+
+def test_a_worker_starts_its_template_host_before_its_first_task(hosty: roadie.Roadie
+                                                                 ) -> None:
+    """A worker whose executors run in hosts starts the template host of their environment
+    as it starts (one, however many tasks come), and its first task's host is forked from
+    it."""
+    worker, thread = run_in_thread(hosty)
+    try:
+        (template,) = wait_for(lambda: templates_of(os.getpid()),
+                               message="the worker's template host, before any task")
+        tasks = [hosty.add_task("hosty:where", {}) for _ in range(3)]
+        for task in tasks:
+            record = wait_for(lambda task=task: finished(hosty, task.id))
+            assert record.status == roadie.Status.SUCCESSFUL, record.status_message
+            assert int(record.status_message.split()[1]) in children_of(template)
+        assert templates_of(os.getpid()) == {template}
+    finally:
+        worker.stop()  # type: ignore[attr-defined]
+        thread.join(30)
+
+
 def test_async_executors_in_a_host(hosty: roadie.Roadie) -> None:
     quick = hosty.add_task("hosty:async-where", {})
     stuck = hosty.add_task("hosty:async-stuck", {})

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import queue
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -446,6 +447,26 @@ class HostPool:
             template.wait_ready(self.settings.host_start_timeout)
             self.template_ms.append(template.start_ms)
         return template if template.forkable else None
+
+    def start_templates(self, executor_classes: Iterable[type[Executor]]) -> None:
+        """Start, in the background (on the starter), the template host of each environment
+        whose hosts run some of ``executor_classes``, so the first task of each finds it
+        started. One per environment: a template that runs is kept."""
+        if not CAN_FORK:
+            return
+        for env in sorted({env_of(c) for c in executor_classes}, key=lambda e: e or ""):
+            self._starter.submit(functools.partial(self._start_template, env))
+
+    def _start_template(self, env: str | None) -> None:
+        """On the starter: the template host of ``env``, unless the pool closed meanwhile."""
+        with self._lock:
+            if self._closed:
+                return
+        try:
+            self._template(env, self._python(env), self._environ(env))
+        except Exception as exc:  # the first task of ``env`` tries again and reports it
+            where = f"environment {env!r}" if env else "the worker's environment"
+            log.warning("could not start the template host of %s: %s", where, exc)
 
     def _take_idle(self, env: str | None) -> HostProcess | None:
         """A warm host of ``env`` moved to busy, or None (the lock is held)."""
