@@ -173,6 +173,20 @@ def early_start() -> tuple[float | None, float | None]:
         pool.close()
 
 
+def worker_first() -> float:
+    """A fresh worker (SQLite, every executor in hosts: ``out_of_process=True``) that finds
+    one no-op task waiting: its claim to its end (ms), mostly the wait for the first host."""
+    with tempfile.TemporaryDirectory(prefix="roadie-bench-hosts-") as tmp:
+        app = roadie.Roadie(f"sqlite:///{Path(tmp) / 'roadie.db'}", data_dir=tmp)
+        task = app.add_task(NOOP, {})
+        app.run_worker(concurrency=1, until_idle=True, out_of_process=True)
+        record = app.get_task(task.id)
+        app.close()
+    assert record.status == roadie.Status.SUCCESSFUL, record.status_message
+    assert record.started_at is not None and record.finished_at is not None
+    return (record.finished_at - record.started_at).total_seconds() * 1000
+
+
 def cold_ab(trees: list[str], rounds: int) -> list[str]:
     """Cold starts of the roadie in each of ``trees`` (exported trees' ``core``) and of this
     checkout's, alternating in fresh processes; the lines of the section."""
@@ -195,42 +209,48 @@ def cold_ab(trees: list[str], rounds: int) -> list[str]:
             loads.append(os.getloadavg()[0])
             print(f"  {label}: first {figures['first']:.0f} ms, median of the next 10 "
                   f"{statistics.median(figures['rest']):.0f} ms, template "
-                  f"{figures['template']}, first after an early start {figures['early']} "
+                  f"{figures['template']}, first after an early start {figures['early']}, "
+                  f"a worker's first task {figures['worker']:.0f} ms "
                   f"({figures['roadie']}), load {loads[-1]:.1f}", flush=True)
 
     def median_of(found: list[dict[str, Any]], key: str) -> str:
         values = [f[key] for f in found if f.get(key) is not None]
         return f"{statistics.median(values):.0f} ms" if values else "-"
 
-    rows, medians, firsts = [], {}, {}
+    rows, medians = [], {}
     for label, found in runs.items():
         rest = [t for f in found for t in f["rest"]]
         medians[label] = statistics.median(rest)
-        firsts[label] = statistics.median(
-            f["early"] if f.get("early") is not None else f["first"] for f in found)
         rows.append([label, median_of(found, "template"), median_of(found, "first"),
-                     median_of(found, "early"), f"**{medians[label]:.0f} ms**",
+                     median_of(found, "early"), f"**{median_of(found, 'worker')}**",
+                     f"**{medians[label]:.0f} ms**",
                      f"{min(rest):.0f}-{max(rest):.0f} ms",
                      f"{statistics.median(f['rss'] for f in found):.0f} MB"])
     after = labels[here]
+    workers = {label: statistics.median(f["worker"] for f in found)
+               for label, found in runs.items()}
     ratios = "; ".join(f"after/{label}: next hosts {medians[after] / medians[label]:.3f}x, "
-                       f"a worker's first host {firsts[after] / firsts[label]:.3f}x"
+                       f"a new worker's first task {workers[after] / workers[label]:.3f}x"
                        for label in runs if label != after)
-    verdict = "met" if max(medians[after], firsts[after]) < 300 else "NOT met"
+    verdict = "met" if max(medians[after], workers[after]) < 300 else "NOT met"
     return [
         table(["", "template host's start (median)", "first host, template started on "
                "demand (median)", "first host, template started with the worker (median)",
+               "a new worker's first task, claim to end (median)",
                f"next hosts (median of {10 * rounds})", "range of the next hosts",
                "fresh host RSS"], rows),
-        f"Ratios ({ratios}). Target < 300 ms for the first host of a worker and the next: "
+        f"Ratios ({ratios}). Target < 300 ms for a new worker's first task and for the next "
+        f"hosts: "
         f"{verdict}. Load average during the run: {min(loads):.1f}-{max(loads):.1f}.",
         f"{rounds} rounds, the trees alternating, each round a fresh process per tree that "
         f"makes 11 hosts one after the other through a `HostPool` (as a worker does, on its "
         f"starter thread), each closed before the next, then one more pool whose template "
         f"is started as a worker starts it (`start_templates`, before any task) and its first "
-        f"host once that template is up. Without template hosts (main), every host is a new "
-        f"`python -m roadie.hosts.main`. With them, the first host of a pool starts the "
-        f"environment's template host (`--template`: a Python start, roadie's and the "
+        f"host once that template is up, then a new worker (SQLite, `out_of_process=True`) "
+        f"that finds one no-op task waiting: the task's claim to its end (its `started_at` to "
+        f"`finished_at`), mostly the wait for its host. Without template hosts (main), every "
+        f"host is a new `python -m roadie.hosts.main`. With them, the first host of a pool "
+        f"starts the environment's template host (`--template`: a Python start, roadie's and the "
         f"plugins' imports; part of the first host's figure when started on demand), and "
         f"every host is forked from it. A worker whose executors run in hosts starts its "
         f"templates as it starts, so its first task waits only for what is left of the "
@@ -275,7 +295,8 @@ def main() -> None:
         first, rest, fresh = cold_starts()
         template, early = early_start()
         print(json.dumps({"first": first, "rest": rest, "rss": fresh, "template": template,
-                          "early": early, "roadie": str(Path(roadie.__file__).parents[1])}))
+                          "early": early, "worker": worker_first(),
+                          "roadie": str(Path(roadie.__file__).parents[1])}))
         return
     if args.cold_only:
         roots = args.against or [str(Path(__file__).resolve().parents[1])]
