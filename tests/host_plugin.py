@@ -180,6 +180,16 @@ class Nap(Hosted):
         return roadie.Result.success(f"pid {os.getpid()}")
 
 
+class Modules(Hosted):
+    """Names the modules of ``context["watched"]`` that its host process has loaded."""
+
+    def execute(self, task):
+        import sys
+
+        loaded = [name for name in task.context["watched"] if name in sys.modules]
+        return roadie.Result.success(f"pid {os.getpid()} loaded {sorted(loaded)}")
+
+
 class Retrying(Hosted):
     retry = roadie.Retry(on=(ValueError,), max_attempts=2, backoff=0.01)
 
@@ -194,5 +204,5 @@ EXECUTORS = {name: f"{MODULE}:{cls}" for name, cls in {
     "stuck": "Stuck", "polite": "Polite", "hog": "Hog", "retrying": "Retrying",
     "async-where": "AsyncWhere", "async-stuck": "AsyncStuck", "tree": "Tree", "leaf": "Leaf",
     "tree-twice": "TreeTwice",
-    "nap": "Nap",
+    "nap": "Nap", "modules": "Modules",
 }.items()}

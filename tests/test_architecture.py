@@ -191,3 +191,78 @@ def test_the_docs_diagram_says_what_the_contract_says() -> None:
 def test_circles_finds_a_circle_and_its_members() -> None:
     edges = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"e"}}
     assert circles(edges) == {frozenset({"a", "b", "c"})}
+
+
+# What a worker started from Python (``app.run_worker``) must not load: the command line and
+# its terminal output, the web app, the async client, Django without its settings; on each
+# database, the other database's SQLAlchemy dialect and driver (issue 31: idle memory).
+NOT_IN_A_WORKER = ("click", "rich", "starlette", "uvicorn", "roadie.cli", "roadie.web",
+                   "roadie.aio_client", "django")
+OTHER_DATABASE = {"sqlite": ("sqlalchemy.dialects.postgresql", "psycopg"),
+                  "postgresql": ("sqlalchemy.dialects.sqlite", "sqlite3")}
+WORKER_SCRIPT = """
+import json, sys
+import roadie
+app = roadie.Roadie(sys.argv[1], data_dir=sys.argv[2])
+stats = app.run_worker(concurrency=1, until_idle=True)
+app.close()
+print(json.dumps({"ran": stats.finished, "loaded": sorted(
+    m for m in json.loads(sys.argv[3]) if m in sys.modules)}))
+"""
+
+
+def test_a_worker_started_from_python_loads_no_cli_web_or_other_database(
+        db_url: str, tmp_path: Path) -> None:
+    """``import roadie`` and a worker run from Python (the plugins installed here loaded,
+    a task run) import none of ``NOT_IN_A_WORKER`` nor the other database's modules."""
+    import json
+    import os
+
+    from roadie.testing import make_app
+
+    app = make_app(db_url, tmp_path / "data")
+    try:
+        dialect = app.store.engine.dialect.name
+        app.add_task("roadie-examples:noop", {})
+    finally:
+        app.close()
+    watched = [*NOT_IN_A_WORKER, *OTHER_DATABASE[dialect]]
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    run = subprocess.run([sys.executable, "-c", WORKER_SCRIPT, db_url, str(tmp_path / "data"),
+                          json.dumps(watched)], capture_output=True, text=True, timeout=300,
+                         env=env)
+    assert run.returncode == 0, run.stderr
+    found = json.loads(run.stdout.strip().splitlines()[-1])
+    assert found == {"ran": 1, "loaded": []}
+
+
+# What a host process must not load: it never opens the database (its worker does), so neither
+# SQLAlchemy nor a driver; its template imports roadie and the plugins once, and every host of
+# the worker is forked from it (issue 31: a host's cold start)
+NOT_IN_A_HOST = ("sqlalchemy", "psycopg", "psycopg_pool", "alembic", "click", "rich",
+                 "starlette", "uvicorn", "roadie.cli", "roadie.web", "roadie.aio_client")
+
+
+def test_a_host_process_loads_no_sqlalchemy_nor_driver(make_plugin: Any, db_url: str,
+                                                        tmp_path: Path) -> None:
+    """A task run in a host (forked from the worker's template host, with the plugins
+    installed here loaded) finds none of ``NOT_IN_A_HOST`` in its process."""
+    import os
+
+    from roadie.testing import make_app
+
+    from tests import host_plugin
+
+    make_plugin(host_plugin.DIST, {f"{host_plugin.MODULE}.py": host_plugin.SOURCE},
+                host_plugin.EXECUTORS, hooks=host_plugin.MODULE)
+    app = make_app(db_url, tmp_path / "data")
+    try:
+        task = app.add_task("hosty:modules", {"watched": list(NOT_IN_A_HOST)})
+        app.run_worker(concurrency=1, until_idle=True)
+        record = app.get_task(task.id)
+    finally:
+        app.close()
+    assert record.status.name == "SUCCESSFUL", record.status_message
+    pid, loaded = record.status_message.removeprefix("pid ").split(" loaded ")
+    assert int(pid) != os.getpid()
+    assert loaded == "[]"

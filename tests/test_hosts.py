@@ -140,6 +140,22 @@ def children_of(pid: int) -> set[int]:
     return found
 
 
+def hosts_of(pid: int) -> set[int]:
+    """The live host processes of the worker ``pid``: those its template hosts forked (and
+    any it started itself)."""
+    found = set()
+    for child in children_of(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--template" in command:
+            found |= children_of(child)
+        else:
+            found.add(child)
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -158,7 +174,7 @@ def test_kill_9_of_a_worker_leaves_no_host(hosty: roadie.Roadie, db_url: str,
     try:
         wait_for(lambda: all(hosty.get_task(t.id).status == roadie.Status.IN_PROGRESS
                              for t in busy))
-        hosts = wait_for(lambda: children_of(victim.pid) if len(children_of(victim.pid)) == 2
+        hosts = wait_for(lambda: hosts_of(victim.pid) if len(hosts_of(victim.pid)) == 2
                          else None)
     finally:
         kill(victim)
@@ -184,7 +200,7 @@ def test_a_host_that_loses_its_worker_stops(hosty: roadie.Roadie, db_url: str,
                           env={"ROADIE_CANCEL_GRACE": "0.5"})
     try:
         wait_for(lambda: hosty.get_task_status(task.id).get("done") == 1)
-        (host,) = children_of(victim.pid)
+        (host,) = hosts_of(victim.pid)
         victim.send_signal(signal.SIGSTOP)
         wait_for(lambda: not alive(host), message="the host stops on its own")
     finally:
@@ -224,6 +240,39 @@ def test_a_host_started_from_a_thread_that_ended_keeps_serving(hosty: roadie.Roa
     record = hosty.get_task(task.id)
     assert record.status == roadie.Status.SUCCESSFUL, record.status_message
     assert record.status_message == f"pid {host.pid}"  # type: ignore[attr-defined]
+
+
+def templates_of(pid: int) -> set[int]:
+    """The live template hosts of the worker ``pid``."""
+    found = set()
+    for child in children_of(pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--template" in command:
+            found.add(child)
+    return found
+
+
+def test_a_worker_starts_its_template_host_before_its_first_task(hosty: roadie.Roadie
+                                                                 ) -> None:
+    """A worker whose executors run in hosts starts the template host of their environment
+    as it starts (one, however many tasks come), and its first task's host is forked from
+    it."""
+    worker, thread = run_in_thread(hosty)
+    try:
+        (template,) = wait_for(lambda: templates_of(os.getpid()),
+                               message="the worker's template host, before any task")
+        tasks = [hosty.add_task("hosty:where", {}) for _ in range(3)]
+        for task in tasks:
+            record = wait_for(lambda task=task: finished(hosty, task.id))
+            assert record.status == roadie.Status.SUCCESSFUL, record.status_message
+            assert int(record.status_message.split()[1]) in children_of(template)
+        assert templates_of(os.getpid()) == {template}
+    finally:
+        worker.stop()  # type: ignore[attr-defined]
+        thread.join(30)
 
 
 def test_async_executors_in_a_host(hosty: roadie.Roadie) -> None:
@@ -293,7 +342,7 @@ def test_ctrl_c_reaches_the_worker_not_its_hosts(hosty: roadie.Roadie, db_url: s
                           pythonpath=[make_plugin.site])  # type: ignore[attr-defined]
     try:
         wait_for(lambda: hosty.get_task_status(task.id).get("done") == 1)
-        (host,) = children_of(worker.pid)
+        (host,) = hosts_of(worker.pid)
         os.killpg(worker.pid, signal.SIGINT)
         assert worker.wait(60) == 0
     finally:

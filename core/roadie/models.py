@@ -17,31 +17,33 @@ VERSION_TABLE = "roadie_alembic_version"  # Alembic's record of the schema's rev
 SCHEMA_HEAD = "i29_flow_control"  # the newest migration; a new one must update this
 
 
-# Partial indexes carry their condition for both databases. The PostgreSQL one is added by
-# add_postgresql_options() when PostgreSQL is used, not here: a ``postgresql_*`` argument makes
-# SQLAlchemy import its whole PostgreSQL dialect (about 3 MB), which a process on SQLite never
-# needs.
+# Partial indexes carry their condition for the database in use, added by
+# add_dialect_options() when it is known, not here: a ``postgresql_*`` (``sqlite_*``) argument
+# makes SQLAlchemy import its whole PostgreSQL (SQLite) dialect, about 3 MB (0.5 MB), which a
+# process on the other database never needs.
 _PARTIAL_INDEXES: list[tuple[sa.Index, str]] = []
 
 
 def partial_index(name: str, *columns: Any, where: str, unique: bool = False) -> sa.Index:
     """An index of the rows matching ``where`` (SQL, repeated literally by the queries)."""
-    index = sa.Index(name, *columns, unique=unique, sqlite_where=sa.text(where))
+    index = sa.Index(name, *columns, unique=unique)
     _PARTIAL_INDEXES.append((index, where))
     return index
 
 
-def add_postgresql_options() -> None:
-    """Give the partial indexes their PostgreSQL condition (again: no harm). Called wherever
-    the metadata meets PostgreSQL: the store, Alembic's environment, ``metadata.create_all``."""
+def add_dialect_options(dialect: str) -> None:
+    """Give the partial indexes their condition for ``dialect`` ("postgresql" or "sqlite";
+    again: no harm). Called wherever the metadata meets a database: the store, Alembic's
+    environment, ``metadata.create_all``."""
+    if dialect not in ("postgresql", "sqlite"):
+        return
     for index, where in _PARTIAL_INDEXES:
-        index.dialect_kwargs["postgresql_where"] = sa.text(where)
+        index.dialect_kwargs[f"{dialect}_where"] = sa.text(where)
 
 
 @sa.event.listens_for(metadata, "before_create")
 def _before_create(target: sa.MetaData, connection: sa.Connection, **kw: Any) -> None:
-    if connection.dialect.name == "postgresql":
-        add_postgresql_options()
+    add_dialect_options(connection.dialect.name)
 
 
 class UTCDateTime(sa.TypeDecorator[dt.datetime]):

@@ -43,7 +43,7 @@ from roadie.records import (
     TaskRecord,
 )
 from roadie.status import Status
-from roadie.store import Claimable, Fence, NewTask, Outcome, Store, utcnow
+from roadie.store import Claimable, Fence, NewTask, Outcome, utcnow
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from roadie.result import Result
     from roadie.running import RunningTask
     from roadie.schedules import ScheduleInfo
+    from roadie.store import Store
     from roadie.worker import Worker, WorkerStats
 
 __all__ = ["Roadie"]
@@ -118,6 +119,8 @@ class Roadie:
         """The database (connected, and schema checked, on first use)."""
         with self._store_lock:
             if self._store is None:
+                from roadie.store import Store  # on first use: a host never loads SQLAlchemy
+
                 store = Store(self.url,
                               synchronous_commit=self.settings.postgres_synchronous_commit,
                               idle_timeout=max(IDLE_IN_TRANSACTION_TIMEOUT,
@@ -166,6 +169,8 @@ class Roadie:
     def upgrade_schema(self) -> None:
         """Create or upgrade the database schema (``roadie db upgrade``); a database that a
         newer roadie upgraded is refused with ``SchemaNewerError``."""
+        from roadie.store import Store
+
         store = Store(self.url, pooler=self.settings.pooler)
         try:
             store.upgrade()

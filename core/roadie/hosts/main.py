@@ -11,6 +11,7 @@ for longer than the lease.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
@@ -55,10 +56,16 @@ class HostRoadie(Roadie):
     """The app as a host sees it: this environment's plugins and types; attachments go to the
     worker, which stores them (a host never opens the database)."""
 
-    def __init__(self, channel: HostChannel) -> None:
+    def __init__(self, channel: HostChannel | None) -> None:
         super().__init__("sqlite://", entry_points=True)
         self.plugins.envs_dir = None  # a host runs the plugins of its own environment only
-        self._channel = channel
+        self._channel = channel  # None in a template: each forked host sets its own
+
+    @property
+    def channel(self) -> HostChannel:
+        """The connection to this host's worker."""
+        assert self._channel is not None, "a template host has no worker"
+        return self._channel
 
     def add_attachment(self, task_id: int, name: str, data: bytes | str | Path | IO[bytes], *,
                        media_type: str | None = None, fence: Fence | None = None
@@ -75,7 +82,7 @@ class HostRoadie(Roadie):
             payload = data.read()
         else:
             raise TypeError(f"cannot attach a {type(data).__name__}")
-        info = self._channel.call("attach", task_id=task_id, name=name, data=payload,
+        info = self.channel.call("attach", task_id=task_id, name=name, data=payload,
                                   media_type=media_type)
         return info_from_frame(info)
 
@@ -83,7 +90,7 @@ class HostRoadie(Roadie):
                          ) -> list[TaskRecord]:
         """Send subtasks (encoded here, with this environment's types) to the worker, which
         stores them and fires ``roadie_task_added``."""
-        rows = self._channel.call("add_subtasks", task_id=parent.id,
+        rows = self.channel.call("add_subtasks", task_id=parent.id,
                                   tasks=[new_task_to_frame(spec) for spec in specs])
         return [dataclasses.replace(record_from_frame(row), decoder=self.decode_for_task)
                 for row in rows]
@@ -91,14 +98,14 @@ class HostRoadie(Roadie):
     def _subtask_page(self, parent_id: int, after: int, limit: int,
                       offset: int = 0) -> list[TaskRecord]:
         """A page of subtasks, read by the worker (for ``subtasks_done`` in a host)."""
-        rows = self._channel.call("subtasks", task_id=parent_id, after=after, limit=limit,
+        rows = self.channel.call("subtasks", task_id=parent_id, after=after, limit=limit,
                                   offset=offset)
         return [dataclasses.replace(record_from_frame(row), decoder=self.decode_for_task)
                 for row in rows]
 
     def _subtask_count(self, parent_id: int) -> int:
         """How many subtasks the task has, counted by the worker."""
-        return int(self._channel.call("subtask_count", task_id=parent_id))
+        return int(self.channel.call("subtask_count", task_id=parent_id))
 
     def _resolve_executor(
         self, qualified: str
@@ -106,7 +113,7 @@ class HostRoadie(Roadie):
         """An executor of this environment, or (for a subtask) one the worker knows."""
         if self.plugins.has_executor(qualified):
             return super()._resolve_executor(qualified)
-        versions, isolation = self._channel.call("resolve", executor=qualified)
+        versions, isolation = self.channel.call("resolve", executor=qualified)
         return None, dict(versions), Isolation(isolation)
 
 
@@ -179,10 +186,14 @@ class _Sink:
 class Host:
     """Serve one worker over ``channel`` until it goes away."""
 
-    def __init__(self, channel: HostChannel) -> None:
+    def __init__(self, channel: HostChannel, app: HostRoadie | None = None) -> None:
         self.channel = channel
-        self.app = HostRoadie(channel)
-        self.app.plugins.load()
+        if app is None:
+            app = HostRoadie(channel)
+            app.plugins.load()
+        else:  # made and loaded by a template host before it forked this one
+            app._channel = channel
+        self.app = app
         self.task: RunningTask | None = None
         self.sink = _Sink()
         self._reader = threading.Lock()  # held by the thread that reads the socket
@@ -351,12 +362,114 @@ class Host:
             os._exit(0)
 
 
+class Template:
+    """A template host: roadie and the plugins imported and loaded once, then a host forked
+    per request of the worker, with that host's socket (sent over the control socket).
+
+    The fork is a host's cold start. A forked host is what a started one would be: its own
+    session, killed when the template dies (which dies with its worker), the same plugins and
+    settings (the template's environment is the one a started host would get). The template
+    reaps its hosts and tells the worker how each ended; it kills one when the worker asks
+    (so a pid is never signalled after it was reaped). It never runs a task and never starts
+    a thread: forking a process with threads is unsafe.
+    """
+
+    def __init__(self, control: socket.socket) -> None:
+        self.control = Channel(control)
+        self.app = HostRoadie(None)
+        self.app.plugins.load()
+        self.children: set[int] = set()
+        self._wake_r, self._wake_w = os.pipe()
+
+    def serve(self) -> None:
+        """Fork hosts until the worker closes the control socket or says "exit"."""
+        import gc
+        import select
+
+        forkable = threading.active_count() == 1  # a plugin that starts a thread: no forks
+        self.control.send({"op": "ready", "pid": os.getpid(), "fork": forkable})
+        if not forkable:
+            os._exit(0)
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        gc.freeze()  # the imported objects stay in shared pages of the forked hosts
+        fds: list[int] = []
+        while True:
+            select.select([self.control.sock.fileno(), self._wake_r], [], [])
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 512)
+            self._reap()
+            while True:
+                try:
+                    frame = self.control.recv(0, fds)
+                except ChannelClosed:
+                    os._exit(0)  # the worker is gone: the hosts die with us
+                if frame is None:
+                    break
+                op = frame.get("op")
+                if op == "fork" and fds:
+                    self._fork(fds.pop(0))
+                elif op == "kill" and frame.get("pid") in self.children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(frame["pid"], signal.SIGKILL)
+                elif op == "exit":
+                    os._exit(0)
+
+    def _reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self.control.send({"op": "exited", "pid": pid,
+                               "code": os.waitstatus_to_exitcode(status)})
+
+    def _fork(self, fd: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self._become_host(fd)  # never returns
+        os.close(fd)
+        self.children.add(pid)
+        self.control.send({"op": "forked", "pid": pid})
+
+    def _become_host(self, fd: int) -> None:
+        """In the forked child: drop the template's parts and serve the worker on ``fd``."""
+        code = 1
+        try:
+            template = os.getppid()
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self.control.sock.close()
+            os.setsid()  # a session of its own, as a started host
+            die_with_parent()  # the template, which dies with the worker
+            if os.getppid() != template:
+                os._exit(0)
+            Host(HostChannel(socket.socket(fileno=fd)), self.app).serve()
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Serve the worker on the socket whose descriptor is the first argument."""
+    """Serve the worker on the socket whose descriptor is the first argument (with
+    ``--template FD``: fork hosts for the worker on that control socket)."""
     args = sys.argv[1:] if argv is None else argv
     die_with_parent()
     if os.getppid() == 1:  # the worker died before we could ask to die with it
         os._exit(0)
+    if args[0] == "--template":
+        Template(socket.socket(fileno=int(args[1]))).serve()
+        return
     sock = socket.socket(fileno=int(args[0]))
     Host(HostChannel(sock)).serve()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import os
 import queue
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
     from roadie.running import ProgressSink, RunningTask
 
 log = logging.getLogger("roadie.hosts")
+
+# hosts are forked from a template host where a process can fork and pass a socket
+CAN_FORK = hasattr(os, "fork") and hasattr(socket, "send_fds")
 
 
 class HostError(RoadieError):
@@ -88,7 +92,8 @@ class HostProcess:
     module docstring), ``wait_ready`` waits for its "ready" frame (on any thread).
     """
 
-    def __init__(self, env: str | None, python: str, environ: dict[str, str]) -> None:
+    def __init__(self, env: str | None, python: str, environ: dict[str, str],
+                 template: _Template | None = None) -> None:
         self.env = env
         self.python = python
         self.tasks_run = 0
@@ -97,12 +102,16 @@ class HostProcess:
         self._ready: bool | None = None  # None: not waited for yet
         self._ready_lock = threading.Lock()
         parent, child = socket.socketpair()
+        self.proc: subprocess.Popen[bytes] | _ForkedProcess
         try:
-            self.proc = subprocess.Popen(
-                [python, "-m", "roadie.hosts.main", str(child.fileno())],
-                pass_fds=(child.fileno(),), env=environ, stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a terminal's Ctrl-C is for the worker, not for us
-            )
+            if template is not None:
+                self.proc = template.fork(child.fileno())
+            else:
+                self.proc = subprocess.Popen(
+                    [python, "-m", "roadie.hosts.main", str(child.fileno())],
+                    pass_fds=(child.fileno(),), env=environ, stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # a terminal's Ctrl-C is for the worker, not us
+                )
         except BaseException:
             parent.close()
             raise
@@ -169,6 +178,163 @@ class HostProcess:
         self.kill()
 
 
+class _ForkedProcess:
+    """A host forked by a template host: the part of ``subprocess.Popen`` a HostProcess uses.
+    Its template reaps it and says how it ended; a kill goes through the template too."""
+
+    def __init__(self, template: _Template, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self._template = template
+        self._ended = threading.Event()
+
+    def poll(self) -> int | None:
+        """Its exit code (negative: the signal), or None while it runs."""
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait until it ended; ``subprocess.TimeoutExpired`` after ``timeout``."""
+        if not self._ended.wait(timeout):
+            raise subprocess.TimeoutExpired(f"host {self.pid}", timeout or 0)
+        assert self.returncode is not None
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL it (by its template, which has not reaped it yet)."""
+        if self.returncode is None:
+            self._template.kill(self.pid)
+
+    def ended(self, code: int) -> None:
+        self.returncode = code
+        self._ended.set()
+
+
+class _Template:
+    """A template host of one environment (``python -m roadie.hosts.main --template``): it
+    imports roadie and the plugins once and forks a warm host per request, so a host starts
+    in the time of a fork instead of a Python start and its imports. Started on the pool's
+    starter thread (it dies with the worker: see the module docstring), like the hosts were.
+    A thread of the worker reads what it says: each fork's pid and each host's end."""
+
+    def __init__(self, env: str | None, python: str, environ: dict[str, str]) -> None:
+        self.env = env
+        self.python = python
+        self.forkable = False
+        self.retired = False
+        self.start_ms = 0.0
+        self._hosts: dict[int, _ForkedProcess] = {}
+        self._forks: queue.SimpleQueue[Future[_ForkedProcess]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        started = time.perf_counter()
+        parent, child = socket.socketpair()
+        try:
+            self.proc = subprocess.Popen(
+                [python, "-m", "roadie.hosts.main", "--template", str(child.fileno())],
+                pass_fds=(child.fileno(),), env=environ, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
+        self.channel = Channel(parent)
+        self._started = started
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait for its "ready" frame; HostError if it does not come."""
+        try:
+            frame = self.channel.recv(timeout)
+        except (ChannelClosed, OSError):
+            frame = None
+        self.start_ms = (time.perf_counter() - self._started) * 1000
+        if frame is None or frame.get("op") != "ready":
+            self.close()
+            where = f"environment {self.env!r}" if self.env else "the worker's environment"
+            raise HostError(
+                f"a host process in {where} ({self.python}) did not start: "
+                f"{describe_exit(self.proc.poll())} (its error is in the worker's log)")
+        self.forkable = bool(frame.get("fork"))
+        if self.forkable:
+            threading.Thread(target=self._read, name="roadie-host-template",
+                             daemon=True).start()
+        else:
+            log.info("a plugin starts a thread when it loads: hosts of %s start one by one",
+                     f"environment {self.env!r}" if self.env else "the worker's environment")
+            self.close()
+
+    def alive(self) -> bool:
+        """Whether it can still fork hosts."""
+        return self.forkable and not self.retired and self.proc.poll() is None
+
+    def fork(self, fd: int) -> _ForkedProcess:
+        """A new host serving the socket ``fd`` (a copy of it goes to the host)."""
+        future: Future[_ForkedProcess] = Future()
+        with self._lock:
+            self._forks.put(future)
+            self.channel.send({"op": "fork"}, fds=[fd])
+        try:
+            return future.result(60)
+        except TimeoutError:
+            raise HostError("a template host did not fork") from None
+
+    def kill(self, pid: int) -> None:
+        """Ask the template to SIGKILL its host ``pid``."""
+        with contextlib.suppress(OSError):
+            self.channel.send({"op": "kill", "pid": pid})
+
+    def _read(self) -> None:
+        """Forks and ends, until the template is gone (its hosts then die with it)."""
+        while True:
+            try:
+                frame = self.channel.recv(None)
+            except (ChannelClosed, OSError):
+                break
+            if frame is None:
+                continue
+            if frame.get("op") == "forked":
+                host = _ForkedProcess(self, frame["pid"])
+                with self._lock:
+                    self._hosts[host.pid] = host
+                self._forks.get().set_result(host)
+            elif frame.get("op") == "exited":
+                with self._lock:
+                    ended = self._hosts.pop(frame["pid"], None)
+                    done = self.retired and not self._hosts
+                if ended is not None:
+                    ended.ended(int(frame["code"]))
+                if done:
+                    self.close()
+        with self._lock:
+            hosts, self._hosts = list(self._hosts.values()), {}
+        for host in hosts:  # PR_SET_PDEATHSIG killed them with their template
+            host.ended(-signal.SIGKILL)
+        while not self._forks.empty():
+            self._forks.get().set_exception(HostError("the template host ended"))
+
+    def retire(self) -> None:
+        """Fork no more; end once its last host ended (an environment changed)."""
+        with self._lock:
+            self.retired = True
+            done = not self._hosts
+        if done:
+            self.close()
+
+    def close(self) -> None:
+        """Stop it (hosts it forked that still run die with it)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.channel.send({"op": "exit"})
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with contextlib.suppress(OSError):
+            self.channel.sock.shutdown(socket.SHUT_RDWR)  # wakes the reading thread
+        self.channel.close()
+
+
 class _Starter:
     """The pool's one long-lived thread that forks hosts, replaces them and reaps old ones."""
 
@@ -226,7 +392,9 @@ class HostPool:
         self._lock = threading.Lock()
         self._closed = False
         self._starter = _Starter()
+        self._templates: dict[str | None, _Template] = {}  # made and used on the starter
         self.started: list[float] = []  # cold start times in ms
+        self.template_ms: list[float] = []  # start times of template hosts in ms
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -260,8 +428,45 @@ class HostPool:
         return str(python_of(self.settings.envs_path(), env))
 
     def _spawn(self, env: str | None) -> HostProcess:
-        """Fork a host of ``env`` (always on the starter thread; see the module docstring)."""
-        return HostProcess(env, self._python(env), self._environ(env))
+        """Fork a host of ``env`` (always on the starter thread; see the module docstring):
+        from the environment's template host, started first if need be, or (where a process
+        cannot fork, or the template cannot) as a new Python process."""
+        python, environ = self._python(env), self._environ(env)
+        template = self._template(env, python, environ) if CAN_FORK else None
+        return HostProcess(env, python, environ, template)
+
+    def _template(self, env: str | None, python: str, environ: dict[str, str]
+                  ) -> _Template | None:
+        """The template host of ``env`` that can fork, or None (on the starter thread)."""
+        template = self._templates.get(env)
+        if template is not None and not template.forkable:
+            return None
+        if template is None or not template.alive():
+            template = _Template(env, python, environ)
+            self._templates[env] = template
+            template.wait_ready(self.settings.host_start_timeout)
+            self.template_ms.append(template.start_ms)
+        return template if template.forkable else None
+
+    def start_templates(self, executor_classes: Iterable[type[Executor]]) -> None:
+        """Start, in the background (on the starter), the template host of each environment
+        whose hosts run some of ``executor_classes``, so the first task of each finds it
+        started. One per environment: a template that runs is kept."""
+        if not CAN_FORK:
+            return
+        for env in sorted({env_of(c) for c in executor_classes}, key=lambda e: e or ""):
+            self._starter.submit(functools.partial(self._start_template, env))
+
+    def _start_template(self, env: str | None) -> None:
+        """On the starter: the template host of ``env``, unless the pool closed meanwhile."""
+        with self._lock:
+            if self._closed:
+                return
+        try:
+            self._template(env, self._python(env), self._environ(env))
+        except Exception as exc:  # the first task of ``env`` tries again and reports it
+            where = f"environment {env!r}" if env else "the worker's environment"
+            log.warning("could not start the template host of %s: %s", where, exc)
 
     def _take_idle(self, env: str | None) -> HostProcess | None:
         """A warm host of ``env`` moved to busy, or None (the lock is held)."""
@@ -360,6 +565,16 @@ class HostPool:
             idle, self._idle = self._idle, []
         for host in idle:
             host.close()
+        with self._lock:
+            if self._closed:  # close() stops the templates
+                return
+        self._starter.submit(self._retire_templates)
+
+    def _retire_templates(self) -> None:
+        """On the starter: the next hosts come from new templates, with the new code."""
+        templates, self._templates = list(self._templates.values()), {}
+        for template in templates:
+            template.retire()
 
     def close(self) -> None:
         """Stop every host (busy ones are killed) and the starter thread."""
@@ -374,6 +589,7 @@ class HostPool:
             host.ask_to_exit()
         for host in idle:
             host.close()
+        self._starter.submit(self._close_templates)
         self._starter.stop()
         with self._lock:  # hosts a last job of the starter made
             late = [*self._idle, *self._busy]
@@ -381,6 +597,11 @@ class HostPool:
             self._busy.clear()
         for host in late:
             host.kill()
+
+    def _close_templates(self) -> None:
+        templates, self._templates = list(self._templates.values()), {}
+        for template in templates:
+            template.close()
 
     def host_pids(self) -> list[int]:
         """The process ids of the hosts (for tests and benchmarks)."""

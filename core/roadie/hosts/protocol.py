@@ -17,6 +17,7 @@ import datetime as dt
 import socket
 import struct
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -43,14 +44,22 @@ class Channel:
         self._send_lock = threading.Lock()
         self._buffer = bytearray()
 
-    def send(self, frame: dict[str, Any]) -> None:
-        """Send one frame (thread-safe)."""
+    def send(self, frame: dict[str, Any], fds: Sequence[int] = ()) -> None:
+        """Send one frame (thread-safe), with the file descriptors ``fds`` if any (a host's
+        socket, sent to a template host)."""
         body = msgpack.packb(frame, use_bin_type=True)
+        data = _HEADER.pack(len(body)) + body
         with self._send_lock:
-            self.sock.sendall(_HEADER.pack(len(body)) + body)
+            if fds:
+                sent = socket.send_fds(self.sock, [data], list(fds))
+                self.sock.sendall(data[sent:])
+            else:
+                self.sock.sendall(data)
 
-    def recv(self, timeout: float | None = None) -> dict[str, Any] | None:
-        """The next frame, or None when ``timeout`` passes first; raises ChannelClosed."""
+    def recv(self, timeout: float | None = None,
+             fds: list[int] | None = None) -> dict[str, Any] | None:
+        """The next frame, or None when ``timeout`` passes first; raises ChannelClosed.
+        With ``fds``, file descriptors that come with the bytes are appended to it."""
         self.sock.settimeout(timeout)
         while True:
             if len(self._buffer) >= _HEADER.size:
@@ -63,7 +72,11 @@ class Channel:
                     frame: dict[str, Any] = msgpack.unpackb(body, raw=False)
                     return frame
             try:
-                chunk = self.sock.recv(1 << 16)
+                if fds is None:
+                    chunk = self.sock.recv(1 << 16)
+                else:
+                    chunk, received, _, _ = socket.recv_fds(self.sock, 1 << 16, 8)
+                    fds.extend(received)
             except (TimeoutError, BlockingIOError):
                 return None
             except OSError as exc:

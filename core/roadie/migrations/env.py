@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
-from roadie.models import VERSION_TABLE, add_postgresql_options, metadata
+from roadie.models import VERSION_TABLE, add_dialect_options, metadata
 
 config = context.config
 connection = config.attributes.get("connection")
@@ -12,15 +12,13 @@ if connection is None:  # run by the alembic CLI: build an engine from the URL
 
     engine = sa.create_engine(config.get_main_option("sqlalchemy.url") or "")
     with engine.begin() as connection:
-        if connection.dialect.name == "postgresql":
-            add_postgresql_options()
+        add_dialect_options(connection.dialect.name)
         context.configure(
             connection=connection, target_metadata=metadata, version_table=VERSION_TABLE
         )
         context.run_migrations()
 else:
-    if connection.dialect.name == "postgresql":
-        add_postgresql_options()
+    add_dialect_options(connection.dialect.name)
     context.configure(
         connection=connection,
         target_metadata=metadata,

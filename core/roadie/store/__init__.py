@@ -15,17 +15,22 @@
 
 The concern modules depend on ``engine``, ``sql``, ``rows`` and ``values``, and ``facade`` on
 them; never the reverse (a concern module names ``Store`` only for type checking).
+``channels`` (the notification channels' names) and ``values`` import no SQLAlchemy, and
+``Store`` and ``make_async_engine`` are imported on first use (PEP 562): a process that only
+needs the values (a host process) never loads SQLAlchemy.
 """
 
-from roadie.store.engine import (
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from roadie.store.channels import (
     CHANNEL_ADDED,
     CHANNEL_CANCEL,
     CHANNEL_CHANGED,
     CHANNEL_SCHEDULES,
-    make_async_engine,
     split_payload,
 )
-from roadie.store.facade import Store
 from roadie.store.values import (
     MAX_TAGS_PER_NODE,
     Claimable,
@@ -60,3 +65,20 @@ __all__ = [
     "tags_key",
     "utcnow",
 ]
+
+
+if TYPE_CHECKING:
+    from roadie.store.engine import make_async_engine
+    from roadie.store.facade import Store
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        from roadie.store.facade import Store
+
+        return Store
+    if name == "make_async_engine":
+        from roadie.store.engine import make_async_engine
+
+        return make_async_engine
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,8 @@ from roadie.errors import DatabaseError
 from roadie.limits import Rate
 from roadie.records import Decoder, TaskRecord, task_record_of
 from roadie.status import FINAL_STATUSES, Status
-from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CHANGED, DATABASE_ERRORS, driver_tuples
+from roadie.store.channels import CHANNEL_ADDED, CHANNEL_CHANGED
+from roadie.store.engine import DATABASE_ERRORS, driver_tuples
 from roadie.store.locks import due_check_now, promote_due, take_slots, take_tokens
 from roadie.store.rows import (
     STATUS_OF,

@@ -29,6 +29,12 @@ from roadie.errors import (
     SchemaOutdatedError,
 )
 from roadie.notifications import Hub, PgListener, hub_for
+from roadie.store.channels import (
+    CHANNEL_ADDED,
+    CHANNEL_CANCEL,
+    CHANNEL_CHANGED,
+    CHANNEL_SCHEDULES,
+)
 
 # the driver's errors that ``write``, ``read`` and the hot statements turn into DatabaseError
 # (``_database_error``): the database is down or unreachable, or refused a statement (perhaps
@@ -37,10 +43,6 @@ from roadie.notifications import Hub, PgListener, hub_for
 # strangely (a server gone)
 DATABASE_ERRORS = (sa.exc.OperationalError, sa.exc.InternalError, sa.exc.ProgrammingError,
                    sa.exc.NotSupportedError)
-CHANNEL_ADDED = "roadie_task_added"
-CHANNEL_CHANGED = "roadie_task_changed"
-CHANNEL_CANCEL = "roadie_task_cancel"
-CHANNEL_SCHEDULES = "roadie_schedules_changed"
 _PER_CONNECTION = ("trees", "schedules")  # not shared by ``Store.bound`` views
 _D = TypeVar("_D", bound="Database")
 
@@ -63,8 +65,7 @@ class Database:
                                    idle_timeout=idle_timeout, pooler=pooler)
         self.is_postgres = self.engine.dialect.name == "postgresql"
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        if self.is_postgres:
-            models.add_postgresql_options()
+        models.add_dialect_options(self.engine.dialect.name)
         self.listen_url = _listen_url(listen_url) if listen_url else ""
         self.hub = hub_for(self.safe_url)
         self._listener: PgListener | None = None
@@ -507,11 +508,6 @@ def _unreachable(exc: sa.exc.DBAPIError) -> bool:
 def _join_payloads(payloads: list[str]) -> str:
     joined = ",".join(dict.fromkeys(payloads))
     return joined if len(joined) < 7900 else "*"
-
-
-def split_payload(payload: str) -> list[str]:
-    """The items of a notification payload (``["*"]`` means "anything may have changed")."""
-    return [p for p in payload.split(",") if p]
 
 
 def _normal_url(url: str) -> str:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from roadie import models
 from roadie.limits import Limits, Rate
 from roadie.status import Status
-from roadie.store.engine import CHANNEL_ADDED
+from roadie.store.channels import CHANNEL_ADDED
 from roadie.store.values import utcnow
 
 if TYPE_CHECKING:

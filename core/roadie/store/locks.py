@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection
 from roadie import models
 from roadie.limits import Rate
 from roadie.status import Status
-from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CHANGED
+from roadie.store.channels import CHANNEL_ADDED, CHANNEL_CHANGED
 from roadie.store.rows import utc_time as in_utc_time
 from roadie.store.sql import (
     KEY_HEADS,

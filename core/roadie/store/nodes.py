@@ -15,7 +15,7 @@ from roadie import models
 from roadie.errors import TakenOver, TaskNotFound
 from roadie.records import NodeRecord, TaskRecord
 from roadie.status import FINAL_STATUSES, Status
-from roadie.store.engine import CHANNEL_ADDED, CHANNEL_CHANGED
+from roadie.store.channels import CHANNEL_ADDED, CHANNEL_CHANGED
 from roadie.store.rows import task_record
 from roadie.store.values import Fence, utcnow
 

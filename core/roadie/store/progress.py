@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from roadie import models
 from roadie.status import Status
-from roadie.store.engine import CHANNEL_CHANGED
+from roadie.store.channels import CHANNEL_CHANGED
 from roadie.store.sql import SAVE_PROGRESS
 from roadie.store.values import utcnow
 

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 from roadie import models
 from roadie.errors import ScheduleError
 from roadie.status import Status
-from roadie.store.engine import CHANNEL_ADDED, CHANNEL_SCHEDULES
+from roadie.store.channels import CHANNEL_ADDED, CHANNEL_SCHEDULES
 from roadie.store.locks import queue_behind_heads
 from roadie.store.rows import task_record
 from roadie.store.values import claimable_at

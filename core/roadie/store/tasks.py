@@ -15,13 +15,8 @@ from roadie import models
 from roadie.errors import InvalidTransition, TaskNotFound
 from roadie.records import AttemptRecord, Decoder, NodeRecord, TaskRecord
 from roadie.status import Status
-from roadie.store.engine import (
-    CHANNEL_ADDED,
-    CHANNEL_CANCEL,
-    CHANNEL_CHANGED,
-    DATABASE_ERRORS,
-    driver_rows,
-)
+from roadie.store.channels import CHANNEL_ADDED, CHANNEL_CANCEL, CHANNEL_CHANGED
+from roadie.store.engine import DATABASE_ERRORS, driver_rows
 from roadie.store.locks import queue_behind_heads
 from roadie.store.rows import added_record, plugins_texts, task_record, utc_time
 from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS

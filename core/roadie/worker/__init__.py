@@ -132,8 +132,9 @@ class Worker:
 
     @property
     def hosts(self) -> HostPool:
-        """The host processes of this worker (made, and roadie.hosts imported, when the first
-        task or the shutdown asks: an idle worker does without)."""
+        """The host processes of this worker (made, and roadie.hosts imported, when the worker
+        starts if some of its executors run in hosts, else when a task or the shutdown asks:
+        a worker without such executors does without)."""
         hosts = self._hosts
         if hosts is None:
             with self._hosts_lock:
@@ -195,6 +196,22 @@ class Worker:
         self._claim_sync, self._claim_async = split_claimable(claimable, self._async_names)
         return claimable
 
+    def start_host_templates(self) -> None:
+        """Start, in the background, the template host of each environment whose hosts will
+        run executors of this node, so that the first task there does not wait for a Python
+        process to start and import roadie and the plugins (a worker without such executors
+        starts none, and never imports roadie.hosts)."""
+        plugins = self.app.plugins
+        hosted = []
+        for qualified in plugins.executor_names():
+            if plugins.executor_error(qualified) is not None:
+                continue
+            executor_class = plugins.load_executor(qualified)
+            if self._out_of_process or executor_class.out_of_process:
+                hosted.append(executor_class)
+        if hosted:
+            self.hosts.start_templates(hosted)
+
     def node_record(self) -> NodeRecord:
         """This worker as a node row."""
         assert self._claimable is not None
@@ -235,6 +252,7 @@ class Worker:
         token = hub.subscribe(self._on_notification)
         self._signals.install()
         try:
+            self.start_host_templates()
             notify_hook(self.app, "roadie_worker_started", worker=self)
             self._start_threads()
             self.app.recover_orphans(self)

@@ -144,3 +144,4 @@ class Maintenance:
             log.info("an environment changed: refreshing this node's executors")
             worker.hosts.retire_idle()
             worker._advertise()
+            worker.start_host_templates()  # of the environments as they are now

@@ -8,12 +8,14 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 import roadie
 
 from roadie_examples.types import Batch
+
+if TYPE_CHECKING:  # click only where the CLI asks for commands: a worker never loads it
+    import click
 
 log = logging.getLogger("roadie_examples")
 
@@ -80,6 +82,7 @@ def roadie_before_task(task: roadie.RunningTask) -> roadie.Veto | None:
 @roadie.hookimpl
 def roadie_register_commands(cli: click.Group) -> None:
     """``roadie examples-seed N``: add N count tasks."""
+    import click
 
     @cli.command("examples-seed")
     @click.argument("count", type=int, default=3)

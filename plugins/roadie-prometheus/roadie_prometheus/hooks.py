@@ -11,13 +11,13 @@ import time
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-import click
 import roadie
 from roadie import hookimpl
 
 from roadie_prometheus.state import STATE
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # click only where the CLI asks for commands: a worker never loads it
+    import click
     from roadie import Executor, Result, RunningTask, TaskRecord
     from roadie.web.extensions import WebExtensions
     from roadie.worker import Worker
@@ -36,6 +36,8 @@ def _remember_port(_ctx: click.Context, _param: click.Parameter, value: int | No
 @hookimpl
 def roadie_register_commands(cli: click.Group) -> None:
     """Add ``--metrics-port P`` to ``roadie worker``."""
+    import click
+
     worker = cli.commands.get("worker")
     if worker is not None and not any(p.name == "metrics_port" for p in worker.params):
         worker.params.append(click.Option(
