@@ -286,7 +286,7 @@ class Roadie:
             log.warning("task %s: %s", task.id, line)
 
     def _new_task(self, executor: str, context: Mapping[str, Any] | None,
-                  resolved: dict[str, Any], **options: Any) -> NewTask:
+                  resolved: dict[Any, Any], **options: Any) -> NewTask:
         """A task to insert from ``add_task``'s arguments (``roadie.app.adding.new_task``;
         subtasks and schedules make theirs here too)."""
         return adding.new_task(self, executor, context, resolved, **options)
