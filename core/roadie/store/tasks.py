@@ -24,7 +24,7 @@ from roadie.store.engine import (
     driver_rows,
 )
 from roadie.store.locks import queue_behind_heads
-from roadie.store.rows import added_record, plugins_texts, task_record, utc_time
+from roadie.store.rows import added_records, plugins_texts, task_record, utc_time
 from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
 from roadie.store.values import Added, Fence, NewTask, Snapshot, claimable_at, utcnow
 
@@ -174,8 +174,7 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
                  for row in rows]
     else:
         ids = _bulk_insert(self, conn, rows)
-        added = [added_record(task_id, row, decoder)
-                 for task_id, row in zip(ids, rows, strict=True)]
+        added = list(added_records(ids, rows, decoder))
     if any(t.after for t in new_tasks):
         inserted = [(t, r.id) for t, r in zip(new_tasks, added, strict=True) if r is not None]
         self.trees.record_dependencies(conn, [t for t, _ in inserted],
