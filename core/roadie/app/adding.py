@@ -10,6 +10,7 @@ computes the isolation key, and reads ``add_tasks``' items a chunk at a time. ``
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -231,6 +232,15 @@ def _same_plain(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return True
 
 
+_CAPTURE_ARGS = ("executor", "context")
+
+
+@functools.lru_cache(maxsize=16)
+def _has_wrappers(impls: tuple[Any, ...]) -> bool:
+    """Whether some of these hook implementations wrap the others (then pluggy calls them)."""
+    return any(impl.hookwrapper or impl.wrapper for impl in impls)
+
+
 def capture(app: Roadie, qualified: str, context: dict[str, Any],
             resolved: dict[Any, Any] | None = None) -> bytes | None:
     """The ``roadie_capture_context`` maps of every plugin, merged and encoded. Without
@@ -241,7 +251,7 @@ def capture(app: Roadie, qualified: str, context: dict[str, Any],
         return None
     parts: list[Any] = []
     arguments = {"executor": qualified, "context": context}
-    if any(impl.hookwrapper or impl.wrapper for impl in impls):
+    if _has_wrappers(impls):
         try:
             parts = call_hook(app, "roadie_capture_context",
                               app.plugins.hook.roadie_capture_context, **arguments)
@@ -250,7 +260,9 @@ def capture(app: Roadie, qualified: str, context: dict[str, Any],
     else:
         for impl in impls:
             try:
-                parts.append(impl.function(*[arguments[a] for a in impl.argnames]))
+                parts.append(impl.function(qualified, context)
+                             if impl.argnames == _CAPTURE_ARGS else
+                             impl.function(*[arguments[a] for a in impl.argnames]))
             except Exception as exc:
                 raise PluginError(
                     f"cannot add the {qualified} task: hook roadie_capture_context of "
