@@ -104,7 +104,7 @@ def new_task(
     qualified, executor_class, plugin_versions, isolation, limits = known
     if context is None:
         context = {}
-    if not isinstance(context, Mapping):
+    if type(context) is not dict and not isinstance(context, Mapping):
         raise ContextEncodeError(
             f"the context of a {qualified} task must be a mapping (a dict of names to "
             f"values), not {type(context).__name__}"
