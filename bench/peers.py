@@ -462,8 +462,11 @@ def main() -> None:
         f"roadie in this process through `bench/throughput.py`'s `measure()` (database "
         f"`roadie_bench`; SQLite in a temp dir). {n:,} no-op tasks per drain, {args.rounds} "
         f"round(s) interleaved (per round: roadie PostgreSQL, PgQueuer, PgQueuer with thread "
-        f"hand-off, procrastinate, its latency, PgQueuer's latency; roadie SQLite, huey SQLite; "
-        f"later rounds alternate who goes first); figures are {agg}. Whole run {elapsed:.0f} s.",
+        f"hand-off, procrastinate, its latency, PgQueuer's latency, oban-py; the async sleep "
+        f"drain of roadie, PgQueuer and oban-py; the concurrent single adds of roadie (async, "
+        f"then sync) and PgQueuer; roadie SQLite, huey SQLite; later rounds alternate who goes "
+        f"first); figures are {agg}. Whole run {elapsed:.0f} s; load average at each step in "
+        f"the raw lines.",
         "",
         f"Peer packages (pip freeze of the peer virtualenv): {versions}",
         "",
