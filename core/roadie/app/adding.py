@@ -329,6 +329,8 @@ class AddedTasks(Sequence[TaskRecord]):
 def task_arguments(index: int, item: Any) -> dict[str, Any]:
     """One ``add_tasks`` item as ``add_task``'s keyword arguments (a mapping, or an
     ``(executor, context)`` pair); anything else is refused naming its index."""
+    if type(item) is tuple and len(item) == 2 and isinstance(item[0], str):  # (the most)
+        return {"executor": item[0], "context": item[1]}
     if isinstance(item, Mapping):
         return dict(item)
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
