@@ -5,8 +5,9 @@ request adds one task.
 - sync: ``app.add_task(...)`` from as many threads;
 
 ``--tasks`` no-op tasks each, alternated ``--rounds`` times on one fresh database (emptied
-between measurements), with each rate and the async/sync ratio. ``bench/peers.py`` runs
-``measure`` beside PgQueuer's ``enqueue`` on an asyncpg pool.
+between measurements), with each rate and the async/sync ratio; the last line is the medians.
+``bench/peers.py`` runs it in a subprocess of its own (as each peer runs) beside PgQueuer's
+``enqueue`` on an asyncpg pool.
 
     python bench/client_adds.py [--tasks 3000] [--clients 50] [--rounds 3] [--no-write]
 
@@ -130,9 +131,13 @@ def main() -> None:
     rows.append(["median", f"{statistics.median(r.aio for r in rounds):,.0f}",
                  f"{statistics.median(r.sync for r in rounds):,.0f}",
                  f"{statistics.median(r.aio / r.sync for r in rounds):.2f}"])
+    for r in rounds:  # the line bench/peers.py reads
+        print(f"roadie-pg concurrent_adds aio={r.aio:.0f}/s sync={r.sync:.0f}/s", flush=True)
     text = table(["round", f"async, {args.clients} coroutines /s",
                   f"sync, {args.clients} threads /s", "async / sync"], rows)
     print(text)
+    print(f"roadie-pg concurrent_adds aio={statistics.median(r.aio for r in rounds):.0f}/s "
+          f"sync={statistics.median(r.sync for r in rounds):.0f}/s")
     if not args.no_write:
         write_section("Single adds from concurrent callers", "\n\n".join([
             text, f"{args.tasks:,} no-op adds per measurement, PostgreSQL, load average "

@@ -5,8 +5,8 @@ then PgQueuer (plain async entrypoint, and with the work handed to a thread), pr
 oban-py and their latency scripts; then the async group (issue 31): 1,000 tasks that each
 ``await asyncio.sleep(0.1)``, 200 at once (roadie ``async_tasks.drain``, PgQueuer, oban-py), and
 single adds from 50 concurrent callers (roadie ``await app.aio.add_task`` from 50 coroutines and
-``app.add_task`` from 50 threads, ``client_adds.measure``; PgQueuer ``enqueue`` from 50 coroutines
-on an asyncpg pool); then roadie on SQLite (``throughput.measure('sqlite', n)``) and huey with
+``app.add_task`` from 50 threads, ``client_adds.py`` in its own process; PgQueuer ``enqueue``
+from 50 coroutines on an asyncpg pool); then roadie on SQLite (``throughput.measure('sqlite', n)``) and huey with
 SQLite storage. The peers run from ``../shared/peer-bench`` (outside this repository) and from
 ``bench/peer_scripts`` (oban-py, PgQueuer's sleep drain and concurrent adds) in their own
 virtualenv, one subprocess each with a timeout; their one-line outputs are parsed (and printed).
@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import async_tasks
-import client_adds
 import psycopg
 import throughput
 from _results import table, write_section
@@ -65,6 +64,8 @@ BENCH_LINE = re.compile(r"^(?P<system>\S+) enqueue_single=(?P<single>\d+)/s"
                         r"(?: \(results stored (?P<stored>\d+)\))?")
 SLEEP_LINE = re.compile(r"^(?P<system>\S+) sleep_drain=(?P<rate>\d+)/s")
 ADDS_LINE = re.compile(r"^(?P<system>\S+) concurrent_adds=(?P<rate>\d+)/s")
+ROADIE_ADDS_LINE = re.compile(
+    r"^roadie-pg concurrent_adds aio=(?P<aio>\d+)/s sync=(?P<sync>\d+)/s")
 LATENCY_LINE = re.compile(r"^(?P<system>\S+) latency n=(?P<n>\d+) "
                           r"p50=(?P<p50>[\d.]+)ms p99=(?P<p99>[\d.]+)ms")
 
@@ -238,16 +239,27 @@ def roadie_sleep_drain() -> None:
 
 
 def roadie_concurrent_adds() -> None:
-    log(f"[roadie postgres] client_adds.measure({ADDS}, {ADD_CLIENTS}) ({load()})")
+    """``bench/client_adds.py`` in a fresh process, as each peer runs: in this one, what the
+    earlier measurements left (threads, pools) slowed both of roadie's figures about 2.5x."""
+    args = [str(Path(__file__).with_name("client_adds.py")), "--tasks", str(ADDS),
+            "--clients", str(ADD_CLIENTS), "--rounds", "1", "--no-write"]
+    log(f"[roadie postgres] client_adds.py {shlex.join(args[1:])} ({load()})")
     try:
-        (got,) = client_adds.measure(ADDS, ADD_CLIENTS, 1)
-    except Exception as exc:
-        results["roadie-pg"].problems.append(f"concurrent adds failed: {exc}")
-        log(f"  FAILED: {exc}")
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                              timeout=BENCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        results["roadie-pg"].problems.append("concurrent adds timed out")
         return
-    results["roadie-pg"].add("adds", got.aio)
-    results["roadie-pg"].add("adds_sync", got.sync)
-    log(f"roadie-postgres concurrent_adds aio={got.aio:.0f}/s sync={got.sync:.0f}/s")
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    m = ROADIE_ADDS_LINE.match(lines[-1]) if lines else None
+    if proc.returncode != 0 or m is None:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        results["roadie-pg"].problems.append(f"concurrent adds failed: {why}")
+        log(f"  FAILED: {why}")
+        return
+    results["roadie-pg"].add("adds", m["aio"])
+    results["roadie-pg"].add("adds_sync", m["sync"])
+    log(lines[-1])
 
 
 def peer_latency(key: str, script: str, skip: str | None) -> None:
