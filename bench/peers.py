@@ -2,14 +2,14 @@
 
 Interleaved in one run, per round: roadie on PostgreSQL (``throughput.measure('postgres', n)``),
 then PgQueuer (plain async entrypoint, and with the work handed to a thread), procrastinate,
-oban-py and their latency scripts; then the async group (issue 31): 1,000 tasks that each
-``await asyncio.sleep(0.1)``, 200 at once (roadie ``async_tasks.drain``, PgQueuer, oban-py), and
-single adds from 50 concurrent callers (roadie ``await app.aio.add_task`` from 50 coroutines and
-``app.add_task`` from 50 threads, ``client_adds.py`` in its own process; PgQueuer ``enqueue``
-from 50 coroutines on an asyncpg pool); then roadie on SQLite
-(``throughput.measure('sqlite', n)``) and huey with SQLite storage. The peers run from
-``../shared/peer-bench`` (outside this repository) and from ``bench/peer_scripts`` (oban-py,
-PgQueuer's sleep drain and concurrent adds) in their own virtualenv, one subprocess each with a timeout; their one-line outputs are parsed (and printed).
+oban-py and their latency scripts; then the async group (issue 31): 1,000 tasks that each ``await
+asyncio.sleep(0.1)``, 200 at once (roadie ``async_tasks.drain``, PgQueuer, oban-py), and single
+adds from 50 concurrent callers (roadie ``await app.aio.add_task`` from 50 coroutines and
+``app.add_task`` from 50 threads, ``client_adds.py`` in its own process; PgQueuer ``enqueue`` from
+50 coroutines on an asyncpg pool); then roadie on SQLite (``throughput.measure('sqlite', n)``) and
+huey with SQLite storage. The peers run from ``../shared/peer-bench`` (outside this repository) and
+from ``bench/peer_scripts`` (oban-py, PgQueuer's sleep drain and concurrent adds) in their own
+virtualenv, one subprocess each with a timeout; their one-line outputs are parsed (and printed).
 Then one table per backend and a line per target of the issue (met / not met, with the ratio).
 
     python bench/peers.py [--tasks 5000] [--rounds 1] [--peer-python /work/peer-venv/bin/python]
