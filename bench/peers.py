@@ -1,9 +1,14 @@
 """roadie side by side with its peers (issue 7), in one run on this machine.
 
 Interleaved in one run, per round: roadie on PostgreSQL (``throughput.measure('postgres', n)``),
-then PgQueuer (plain async entrypoint, and with the work handed to a thread), procrastinate and
-their latency scripts; then roadie on SQLite (``throughput.measure('sqlite', n)``) and huey with
-SQLite storage. The peers run from ``../shared/peer-bench`` (outside this repository) in their own
+then PgQueuer (plain async entrypoint, and with the work handed to a thread), procrastinate,
+oban-py and their latency scripts; then the async group (issue 31): 1,000 tasks that each ``await
+asyncio.sleep(0.1)``, 200 at once (roadie ``async_tasks.drain``, PgQueuer, oban-py), and single
+adds from 50 concurrent callers (roadie ``await app.aio.add_task`` from 50 coroutines and
+``app.add_task`` from 50 threads, ``client_adds.py`` in its own process; PgQueuer ``enqueue`` from
+50 coroutines on an asyncpg pool); then roadie on SQLite (``throughput.measure('sqlite', n)``) and
+huey with SQLite storage. The peers run from ``../shared/peer-bench`` (outside this repository) and
+from ``bench/peer_scripts`` (oban-py, PgQueuer's sleep drain and concurrent adds) in their own
 virtualenv, one subprocess each with a timeout; their one-line outputs are parsed (and printed).
 Then one table per backend and a line per target of the issue (met / not met, with the ratio).
 
@@ -11,7 +16,13 @@ Then one table per backend and a line per target of the issue (met / not met, wi
 
 Environment: PEER_PY (the peers' python), PEER_BENCH (the peer-bench folder), PEER_PG (the peers'
 database, emptied by each peer run; default ``postgresql://postgres@127.0.0.1:5432/peer_bench``),
-ROADIE_BENCH_PG (roadie's, see throughput.py). With R rounds each figure is the median.
+ROADIE_BENCH_PG, ROADIE_BENCH_ASYNC_PG and ROADIE_BENCH_CLIENT_PG (roadie's, see throughput.py,
+async_tasks.py and client_adds.py). With R rounds each figure is the median.
+
+oban-py 0.7.0 declares Python >= 3.12; on a 3.11 machine install it with
+``pip install --ignore-requires-python oban`` and replace its one 3.12-only statement (the
+``type Result[T] = ...`` alias in ``oban/job.py``, used in annotations only) by
+``Result = typing.Union[Cancel, Snooze, Record, T, None]`` with a ``TypeVar``.
 """
 
 from __future__ import annotations
@@ -28,16 +39,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import async_tasks
 import psycopg
 import throughput
 from _results import table, write_section
 
 PEER_DIR = Path(os.environ.get("PEER_BENCH",
                                Path(__file__).resolve().parents[2] / "shared" / "peer-bench"))
+LOCAL_PEERS = Path(__file__).resolve().parent / "peer_scripts"  # oban-py, async measures
 PEER_PY = os.environ.get("PEER_PY", "/work/peer-venv/bin/python")
 PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_bench")
-PEER_PACKAGES = ["asyncpg", "huey", "pgqueuer", "procrastinate", "psycopg", "psycopg-binary",
-                 "redis", "rq"]
+PEER_PACKAGES = ["asyncpg", "huey", "oban", "pgqueuer", "procrastinate", "psycopg",
+                 "psycopg-binary", "psycopg-pool", "redis", "rq"]
+ASYNC_TASKS = 1000  # the async sleep drain: tasks, each awaiting 0.1 s
+ASYNC_SLOTS = 200  # at once
+ADDS = 3000  # single adds from concurrent callers
+ADD_CLIENTS = 50
 BENCH_TIMEOUT = 240  # seconds, one peer drain script
 LATENCY_TIMEOUT = 90  # seconds, one peer latency script (200 tasks, 20 ms apart)
 LATENCY_TASKS = 200
@@ -45,6 +62,10 @@ LATENCY_TASKS = 200
 BENCH_LINE = re.compile(r"^(?P<system>\S+) enqueue_single=(?P<single>\d+)/s"
                         r"(?: enqueue_batch=(?P<batch>\d+)/s)? drain=(?P<drain>\d+)/s"
                         r"(?: \(results stored (?P<stored>\d+)\))?")
+SLEEP_LINE = re.compile(r"^(?P<system>\S+) sleep_drain=(?P<rate>\d+)/s")
+ADDS_LINE = re.compile(r"^(?P<system>\S+) concurrent_adds=(?P<rate>\d+)/s")
+ROADIE_ADDS_LINE = re.compile(
+    r"^roadie-pg concurrent_adds aio=(?P<aio>\d+)/s sync=(?P<sync>\d+)/s")
 LATENCY_LINE = re.compile(r"^(?P<system>\S+) latency n=(?P<n>\d+) "
                           r"p50=(?P<p50>[\d.]+)ms p99=(?P<p99>[\d.]+)ms")
 
@@ -54,10 +75,17 @@ SYSTEMS = [
     ("PostgreSQL", "pgqueuer", "PgQueuer (async entrypoint)"),
     ("PostgreSQL", "pgqueuer-sync", "PgQueuer (work handed to a thread)"),
     ("PostgreSQL", "procrastinate", "procrastinate"),
+    ("PostgreSQL", "oban", "oban-py (queue limit 10)"),
     ("SQLite", "roadie-sqlite", "roadie"),
     ("SQLite", "huey-sqlite", "huey (SqliteHuey)"),
 ]
-METRICS = ["single", "batch", "drain", "p50", "p99"]
+METRICS = ["single", "batch", "drain", "p50", "p99", "sleep", "adds", "adds_sync"]
+# rows of the async table (issue 31): (system key, label)
+ASYNC_SYSTEMS = [
+    ("roadie-pg", "roadie"),
+    ("pgqueuer", "PgQueuer (async entrypoint)"),
+    ("oban", "oban-py"),
+]
 
 
 @dataclass
@@ -132,12 +160,14 @@ def peer_skip_reason(needs_pg: bool) -> str | None:
 
 
 def run_peer(args: list[str], timeout: int) -> tuple[str | None, str]:
-    """Run one peer script; (its last stdout line, '') or (None, why it failed)."""
+    """Run one peer script (from ``bench/peer_scripts`` if it is there, else the peer-bench
+    folder); (its last stdout line, '') or (None, why it failed)."""
     cmd = [PEER_PY, *args]
     log(f"[peer] {shlex.join(args)} ({load()})")
     started = time.perf_counter()
+    where = LOCAL_PEERS if (LOCAL_PEERS / args[0]).is_file() else PEER_DIR
     try:
-        proc = subprocess.run(cmd, cwd=PEER_DIR, env={**os.environ, "PEER_PG": PEER_PG},
+        proc = subprocess.run(cmd, cwd=where, env={**os.environ, "PEER_PG": PEER_PG},
                               capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         log(f"  timed out after {timeout} s")
@@ -174,6 +204,62 @@ def peer_bench(key: str, args: list[str], n: int, skip: str | None) -> None:
     s.add("drain", m["drain"])
     if m["stored"] is not None and int(m["stored"]) != n:
         s.problems.append(f"only {m['stored']} of {n} results stored")
+
+
+def peer_rate(key: str, metric: str, pattern: re.Pattern[str], args: list[str],
+              skip: str | None) -> None:
+    """One figure of a peer script's line (the sleep drain, concurrent adds)."""
+    s = results[key]
+    if skip:
+        s.problems.append(skip)
+        return
+    line, why = run_peer(args, BENCH_TIMEOUT)
+    if line is None:
+        s.problems.append(f"{metric}: {why}")
+        return
+    m = pattern.match(line)
+    if not m:
+        s.problems.append(f"unparsed output: {line!r}")
+        return
+    s.add(metric, m["rate"])
+
+
+def roadie_sleep_drain() -> None:
+    log(f"[roadie postgres] async_tasks.drain: {ASYNC_TASKS} x await sleep(0.1), "
+        f"async_concurrency {ASYNC_SLOTS} ({load()})")
+    try:
+        got = async_tasks.drain("postgres", ASYNC_TASKS, "roadie-examples:wait",
+                                {"seconds": 0.1}, concurrency=2, async_concurrency=ASYNC_SLOTS)
+    except (SystemExit, Exception) as exc:
+        results["roadie-pg"].problems.append(f"sleep drain failed: {exc}")
+        log(f"  FAILED: {exc}")
+        return
+    results["roadie-pg"].add("sleep", got.rate)
+    log(f"roadie-postgres sleep_drain={got.rate:.0f}/s ({got.cpu_ms:.2f} ms CPU per task)")
+
+
+def roadie_concurrent_adds() -> None:
+    """``bench/client_adds.py`` in a fresh process, as each peer runs: in this one, what the
+    earlier measurements left (threads, pools) slowed both of roadie's figures about 2.5x."""
+    args = [str(Path(__file__).with_name("client_adds.py")), "--tasks", str(ADDS),
+            "--clients", str(ADD_CLIENTS), "--rounds", "1", "--no-write"]
+    log(f"[roadie postgres] client_adds.py {shlex.join(args[1:])} ({load()})")
+    try:
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                              timeout=BENCH_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        results["roadie-pg"].problems.append("concurrent adds timed out")
+        return
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    m = ROADIE_ADDS_LINE.match(lines[-1]) if lines else None
+    if proc.returncode != 0 or m is None:
+        why = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        results["roadie-pg"].problems.append(f"concurrent adds failed: {why}")
+        log(f"  FAILED: {why}")
+        return
+    results["roadie-pg"].add("adds", m["aio"])
+    results["roadie-pg"].add("adds_sync", m["sync"])
+    log(lines[-1])
 
 
 def peer_latency(key: str, script: str, skip: str | None) -> None:
@@ -225,12 +311,33 @@ def postgres_group(n: int, roadie_first: bool) -> None:
         lambda: peer_bench("procrastinate", ["bench_procrastinate.py", str(n)], n, skip),
         lambda: peer_latency("procrastinate", "latency_procrastinate.py", skip),
         lambda: peer_latency("pgqueuer", "latency_pgqueuer.py", skip),
+        lambda: peer_bench("oban", ["bench_oban.py", str(n)], n, skip),
     ]
     steps = [lambda: run_roadie("postgres", "roadie-pg", n), *peers]
     if not roadie_first:
         steps = [*peers, steps[0]]
     for step in steps:
         step()
+
+
+def async_group(roadie_first: bool) -> None:
+    """The async sleep drain and the concurrent single adds, roadie and peers alternated."""
+    skip = peer_skip_reason(needs_pg=True)
+    sleep = [
+        roadie_sleep_drain,
+        lambda: peer_rate("pgqueuer", "sleep", SLEEP_LINE,
+                          ["sleep_pgqueuer.py", str(ASYNC_TASKS), str(ASYNC_SLOTS)], skip),
+        lambda: peer_rate("oban", "sleep", SLEEP_LINE,
+                          ["bench_oban.py", str(ASYNC_TASKS), "sleep", str(ASYNC_SLOTS)], skip),
+    ]
+    adds = [
+        roadie_concurrent_adds,
+        lambda: peer_rate("pgqueuer", "adds", ADDS_LINE,
+                          ["adds_pgqueuer.py", str(ADDS), str(ADD_CLIENTS)], skip),
+    ]
+    for steps in (sleep, adds):
+        for step in steps if roadie_first else reversed(steps):
+            step()
 
 
 def sqlite_group(n: int, roadie_first: bool) -> None:
@@ -267,6 +374,17 @@ def tables() -> dict[str, str]:
                          fmt(s.get("drain"), "/s"), fmt(s.get("p50"), "ms"),
                          fmt(s.get("p99"), "ms"), "; ".join(dict.fromkeys(s.problems))])
         out[backend] = table(header, rows)
+    rows = []
+    for key, label in ASYNC_SYSTEMS:
+        s = results[key]
+        adds = fmt(s.get("adds"), "/s")
+        if key == "roadie-pg":
+            adds = (f"{adds} (`app.aio`); {fmt(s.get('adds_sync'), '/s')} (sync `add_task`, "
+                    f"{ADD_CLIENTS} threads)")
+        rows.append([label, fmt(s.get("sleep"), "/s"), adds if key != "oban" else "—"])
+    out["async"] = table(["system (PostgreSQL)",
+                          f"{ASYNC_TASKS:,} x await sleep(0.1), {ASYNC_SLOTS} at once",
+                          f"single adds, {ADD_CLIENTS} concurrent callers"], rows)
     return out
 
 
@@ -298,6 +416,18 @@ def targets() -> list[str]:
                      f"{p50:.1f} ms, p99 {p99:.1f} ms{versus}")
     lines.append(at_least("SQLite drain ≥ 1.5x huey's", get("roadie-sqlite", "drain"),
                           get("huey-sqlite", "drain"), "huey", factor=1.5))
+    lines += [
+        at_least("PostgreSQL async sleep drain ≥ 1.2x PgQueuer's (issue 31)",
+                 get("roadie-pg", "sleep"), get("pgqueuer", "sleep"), "PgQueuer", factor=1.2),
+        at_least("PostgreSQL async sleep drain ≥ 1,800/s (issue 31)",
+                 get("roadie-pg", "sleep"), 1800.0, "the target"),
+        at_least(f"{ADD_CLIENTS} concurrent `await app.aio.add_task` ≥ 1.2x PgQueuer's enqueue "
+                 "on an asyncpg pool (issue 31)", get("roadie-pg", "adds"),
+                 get("pgqueuer", "adds"), "PgQueuer", factor=1.2),
+        at_least(f"{ADD_CLIENTS} concurrent `await app.aio.add_task` ≥ the sync `add_task` from "
+                 f"{ADD_CLIENTS} threads (issue 31)", get("roadie-pg", "adds"),
+                 get("roadie-pg", "adds_sync"), "sync"),
+    ]
     return lines
 
 
@@ -320,6 +450,7 @@ def main() -> None:
         log(f"--- round {r}")
         roadie_first = r % 2 == 1  # alternate who goes first, to spread drift over rounds
         postgres_group(n, roadie_first)
+        async_group(roadie_first)
         sqlite_group(n, roadie_first)
     elapsed = time.perf_counter() - started
     versions = peer_versions()
@@ -329,7 +460,7 @@ def main() -> None:
     print()
     for backend, text in tabs.items():
         print(f"{backend}\n{text}\n")
-    print("Targets (issue 12):\n" + "\n".join(goal))
+    print("Targets (issues 12 and 31):\n" + "\n".join(goal))
     print(f"\npeer packages: {versions}\nwhole run {elapsed:.0f} s")
     if args.no_write:
         return
@@ -339,11 +470,15 @@ def main() -> None:
     notes = "\n".join([
         f"Command: `PEER_PG={PEER_PG} {cmd}` from the repository root with the project's "
         f"virtualenv; peers run by `{PEER_PY}` from `{PEER_DIR}` (their scripts, unchanged), "
+        f"(and `bench/peer_scripts`), "
         f"roadie in this process through `bench/throughput.py`'s `measure()` (database "
         f"`roadie_bench`; SQLite in a temp dir). {n:,} no-op tasks per drain, {args.rounds} "
         f"round(s) interleaved (per round: roadie PostgreSQL, PgQueuer, PgQueuer with thread "
-        f"hand-off, procrastinate, its latency, PgQueuer's latency; roadie SQLite, huey SQLite; "
-        f"later rounds alternate who goes first); figures are {agg}. Whole run {elapsed:.0f} s.",
+        f"hand-off, procrastinate, its latency, PgQueuer's latency, oban-py; the async sleep "
+        f"drain of roadie, PgQueuer and oban-py; the concurrent single adds of roadie (async, "
+        f"then sync) and PgQueuer; roadie SQLite, huey SQLite; later rounds alternate who goes "
+        f"first); figures are {agg}. Whole run {elapsed:.0f} s; load average at each step in "
+        f"the raw lines.",
         "",
         f"Peer packages (pip freeze of the peer virtualenv): {versions}",
         "",
@@ -355,7 +490,11 @@ def main() -> None:
         "",
         tabs["SQLite"],
         "",
-        "### Targets (issue 12)",
+        "### Async: a sleep drain and concurrent single adds (PostgreSQL)",
+        "",
+        tabs["async"],
+        "",
+        "### Targets (issues 12 and 31)",
         "",
         *goal,
         "",
@@ -375,6 +514,20 @@ def main() -> None:
         "PgQueuer `run()` with LISTEN/NOTIFY; procrastinate `listen_notify=True`); p50 is the "
         "median (roadie: the 101st of 200), p99 the 198th of 200. PgQueuer's latency script "
         "uses the async entrypoint (shown in that row); there is no huey latency script.",
+        "- oban-py: `oban.enqueue` one by one, `enqueue_many` of all the jobs, then one `Oban` "
+        "with `queues={'default': 10}` (it has no default limit: 10 is its documentation's "
+        "example) until every job has run; default settings otherwise (stager 1 s, a "
+        "psycopg_pool pool from `Oban.create_pool`: 1 to 10 connections).",
+        f"- async sleep drain: {ASYNC_TASKS:,} tasks each `await asyncio.sleep(0.1)`, "
+        f"{ASYNC_SLOTS} at once (limit {ASYNC_SLOTS * 10:,}/s): roadie "
+        f"`run_worker(concurrency=2, async_concurrency={ASYNC_SLOTS}, until_idle=True)` "
+        "(`bench/async_tasks.py`); PgQueuer an async entrypoint with "
+        f"`concurrency_limit={ASYNC_SLOTS}` and `batch_size={ASYNC_SLOTS}`, drain mode; oban-py "
+        f"`queues={{'default': {ASYNC_SLOTS}}}`. Added in one batch first, not timed.",
+        f"- concurrent single adds: {ADDS:,} adds from {ADD_CLIENTS} callers: roadie "
+        f"`await app.aio.add_task` from {ADD_CLIENTS} coroutines, and `app.add_task` from "
+        f"{ADD_CLIENTS} threads (`bench/client_adds.py`); PgQueuer `Queries.enqueue` from "
+        f"{ADD_CLIENTS} coroutines on `asyncpg.create_pool` (its default size, 10).",
         "",
         "<details><summary>Raw output lines</summary>",
         "",

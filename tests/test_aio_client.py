@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from roadie import Status
 from roadie.testing import BackgroundWorker, make_app
 
+from tests.conftest import register_test_executors
+
 T = TypeVar("T")
 
 
@@ -217,3 +219,44 @@ def test_one_app_serves_two_event_loops(app: roadie.Roadie) -> None:
     second = run(lambda: app.aio.add_task("roadie-examples:echo", {}))
     assert second.id == first.id + 1
     app.close()  # drops the pools of loops that are gone
+
+
+def test_concurrent_async_adds_share_a_bounded_pool(db_url: str, tmp_path: Path) -> None:
+    app = make_app(db_url, tmp_path / "data", aio_pool_size=2)
+    register_test_executors(app)
+    plugin = RequestId()
+    app.plugins.register(plugin, name="request-id")
+
+    async def add(i: int) -> roadie.TaskRecord:
+        REQUEST.set(f"req-{i}")
+        return await app.aio.add_task("roadie-examples:echo", {"i": i}, priority=i % 3)
+
+    async def scenario() -> tuple[list[roadie.TaskRecord], roadie.TaskRecord]:
+        added = await asyncio.gather(*(add(i) for i in range(40)))
+        await app.aio.close()
+        again = await app.aio.add_task("roadie-examples:echo", {})  # opens anew
+        await app.aio.close()
+        return added, again
+
+    try:
+        added, again = run(scenario)
+        assert len({t.id for t in added}) == 40 and again.id not in {t.id for t in added}
+        for i, task in enumerate(added):
+            stored = app.get_task(task.id)
+            assert (stored.context, stored.priority, stored.status) == ({"i": i}, i % 3,
+                                                                        Status.NEW)
+            assert stored.captured["request"] == f"req-{i}" and stored == task
+        assert sorted(plugin.added) == sorted([*(t.id for t in added), again.id])
+    finally:
+        app.close()
+
+
+def test_the_async_pool_size_is_checked(db_url: str, tmp_path: Path) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the pool of single adds is PostgreSQL's")
+    app = make_app(db_url, tmp_path / "data", aio_pool_size=0)
+    try:
+        with pytest.raises(roadie.ConfigurationError, match="aio_pool_size"):
+            run(lambda: app.aio.add_task("roadie-examples:echo", {}))
+    finally:
+        app.close()

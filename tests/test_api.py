@@ -283,3 +283,14 @@ def test_older_schema_revision_is_refused(db_url: str) -> None:
                          {"v": models.SCHEMA_HEAD})
         engine.dispose()
     assert roadie.Roadie(db_url, auto_upgrade=False).list_tasks() == []
+
+
+def test_equal_looking_contexts_of_one_batch_keep_their_own_types(app: roadie.Roadie) -> None:
+    contexts: list[dict[str, Any]] = [{}, {}, {"a": 1}, {"a": True}, {"a": 1.0}, {"a": 1},
+                                      {"x": 0.0}, {"x": -0.0}, {"s": "x"}, {"s": b"x"},
+                                      {"n": None}, {"a": 1, "b": 2}, {"b": 2, "a": 1}]
+    added = app.add_tasks([("roadie-examples:echo", c) for c in contexts])
+    got = [app.get_task(t.id).context for t in added]
+    assert got == contexts
+    assert [[(type(v), str(v)) for v in c.values()] for c in got] == [
+        [(type(v), str(v)) for v in c.values()] for c in contexts]

@@ -44,7 +44,7 @@ from roadie.testing import (
 HEAD = models.SCHEMA_HEAD
 # every revision before the head, oldest first: the schemas that earlier releases left
 RELEASES = ("0001", "i17_schedules", "i16_task_trees", "i12_claimable", "i12_sweep_indexes",
-            "i27_key_heads")
+            "i27_key_heads", "i29_flow_control")
 # the columns of roadie_tasks each revision added (the rest of the releases added none)
 TASK_COLUMNS = {
     "0001": ("name", "owner", "task_group", "executor", "plugins", "context", "captured",
@@ -56,6 +56,7 @@ TASK_COLUMNS = {
     "i17_schedules": ("schedule", "scheduled_for"),
     "i16_task_trees": ("parent_id", "fan_in", "has_dependents"),
     "i12_claimable": ("claimable",),
+    "i29_flow_control": ("unique_key", "key_limit"),
 }
 # the bytes roadie 0.1.0's first codec wrote: typed values (here a zoned and a UTC datetime)
 # in the registry's extension type 42, which later releases replaced by a compact form

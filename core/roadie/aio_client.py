@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from roadie.app import Roadie
 from roadie.app.watching import TaskWatch
+from roadie.plugins import split_executor_name
 from roadie.records import TaskRecord
 from roadie.store import CHANNEL_CHANGED, make_async_engine
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
     from roadie.records import AttemptRecord
     from roadie.store import Store
+    from roadie.store.engine import AsyncSessions
 
 T = TypeVar("T")
 
@@ -53,6 +55,8 @@ class AsyncRoadie:
         else:
             self.app = Roadie(app, **options)
         self._engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = (
+            weakref.WeakKeyDictionary())
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessions] = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
         self._ready = False
@@ -101,10 +105,24 @@ class AsyncRoadie:
                 self._engines[loop] = engine
             return engine
 
+    def _sessions(self, store: Store) -> AsyncSessions:
+        """This event loop's pool of sessions for single adds (PostgreSQL)."""
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            sessions = self._pools.get(loop)
+            if sessions is None:
+                sessions = store.async_sessions(self.app.settings.aio_pool_size)
+                self._pools[loop] = sessions
+            return sessions
+
     async def close(self) -> None:
         """Close this event loop's connections (the app's own pool stays open)."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            engine = self._engines.pop(asyncio.get_running_loop(), None)
+            engine = self._engines.pop(loop, None)
+            sessions = self._pools.pop(loop, None)
+        if sessions is not None:
+            await sessions.close()
         if engine is not None:
             await engine.dispose()
 
@@ -113,6 +131,7 @@ class AsyncRoadie:
         with self._lock:
             engines = list(self._engines.values())
             self._engines.clear()
+            self._pools.clear()
         for engine in engines:
             engine.sync_engine.dispose(close=False)
 
@@ -129,7 +148,29 @@ class AsyncRoadie:
         if connection is not None:
             return await self.in_transaction(
                 connection, lambda app: app.add_task(executor, context, **options))
+        store = await self._store()
+        if store.is_postgres and self._installed(executor) and not options.get("after") \
+                and options.get("unique_key") is None:
+            # checks, encoding and hooks on the loop (they query nothing for an executor
+            # installed here); the insert on this loop's own sessions, in one round trip
+            app = self.app
+            spec = app._new_task(executor, context, {}, **options)
+            if not store.inserts_alone(spec):  # an isolation key: the general path
+                return await self.call(lambda view: view._add_new(spec))
+            task = await store.insert_one_async(self._sessions(store), spec,
+                                                app.decode_for_task)
+            app._task_added(task)
+            return task
         return await self.call(lambda app: app.add_task(executor, context, **options))
+
+    def _installed(self, executor: str) -> bool:
+        """Whether ``executor`` is installed in this process (then adding it reads nothing
+        from the database before the insert)."""
+        try:
+            dist, entry = split_executor_name(executor)
+        except ValueError:
+            return False
+        return self.app.plugins.has_executor(f"{dist}:{entry}")
 
     async def add_tasks(
         self, tasks: Sequence[Mapping[str, Any] | tuple[str, Mapping[str, Any] | None]], *,

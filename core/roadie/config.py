@@ -57,6 +57,7 @@ class Settings:
     retention_interval: float = 60.0
     pooler: str = "none"  # "transaction": behind PgBouncer & co. in transaction mode
     listen_url: str = ""  # a direct PostgreSQL connection for LISTEN (behind a pooler)
+    aio_pool_size: int = 10  # PostgreSQL sessions of the async client's adds, per event loop
 
     def __init__(self, **values: Any) -> None:
         fields = {f.name: f for f in dataclasses.fields(self)}

@@ -14,7 +14,7 @@ from roadie.status import Status
 metadata = sa.MetaData()
 
 VERSION_TABLE = "roadie_alembic_version"  # Alembic's record of the schema's revision
-SCHEMA_HEAD = "i29_flow_control"  # the newest migration; a new one must update this
+SCHEMA_HEAD = "i31_partial_indexes"  # the newest migration; a new one must update this
 
 
 # Partial indexes carry their condition for the database in use, added by
@@ -131,12 +131,14 @@ tasks = sa.Table(
     # (``key_limit``: the executor's max_running; NULL is 1, serial)
     sa.Column("unique_key", sa.String(255)),
     sa.Column("key_limit", sa.Integer),
-    sa.Index("roadie_tasks_isolation_key", "isolation_key"),
-    sa.Index("roadie_tasks_node", "node"),
-    sa.Index("roadie_tasks_owner", "owner"),
-    sa.Index("roadie_tasks_group", "task_group"),
     sa.Index("roadie_tasks_executor", "executor"),
 )
+# Columns that most tasks leave NULL are indexed where they are set (issue 31): a task added
+# without them costs no entry in these indexes. Every query that looks them up compares them
+# with a value (``=``, ``IN``), which implies ``IS NOT NULL``, so the planner still uses them.
+for _name, _column in (("isolation_key", "isolation_key"), ("node", "node"),
+                       ("owner", "owner"), ("group", "task_group")):
+    partial_index(f"roadie_tasks_{_name}", tasks.c[_column], where=f"{_column} IS NOT NULL")
 
 # The slots of isolation keys: a running task of a key with a limit of n holds one of its
 # slots 0..n-1 (a serial key has one slot, 0)
@@ -262,7 +264,7 @@ partial_index("roadie_tasks_schedule_slot", tasks.c.schedule, tasks.c.scheduled_
 
 # Task trees (issue 16): the subtasks of a parent, and those not ended yet (the fan-in checks
 # "does the parent still have an open subtask?" with one index probe).
-sa.Index("roadie_tasks_parent", tasks.c.parent_id)
+partial_index("roadie_tasks_parent", tasks.c.parent_id, where="parent_id IS NOT NULL")
 OPEN_CHILD = "parent_id IS NOT NULL AND status NOT IN (2, 3, 5)"
 partial_index("roadie_tasks_open_children", tasks.c.parent_id, where=OPEN_CHILD)
 

@@ -32,7 +32,7 @@ def add_subtasks(task: RunningTask, items: Iterable[Mapping[str, Any]], *,
     the task's app on another connection (the async driver's)."""
     app = app or task.app
     ids: list[int] = []
-    resolved: dict[str, Any] = {}
+    resolved: dict[Any, Any] = {}
     iterator = iter(enumerate(items))
     while True:
         chunk = list(itertools.islice(iterator, batch))

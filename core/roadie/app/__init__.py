@@ -224,6 +224,11 @@ class Roadie:
         spec = self._new_task(executor, context, {}, name=name, owner=owner, group=group,
                               priority=priority, run_after=run_after, delay=delay, tags=tags,
                               timeout=timeout, after=after, unique_key=unique_key)
+        return self._add_new(spec)
+
+    def _add_new(self, spec: NewTask) -> TaskRecord:
+        """Store one task made by ``_new_task`` and fire ``roadie_task_added`` (unless it was
+        an open task's unique key: that task comes back)."""
         added = self.store.insert_tasks([spec], decoder=self.decode_for_task)
         (task,) = added
         if task.id not in added.existing:
@@ -286,7 +291,7 @@ class Roadie:
             log.warning("task %s: %s", task.id, line)
 
     def _new_task(self, executor: str, context: Mapping[str, Any] | None,
-                  resolved: dict[str, Any], **options: Any) -> NewTask:
+                  resolved: dict[Any, Any], **options: Any) -> NewTask:
         """A task to insert from ``add_task``'s arguments (``roadie.app.adding.new_task``;
         subtasks and schedules make theirs here too)."""
         return adding.new_task(self, executor, context, resolved, **options)

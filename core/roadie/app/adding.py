@@ -10,6 +10,7 @@ computes the isolation key, and reads ``add_tasks``' items a chunk at a time. ``
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -45,7 +46,7 @@ def add_tasks(
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
     ids = array("q")
-    resolved: dict[str, Any] = {}  # executor -> its resolution, once for every chunk
+    resolved: dict[Any, Any] = {}  # executor -> its resolution, once for every chunk
     items = iter(tasks)
     while chunk := list(itertools.islice(items, chunk_size)):
         ids.extend(t.id for t in add_chunk(app, chunk, len(ids), resolved))
@@ -53,7 +54,7 @@ def add_tasks(
 
 
 def add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
-              resolved: dict[str, Any]) -> list[TaskRecord]:
+              resolved: dict[Any, Any]) -> list[TaskRecord]:
     """Add ``tasks`` (items ``first``... of the caller's) in one transaction."""
     specs = []
     for index, item in enumerate(tasks, first):
@@ -75,7 +76,7 @@ def new_task(
     app: Roadie,
     executor: str,
     context: Mapping[str, Any] | None,
-    resolved: dict[str, Any],
+    resolved: dict[Any, Any],
     *,
     name: str = "",
     owner: str | None = None,
@@ -103,7 +104,7 @@ def new_task(
     qualified, executor_class, plugin_versions, isolation, limits = known
     if context is None:
         context = {}
-    if not isinstance(context, Mapping):
+    if type(context) is not dict and not isinstance(context, Mapping):
         raise ContextEncodeError(
             f"the context of a {qualified} task must be a mapping (a dict of names to "
             f"values), not {type(context).__name__}"
@@ -114,11 +115,11 @@ def new_task(
             raise ContextEncodeError(
                 f"context keys must be strings; key {key!r} is {type(key).__name__}"
             )
-    data, namespaces = app.registry.encode_with_namespaces(context, what="context")
+    data, namespaces = encoded(app, resolved, context, "context")
     versions = dict(plugin_versions)
     for namespace in namespaces:
         versions.setdefault(namespace, app.plugins.version_of(namespace))
-    captured = capture(app, qualified, context)
+    captured = capture(app, qualified, context, resolved)
     isolation_key = None
     if isolation is not Isolation.NOT_ISOLATED:
         spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner,
@@ -201,7 +202,47 @@ def isolation_key_of(
     return None if custom is None else f"{qualified}#{custom}"
 
 
-def capture(app: Roadie, qualified: str, context: dict[str, Any]) -> bytes | None:
+_PLAIN = frozenset({str, int, bool, float, bytes, type(None)})
+_MISSING = object()
+
+
+def encoded(app: Roadie, resolved: dict[Any, Any], value: dict[str, Any],
+            what: str) -> tuple[bytes, set[str]]:
+    """``app.registry.encode_with_namespaces(value)``; within one adding call (``resolved``),
+    a flat map of plain values equal to the previous one (the same keys, types and values:
+    ``{}``, the same caller's captured context) reuses its encoding."""
+    memo = resolved.get((_MISSING, what))
+    if memo is not None and _same_plain(memo[0], value):
+        return memo[1], memo[2]
+    data, namespaces = app.registry.encode_with_namespaces(value, what=what)
+    if all(type(v) in _PLAIN for v in value.values()):
+        resolved[_MISSING, what] = (dict(value), data, namespaces)  # (hooks may change it)
+    return data, namespaces
+
+
+def _same_plain(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether the flat plain map ``a`` encodes as ``b`` does: the same keys in the same
+    order, values of the same types (1, True and 1.0 differ here, and so do 0.0 and -0.0)."""
+    if len(a) != len(b):
+        return False
+    for (key, v), (other, w) in zip(a.items(), b.items()):  # noqa: B905 - same lengths
+        if key != other or type(v) is not type(w) or v != w \
+                or (type(v) is float and str(v) != str(w)):
+            return False
+    return True
+
+
+_CAPTURE_ARGS = ("executor", "context")
+
+
+@functools.lru_cache(maxsize=16)
+def _has_wrappers(impls: tuple[Any, ...]) -> bool:
+    """Whether some of these hook implementations wrap the others (then pluggy calls them)."""
+    return any(impl.hookwrapper or impl.wrapper for impl in impls)
+
+
+def capture(app: Roadie, qualified: str, context: dict[str, Any],
+            resolved: dict[Any, Any] | None = None) -> bytes | None:
     """The ``roadie_capture_context`` maps of every plugin, merged and encoded. Without
     hook wrappers the implementations are called directly, in pluggy's order (add_tasks
     calls this for every task); one that raises stops the add, naming its plugin."""
@@ -210,7 +251,7 @@ def capture(app: Roadie, qualified: str, context: dict[str, Any]) -> bytes | Non
         return None
     parts: list[Any] = []
     arguments = {"executor": qualified, "context": context}
-    if any(impl.hookwrapper or impl.wrapper for impl in impls):
+    if _has_wrappers(impls):
         try:
             parts = call_hook(app, "roadie_capture_context",
                               app.plugins.hook.roadie_capture_context, **arguments)
@@ -219,7 +260,9 @@ def capture(app: Roadie, qualified: str, context: dict[str, Any]) -> bytes | Non
     else:
         for impl in impls:
             try:
-                parts.append(impl.function(*[arguments[a] for a in impl.argnames]))
+                parts.append(impl.function(qualified, context)
+                             if impl.argnames == _CAPTURE_ARGS else
+                             impl.function(*[arguments[a] for a in impl.argnames]))
             except Exception as exc:
                 raise PluginError(
                     f"cannot add the {qualified} task: hook roadie_capture_context of "
@@ -231,7 +274,9 @@ def capture(app: Roadie, qualified: str, context: dict[str, Any]) -> bytes | Non
             captured.update(part)
     if not captured:
         return None
-    return app.registry.encode(captured, what="captured context")
+    if resolved is None:
+        return app.registry.encode(captured, what="captured context")
+    return encoded(app, resolved, captured, "captured context")[0]
 
 
 def task_ids(ids: Iterable[int]) -> tuple[int, ...]:
@@ -284,6 +329,8 @@ class AddedTasks(Sequence[TaskRecord]):
 def task_arguments(index: int, item: Any) -> dict[str, Any]:
     """One ``add_tasks`` item as ``add_task``'s keyword arguments (a mapping, or an
     ``(executor, context)`` pair); anything else is refused naming its index."""
+    if type(item) is tuple and len(item) == 2 and isinstance(item[0], str):  # (the most)
+        return {"executor": item[0], "context": item[1]}
     if isinstance(item, Mapping):
         return dict(item)
     if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):

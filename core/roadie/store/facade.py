@@ -41,6 +41,8 @@ class Store(Database):
 
     # -- tasks: add, read, count, cancel, resume, delete (tasks.py) ------------------------
     insert_tasks = tasks.insert_tasks
+    inserts_alone = tasks.inserts_alone
+    insert_one_async = tasks.insert_one_async
     get_task = tasks.get_task
     list_tasks = tasks.list_tasks
     count_tasks = tasks.count_tasks

@@ -149,12 +149,26 @@ def plugins_texts(rows: list[dict[str, Any]]) -> list[str]:
     return found
 
 
-def added_record(task_id: int, row: dict[str, Any], decoder: Decoder | None) -> TaskRecord:
-    """The TaskRecord of a task just inserted from ``row`` (``tasks._bulk_insert``): the
-    columns the row leaves out are NULL."""
-    fields = {name: row.get(column) for name, column in _RECORD_SOURCES}
-    fields["id"] = task_id
-    return _record_of_fields(fields, decoder)
+def added_records(ids: Sequence[int], rows: Sequence[dict[str, Any]],
+                  decoder: Decoder | None) -> list[TaskRecord]:
+    """The TaskRecords of tasks just inserted from ``rows`` (``tasks._bulk_insert``; all
+    with the same columns) with their ``ids``: the columns the rows leave out are NULL. The
+    fields the rows set are picked by one ``itemgetter``, the NULL ones copied from one map."""
+    if not rows:
+        return []
+    first = rows[0]
+    setting = [(name, column) for name, column in _RECORD_SOURCES
+               if column in first and name != "id"]
+    names = ("id", *(name for name, _ in setting))
+    pick = operator.itemgetter(*(column for _, column in setting))
+    unset = {name: None for name, column in _RECORD_SOURCES if column not in first
+             and name != "id"}
+    out = []
+    for task_id, row in zip(ids, rows, strict=True):
+        fields = dict(zip(names, (task_id, *pick(row)), strict=True))
+        fields.update(unset)
+        out.append(_record_of_fields(fields, decoder))
+    return out
 
 
 def task_record(row: Any, decoder: Decoder | None) -> TaskRecord:

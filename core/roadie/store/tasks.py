@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import operator
@@ -18,11 +19,12 @@ from roadie.status import Status
 from roadie.store.channels import CHANNEL_ADDED, CHANNEL_CANCEL, CHANNEL_CHANGED
 from roadie.store.engine import DATABASE_ERRORS, driver_rows
 from roadie.store.locks import queue_behind_heads
-from roadie.store.rows import added_record, plugins_texts, task_record, utc_time
+from roadie.store.rows import added_records, plugins_texts, task_record, utc_time
 from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
 from roadie.store.values import Added, Fence, NewTask, Snapshot, claimable_at, utcnow
 
 if TYPE_CHECKING:
+    from roadie.store.engine import AsyncSessions
     from roadie.store.facade import Store
 
 T = models.tasks
@@ -54,8 +56,7 @@ def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
     in ``Added.existing``). With ``parent`` (an attempt's fence) they are subtasks of that
     task: a write of its attempt, refused with TakenOver once the attempt is stale."""
     now = utcnow()
-    if (self.is_postgres and len(new_tasks) == 1 and not new_tasks[0].isolation_key
-            and parent is None and not new_tasks[0].after and not new_tasks[0].unique_key):
+    if len(new_tasks) == 1 and parent is None and inserts_alone(self, new_tasks[0]):
         return Added([_pg_insert_one(self, new_tasks[0], now, decoder)])
     with self.write() as conn:
         if parent is not None:
@@ -168,8 +169,7 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
                  for row in rows]
     else:
         ids = _bulk_insert(self, conn, rows)
-        added = [added_record(task_id, row, decoder)
-                 for task_id, row in zip(ids, rows, strict=True)]
+        added = list(added_records(ids, rows, decoder))
     if any(t.after for t in new_tasks):
         inserted = [(t, r.id) for t, r in zip(new_tasks, added, strict=True) if r is not None]
         self.trees.record_dependencies(conn, [t for t, _ in inserted],
@@ -220,20 +220,43 @@ def _pg_insert_one(self: Store, task: NewTask, now: dt.datetime,
                    decoder: Decoder | None) -> TaskRecord:
     """One task without an isolation key, on PostgreSQL: insert and announce it in a
     single autocommit statement (one round trip instead of four)."""
-    params = {
+    try:
+        with self._own_session("add") as conn:
+            row = driver_rows(conn, PG_INSERT_ONE, _insert_one_params(task, now))[0]
+    except DATABASE_ERRORS as exc:
+        raise self._database_error(exc) from exc
+    row.pop("notified", None)
+    return task_record(row, decoder)
+
+
+def inserts_alone(self: Store, task: NewTask) -> bool:
+    """Whether ``insert_tasks([task])`` is a single autocommit statement (PostgreSQL, no
+    isolation key, dependencies or unique key): what ``insert_one_async`` may take."""
+    return (self.is_postgres and not task.isolation_key and not task.after
+            and not task.unique_key and task.parent_id is None)
+
+
+async def insert_one_async(self: Store, sessions: AsyncSessions, task: NewTask,
+                           decoder: Decoder | None = None) -> TaskRecord:
+    """``insert_tasks([task])`` for a task that ``inserts_alone``, on a session of the async
+    client's pool: the same statement in one round trip, awaited."""
+    try:
+        row = (await sessions.rows(PG_INSERT_ONE, _insert_one_params(task, utcnow())))[0]
+    except DATABASE_ERRORS as exc:  # (telling why may query the schema: off the loop)
+        raise await asyncio.to_thread(self._database_error, exc) from exc
+    row.pop("notified", None)
+    return task_record(row, decoder)
+
+
+def _insert_one_params(task: NewTask, now: dt.datetime) -> dict[str, Any]:
+    """The parameters of ``PG_INSERT_ONE`` for ``task``."""
+    return {
         "name": task.name, "owner": task.owner, "task_group": task.group,
         "executor": task.executor, "plugins": json.dumps(dict(task.plugins)),
         "context": task.context, "captured": task.captured, "priority": task.priority,
         "run_after": task.run_after or now, "tags": task.tags, "timeout": task.timeout,
         "now": now, "claimable": task.run_after is None or task.run_after <= now,
     }
-    try:
-        with self._own_session("add") as conn:
-            row = driver_rows(conn, PG_INSERT_ONE, params)[0]
-    except DATABASE_ERRORS as exc:
-        raise self._database_error(exc) from exc
-    row.pop("notified", None)
-    return task_record(row, decoder)
 
 
 def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:

@@ -24,7 +24,11 @@ CAPTURED_KEY = "otel_trace_context"  # in task.captured: the W3C headers (tracep
 
 @hookimpl
 def roadie_capture_context(executor: str, context: dict[str, Any]) -> dict[str, Any] | None:
-    """The caller's W3C trace context (``traceparent``, ``tracestate``), if it has one."""
+    """The caller's W3C trace context (``traceparent``, ``tracestate``), if it has one. An
+    empty OpenTelemetry context (no span, no baggage: a caller outside any trace) has nothing
+    to propagate, and costs no propagator call (``add_tasks`` calls this for every task)."""
+    if not otel_context.get_current():
+        return None
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return {CAPTURED_KEY: carrier} if carrier else None
