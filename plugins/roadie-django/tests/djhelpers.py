@@ -31,7 +31,7 @@ _pg: dict[str, Any] = {}
 
 
 def require_postgres() -> None:
-    """Create the test databases if needed, or skip (locally) / fail (CI=true) when the
+    """Make the test databases afresh, or skip (locally) / fail (CI=true) when the
     server is unreachable. Asked once per session."""
     if "why" not in _pg:
         try:
@@ -39,12 +39,12 @@ def require_postgres() -> None:
             engine = sa.create_engine(server, isolation_level="AUTOCOMMIT",
                                       connect_args={"connect_timeout": 3})
             with engine.connect() as conn:
+                # made afresh once per session: a schema an earlier run left (another
+                # checkout's newer revision, say) must not decide what these tests see
                 for url in (PG_URL, PG2_URL):
                     name = sa.engine.make_url(url).database
-                    exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = "
-                                                  ":name"), {"name": name}).scalar()
-                    if not exists:
-                        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
             engine.dispose()
             _pg["why"] = None
         except Exception as exc:
