@@ -40,7 +40,7 @@ def roadie_default_url(settings: roadie.Settings) -> str | None:
 def roadie_worker_started(worker: Worker) -> None:
     """With ``DJANGO_SETTINGS_MODULE`` set: set Django up (once per process), and say so
     when no roadie backend in ``TASKS`` uses the worker's database."""
-    from roadie_django.results import remember_node
+    from roadie_django.nodes import remember_node
 
     remember_node(worker.id, worker.name)
     module = os.environ.get("DJANGO_SETTINGS_MODULE")

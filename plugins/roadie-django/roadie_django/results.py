@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import roadie
@@ -20,6 +19,7 @@ from roadie_django.compat import (
     TaskResultStatus,
     set_return_value,
 )
+from roadie_django.nodes import node_names
 
 EXECUTOR = "roadie-django:task"
 ASYNC_EXECUTOR = "roadie-django:async-task"
@@ -41,8 +41,6 @@ CANCELLED_PATH = "roadie.errors.Cancelled"
 NO_EXCEPTION_PATH = "roadie.errors.RoadieError"  # a failure without an exception (a crash)
 _CLASS_PATH = re.compile(r"^([A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+): ")
 
-_node_names: dict[str, str] = {}
-_node_lock = threading.Lock()
 
 
 def exception_path(exc: BaseException) -> str:
@@ -157,23 +155,3 @@ def _error(message: str, trace: str | None) -> TaskError:
         name = last.split(":", 1)[0].strip()
         path = name if "." in name else f"builtins.{name or 'Exception'}"
     return TaskError(exception_class_path=path, traceback=trace)
-
-
-def node_names(app: roadie.Roadie, node_ids: Iterable[str | None]) -> list[str]:
-    """The names of roadie worker nodes (``host:pid`` unless named), by their ids; a node
-    whose row is gone keeps its id."""
-    ids = [n or "" for n in node_ids]
-    with _node_lock:
-        missing = {n for n in ids if n and n not in _node_names}
-    if missing:
-        found = {n.id: n.name for n in app.list_nodes(include_stopped=True)}
-        with _node_lock:
-            _node_names.update(found)
-    with _node_lock:
-        return [_node_names.get(n, n) for n in ids]
-
-
-def remember_node(node_id: str, name: str) -> None:
-    """Note the name of a node of this process (a worker, when it starts)."""
-    with _node_lock:
-        _node_names[node_id] = name
