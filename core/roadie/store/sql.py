@@ -452,7 +452,7 @@ def pg_settle_sql(record: bool, claim_sync: bool, claim_async: bool, due: bool,
     With ``slots``, candidates of executors with a limit take their keys' slots here too
     (PG_SETTLE_SLOTS). One line."""
     branches = ([pg_claim_branch("executors", "limit", "start")] if claim_sync else []) + (
-        [pg_claim_branch("executors_async", "limit_async", "limit_async")]
+        [pg_claim_branch("executors_async", "limit_async", "start_async")]
         if claim_async else [])
     claim = bool(branches)
     ctes = (PG_SETTLE_RECORD if record else "") + (PG_SETTLE_DUE if due else "")
