@@ -51,6 +51,39 @@ PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_b
 SLOTS = 200
 FANOUT_SLOTS = 2000
 HERE = Path(__file__).resolve().parent
+# Where the time went (issue 31), from profiles of the 1,000-task PostgreSQL drain at load 3-4
+# (bench-free runs of /tmp scripts: per-thread CPU with time.thread_time, cProfile timed by
+# thread CPU, py-spy --threads, and a trace of every round and every start on the loop)
+BREAKDOWN = """Where the time went before this change (7960af7, PostgreSQL, 1,000 tasks, 200 slots,
+load 3-4; per-thread CPU, cProfile timed by thread CPU, py-spy, a trace of the rounds):
+
+- The drain was latency-bound, not CPU-bound: 535-590/s at 0.54 ms of process CPU per task
+  (a third of one core). Tasks ran in waves: a round claimed about 200, the loop started them
+  over 30-120 ms, they ended together, the first end woke a round of one task (10-30 ms) and
+  the rest waited for the next; every slot waited for a whole round (settle and claim
+  statement 4-50 ms, the hand-off to the loop, the greenlet's start) between two tasks. A
+  wave took 140-250 ms for a 100 ms sleep.
+- A fixed 260 ms before the first claim, 165-180 ms of it roadie-django's
+  `roadie_worker_started` importing Django on every worker start, with or without Django
+  tasks (0.17 ms per task of a 1,000-task drain; most of the "1.2-1.6 ms per task" of the
+  issue at smaller drains). The rest: node row and limits 10-26 ms, LISTEN 5-12 ms, threads
+  12 ms, the orphan sweep 15-45 ms.
+- CPU per task: the event-loop thread 0.25 ms (the attempt's hooks through pluggy, five calls
+  with the installed plugins' implementations, about 0.1 ms; two progress messages encoded
+  and translated; the context and captured-context decode; two asyncio tasks and three
+  greenlet switches per attempt, about 0.05 ms); the claim loop 0.07-0.08 ms (the settle
+  statement's rows, records, RunningTask objects, ending hooks); 14-20 rounds per 1,000
+  tasks. The first wave also pays first-use imports on the loop thread (prometheus_client:
+  100-150 ms under load).
+
+What changed: async slots claim ahead under the same rule as threads (what the slots start
+within `prefetch_short`; per kind of slot, with its own run time; put back after
+`prefetch_hold` or at a stop; the start recorded by the next round), and the loop starts a
+task claimed ahead the moment a slot frees, without a round; roadie-django no longer imports
+Django at worker start. What is left per task is CPU under the interpreter lock: about
+0.3 ms on the loop thread and 0.08 ms in the claim loop, so 1,800/s needs about 0.7 of a
+core for the worker alone; on this shared 2-core machine (load 3-17 during this work) the
+worker gets less than that."""
 PLUGINS = ["roadie-examples", "roadie-django", "roadie-prometheus", "roadie-opentelemetry"]
 
 
@@ -253,6 +286,7 @@ def main() -> None:
         "task: (peak RSS - RSS before the drain) / slots. The machine (2 cores) is shared "
         "with other engineers' runs: compare figures of one run.",
         "```\n" + "\n".join(lines) + "\n```",
+        BREAKDOWN,
     ])
     if not args.no_write:
         write_section("Async executors", content)
