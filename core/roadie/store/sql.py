@@ -263,6 +263,24 @@ SAVE_PROGRESS = T.update().where(*OWNED_ATTEMPT).values(
                                 T.c.checkpoint),
 )
 
+# The same write on PostgreSQL as one statement that also reads what the caller needs: the rows
+# (``[id, attempt, status, messages, checkpoint]``, bytes in hex) as one JSON text, in id order
+# (the plan walks them in that order, each by primary key: the rows are locked in id order);
+# the rows written are those the node still runs (its fencing token); returns (id,
+# cancel_requested_at) of each
+PG_SAVE_PROGRESS = """
+UPDATE roadie_tasks AS t
+SET heartbeat_at = %(now)s, updated_at = %(now)s,
+    task_status = coalesce(decode(v.status, 'hex'), t.task_status),
+    messages = coalesce(decode(v.messages, 'hex'), t.messages),
+    checkpoint = coalesce(decode(v.checkpoint, 'hex'), t.checkpoint)
+FROM (SELECT r->>0 AS id, r->>1 AS attempt, r->>2 AS status, r->>3 AS messages,
+             r->>4 AS checkpoint
+      FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS e(r, n) ORDER BY n) AS v
+WHERE t.id = v.id::bigint AND (t.node || '') = %(node)s AND t.status = 1
+  AND t.attempts = coalesce(v.attempt::int, t.attempts)
+RETURNING t.id, t.cancel_requested_at"""
+
 
 # -- the settle round on PostgreSQL ---------------------------------------------------------
 #
