@@ -76,14 +76,22 @@ load 3-4; per-thread CPU, cProfile timed by thread CPU, py-spy, a trace of the r
   tasks. The first wave also pays first-use imports on the loop thread (prometheus_client:
   100-150 ms under load).
 
+- The fan-out (2,000 slots, 1 s tasks) on PostgreSQL stalled 2-3.5 s at a time: each task's
+  two progress messages make its live state due for a write once it has run
+  `status_interval`, so the progress writer wrote about 1,800 rows at each tick, as an
+  executemany of 1,800 UPDATEs plus a read, 2.0-3.6 s under the worker's write lock (which
+  keeps that write and the settle round from locking the same rows in different orders);
+  every round waited for it (a round of one outcome took 1.9-2.8 s).
+
 What changed: async slots claim ahead under the same rule as threads (what the slots start
 within `prefetch_short`; per kind of slot, with its own run time; put back after
 `prefetch_hold` or at a stop; the start recorded by the next round), and the loop starts a
 task claimed ahead the moment a slot frees, without a round; roadie-django no longer imports
-Django at worker start. What is left per task is CPU under the interpreter lock: about
-0.3 ms on the loop thread and 0.08 ms in the claim loop, so 1,800/s needs about 0.7 of a
-core for the worker alone; on this shared 2-core machine (load 3-17 during this work) the
-worker gets less than that."""
+Django at worker start (state B-9890297); on PostgreSQL the live-state write is one statement
+that writes and reads, fenced as before (state C-8b578d2). What is left per task is CPU
+under the interpreter lock: about 0.3 ms on the loop thread and 0.08 ms in the claim loop,
+so 1,800/s needs about 0.7 of a core for the worker alone, and a 1,000-task drain also pays
+about 90 ms of worker start and a first wave slowed by first-use imports."""
 PLUGINS = ["roadie-examples", "roadie-django", "roadie-prometheus", "roadie-opentelemetry"]
 
 
