@@ -265,9 +265,9 @@ SAVE_PROGRESS = T.update().where(*OWNED_ATTEMPT).values(
 
 # The same write on PostgreSQL as one statement that also reads what the caller needs: the rows
 # (``[id, attempt, status, messages, checkpoint]``, bytes in hex) as one JSON text, in id order
-# (the plan walks them in that order, each by primary key: the rows are locked in id order);
-# the rows written are those the node still runs (its fencing token); returns (id,
-# cancel_requested_at) of each
+# (the plan, a hash join probed by these rows, writes them in that order); only the rows the
+# node still runs are written (node and attempt: the fencing token); returns (id,
+# cancel_requested_at) of each row written
 PG_SAVE_PROGRESS = """
 UPDATE roadie_tasks AS t
 SET heartbeat_at = %(now)s, updated_at = %(now)s,
