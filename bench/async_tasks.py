@@ -1,39 +1,98 @@
-"""Async executors: 1,000 tasks that each await a 100 ms sleep, on the event loop against the
-thread pool.
+"""Async executors: tasks that each await a sleep, drained on the event loop, before and after a
+change, beside PgQueuer, in one interleaved run.
 
-For each backend, on a fresh database, in one run:
+Cases, each on a fresh database, per backend:
 
-- async: ``N`` tasks of ``roadie-examples:wait`` (``await asyncio.sleep(0.1)``) drained by one
-  worker with 2 threads and ``async_concurrency`` 200, from ``run_worker`` to its return;
-- thread pool: ``N`` tasks of ``roadie-examples:count`` with ``n=1, delay=0.1`` (one progress
-  update, then a 100 ms wait on a thread) drained by one worker with 200 threads.
+- async: ``--tasks`` (1,000) tasks of ``roadie-examples:wait`` (``await asyncio.sleep(0.1)``)
+  drained by one worker with 2 threads and ``async_concurrency`` 200, from ``run_worker`` to
+  its return; the physical limit is 200 / 0.1 s = 2,000/s. Target (issue 31): at least
+  1,800/s on both databases and 1.2x PgQueuer's async entrypoint with 200 concurrent tasks;
+- fan-out: ``--fanout`` (10,000) tasks that each await 1 s, ``async_concurrency`` 2,000 (a
+  webhook fan-out): the rate, the worker process's peak RSS and the memory per waiting task
+  (peak RSS less the RSS before the drain, over the 2,000 tasks waiting at once);
+- thread pool (the last state only): the 1,000 tasks of ``roadie-examples:count``
+  (``n=1, delay=0.1``) on 200 threads.
 
-Target (issue 18): at least 1,500 async tasks/s on SQLite and PostgreSQL.
+Each drain runs in a process of its own, so that states of roadie (``--state NAME=PATH``, a
+folder holding an exported ``core`` and ``plugins``, see bench/README.md) can be interleaved:
+round by round, state by state. PgQueuer (``bench/peer_pgqueuer_sleep.py``, the peers' own
+virtualenv: PEER_PY) runs the same two workloads in each round on PostgreSQL.
 
-    python bench/async_tasks.py [--tasks 1000] [--backend sqlite|postgres|both] [--no-write]
+    python bench/async_tasks.py [--tasks 1000] [--fanout 10000] [--rounds 3]
+        [--backend sqlite|postgres|both] [--state A=/tmp/pa-A --state B=/tmp/pa-B] [--no-write]
 
 PostgreSQL: database ``roadie_bench_async`` on 127.0.0.1:5432 (user postgres), dropped and
-created again for each run; ROADIE_BENCH_ASYNC_PG points elsewhere.
+created again for each drain; ROADIE_BENCH_ASYNC_PG points elsewhere. PEER_PG: PgQueuer's
+database (its public schema is dropped).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-import roadie
 import sqlalchemy as sa
 from _results import table, write_section
 
 PG_URL = os.environ.get("ROADIE_BENCH_ASYNC_PG",
                         "postgresql://postgres@127.0.0.1:5432/roadie_bench_async")
+PEER_PY = os.environ.get("PEER_PY", "/work/peer-venv/bin/python")
+PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_bench")
 SLOTS = 200
+FANOUT_SLOTS = 2000
+HERE = Path(__file__).resolve().parent
+# Where the time went (issue 31), from profiles of the 1,000-task PostgreSQL drain at load 3-4
+# (bench-free runs of /tmp scripts: per-thread CPU with time.thread_time, cProfile timed by
+# thread CPU, py-spy --threads, and a trace of every round and every start on the loop)
+BREAKDOWN = """Where the time went before this change (7960af7, PostgreSQL, 1,000 tasks, 200 slots,
+load 3-4; per-thread CPU, cProfile timed by thread CPU, py-spy, a trace of the rounds):
+
+- The drain was latency-bound, not CPU-bound: 535-590/s at 0.54 ms of process CPU per task
+  (a third of one core). Tasks ran in waves: a round claimed about 200, the loop started them
+  over 30-120 ms, they ended together, the first end woke a round of one task (10-30 ms) and
+  the rest waited for the next; every slot waited for a whole round (settle and claim
+  statement 4-50 ms, the hand-off to the loop, the greenlet's start) between two tasks. A
+  wave took 140-250 ms for a 100 ms sleep.
+- A fixed 260 ms before the first claim, 165-180 ms of it roadie-django's
+  `roadie_worker_started` importing Django on every worker start, with or without Django
+  tasks (0.17 ms per task of a 1,000-task drain; most of the "1.2-1.6 ms per task" of the
+  issue at smaller drains). The rest: node row and limits 10-26 ms, LISTEN 5-12 ms, threads
+  12 ms, the orphan sweep 15-45 ms.
+- CPU per task: the event-loop thread 0.25 ms (the attempt's hooks through pluggy, five calls
+  with the installed plugins' implementations, about 0.1 ms; two progress messages encoded
+  and translated; the context and captured-context decode; two asyncio tasks and three
+  greenlet switches per attempt, about 0.05 ms); the claim loop 0.07-0.08 ms (the settle
+  statement's rows, records, RunningTask objects, ending hooks); 14-20 rounds per 1,000
+  tasks. The first wave also pays first-use imports on the loop thread (prometheus_client:
+  100-150 ms under load).
+
+- The fan-out (2,000 slots, 1 s tasks) on PostgreSQL stalled 2-3.5 s at a time: each task's
+  two progress messages make its live state due for a write once it has run
+  `status_interval`, so the progress writer wrote about 1,800 rows at each tick, as an
+  executemany of 1,800 UPDATEs plus a read, 2.0-3.6 s under the worker's write lock (which
+  keeps that write and the settle round from locking the same rows in different orders);
+  every round waited for it (a round of one outcome took 1.9-2.8 s).
+
+What changed: async slots claim ahead under the same rule as threads (what the slots start
+within `prefetch_short`; per kind of slot, with its own run time; put back after
+`prefetch_hold` or at a stop; the start recorded by the next round), and the loop starts a
+task claimed ahead the moment a slot frees, without a round; roadie-django no longer imports
+Django at worker start (state B-9890297); on PostgreSQL the live-state write is one statement
+that writes and reads, fenced as before (state C-8b578d2). What is left per task is CPU
+under the interpreter lock: about 0.3 ms on the loop thread and 0.08 ms in the claim loop,
+so 1,800/s needs about 0.7 of a core for the worker alone, and a 1,000-task drain also pays
+about 90 ms of worker start and a first wave slowed by first-use imports."""
+PLUGINS = ["roadie-examples", "roadie-django", "roadie-prometheus", "roadie-opentelemetry"]
 
 
 def fresh_database(backend: str, tmp: Path) -> str:
@@ -49,16 +108,12 @@ def fresh_database(backend: str, tmp: Path) -> str:
     return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
-@dataclass
-class Drain:
-    """One drain: its rate, the worker's claiming rounds, and the CPU time it cost."""
-
-    rate: float
-    rounds: int
-    cpu_ms: float  # CPU time of this process (every thread) per task
-
-    def __str__(self) -> str:
-        return f"{self.rate:.0f} tasks/s ({self.rounds} rounds, {self.cpu_ms:.2f} ms CPU/task)"
+def rss_mb() -> float:
+    """This process's resident memory now, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def cpu_seconds() -> float:
@@ -66,52 +121,180 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def drain(backend: str, n: int, executor: str, context: dict, **worker: int) -> Drain:
-    """One drain of ``n`` tasks on a fresh database."""
+def child(backend: str, n: int, executor: str, context: dict, threads: int,
+          async_slots: int) -> dict[str, float | str]:
+    """One drain of ``n`` tasks on a fresh database, in this process (``--child``)."""
+    import roadie
+
     with tempfile.TemporaryDirectory(prefix="roadie-bench-async-") as tmp:
         app = roadie.Roadie(fresh_database(backend, Path(tmp)), data_dir=tmp,
                             auto_upgrade=True)
         try:
-            app.add_tasks([{"executor": executor, "context": context} for _ in range(n)])
+            for first in range(0, n, 1000):
+                app.add_tasks([{"executor": executor, "context": context}
+                               for _ in range(min(1000, n - first))])
+            before = rss_mb()
             started, cpu = time.perf_counter(), cpu_seconds()
-            stats = app.run_worker(until_idle=True, **worker)
+            stats = app.run_worker(until_idle=True, concurrency=threads,
+                                   async_concurrency=async_slots)
             seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
             assert stats.by_status == {"successful": n}, stats.by_status
-            return Drain(n / seconds, stats.claims, 1000 * cpu / n)
         finally:
             app.close()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"rate": n / seconds, "rounds": stats.claims, "cpu_ms": 1000 * cpu / n,
+            "rss_before": before, "rss_peak": peak, "roadie": str(Path(roadie.__file__).parent)}
+
+
+@dataclass
+class Case:
+    """A workload: its executor, context and slots."""
+
+    name: str
+    executor: str
+    context: dict
+    threads: int
+    async_slots: int
+
+
+def run_roadie(state: str, path: str | None, backend: str, case: Case, n: int
+               ) -> dict[str, float | str] | None:
+    env = dict(os.environ)
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            [f"{path}/core"] + [f"{path}/plugins/{p}" for p in PLUGINS]
+            + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    args = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(
+        [backend, n, case.executor, case.context, case.threads, case.async_slots])]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600,
+                          cwd=HERE.parent)
+    if proc.returncode != 0:
+        print(f"  {state} {backend} {case.name} FAILED: {proc.stderr.strip()[-500:]}",
+              flush=True)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_pgqueuer(n: int, seconds: float, slots: int) -> dict[str, float] | None:
+    if not os.access(PEER_PY, os.X_OK):
+        return None
+    proc = subprocess.run([PEER_PY, str(HERE / "peer_pgqueuer_sleep.py"), str(n), str(seconds),
+                           str(slots)], env={**os.environ, "PEER_PG": PEER_PG},
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        print(f"  pgqueuer FAILED: {proc.stderr.strip()[-500:]}", flush=True)
+        return None
+    line = proc.stdout.strip().splitlines()[-1]
+    fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
+    return {"rate": float(fields["drain"].removesuffix("/s")),
+            "rss_peak": float(fields["peak_rss"])}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--fanout", type=int, default=10000, help="0: no fan-out case")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
+    parser.add_argument("--state", action="append", default=[],
+                        help="NAME=PATH of an exported roadie (core/ and plugins/); repeatable")
+    parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(*json.loads(args.child))))
+        return
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
-    rows, lines = [], []
-    for backend in backends:
-        aio = drain(backend, args.tasks, "roadie-examples:wait", {"seconds": 0.1},
-                    concurrency=2, async_concurrency=SLOTS)
-        threads = drain(backend, args.tasks, "roadie-examples:count", {"n": 1, "delay": 0.1},
-                        concurrency=SLOTS)
-        line = (f"{backend}: async {aio} (2 threads + {SLOTS} async slots), "
-                f"thread pool {threads} ({SLOTS} threads), load {os.getloadavg()[0]:.1f}")
+    states: list[tuple[str, str | None]] = [
+        (s.split("=", 1)[0], s.split("=", 1)[1] or None) for s in args.state] or [("this", None)]
+    cases = [Case("async", "roadie-examples:wait", {"seconds": 0.1}, 2, SLOTS)]
+    if args.fanout:
+        cases.append(Case("fan-out", "roadie-examples:wait", {"seconds": 1.0}, 2, FANOUT_SLOTS))
+    threads = Case("threads", "roadie-examples:count", {"n": 1, "delay": 0.1}, SLOTS, 1)
+    got: dict[tuple[str, str, str], list[dict]] = {}
+    lines: list[str] = []
+
+    def note(line: str) -> None:
         print(line, flush=True)
         lines.append(line)
-        rows.append([backend, str(args.tasks), f"{aio.rate:.0f}", f"{aio.cpu_ms:.2f}",
-                     f"{threads.rate:.0f}", f"{threads.cpu_ms:.2f}",
-                     "yes" if aio.rate >= 1500 else "NO"])
+
+    note(f"load {os.getloadavg()[0]:.1f} at start")
+    for round_no in range(1, args.rounds + 1):
+        for backend in backends:
+            for case in cases:
+                n = args.tasks if case.name == "async" else args.fanout
+                for state, path in states:
+                    result = run_roadie(state, path, backend, case, n)
+                    if result is not None:
+                        got.setdefault((state, backend, case.name), []).append(result)
+                        note(f"round {round_no} {backend} {case.name} {state}: "
+                             f"{result['rate']:.0f}/s, {result['cpu_ms']:.2f} ms CPU/task, "
+                             f"{result['rounds']} rounds, RSS {result['rss_before']:.0f} -> "
+                             f"peak {result['rss_peak']:.0f} MB, load "
+                             f"{os.getloadavg()[0]:.1f}")
+            result = run_roadie(states[-1][0], states[-1][1], backend, threads, args.tasks)
+            if result is not None:
+                got.setdefault((states[-1][0], backend, "threads"), []).append(result)
+                note(f"round {round_no} {backend} threads {states[-1][0]}: "
+                     f"{result['rate']:.0f}/s, {result['cpu_ms']:.2f} ms CPU/task")
+        if not args.no_peers and "postgres" in backends:
+            for case in cases:
+                n = args.tasks if case.name == "async" else args.fanout
+                peer = run_pgqueuer(n, case.context["seconds"], case.async_slots)
+                if peer is not None:
+                    got.setdefault(("PgQueuer", "postgres", case.name), []).append(peer)
+                    note(f"round {round_no} postgres {case.name} PgQueuer: "
+                         f"{peer['rate']:.0f}/s, peak RSS {peer['rss_peak']:.0f} MB, "
+                         f"load {os.getloadavg()[0]:.1f}")
+
+    def median(key: tuple[str, str, str], field: str) -> float | None:
+        values = [r[field] for r in got.get(key, []) if field in r]
+        return statistics.median(values) if values else None
+
+    rows = []
+    peer = median(("PgQueuer", "postgres", "async"), "rate")
+    for backend in backends:
+        for state, _ in states:
+            rate = median((state, backend, "async"), "rate")
+            if rate is None:
+                continue
+            spread = [r["rate"] for r in got[(state, backend, "async")]]
+            fan = got.get((state, backend, "fan-out"), [])
+            fan_rate = median((state, backend, "fan-out"), "rate")
+            per_task = (statistics.median((r["rss_peak"] - r["rss_before"]) * 1024
+                                          / FANOUT_SLOTS for r in fan) if fan else None)
+            rows.append([
+                backend, state, f"{rate:.0f} ({min(spread):.0f}-{max(spread):.0f})",
+                f"{median((state, backend, 'async'), 'cpu_ms'):.2f}",
+                f"{rate / peer:.2f}x" if peer and backend == "postgres" else "",
+                "yes" if rate >= 1800 and (backend != "postgres" or not peer
+                                           or rate >= 1.2 * peer) else "NO",
+                f"{fan_rate:.0f}" if fan_rate else "",
+                f"{median((state, backend, 'fan-out'), 'rss_peak'):.0f}" if fan else "",
+                f"{per_task:.1f}" if per_task is not None else ""])
+    if peer:
+        fan_peer = median(("PgQueuer", "postgres", "fan-out"), "rate")
+        fan_rss = median(("PgQueuer", "postgres", "fan-out"), "rss_peak")
+        rows.append(["postgres", "PgQueuer", f"{peer:.0f}", "", "1.00x", "",
+                     f"{fan_peer:.0f}" if fan_peer else "",
+                     f"{fan_rss:.0f}" if fan_rss else "", ""])
     content = "\n\n".join([
-        table(["backend", "tasks", f"async ({SLOTS} slots) /s", "async CPU ms/task",
-               f"{SLOTS} threads /s", "threads CPU ms/task", "async ≥ 1,500/s"], rows),
-        f"Conditions: one worker process; each task awaits (async) or waits on its thread "
-        f"(thread pool) 100 ms, so {SLOTS} at once bound the drain at {SLOTS * 10} tasks/s. "
-        "CPU ms/task is the worker process's CPU time (all threads) per task: the cost of the "
-        "machinery, much less sensitive than the rate to what else runs on the machine. The "
-        "machine (2 cores) is shared with other engineers' test runs (see the load averages): "
-        "compare the two drains of one run, not figures across runs.",
+        table(["backend", "state", f"async ({SLOTS} slots) /s, median (range)",
+               "async CPU ms/task", "vs PgQueuer", "≥ 1,800/s and ≥ 1.2x PgQueuer",
+               f"fan-out ({FANOUT_SLOTS} slots, 1 s) /s", "fan-out peak RSS MB",
+               "KB per waiting task"], rows),
+        f"Conditions: each drain in a process of its own on a fresh database, interleaved "
+        f"over {args.rounds} round(s) ({', '.join(s for s, _ in states)}"
+        f"{', PgQueuer' if peer else ''}); {args.tasks} tasks that each await 100 ms with "
+        f"{SLOTS} async slots (limit {SLOTS * 10}/s), and {args.fanout} that each await 1 s "
+        f"with {FANOUT_SLOTS} (limit {FANOUT_SLOTS}/s). Rate: from `run_worker` to its "
+        "return (PgQueuer: `PgQueuer.run(mode=drain, max_concurrent_tasks=...)`, its default "
+        "batch size). CPU ms/task: the worker process's CPU time per task. KB per waiting "
+        "task: (peak RSS - RSS before the drain) / slots. The machine (2 cores) is shared "
+        "with other engineers' runs: compare figures of one run.",
         "```\n" + "\n".join(lines) + "\n```",
+        BREAKDOWN,
     ])
     if not args.no_write:
         write_section("Async executors", content)

@@ -188,3 +188,24 @@ def test_a_paused_worker_changes_nothing_after_a_takeover(
     assert "stopped responding" in attempts[0].message
     assert "refused" in w1_log.read_text()
     client.close()
+
+
+def test_a_progress_write_says_which_tasks_have_a_cancel_request(app: roadie.Roadie) -> None:
+    """``save_progress`` writes many tasks at once (one statement on PostgreSQL): each only
+    while its attempt is the node's, and it names those with a cancel request."""
+    from roadie.store import Claimable
+
+    tasks = app.add_tasks([("tests:sleep", {}) for _ in range(3)])
+    can = Claimable(executors=["tests:sleep"], isolated={}, plugins={"tests": "0"},
+                    tag_keys=[""])
+    claimed = app.store.settle("node-a", [], can, 3).claimed
+    assert [t.id for t in claimed] == [t.id for t in tasks]
+    app.cancel_task(tasks[1].id, by="test")
+    first, second, third = (t.id for t in tasks)
+    cancelled, lost = app.store.save_progress(
+        "node-a", {first: (b"\x80", None, None), second: (None, b"\x90", b"cp"),
+                   third: (None, None, None)}, {first: 1, second: 1, third: 2})
+    assert (cancelled, lost) == ({second}, {third})
+    assert app.get_task(first).status_bytes == b"\x80"
+    written = app.get_task(second)
+    assert (written.messages_bytes, written.checkpoint_bytes) == (b"\x90", b"cp")

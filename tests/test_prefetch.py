@@ -172,3 +172,78 @@ def test_a_task_claimed_ahead_records_its_start_when_a_thread_takes_it(
     assert len(starts) == 4
     assert starts[-1] - starts[0] >= dt.timedelta(seconds=0.5)
     app.close()
+
+
+def _warm_up_async(app: roadie.Roadie) -> None:
+    """Let the worker run a few quick async tasks, so that it knows they are short."""
+    quick = app.add_tasks([("tests:asleep", {"seconds": 0.001}) for _ in range(3)])
+    for task in quick:
+        wait_final(app, task.id)
+
+
+def test_an_async_slot_has_tasks_claimed_ahead_each_started_when_the_slot_frees(
+        db_url: str, tmp_path: Path) -> None:
+    """One async slot, prefetch 3: the worker claims the next tasks ahead of the slot (no
+    start recorded), and each records its start when the slot takes it, one after the
+    other."""
+    app = _app(db_url, tmp_path, "a", prefetch=3, prefetch_short=60, prefetch_hold=60)
+    with BackgroundWorker(app, concurrency=1, async_concurrency=1):
+        _warm_up_async(app)
+        tasks = app.add_tasks([("tests:asleep", {"seconds": 0.3}) for _ in range(4)])
+
+        def claimed_ahead() -> bool:
+            now = [app.get_task(t.id) for t in tasks]
+            return sum(t.status is Status.IN_PROGRESS and t.started_at is None
+                       for t in now) >= 2
+
+        wait_for(claimed_ahead, message="tasks claimed ahead of the one async slot")
+        ended = [wait_final(app, task.id) for task in tasks]
+    assert all(t.status is Status.SUCCESSFUL and t.attempts == 1 for t in ended)
+    starts = sorted(t.started_at for t in ended if t.started_at is not None)
+    assert len(starts) == 4
+    assert starts[-1] - starts[0] >= dt.timedelta(seconds=0.8)  # one slot: in turn
+    app.close()
+
+
+def test_stopping_puts_back_what_was_claimed_ahead_of_async_slots(
+        db_url: str, tmp_path: Path) -> None:
+    app = _app(db_url, tmp_path, "a", prefetch=3, prefetch_short=60, prefetch_hold=60)
+    worker = BackgroundWorker(app, concurrency=1, async_concurrency=1).start()
+    _warm_up_async(app)
+    long, *quick = app.add_tasks(
+        [{"executor": "tests:asleep", "context": {"seconds": 2.0}, "priority": 5}]
+        + [("tests:asleep", {"seconds": 0.001}) for _ in range(3)])
+    wait_for(lambda: all(app.get_task(t.id).status is Status.IN_PROGRESS
+                         for t in (long, *quick)), message="all four claimed")
+    stats = worker.stop()
+    assert stats is not None and stats.released == 3
+    assert app.get_task(long.id).status is Status.SUCCESSFUL  # a started task finishes
+    for task in quick:
+        back = app.get_task(task.id)
+        assert (back.status, back.node, back.attempts, back.started_at) == (
+            Status.NEW, None, 0, None)
+    app.close()
+
+
+def test_an_async_task_claimed_ahead_behind_a_long_one_is_put_back_for_another_node(
+        db_url: str, tmp_path: Path) -> None:
+    ahead = _app(db_url, tmp_path, "a", prefetch=3, prefetch_short=1.0, prefetch_hold=0.3)
+    other = _app(db_url, tmp_path, "b")
+    with BackgroundWorker(ahead, concurrency=1, async_concurrency=1) as first:
+        _warm_up_async(ahead)
+        # one call: the idle worker claims the long task and the quick ones ahead of it
+        long, *quick = ahead.add_tasks(
+            [{"executor": "tests:asleep", "context": {"seconds": 30}, "priority": 5}]
+            + [("tests:asleep", {"seconds": 0.001}) for _ in range(3)])
+        wait_for(lambda: first.worker.stats.released >= 1, message="a task put back")
+        with BackgroundWorker(other, concurrency=1, async_concurrency=1) as second:
+            ended = [wait_final(ahead, task.id) for task in quick]
+            assert ahead.get_task(long.id).status is Status.IN_PROGRESS  # still running
+            assert {task.node for task in ended} == {second.worker.id}
+            assert all(task.status is Status.SUCCESSFUL for task in ended)
+            # being put back does not count as an attempt
+            assert [task.attempts for task in ended] == [1, 1, 1]
+        ahead.cancel_task(long.id, by="test")
+        wait_final(ahead, long.id)
+    ahead.close()
+    other.close()

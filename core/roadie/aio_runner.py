@@ -12,6 +12,7 @@ cancels the executor's coroutine at its current ``await``.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import inspect
 import logging
@@ -85,13 +86,20 @@ def resolve(value: Any) -> Any:
 
 
 class AsyncRunner:
-    """A worker's event-loop thread: runs async attempts, at most the worker's
-    ``async_concurrency`` at once (the worker claims no more than that)."""
+    """A worker's event-loop thread: runs async attempts, at most ``slots`` at once (the
+    worker's ``async_concurrency``). Attempts submitted beyond that (claimed ahead of a free
+    slot) wait here, in order, and each starts on the loop as soon as an attempt ends, without
+    waiting for the worker's next round."""
 
-    def __init__(self, name: str = "roadie-async") -> None:
+    def __init__(self, name: str = "roadie-async", slots: int | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._pending: set[asyncio.Future[Any]] = set()
+        self.slots = slots  # None: no bound here (the caller bounds what it submits)
+        # attempts waiting for a slot (appended by the worker's thread, taken on the loop: a
+        # deque's append and popleft need no lock)
+        self._waiting: collections.deque[tuple[dict[str, AttemptGreenlet],
+                                               Callable[[], None]]] = collections.deque()
 
     def start(self) -> None:
         """Start the loop thread."""
@@ -110,14 +118,23 @@ class AsyncRunner:
         self.submit_many([(task, run)])
 
     def submit_many(self, attempts: Iterable[tuple[RunningTask, Callable[[], None]]]) -> None:
-        """``submit`` for a claim's worth of attempts: one wake-up of the loop for all."""
-        starts: list[Callable[[], None]] = []
+        """``submit`` for a claim's worth of attempts: one wake-up of the loop for all; those
+        beyond the free slots start as attempts end."""
+        added = False
         for task, run in attempts:
             holder: dict[str, AttemptGreenlet] = {}
             task.on_cancel = functools.partial(self._cancel_soon, holder)
-            starts.append(functools.partial(self._start, holder, run))
-        if starts:
-            self.loop.call_soon_threadsafe(_run_all, starts)
+            self._waiting.append((holder, run))
+            added = True
+        if added:
+            self.loop.call_soon_threadsafe(self._fill)
+
+    def _fill(self) -> None:
+        """Start waiting attempts while slots are free (on the loop)."""
+        waiting, pending, slots = self._waiting, self._pending, self.slots
+        while waiting and (slots is None or len(pending) < slots):
+            holder, run = waiting.popleft()
+            self._start(holder, run)
 
     def _cancel_soon(self, holder: dict[str, AttemptGreenlet]) -> None:
         self.loop.call_soon_threadsafe(_cancel_current, holder)
@@ -136,7 +153,12 @@ class AsyncRunner:
 
         future = asyncio.ensure_future(run_in_greenlet(remembered))
         self._pending.add(future)
-        future.add_done_callback(self._pending.discard)
+        future.add_done_callback(self._ended)
+
+    def _ended(self, future: asyncio.Future[Any]) -> None:
+        self._pending.discard(future)
+        if self._waiting:
+            self._fill()
 
     def run(self, coroutine: Awaitable[T], timeout: float = 10.0) -> T:
         """Run ``coroutine`` on the loop from another thread and return its value."""
@@ -151,11 +173,6 @@ class AsyncRunner:
             return
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
-
-
-def _run_all(calls: list[Callable[[], None]]) -> None:
-    for call in calls:
-        call()
 
 
 def _cancel_current(holder: dict[str, AttemptGreenlet]) -> None:

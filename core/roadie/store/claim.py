@@ -77,6 +77,7 @@ def settle(
     limit_async: int = 0,
     *,
     ahead: int = 0,
+    ahead_async: int = 0,
     started: Sequence[tuple[int, int, dt.datetime]] = (),
     claimed_as: Mapping[int, TaskRecord] | None = None,
     decoder: Decoder | None = None,
@@ -92,8 +93,9 @@ def settle(
     IMMEDIATE`` on SQLite) nor one whose isolation key is held; a candidate whose key is
     held is parked as QUEUED. Every DUE_CHECK_INTERVAL the round also makes due delayed
     tasks claimable. The last ``ahead`` of the ``limit`` tasks are claimed ahead of a free
-    thread: their ``started_at`` stays NULL until a later round records it from
-    ``started`` (``(task id, attempt, when)``) or from the attempt's outcome.
+    thread (the last ``ahead_async`` of ``limit_async``, of a free async slot): their
+    ``started_at`` stays NULL until a later round records it from ``started`` (``(task id,
+    attempt, when)``) or from the attempt's outcome.
 
     ``claimed_as`` holds the finished tasks as claimed (by id): on PostgreSQL the round
     then reads back only the columns that others may have changed since (the rest is
@@ -114,8 +116,8 @@ def settle(
     released: set[str] = set()  # keys whose slots the first statement released
     if self.is_postgres and all(o.status in FINAL_STATUSES for o, _ in outcomes):
         first_finished, first_claimed, keyed = _pg_settle(
-            self, node, [o for o, _ in outcomes], wanted, now, promote, ahead, started,
-            claimed_as, decoder)
+            self, node, [o for o, _ in outcomes], wanted, now, promote, (ahead, ahead_async),
+            started, claimed_as, decoder)
         committed = Settled(first_finished, first_claimed)
         released = {t.isolation_key for t in first_finished if t.isolation_key is not None}
         if not keyed and not released:
@@ -147,7 +149,7 @@ def settle(
                 promote_due(self, conn, now)
             for c, n in claims:
                 got, parked_now, until = _claim(self, conn, node, c, n, now,
-                                                ahead if c is can else 0, decoder)
+                                                ahead if c is can else ahead_async, decoder)
                 claimed += got
                 parked += parked_now
                 if until is not None and (throttled_until is None or until < throttled_until):
@@ -215,8 +217,8 @@ def _claim_candidates_sql(self: Store, executors: int, tags: int, plugins: int) 
 
 def _pg_settle(
     self: Store, node: str, final: list[Outcome],
-    wanted: Sequence[tuple[Claimable | None, int]], now: dt.datetime, promote: bool, ahead: int,
-    started: Sequence[tuple[int, int, dt.datetime]],
+    wanted: Sequence[tuple[Claimable | None, int]], now: dt.datetime, promote: bool,
+    ahead: tuple[int, int], started: Sequence[tuple[int, int, dt.datetime]],
     claimed_as: Mapping[int, TaskRecord] | None, decoder: Decoder | None,
 ) -> tuple[list[TaskRecord], list[TaskRecord], bool]:
     """The common round on PostgreSQL as one statement in its own transaction: record
@@ -241,9 +243,10 @@ def _pg_settle(
             "tags": list(either.tag_keys),
             "plugins": list(either.plugins),
             "isolated": sorted({e for c, _ in wanted if c is not None for e in c.isolated}),
-            "limit": max(limit, 0), "start": max(limit - ahead, 0),
+            "limit": max(limit, 0), "start": max(limit - ahead[0], 0),
             "executors_async": list(can_async.executors) if can_async is not None else [],
             "limit_async": max(limit_async, 0),
+            "start_async": max(limit_async - ahead[1], 0),
         })
         # executors with a limit (and no rate) take their keys' slots in this statement
         slotted = {e: n for c, _ in wanted if c is not None for e, n in c.slots.items()

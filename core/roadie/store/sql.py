@@ -263,6 +263,24 @@ SAVE_PROGRESS = T.update().where(*OWNED_ATTEMPT).values(
                                 T.c.checkpoint),
 )
 
+# The same write on PostgreSQL as one statement that also reads what the caller needs: the rows
+# (``[id, attempt, status, messages, checkpoint]``, bytes in hex) as one JSON text, in id order
+# (the plan, a hash join probed by these rows, writes them in that order); only the rows the
+# node still runs are written (node and attempt: the fencing token); returns (id,
+# cancel_requested_at) of each row written
+PG_SAVE_PROGRESS = """
+UPDATE roadie_tasks AS t
+SET heartbeat_at = %(now)s, updated_at = %(now)s,
+    task_status = coalesce(decode(v.status, 'hex'), t.task_status),
+    messages = coalesce(decode(v.messages, 'hex'), t.messages),
+    checkpoint = coalesce(decode(v.checkpoint, 'hex'), t.checkpoint)
+FROM (SELECT r->>0 AS id, r->>1 AS attempt, r->>2 AS status, r->>3 AS messages,
+             r->>4 AS checkpoint
+      FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS e(r, n) ORDER BY n) AS v
+WHERE t.id = v.id::bigint AND (t.node || '') = %(node)s AND t.status = 1
+  AND t.attempts = coalesce(v.attempt::int, t.attempts)
+RETURNING t.id, t.cancel_requested_at"""
+
 
 # -- the settle round on PostgreSQL ---------------------------------------------------------
 #
@@ -452,7 +470,7 @@ def pg_settle_sql(record: bool, claim_sync: bool, claim_async: bool, due: bool,
     With ``slots``, candidates of executors with a limit take their keys' slots here too
     (PG_SETTLE_SLOTS). One line."""
     branches = ([pg_claim_branch("executors", "limit", "start")] if claim_sync else []) + (
-        [pg_claim_branch("executors_async", "limit_async", "limit_async")]
+        [pg_claim_branch("executors_async", "limit_async", "start_async")]
         if claim_async else [])
     claim = bool(branches)
     ctes = (PG_SETTLE_RECORD if record else "") + (PG_SETTLE_DUE if due else "")

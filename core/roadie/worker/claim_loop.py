@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from roadie.aio_runner import AsyncRunner
 from roadie.errors import RoadieError
@@ -97,7 +97,8 @@ class ClaimLoop:
         self._unstarted: dict[int, tuple[RunningTask, float]] = {}
         self._starts: list[tuple[int, int, dt.datetime]] = []  # of tasks claimed ahead
         self._start_lock = threading.Lock()
-        self._run_time: float | None = None  # moving average of run times (None: unknown)
+        # moving average of run times, per kind of slot (None: unknown)
+        self._run_time: dict[str, float | None] = {"sync": None, "async": None}
         # finished attempts to record (appended by threads and the loop, taken by the claim
         # loop: a deque's append and popleft need no lock, a Queue takes one for each)
         self._done: collections.deque[_Done] = collections.deque()
@@ -126,7 +127,7 @@ class ClaimLoop:
             thread.start()
             self._threads.append(thread)
         if self._worker._claim_async is not None:
-            self._runner = AsyncRunner()
+            self._runner = AsyncRunner(slots=self._worker.async_concurrency)
             self._runner.start()
 
     def end_threads(self) -> None:
@@ -184,14 +185,15 @@ class ClaimLoop:
             if stopping:
                 self.release_unstarted(0.0)  # nothing claimed ahead runs after a stop
             concurrency = worker.concurrency
-            ahead = 0 if stopping else self._claim_ahead()
+            ahead = 0 if stopping else self._claim_ahead("sync")
             free = 0 if stopping else concurrency + ahead - (busy - busy_async)
             if self.paused.refresh():  # a pause or a resume: claim again, without them
                 self._may_claim["sync"] = self._may_claim["async"] = True
             claim_sync = self.paused.without_paused(worker._claim_sync)
             claim_async = self.paused.without_paused(worker._claim_async)
+            ahead_async = 0 if stopping or claim_async is None else self._claim_ahead("async")
             free_async = 0 if stopping or claim_async is None else (
-                worker.async_concurrency - busy_async)
+                worker.async_concurrency + ahead_async - busy_async)
             if claim_sync is None:
                 free = 0
             now = time.monotonic()
@@ -205,7 +207,8 @@ class ClaimLoop:
                                   or now - self._claimed_short_at[kind] >= poll)]
             if done or claims or starts:
                 try:
-                    settled = self._settle(done, outcomes, claims, ahead, starts)
+                    settled = self._settle(done, outcomes, claims, (ahead, ahead_async),
+                                           starts)
                 except RoadieError as exc:
                     self.outage.failed(exc)
                     self._requeue_done(done)
@@ -222,7 +225,7 @@ class ClaimLoop:
                 except Exception:
                     log.exception("roadie: after recording %d ended task(s)", len(done))
                 self._accept_all(settled.claimed)
-                self._round_due_below = concurrency + ahead // 2
+                self._round_due_below = concurrency + (ahead + ahead_async) // 2
                 self._handed_over = False
                 if settled.throttled_until is not None:  # (a little late rather than early)
                     self._throttled_until = min(
@@ -261,13 +264,14 @@ class ClaimLoop:
         return outcomes
 
     def _settle(self, done: list[_Done], outcomes: list[tuple[Outcome, bool]],
-                claims: list[tuple[str, Claimable | None, int]], ahead: int = 0,
+                claims: list[tuple[str, Claimable | None, int]],
+                ahead: tuple[int, int] = (0, 0),
                 starts: list[tuple[int, int, dt.datetime]] | None = None) -> Settled:
         """Record ``done`` (their ``outcomes``) and make the ``claims`` (kind, claimable, free
         slots: for threads, for async executors), in one transaction; a kind of claim that
-        comes back short is not repeated for a while. Of a claim for threads, the last
-        ``ahead`` tasks are claimed ahead of a free thread; ``starts`` records when threads
-        started tasks claimed ahead."""
+        comes back short is not repeated for a while. Of each claim, the last tasks (``ahead``:
+        for threads, for async slots) are claimed ahead of a free slot; ``starts`` records when
+        tasks claimed ahead started."""
         wanted = {kind: (claimable, limit) for kind, claimable, limit in claims}
         for kind in wanted:
             self._may_claim[kind] = False  # a task added from now on sets it again
@@ -275,7 +279,8 @@ class ClaimLoop:
         can_async, limit_async = wanted.get("async", (None, 0))
         with self._writes:
             settled = self.store.settle(self._worker.id, outcomes, can, limit, can_async,
-                                        limit_async, ahead=ahead if can is not None else 0,
+                                        limit_async, ahead=ahead[0] if can is not None else 0,
+                                        ahead_async=ahead[1] if can_async is not None else 0,
                                         started=starts or (),
                                         claimed_as={d.task.id: d.task.record for d in done},
                                         decoder=self.app.decode_for_task)
@@ -335,17 +340,20 @@ class ClaimLoop:
     def _after_settle(self, done: list[_Done], finished: list[TaskRecord]) -> None:
         records = {r.id: r for r in finished}
         self._progress.forget([item.task.id for item in done])
+        run_time = self._run_time
         for item in done:
             task_id = item.task.id
             with self._running_lock:
                 self.running.pop(task_id, None)
+                kind = "async" if task_id in self._async_ids else "sync"
                 self._async_ids.discard(task_id)
             record = records.get(task_id)
             if item.released:
                 self.stats.released += record is not None
                 continue
-            self._run_time = item.seconds if self._run_time is None else (
-                self._run_time + RUN_TIME_WEIGHT * (item.seconds - self._run_time))
+            average = run_time[kind]
+            run_time[kind] = item.seconds if average is None else (
+                average + RUN_TIME_WEIGHT * (item.seconds - average))
             if record is None:
                 item.task.taken_over = True
                 self._worker.refused(item.task, f"outcome ({item.outcome.status.label})")
@@ -400,7 +408,13 @@ class ClaimLoop:
                 self._queue.put(running)
         if on_loop:
             assert self._runner is not None
-            self._runner.submit_many([(running, functools.partial(self._run_and_report, running))
+            ahead = [running for running in on_loop if running.record.started_at is None]
+            if ahead:  # claimed ahead of a free slot: started as slots free, or put back
+                claimed_at = time.monotonic()
+                with self._start_lock:
+                    for running in ahead:
+                        self._unstarted[running.id] = (running, claimed_at)
+            self._runner.submit_many([(running, functools.partial(self._start_async, running))
                                       for running in on_loop])
 
     def thread_main(self) -> None:
@@ -409,42 +423,70 @@ class ClaimLoop:
             task = self._queue.get()
             if task is None:
                 return
-            with self._start_lock:
-                entry = self._unstarted.get(task.id)
-                if entry is None or entry[0] is not task:
-                    continue  # put back while it waited here
-                del self._unstarted[task.id]
-                task.started = time.monotonic()
-                began = None
-                if task.record.started_at is None:  # claimed ahead: the next round records it
-                    began = utcnow()
-                    self._starts.append((task.id, task.attempt, began))
-            self._run_and_report(task, began)
+            began = self._take_to_start(task)
+            if began is not False:
+                self._run_and_report(task, began)
 
-    def _claim_ahead(self) -> int:
-        """How many tasks to claim beyond the free threads: as many as the threads are
-        expected to start within ``prefetch_short`` seconds (from the moving average of run
-        times), at most ``Settings.prefetch``; none until a task has ended here, nor while the
-        tasks this node runs are not short on average (under ``prefetch_short``). A thread
-        busy with a task that has run longer than that counts for none: one long task (a
-        serial task holding its key, an export) leaves the other threads their prefetch,
-        and a node whose threads all run long tasks claims none ahead."""
+    def _start_async(self, task: RunningTask) -> None:
+        """Start an async attempt (on the loop, in its greenlet, once it has a slot); one
+        claimed ahead only if it was not put back meanwhile."""
+        if task.record.started_at is None:
+            began = self._take_to_start(task)
+            if began is False:
+                return
+            self._run_and_report(task, began)
+        else:
+            task.started = time.monotonic()
+            self._run_and_report(task)
+
+    def _take_to_start(self, task: RunningTask) -> dt.datetime | Literal[False] | None:
+        """Take a claimed task out of the unstarted ones to start it: False if it was put
+        back while it waited (it must not start); else when it started, if it was claimed
+        ahead (the next round records that start), or None."""
+        with self._start_lock:
+            entry = self._unstarted.get(task.id)
+            if entry is None or entry[0] is not task:
+                return False  # put back while it waited
+            del self._unstarted[task.id]
+            task.started = time.monotonic()
+            began = None
+            if task.record.started_at is None:  # claimed ahead: the next round records it
+                began = utcnow()
+                self._starts.append((task.id, task.attempt, began))
+        return began
+
+    def _claim_ahead(self, kind: str) -> int:
+        """How many tasks to claim beyond the free slots of a ``kind`` ("sync": threads,
+        "async": async slots): as many as those slots are expected to start within
+        ``prefetch_short`` seconds (from the moving average of their run times), at most
+        ``Settings.prefetch``; none until a task of that kind has ended here. A slot busy
+        with a task that has run longer than ``prefetch_short`` counts for none: one long
+        task (a serial task holding its key, an export) leaves the other slots their
+        prefetch, and a node whose slots all run long tasks claims none ahead. So one thread
+        never has a task of ``prefetch_short`` or longer claimed ahead, while 200 async
+        slots whose tasks take ``prefetch_short`` start about one every half millisecond and
+        may have up to 200 (capped by ``prefetch``)."""
         prefetch, short = self.settings.prefetch, self.settings.prefetch_short
-        if prefetch <= 0 or self._run_time is None or self._run_time >= short:
+        run_time = self._run_time[kind]
+        if prefetch <= 0 or run_time is None:
             return 0
+        on_loop = kind == "async"
         oldest = time.monotonic() - short
+        async_ids = self._async_ids
         with self._running_lock:
             long_running = sum(t.started is not None and t.started < oldest
-                               and task_id not in self._async_ids
+                               and (task_id in async_ids) == on_loop
                                for task_id, t in self.running.items())
-        threads = self._worker.concurrency - long_running
-        if threads <= 0:
+        slots = (self._worker.async_concurrency if on_loop
+                 else self._worker.concurrency) - long_running
+        if slots <= 0:
             return 0
-        return min(prefetch, int(threads * short / max(self._run_time, 1e-6)))
+        return min(prefetch, int(slots * short / max(run_time, 1e-6)))
 
     def release_unstarted(self, hold: float) -> None:
         """Put back every task that was claimed more than ``hold`` seconds ago and that no
-        thread has started: any node may take it (the attempt does not count)."""
+        thread or async slot has started: any node may take it (the attempt does not
+        count)."""
         if not self._unstarted:
             return
         since = time.monotonic() - hold
