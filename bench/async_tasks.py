@@ -15,7 +15,7 @@ Cases, each on a fresh database, per backend:
 
 Each drain runs in a process of its own, so that states of roadie (``--state NAME=PATH``, a
 folder holding an exported ``core`` and ``plugins``, see bench/README.md) can be interleaved:
-round by round, state by state. PgQueuer (``bench/peer_pgqueuer_sleep.py``, the peers' own
+round by round, state by state. PgQueuer (``bench/peer_scripts/sleep_pgqueuer.py``, the peers' own
 virtualenv: PEER_PY) runs the same two workloads in each round on PostgreSQL.
 
     python bench/async_tasks.py [--tasks 1000] [--fanout 10000] [--rounds 3]
@@ -178,15 +178,16 @@ def run_roadie(state: str, path: str | None, backend: str, case: Case, n: int
 def run_pgqueuer(n: int, seconds: float, slots: int) -> dict[str, float] | None:
     if not os.access(PEER_PY, os.X_OK):
         return None
-    proc = subprocess.run([PEER_PY, str(HERE / "peer_pgqueuer_sleep.py"), str(n), str(seconds),
-                           str(slots)], env={**os.environ, "PEER_PG": PEER_PG},
+    script = HERE / "peer_scripts" / "sleep_pgqueuer.py"
+    proc = subprocess.run([PEER_PY, str(script), str(n), str(seconds), str(slots)],
+                          env={**os.environ, "PEER_PG": PEER_PG},
                           capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         print(f"  pgqueuer FAILED: {proc.stderr.strip()[-500:]}", flush=True)
         return None
     line = proc.stdout.strip().splitlines()[-1]
     fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
-    return {"rate": float(fields["drain"].removesuffix("/s")),
+    return {"rate": float(fields["sleep_drain"].removesuffix("/s")),
             "rss_peak": float(fields["peak_rss"])}
 
 

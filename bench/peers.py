@@ -326,7 +326,7 @@ def async_group(roadie_first: bool) -> None:
     sleep = [
         roadie_sleep_drain,
         lambda: peer_rate("pgqueuer", "sleep", SLEEP_LINE,
-                          ["sleep_pgqueuer.py", str(ASYNC_TASKS), str(ASYNC_SLOTS)], skip),
+                          ["sleep_pgqueuer.py", str(ASYNC_TASKS), "0.1", str(ASYNC_SLOTS)], skip),
         lambda: peer_rate("oban", "sleep", SLEEP_LINE,
                           ["bench_oban.py", str(ASYNC_TASKS), "sleep", str(ASYNC_SLOTS)], skip),
     ]
