@@ -3,6 +3,7 @@ is taken over the database refuses them, so a worker that wakes from a pause cha
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sqlite3
@@ -15,6 +16,7 @@ import pytest
 import roadie
 import sqlalchemy as sa
 from roadie import Status
+from roadie.attachments import store_attachment
 from roadie.errors import TakenOver
 from roadie.records import AttachmentInfo
 from roadie.store import Claimable, Fence, NewTask, Outcome, utcnow
@@ -69,6 +71,37 @@ def test_every_write_of_a_stale_attempt_is_refused(app: roadie.Roadie) -> None:
     assert [r.id for r in store.settle("node-a", [(done, False)], None, 0).finished] == [task.id]
     assert [(a.attempt, a.status) for a in app.attempts(task.id)] == [
         (1, Status.FAILED), (2, Status.SUCCESSFUL)]
+
+
+def test_a_stale_attempt_cannot_replace_newer_attachment_bytes(app: roadie.Roadie) -> None:
+    """A worker paused while it uploads (its bytes read, its row not yet written) wakes after
+    another attempt took the task over and attached the same name: the newer bytes stay, and
+    the stale upload leaves no file behind."""
+    task = app.add_task("tests:sleep", {"seconds": 0})
+    first = claim_one(app, "node-a")
+    stale, current = Fence(task.id, "node-a", 1), Fence(task.id, "node-b", 2)
+
+    class TakenOverWhileReading(io.BytesIO):
+        """The stale attempt's upload: at its end, the task is taken over and the new
+        attempt attaches its own report."""
+
+        def read(self, size: int | None = -1) -> bytes:
+            chunk = super().read(size)
+            if not chunk and app.get_task(task.id).attempts == 1:
+                assert app.store.take_over_orphan(first, Status.NEW, "node-a stopped")
+                assert claim_one(app, "node-b").attempts == 2
+                store_attachment(app, task.id, "who.txt", b"attempt 2", fence=current)
+            return chunk
+
+    with pytest.raises(TakenOver):
+        store_attachment(app, task.id, "who.txt", TakenOverWhileReading(b"attempt 1"),
+                         fence=stale)
+    with app.open_attachment(task.id, "who.txt") as f:
+        assert f.read() == b"attempt 2"
+    [info] = app.list_attachments(task.id)
+    assert info.size == len(b"attempt 2")
+    folder = Path(app.settings.data_dir) / "attachments" / str(task.id)
+    assert sorted(p.name for p in folder.iterdir()) == ["who.txt"]
 
 
 def pause_outside_a_write(process: subprocess.Popen[bytes], url: str) -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
@@ -49,16 +50,30 @@ class LocalAttachmentStore:
         return self.root / str(int(task_id))
 
     def put(self, task_id: int, name: str, stream: IO[bytes]) -> None:
+        self.stage(task_id, name, stream)(True)
+
+    def stage(self, task_id: int, name: str, stream: IO[bytes]) -> Callable[[bool], None]:
+        """Write the bytes to a temporary file, and return ``finish``: ``finish(True)`` puts
+        them in place, ``finish(False)`` drops them. (A store may have this method: a fenced
+        write then puts the bytes in place while the task row is locked, so that a stale
+        attempt cannot replace a newer attempt's bytes.)"""
         folder = self._folder(task_id)
         folder.mkdir(parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=folder, prefix=".upload-")
         try:
             with os.fdopen(fd, "wb") as out:
                 shutil.copyfileobj(stream, out, CHUNK)
-            os.replace(temporary, folder / name)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
+
+        def finish(keep: bool) -> None:
+            if keep:
+                os.replace(temporary, folder / name)
+            else:
+                Path(temporary).unlink(missing_ok=True)
+
+        return finish
 
     def open(self, task_id: int, name: str) -> IO[bytes]:
         return (self._folder(task_id) / name).open("rb")
@@ -155,8 +170,14 @@ def store_attachment(app: Roadie, task_id: int, name: str,
         )
     max_size = app.settings.max_attachment_size
     checked = _CheckedStream(stream, task_id, name, max_size)
+    store = app.attachment_store
+    stage = getattr(store, "stage", None) if fence is not None else None
+    finish: Callable[[bool], None] | None = None
     try:
-        app.attachment_store.put(task_id, name, checked)  # type: ignore[arg-type]
+        if stage is not None:  # the bytes go in place once the fence holds the task row
+            finish = stage(task_id, name, checked)
+        else:
+            store.put(task_id, name, checked)  # type: ignore[arg-type]
     finally:
         if close:
             stream.close()
@@ -165,7 +186,13 @@ def store_attachment(app: Roadie, task_id: int, name: str,
         media_type=media_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
         created_at=utcnow(),
     )
-    app.store.add_attachment(info, fence)
+    try:
+        app.store.add_attachment(info, fence,
+                                 in_place=None if finish is None else lambda: finish(True))
+    except BaseException:
+        if finish is not None:
+            finish(False)  # refused (a stale attempt): its bytes are not kept
+        raise
     return info
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -18,9 +19,11 @@ if TYPE_CHECKING:
 T = models.tasks
 
 
-def add_attachment(self: Store, info: AttachmentInfo, fence: Fence | None = None) -> None:
+def add_attachment(self: Store, info: AttachmentInfo, fence: Fence | None = None, *,
+                   in_place: Callable[[], None] | None = None) -> None:
     """Record (or replace) an attachment row; with ``fence``, a write of that attempt
-    (refused with TakenOver once it is stale)."""
+    (refused with TakenOver once it is stale). ``in_place`` (puts staged bytes in place) runs
+    in the same transaction, after the fence check locked the task row."""
     A = models.attachments
     with self.write() as conn:
         if fence is not None:
@@ -32,6 +35,8 @@ def add_attachment(self: Store, info: AttachmentInfo, fence: Fence | None = None
             task_id=info.task_id, name=info.name, size=info.size, checksum=info.checksum,
             media_type=info.media_type, created_at=info.created_at,
         ))
+        if in_place is not None:
+            in_place()
 
 
 def list_attachments(self: Store, task_id: int) -> list[AttachmentInfo]:
