@@ -12,7 +12,17 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from roadie.store import attachments, caller, executors, locks, nodes, progress, retention, tasks
+from roadie.store import (
+    attachments,
+    caller,
+    executors,
+    locks,
+    nodes,
+    progress,
+    retention,
+    rollup,
+    tasks,
+)
 from roadie.store import claim as claims
 from roadie.store.engine import Database
 from roadie.store.schedules import ScheduleStore
@@ -100,6 +110,14 @@ class Store(Database):
 
     # -- retention (retention.py) ----------------------------------------------------------
     prune = retention.prune
+
+    # -- the overview's per-minute rollup (rollup.py) --------------------------------------
+    add_rollup = rollup.add_rollup
+    sample_depth = rollup.sample_depth
+    rollup_minutes = rollup.rollup_minutes
+    rollup_depth = rollup.rollup_depth
+    rollup_executors = rollup.rollup_executors
+    prune_rollup = rollup.prune_rollup
 
     # -- task trees and schedules: query objects of their own (trees.py, schedules.py) -----
 

@@ -351,6 +351,9 @@ class ClaimLoop:
                 self._worker.refused(item.task, f"outcome ({item.outcome.status.label})")
                 continue
             self.stats.finished += 1
+            self.app.rollup.ended(record.executor, item.outcome.status,
+                                  record.finished_at or utcnow(),
+                                  item.seconds if item.outcome.attempt_counts else None)
             label = item.outcome.status.label
             self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
             self.app.after_finish(record, item.outcome, item.result, item.error)
@@ -486,6 +489,11 @@ class ClaimLoop:
         if task.started is None:  # timeouts count from here, not from the claim
             task.started = time.monotonic()
         started = task.started
+        record = task.record
+        if not task.cancelled:  # (one cancelled while it waited for a thread never starts)
+            now = began or utcnow()
+            self.app.rollup.started(record.executor, now, (
+                now - max(record.created_at, record.run_after)).total_seconds())
         hosts = self._worker.hosts
         if hosts.wants(task):  # an env executor, out_of_process, or --out-of-process
             outcome, result, error = hosts.run_attempt(task)
