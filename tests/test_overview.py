@@ -5,6 +5,7 @@ percentiles and windows."""
 from __future__ import annotations
 
 import collections
+import re
 import datetime as dt
 
 import pytest
@@ -143,3 +144,56 @@ def test_a_bad_window_says_what_is_allowed(window: object) -> None:
     with pytest.raises(ValueError, match="window"):
         check_window(window)
     assert check_window("3600") == 3600
+
+
+# -- the web app: /api/stats, /overview, /executors -----------------------------------------
+
+
+def test_the_stats_api_the_overview_and_the_executors_page(app: roadie.Roadie) -> None:
+    from tests.test_web_api import AUTH, TOKEN, client_for, login
+
+    ids = [app.add_task("tests:sleep", {"seconds": 0}).id for _ in range(4)]
+    ids += [app.add_task("tests:boom", {}).id for _ in range(2)]
+    app.run_worker(concurrency=2, until_idle=True)
+    for task_id in ids:
+        wait_final(app, task_id)
+    with client_for(app, token=TOKEN) as web:
+        assert web.get("/api/stats").status_code == 401
+        document = web.get("/api/stats?window=600", headers=AUTH).json()
+        assert set(document) == {"buckets", "executors"}
+        assert len(document["buckets"]) == 10
+        assert sum(b["succeeded"] for b in document["buckets"]) == 4
+        assert sum(b["failed"] for b in document["buckets"]) == 2
+        boom = next(e for e in document["executors"] if e["executor"] == "tests:boom")
+        assert boom["failed_last_hour"] == 2 and boom["run_p50_ms"] is not None
+        for bad in ("abc", "59", "604801", "1e3", ""):
+            response = web.get(f"/api/stats?window={bad}", headers=AUTH)
+            assert response.status_code == 400, bad
+            assert "window" in response.json()["error"]
+        login(web)
+        page = web.get("/overview").text
+        nav = page[page.index("<nav"):page.index("</nav>")]
+        assert nav.index("/overview") < nav.index('href="/"')  # first in the navigation
+        titles = re.findall(r'role="img" aria-labelledby="([^"]+)"', page)
+        assert titles == ["chart-throughput-title", "chart-depth-title", "chart-times-title"]
+        assert "4 succeeded, 2 failed" in page
+        assert page.count("<summary>Show as table</summary>") == 3
+        assert "<polyline" in page and "<script" not in page.split("</head>")[1]
+        for key in ("24h", "7d"):
+            assert "role=\"img\"" in web.get(f"/overview?range={key}").text
+        fragment = web.get("/overview/charts?range=1h")
+        assert fragment.status_code == 200 and "<html" not in fragment.text
+        executors = web.get("/executors").text
+        row = executors[executors.index('data-executor="tests:boom"'):]
+        row = row[:row.index("</tr>")]
+        assert 'data-field="failed-last-hour">2<' in row
+        assert re.search(r'data-field="run-p50">[0-9.]+ (ms|s)<', row)
+
+
+def test_the_overview_says_so_when_nothing_ran(app: roadie.Roadie) -> None:
+    from tests.test_web_api import client_for
+
+    with client_for(app) as web:
+        page = web.get("/overview").text
+        assert "no task started in this window" in page
+        assert "now 0 waiting and 0 running" in page

@@ -551,7 +551,7 @@ class Roadie:
         tasks: paused or not, its limits, and its waiting, held and running tasks."""
         return flow.list_executors(self)
 
-    def stats(self, window: int = 3600) -> Stats:
+    def stats(self, window: int | str = 3600) -> Stats:
         """The overview's numbers over the last ``window`` seconds (60 to 604800): tasks
         started and ended per bucket of time, the queue's depth, and per executor its waiting
         and running tasks, failures in the last hour and wait and run times (p50, p95). Read
