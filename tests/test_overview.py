@@ -27,8 +27,9 @@ ENDED = {Status.SUCCESSFUL: "succeeded", Status.FAILED: "failed",
          Status.CANCELLED: "cancelled"}
 
 
-def rollup_rows(app: roadie.Roadie) -> list[dict[str, object]]:
-    M = models.minutes
+def rollup_rows(app: roadie.Roadie, table: sa.Table = models.minutes,
+                ) -> list[dict[str, object]]:
+    M = table
     with app.store.read() as conn:
         return [dict(r._mapping) for r in conn.execute(sa.select(M).where(M.c.executor != "*"))]
 
@@ -75,6 +76,21 @@ def test_the_rollup_counts_what_the_task_table_holds(app: roadie.Roadie) -> None
     assert counted_started == started
     assert started["tests:flaky"] == 2 * 2 + 3 and started["tests:sleep"] == 6
     assert runs == started  # every attempt that ran has its run time
+    by_hour: collections.Counter[tuple[object, object, str]] = collections.Counter()
+    for row in rollup_rows(app):
+        at = row["at"]
+        assert isinstance(at, dt.datetime)
+        for name in models.ROLLUP_COUNTS + models.ROLLUP_HISTOGRAMS:
+            by_hour[at.replace(minute=0), row["executor"], name] += int(row[name])  # type: ignore[call-overload]
+    hours: collections.Counter[tuple[object, object, str]] = collections.Counter()
+    for row in rollup_rows(app, models.hours):
+        for name in models.ROLLUP_COUNTS + models.ROLLUP_HISTOGRAMS:
+            hours[row["at"], row["executor"], name] += int(row[name])  # type: ignore[call-overload]
+    assert +hours == +by_hour  # the hours hold what their minutes hold
+    week = app.stats(window=7 * 86400)  # (read from the hours)
+    assert week.step == 3600
+    assert sum(b.succeeded for b in week.buckets) == 8
+    assert sum(b.started for b in week.buckets) == sum(started.values())
 
     stats = app.stats(window=3600)
     total = collections.Counter({name: sum(getattr(b, name) for b in stats.buckets)
@@ -119,8 +135,10 @@ def test_retention_prunes_the_rollup(app: roadie.Roadie) -> None:
                           {"at": kept, "executor": "tests:sleep", "succeeded": 2},
                           {"at": kept, "executor": "tests:sleep", "succeeded": 1}])
     assert sorted((r["at"], r["succeeded"]) for r in rollup_rows(app)) == [(old, 4), (kept, 3)]
+    assert len(rollup_rows(app, models.hours)) == 2
     app.prune("30d")
     assert [(r["at"], r["succeeded"]) for r in rollup_rows(app)] == [(kept, 3)]
+    assert [r["succeeded"] for r in rollup_rows(app, models.hours)] == [3]
     app.prune("1d")  # a week of the overview is kept whatever the retention
     assert [(r["at"], r["succeeded"]) for r in rollup_rows(app)] == [(kept, 3)]
 
@@ -137,6 +155,7 @@ def test_buckets_and_percentiles() -> None:
     p95 = percentile(histogram, 0.95)
     assert p95 is not None and 8192 <= p95 <= 16384
     assert step_of(3600) == 60 and step_of(86400) == 600 and step_of(MAX_WINDOW) == 3600
+    assert step_of(2 * 86400) == 3600  # (beyond a day: the hourly rollup)
 
 
 @pytest.mark.parametrize("window", ["soon", "59", MAX_WINDOW + 1, -5, "1.5", True, None])

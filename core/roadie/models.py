@@ -319,18 +319,24 @@ schedules = sa.Table(
 # the tasks ended per final status, log-spaced histograms of their wait (start - max(created,
 # run_after)) and run times (``wait_<i>``, ``run_<i>``: see ``roadie.rollup``), written by the
 # workers as they settle; and a sample of the queue's depth, written once a minute by worker
-# maintenance. Retention prunes it with the tasks.
+# maintenance. ``roadie_hours`` holds the same per hour (written with it), so that a week
+# reads 168 rows per executor, not 10,080. Retention prunes both with the tasks.
 ROLLUP_BUCKETS = 28  # histogram buckets: < 1 ms, then [2^(i-1), 2^i) ms, the last open-ended
 ROLLUP_COUNTS = ("started", "succeeded", "failed", "cancelled")
 ROLLUP_HISTOGRAMS = tuple(f"{kind}_{i}" for kind in ("wait", "run")
                           for i in range(ROLLUP_BUCKETS))
-minutes = sa.Table(
-    "roadie_minutes",
-    metadata,
-    sa.Column("at", UTCDateTime, primary_key=True),  # the minute's start
-    sa.Column("executor", sa.String(255), primary_key=True),
-    *(sa.Column(name, sa.Integer, nullable=False, server_default="0")
-      for name in ROLLUP_COUNTS + ROLLUP_HISTOGRAMS),
-    sa.Column("waiting", sa.Integer),  # the depth sample (NULL: none taken this minute)
-    sa.Column("running", sa.Integer),
-)
+def _rollup_table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("at", UTCDateTime, primary_key=True),  # the minute's (hour's) start
+        sa.Column("executor", sa.String(255), primary_key=True),
+        *(sa.Column(column, sa.Integer, nullable=False, server_default="0")
+          for column in ROLLUP_COUNTS + ROLLUP_HISTOGRAMS),
+        sa.Column("waiting", sa.Integer),  # the depth sample (NULL: none taken then)
+        sa.Column("running", sa.Integer),
+    )
+
+
+minutes = _rollup_table("roadie_minutes")
+hours = _rollup_table("roadie_hours")  # the same per hour, for windows longer than a day

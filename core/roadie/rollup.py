@@ -37,6 +37,7 @@ MIN_WINDOW, MAX_WINDOW = 60, 7 * 86400  # seconds a stats window may span
 # bucket widths of the throughput series: the smallest that gives at most MAX_POINTS points
 STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 MAX_POINTS = 180
+HOURLY_AFTER = 86400  # windows longer than this (seconds) read the hourly rollup
 KEEP_AT_LEAST = dt.timedelta(days=8)  # retention never prunes the rollup younger than this
 
 
@@ -220,9 +221,10 @@ def check_window(window: Any) -> int:
 
 
 def step_of(window: int) -> int:
-    """The throughput series' bucket width for ``window`` seconds."""
+    """The throughput series' bucket width for ``window`` seconds (an hour at least beyond
+    HOURLY_AFTER: those windows read the hourly rollup)."""
     for step in STEPS:
-        if window / step <= MAX_POINTS:
+        if window / step <= MAX_POINTS and (window <= HOURLY_AFTER or step >= 3600):
             return step
     return STEPS[-1]
 
@@ -230,14 +232,16 @@ def step_of(window: int) -> int:
 def read_stats(store: Store, window: int, now: dt.datetime,
                names: Iterable[str] = ()) -> Stats:
     """The statistics of the last ``window`` seconds (see ``Stats``), per executor for
-    ``names`` and every executor with tasks open or counted in the window."""
+    ``names`` and every executor with tasks open or counted in the window. Windows longer
+    than HOURLY_AFTER read the hourly rollup (from the start of the window's first hour)."""
     step = step_of(window)
+    hourly = window > HOURLY_AFTER
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
     last = epoch + dt.timedelta(seconds=(now - epoch).total_seconds() // step * step)
     first = last - dt.timedelta(seconds=step * (math.ceil(window / step) - 1))
     sums: dict[dt.datetime, list[int]] = {}
-    for minute, *ended in store.rollup_minutes(first):
-        start = epoch + dt.timedelta(seconds=(minute - epoch).total_seconds() // step * step)
+    for at, *ended in store.rollup_counts(first, hourly=hourly):
+        start = epoch + dt.timedelta(seconds=(at - epoch).total_seconds() // step * step)
         into = sums.setdefault(start, [0, 0, 0, 0])
         for i, n in enumerate(ended):
             into[i] += n
@@ -247,19 +251,21 @@ def read_stats(store: Store, window: int, now: dt.datetime,
         buckets.append(Bucket(at, *sums.get(at, (0, 0, 0, 0))))
         at += dt.timedelta(seconds=step)
     counts = store.executor_counts()
-    depth = [DepthSample(when, w, r) for when, w, r in store.rollup_depth(
-        now - dt.timedelta(seconds=window))]
+    since = now - dt.timedelta(seconds=window)
+    if hourly:
+        since = since.replace(minute=0, second=0, microsecond=0)
+    depth = [DepthSample(when, w, r) for when, w, r in store.rollup_depth(since, hourly=hourly)]
     depth.append(DepthSample(now, sum(c[0] for c in counts.values()),
                              sum(c[2] for c in counts.values())))
-    rolled = store.rollup_executors(now - dt.timedelta(seconds=window),
-                                    now - dt.timedelta(hours=1))
+    times = store.rollup_times(since, hourly=hourly)
+    failed = store.rollup_failed(minute_of(now) - dt.timedelta(minutes=59))
     executors = []
-    for name in sorted(set(names) | set(counts) | set(rolled)):
+    for name in sorted(set(names) | set(counts) | set(times) | set(failed)):
         waiting, _, running = counts.get(name, (0, 0, 0))
-        failed, waits, runs = rolled.get(name, (0, [], []))
+        waits, runs = times.get(name, ([], []))
         executors.append(ExecutorStats(
-            name, waiting, running, failed, percentile(waits, 0.5), percentile(waits, 0.95),
-            percentile(runs, 0.5), percentile(runs, 0.95)))
+            name, waiting, running, failed.get(name, 0), percentile(waits, 0.5),
+            percentile(waits, 0.95), percentile(runs, 0.5), percentile(runs, 0.95)))
     return Stats(window, step, now, buckets, depth, executors)
 
 

@@ -114,9 +114,10 @@ class Store(Database):
     # -- the overview's per-minute rollup (rollup.py) --------------------------------------
     add_rollup = rollup.add_rollup
     sample_depth = rollup.sample_depth
-    rollup_minutes = rollup.rollup_minutes
+    rollup_counts = rollup.rollup_counts
     rollup_depth = rollup.rollup_depth
-    rollup_executors = rollup.rollup_executors
+    rollup_times = rollup.rollup_times
+    rollup_failed = rollup.rollup_failed
     prune_rollup = rollup.prune_rollup
 
     # -- task trees and schedules: query objects of their own (trees.py, schedules.py) -----
