@@ -241,9 +241,9 @@ The times are of whole requests served in the benchmark's process (Starlette's t
 routing, the reads, the page's SVG and template, the JSON), one request at a time. What a
 request reads does not grow with the task table: the throughput series and the histograms
 come from the rollup (one row per minute and executor, and one per hour and executor: a
-window longer than a day reads the hours, 168 rows per executor for 7 days), and the waiting and running counts from a partial index of the open
-tasks (`roadie_tasks_open_executor`, `status IN (0, 1, 4)`), whose size is the queue's, not
-the table's."""
+window longer than a day reads the hours, 168 rows per executor for 7 days), and the waiting
+and running counts from a partial index of the open tasks (`roadie_tasks_open_executor`,
+`status IN (0, 1, 4)`), whose size is the queue's, not the table's."""
 
 
 if __name__ == "__main__":

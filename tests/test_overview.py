@@ -5,8 +5,8 @@ percentiles and windows."""
 from __future__ import annotations
 
 import collections
-import re
 import datetime as dt
+import re
 
 import pytest
 import roadie

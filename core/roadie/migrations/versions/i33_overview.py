@@ -1,6 +1,6 @@
 """The overview (issue 33): a per-minute rollup of started and ended tasks, their wait and run
-times and the queue's depth (``roadie_minutes``, and per hour ``roadie_hours``), and an index of the open tasks by executor
-for the counts of waiting and running tasks.
+times and the queue's depth (``roadie_minutes``, and per hour ``roadie_hours``), and an index
+of the open tasks by executor for the counts of waiting and running tasks.
 
 Revision ID: i33_overview
 Revises: i29_flow_control
