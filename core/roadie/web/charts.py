@@ -155,9 +155,9 @@ def times_chart(stats: Stats, range_key: str) -> Chart:
     values = [v for e in measured for v in (e.wait_p95_ms, e.run_p95_ms) if v is not None]
     top = max(max(values, default=1.0), 10.0)
     decades = math.log10(top) + 1  # from 0.1 ms
-    row_h, name_w = 22, 250
+    row_h, name_w = 22, 230
     height = max(len(measured), 1) * row_h * 2 + 24
-    inner_w = WIDTH - name_w - 110
+    inner_w = WIDTH - name_w - 175
 
     def w(ms: float | None) -> float:
         if ms is None or ms <= 0.1:
@@ -179,7 +179,7 @@ def times_chart(stats: Stats, range_key: str) -> Chart:
         for kind, p50, p95 in (("wait", e.wait_p50_ms, e.wait_p95_ms),
                                ("run", e.run_p50_ms, e.run_p95_ms)):
             name = e.executor if kind == "wait" else ""
-            parts.append(f'<text class="tick name" x="0" y="{y + 15}">{escape(name[:36])}</text>'
+            parts.append(f'<text class="tick name" x="0" y="{y + 15}">{escape(name[:34])}</text>'
                          f'<text class="tick" x="{name_w - 6}" y="{y + 15}" '
                          f'text-anchor="end">{kind}</text>'
                          f'<rect class="bar p95 series-{kind}" x="{name_w}" y="{y + 3}" '
