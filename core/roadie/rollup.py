@@ -205,6 +205,20 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def duration(ms: float | None) -> str:
+    """A duration in words: 850 ms, 12.5 s, 3.2 min, 1.5 h."""
+    if ms is None:
+        return "—"
+    if ms < 1000:
+        return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
+    seconds = ms / 1000
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def check_window(window: Any) -> int:
     """``window`` as whole seconds; raises ValueError saying what is allowed."""
     if isinstance(window, bool) or not isinstance(window, (int, str)):

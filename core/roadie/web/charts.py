@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-from roadie.rollup import Stats
+from roadie.rollup import Stats, duration
 
 WIDTH, HEIGHT = 720, 190
 LEFT, RIGHT, TOP, BOTTOM = 44, 8, 10, 24
@@ -47,20 +47,6 @@ def _nice(value: float) -> float:
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 or value == int(value) else f"{value:,.1f}"
-
-
-def duration(ms: float | None) -> str:
-    """A duration in words: 850 ms, 12.5 s, 3.2 min, 1.5 h."""
-    if ms is None:
-        return "—"
-    if ms < 1000:
-        return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
-    seconds = ms / 1000
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _clock(when: dt.datetime, window: int) -> str:
