@@ -95,7 +95,9 @@ def _lines(id_: str, label: str, times: Sequence[dt.datetime],
 def throughput_chart(stats: Stats, range_key: str) -> Chart:
     """Tasks started, succeeded and failed per bucket over the window."""
     buckets = stats.buckets
-    per = "minute" if stats.step == 60 else duration(stats.step * 1000).replace(".0", "")
+    per = {60: "minute", 3600: "hour", 86400: "day"}.get(
+        stats.step, f"{stats.step // 60} minutes" if stats.step < 3600
+        else f"{stats.step // 3600} hours")
     series = [("started", "series-started", [float(b.started) for b in buckets]),
               ("succeeded", "series-succeeded", [float(b.succeeded) for b in buckets]),
               ("failed", "series-failed", [float(b.failed) for b in buckets]),
