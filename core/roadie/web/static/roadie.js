@@ -71,7 +71,9 @@
     pending = null;
     lastFetch = Date.now();
     fetch(charts.getAttribute("data-live-charts"), { credentials: "same-origin" })
-      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (response) {  // (logged out meanwhile: the login page, not charts)
+        return response.ok && !response.redirected ? response.text() : null;
+      })
       .then(function (html) {
         if (html === null) { return; }
         var open = {};
