@@ -92,11 +92,11 @@ class Maintenance:
                 if now >= next_forget and worker.schema_error is None:
                     next_forget = now + FORGET_NODES_EVERY
                     worker.store.forget_nodes(utcnow() - NODES_KEPT)
-                if now >= next_rollup:  # the overview's counts, and once a minute the
-                    next_rollup = now + ROLLUP_FLUSH_INTERVAL  # queue's depth
-                    worker.app.rollup.flush(worker.store)
+                if now >= next_rollup and worker.schema_error is None:  # the overview's
+                    next_rollup = now + ROLLUP_FLUSH_INTERVAL  # counts; once a minute the
+                    worker.app.rollup.flush(worker.store)  # queue's depth
                     minute = minute_of(utcnow())
-                    if minute != self._sampled and worker.schema_error is None:
+                    if minute != self._sampled:
                         worker.store.sample_depth(minute)
                         self._sampled = minute
                 if self._retention and now >= next_prune and not worker._stopping.is_set():
