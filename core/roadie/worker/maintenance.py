@@ -92,9 +92,10 @@ class Maintenance:
                 if now >= next_forget and worker.schema_error is None:
                     next_forget = now + FORGET_NODES_EVERY
                     worker.store.forget_nodes(utcnow() - NODES_KEPT)
-                if now >= next_rollup and worker.schema_error is None:  # the overview's
-                    next_rollup = now + ROLLUP_FLUSH_INTERVAL  # counts; once a minute the
-                    worker.app.rollup.flush(worker.store)  # queue's depth
+                # the overview's counts (once a second), the queue's depth (once a minute)
+                if now >= next_rollup and worker.schema_error is None:
+                    next_rollup = now + ROLLUP_FLUSH_INTERVAL
+                    worker.app.rollup.flush(worker.store)
                     minute = minute_of(utcnow())
                     if minute != self._sampled:
                         worker.store.sample_depth(minute)
