@@ -81,7 +81,8 @@ def fill(app: roadie.Roadie, rows: int) -> tuple[float, int]:
     if pg:
         series = "generate_series(1, :rows) AS s(i)"
         prefix = ""
-        created = "(CAST(:start AS timestamptz) + (s.i * :span / :rows) * interval '1 second')"
+        created = ("(CAST(:start AS timestamptz) + (CAST(s.i AS bigint) * :span / :rows) "
+                   "* interval '1 second')")
 
         def plus(expr: str, seconds: str) -> str:
             return f"({expr} + ({seconds}) * interval '1 second')"
