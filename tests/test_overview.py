@@ -105,6 +105,9 @@ def test_the_rollup_counts_what_the_task_table_holds(app: roadie.Roadie) -> None
     assert sleep.run_p50_ms is not None and sleep.run_p95_ms is not None
     assert 1 <= sleep.run_p50_ms <= sleep.run_p95_ms
     assert sleep.wait_p50_ms is not None
+    day = {e.executor: e for e in app.stats(window=86400).executors}  # (times from the hours)
+    assert (day["tests:sleep"].run_p50_ms, day["tests:sleep"].wait_p95_ms) == (
+        sleep.run_p50_ms, sleep.wait_p95_ms)
     document = stats.as_json()
     assert set(document) == {"buckets", "executors"}
     assert set(document["executors"][0]) == {

@@ -38,6 +38,7 @@ MIN_WINDOW, MAX_WINDOW = 60, 7 * 86400  # seconds a stats window may span
 STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 MAX_POINTS = 180
 HOURLY_AFTER = 86400  # windows longer than this (seconds) read the hourly rollup
+HOURLY_TIMES_FROM = 6 * 3600  # and windows from this long on read wait and run times from it
 KEEP_AT_LEAST = dt.timedelta(days=8)  # retention never prunes the rollup younger than this
 
 
@@ -247,7 +248,8 @@ def read_stats(store: Store, window: int, now: dt.datetime,
                names: Iterable[str] = ()) -> Stats:
     """The statistics of the last ``window`` seconds (see ``Stats``), per executor for
     ``names`` and every executor with tasks open or counted in the window. Windows longer
-    than HOURLY_AFTER read the hourly rollup (from the start of the window's first hour)."""
+    than HOURLY_AFTER read the hourly rollup (from the start of the window's first hour), and
+    so do the wait and run times of windows from HOURLY_TIMES_FROM on."""
     step = step_of(window)
     hourly = window > HOURLY_AFTER
     epoch = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -271,7 +273,11 @@ def read_stats(store: Store, window: int, now: dt.datetime,
     depth = [DepthSample(when, w, r) for when, w, r in store.rollup_depth(since, hourly=hourly)]
     depth.append(DepthSample(now, sum(c[0] for c in counts.values()),
                              sum(c[2] for c in counts.values())))
-    times = store.rollup_times(since, hourly=hourly)
+    # the histograms (28 + 28 sums a row) of windows from 6 hours on come from the hours,
+    # from the start of the window's first hour
+    hourly_times = window >= HOURLY_TIMES_FROM
+    times = store.rollup_times(since.replace(minute=0, second=0, microsecond=0)
+                               if hourly_times else since, hourly=hourly_times)
     failed = store.rollup_failed(minute_of(now) - dt.timedelta(minutes=59))
     executors = []
     for name in sorted(set(names) | set(counts) | set(times) | set(failed)):
