@@ -107,6 +107,18 @@ class Rollup:
             if ran is not None:
                 row[_RUN + bucket_of(ran)] += 1
 
+    def ended_many(self, ends: Iterable[tuple[str, Status, dt.datetime, float | None]],
+                   ) -> None:
+        """``ended`` for each of ``ends`` (executor, status, at, ran), under one lock (a
+        worker's settled batch)."""
+        with self._lock:
+            for executor, status, at, ran in ends:
+                row = self._row(at, executor)
+                if status in _ENDED:
+                    row[_ENDED[status]] += 1
+                if ran is not None:
+                    row[_RUN + bucket_of(ran)] += 1
+
     def ended_tasks(self, records: Iterable[TaskRecord]) -> None:
         """Tasks that ended outside a worker's settle (a cancel, a crash recovery)."""
         for record in records:

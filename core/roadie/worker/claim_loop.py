@@ -335,6 +335,7 @@ class ClaimLoop:
     def _after_settle(self, done: list[_Done], finished: list[TaskRecord]) -> None:
         records = {r.id: r for r in finished}
         self._progress.forget([item.task.id for item in done])
+        ends = []  # for the overview's rollup, counted under one lock
         for item in done:
             task_id = item.task.id
             with self._running_lock:
@@ -351,12 +352,13 @@ class ClaimLoop:
                 self._worker.refused(item.task, f"outcome ({item.outcome.status.label})")
                 continue
             self.stats.finished += 1
-            self.app.rollup.ended(record.executor, item.outcome.status,
-                                  record.finished_at or utcnow(),
-                                  item.seconds if item.outcome.attempt_counts else None)
+            ends.append((record.executor, item.outcome.status, record.finished_at or utcnow(),
+                         item.seconds if item.outcome.attempt_counts else None))
             label = item.outcome.status.label
             self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
             self.app.after_finish(record, item.outcome, item.result, item.error)
+        if ends:
+            self.app.rollup.ended_many(ends)
 
     def settle_leftovers(self) -> None:
         """At shutdown: record the attempts that ended after the last round."""
@@ -491,7 +493,7 @@ class ClaimLoop:
         started = task.started
         record = task.record
         if not task.cancelled:  # (one cancelled while it waited for a thread never starts)
-            now = began or utcnow()
+            now = began or record.started_at or utcnow()  # (set by the claim, or began)
             self.app.rollup.started(record.executor, now, (
                 now - max(record.created_at, record.run_after)).total_seconds())
         hosts = self._worker.hosts
