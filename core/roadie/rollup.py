@@ -11,6 +11,7 @@ interpolated inside a bucket on a log scale (so within a factor of 2, usually mu
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import math
@@ -76,11 +77,15 @@ def percentile(histogram: Sequence[int], q: float) -> float | None:
 
 
 class Rollup:
-    """What one process counted and has not written yet (thread-safe)."""
+    """What one process counted and has not written yet (thread-safe). A start or an end is
+    only appended to a deque (atomic, no lock: the worker's threads and claim loop call it
+    for every task) and folded into the per-minute rows when they are written."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: dict[tuple[dt.datetime, str], list[int]] = {}
+        # (executor, at, waited) for a start, (executor, at, status, ran) for an end
+        self._events: collections.deque[tuple[Any, ...]] = collections.deque()
 
     def _row(self, at: dt.datetime, executor: str) -> list[int]:
         key = (minute_of(at), executor)
@@ -91,33 +96,37 @@ class Rollup:
 
     def started(self, executor: str, at: dt.datetime, waited: float) -> None:
         """An attempt of ``executor`` started ``at``, ``waited`` seconds after it was due."""
-        with self._lock:
-            row = self._row(at, executor)
-            row[0] += 1
-            row[_WAIT + bucket_of(waited)] += 1
+        self._events.append((executor, at, waited))
 
     def ended(self, executor: str, status: Status, at: dt.datetime,
               ran: float | None = None) -> None:
         """An attempt or a task of ``executor`` ended ``at``: a final ``status`` counts the
         task; ``ran`` (seconds, when it ran) goes to the run times."""
-        with self._lock:
-            row = self._row(at, executor)
-            if status in _ENDED:
-                row[_ENDED[status]] += 1
-            if ran is not None:
-                row[_RUN + bucket_of(ran)] += 1
+        self._events.append((executor, at, status, ran))
 
     def ended_many(self, ends: Iterable[tuple[str, Status, dt.datetime, float | None]],
                    ) -> None:
-        """``ended`` for each of ``ends`` (executor, status, at, ran), under one lock (a
-        worker's settled batch)."""
-        with self._lock:
-            for executor, status, at, ran in ends:
-                row = self._row(at, executor)
-                if status in _ENDED:
-                    row[_ENDED[status]] += 1
-                if ran is not None:
-                    row[_RUN + bucket_of(ran)] += 1
+        """``ended`` for each of ``ends`` (executor, status, at, ran): a worker's settled
+        batch."""
+        self._events.extend((executor, at, status, ran) for executor, status, at, ran in ends)
+
+    def _fold(self) -> None:
+        """Count the appended starts and ends into the rows (under the lock)."""
+        events = self._events
+        while events:
+            try:
+                event = events.popleft()
+            except IndexError:  # (another flush took the last one)
+                break
+            row = self._row(event[1], event[0])
+            if len(event) == 3:
+                row[0] += 1
+                row[_WAIT + bucket_of(event[2])] += 1
+            else:
+                if event[2] in _ENDED:
+                    row[_ENDED[event[2]]] += 1
+                if event[3] is not None:
+                    row[_RUN + bucket_of(event[3])] += 1
 
     def ended_tasks(self, records: Iterable[TaskRecord]) -> None:
         """Tasks that ended outside a worker's settle (a cancel, a crash recovery)."""
@@ -127,12 +136,13 @@ class Rollup:
                            record.finished_at or record.updated_at)
 
     def __bool__(self) -> bool:
-        return bool(self._rows)
+        return bool(self._rows) or bool(self._events)
 
     def flush(self, store: Store) -> int:
         """Write what was counted (one transaction); returns how many rows. On a failure it
         is kept for the next flush and the error raised."""
         with self._lock:
+            self._fold()
             rows, self._rows = self._rows, {}
         if not rows:
             return 0

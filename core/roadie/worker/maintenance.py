@@ -44,7 +44,9 @@ class Maintenance:
         self._worker = worker
         self._retention = parse_retention(worker.settings.retention)  # a bad value fails here
         self._thread: threading.Thread | None = None
-        self._sampled: dt.datetime | None = None  # the minute of the last depth sample
+        # the minute of the last depth sample: from the next one on (a worker that just
+        # started has other work: a drain measurably slowed by it)
+        self._sampled: dt.datetime | None = minute_of(utcnow())
 
     def start(self) -> None:
         """Start the thread."""
