@@ -34,6 +34,7 @@ _INDEX = {name: i for i, name in enumerate(COLUMNS)}
 _WAIT, _RUN = _INDEX["wait_0"], _INDEX["run_0"]
 _ENDED = {Status.SUCCESSFUL: _INDEX["succeeded"], Status.FAILED: _INDEX["failed"],
           Status.CANCELLED: _INDEX["cancelled"]}
+_ENDED_BY_INT = {int(status): column for status, column in _ENDED.items()}
 MIN_WINDOW, MAX_WINDOW = 60, 7 * 86400  # seconds a stats window may span
 # bucket widths of the throughput series: the smallest that gives at most MAX_POINTS points
 STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
@@ -84,7 +85,9 @@ class Rollup:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rows: dict[tuple[dt.datetime, str], list[int]] = {}
-        # (executor, at, waited) for a start, (executor, at, status, ran) for an end
+        # (executor, at, waited) for a start, (executor, at, int(status), ran) for an end:
+        # of atoms only, so that the garbage collector stops tracking them at once (held
+        # for up to a second, thousands of them would make it run full collections)
         self._events: collections.deque[tuple[Any, ...]] = collections.deque()
 
     def _row(self, at: dt.datetime, executor: str) -> list[int]:
@@ -102,13 +105,14 @@ class Rollup:
               ran: float | None = None) -> None:
         """An attempt or a task of ``executor`` ended ``at``: a final ``status`` counts the
         task; ``ran`` (seconds, when it ran) goes to the run times."""
-        self._events.append((executor, at, status, ran))
+        self._events.append((executor, at, int(status), ran))
 
     def ended_many(self, ends: Iterable[tuple[str, Status, dt.datetime, float | None]],
                    ) -> None:
         """``ended`` for each of ``ends`` (executor, status, at, ran): a worker's settled
         batch."""
-        self._events.extend((executor, at, status, ran) for executor, status, at, ran in ends)
+        self._events.extend((executor, at, int(status), ran)
+                            for executor, status, at, ran in ends)
 
     def _fold(self) -> None:
         """Count the appended starts and ends into the rows (under the lock)."""
@@ -123,8 +127,8 @@ class Rollup:
                 row[0] += 1
                 row[_WAIT + bucket_of(event[2])] += 1
             else:
-                if event[2] in _ENDED:
-                    row[_ENDED[event[2]]] += 1
+                if event[2] in _ENDED_BY_INT:
+                    row[_ENDED_BY_INT[event[2]]] += 1
                 if event[3] is not None:
                     row[_RUN + bucket_of(event[3])] += 1
 
