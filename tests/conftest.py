@@ -27,7 +27,8 @@ PG_URL = os.environ.get(
 )
 ROADIE_TABLES = ("roadie_tasks", "roadie_locks", "roadie_nodes", "roadie_attempts",
                  "roadie_attachments", "roadie_schedules", "roadie_dependencies",
-                 "roadie_rate_slots", "roadie_executors")
+                 "roadie_rate_slots", "roadie_executors", "roadie_minutes",
+                 "roadie_hours")
 _pg_state: dict[str, object] = {}
 
 

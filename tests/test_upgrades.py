@@ -44,7 +44,7 @@ from roadie.testing import (
 HEAD = models.SCHEMA_HEAD
 # every revision before the head, oldest first: the schemas that earlier releases left
 RELEASES = ("0001", "i17_schedules", "i16_task_trees", "i12_claimable", "i12_sweep_indexes",
-            "i27_key_heads", "i29_flow_control")
+            "i27_key_heads", "i29_flow_control", "i31_partial_indexes")
 # the columns of roadie_tasks each revision added (the rest of the releases added none)
 TASK_COLUMNS = {
     "0001": ("name", "owner", "task_group", "executor", "plugins", "context", "captured",

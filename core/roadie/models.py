@@ -14,7 +14,7 @@ from roadie.status import Status
 metadata = sa.MetaData()
 
 VERSION_TABLE = "roadie_alembic_version"  # Alembic's record of the schema's revision
-SCHEMA_HEAD = "i31_partial_indexes"  # the newest migration; a new one must update this
+SCHEMA_HEAD = "i33_overview"  # the newest migration; a new one must update this
 
 
 # Partial indexes carry their condition for the database in use, added by
@@ -248,6 +248,12 @@ partial_index("roadie_tasks_unique", tasks.c.executor, tasks.c.unique_key, uniqu
 ENDED = "status IN (2, 3, 5)"
 partial_index("roadie_tasks_ended", tasks.c.finished_at, where=ENDED)
 
+# The counts of open tasks per executor (the executors page, the overview, ``/api/stats``):
+# an index-only walk of the waiting and running tasks, never of the ended ones.
+OPEN_BY_EXECUTOR = "status IN (0, 1, 4)"
+partial_index("roadie_tasks_open_executor", tasks.c.executor, tasks.c.status,
+              tasks.c.claimable, where=OPEN_BY_EXECUTOR)
+
 # Crash recovery reads the IN_PROGRESS tasks (of dead nodes), the fan-in sweep the WAITING
 # parents, every heartbeat interval on every worker: O(those tasks), not O(table).
 RUNNING = f"status = {int(Status.IN_PROGRESS)}"
@@ -312,3 +318,29 @@ schedules = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index("roadie_schedules_next_at", "next_at"),
 )
+
+# The overview's per-minute rollup (issue 33): per minute and executor, the attempts started,
+# the tasks ended per final status, log-spaced histograms of their wait (start - max(created,
+# run_after)) and run times (``wait_<i>``, ``run_<i>``: see ``roadie.rollup``), written by the
+# workers as they settle; and a sample of the queue's depth, written once a minute by worker
+# maintenance. ``roadie_hours`` holds the same per hour (written with it), so that a week
+# reads 168 rows per executor, not 10,080. Retention prunes both with the tasks.
+ROLLUP_BUCKETS = 28  # histogram buckets: < 1 ms, then [2^(i-1), 2^i) ms, the last open-ended
+ROLLUP_COUNTS = ("started", "succeeded", "failed", "cancelled")
+ROLLUP_HISTOGRAMS = tuple(f"{kind}_{i}" for kind in ("wait", "run")
+                          for i in range(ROLLUP_BUCKETS))
+def _rollup_table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("at", UTCDateTime, primary_key=True),  # the minute's (hour's) start
+        sa.Column("executor", sa.String(255), primary_key=True),
+        *(sa.Column(column, sa.Integer, nullable=False, server_default="0")
+          for column in ROLLUP_COUNTS + ROLLUP_HISTOGRAMS),
+        sa.Column("waiting", sa.Integer),  # the depth sample (NULL: none taken then)
+        sa.Column("running", sa.Integer),
+    )
+
+
+minutes = _rollup_table("roadie_minutes")
+hours = _rollup_table("roadie_hours")  # the same per hour, for windows longer than a day

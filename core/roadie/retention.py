@@ -80,9 +80,10 @@ def cutoffs(older_than: dt.timedelta | Mapping[Status, dt.timedelta],
 def prune(app: Roadie, limits: Mapping[Status, dt.datetime], *,
           max_batches: int | None = None, pause: float = PAUSE) -> int:
     """Delete ended tasks older than their status's cutoff, batch by batch (each its own
-    transaction), with their attachment files; returns how many went. After each batch it
-    waits ``pause`` times as long as the batch took, so that claims and other writes get
-    their turn (SQLite has one writer at a time; a small server, few cores)."""
+    transaction), with their attachment files, and the overview's per-minute rollup older
+    than the oldest cutoff (``rollup.retention_cutoff``); returns how many tasks went. After
+    each batch it waits ``pause`` times as long as the batch took, so that claims and other
+    writes get their turn (SQLite has one writer at a time; a small server, few cores)."""
     deleted = 0
     batches = 0
     took = 0.0
@@ -100,4 +101,10 @@ def prune(app: Roadie, limits: Mapping[Status, dt.datetime], *,
         deleted += len(ids)
         if len(ids) < BATCH:
             break
+    from roadie.rollup import retention_cutoff
+    from roadie.store import utcnow
+
+    before = retention_cutoff(limits.values(), utcnow())
+    if before is not None:  # the overview's rollup goes with the tasks (kept a week at least)
+        app.store.prune_rollup(before)
     return deleted

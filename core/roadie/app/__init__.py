@@ -42,6 +42,7 @@ from roadie.records import (
     NodeRecord,
     TaskRecord,
 )
+from roadie.rollup import Rollup, Stats, check_window, read_stats
 from roadie.status import Status
 from roadie.store import Claimable, Fence, NewTask, Outcome, utcnow
 
@@ -100,6 +101,9 @@ class Roadie:
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._attachment_store: AttachmentStore | None = None
+        # the overview's counts not written yet (roadie.rollup: a worker writes them as it
+        # settles, other paths at once)
+        self.rollup = Rollup()
         self.clock: Callable[[], dt.datetime] = utcnow  # the time of schedules (tests set it)
 
     # -- plumbing ------------------------------------------------------------------------
@@ -395,6 +399,7 @@ class Roadie:
         task = self.store.cancel_task(task_id, by, message)
         if task.status == Status.CANCELLED:
             record = self.get_task(task_id)
+            self.count_ended([record])
             notify_hook(self, "roadie_task_cancelled", task=record, message=record.status_message)
         self._fire_cancelled(self.store.trees.cancel_subtasks(
             task_id, by, f"{message} (its parent task {task_id} was cancelled)"))
@@ -402,6 +407,8 @@ class Roadie:
 
     def _fire_cancelled(self, records: list[TaskRecord]) -> None:
         """The cancel hooks of tasks a tree change ended (subtasks, dependents)."""
+        if records:
+            self.count_ended(records)
         for record in records:
             notify_hook(self, "roadie_task_cancelled", task=record,
                         message=record.status_message)
@@ -553,6 +560,24 @@ class Roadie:
         """Every executor installed here, declared by a worker, or with waiting or running
         tasks: paused or not, its limits, and its waiting, held and running tasks."""
         return flow.list_executors(self)
+
+    def stats(self, window: int | str = 3600) -> Stats:
+        """The overview's numbers over the last ``window`` seconds (60 to 604800): tasks
+        started and ended per bucket of time, the queue's depth, and per executor its waiting
+        and running tasks, failures in the last hour and wait and run times (p50, p95). Read
+        from the per-minute rollup and index-backed counts: cheap however many tasks the
+        table holds. Raises ValueError for a bad window."""
+        seconds = check_window(window)
+        return read_stats(self.store, seconds, utcnow(), self.plugins.executor_names())
+
+    def count_ended(self, records: Iterable[TaskRecord]) -> None:
+        """Count tasks that ended outside a worker's settle (a cancel, a crash recovery) in
+        the overview's rollup, and write it now (a failure is logged: only counts are lost)."""
+        self.rollup.ended_tasks(records)
+        try:
+            self.rollup.flush(self.store)
+        except Exception as exc:  # the next flush (a worker's) writes them
+            log.warning("roadie: could not write the overview's counts yet: %s", exc)
 
     def run_schedule_now(self, name: str) -> TaskRecord:
         """Make one task of a schedule now, outside its slots."""

@@ -87,6 +87,8 @@ def apply_crash_policy(app: Roadie, task: TaskRecord, worker: Worker | None, *,
         log.warning("task %s: %s", task.id, message)
         notify_hook(app, "roadie_task_orphaned", task=updated, node=record.node or "",
                     outcome=outcome)
+        if outcome in ("failed", "cancelled"):
+            app.count_ended([updated])
         if outcome == "failed":
             notify_hook(app, "roadie_task_failed", task=updated, message=message, error=None)
         elif outcome == "cancelled":

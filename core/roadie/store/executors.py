@@ -110,7 +110,7 @@ def executor_counts(self: Store) -> dict[str, tuple[int, int, int]]:
                        sa.func.count().filter(T.c.status.in_(waiting)),
                        sa.func.count().filter(held),
                        sa.func.count().filter(T.c.status == int(Status.IN_PROGRESS)))
-             .where(T.c.status.in_([*waiting, int(Status.IN_PROGRESS)]))
+             .where(sa.text(f"roadie_tasks.{models.OPEN_BY_EXECUTOR}"))  # (its index)
              .group_by(T.c.executor))
     with self.read() as conn:
         return {e: (int(w), int(h), int(r)) for e, w, h, r in conn.execute(query)}

@@ -12,7 +12,17 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from roadie.store import attachments, caller, executors, locks, nodes, progress, retention, tasks
+from roadie.store import (
+    attachments,
+    caller,
+    executors,
+    locks,
+    nodes,
+    progress,
+    retention,
+    rollup,
+    tasks,
+)
 from roadie.store import claim as claims
 from roadie.store.engine import Database
 from roadie.store.schedules import ScheduleStore
@@ -103,6 +113,15 @@ class Store(Database):
 
     # -- retention (retention.py) ----------------------------------------------------------
     prune = retention.prune
+
+    # -- the overview's per-minute rollup (rollup.py) --------------------------------------
+    add_rollup = rollup.add_rollup
+    sample_depth = rollup.sample_depth
+    rollup_counts = rollup.rollup_counts
+    rollup_depth = rollup.rollup_depth
+    rollup_times = rollup.rollup_times
+    rollup_failed = rollup.rollup_failed
+    prune_rollup = rollup.prune_rollup
 
     # -- task trees and schedules: query objects of their own (trees.py, schedules.py) -----
 

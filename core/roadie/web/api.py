@@ -344,6 +344,14 @@ def routes(app: Roadie, extensions: WebExtensions | None = None) -> list[Route]:
     def executors_get(request: Request) -> Response:
         return JSONResponse({"executors": views.executor_states_view(app)})
 
+    @errors_as_json
+    def stats_get(request: Request) -> Response:
+        try:
+            stats = app.stats(window=request.query_params.get("window", "3600"))
+        except ValueError as exc:
+            raise BadRequest(str(exc), 400) from None
+        return JSONResponse(stats.as_json())
+
     def executor_change(paused: bool) -> Callable[[Request], Response]:
         @errors_as_json
         def change(request: Request) -> Response:
@@ -401,6 +409,7 @@ def routes(app: Roadie, extensions: WebExtensions | None = None) -> list[Route]:
         Route("/api/executors", executors_get, methods=["GET"]),
         Route("/api/executors/{name}/pause", executor_change(True), methods=["POST"]),
         Route("/api/executors/{name}/resume", executor_change(False), methods=["POST"]),
+        Route("/api/stats", stats_get, methods=["GET"]),
         Route("/api/schedules", schedules_get, methods=["GET"]),
         Route("/api/schedules/{name}", schedule_get, methods=["GET"]),
         Route("/api/schedules/{name}/{action}", schedule_action, methods=["POST"]),

@@ -35,10 +35,12 @@ PING_SECONDS = 15.0
 class Subscriber:
     """One SSE stream: the task ids it watches, and the latest state of each not yet sent."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, ids: Iterable[int], counts: bool) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, ids: Iterable[int], counts: bool,
+                 changes: bool = False) -> None:
         self.loop = loop
         self.ids = frozenset(ids)
         self.counts = counts
+        self.changes = changes  # a "change" event whenever tasks may have changed (overview)
         self.pending: dict[str, str] = {}  # "task:7" / "counts" -> its latest JSON
         self.ready = asyncio.Event()
 
@@ -72,13 +74,18 @@ class Feed:
         self._counts = ""
         self._counts_changed = True
         self._counts_at = 0.0
+        self._changes = 0  # how many change notifications came (the "change" events' data)
+        self._changes_sent = 0
+        self._changes_at = 0.0
         self.queries = 0  # how many reads the feed made (the benchmark reports it)
 
     # -- clients -------------------------------------------------------------------------
 
-    def subscribe(self, ids: Iterable[int], *, counts: bool = False) -> Subscriber:
-        """Register a stream in the running event loop and send it the current states."""
-        subscriber = Subscriber(asyncio.get_running_loop(), ids, counts)
+    def subscribe(self, ids: Iterable[int], *, counts: bool = False,
+                  changes: bool = False) -> Subscriber:
+        """Register a stream in the running event loop and send it the current states
+        (``changes``: a ``change`` event, no query, whenever tasks may have changed)."""
+        subscriber = Subscriber(asyncio.get_running_loop(), ids, counts, changes)
         self._ensure_started()
         with self._lock:
             self._subscribers.add(subscriber)
@@ -113,8 +120,8 @@ class Feed:
                     yield ": ping\n\n"
                     continue
                 yield "".join(
-                    f"event: {'counts' if key == 'counts' else 'task'}\ndata: {data}\n\n"
-                    for key, data in items
+                    f"event: {key if key in ('counts', 'change') else 'task'}\n"
+                    f"data: {data}\n\n" for key, data in items
                 )
         finally:
             self.unsubscribe(subscriber)
@@ -143,6 +150,7 @@ class Feed:
     def _on_change(self, channel: str, payload: str) -> None:
         if channel in (CHANNEL_CHANGED, CHANNEL_ADDED) and split_payload(payload):
             self._counts_changed = True
+            self._changes += 1
             self._wake.set()
 
     def _interval(self) -> float:
@@ -200,6 +208,14 @@ class Feed:
             if counts != self._counts:
                 self._counts = counts
                 messages["counts"] = counts
+        if any(s.changes for s in subscribers):
+            # SQLite: other processes' commits are not announced; say so every few seconds
+            if self.app.store.is_sqlite and time.monotonic() - self._changes_at > 5.0:
+                self._changes += 1
+            if self._changes != self._changes_sent:
+                self._changes_sent = self._changes
+                self._changes_at = time.monotonic()
+                messages["change"] = json.dumps({"n": self._changes})
         with self._lock:
             for task_id in list(self._seen):  # forget tasks nobody watches any more
                 if task_id not in watched:
@@ -209,7 +225,8 @@ class Feed:
         for subscriber in subscribers:
             wanted = [(k, v) for k, v in messages.items()
                       if (k == "counts" and subscriber.counts)
-                      or (k != "counts" and int(k[5:]) in subscriber.ids)]
+                      or (k == "change" and subscriber.changes)
+                      or (k.startswith("task:") and int(k[5:]) in subscriber.ids)]
             if wanted:
                 subscriber.loop.call_soon_threadsafe(_deliver, subscriber, wanted)
 

@@ -175,6 +175,39 @@ EXECUTOR = {
     },
 }
 
+MS = {"type": ["number", "null"], "minimum": 0}
+STATS = {
+    "type": "object", "required": ["buckets", "executors"], "additionalProperties": False,
+    "properties": {
+        "buckets": {
+            "type": "array",
+            "description": "oldest first, every bucket of the window (a minute for an hour, "
+                           "wider for longer windows): attempts started and tasks ended in it",
+            "items": {"type": "object", "additionalProperties": False,
+                      "required": ["at", "started", "succeeded", "failed", "cancelled"],
+                      "properties": {
+                          "at": {"type": "string", "format": "date-time",
+                                 "description": "the bucket's start"},
+                          "started": {"type": "integer", "minimum": 0},
+                          "succeeded": {"type": "integer", "minimum": 0},
+                          "failed": {"type": "integer", "minimum": 0},
+                          "cancelled": {"type": "integer", "minimum": 0}}}},
+        "executors": {
+            "type": "array", "description": "by name",
+            "items": {"type": "object", "additionalProperties": False,
+                      "required": ["executor", "waiting", "running", "failed_last_hour",
+                                   "wait_p50_ms", "wait_p95_ms", "run_p50_ms", "run_p95_ms"],
+                      "properties": {
+                          "executor": {"type": "string"},
+                          "waiting": {"type": "integer", "minimum": 0},
+                          "running": {"type": "integer", "minimum": 0},
+                          "failed_last_hour": {"type": "integer", "minimum": 0},
+                          "wait_p50_ms": MS, "wait_p95_ms": MS, "run_p50_ms": MS,
+                          "run_p95_ms": MS}}},
+    },
+}
+
+
 def _errors() -> dict[str, Any]:
     return {"default": _json(_ref("Error"), "an error, with a message saying what was wrong")}
 
@@ -312,6 +345,15 @@ def openapi_document(root_path: str = "") -> dict[str, Any]:
                 "pauseExecutor"),
             "/api/executors/{name}/resume": _executor_op(
                 "Let workers start a paused executor's tasks again", "resumeExecutor"),
+            "/api/stats": {"get": {
+                "summary": "Throughput, failures, queues and wait and run times (the overview)",
+                "operationId": "getStats",
+                "parameters": [{"name": "window", "in": "query",
+                                "description": "how far back, in seconds (default an hour)",
+                                "schema": {"type": "integer", "minimum": 60,
+                                           "maximum": 604800, "default": 3600}}],
+                "responses": {"200": _json(_ref("Stats"), "the statistics"),
+                              "400": _json(_ref("Error"), "a bad window"), **_errors()}}},
             "/api/schedules": {"get": {"summary": "Schedules with their next runs",
                                        "operationId": "listSchedules",
                                        "responses": {"200": _json({
@@ -349,6 +391,6 @@ def openapi_document(root_path: str = "") -> dict[str, Any]:
             "schemas": {"TaskSummary": TASK_SUMMARY, "TaskDetail": TASK_DETAIL,
                         "NewTask": NEW_TASK, "Error": ERROR, "Attempt": ATTEMPT,
                         "Attachment": ATTACHMENT, "Node": NODE,
-                        "Schedule": SCHEDULE, "Executor": EXECUTOR},
+                        "Schedule": SCHEDULE, "Executor": EXECUTOR, "Stats": STATS},
         },
     }

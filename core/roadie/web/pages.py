@@ -28,7 +28,7 @@ from roadie.errors import (
     UnknownExecutor,
 )
 from roadie.status import Status
-from roadie.web import api, tree, views
+from roadie.web import api, charts, tree, views
 from roadie.web.extensions import WebExtensions, render_panels
 from roadie.web.security import SESSION_COOKIE, SESSION_MAX_AGE, Security
 
@@ -51,6 +51,7 @@ def environment() -> jinja2.Environment:
                                                      sort_keys=True)
     env.filters["when"] = _when
     env.filters["size"] = _size
+    env.filters["duration"] = charts.duration
     env.globals["STATUSES"] = [s.label for s in Status]
     return env
 
@@ -215,6 +216,26 @@ class Pages:
         return self.render(request, "submit.html", status_code=422, title="Submit a task",
                            executors=executors, values=values, problem=problem)
 
+    def _overview_values(self, request: Request) -> dict[str, Any]:
+        range_key = request.query_params.get("range", "1h")
+        if range_key not in charts.RANGES:
+            range_key = "1h"
+        window = charts.RANGES[range_key]
+        stats = self.app.stats(window=window)
+        return {"stats": stats, "charts": charts.charts(stats, range_key), "range": range_key,
+                "window": window, "ranges": list(charts.RANGES)}
+
+    def overview(self, request: Request) -> Response:
+        return self.render(request, "overview.html", title="Overview", live_changes=True,
+                           **self._overview_values(request))
+
+    def overview_charts(self, request: Request) -> Response:
+        """The charts alone, for the page's live refresh."""
+        response = self.render(request, "_overview_charts.html",
+                               **self._overview_values(request))
+        response.headers["cache-control"] = "no-store"
+        return response
+
     def nodes(self, request: Request) -> Response:
         return self.render(request, "nodes.html", title="Nodes",
                            nodes=views.nodes_view(self.app))
@@ -246,8 +267,9 @@ class Pages:
         return RedirectResponse(f"{base}/schedules?done=schedule-{action}", status_code=303)
 
     def executors(self, request: Request) -> Response:
+        recent = {e.executor: e for e in self.app.stats(window=3600).executors}
         return self.render(request, "executors.html", title="Executors",
-                           executors=views.executor_states_view(self.app),
+                           executors=views.executor_states_view(self.app), recent=recent,
                            notice=_notice(request))
 
     async def executor_action(self, request: Request) -> Response:
@@ -343,7 +365,8 @@ class Pages:
                     ids.append(int(part))
         ids = ids[:LIVE_IDS]  # a parent's page watches itself and the subtasks it lists
         counts = request.query_params.get("counts") == "1"
-        subscriber = self.feed.subscribe(ids, counts=counts)
+        changes = request.query_params.get("changes") == "1"
+        subscriber = self.feed.subscribe(ids, counts=counts, changes=changes)
         return StreamingResponse(self.feed.stream(subscriber), media_type="text/event-stream",
                                  headers={"cache-control": "no-store",
                                           "x-accel-buffering": "no"})
@@ -360,6 +383,8 @@ class Pages:
             Route("/nodes", self.nodes, methods=["GET"], name="nodes"),
             Route("/schedules", self.schedules, methods=["GET"], name="schedules"),
             Route("/schedules/{name}/{action}", self.schedule_action, methods=["POST"]),
+            Route("/overview", self.overview, methods=["GET"], name="overview"),
+            Route("/overview/charts", self.overview_charts, methods=["GET"]),
             Route("/executors", self.executors, methods=["GET"], name="executors"),
             Route("/executors/{name}/{action}", self.executor_action, methods=["POST"]),
             Route("/plugins", self.plugins, methods=["GET"], name="plugins"),

@@ -341,6 +341,7 @@ class ClaimLoop:
         records = {r.id: r for r in finished}
         self._progress.forget([item.task.id for item in done])
         run_time = self._run_time
+        ends = []  # for the overview's rollup, counted under one lock
         for item in done:
             task_id = item.task.id
             with self._running_lock:
@@ -359,9 +360,13 @@ class ClaimLoop:
                 self._worker.refused(item.task, f"outcome ({item.outcome.status.label})")
                 continue
             self.stats.finished += 1
+            ends.append((record.executor, item.outcome.status, record.finished_at or utcnow(),
+                         item.seconds if item.outcome.attempt_counts else None))
             label = item.outcome.status.label
             self.stats.by_status[label] = self.stats.by_status.get(label, 0) + 1
             self.app.after_finish(record, item.outcome, item.result, item.error)
+        if ends:
+            self.app.rollup.ended_many(ends)
 
     def settle_leftovers(self) -> None:
         """At shutdown: record the attempts that ended after the last round."""
@@ -528,6 +533,11 @@ class ClaimLoop:
         if task.started is None:  # timeouts count from here, not from the claim
             task.started = time.monotonic()
         started = task.started
+        record = task.record
+        if not task.cancelled:  # (one cancelled while it waited for a thread never starts)
+            now = began or record.started_at or utcnow()  # (set by the claim, or began)
+            self.app.rollup.started(record.executor, now, (
+                now - max(record.created_at, record.run_after)).total_seconds())
         hosts = self._worker.hosts
         if hosts.wants(task):  # an env executor, out_of_process, or --out-of-process
             outcome, result, error = hosts.run_attempt(task)

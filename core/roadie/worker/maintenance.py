@@ -7,9 +7,10 @@ a notification was missed); it heartbeats the node and its running attempts, adv
 executors anew when an environment changed, checks that the database's schema revision is
 still the code's, and sweeps for the tasks of dead nodes (``heartbeat_interval``); and it
 deletes ended tasks past the retention, a few batches per tick so that no heartbeat is late
-(``retention_interval``). After a stop it goes on while tasks still run. A failure is logged
-(a database error through the outage log) and the next tick tries again: nothing stops the
-heartbeat but the worker's end."""
+(``retention_interval``). It writes the overview's counts (once a second) and a sample of
+the queue's depth (once a minute, by the first node to look). After a stop it goes on while
+tasks still run. A failure is logged (a database error through the outage log) and the next
+tick tries again: nothing stops the heartbeat but the worker's end."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from roadie.errors import DatabaseError, RoadieError
 from roadie.retention import BATCH, cutoffs, parse_retention, prune
+from roadie.rollup import minute_of
 from roadie.store import utcnow
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ PRUNE_BATCHES = 10  # retention: batches of deletes per maintenance tick, at mos
 # Kubernetes, one per pod), looked for this often
 NODES_KEPT = dt.timedelta(days=7)
 FORGET_NODES_EVERY = 3600.0
+ROLLUP_FLUSH_INTERVAL = 1.0  # seconds between writes of the overview's counts, at least
 
 
 class Maintenance:
@@ -41,6 +44,9 @@ class Maintenance:
         self._worker = worker
         self._retention = parse_retention(worker.settings.retention)  # a bad value fails here
         self._thread: threading.Thread | None = None
+        # the minute of the last depth sample: from the next one on (a worker that just
+        # started has other work: a drain measurably slowed by it)
+        self._sampled: dt.datetime | None = minute_of(utcnow())
 
     def start(self) -> None:
         """Start the thread."""
@@ -61,6 +67,7 @@ class Maintenance:
         next_forget = time.monotonic() + settings.heartbeat_interval
         next_cancel_poll = time.monotonic() + settings.cancel_poll_interval
         next_prune = time.monotonic() + min(settings.retention_interval, 5.0)
+        next_rollup = time.monotonic() + ROLLUP_FLUSH_INTERVAL
         while not worker._stopping.wait(settings.status_interval) or worker.running:
             if worker._stop_now.is_set():
                 return
@@ -87,6 +94,14 @@ class Maintenance:
                 if now >= next_forget and worker.schema_error is None:
                     next_forget = now + FORGET_NODES_EVERY
                     worker.store.forget_nodes(utcnow() - NODES_KEPT)
+                # the overview's counts (once a second), the queue's depth (once a minute)
+                if now >= next_rollup and worker.schema_error is None:
+                    next_rollup = now + ROLLUP_FLUSH_INTERVAL
+                    worker.app.rollup.flush(worker.store)
+                    minute = minute_of(utcnow())
+                    if minute != self._sampled:
+                        worker.store.sample_depth(minute)
+                        self._sampled = minute
                 if self._retention and now >= next_prune and not worker._stopping.is_set():
                     next_prune = now + settings.retention_interval
                     if self._prune() >= PRUNE_BATCHES * BATCH:

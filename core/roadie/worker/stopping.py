@@ -100,6 +100,11 @@ def shut_down(worker: Worker) -> None:
         claims.settle_leftovers()  # attempts that ended after the claim loop stopped
     claims.stop_runner()
     worker.hosts.close()
+    if worker.schema_error is None:
+        try:  # the overview's last counts
+            worker.app.rollup.flush(worker.store)
+        except RoadieError as exc:
+            log.warning("could not write the overview's counts: %s", exc)
     try:
         worker.store.stop_node(worker.id)
     except RoadieError as exc:

@@ -5,11 +5,13 @@
   var body = document.body;
   var ids = (body.getAttribute("data-live-ids") || "").trim();
   var counts = body.getAttribute("data-live-counts") === "1";
-  if (!window.EventSource || (!ids && !counts)) { return; }
+  var changes = body.getAttribute("data-live-changes") === "1";
+  if (!window.EventSource || (!ids && !counts && !changes)) { return; }
   var FINAL = { "failed": 1, "successful": 1, "cancelled": 1, "deleted": 1 };
   var query = [];
   ids.split(/\s+/).forEach(function (id) { if (id) { query.push("id=" + encodeURIComponent(id)); } });
   if (counts) { query.push("counts=1"); }
+  if (changes) { query.push("changes=1"); }
   var base = body.getAttribute("data-base") || "";
   var source = new EventSource(base + "/events?" + query.join("&"));
   var state = document.querySelector(".live-state");
@@ -63,6 +65,35 @@
       var el = document.querySelector('[data-count="' + label + '"]');
       if (el) { el.textContent = String(data[label]); }
     });
+  });
+
+  // the overview: on a change, fetch the charts again (once the workers have written their
+  // counts: they do about once a second), at most once every two seconds
+  var charts = document.querySelector("[data-live-charts]");
+  var pending = null, lastFetch = 0;
+  function refreshCharts() {
+    pending = null;
+    lastFetch = Date.now();
+    fetch(charts.getAttribute("data-live-charts"), { credentials: "same-origin" })
+      .then(function (response) {  // (logged out meanwhile: the login page, not charts)
+        return response.ok && !response.redirected ? response.text() : null;
+      })
+      .then(function (html) {
+        if (html === null) { return; }
+        var open = {};
+        var details = charts.querySelectorAll("figure details");
+        for (var i = 0; i < details.length; i++) { if (details[i].open) { open[details[i].parentNode.id] = 1; } }
+        charts.innerHTML = html;
+        Object.keys(open).forEach(function (id) {
+          var kept = document.querySelector("#" + id + " details");
+          if (kept) { kept.open = true; }
+        });
+      })
+      .catch(function () { if (state) { state.textContent = "cannot refresh the charts"; } });
+  }
+  source.addEventListener("change", function () {
+    if (!charts || pending !== null) { return; }
+    pending = setTimeout(refreshCharts, Math.max(1500, 2000 - (Date.now() - lastFetch)));
   });
 
   source.addEventListener("open", function () { if (state) { state.textContent = "live"; } });
