@@ -20,6 +20,7 @@ from roadie.rollup import (
     percentile,
     step_of,
 )
+from roadie.rollup_columns import ROLLUP_BUCKETS
 from roadie.store import utcnow
 from roadie.testing import BackgroundWorker, wait_final, wait_for
 
@@ -71,7 +72,7 @@ def test_the_rollup_counts_what_the_task_table_holds(app: roadie.Roadie) -> None
                 counted[at.astimezone(dt.timezone.utc), executor, name] += int(row[name])  # type: ignore[call-overload]
         counted_started[executor] += int(row["started"])  # type: ignore[call-overload]
         runs[executor] += sum(int(row[f"run_{i}"])  # type: ignore[call-overload]
-                              for i in range(models.ROLLUP_BUCKETS))
+                              for i in range(ROLLUP_BUCKETS))
     assert counted == expected
     assert counted_started == started
     assert started["tests:flaky"] == 2 * 2 + 3 and started["tests:sleep"] == 6
@@ -148,8 +149,8 @@ def test_retention_prunes_the_rollup(app: roadie.Roadie) -> None:
 
 def test_buckets_and_percentiles() -> None:
     assert [bucket_of(s) for s in (0, 0.0005, 0.001, 0.0015, 0.002, 1.0, -3, 1e9)] == [
-        0, 0, 1, 1, 2, 10, 0, models.ROLLUP_BUCKETS - 1]
-    histogram = [0] * models.ROLLUP_BUCKETS
+        0, 0, 1, 1, 2, 10, 0, ROLLUP_BUCKETS - 1]
+    histogram = [0] * ROLLUP_BUCKETS
     assert percentile(histogram, 0.5) is None
     histogram[bucket_of(0.1)] = 100  # 100 ms: bucket [64, 128)
     p50 = percentile(histogram, 0.5)

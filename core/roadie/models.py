@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from roadie.rollup_columns import ROLLUP_COUNTS, ROLLUP_HISTOGRAMS
 from roadie.status import Status
 
 metadata = sa.MetaData()
@@ -325,10 +326,6 @@ schedules = sa.Table(
 # workers as they settle; and a sample of the queue's depth, written once a minute by worker
 # maintenance. ``roadie_hours`` holds the same per hour (written with it), so that a week
 # reads 168 rows per executor, not 10,080. Retention prunes both with the tasks.
-ROLLUP_BUCKETS = 28  # histogram buckets: < 1 ms, then [2^(i-1), 2^i) ms, the last open-ended
-ROLLUP_COUNTS = ("started", "succeeded", "failed", "cancelled")
-ROLLUP_HISTOGRAMS = tuple(f"{kind}_{i}" for kind in ("wait", "run")
-                          for i in range(ROLLUP_BUCKETS))
 def _rollup_table(name: str) -> sa.Table:
     return sa.Table(
         name,

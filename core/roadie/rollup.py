@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from roadie.models import ROLLUP_BUCKETS, ROLLUP_COUNTS, ROLLUP_HISTOGRAMS
+from roadie.rollup_columns import ROLLUP_BUCKETS, ROLLUP_COUNTS, ROLLUP_HISTOGRAMS
 from roadie.status import Status
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from roadie import models
+from roadie.rollup_columns import ROLLUP_BUCKETS
 
 if TYPE_CHECKING:
     from roadie.store.facade import Store
@@ -121,7 +122,7 @@ def rollup_times(self: Store, since: dt.datetime, *, hourly: bool = False,
                  ) -> dict[str, tuple[list[int], list[int]]]:
     """Per executor with rollup rows from ``since`` on: its wait and run histograms."""
     R = _table(hourly)
-    buckets = models.ROLLUP_BUCKETS
+    buckets = ROLLUP_BUCKETS
     query = (sa.select(R.c.executor, *(sa.func.sum(R.c[c]) for c in models.ROLLUP_HISTOGRAMS))
              .where(R.c.at >= since, R.c.executor != TOTAL).group_by(R.c.executor))
     with self.read() as conn:
