@@ -40,8 +40,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-import sqlalchemy as sa
+from _databases import fresh_postgres
 from _results import table, write_section
 
 PG_URL = os.environ.get("ROADIE_BENCH_ASYNC_PG",
@@ -99,13 +98,7 @@ def fresh_database(backend: str, tmp: Path) -> str:
     """The URL of an empty database for ``backend``."""
     if backend == "sqlite":
         return f"sqlite:///{tmp / 'roadie.db'}"
-    url = sa.make_url(PG_URL)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{url.database}"')
-    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return fresh_postgres(PG_URL)
 
 
 def rss_mb() -> float:

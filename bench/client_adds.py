@@ -26,9 +26,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import psycopg
 import roadie
 import sqlalchemy as sa
+from _databases import fresh_postgres
 from _results import table, write_section
 
 PG_URL = os.environ.get("ROADIE_BENCH_CLIENT_PG",
@@ -45,13 +45,7 @@ class Rates:
 
 
 def fresh_database() -> str:
-    url = sa.make_url(PG_URL)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{url.database}"')
-    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return fresh_postgres(PG_URL)
 
 
 def empty(app: roadie.Roadie) -> None:

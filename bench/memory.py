@@ -43,9 +43,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import roadie
-import sqlalchemy as sa
+from _databases import fresh_postgres
 from _results import table, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,16 +103,7 @@ app.run_worker()
 
 def fresh_database(backend: str, tmp: Path) -> str:
     """The URL of a new database for ``backend``, with roadie's schema."""
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp / 'roadie.db'}"
-    else:
-        pg = sa.make_url(PG_URL)
-        admin = pg.set(drivername="postgresql", database="postgres").render_as_string(
-            hide_password=False)
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{pg.database}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{pg.database}"')
-        url = pg.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    url = f"sqlite:///{tmp / 'roadie.db'}" if backend == "sqlite" else fresh_postgres(PG_URL)
     app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
     app.store  # noqa: B018 - create the schema
     app.close()

@@ -31,9 +31,9 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import roadie
 import sqlalchemy as sa
+from _databases import fresh_postgres
 from _results import table, write_section
 from roadie import models
 
@@ -65,13 +65,7 @@ class Figures:
 def fresh_database(backend: str, tmp: Path) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp / 'overview.db'}"
-    url = sa.make_url(PG_URL)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{url.database}"')
-    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return fresh_postgres(PG_URL)
 
 
 def fill(app: roadie.Roadie, rows: int) -> tuple[float, int]:

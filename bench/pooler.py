@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.pgbouncer, tests.processes
 
 import roadie  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
+from _databases import fresh_postgres  # noqa: E402
 from _results import table, write_section  # noqa: E402
 from roadie.testing import make_app, wait_for  # noqa: E402
 
@@ -50,12 +50,7 @@ PYTHONPATH = os.pathsep.join([str(Path(roadie.__file__).resolve().parents[1]), s
 
 
 def fresh_database() -> None:
-    parsed = sa.make_url(PG_URL)
-    admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
+    fresh_postgres(PG_URL)
 
 
 def measure(url: str, settings: dict[str, str], args: argparse.Namespace

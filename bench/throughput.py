@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import roadie
 import sqlalchemy as sa
+from _databases import fresh_postgres
 from _results import table, write_section
 from roadie.testing import BackgroundWorker
 
@@ -83,12 +83,7 @@ def fresh_database(backend: str, tmp: Path, suffix: str = "") -> str:
     url = sa.make_url(PG_URL)
     if suffix:
         url = url.set(database=f"{url.database}_{suffix}")
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{url.database}"')
-    return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return fresh_postgres(url)
 
 
 def empty_tasks(app: roadie.Roadie) -> None:

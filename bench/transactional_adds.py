@@ -37,6 +37,7 @@ from pathlib import Path
 import psycopg
 import roadie
 import sqlalchemy as sa
+from _databases import fresh_postgres
 from _results import table, write_section
 
 PG_URL = os.environ.get("ROADIE_BENCH_I30_PG",
@@ -53,12 +54,7 @@ class Noop(roadie.Executor):
 
 def fresh_database(url: str) -> None:
     """Drop and create the benchmark's database."""
-    parsed = sa.make_url(url)
-    admin = sa.create_engine(parsed.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{parsed.database}"'))
-    admin.dispose()
+    fresh_postgres(url)
 
 
 def timed(count: int, add: Callable[[], object]) -> float:
