@@ -55,8 +55,10 @@ class Settings:
     envs_dir: str = ""
     retention: str = ""  # off; "30d" or "successful=7d,failed=30d": workers delete older ones
     retention_interval: float = 60.0
-    pooler: str = "none"  # "transaction": behind PgBouncer & co. in transaction mode
-    listen_url: str = ""  # a direct PostgreSQL connection for LISTEN (behind a pooler)
+    # ROADIE_POOLER=transaction: behind PgBouncer, Supavisor or pgcat in transaction mode
+    pooler: str = "none"
+    # ROADIE_LISTEN_URL: a direct PostgreSQL connection for LISTEN only (behind a pooler)
+    listen_url: str = ""
     aio_pool_size: int = 10  # PostgreSQL sessions of the async client's adds, per event loop
 
     def __init__(self, **values: Any) -> None:
