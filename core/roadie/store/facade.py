@@ -53,6 +53,7 @@ class Store(Database):
     insert_tasks = tasks.insert_tasks
     inserts_alone = tasks.inserts_alone
     insert_one_async = tasks.insert_one_async
+    async_adds = tasks.async_adds
     get_task = tasks.get_task
     list_tasks = tasks.list_tasks
     count_tasks = tasks.count_tasks

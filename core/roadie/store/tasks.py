@@ -24,8 +24,8 @@ from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
 from roadie.store.values import Added, Fence, NewTask, Snapshot, claimable_at, utcnow
 
 if TYPE_CHECKING:
-    from roadie.store.engine import AsyncSessions
     from roadie.store.facade import Store
+    from roadie.store.grouped import GroupedAdds
 
 T = models.tasks
 # the columns whose statistics the claim and the sweeps are planned with (an ANALYZE of these
@@ -236,16 +236,25 @@ def inserts_alone(self: Store, task: NewTask) -> bool:
             and not task.unique_key and task.parent_id is None)
 
 
-async def insert_one_async(self: Store, sessions: AsyncSessions, task: NewTask,
+async def insert_one_async(self: Store, adds: GroupedAdds, task: NewTask,
                            decoder: Decoder | None = None) -> TaskRecord:
-    """``insert_tasks([task])`` for a task that ``inserts_alone``, on a session of the async
-    client's pool: the same statement in one round trip, awaited."""
+    """``insert_tasks([task])`` for a task that ``inserts_alone``, on the async client's
+    sessions: with the rows that other coroutines of the loop add meanwhile, in one statement
+    and one round trip (``GroupedAdds``), awaited."""
     try:
-        row = (await sessions.rows(PG_INSERT_ONE, _insert_one_params(task, utcnow())))[0]
+        row = await adds.insert(_insert_one_params(task, utcnow()))
     except DATABASE_ERRORS as exc:  # (telling why may query the schema: off the loop)
         raise await asyncio.to_thread(self._database_error, exc) from exc
     row.pop("notified", None)
     return task_record(row, decoder)
+
+
+def async_adds(self: Store, size: int) -> GroupedAdds:
+    """A new pool of at most ``size`` sessions for one event loop's single adds, grouped as
+    they arrive (``GroupedAdds``; PostgreSQL)."""
+    from roadie.store.grouped import GroupedAdds
+
+    return GroupedAdds(self.async_sessions(size))
 
 
 def _insert_one_params(task: NewTask, now: dt.datetime) -> dict[str, Any]:

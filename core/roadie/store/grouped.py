@@ -1,0 +1,110 @@
+"""Group commit of the async client's single adds (PostgreSQL): ``GroupedAdds``.
+
+When many coroutines of one event loop add a task each at once, the rows that arrive while a
+statement is in flight wait for it and then go in together, in the next statement: one
+``PG_INSERT_GROUP`` (an insert of all of them and one notification, one commit, one round
+trip), each caller awaiting its own row. A lone caller's row goes at once: nothing ever waits
+on a timer. An add returns only once its row is committed.
+
+A group that the server refuses (a value out of a column's range, say) is committed by
+nobody; its rows are then sent again one by one, so each caller gets its own row's error or
+its own task. A group whose outcome is unknown (the connection was lost) fails all of its
+callers, as a single add would fail its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from roadie.store.engine import AsyncSessions
+from roadie.store.sql import PG_INSERT_GROUP
+
+GROUP_MAX = 100  # rows per statement, at most
+IN_FLIGHT = 2  # statements of one loop at once; rows arriving meanwhile make the next group
+_COLUMNS = ("name", "owner", "task_group", "executor", "plugins", "context", "captured",
+            "priority", "run_after", "tags", "timeout", "now", "claimable")
+
+_Waiting = tuple[Mapping[str, Any], "asyncio.Future[dict[str, Any]]"]
+
+
+class GroupedAdds:
+    """One event loop's single adds on ``sessions`` (``AsyncSessions``), grouped as they
+    arrive. ``await insert(params)`` gives the inserted row (a dict, with ``notified``);
+    ``await close()`` lets the rows already handed in go in, then closes the sessions."""
+
+    def __init__(self, sessions: AsyncSessions, *, group_max: int = GROUP_MAX,
+                 in_flight: int = IN_FLIGHT) -> None:
+        self.sessions = sessions
+        self._group_max = group_max
+        self._in_flight = in_flight
+        self._waiting: list[_Waiting] = []
+        self._senders: set[asyncio.Task[None]] = set()
+        self._sending = 0  # senders not yet returned (the set loses them a moment later)
+
+    async def insert(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Insert one task row (``PG_INSERT_ONE``'s parameters) with the rows that other
+        callers hand in meanwhile; a driver error is raised as SQLAlchemy wraps it."""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((params, future))
+        if self._sending < self._in_flight:
+            self._sending += 1
+            sender = asyncio.get_running_loop().create_task(self._send_waiting())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        return await future
+
+    async def _send_waiting(self) -> None:
+        """Send the waiting rows, a group at a time, until none wait."""
+        try:
+            while self._waiting:
+                group = [(params, future) for params, future in self._waiting[:self._group_max]
+                         if not future.done()]  # (a caller cancelled before it went: not added)
+                del self._waiting[:self._group_max]
+                if group:
+                    await self._send(group)
+        finally:
+            self._sending -= 1
+
+    async def _send(self, group: list[_Waiting]) -> None:
+        try:
+            rows = await self.sessions.rows(PG_INSERT_GROUP, {
+                column: [params[column] for params, _ in group] for column in _COLUMNS})
+        except sa.exc.DBAPIError as exc:
+            if len(group) > 1 and _refused(exc):  # nothing committed: each on its own
+                for one in group:
+                    await self._send([one])
+                return
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException as exc:  # (cancelled, or a bug): the callers must not hang
+            for _, future in group:
+                if not future.done():
+                    if isinstance(exc, Exception):
+                        future.set_exception(exc)
+                    else:
+                        future.cancel()
+            raise
+        for (_, future), row in zip(group, rows, strict=True):
+            if not future.done():
+                future.set_result(row)
+
+    async def close(self) -> None:
+        """Wait for the rows handed in so far, then close the sessions."""
+        while self._senders:
+            await asyncio.gather(*self._senders, return_exceptions=True)
+        await self.sessions.close()
+
+
+def _refused(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the server refused the statement: it reported an error of the statement's own
+    (not of the connection, class 08, or of an operator's intervention, class 57), so its
+    transaction committed nothing and sending the rows again adds none twice."""
+    original: Any = exc.orig
+    return bool(getattr(original, "sqlstate", None)) and not str(
+        getattr(original, "sqlstate", "")).startswith(("08", "57"))
