@@ -278,7 +278,7 @@ def test_many_concurrent_async_adds_each_get_their_own_task(app: roadie.Roadie) 
     app.plugins.register(hook, name="added-hook")
     options: list[dict[str, Any]] = [
         {}, {"name": "named", "owner": "ann", "group": "g"}, {"priority": 5, "tags": ["a"]},
-        {"delay": 60}, {"timeout": 2.5}]
+        {"delay": 60}, {"timeout": 2.5}, {"timeout": 3, "owner": "bob"}]
 
     async def add(i: int) -> roadie.TaskRecord:
         REQUEST.set(f"req-{i}")
@@ -294,8 +294,9 @@ def test_many_concurrent_async_adds_each_get_their_own_task(app: roadie.Roadie) 
     assert len({t.id for t in added}) == 150
     for i, task in enumerate(added):
         assert task.context == {"i": i} and app.get_task(task.id) == task
-    assert [t.name for t in added[1::5]] == ["named"] * 30
-    assert {t.priority for t in added[2::5]} == {5} and {t.timeout for t in added[4::5]} == {2.5}
+    assert [t.name for t in added[1::6]] == ["named"] * 25
+    assert {t.priority for t in added[2::6]} == {5} and {t.timeout for t in added[4::6]} == {2.5}
+    assert {(t.timeout, t.owner) for t in added[5::6]} == {(3, "bob")}
     # the hook once per task, in its caller's context, with the record the caller got
     assert sorted((t.id, request) for a, t, request in hook.calls
                   if isinstance(a, roadie.Roadie)) == sorted(

@@ -102,9 +102,14 @@ class GroupedAdds:
 
 
 def _refused(exc: sa.exc.DBAPIError) -> bool:
-    """Whether the server refused the statement: it reported an error of the statement's own
-    (not of the connection, class 08, or of an operator's intervention, class 57), so its
-    transaction committed nothing and sending the rows again adds none twice."""
+    """Whether nothing of the statement was committed, so that sending its rows again adds
+    none twice: the server reported an error of the statement's own (not of the connection,
+    class 08, or of an operator's intervention, class 57), or the driver refused the
+    parameters before sending them (mixed types in a column); not a lost connection."""
+    import psycopg
+
     original: Any = exc.orig
-    return bool(getattr(original, "sqlstate", None)) and not str(
-        getattr(original, "sqlstate", "")).startswith(("08", "57"))
+    sqlstate = str(getattr(original, "sqlstate", None) or "")
+    if sqlstate:
+        return not sqlstate.startswith(("08", "57"))
+    return not isinstance(original, (psycopg.OperationalError, psycopg.InterfaceError))

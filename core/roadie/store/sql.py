@@ -49,8 +49,9 @@ SELECT ins.*, pg_notify('roadie_task_added', ins.id::text)::text AS notified FRO
 """
 
 # Any number of such tasks in one autocommit statement, one array per column (the same text
-# for every count: prepared once), announced by one notification (the highest id); the rows
-# come back in the order of the arrays (ids are drawn in that order, after the sort).
+# for every count: prepared once; binary parameters, about ten times cheaper to build than
+# text arrays), announced by one notification (the highest id); the rows come back in the
+# order of the arrays (ids are drawn in that order, after the sort).
 PG_INSERT_GROUP = """
 WITH ins AS (
     INSERT INTO roadie_tasks
@@ -60,11 +61,11 @@ WITH ins AS (
     SELECT v.name, v.owner, v.task_group, v.executor, v.plugins::json, v.context, v.captured,
            0, '', false, 0, NULL, v.priority, v.run_after, v.tags, v.timeout, v.now, v.now,
            v.claimable
-    FROM unnest(%(name)s::text[], %(owner)s::text[], %(task_group)s::text[],
-                %(executor)s::text[], %(plugins)s::text[], %(context)s::bytea[],
-                %(captured)s::bytea[], %(priority)s::int4[], %(run_after)s::timestamptz[],
-                %(tags)s::text[], %(timeout)s::float8[], %(now)s::timestamptz[],
-                %(claimable)s::bool[])
+    FROM unnest(%(name)b::text[], %(owner)b::text[], %(task_group)b::text[],
+                %(executor)b::text[], %(plugins)b::text[], %(context)b::bytea[],
+                %(captured)b::bytea[], %(priority)b::int4[], %(run_after)b::timestamptz[],
+                %(tags)b::text[], %(timeout)b::float8[], %(now)b::timestamptz[],
+                %(claimable)b::bool[])
          WITH ORDINALITY AS v(name, owner, task_group, executor, plugins, context, captured,
                               priority, run_after, tags, timeout, now, claimable, n)
     ORDER BY v.n

@@ -263,7 +263,8 @@ def _insert_one_params(task: NewTask, now: dt.datetime) -> dict[str, Any]:
         "name": task.name, "owner": task.owner, "task_group": task.group,
         "executor": task.executor, "plugins": json.dumps(dict(task.plugins)),
         "context": task.context, "captured": task.captured, "priority": task.priority,
-        "run_after": task.run_after or now, "tags": task.tags, "timeout": task.timeout,
+        "run_after": task.run_after or now, "tags": task.tags,
+        "timeout": None if task.timeout is None else float(task.timeout),  # (one type)
         "now": now, "claimable": task.run_after is None or task.run_after <= now,
     }
 
