@@ -220,13 +220,23 @@ def _pg_insert_one(self: Store, task: NewTask, now: dt.datetime,
                    decoder: Decoder | None) -> TaskRecord:
     """One task without an isolation key, on PostgreSQL: insert and announce it in a
     single autocommit statement (one round trip instead of four)."""
+    params = _insert_one_params(task, now)
     try:
-        with self._own_session("add") as conn:
-            row = driver_rows(conn, PG_INSERT_ONE, _insert_one_params(task, now))[0]
+        if self._bound is not None:  # in a caller's transaction: alone
+            row = driver_rows(self._bound, PG_INSERT_ONE, params)[0]
+        else:  # with the rows that other threads add meanwhile
+            row = self._threaded_adds.insert(params)
     except DATABASE_ERRORS as exc:
         raise self._database_error(exc) from exc
     row.pop("notified", None)
     return task_record(row, decoder)
+
+
+def _send_group(self: Store, sql: str, params: Any) -> list[dict[str, Any]]:
+    """Run the statement of a group of single adds (``ThreadedAdds``) on the kept session
+    for adds."""
+    with self._own_session("add") as conn:
+        return driver_rows(conn, sql, params)
 
 
 def inserts_alone(self: Store, task: NewTask) -> bool:
