@@ -219,7 +219,8 @@ def _keep_statistics(self: Store, added: int) -> None:
 def _pg_insert_one(self: Store, task: NewTask, now: dt.datetime,
                    decoder: Decoder | None) -> TaskRecord:
     """One task without an isolation key, on PostgreSQL: insert and announce it in a
-    single autocommit statement (one round trip instead of four)."""
+    single autocommit statement (one round trip instead of four), with the tasks that other
+    threads add at the same moment (``grouped.ThreadedAdds``)."""
     params = _insert_one_params(task, now)
     try:
         if self._bound is not None:  # in a caller's transaction: alone
