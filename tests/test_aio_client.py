@@ -260,3 +260,104 @@ def test_the_async_pool_size_is_checked(db_url: str, tmp_path: Path) -> None:
             run(lambda: app.aio.add_task("roadie-examples:echo", {}))
     finally:
         app.close()
+
+
+class AddedHook:
+    """Keeps what ``roadie_task_added`` is called with, and the caller's request then."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[roadie.Roadie, roadie.TaskRecord, str | None]] = []
+
+    @roadie.hookimpl
+    def roadie_task_added(self, app: roadie.Roadie, task: roadie.TaskRecord) -> None:
+        self.calls.append((app, task, REQUEST.get()))
+
+
+def test_many_concurrent_async_adds_each_get_their_own_task(app: roadie.Roadie) -> None:
+    hook = AddedHook()
+    app.plugins.register(hook, name="added-hook")
+    options: list[dict[str, Any]] = [
+        {}, {"name": "named", "owner": "ann", "group": "g"}, {"priority": 5, "tags": ["a"]},
+        {"delay": 60}, {"timeout": 2.5}, {"timeout": 3, "owner": "bob"}]
+
+    async def add(i: int) -> roadie.TaskRecord:
+        REQUEST.set(f"req-{i}")
+        return await app.aio.add_task("roadie-examples:echo", {"i": i},
+                                      **options[i % len(options)])
+
+    async def scenario() -> list[roadie.TaskRecord]:
+        added = await asyncio.gather(*(add(i) for i in range(150)))
+        await app.aio.close()
+        return added
+
+    added = run(scenario)
+    assert len({t.id for t in added}) == 150
+    for i, task in enumerate(added):
+        assert task.context == {"i": i} and app.get_task(task.id) == task
+    assert [t.name for t in added[1::6]] == ["named"] * 25
+    assert {t.priority for t in added[2::6]} == {5} and {t.timeout for t in added[4::6]} == {2.5}
+    assert {(t.timeout, t.owner) for t in added[5::6]} == {(3, "bob")}
+    # the hook once per task, in its caller's context, with the record the caller got
+    assert sorted((t.id, request) for a, t, request in hook.calls
+                  if isinstance(a, roadie.Roadie)) == sorted(
+        (t.id, f"req-{i}") for i, t in enumerate(added))
+    assert all(t == app.get_task(t.id) for _, t, _ in hook.calls)
+
+
+def test_a_failing_add_among_concurrent_ones_fails_only_itself(app: roadie.Roadie) -> None:
+    hook = AddedHook()
+    app.plugins.register(hook, name="added-hook")
+    bad = {7: {"context": {"x": object()}}}  # not encodable: refused before any query
+    if app.store.is_postgres:  # longer than the column: refused by the server
+        bad.update({3: {"name": "n" * 300}, 20: {"name": "n" * 300}})
+
+    async def add(i: int) -> roadie.TaskRecord:
+        kwargs = bad.get(i, {})
+        return await app.aio.add_task("roadie-examples:echo", kwargs.get("context", {"i": i}),
+                                      name=kwargs.get("name", f"t{i}"))
+
+    async def scenario() -> list[roadie.TaskRecord | BaseException]:
+        added = await asyncio.gather(*(add(i) for i in range(40)), return_exceptions=True)
+        await app.aio.close()
+        return added
+
+    added = run(scenario)
+    assert sorted(i for i, t in enumerate(added) if isinstance(t, BaseException)) == sorted(bad)
+    assert isinstance(added[7], roadie.ContextEncodeError)
+    good = [(i, t) for i, t in enumerate(added) if isinstance(t, roadie.TaskRecord)]
+    assert all(t.context == {"i": i} and t.name == f"t{i}" and app.get_task(t.id) == t
+               for i, t in good)
+    assert sorted(t.id for _, t, _ in hook.calls) == sorted(t.id for _, t in good)
+    assert len(app.list_tasks(limit=None)) == len(good)
+
+
+def test_a_lone_async_add(app: roadie.Roadie) -> None:
+    hook = AddedHook()
+    app.plugins.register(hook, name="added-hook")
+
+    async def scenario() -> roadie.TaskRecord:
+        REQUEST.set("lone")
+        task = await app.aio.add_task("roadie-examples:echo", {"x": 1}, priority=2)
+        await app.aio.close()
+        return task
+
+    task = run(scenario)
+    assert app.get_task(task.id) == task and task.priority == 2 and task.context == {"x": 1}
+    assert [(t, request) for _, t, request in hook.calls] == [(task, "lone")]
+
+
+def test_close_lets_pending_adds_finish(app: roadie.Roadie) -> None:
+    async def scenario() -> tuple[list[roadie.TaskRecord], roadie.TaskRecord]:
+        await app.aio.add_task("roadie-examples:echo", {})  # connected
+        pending = [asyncio.ensure_future(app.aio.add_task("roadie-examples:echo", {"i": i}))
+                   for i in range(30)]
+        await asyncio.sleep(0)  # they are handed in (some sent, the others waiting)
+        await app.aio.close()
+        added = await asyncio.gather(*pending)
+        again = await app.aio.add_task("roadie-examples:echo", {"again": True})  # opens anew
+        await app.aio.close()
+        return added, again
+
+    added, again = run(scenario)
+    assert [app.get_task(t.id).context for t in added] == [{"i": i} for i in range(30)]
+    assert app.get_task(again.id).context == {"again": True}

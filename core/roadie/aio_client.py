@@ -7,7 +7,9 @@ asyncio side on PostgreSQL, aiosqlite on SQLite. SQLAlchemy's greenlet bridge
 (``AsyncConnection.run_sync``) lends that connection to the synchronous code, so wherever a query
 waits on the database the event loop runs other coroutines. No query is written twice and no
 thread is taken per call. The hooks run on the loop, in the caller's context (its context
-variables, so a trace started by the request reaches the task).
+variables, so a trace started by the request reaches the task). Single adds on PostgreSQL skip
+the bridge: the rows that a loop's coroutines add at once go in together, in one statement
+(``roadie.store.grouped``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
 
     from roadie.records import AttemptRecord
     from roadie.store import Store
-    from roadie.store.engine import AsyncSessions
+    from roadie.store.grouped import GroupedAdds
 
 T = TypeVar("T")
 
@@ -56,7 +58,7 @@ class AsyncRoadie:
             self.app = Roadie(app, **options)
         self._engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = (
             weakref.WeakKeyDictionary())
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessions] = (
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupedAdds] = (
             weakref.WeakKeyDictionary())
         self._lock = threading.Lock()
         self._ready = False
@@ -105,24 +107,24 @@ class AsyncRoadie:
                 self._engines[loop] = engine
             return engine
 
-    def _sessions(self, store: Store) -> AsyncSessions:
-        """This event loop's pool of sessions for single adds (PostgreSQL)."""
+    def _adds(self, store: Store) -> GroupedAdds:
+        """This event loop's single adds, grouped, on its pool of sessions (PostgreSQL)."""
         loop = asyncio.get_running_loop()
         with self._lock:
-            sessions = self._pools.get(loop)
-            if sessions is None:
-                sessions = store.async_sessions(self.app.settings.aio_pool_size)
-                self._pools[loop] = sessions
-            return sessions
+            adds = self._pools.get(loop)
+            if adds is None:
+                adds = store.async_adds(self.app.settings.aio_pool_size)
+                self._pools[loop] = adds
+            return adds
 
     async def close(self) -> None:
         """Close this event loop's connections (the app's own pool stays open)."""
         loop = asyncio.get_running_loop()
         with self._lock:
             engine = self._engines.pop(loop, None)
-            sessions = self._pools.pop(loop, None)
-        if sessions is not None:
-            await sessions.close()
+            adds = self._pools.pop(loop, None)
+        if adds is not None:  # (the adds handed in go in first)
+            await adds.close()
         if engine is not None:
             await engine.dispose()
 
@@ -157,7 +159,7 @@ class AsyncRoadie:
             spec = app._new_task(executor, context, {}, **options)
             if not store.inserts_alone(spec):  # an isolation key: the general path
                 return await self.call(lambda view: view._add_new(spec))
-            task = await store.insert_one_async(self._sessions(store), spec,
+            task = await store.insert_one_async(self._adds(store), spec,
                                                 app.decode_for_task)
             app._task_added(task)
             return task

@@ -10,6 +10,7 @@
 - ``nodes``: worker nodes, heartbeats, orphans and their take-over, fences, cancel requests;
 - ``progress``, ``attachments``, ``retention`` (pruning), ``trees`` (subtasks, fan-in,
   dependencies: ``Store.trees``), ``schedules`` (``Store.schedules``);
+- ``grouped``: the async client's concurrent single adds, in one statement per group;
 - ``sql``: the long statements, each under its name; ``rows``: task rows into records;
   ``values``: what callers hand the store and get back.
 

@@ -600,10 +600,11 @@ def make_async_engine(url: str, *, synchronous_commit: str = "on",
 
 class AsyncSessions:
     """PostgreSQL: one event loop's pool of autocommit sessions on psycopg's asyncio side, for
-    the async client's hot statement (a single add: one round trip, no greenlet bridge, no
-    pool reset). At most ``size`` connections (``aio_pool_size``), opened as callers wait for
-    one and closed after ten idle minutes; set up as ``Database._own_session``'s (a generic
-    plan, no JIT, times in UTC, JSON as text), except behind a transaction pooler.
+    the async client's hot statement (single adds, grouped by ``grouped.GroupedAdds``: one
+    round trip, no greenlet bridge, no pool reset). At most ``size`` connections
+    (``aio_pool_size``), opened as callers wait for one and closed after ten idle minutes; set
+    up as ``Database._own_session``'s (a generic plan, no JIT, times in UTC, JSON as text),
+    except behind a transaction pooler.
     ``close()`` closes them."""
 
     def __init__(self, conninfo: str, *, size: int, synchronous_commit: str = "on",

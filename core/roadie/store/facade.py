@@ -25,6 +25,7 @@ from roadie.store import (
 )
 from roadie.store import claim as claims
 from roadie.store.engine import Database
+from roadie.store.grouped import ThreadedAdds
 from roadie.store.schedules import ScheduleStore
 from roadie.store.trees import TreeStore
 
@@ -48,11 +49,14 @@ class Store(Database):
         self._candidates_cache: dict[tuple[int, int, int], Any] = {}  # claim: by shape
         self._next_due_check = 0.0  # time.monotonic() of the next promotion of due tasks
         self._rate_keys: set[tuple[str, int]] = set()  # (key, count): rate windows made
+        # single adds from threads, grouped as they arrive (PostgreSQL; tasks._pg_insert_one)
+        self._threaded_adds = ThreadedAdds(functools.partial(tasks._send_group, self))
 
     # -- tasks: add, read, count, cancel, resume, delete (tasks.py) ------------------------
     insert_tasks = tasks.insert_tasks
     inserts_alone = tasks.inserts_alone
     insert_one_async = tasks.insert_one_async
+    async_adds = tasks.async_adds
     get_task = tasks.get_task
     list_tasks = tasks.list_tasks
     count_tasks = tasks.count_tasks

@@ -48,6 +48,33 @@ WITH ins AS (
 SELECT ins.*, pg_notify('roadie_task_added', ins.id::text)::text AS notified FROM ins
 """
 
+# Any number of such tasks in one autocommit statement, one array per column (the same text
+# for every count: prepared once; binary parameters, about ten times cheaper to build than
+# text arrays), announced by one notification (the highest id); the rows come back in the
+# order of the arrays (ids are drawn in that order, after the sort).
+PG_INSERT_GROUP = """
+WITH ins AS (
+    INSERT INTO roadie_tasks
+        (name, owner, task_group, executor, plugins, context, captured, status, status_message,
+         completed, attempts, isolation_key, priority, run_after, tags, timeout, created_at,
+         updated_at, claimable)
+    SELECT v.name, v.owner, v.task_group, v.executor, v.plugins::json, v.context, v.captured,
+           0, '', false, 0, NULL, v.priority, v.run_after, v.tags, v.timeout, v.now, v.now,
+           v.claimable
+    FROM unnest(%(name)b::text[], %(owner)b::text[], %(task_group)b::text[],
+                %(executor)b::text[], %(plugins)b::text[], %(context)b::bytea[],
+                %(captured)b::bytea[], %(priority)b::int4[], %(run_after)b::timestamptz[],
+                %(tags)b::text[], %(timeout)b::float8[], %(now)b::timestamptz[],
+                %(claimable)b::bool[])
+         WITH ORDINALITY AS v(name, owner, task_group, executor, plugins, context, captured,
+                              priority, run_after, tags, timeout, now, claimable, n)
+    ORDER BY v.n
+    RETURNING *
+)
+SELECT ins.*, (SELECT pg_notify('roadie_task_added', max(id)::text) FROM ins)::text AS notified
+FROM ins ORDER BY ins.id
+"""
+
 # The ids of ``:n`` tasks about to be copied in (PostgreSQL): the sequence is looked up once
 # (OFFSET 0 keeps the planner from inlining the lookup into every row: 3-4 times slower).
 PG_RESERVE_IDS = sa.text(

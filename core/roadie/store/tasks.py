@@ -24,8 +24,8 @@ from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
 from roadie.store.values import Added, Fence, NewTask, Snapshot, claimable_at, utcnow
 
 if TYPE_CHECKING:
-    from roadie.store.engine import AsyncSessions
     from roadie.store.facade import Store
+    from roadie.store.grouped import GroupedAdds
 
 T = models.tasks
 # the columns whose statistics the claim and the sweeps are planned with (an ANALYZE of these
@@ -219,14 +219,25 @@ def _keep_statistics(self: Store, added: int) -> None:
 def _pg_insert_one(self: Store, task: NewTask, now: dt.datetime,
                    decoder: Decoder | None) -> TaskRecord:
     """One task without an isolation key, on PostgreSQL: insert and announce it in a
-    single autocommit statement (one round trip instead of four)."""
+    single autocommit statement (one round trip instead of four), with the tasks that other
+    threads add at the same moment (``grouped.ThreadedAdds``)."""
+    params = _insert_one_params(task, now)
     try:
-        with self._own_session("add") as conn:
-            row = driver_rows(conn, PG_INSERT_ONE, _insert_one_params(task, now))[0]
+        if self._bound is not None:  # in a caller's transaction: alone
+            row = driver_rows(self._bound, PG_INSERT_ONE, params)[0]
+        else:  # with the rows that other threads add meanwhile
+            row = self._threaded_adds.insert(params)
     except DATABASE_ERRORS as exc:
         raise self._database_error(exc) from exc
     row.pop("notified", None)
     return task_record(row, decoder)
+
+
+def _send_group(self: Store, sql: str, params: Any) -> list[dict[str, Any]]:
+    """Run the statement of a group of single adds (``ThreadedAdds``) on the kept session
+    for adds."""
+    with self._own_session("add") as conn:
+        return driver_rows(conn, sql, params)
 
 
 def inserts_alone(self: Store, task: NewTask) -> bool:
@@ -236,16 +247,25 @@ def inserts_alone(self: Store, task: NewTask) -> bool:
             and not task.unique_key and task.parent_id is None)
 
 
-async def insert_one_async(self: Store, sessions: AsyncSessions, task: NewTask,
+async def insert_one_async(self: Store, adds: GroupedAdds, task: NewTask,
                            decoder: Decoder | None = None) -> TaskRecord:
-    """``insert_tasks([task])`` for a task that ``inserts_alone``, on a session of the async
-    client's pool: the same statement in one round trip, awaited."""
+    """``insert_tasks([task])`` for a task that ``inserts_alone``, on the async client's
+    sessions: with the rows that other coroutines of the loop add meanwhile, in one statement
+    and one round trip (``GroupedAdds``), awaited."""
     try:
-        row = (await sessions.rows(PG_INSERT_ONE, _insert_one_params(task, utcnow())))[0]
+        row = await adds.insert(_insert_one_params(task, utcnow()))
     except DATABASE_ERRORS as exc:  # (telling why may query the schema: off the loop)
         raise await asyncio.to_thread(self._database_error, exc) from exc
     row.pop("notified", None)
     return task_record(row, decoder)
+
+
+def async_adds(self: Store, size: int) -> GroupedAdds:
+    """A new pool of at most ``size`` sessions for one event loop's single adds, grouped as
+    they arrive (``GroupedAdds``; PostgreSQL)."""
+    from roadie.store.grouped import GroupedAdds
+
+    return GroupedAdds(self.async_sessions(size))
 
 
 def _insert_one_params(task: NewTask, now: dt.datetime) -> dict[str, Any]:
@@ -254,7 +274,8 @@ def _insert_one_params(task: NewTask, now: dt.datetime) -> dict[str, Any]:
         "name": task.name, "owner": task.owner, "task_group": task.group,
         "executor": task.executor, "plugins": json.dumps(dict(task.plugins)),
         "context": task.context, "captured": task.captured, "priority": task.priority,
-        "run_after": task.run_after or now, "tags": task.tags, "timeout": task.timeout,
+        "run_after": task.run_after or now, "tags": task.tags,
+        "timeout": None if task.timeout is None else float(task.timeout),  # (one type)
         "now": now, "claimable": task.run_after is None or task.run_after <= now,
     }
 
