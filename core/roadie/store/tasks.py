@@ -44,6 +44,15 @@ _COPY_TYPES = {
     "parent_id": "int8", "fan_in": "bool", "has_dependents": "bool", "claimable": "bool",
     "unique_key": "text", "key_limit": "int4",
 }
+# what the table gives a column that an insert leaves out (its server default, or NULL): a
+# COPY sends such a column only when some row has another value (models.tasks)
+_COPY_DEFAULTS = {
+    "name": "", "owner": None, "task_group": None, "captured": None, "status_message": "",
+    "completed": False, "attempts": 0, "isolation_key": None, "priority": 0, "tags": "",
+    "timeout": None, "finished_at": None, "parent_id": None, "fan_in": False,
+    "has_dependents": False, "claimable": True, "unique_key": None, "key_limit": None,
+}
+_SENT = object()
 
 
 def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
@@ -168,8 +177,9 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
         added = [task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
                  for row in rows]
     else:
-        ids = _bulk_insert(self, conn, rows)
-        added = list(added_records(ids, rows, decoder))
+        columns = {column: list(map(operator.itemgetter(column), rows)) for column in rows[0]}
+        ids = _bulk_insert(self, conn, rows, columns)
+        added = list(added_records(ids, columns, decoder))
     if any(t.after for t in new_tasks):
         inserted = [(t, r.id) for t, r in zip(new_tasks, added, strict=True) if r is not None]
         self.trees.record_dependencies(conn, [t for t, _ in inserted],
@@ -259,30 +269,20 @@ def _insert_one_params(task: NewTask, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert many task rows (each with the same columns) fast and return their ids: ids
-    are reserved first, then PostgreSQL takes the rows with a binary COPY and SQLite
-    with one prepared statement."""
+def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]],
+                 columns: dict[str, list[Any]]) -> list[int]:
+    """Insert many task rows (each with the same columns; ``columns``: their values a column
+    at a time) fast and return their ids: ids are reserved first, then PostgreSQL takes the
+    rows with a binary COPY and SQLite with one prepared statement."""
     count = len(rows)
     if self.is_postgres:
         ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalars().all()
     else:  # under BEGIN IMMEDIATE nobody else inserts meanwhile
         start = int(conn.execute(sa.select(sa.func.max(T.c.id))).scalar() or 0)
         ids = range(start + 1, start + 1 + count)
-    plugins = plugins_texts(rows)  # as JSON text, each distinct map dumped once
+    plugins = plugins_texts(columns["plugins"])  # as JSON text, each distinct map dumped once
     if self.is_postgres and not conn.dialect.is_async:
-        # plugins goes first; the other columns as the rows hold them (also on a caller's
-        # connection: store/caller.py)
-        columns = [c for c in rows[0] if c != "plugins"]
-        values_of = operator.itemgetter(*columns)
-        raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
-        with raw.cursor() as cursor, cursor.copy(
-            f"COPY roadie_tasks (id, plugins, {', '.join(columns)}) FROM STDIN "
-            "(FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
-            for task_id, text, row in zip(ids, plugins, rows, strict=True):
-                copy.write_row((task_id, text, *values_of(row)))
+        _copy_rows(conn, ids, plugins, columns)
     elif self.is_postgres:  # an asyncio driver's connection (the async client) takes the maps
         conn.execute(T.insert(), [{**row, "id": task_id}
                                   for task_id, row in zip(ids, rows, strict=True)])
@@ -291,6 +291,28 @@ def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]]) -> l
                      [{**row, "id": task_id, "plugins": text}
                       for task_id, text, row in zip(ids, plugins, rows, strict=True)])
     return list(ids)
+
+
+def _copy_rows(conn: Connection, ids: Sequence[int], plugins: list[str],
+               table: dict[str, list[Any]]) -> None:
+    """Rows (``table``: a list of values per column) into roadie_tasks with one binary COPY
+    (also on a caller's connection: store/caller.py); a column that every row leaves at what
+    the table gives it (``_COPY_DEFAULTS``) is not sent."""
+    columns, values = [], []
+    for column, got in table.items():
+        default = _COPY_DEFAULTS.get(column, _SENT)
+        if column == "plugins" or (default is not _SENT and got.count(default) == len(got)):
+            continue
+        columns.append(column)
+        values.append(got)
+    raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
+    with raw.cursor() as cursor, cursor.copy(
+        f"COPY roadie_tasks (id, plugins, {', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
+        write = copy.write_row
+        for row in zip(ids, plugins, *values, strict=True):
+            write(row)
 
 
 def get_task(self: Store, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
