@@ -58,6 +58,9 @@ def add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
     """Add ``tasks`` (items ``first``... of the caller's) in one transaction."""
     specs = []
     for index, item in enumerate(tasks, first):
+        if type(item) is tuple and len(item) == 2 and type(item[0]) is str:  # (the most)
+            specs.append(app._new_task(item[0], item[1], resolved))
+            continue
         arguments = task_arguments(index, item)
         try:
             executor = arguments.pop("executor")
@@ -94,17 +97,11 @@ def new_task(
     the whole ``add_tasks`` call."""
     known = resolved.get(executor)
     if known is None:
-        try:
-            dist, entry = split_executor_name(executor)
-        except ValueError as exc:
-            raise UnknownExecutor(str(exc)) from None
-        qualified = f"{dist}:{entry}"
-        known = resolved[executor] = (qualified, *app._resolve_executor(qualified),
-                                      app.executor_limits(qualified)[0])
-    qualified, executor_class, plugin_versions, isolation, limits = known
+        known = resolved[executor] = _resolved(app, executor)
+    qualified, executor_class, plugin_versions, isolation, limits, fixed_key = known
     if context is None:
         context = {}
-    if type(context) is not dict and not isinstance(context, Mapping):
+    elif type(context) is not dict and not isinstance(context, Mapping):
         raise ContextEncodeError(
             f"the context of a {qualified} task must be a mapping (a dict of names to "
             f"values), not {type(context).__name__}"
@@ -120,16 +117,17 @@ def new_task(
     for namespace in namespaces:
         versions.setdefault(namespace, app.plugins.version_of(namespace))
     captured = capture(app, qualified, context, resolved)
-    isolation_key = None
-    if isolation is not Isolation.NOT_ISOLATED:
+    if fixed_key is not None:  # not isolated: the same for each of its tasks
+        isolation_key, key_limit = fixed_key
+    else:
         spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner,
                               group=group, context=context)
         isolation_key = isolation_key_of(qualified, executor_class, isolation, spec_view)
-    key_limit = None
-    if isolation_key is not None:
-        key_limit = limits.width(True)
-    elif limits.controlled:  # its limits hold for the executor's tasks together
-        isolation_key, key_limit = qualified, limits.width(False)
+        key_limit = None
+        if isolation_key is not None:
+            key_limit = limits.width(True)
+        elif limits.controlled:  # its limits hold for the executor's tasks together
+            isolation_key, key_limit = qualified, limits.width(False)
     if unique_key is not None and (not isinstance(unique_key, str) or not unique_key
                                    or len(unique_key) > 255):
         raise ValueError(f"unique_key of a {qualified} task must be a non-empty string of at "
@@ -138,8 +136,10 @@ def new_task(
         run_after = utcnow() + dt.timedelta(seconds=delay)
     if run_after is not None and run_after.tzinfo is None:
         raise ValueError("run_after must be timezone-aware (use datetime.now(timezone.utc))")
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be a positive number of seconds")
+    if timeout is not None:
+        if timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        timeout = float(timeout)
     return instance_of(NewTask, {
         "executor": qualified, "plugins": versions, "context": data, "name": name or "",
         "owner": owner, "group": group, "captured": captured, "isolation_key": isolation_key,
@@ -148,6 +148,23 @@ def new_task(
         "after": task_ids(after) if after else (),
         "unique_key": unique_key, "key_limit": key_limit if key_limit != 1 else None,
     })
+
+
+def _resolved(app: Roadie, executor: str) -> tuple[Any, ...]:
+    """What ``new_task`` needs of ``executor`` for each of its tasks: its qualified name,
+    class, plugin versions, isolation, limits, and (not isolated) the isolation key and
+    width of every task (None: computed per task)."""
+    try:
+        dist, entry = split_executor_name(executor)
+    except ValueError as exc:
+        raise UnknownExecutor(str(exc)) from None
+    qualified = f"{dist}:{entry}"
+    executor_class, plugin_versions, isolation = app._resolve_executor(qualified)
+    limits = app.executor_limits(qualified)[0]
+    fixed_key = None
+    if isolation is Isolation.NOT_ISOLATED:
+        fixed_key = ((qualified, limits.width(False)) if limits.controlled else (None, None))
+    return qualified, executor_class, plugin_versions, isolation, limits, fixed_key
 
 
 def resolve_executor(
