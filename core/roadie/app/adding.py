@@ -219,34 +219,27 @@ def isolation_key_of(
     return None if custom is None else f"{qualified}#{custom}"
 
 
-_PLAIN = frozenset({str, int, bool, float, bytes, type(None)})
+# value types whose equal values encode alike when their types are the same (not float:
+# 0.0 and -0.0 are equal)
+_PLAIN = frozenset({str, int, bool, bytes, type(None)})
 _MISSING = object()
 
 
 def encoded(app: Roadie, resolved: dict[Any, Any], value: dict[str, Any],
             what: str) -> tuple[bytes, set[str]]:
     """``app.registry.encode_with_namespaces(value)``; within one adding call (``resolved``),
-    a flat map of plain values equal to the previous one (the same keys, types and values:
-    ``{}``, the same caller's captured context) reuses its encoding."""
+    a flat map of plain values equal to the previous one (the same keys in the same order,
+    values of the same types, equal: ``{}``, the same caller's captured context) reuses its
+    encoding."""
+    types = tuple(map(type, value.values()))
+    key = (tuple(value.items()), types) if _PLAIN.issuperset(types) else None
     memo = resolved.get((_MISSING, what))
-    if memo is not None and _same_plain(memo[0], value):
+    if memo is not None and key is not None and memo[0] == key:
         return memo[1], memo[2]
     data, namespaces = app.registry.encode_with_namespaces(value, what=what)
-    if all(type(v) in _PLAIN for v in value.values()):
-        resolved[_MISSING, what] = (dict(value), data, namespaces)  # (hooks may change it)
+    if key is not None:  # (the key holds the values, not the map: hooks may change it)
+        resolved[_MISSING, what] = (key, data, namespaces)
     return data, namespaces
-
-
-def _same_plain(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether the flat plain map ``a`` encodes as ``b`` does: the same keys in the same
-    order, values of the same types (1, True and 1.0 differ here, and so do 0.0 and -0.0)."""
-    if len(a) != len(b):
-        return False
-    for (key, v), (other, w) in zip(a.items(), b.items()):  # noqa: B905 - same lengths
-        if key != other or type(v) is not type(w) or v != w \
-                or (type(v) is float and str(v) != str(w)):
-            return False
-    return True
 
 
 _CAPTURE_ARGS = ("executor", "context")
@@ -267,24 +260,28 @@ def capture(app: Roadie, qualified: str, context: dict[str, Any],
     if not impls:
         return None
     parts: list[Any] = []
-    arguments = {"executor": qualified, "context": context}
     if _has_wrappers(impls):
         try:
             parts = call_hook(app, "roadie_capture_context",
-                              app.plugins.hook.roadie_capture_context, **arguments)
+                              app.plugins.hook.roadie_capture_context, executor=qualified,
+                              context=context)
         except HookFailure as exc:
             raise PluginError(f"cannot add the {qualified} task: {exc}") from exc
     else:
         for impl in impls:
             try:
-                parts.append(impl.function(qualified, context)
-                             if impl.argnames == _CAPTURE_ARGS else
-                             impl.function(*[arguments[a] for a in impl.argnames]))
+                part = (impl.function(qualified, context) if impl.argnames == _CAPTURE_ARGS
+                        else impl.function(*[{"executor": qualified, "context": context}[a]
+                                             for a in impl.argnames]))
             except Exception as exc:
                 raise PluginError(
                     f"cannot add the {qualified} task: hook roadie_capture_context of "
                     f"plugin {impl.plugin_name!r} failed: {type(exc).__name__}: {exc}"
                 ) from exc
+            if part:
+                parts.append(part)
+    if not parts:
+        return None
     captured: dict[str, Any] = {}
     for part in parts:
         if part:
