@@ -184,6 +184,24 @@ def test_a_batch_whose_tasks_share_their_values_comes_back_as_stored(
     assert plain[0].plugins is not plain[1].plugins  # each record's map is its own
 
 
+def test_add_tasks_leaves_the_garbage_collector_as_it_found_it(app: roadie.Roadie) -> None:
+    # a batch pauses Python's cyclic collector while it makes its objects, not longer
+    import gc
+
+    assert gc.isenabled()
+    app.add_tasks([("roadie-examples:echo", {})] * 25)
+    assert gc.isenabled()
+    with pytest.raises(ValueError, match="has no 'executor'"):
+        app.add_tasks([("roadie-examples:echo", {})] * 25 + [{"context": {}}])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        app.add_tasks([("roadie-examples:echo", {})] * 25)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_add_tasks_takes_pairs_and_names_a_bad_item(app: roadie.Roadie) -> None:
     [task] = app.add_tasks([("roadie-examples:echo", {"n": 1})])
     assert app.get_task(task.id).context == {"n": 1}
