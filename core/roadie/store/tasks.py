@@ -280,7 +280,7 @@ def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]]) -
     SQLite with one prepared statement."""
     count = len(columns["executor"])
     if self.is_postgres:
-        ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalars().all()
+        ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalar_one()
     else:  # under BEGIN IMMEDIATE nobody else inserts meanwhile
         start = int(conn.execute(sa.select(sa.func.max(T.c.id))).scalar() or 0)
         ids = range(start + 1, start + 1 + count)
