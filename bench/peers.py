@@ -4,7 +4,7 @@ Interleaved in one run, per round: roadie on PostgreSQL (``throughput.measure('p
 then PgQueuer (plain async entrypoint, and with the work handed to a thread), procrastinate,
 oban-py and their latency scripts, then the batch enqueue of roadie and PgQueuer as
 ``batch_adds.py`` measures it (each in a fresh process); then the async group (issue 31):
-1,000 tasks that each ``await asyncio.sleep(0.1)``, 200 at once (roadie ``async_tasks.drain``,
+1,000 tasks that each ``await asyncio.sleep(0.1)``, 200 at once (roadie ``async_tasks.run_roadie``,
 PgQueuer, oban-py), and single adds from 50 concurrent callers (roadie ``await
 app.aio.add_task`` from 50 coroutines and ``app.add_task`` from 50 threads, ``client_adds.py``
 in its own process; PgQueuer ``enqueue`` from 50 coroutines on an asyncpg pool); then roadie on
@@ -260,17 +260,24 @@ def batch_enqueue(n: int, roadie_first: bool, skip: str | None) -> None:
 
 
 def roadie_sleep_drain() -> None:
-    log(f"[roadie postgres] async_tasks.drain: {ASYNC_TASKS} x await sleep(0.1), "
+    """``async_tasks.py``'s drain in a fresh process (``run_roadie``; its ``drain`` of this
+    process went with its interleaved states)."""
+    log(f"[roadie postgres] async_tasks.py: {ASYNC_TASKS} x await sleep(0.1), "
         f"async_concurrency {ASYNC_SLOTS} ({load()})")
+    case = async_tasks.Case("sleep", "roadie-examples:wait", {"seconds": 0.1}, 2, ASYNC_SLOTS)
     try:
-        got = async_tasks.drain("postgres", ASYNC_TASKS, "roadie-examples:wait",
-                                {"seconds": 0.1}, concurrency=2, async_concurrency=ASYNC_SLOTS)
+        got = async_tasks.run_roadie("this", None, "postgres", case, ASYNC_TASKS)
     except (SystemExit, Exception) as exc:
-        results["roadie-pg"].problems.append(f"sleep drain failed: {exc}")
-        log(f"  FAILED: {exc}")
+        got, why = None, str(exc)
+    else:
+        why = "see the line above"
+    if got is None:
+        results["roadie-pg"].problems.append(f"sleep drain failed: {why}")
+        log(f"  FAILED: {why}")
         return
-    results["roadie-pg"].add("sleep", got.rate)
-    log(f"roadie-postgres sleep_drain={got.rate:.0f}/s ({got.cpu_ms:.2f} ms CPU per task)")
+    results["roadie-pg"].add("sleep", float(got["rate"]))
+    log(f"roadie-postgres sleep_drain={float(got['rate']):.0f}/s "
+        f"({float(got['cpu_ms']):.2f} ms CPU per task)")
 
 
 def roadie_concurrent_adds() -> None:
@@ -562,7 +569,7 @@ def main() -> None:
         f"- async sleep drain: {ASYNC_TASKS:,} tasks each `await asyncio.sleep(0.1)`, "
         f"{ASYNC_SLOTS} at once (limit {ASYNC_SLOTS * 10:,}/s): roadie "
         f"`run_worker(concurrency=2, async_concurrency={ASYNC_SLOTS}, until_idle=True)` "
-        "(`bench/async_tasks.py`); PgQueuer an async entrypoint with "
+        "(`bench/async_tasks.py`, in a fresh process); PgQueuer an async entrypoint with "
         f"`concurrency_limit={ASYNC_SLOTS}` and `batch_size={ASYNC_SLOTS}`, drain mode; oban-py "
         f"`queues={{'default': {ASYNC_SLOTS}}}`. Added in one batch first, not timed.",
         f"- concurrent single adds: {ADDS:,} adds from {ADD_CLIENTS} callers: roadie "
