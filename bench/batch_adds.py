@@ -88,6 +88,28 @@ def run(cmd: list[str], env: dict[str, str]) -> tuple[float | None, str]:
     return (float(m["rate"]) if m and proc.returncode == 0 else None), text
 
 
+def measure_roadie(tasks: int, repeats: int, core: Path | None = None
+                   ) -> tuple[float | None, str]:
+    """roadie's batch rate (the median of ``repeats`` ``app.add_tasks`` of ``tasks``) in a
+    fresh subprocess, with ``core`` (a tree's core folder) first on the path if given; and
+    its output line. ``peers.py`` measures roadie's batch enqueue with it too."""
+    cmd = [sys.executable, __file__, "--child", "--tasks", str(tasks), "--repeats", str(repeats)]
+    env = dict(os.environ)
+    if core is not None:
+        env["PYTHONPATH"] = str(core)
+    return run(cmd, env)
+
+
+def measure_pgqueuer(tasks: int, repeats: int, peer_py: str = PEER_PY,
+                     peer_pg: str | None = None) -> tuple[float | None, str]:
+    """PgQueuer's batch rate (``peer_scripts/batch_pgqueuer.py``: the median of ``repeats``
+    ``enqueue`` calls of lists of ``tasks``) in the peers' python; and its output line."""
+    cmd = [peer_py, str(Path(__file__).with_name("peer_scripts") / "batch_pgqueuer.py"),
+           str(tasks), str(repeats)]
+    env = dict(os.environ) if peer_pg is None else {**os.environ, "PEER_PG": peer_pg}
+    return run(cmd, env)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="append", default=[],
@@ -114,15 +136,9 @@ def main() -> None:
             order = steps[r % len(steps):] + steps[:r % len(steps)]
             for name in order:
                 if name == "PgQueuer":
-                    cmd = [PEER_PY, str(Path(__file__).with_name("peer_scripts")
-                                        / "batch_pgqueuer.py"),
-                           str(args.tasks), str(args.repeats)]
-                    env = dict(os.environ)
+                    rate, text = measure_pgqueuer(args.tasks, args.repeats)
                 else:
-                    cmd = [sys.executable, __file__, "--child", "--tasks", str(args.tasks),
-                           "--repeats", str(args.repeats)]
-                    env = {**os.environ, "PYTHONPATH": str(paths[name])}
-                rate, text = run(cmd, env)
+                    rate, text = measure_roadie(args.tasks, args.repeats, paths[name])
                 line = f"round {r + 1} {name}: {text} (load {os.getloadavg()[0]:.2f})"
                 print(line, flush=True)
                 raw.append(line)

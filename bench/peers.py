@@ -2,22 +2,25 @@
 
 Interleaved in one run, per round: roadie on PostgreSQL (``throughput.measure('postgres', n)``),
 then PgQueuer (plain async entrypoint, and with the work handed to a thread), procrastinate,
-oban-py and their latency scripts; then the async group (issue 31): 1,000 tasks that each ``await
-asyncio.sleep(0.1)``, 200 at once (roadie ``async_tasks.drain``, PgQueuer, oban-py), and single
-adds from 50 concurrent callers (roadie ``await app.aio.add_task`` from 50 coroutines and
-``app.add_task`` from 50 threads, ``client_adds.py`` in its own process; PgQueuer ``enqueue`` from
-50 coroutines on an asyncpg pool); then roadie on SQLite (``throughput.measure('sqlite', n)``) and
-huey with SQLite storage. The peers run from ``../shared/peer-bench`` (outside this repository) and
-from ``bench/peer_scripts`` (oban-py, PgQueuer's sleep drain and concurrent adds) in their own
-virtualenv, one subprocess each with a timeout; their one-line outputs are parsed (and printed).
-Then one table per backend and a line per target of the issue (met / not met, with the ratio).
+oban-py and their latency scripts, then the batch enqueue of roadie and PgQueuer as
+``batch_adds.py`` measures it (each in a fresh process); then the async group (issue 31):
+1,000 tasks that each ``await asyncio.sleep(0.1)``, 200 at once (roadie ``async_tasks.run_roadie``,
+PgQueuer, oban-py), and single adds from 50 concurrent callers (roadie ``await
+app.aio.add_task`` from 50 coroutines and ``app.add_task`` from 50 threads, ``client_adds.py``
+in its own process; PgQueuer ``enqueue`` from 50 coroutines on an asyncpg pool); then roadie on
+SQLite (``throughput.measure('sqlite', n)``) and huey with SQLite storage. The peers run from
+``../shared/peer-bench`` (outside this repository) and from ``bench/peer_scripts`` (oban-py,
+PgQueuer's sleep drain, concurrent adds and batch) in their own virtualenv, one subprocess each
+with a timeout; their one-line outputs are parsed (and printed). Then one table per backend and
+a line per target of the issue (met / not met, with the ratio).
 
     python bench/peers.py [--tasks 5000] [--rounds 1] [--peer-python /work/peer-venv/bin/python]
 
 Environment: PEER_PY (the peers' python), PEER_BENCH (the peer-bench folder), PEER_PG (the peers'
 database, emptied by each peer run; default ``postgresql://postgres@127.0.0.1:5432/peer_bench``),
-ROADIE_BENCH_PG, ROADIE_BENCH_ASYNC_PG and ROADIE_BENCH_CLIENT_PG (roadie's, see throughput.py,
-async_tasks.py and client_adds.py). With R rounds each figure is the median.
+ROADIE_BENCH_PG, ROADIE_BENCH_ASYNC_PG, ROADIE_BENCH_CLIENT_PG and ROADIE_BENCH_BATCH_PG
+(roadie's, see throughput.py, async_tasks.py, client_adds.py and batch_adds.py). With R rounds
+each figure is the median.
 
 oban-py 0.7.0 declares Python >= 3.12; on a 3.11 machine install it with
 ``pip install --ignore-requires-python oban`` and replace its one 3.12-only statement (the
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import async_tasks
+import batch_adds
 import psycopg
 import throughput
 from _results import table, write_section
@@ -51,6 +55,7 @@ PEER_PY = os.environ.get("PEER_PY", "/work/peer-venv/bin/python")
 PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_bench")
 PEER_PACKAGES = ["asyncpg", "huey", "oban", "pgqueuer", "procrastinate", "psycopg",
                  "psycopg-binary", "psycopg-pool", "redis", "rq"]
+BATCH_REPEATS = 3  # batch enqueue (batch_adds.py): batches per process, the median
 ASYNC_TASKS = 1000  # the async sleep drain: tasks, each awaiting 0.1 s
 ASYNC_SLOTS = 200  # at once
 ADDS = 3000  # single adds from concurrent callers
@@ -133,7 +138,8 @@ def run_roadie(backend: str, key: str, n: int) -> None:
         return
     s = results[key]
     s.add("single", f.enqueue_single)
-    s.add("batch", f.enqueue_batch)
+    if backend != "postgres":  # PostgreSQL's batch: batch_enqueue() (batch_adds.py)
+        s.add("batch", f.enqueue_batch)
     s.add("drain", f.drain)
     s.add("p50", f.latency(0.5))
     s.add("p99", f.latency(0.99))
@@ -200,7 +206,8 @@ def peer_bench(key: str, args: list[str], n: int, skip: str | None) -> None:
         s.problems.append(f"unparsed output: {line!r}")
         return
     s.add("single", m["single"])
-    s.add("batch", m["batch"])
+    if key != "pgqueuer":  # PgQueuer's batch: batch_enqueue() (batch_adds.py)
+        s.add("batch", m["batch"])
     s.add("drain", m["drain"])
     if m["stored"] is not None and int(m["stored"]) != n:
         s.problems.append(f"only {m['stored']} of {n} results stored")
@@ -224,18 +231,53 @@ def peer_rate(key: str, metric: str, pattern: re.Pattern[str], args: list[str],
     s.add(metric, m["rate"])
 
 
+def batch_enqueue(n: int, roadie_first: bool, skip: str | None) -> None:
+    """The batch enqueue of roadie and PgQueuer as ``bench/batch_adds.py`` measures it (issue
+    31): ``n`` tasks in one ``app.add_tasks`` call against one PgQueuer ``enqueue`` of lists,
+    each in a fresh process on an emptied table, the median of BATCH_REPEATS batches."""
+    def roadie_batch() -> None:
+        log(f"[roadie postgres] batch_adds.py: {BATCH_REPEATS} x app.add_tasks of {n:,} "
+            f"({load()})")
+        rate, text = batch_adds.measure_roadie(n, BATCH_REPEATS)
+        log(text)
+        if rate is None:
+            results["roadie-pg"].problems.append(f"batch enqueue failed: {text}")
+        results["roadie-pg"].add("batch", rate)
+
+    def pgqueuer_batch() -> None:
+        if skip:
+            return
+        log(f"[peer] batch_pgqueuer.py {n} {BATCH_REPEATS} ({load()})")
+        rate, text = batch_adds.measure_pgqueuer(n, BATCH_REPEATS, PEER_PY, PEER_PG)
+        log(text)
+        if rate is None:
+            results["pgqueuer"].problems.append(f"batch enqueue failed: {text}")
+        results["pgqueuer"].add("batch", rate)
+
+    for step in (roadie_batch, pgqueuer_batch) if roadie_first else (pgqueuer_batch,
+                                                                      roadie_batch):
+        step()
+
+
 def roadie_sleep_drain() -> None:
-    log(f"[roadie postgres] async_tasks.drain: {ASYNC_TASKS} x await sleep(0.1), "
+    """``async_tasks.py``'s drain in a fresh process (``run_roadie``; its ``drain`` of this
+    process went with its interleaved states)."""
+    log(f"[roadie postgres] async_tasks.py: {ASYNC_TASKS} x await sleep(0.1), "
         f"async_concurrency {ASYNC_SLOTS} ({load()})")
+    case = async_tasks.Case("sleep", "roadie-examples:wait", {"seconds": 0.1}, 2, ASYNC_SLOTS)
     try:
-        got = async_tasks.drain("postgres", ASYNC_TASKS, "roadie-examples:wait",
-                                {"seconds": 0.1}, concurrency=2, async_concurrency=ASYNC_SLOTS)
+        got = async_tasks.run_roadie("this", None, "postgres", case, ASYNC_TASKS)
     except (SystemExit, Exception) as exc:
-        results["roadie-pg"].problems.append(f"sleep drain failed: {exc}")
-        log(f"  FAILED: {exc}")
+        got, why = None, str(exc)
+    else:
+        why = "see the line above"
+    if got is None:
+        results["roadie-pg"].problems.append(f"sleep drain failed: {why}")
+        log(f"  FAILED: {why}")
         return
-    results["roadie-pg"].add("sleep", got.rate)
-    log(f"roadie-postgres sleep_drain={got.rate:.0f}/s ({got.cpu_ms:.2f} ms CPU per task)")
+    results["roadie-pg"].add("sleep", float(got["rate"]))
+    log(f"roadie-postgres sleep_drain={float(got['rate']):.0f}/s "
+        f"({float(got['cpu_ms']):.2f} ms CPU per task)")
 
 
 def roadie_concurrent_adds() -> None:
@@ -318,6 +360,7 @@ def postgres_group(n: int, roadie_first: bool) -> None:
         steps = [*peers, steps[0]]
     for step in steps:
         step()
+    batch_enqueue(n, roadie_first, skip)
 
 
 def async_group(roadie_first: bool) -> None:
@@ -474,7 +517,9 @@ def main() -> None:
         f"roadie in this process through `bench/throughput.py`'s `measure()` (database "
         f"`roadie_bench`; SQLite in a temp dir). {n:,} no-op tasks per drain, {args.rounds} "
         f"round(s) interleaved (per round: roadie PostgreSQL, PgQueuer, PgQueuer with thread "
-        f"hand-off, procrastinate, its latency, PgQueuer's latency, oban-py; the async sleep "
+        f"hand-off, procrastinate, its latency, PgQueuer's latency, oban-py, the batch "
+        f"enqueue of roadie and PgQueuer (`batch_adds.py`, database `ROADIE_BENCH_BATCH_PG` "
+        f"for roadie's); the async sleep "
         f"drain of roadie, PgQueuer and oban-py; the concurrent single adds of roadie (async, "
         f"then sync) and PgQueuer; roadie SQLite, huey SQLite; later rounds alternate who goes "
         f"first); figures are {agg}. Whole run {elapsed:.0f} s; load average at each step in "
@@ -502,9 +547,12 @@ def main() -> None:
         "",
         "- enqueue 1 by 1: one add per call (roadie `app.add_task`; PgQueuer `enqueue`; "
         "procrastinate `defer`; huey calling the task).",
-        f"- enqueue batch: roadie `app.add_tasks` with {throughput.CHUNK:,} tasks per call; "
-        "PgQueuer one `enqueue` call with all the jobs; procrastinate one `batch_defer` call; "
-        "huey's script has no batch enqueue.",
+        f"- enqueue batch: PostgreSQL roadie and PgQueuer as `bench/batch_adds.py` measures "
+        f"them (issue 31): all {n:,} tasks in one call, roadie `app.add_tasks(list)` and "
+        f"PgQueuer one `enqueue` of lists, each in a fresh process on an emptied table, the "
+        f"median of {BATCH_REPEATS} batches; procrastinate one `batch_defer` call in its drain "
+        f"script; SQLite roadie `app.add_tasks` with {throughput.CHUNK:,} tasks per call "
+        "(`throughput.py`); huey's script has no batch enqueue.",
         "- drain: from starting the worker until the queue is empty (roadie "
         "`run_worker(concurrency=2, until_idle=True)`; PgQueuer `run(mode=drain)`; "
         "procrastinate `run_worker(wait=False, concurrency=2)`; huey a consumer with 2 threads "
@@ -521,7 +569,7 @@ def main() -> None:
         f"- async sleep drain: {ASYNC_TASKS:,} tasks each `await asyncio.sleep(0.1)`, "
         f"{ASYNC_SLOTS} at once (limit {ASYNC_SLOTS * 10:,}/s): roadie "
         f"`run_worker(concurrency=2, async_concurrency={ASYNC_SLOTS}, until_idle=True)` "
-        "(`bench/async_tasks.py`); PgQueuer an async entrypoint with "
+        "(`bench/async_tasks.py`, in a fresh process); PgQueuer an async entrypoint with "
         f"`concurrency_limit={ASYNC_SLOTS}` and `batch_size={ASYNC_SLOTS}`, drain mode; oban-py "
         f"`queues={{'default': {ASYNC_SLOTS}}}`. Added in one batch first, not timed.",
         f"- concurrent single adds: {ADDS:,} adds from {ADD_CLIENTS} callers: roadie "

@@ -169,6 +169,39 @@ def test_add_tasks_returns_each_task_as_stored(app: roadie.Roadie) -> None:
     assert [t.status for t in added[-3:]] == [Status.QUEUED, Status.CANCELLED, Status.NEW]
     assert added[3].run_after == dt.datetime(2030, 1, 1, 11, tzinfo=dt.timezone.utc)
 
+def test_a_batch_whose_tasks_share_their_values_comes_back_as_stored(
+        app: roadie.Roadie) -> None:
+    # the batch path sends only the columns some task sets and makes a field once when
+    # every task has it alike: each record must still be get_task's
+    plain = app.add_tasks([("roadie-examples:echo", {})] * 25)
+    alike = app.add_tasks([{"executor": "roadie-examples:echo", "context": {"i": 1},
+                            "owner": "ann", "priority": 2, "timeout": 5, "tags": ["a"]}] * 25)
+    for added in (plain, alike):
+        assert [app.get_task(t.id) for t in added] == list(added)
+    assert {type(t.timeout) for t in alike} == {float}
+    assert (plain[0].owner, plain[0].priority, plain[0].tags, plain[0].status_message) == (
+        None, 0, frozenset(), "")
+    assert plain[0].plugins is not plain[1].plugins  # each record's map is its own
+
+
+def test_add_tasks_leaves_the_garbage_collector_as_it_found_it(app: roadie.Roadie) -> None:
+    # a batch pauses Python's cyclic collector while it makes its objects, not longer
+    import gc
+
+    assert gc.isenabled()
+    app.add_tasks([("roadie-examples:echo", {})] * 25)
+    assert gc.isenabled()
+    with pytest.raises(ValueError, match="has no 'executor'"):
+        app.add_tasks([("roadie-examples:echo", {})] * 25 + [{"context": {}}])
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        app.add_tasks([("roadie-examples:echo", {})] * 25)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_add_tasks_takes_pairs_and_names_a_bad_item(app: roadie.Roadie) -> None:
     [task] = app.add_tasks([("roadie-examples:echo", {"n": 1})])
     assert app.get_task(task.id).context == {"n": 1}

@@ -9,8 +9,10 @@ computes the isolation key, and reads ``add_tasks``' items a chunk at a time. ``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import gc
 import itertools
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -56,8 +58,35 @@ def add_tasks(
 def add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
               resolved: dict[Any, Any]) -> list[TaskRecord]:
     """Add ``tasks`` (items ``first``... of the caller's) in one transaction."""
+    with collector_paused():
+        return _add_chunk(app, tasks, first, resolved)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused (if it runs) while a batch makes its tasks
+    and records: thousands of new objects, none in a cycle, that would set off collections
+    (a full one over the process's whole heap every other batch of 5,000) costing more than
+    the batch's own work. One chunk's objects at most; a cycle made meanwhile (by a hook) is
+    collected once it runs again. With batches in several threads at once, the first to end
+    resumes it: the others' remaining objects are collected as usual."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
+               resolved: dict[Any, Any]) -> list[TaskRecord]:
     specs = []
     for index, item in enumerate(tasks, first):
+        if type(item) is tuple and len(item) == 2 and type(item[0]) is str:  # (the most)
+            specs.append(app._new_task(item[0], item[1], resolved))
+            continue
         arguments = task_arguments(index, item)
         try:
             executor = arguments.pop("executor")
@@ -94,17 +123,11 @@ def new_task(
     the whole ``add_tasks`` call."""
     known = resolved.get(executor)
     if known is None:
-        try:
-            dist, entry = split_executor_name(executor)
-        except ValueError as exc:
-            raise UnknownExecutor(str(exc)) from None
-        qualified = f"{dist}:{entry}"
-        known = resolved[executor] = (qualified, *app._resolve_executor(qualified),
-                                      app.executor_limits(qualified)[0])
-    qualified, executor_class, plugin_versions, isolation, limits = known
+        known = resolved[executor] = _resolved(app, executor)
+    qualified, executor_class, plugin_versions, isolation, limits, fixed_key = known
     if context is None:
         context = {}
-    if type(context) is not dict and not isinstance(context, Mapping):
+    elif type(context) is not dict and not isinstance(context, Mapping):
         raise ContextEncodeError(
             f"the context of a {qualified} task must be a mapping (a dict of names to "
             f"values), not {type(context).__name__}"
@@ -120,16 +143,17 @@ def new_task(
     for namespace in namespaces:
         versions.setdefault(namespace, app.plugins.version_of(namespace))
     captured = capture(app, qualified, context, resolved)
-    isolation_key = None
-    if isolation is not Isolation.NOT_ISOLATED:
+    if fixed_key is not None:  # not isolated: the same for each of its tasks
+        isolation_key, key_limit = fixed_key
+    else:
         spec_view = TaskDraft(executor=qualified, name=name or "", owner=owner,
                               group=group, context=context)
         isolation_key = isolation_key_of(qualified, executor_class, isolation, spec_view)
-    key_limit = None
-    if isolation_key is not None:
-        key_limit = limits.width(True)
-    elif limits.controlled:  # its limits hold for the executor's tasks together
-        isolation_key, key_limit = qualified, limits.width(False)
+        key_limit = None
+        if isolation_key is not None:
+            key_limit = limits.width(True)
+        elif limits.controlled:  # its limits hold for the executor's tasks together
+            isolation_key, key_limit = qualified, limits.width(False)
     if unique_key is not None and (not isinstance(unique_key, str) or not unique_key
                                    or len(unique_key) > 255):
         raise ValueError(f"unique_key of a {qualified} task must be a non-empty string of at "
@@ -138,8 +162,10 @@ def new_task(
         run_after = utcnow() + dt.timedelta(seconds=delay)
     if run_after is not None and run_after.tzinfo is None:
         raise ValueError("run_after must be timezone-aware (use datetime.now(timezone.utc))")
-    if timeout is not None and timeout <= 0:
-        raise ValueError("timeout must be a positive number of seconds")
+    if timeout is not None:
+        if timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        timeout = float(timeout)
     return instance_of(NewTask, {
         "executor": qualified, "plugins": versions, "context": data, "name": name or "",
         "owner": owner, "group": group, "captured": captured, "isolation_key": isolation_key,
@@ -148,6 +174,23 @@ def new_task(
         "after": task_ids(after) if after else (),
         "unique_key": unique_key, "key_limit": key_limit if key_limit != 1 else None,
     })
+
+
+def _resolved(app: Roadie, executor: str) -> tuple[Any, ...]:
+    """What ``new_task`` needs of ``executor`` for each of its tasks: its qualified name,
+    class, plugin versions, isolation, limits, and (not isolated) the isolation key and
+    width of every task (None: computed per task)."""
+    try:
+        dist, entry = split_executor_name(executor)
+    except ValueError as exc:
+        raise UnknownExecutor(str(exc)) from None
+    qualified = f"{dist}:{entry}"
+    executor_class, plugin_versions, isolation = app._resolve_executor(qualified)
+    limits = app.executor_limits(qualified)[0]
+    fixed_key = None
+    if isolation is Isolation.NOT_ISOLATED:
+        fixed_key = ((qualified, limits.width(False)) if limits.controlled else (None, None))
+    return qualified, executor_class, plugin_versions, isolation, limits, fixed_key
 
 
 def resolve_executor(
@@ -202,34 +245,27 @@ def isolation_key_of(
     return None if custom is None else f"{qualified}#{custom}"
 
 
-_PLAIN = frozenset({str, int, bool, float, bytes, type(None)})
+# value types whose equal values encode alike when their types are the same (not float:
+# 0.0 and -0.0 are equal)
+_PLAIN = frozenset({str, int, bool, bytes, type(None)})
 _MISSING = object()
 
 
 def encoded(app: Roadie, resolved: dict[Any, Any], value: dict[str, Any],
             what: str) -> tuple[bytes, set[str]]:
     """``app.registry.encode_with_namespaces(value)``; within one adding call (``resolved``),
-    a flat map of plain values equal to the previous one (the same keys, types and values:
-    ``{}``, the same caller's captured context) reuses its encoding."""
+    a flat map of plain values equal to the previous one (the same keys in the same order,
+    values of the same types, equal: ``{}``, the same caller's captured context) reuses its
+    encoding."""
+    types = tuple(map(type, value.values()))
+    key = (tuple(value.items()), types) if _PLAIN.issuperset(types) else None
     memo = resolved.get((_MISSING, what))
-    if memo is not None and _same_plain(memo[0], value):
+    if memo is not None and key is not None and memo[0] == key:
         return memo[1], memo[2]
     data, namespaces = app.registry.encode_with_namespaces(value, what=what)
-    if all(type(v) in _PLAIN for v in value.values()):
-        resolved[_MISSING, what] = (dict(value), data, namespaces)  # (hooks may change it)
+    if key is not None:  # (the key holds the values, not the map: hooks may change it)
+        resolved[_MISSING, what] = (key, data, namespaces)
     return data, namespaces
-
-
-def _same_plain(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether the flat plain map ``a`` encodes as ``b`` does: the same keys in the same
-    order, values of the same types (1, True and 1.0 differ here, and so do 0.0 and -0.0)."""
-    if len(a) != len(b):
-        return False
-    for (key, v), (other, w) in zip(a.items(), b.items()):  # noqa: B905 - same lengths
-        if key != other or type(v) is not type(w) or v != w \
-                or (type(v) is float and str(v) != str(w)):
-            return False
-    return True
 
 
 _CAPTURE_ARGS = ("executor", "context")
@@ -250,24 +286,28 @@ def capture(app: Roadie, qualified: str, context: dict[str, Any],
     if not impls:
         return None
     parts: list[Any] = []
-    arguments = {"executor": qualified, "context": context}
     if _has_wrappers(impls):
         try:
             parts = call_hook(app, "roadie_capture_context",
-                              app.plugins.hook.roadie_capture_context, **arguments)
+                              app.plugins.hook.roadie_capture_context, executor=qualified,
+                              context=context)
         except HookFailure as exc:
             raise PluginError(f"cannot add the {qualified} task: {exc}") from exc
     else:
         for impl in impls:
             try:
-                parts.append(impl.function(qualified, context)
-                             if impl.argnames == _CAPTURE_ARGS else
-                             impl.function(*[arguments[a] for a in impl.argnames]))
+                part = (impl.function(qualified, context) if impl.argnames == _CAPTURE_ARGS
+                        else impl.function(*[{"executor": qualified, "context": context}[a]
+                                             for a in impl.argnames]))
             except Exception as exc:
                 raise PluginError(
                     f"cannot add the {qualified} task: hook roadie_capture_context of "
                     f"plugin {impl.plugin_name!r} failed: {type(exc).__name__}: {exc}"
                 ) from exc
+            if part:
+                parts.append(part)
+    if not parts:
+        return None
     captured: dict[str, Any] = {}
     for part in parts:
         if part:

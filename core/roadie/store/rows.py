@@ -135,12 +135,11 @@ def _tag_set(text: str | None) -> frozenset[str]:
     return frozenset(t for t in (text or "").split(",") if t)
 
 
-def plugins_texts(rows: list[dict[str, Any]]) -> list[str]:
-    """The plugins map of each row as JSON text (the maps of a batch are mostly equal)."""
+def plugins_texts(maps: list[dict[str, str]]) -> list[str]:
+    """Plugins maps as JSON text (the maps of a batch are mostly equal)."""
     texts: dict[tuple[tuple[str, str], ...], str] = {}
     found = []
-    for row in rows:
-        plugins = row["plugins"]
+    for plugins in maps:
         key = tuple(plugins.items())
         text = texts.get(key)
         if text is None:
@@ -149,26 +148,58 @@ def plugins_texts(rows: list[dict[str, Any]]) -> list[str]:
     return found
 
 
-def added_records(ids: Sequence[int], rows: Sequence[dict[str, Any]],
+def added_records(ids: Sequence[int], table: dict[str, list[Any]],
                   decoder: Decoder | None) -> list[TaskRecord]:
-    """The TaskRecords of tasks just inserted from ``rows`` (``tasks._bulk_insert``; all
-    with the same columns) with their ``ids``: the columns the rows leave out are NULL. The
-    fields the rows set are picked by one ``itemgetter``, the NULL ones copied from one map."""
-    if not rows:
-        return []
-    first = rows[0]
-    setting = [(name, column) for name, column in _RECORD_SOURCES
-               if column in first and name != "id"]
-    names = ("id", *(name for name, _ in setting))
-    pick = operator.itemgetter(*(column for _, column in setting))
-    unset = {name: None for name, column in _RECORD_SOURCES if column not in first
-             and name != "id"}
-    out = []
-    for task_id, row in zip(ids, rows, strict=True):
-        fields = dict(zip(names, (task_id, *pick(row)), strict=True))
-        fields.update(unset)
-        out.append(_record_of_fields(fields, decoder))
-    return out
+    """The TaskRecords of tasks just inserted (``tasks._bulk_insert``) with their ``ids``,
+    from ``table``, the rows' values a column at a time: the columns it leaves out are NULL.
+    The fields are made as ``_record_of_fields`` makes them, a column at a time; a field
+    that every record has alike is made once."""
+    names: list[str] = ["id"]
+    columns: list[Sequence[Any]] = [ids]
+    same: dict[str, Any] = {"decoder": decoder}
+    for name, column in _RECORD_SOURCES[1:]:
+        values = table.get(column)
+        if values is None:
+            same[name] = _ABSENT.get(name)
+            continue
+        convert = _ADDED_FIELD.get(name, _as_is)
+        # (the plugins maps are each task's own)
+        if name != "plugins" and values.count(values[0]) == len(values):
+            same[name] = convert(values[0])
+        else:
+            names.append(name)
+            columns.append(values if convert is _as_is else list(map(convert, values)))
+    records = []
+    for row in zip(*columns, strict=True):
+        fields = same.copy()
+        for name, value in zip(names, row, strict=True):
+            fields[name] = value
+        records.append(task_record_of(fields))
+    return records
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _in_utc(when: dt.datetime | None) -> dt.datetime | None:
+    return when if when is None or when.tzinfo is _UTC else when.astimezone(_UTC)
+
+
+def _plugins_field(plugins: Any) -> Any:
+    if isinstance(plugins, str):
+        return dict(_plugins_map(plugins))
+    return {} if plugins is None else plugins
+
+
+# ``_record_of_fields``'s conversions, one field at a time (``added_records``), and the
+# fields of columns a row leaves out
+_ADDED_FIELD: dict[str, Callable[[Any], Any]] = {
+    "plugins": _plugins_field, "status": STATUS_OF.__getitem__,
+    "status_message": lambda message: message or "", "tags": _tag_set, "completed": bool,
+    "fan_in": bool, "has_dependents": bool, **{name: _in_utc for name in _RECORD_TIMES}}
+_ABSENT = {"plugins": {}, "status_message": "", "tags": frozenset(), "completed": False,
+           "fan_in": False, "has_dependents": False}
 
 
 def task_record(row: Any, decoder: Decoder | None) -> TaskRecord:

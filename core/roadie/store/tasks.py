@@ -44,6 +44,15 @@ _COPY_TYPES = {
     "parent_id": "int8", "fan_in": "bool", "has_dependents": "bool", "claimable": "bool",
     "unique_key": "text", "key_limit": "int4",
 }
+# what the table gives a column that an insert leaves out (its server default, or NULL): a
+# COPY sends such a column only when some row has another value (models.tasks)
+_COPY_DEFAULTS = {
+    "name": "", "owner": None, "task_group": None, "captured": None, "status_message": "",
+    "completed": False, "attempts": 0, "isolation_key": None, "priority": 0, "tags": "",
+    "timeout": None, "finished_at": None, "parent_id": None, "fan_in": False,
+    "has_dependents": False, "claimable": True, "unique_key": None, "key_limit": None,
+}
+_SENT = object()
 
 
 def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
@@ -124,53 +133,35 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
     """Insert the rows of ``new_tasks`` (in ``conn``'s transaction); None for a task with a
     unique key that another transaction's task took meanwhile."""
     keys = {t.isolation_key for t in new_tasks if t.isolation_key}
+    after = any(t.after for t in new_tasks)
+    unique = any(t.unique_key for t in new_tasks)
+    columns = _task_columns(new_tasks, parent, now)
+    added: list[TaskRecord | None]
+    if not (keys or after or unique) and len(new_tasks) >= BULK_INSERT_FROM:
+        # (the most: plain tasks in bulk, a column at a time from start to end)
+        ids = _bulk_insert(self, conn, columns)
+        return list(added_records(ids, columns, decoder))
     heads = self.key_heads(conn, keys) if keys else {}
     held = self.held_counts(conn, keys) if keys else {}
-    rows: list[dict[str, Any]] = [
-        {
-            "name": t.name,
-            "owner": t.owner,
-            "task_group": t.group,
-            "executor": t.executor,
-            "plugins": t.plugins,
-            "context": t.context,
-            "captured": t.captured,
-            "status": int(Status.NEW),
-            "status_message": "",
-            "completed": False,
-            "attempts": 0,
-            "isolation_key": t.isolation_key,
-            "priority": t.priority,
-            "run_after": t.run_after or now,
-            "tags": t.tags,
-            "timeout": t.timeout,
-            "created_at": now,
-            "updated_at": now,
-            "finished_at": None,
-            "parent_id": parent.task_id if parent is not None else t.parent_id,
-            "fan_in": False,
-            "has_dependents": False,
-            "unique_key": t.unique_key,
-            "key_limit": t.key_limit,
-        }
-        for t in new_tasks
-    ]
-    if any(t.after for t in new_tasks):
+    names = list(columns)
+    rows = [dict(zip(names, values, strict=True))
+            for values in zip(*columns.values(), strict=True)]
+    if after:
         self.trees.block_on(conn, new_tasks, rows, now)
     for row in rows:
         row["claimable"] = claimable_at(row["status"], row["run_after"], now)
     if keys:
         queue_behind_heads(self, conn, rows, heads, held, now)
-    added: list[TaskRecord | None]
-    if any(t.unique_key for t in new_tasks):
+    if unique:
         added = _insert_unique(self, conn, rows, decoder)
     elif len(rows) < BULK_INSERT_FROM:
         added = [task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
                  for row in rows]
     else:
-        ids = _bulk_insert(self, conn, rows)
-        added = list(added_records(ids, rows, decoder))
-    if any(t.after for t in new_tasks):
+        columns = {name: list(map(operator.itemgetter(name), rows)) for name in names}
+        ids = _bulk_insert(self, conn, columns)
+        added = list(added_records(ids, columns, decoder))
+    if after:
         inserted = [(t, r.id) for t, r in zip(new_tasks, added, strict=True) if r is not None]
         self.trees.record_dependencies(conn, [t for t, _ in inserted],
                                        [task_id for _, task_id in inserted])
@@ -280,38 +271,76 @@ def _insert_one_params(task: NewTask, now: dt.datetime) -> dict[str, Any]:
     }
 
 
-def _bulk_insert(self: Store, conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
-    """Insert many task rows (each with the same columns) fast and return their ids: ids
-    are reserved first, then PostgreSQL takes the rows with a binary COPY and SQLite
-    with one prepared statement."""
-    count = len(rows)
+def _task_columns(new_tasks: Sequence[NewTask], parent: Fence | None,
+                  now: dt.datetime) -> dict[str, list[Any]]:
+    """The rows of ``new_tasks`` as added now, a list of values per column (status NEW,
+    claimable when due; dependencies and isolation keys may change both)."""
+    n = len(new_tasks)
+
+    def of(attribute: str) -> list[Any]:
+        return list(map(operator.attrgetter(attribute), new_tasks))
+
+    run_after = [t.run_after or now for t in new_tasks]
+    return {
+        "name": of("name"), "owner": of("owner"), "task_group": of("group"),
+        "executor": of("executor"), "plugins": of("plugins"), "context": of("context"),
+        "captured": of("captured"), "status": [int(Status.NEW)] * n, "status_message": [""] * n,
+        "completed": [False] * n, "attempts": [0] * n, "isolation_key": of("isolation_key"),
+        "priority": of("priority"), "run_after": run_after, "tags": of("tags"),
+        "timeout": of("timeout"), "created_at": [now] * n, "updated_at": [now] * n,
+        "finished_at": [None] * n,
+        "parent_id": [parent.task_id] * n if parent is not None else of("parent_id"),
+        "fan_in": [False] * n, "has_dependents": [False] * n, "unique_key": of("unique_key"),
+        "key_limit": of("key_limit"), "claimable": [when <= now for when in run_after],
+    }
+
+
+def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]]) -> list[int]:
+    """Insert many task rows (``columns``: their values, a list per column) fast and return
+    their ids: ids are reserved first, then PostgreSQL takes the rows with a binary COPY and
+    SQLite with one prepared statement."""
+    count = len(columns["executor"])
     if self.is_postgres:
-        ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalars().all()
+        ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalar_one()
     else:  # under BEGIN IMMEDIATE nobody else inserts meanwhile
         start = int(conn.execute(sa.select(sa.func.max(T.c.id))).scalar() or 0)
         ids = range(start + 1, start + 1 + count)
-    plugins = plugins_texts(rows)  # as JSON text, each distinct map dumped once
+    plugins = plugins_texts(columns["plugins"])  # as JSON text, each distinct map dumped once
     if self.is_postgres and not conn.dialect.is_async:
-        # plugins goes first; the other columns as the rows hold them (also on a caller's
-        # connection: store/caller.py)
-        columns = [c for c in rows[0] if c != "plugins"]
-        values_of = operator.itemgetter(*columns)
-        raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
-        with raw.cursor() as cursor, cursor.copy(
-            f"COPY roadie_tasks (id, plugins, {', '.join(columns)}) FROM STDIN "
-            "(FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
-            for task_id, text, row in zip(ids, plugins, rows, strict=True):
-                copy.write_row((task_id, text, *values_of(row)))
-    elif self.is_postgres:  # an asyncio driver's connection (the async client) takes the maps
-        conn.execute(T.insert(), [{**row, "id": task_id}
-                                  for task_id, row in zip(ids, rows, strict=True)])
+        _copy_rows(conn, ids, plugins, columns)
+        return list(ids)
+    names = ["id", *columns]
+    values = zip(ids, *columns.values(), strict=True)
+    if self.is_postgres:  # an asyncio driver's connection (the async client) takes the maps
+        conn.execute(T.insert(), [dict(zip(names, row, strict=True)) for row in values])
     else:  # SQLite keeps JSON as text: the texts go in as they are
-        conn.execute(T.insert().values(plugins=sa.bindparam("plugins", type_=sa.Text())),
-                     [{**row, "id": task_id, "plugins": text}
-                      for task_id, text, row in zip(ids, plugins, rows, strict=True)])
+        rows = [dict(zip(names, row, strict=True)) for row in values]
+        for row, text in zip(rows, plugins, strict=True):
+            row["plugins"] = text
+        conn.execute(T.insert().values(plugins=sa.bindparam("plugins", type_=sa.Text())), rows)
     return list(ids)
+
+
+def _copy_rows(conn: Connection, ids: Sequence[int], plugins: list[str],
+               table: dict[str, list[Any]]) -> None:
+    """Rows (``table``: a list of values per column) into roadie_tasks with one binary COPY
+    (also on a caller's connection: store/caller.py); a column that every row leaves at what
+    the table gives it (``_COPY_DEFAULTS``) is not sent."""
+    columns, values = [], []
+    for column, got in table.items():
+        default = _COPY_DEFAULTS.get(column, _SENT)
+        if column == "plugins" or (default is not _SENT and got.count(default) == len(got)):
+            continue
+        columns.append(column)
+        values.append(got)
+    raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
+    with raw.cursor() as cursor, cursor.copy(
+        f"COPY roadie_tasks (id, plugins, {', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+    ) as copy:
+        copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
+        write = copy.write_row
+        for row in zip(ids, plugins, *values, strict=True):
+            write(row)
 
 
 def get_task(self: Store, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
