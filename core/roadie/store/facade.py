@@ -27,6 +27,7 @@ from roadie.store import claim as claims
 from roadie.store.engine import Database
 from roadie.store.grouped import ThreadedAdds
 from roadie.store.schedules import ScheduleStore
+from roadie.store.statistics import TaskStatistics
 from roadie.store.trees import TreeStore
 
 
@@ -44,13 +45,17 @@ class Store(Database):
         super().__init__(url, echo=echo, synchronous_commit=synchronous_commit,
                          idle_timeout=idle_timeout, pooler=pooler, listen_url=listen_url)
         # what the concern modules keep per store
-        self._unanalyzed = 0  # tasks added since the statistics were last looked at
-        self._analyzed_rows = 0  # the task table's rows then (see tasks._keep_statistics)
+        self.statistics = TaskStatistics(self._autocommit)  # the planner's, after bursts
         self._candidates_cache: dict[tuple[int, int, int], Any] = {}  # claim: by shape
         self._next_due_check = 0.0  # time.monotonic() of the next promotion of due tasks
         self._rate_keys: set[tuple[str, int]] = set()  # (key, count): rate windows made
         # single adds from threads, grouped as they arrive (PostgreSQL; tasks._pg_insert_one)
         self._threaded_adds = ThreadedAdds(functools.partial(tasks._send_group, self))
+
+    def dispose(self) -> None:
+        """Let a refresh of the statistics on its way end, then close (``Database``'s)."""
+        self.statistics.wait(30)
+        super().dispose()
 
     # -- tasks: add, read, count, cancel, resume, delete (tasks.py) ------------------------
     insert_tasks = tasks.insert_tasks

@@ -28,11 +28,6 @@ if TYPE_CHECKING:
     from roadie.store.grouped import GroupedAdds
 
 T = models.tasks
-# the columns whose statistics the claim and the sweeps are planned with (an ANALYZE of these
-# takes about half the time of all; autovacuum analyzes the rest later)
-_PLANNED_COLUMNS = ("status", "claimable", "executor", "tags", "priority", "run_after",
-                    "isolation_key", "node", "parent_id")
-ANALYZE_AFTER = 1000  # tasks added (here, since the last look) before statistics are looked at
 BULK_INSERT_FROM = 20
 # the binary COPY types of the columns that a new task sets (PostgreSQL); JSON goes as text
 _COPY_TYPES = {
@@ -85,8 +80,8 @@ def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
         if inserted:
             ids = [r.id for r in inserted if r is not None]
             self.notify(conn, CHANNEL_ADDED, str(ids[-1]) if ids else "")
-    if self.is_postgres:
-        _keep_statistics(self, len(inserted))
+    if self.is_postgres and (self._bound is None or not self._bound.in_transaction()):
+        self.statistics.added(len(inserted))  # (not in a caller's transaction: not committed)
     if len(fresh) == len(new_tasks) and all(r is not None for r in inserted):
         return Added(inserted)  # type: ignore[arg-type]
     by_identity = {id(t): r for t, r in zip(fresh, inserted, strict=True) if r is not None}
@@ -186,25 +181,6 @@ def _insert_unique(self: Store, conn: Connection, rows: list[dict[str, Any]],
     return [stored.get((row["executor"], row["unique_key"])) if row["unique_key"] is not None
             else task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
             for row in rows]
-
-
-def _keep_statistics(self: Store, added: int) -> None:
-    """Refresh the planner's statistics of the task table once the tasks added here since
-    the last look are as many as it held then (so they are never more than half behind):
-    a burst leaves them behind until autovacuum catches up, and without them the claim
-    sorts every waiting task. Growing a table to n tasks analyzes it about log2(n) times,
-    not once per call."""
-    self._unanalyzed += added
-    if self._unanalyzed < max(ANALYZE_AFTER, self._analyzed_rows):
-        return
-    with self._autocommit() as conn:
-        rows = max(0, int(conn.execute(sa.text(
-            "SELECT reltuples FROM pg_class WHERE oid = 'roadie_tasks'::regclass"
-        )).scalar() or 0))
-        if self._unanalyzed >= rows:  # (autovacuum may have analyzed it meanwhile)
-            conn.execute(sa.text(f"ANALYZE roadie_tasks ({', '.join(_PLANNED_COLUMNS)})"))
-            rows += self._unanalyzed
-    self._analyzed_rows, self._unanalyzed = rows, 0
 
 
 def _pg_insert_one(self: Store, task: NewTask, now: dt.datetime,
