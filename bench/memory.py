@@ -14,6 +14,11 @@ it had loaded. With ``--against ROOT`` (an exported tree, ``git archive COMMIT c
 tar -x -C ROOT``), every measurement is made with that tree's ``core/`` and first-party
 ``plugins/`` first on ``PYTHONPATH`` too, alternating with this checkout's, round by round.
 
+Each tree's ``core/`` and ``plugins/`` are compiled to bytecode first (``__pycache__``), as pip
+does when it installs a package: otherwise, where PYTHONDONTWRITEBYTECODE is set (as on the
+benchmark machine) or the checkout is read-only, every worker would compile roadie's modules
+from source at each start, and the compiler's leftovers would count (about 1 MB).
+
 The breakdown (this checkout only, Python-started, per backend): the RSS after each step of a
 fresh process (the interpreter; asyncio, which SQLAlchemy imports and which imports ssl;
 SQLAlchemy; the plugin machinery; roadie; the plugins; the database; the idle worker) and the
@@ -32,6 +37,7 @@ created again for each run; ROADIE_BENCH_MEMORY_PG points elsewhere.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import signal
@@ -99,6 +105,14 @@ def report():
 threading.Thread(target=report, daemon=True).start()
 app.run_worker()
 """
+
+
+def compile_tree(tree: Path) -> None:
+    """Compile ``tree``'s ``core/`` and ``plugins/`` to bytecode, as an installed package has
+    it (written even under PYTHONDONTWRITEBYTECODE)."""
+    for part in ("core", "plugins"):
+        if not compileall.compile_dir(tree / part, quiet=1):
+            sys.exit(f"could not compile {tree / part}")
 
 
 def fresh_database(backend: str, tmp: Path) -> str:
@@ -179,6 +193,8 @@ def main() -> None:
     trees: list[tuple[str, Path | None]] = [("this checkout", None)]
     if args.against:
         trees.insert(0, ("before", Path(args.against).resolve()))
+    for _, tree in trees:
+        compile_tree(tree or ROOT)
     rss: dict[tuple[str, str, str], list[float]] = {}
     loaded: dict[tuple[str, str], set[str]] = {}
     parts = []
@@ -232,7 +248,8 @@ def main() -> None:
         f"Median of {args.rounds} rounds; in each round every worker is a fresh process"
         f"{', and the two trees alternate' if len(trees) == 2 else ''}. Idle RSS: VmRSS 3 s "
         f"after the worker registered its node (default settings, one process, the plugins "
-        f"installed here: {', '.join(PLUGINS)}; no DJANGO_SETTINGS_MODULE). "
+        f"installed here: {', '.join(PLUGINS)}; no DJANGO_SETTINGS_MODULE; each tree's core "
+        f"and plugins compiled to bytecode first, as pip installs them). "
         + (f"Before: `{args.against}` (core and plugins) first on PYTHONPATH. "
            if args.against else "")
         + f"Watched modules a Python-started worker had loaded ({', '.join(WATCHED)}): "
