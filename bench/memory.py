@@ -23,7 +23,8 @@ The breakdown (this checkout only, Python-started, per backend): the RSS after e
 fresh process (the interpreter; asyncio, which SQLAlchemy imports and which imports ssl;
 SQLAlchemy; the plugin machinery; roadie; the plugins; the database; the idle worker) and the
 Python allocations of the idle worker by package (tracemalloc, traced from the start, in
-another process: its records would count in the RSS).
+another process: its records would count in the RSS); and the floor, the RSS of a process
+with SQLAlchemy and the driver holding one connection, without roadie.
 
 Target (issue 31): an idle worker at most 45 MB on both databases.
 
@@ -106,6 +107,19 @@ threading.Thread(target=report, daemon=True).start()
 app.run_worker()
 """
 
+# The floor: SQLAlchemy and the database's driver with one connection (and pluggy, msgpack,
+# importlib.metadata), no roadie: what any SQLAlchemy program on this database keeps
+FLOOR = """
+import sys
+import importlib.metadata, msgpack, pluggy
+import sqlalchemy as sa
+engine = sa.create_engine(sys.argv[1])
+with engine.connect() as conn:
+    conn.execute(sa.text("SELECT 1"))
+with open("/proc/self/status") as f:
+    print(int(next(l.split()[1] for l in f if l.startswith("VmRSS:"))) / 1024)
+"""
+
 
 def compile_tree(tree: Path) -> None:
     """Compile ``tree``'s ``core/`` and ``plugins/`` to bytecode, as an installed package has
@@ -170,7 +184,9 @@ def idle_rss(url: str, mode: str, env: dict[str, str], app: roadie.Roadie
 
 def breakdown(url: str, env: dict[str, str]) -> dict[str, Any]:
     """Where an idle Python-started worker's memory goes (this checkout)."""
-    found: dict[str, Any] = {}
+    run = subprocess.run([sys.executable, "-c", FLOOR, url], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    found: dict[str, Any] = {"floor": float(run.stdout.strip().splitlines()[-1])}
     for what in ("rss", "trace"):
         run = subprocess.run([sys.executable, "-c", BREAKDOWN, url, what], env=env,
                              capture_output=True, text=True, timeout=300, check=True)
@@ -225,7 +241,10 @@ def main() -> None:
                          f"Python, steps of one fresh process):\n\n"
                          + table(["step", "RSS", "step's share"], rows)
                          + f"\n\nPython allocations of the idle worker (tracemalloc, "
-                         f"{found['traced'] / 1e6:.1f} MB traced), by package: {packages}.")
+                         f"{found['traced'] / 1e6:.1f} MB traced), by package: {packages}. "
+                         f"The floor, SQLAlchemy and the driver with one connection (and "
+                         f"pluggy, msgpack, importlib.metadata) without roadie: "
+                         f"{found['floor']:.1f} MB.")
     rows = []
     for backend in backends:
         for mode in ("cli", "python"):
