@@ -14,11 +14,17 @@ it had loaded. With ``--against ROOT`` (an exported tree, ``git archive COMMIT c
 tar -x -C ROOT``), every measurement is made with that tree's ``core/`` and first-party
 ``plugins/`` first on ``PYTHONPATH`` too, alternating with this checkout's, round by round.
 
+Each tree's ``core/`` and ``plugins/`` are compiled to bytecode first (``__pycache__``), as pip
+does when it installs a package: otherwise, where PYTHONDONTWRITEBYTECODE is set (as on the
+benchmark machine) or the checkout is read-only, every worker would compile roadie's modules
+from source at each start, and the compiler's leftovers would count (about 1 MB).
+
 The breakdown (this checkout only, Python-started, per backend): the RSS after each step of a
 fresh process (the interpreter; asyncio, which SQLAlchemy imports and which imports ssl;
 SQLAlchemy; the plugin machinery; roadie; the plugins; the database; the idle worker) and the
 Python allocations of the idle worker by package (tracemalloc, traced from the start, in
-another process: its records would count in the RSS).
+another process: its records would count in the RSS); and the floor, the RSS of a process
+with SQLAlchemy and the driver holding one connection, without roadie.
 
 Target (issue 31): an idle worker at most 45 MB on both databases.
 
@@ -32,6 +38,7 @@ created again for each run; ROADIE_BENCH_MEMORY_PG points elsewhere.
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import signal
@@ -100,6 +107,27 @@ threading.Thread(target=report, daemon=True).start()
 app.run_worker()
 """
 
+# The floor: SQLAlchemy and the database's driver with one connection (and pluggy, msgpack,
+# importlib.metadata), no roadie: what any SQLAlchemy program on this database keeps
+FLOOR = """
+import sys
+import importlib.metadata, msgpack, pluggy
+import sqlalchemy as sa
+engine = sa.create_engine(sys.argv[1])
+with engine.connect() as conn:
+    conn.execute(sa.text("SELECT 1"))
+with open("/proc/self/status") as f:
+    print(int(next(l.split()[1] for l in f if l.startswith("VmRSS:"))) / 1024)
+"""
+
+
+def compile_tree(tree: Path) -> None:
+    """Compile ``tree``'s ``core/`` and ``plugins/`` to bytecode, as an installed package has
+    it (written even under PYTHONDONTWRITEBYTECODE)."""
+    for part in ("core", "plugins"):
+        if not compileall.compile_dir(tree / part, quiet=1):
+            sys.exit(f"could not compile {tree / part}")
+
 
 def fresh_database(backend: str, tmp: Path) -> str:
     """The URL of a new database for ``backend``, with roadie's schema."""
@@ -156,7 +184,9 @@ def idle_rss(url: str, mode: str, env: dict[str, str], app: roadie.Roadie
 
 def breakdown(url: str, env: dict[str, str]) -> dict[str, Any]:
     """Where an idle Python-started worker's memory goes (this checkout)."""
-    found: dict[str, Any] = {}
+    run = subprocess.run([sys.executable, "-c", FLOOR, url], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    found: dict[str, Any] = {"floor": float(run.stdout.strip().splitlines()[-1])}
     for what in ("rss", "trace"):
         run = subprocess.run([sys.executable, "-c", BREAKDOWN, url, what], env=env,
                              capture_output=True, text=True, timeout=300, check=True)
@@ -179,6 +209,8 @@ def main() -> None:
     trees: list[tuple[str, Path | None]] = [("this checkout", None)]
     if args.against:
         trees.insert(0, ("before", Path(args.against).resolve()))
+    for _, tree in trees:
+        compile_tree(tree or ROOT)
     rss: dict[tuple[str, str, str], list[float]] = {}
     loaded: dict[tuple[str, str], set[str]] = {}
     parts = []
@@ -209,7 +241,10 @@ def main() -> None:
                          f"Python, steps of one fresh process):\n\n"
                          + table(["step", "RSS", "step's share"], rows)
                          + f"\n\nPython allocations of the idle worker (tracemalloc, "
-                         f"{found['traced'] / 1e6:.1f} MB traced), by package: {packages}.")
+                         f"{found['traced'] / 1e6:.1f} MB traced), by package: {packages}. "
+                         f"The floor, SQLAlchemy and the driver with one connection (and "
+                         f"pluggy, msgpack, importlib.metadata) without roadie: "
+                         f"{found['floor']:.1f} MB.")
     rows = []
     for backend in backends:
         for mode in ("cli", "python"):
@@ -232,7 +267,8 @@ def main() -> None:
         f"Median of {args.rounds} rounds; in each round every worker is a fresh process"
         f"{', and the two trees alternate' if len(trees) == 2 else ''}. Idle RSS: VmRSS 3 s "
         f"after the worker registered its node (default settings, one process, the plugins "
-        f"installed here: {', '.join(PLUGINS)}; no DJANGO_SETTINGS_MODULE). "
+        f"installed here: {', '.join(PLUGINS)}; no DJANGO_SETTINGS_MODULE; each tree's core "
+        f"and plugins compiled to bytecode first, as pip installs them). "
         + (f"Before: `{args.against}` (core and plugins) first on PYTHONPATH. "
            if args.against else "")
         + f"Watched modules a Python-started worker had loaded ({', '.join(WATCHED)}): "

@@ -194,10 +194,11 @@ def test_circles_finds_a_circle_and_its_members() -> None:
 
 
 # What a worker started from Python (``app.run_worker``) must not load: the command line and
-# its terminal output, the web app, the async client, Django without its settings; on each
+# its terminal output, the web app, the async client, Django without its settings,
+# OpenTelemetry while the program uses none (roadie-opentelemetry installed); on each
 # database, the other database's SQLAlchemy dialect and driver (issue 31: idle memory).
 NOT_IN_A_WORKER = ("click", "rich", "starlette", "uvicorn", "roadie.cli", "roadie.web",
-                   "roadie.aio_client", "django")
+                   "roadie.aio_client", "django", "opentelemetry")
 OTHER_DATABASE = {"sqlite": ("sqlalchemy.dialects.postgresql", "psycopg"),
                   "postgresql": ("sqlalchemy.dialects.sqlite", "sqlite3")}
 WORKER_SCRIPT = """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import mimetypes
 import os
 import re
 import shutil
@@ -183,7 +182,7 @@ def store_attachment(app: Roadie, task_id: int, name: str,
             stream.close()
     info = AttachmentInfo(
         task_id=task_id, name=name, size=checked.size, checksum=checked.checksum,
-        media_type=media_type or mimetypes.guess_type(name)[0] or "application/octet-stream",
+        media_type=media_type or _guess_type(name),
         created_at=utcnow(),
     )
     try:
@@ -194,6 +193,14 @@ def store_attachment(app: Roadie, task_id: int, name: str,
             finish(False)  # refused (a stale attempt): its bytes are not kept
         raise
     return info
+
+
+def _guess_type(name: str) -> str:
+    """The media type of a file called ``name``, from its extension (mimetypes is imported
+    here: a worker whose tasks attach nothing never loads it)."""
+    import mimetypes
+
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def open_attachment(app: Roadie, task_id: int, name: str) -> IO[bytes]:

@@ -1,16 +1,20 @@
 """roadie hooks of the OpenTelemetry plugin: capture the caller's trace context when a task is
-added, restore it on the worker, and wrap each attempt's execution in a span."""
+added, restore it on the worker, and wrap each attempt's execution in a span.
+
+OpenTelemetry is imported only once the process uses it (its application imported the API, or
+names a tracer provider in ``OTEL_PYTHON_TRACER_PROVIDER``), or to restore a captured context:
+until then no context can be current and no provider is set, so every hook would do nothing,
+and a worker keeps about 0.5 MB less (issue 31: idle memory)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import roadie
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 from roadie import hookimpl
 
 if TYPE_CHECKING:
@@ -27,6 +31,11 @@ def roadie_capture_context(executor: str, context: dict[str, Any]) -> dict[str, 
     """The caller's W3C trace context (``traceparent``, ``tracestate``), if it has one. An
     empty OpenTelemetry context (no span, no baggage: a caller outside any trace) has nothing
     to propagate, and costs no propagator call (``add_tasks`` calls this for every task)."""
+    if "opentelemetry.context" not in sys.modules:
+        return None  # nothing imported it: no context was ever attached
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate
+
     if not otel_context.get_current():
         return None
     carrier: dict[str, str] = {}
@@ -36,6 +45,9 @@ def roadie_capture_context(executor: str, context: dict[str, Any]) -> dict[str, 
 
 @contextlib.contextmanager
 def _attached(carrier: dict[str, str]) -> Iterator[None]:
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate
+
     token = otel_context.attach(propagate.extract(carrier))
     try:
         yield
@@ -54,6 +66,10 @@ def roadie_restore_context(task: RunningTask,
 def _tracing() -> bool:
     """Whether the application set a tracer provider: until it does, every span would be a
     no-op that still costs its making, on every attempt."""
+    if "opentelemetry.trace" not in sys.modules and "OTEL_PYTHON_TRACER_PROVIDER" not in os.environ:
+        return False  # no application code imported the API, so none set a provider
+    from opentelemetry import trace
+
     provider = trace.get_tracer_provider()
     return not isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider))
 
@@ -64,6 +80,9 @@ def roadie_execute_task(task: RunningTask, executor: Executor) -> Generator[None
     task's attributes and its outcome."""
     if not _tracing():
         return (yield)
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
     record = task.record
     attributes: dict[str, Any] = {
         "roadie.task.id": record.id,
