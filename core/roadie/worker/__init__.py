@@ -109,6 +109,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
+        self._swept = threading.Event()  # the first sweep for dead nodes' tasks is done
         self._claimable: Claimable | None = None
         self._declared: dict[str, tuple[Limits, str]] = {}  # executor -> limits, isolation
         # async executors: their own claim, slots and event-loop thread (roadie.aio_runner)
@@ -254,8 +255,7 @@ class Worker:
         try:
             self.start_host_templates()
             notify_hook(self.app, "roadie_worker_started", worker=self)
-            self._start_threads()
-            self.app.recover_orphans(self)
+            self._start_threads()  # (the maintenance thread sweeps for dead nodes' tasks)
             self._claims.run()
         finally:
             self._stopping.set()
