@@ -194,10 +194,12 @@ def test_circles_finds_a_circle_and_its_members() -> None:
 
 
 # What a worker started from Python (``app.run_worker``) must not load: the command line and
-# its terminal output, the web app, the async client, Django without its settings; on each
-# database, the other database's SQLAlchemy dialect and driver (issue 31: idle memory).
+# its terminal output, the web app, the async client, Django without its settings, the host
+# processes' pool while no executor runs in one (none of the installed plugins' does; it was
+# imported by the first claim, issue 31: async executors); on each database, the other
+# database's SQLAlchemy dialect and driver (issue 31: idle memory).
 NOT_IN_A_WORKER = ("click", "rich", "starlette", "uvicorn", "roadie.cli", "roadie.web",
-                   "roadie.aio_client", "django")
+                   "roadie.aio_client", "django", "roadie.hosts")
 OTHER_DATABASE = {"sqlite": ("sqlalchemy.dialects.postgresql", "psycopg"),
                   "postgresql": ("sqlalchemy.dialects.sqlite", "sqlite3")}
 WORKER_SCRIPT = """

@@ -410,7 +410,7 @@ class ClaimLoop:
                                   max_messages=settings.max_status_messages,
                                   child_width=settings.child_width)
             is_async = (record.executor in self._async_names and self._runner is not None
-                        and not self._worker.hosts.wants(running))  # a host runs its own loop
+                        and not self._worker.runs_in_host(running))  # a host runs its own loop
             (on_loop if is_async else on_threads).append(running)
         with self._running_lock:
             for running in on_loop + on_threads:
@@ -553,9 +553,8 @@ class ClaimLoop:
             now = began or record.started_at or utcnow()  # (set by the claim, or began)
             self.app.rollup.started(record.executor, now, (
                 now - max(record.created_at, record.run_after)).total_seconds())
-        hosts = self._worker.hosts
-        if hosts.wants(task):  # an env executor, out_of_process, or --out-of-process
-            outcome, result, error = hosts.run_attempt(task)
+        if self._worker.runs_in_host(task):  # an env executor, out_of_process, or all
+            outcome, result, error = self._worker.hosts.run_attempt(task)
         else:
             outcome, result, error = run_attempt(self.app, task)
         task.ended = True
