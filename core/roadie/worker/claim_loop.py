@@ -477,10 +477,11 @@ class ClaimLoop:
         """How many tasks to claim beyond the free slots of a ``kind`` ("sync": threads,
         "async": async slots): as many as those slots are expected to start within
         ``prefetch_short`` seconds (from the moving average of their run times), at most
-        ``Settings.prefetch``; none until a task of that kind has ended here. A slot busy
-        with a long task counts for none: one that has run longer than ``prefetch_short``
-        and than LONG_RUN times the average (a task of about the average is not long, even
-        as it ends; a slot whose task ended and waits for the round to record it is free).
+        ``Settings.prefetch``; none until a task of that kind has ended here, nor while that
+        average is over LONG_RUN times ``prefetch_short``. A slot busy with a long task
+        counts for none: one that has run longer than ``prefetch_short`` and than LONG_RUN
+        times the average (a task of about the average is not long, even as it ends; a slot
+        whose task ended and waits for the round to record it is free).
         One long task (a serial task holding its key, an export) leaves the other slots
         their prefetch, and a node whose slots all run long tasks claims none ahead. So one
         thread never has a task of ``prefetch_short`` or longer claimed ahead, while 200
@@ -488,8 +489,8 @@ class ClaimLoop:
         millisecond and may have up to 200 (capped by ``prefetch``)."""
         prefetch, short = self.settings.prefetch, self.settings.prefetch_short
         run_time = self._run_time[kind]
-        if prefetch <= 0 or run_time is None:
-            return 0
+        if prefetch <= 0 or run_time is None or run_time > LONG_RUN * short:
+            return 0  # (tasks this long: the rounds keep up, a start claimed ahead costs a write)
         on_loop = kind == "async"
         oldest = time.monotonic() - max(short, LONG_RUN * run_time)
         async_ids = self._async_ids
