@@ -82,7 +82,9 @@ a timeline of single drains, per-thread CPU, py-spy on the event loop, gc callba
 
 What changed: a slot counts as busy with a long task only past `prefetch_short` and twice
 the average run time (and a slot whose attempt ended is free), so the async claim ahead stays
-at its cap across generations; the run times of the round's ended attempts are noted before
+at its cap across generations, and none is claimed ahead while the average is over twice
+`prefetch_short` (the 1 s fan-out had drained 5-8% slower with 128 starts claimed ahead, each
+recorded by a write of its own); the run times of the round's ended attempts are noted before
 its claim; the start-up sweep runs in the maintenance thread beside the first claim (a worker
 run until idle waits for it); greenlet is imported as the loop starts; the host pool (and
 roadie.hosts) is made only when an executor runs in a host; RunningTask's lazy attributes
