@@ -39,6 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _databases import fresh_postgres
 from _results import table, write_section
@@ -50,47 +51,46 @@ PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_b
 SLOTS = 200
 FANOUT_SLOTS = 2000
 HERE = Path(__file__).resolve().parent
-# Where the time went (issue 31), from profiles of the 1,000-task PostgreSQL drain at load 3-4
-# (bench-free runs of /tmp scripts: per-thread CPU with time.thread_time, cProfile timed by
-# thread CPU, py-spy --threads, and a trace of every round and every start on the loop)
-BREAKDOWN = """Where the time went before this change (7960af7, PostgreSQL, 1,000 tasks, 200 slots,
-load 3-4; per-thread CPU, cProfile timed by thread CPU, py-spy, a trace of the rounds):
+# Where the time went (issue 31, second round), from a timeline of single drains (every
+# attempt's start and end, each round, each start-up and shut-down step; /tmp scripts), per-thread
+# CPU (time.thread_time), py-spy --gil on the event-loop thread, and gc callbacks
+BREAKDOWN = """Where the time went before this change (f3eb067; 1,000 tasks, 200 slots, load 1-3;
+a timeline of single drains, per-thread CPU, py-spy on the event loop, gc callbacks):
 
-- The drain was latency-bound, not CPU-bound: 535-590/s at 0.54 ms of process CPU per task
-  (a third of one core). Tasks ran in waves: a round claimed about 200, the loop started them
-  over 30-120 ms, they ended together, the first end woke a round of one task (10-30 ms) and
-  the rest waited for the next; every slot waited for a whole round (settle and claim
-  statement 4-50 ms, the hand-off to the loop, the greenlet's start) between two tasks. A
-  wave took 140-250 ms for a 100 ms sleep.
-- A fixed 260 ms before the first claim, 165-180 ms of it roadie-django's
-  `roadie_worker_started` importing Django on every worker start, with or without Django
-  tasks (0.17 ms per task of a 1,000-task drain; most of the "1.2-1.6 ms per task" of the
-  issue at smaller drains). The rest: node row and limits 10-26 ms, LISTEN 5-12 ms, threads
-  12 ms, the orphan sweep 15-45 ms.
-- CPU per task: the event-loop thread 0.25 ms (the attempt's hooks through pluggy, five calls
-  with the installed plugins' implementations, about 0.1 ms; two progress messages encoded
-  and translated; the context and captured-context decode; two asyncio tasks and three
-  greenlet switches per attempt, about 0.05 ms); the claim loop 0.07-0.08 ms (the settle
-  statement's rows, records, RunningTask objects, ending hooks); 14-20 rounds per 1,000
-  tasks. The first wave also pays first-use imports on the loop thread (prometheus_client:
-  100-150 ms under load).
+- The limit is 0.5 s of sleeping (five generations of 200 tasks); a drain took 0.8-1.1 s.
+  Start-up: the first claim's statement began 66 ms after `run_worker` (node row and limits
+  12-17 ms, LISTEN 7-9 ms, `roadie_worker_started` 6 ms, threads 5-13 ms, the sweep for dead
+  nodes' tasks 18-47 ms), the first task started at 80-150 ms and the first 200 over the
+  next 100 ms. Shut-down: 25-35 ms from the last end to the return (the last round, the idle
+  check 4 ms, the host pool, imported by the first claim only to say that no task runs in a
+  host, closed; the overview's counts; the node row 3-7 ms).
+- Between generations, each slot waited 30-90 ms for its next task. The claim ahead of the
+  async slots counted a slot whose task had run longer than `prefetch_short` (0.1 s) as busy
+  with a long task: a 0.1 s sleep is just over it as it ends, so the rounds at a generation's
+  end claimed 0-40 ahead instead of 128, and the freed slots waited for a round (20-50 ms
+  under load). The first round to see an end claimed none ahead either (the run time was
+  noted after the claim).
+- Within a generation the event loop is the queue: 0.35-0.45 ms of loop CPU per task
+  (pluggy and the plugins' hooks about 40%, the executor's two status messages 16%, the
+  greenlet bridge and asyncio 15%, the live state's encoding 6%, context decoding 5%;
+  functools.cached_property's shared lock 4%), so the ~200 ends and starts of a generation
+  take 70-90 ms and the generations stay bunched. The process spends 0.55-0.75 ms of CPU
+  per task (the claim loop 0.1 on PostgreSQL, 0.2-0.3 on SQLite; the collector 3-5%): at
+  1,800/s that is more than one core under one interpreter lock, so the target is out of
+  reach without about halving the CPU per task; the timings swing 30% with the machine's
+  load.
 
-- The fan-out (2,000 slots, 1 s tasks) on PostgreSQL stalled 2-3.5 s at a time: each task's
-  two progress messages make its live state due for a write once it has run
-  `status_interval`, so the progress writer wrote about 1,800 rows at each tick, as an
-  executemany of 1,800 UPDATEs plus a read, 2.0-3.6 s under the worker's write lock (which
-  keeps that write and the settle round from locking the same rows in different orders);
-  every round waited for it (a round of one outcome took 1.9-2.8 s).
-
-What changed: async slots claim ahead under the same rule as threads (what the slots start
-within `prefetch_short`; per kind of slot, with its own run time; put back after
-`prefetch_hold` or at a stop; the start recorded by the next round), and the loop starts a
-task claimed ahead the moment a slot frees, without a round; roadie-django no longer imports
-Django at worker start (state B-9890297); on PostgreSQL the live-state write is one statement
-that writes and reads, fenced as before (state C-8b578d2). What is left per task is CPU
-under the interpreter lock: about 0.3 ms on the loop thread and 0.08 ms in the claim loop,
-so 1,800/s needs about 0.7 of a core for the worker alone, and a 1,000-task drain also pays
-about 90 ms of worker start and a first wave slowed by first-use imports."""
+What changed: a slot counts as busy with a long task only past `prefetch_short` and twice
+the average run time (and a slot whose attempt ended is free), so the async claim ahead stays
+at its cap across generations, and none is claimed ahead while the average is over twice
+`prefetch_short` (the 1 s fan-out had drained 5-8% slower with 128 starts claimed ahead, each
+recorded by a write of its own); the run times of the round's ended attempts are noted before
+its claim; the start-up sweep runs in the maintenance thread beside the first claim (a worker
+run until idle waits for it); greenlet is imported as the loop starts; the host pool (and
+roadie.hosts) is made only when an executor runs in a host; RunningTask's lazy attributes
+without functools.cached_property; the built-in status translator called directly when it
+is the only implementation; the outcome's last fields set without dataclasses.replace. The
+rows give each drain's first start, last start, last end and return (ms from `run_worker`)."""
 PLUGINS = ["roadie-examples", "roadie-django", "roadie-prometheus", "roadie-opentelemetry"]
 
 
@@ -114,10 +114,31 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def timeline() -> dict[str, list[float]]:
+    """When each attempt starts and ends (``time.perf_counter``), noted by wrapping the
+    worker's ``ClaimLoop._run_one`` (about a microsecond a task; the same in every state)."""
+    from roadie.worker import claim_loop
+
+    marks: dict[str, list[float]] = {"starts": [], "ends": []}
+    run_one = claim_loop.ClaimLoop._run_one
+
+    def noted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        marks["starts"].append(time.perf_counter())
+        try:
+            return run_one(self, *args, **kwargs)
+        finally:
+            marks["ends"].append(time.perf_counter())
+
+    claim_loop.ClaimLoop._run_one = noted  # type: ignore[method-assign]
+    return marks
+
+
 def child(backend: str, n: int, executor: str, context: dict, threads: int,
           async_slots: int) -> dict[str, float | str]:
     """One drain of ``n`` tasks on a fresh database, in this process (``--child``)."""
     import roadie
+
+    marks = timeline()
 
     with tempfile.TemporaryDirectory(prefix="roadie-bench-async-") as tmp:
         app = roadie.Roadie(fresh_database(backend, Path(tmp)), data_dir=tmp,
@@ -135,7 +156,11 @@ def child(backend: str, n: int, executor: str, context: dict, threads: int,
         finally:
             app.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ms = [1000 * (min(marks["starts"]) - started), 1000 * (max(marks["starts"]) - started),
+          1000 * (max(marks["ends"]) - started)]
     return {"rate": n / seconds, "rounds": stats.claims, "cpu_ms": 1000 * cpu / n,
+            "first_start": ms[0], "last_start": ms[1], "last_end": ms[2],
+            "returned": 1000 * seconds,
             "rss_before": before, "rss_peak": peak, "roadie": str(Path(roadie.__file__).parent)}
 
 
@@ -225,7 +250,10 @@ def main() -> None:
                         note(f"round {round_no} {backend} {case.name} {state}: "
                              f"{result['rate']:.0f}/s, {result['cpu_ms']:.2f} ms CPU/task, "
                              f"{result['rounds']} rounds, RSS {result['rss_before']:.0f} -> "
-                             f"peak {result['rss_peak']:.0f} MB, load "
+                             f"peak {result['rss_peak']:.0f} MB; ms from run_worker: first "
+                             f"start {result['first_start']:.0f}, last start "
+                             f"{result['last_start']:.0f}, last end {result['last_end']:.0f}, "
+                             f"return {result['returned']:.0f}; load "
                              f"{os.getloadavg()[0]:.1f}")
             result = run_roadie(states[-1][0], states[-1][1], backend, threads, args.tasks)
             if result is not None:

@@ -73,9 +73,11 @@ def test_watch_is_an_async_iterator_that_ends_with_the_tasks(app: roadie.Roadie)
         tasks = app.aio
         first = await tasks.add_task("roadie-examples:count", {"n": 3})
         second = await tasks.add_task("roadie-examples:echo", {})
-        seen: list[tuple[int, Status]] = []
+        watching = tasks.watch([first.id, second.id], interval=0.05, timeout=60)
+        task = await watching.__anext__()  # before a worker runs: as added
+        seen: list[tuple[int, Status]] = [(task.id, task.status)]
         with BackgroundWorker(app, concurrency=2):
-            async for task in tasks.watch([first.id, second.id], interval=0.05, timeout=60):
+            async for task in watching:
                 seen.append((task.id, task.status))
         await tasks.close()
         return seen

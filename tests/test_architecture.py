@@ -195,10 +195,12 @@ def test_circles_finds_a_circle_and_its_members() -> None:
 
 # What a worker started from Python (``app.run_worker``) must not load: the command line and
 # its terminal output, the web app, the async client, Django without its settings,
-# OpenTelemetry while the program uses none (roadie-opentelemetry installed); on each
-# database, the other database's SQLAlchemy dialect and driver (issue 31: idle memory).
+# OpenTelemetry while the program uses none (roadie-opentelemetry installed), the host
+# processes' pool while no executor runs in one (none of the installed plugins' does; it was
+# imported by the first claim); on each database, the other database's SQLAlchemy dialect and
+# driver (issue 31: idle memory, async executors).
 NOT_IN_A_WORKER = ("click", "rich", "starlette", "uvicorn", "roadie.cli", "roadie.web",
-                   "roadie.aio_client", "django", "opentelemetry")
+                   "roadie.aio_client", "django", "opentelemetry", "roadie.hosts")
 OTHER_DATABASE = {"sqlite": ("sqlalchemy.dialects.postgresql", "psycopg"),
                   "postgresql": ("sqlalchemy.dialects.sqlite", "sqlite3")}
 WORKER_SCRIPT = """

@@ -48,7 +48,8 @@ def test_the_rollup_counts_what_the_task_table_holds(app: roadie.Roadie) -> None
     spin = app.add_task("tests:spin", {}).id
     worker = BackgroundWorker(app, concurrency=4).start()
     try:
-        wait_for(lambda: app.get_task(spin).status == Status.IN_PROGRESS, timeout=30,
+        # (started: IN_PROGRESS alone may be a task claimed ahead, not started yet)
+        wait_for(lambda: app.get_task(spin).started_at is not None, timeout=30,
                  message="the spinning task to start")
         app.cancel_task(spin)  # cancelled while it runs
         tasks = [wait_final(app, task_id, timeout=60) for task_id in ids + waiting + [spin]]

@@ -401,3 +401,20 @@ def test_the_rows_of_nodes_long_gone_are_forgotten(app: roadie.Roadie) -> None:
     assert app.store.forget_nodes(now - dt.timedelta(days=7)) == 2
     assert sorted(n.id for n in app.store.list_nodes(include_stopped=True)) == [
         "recent", "silent-with-a-task"]
+
+
+def test_a_worker_until_idle_runs_the_tasks_its_first_sweep_puts_back(
+        app: roadie.Roadie) -> None:
+    """The sweep for dead nodes' tasks as a worker starts runs beside its first round; a
+    worker run until idle still waits for it, and runs what it put back to wait."""
+    from roadie.store import Claimable
+
+    orphan = app.add_task("roadie-examples:count", {"n": 1, "delay": 0})  # crash policy RESUME
+    can = Claimable(executors=["roadie-examples:count"], isolated={},
+                    plugins={"roadie-examples": "0.1.0"}, tag_keys=[""])
+    (claimed,) = app.store.claim("vanished", can, 1)
+    assert claimed.id == orphan.id
+    stats = app.run_worker(concurrency=1, until_idle=True)
+    assert stats.recovered == 1
+    done = app.get_task(orphan.id)
+    assert done.status is Status.SUCCESSFUL and done.attempts == 2

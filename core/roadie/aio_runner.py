@@ -107,6 +107,7 @@ class AsyncRunner:
 
     def _main(self) -> None:
         asyncio.set_event_loop(self.loop)
+        import roadie.aio_greenlet  # noqa: F401  (here, beside the worker's first round)
         try:
             self.loop.run_forever()
         finally:

@@ -115,14 +115,23 @@ class RunningTask:
         refuses the write once the task was taken over (see ``roadie.store.Fence``)."""
         return Fence(self.record.id, self.record.node or "", self.record.attempts)
 
-    @functools.cached_property
+    # (made on first use and kept, without functools.cached_property, which takes a lock
+    # shared by every instance on each first use: a worker makes thousands a second)
+    @property
     def plugins(self) -> list[str]:
         """The plugin distributions in this task's import context."""
-        return self.record.plugin_names
+        names: list[str] | None = self.__dict__.get("_plugins")
+        if names is None:
+            names = self.__dict__["_plugins"] = self.record.plugin_names
+        return names
 
-    @functools.cached_property
+    @property
     def _status_hook(self) -> Callable[..., Any]:
-        return self.app.plugins.task_hook("roadie_status_message", self.plugins)
+        hook: Callable[..., Any] | None = self.__dict__.get("_status_hook_caller")
+        if hook is None:
+            hook = self.__dict__["_status_hook_caller"] = self.app.plugins.task_notifier(
+                "roadie_status_message", self.plugins)
+        return hook
 
     @property
     def captured(self) -> dict[str, Any]:

@@ -109,6 +109,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
+        self._swept = threading.Event()  # the first sweep for dead nodes' tasks is done
         self._claimable: Claimable | None = None
         self._declared: dict[str, tuple[Limits, str]] = {}  # executor -> limits, isolation
         # async executors: their own claim, slots and event-loop thread (roadie.aio_runner)
@@ -122,6 +123,7 @@ class Worker:
         self._writes: contextlib.AbstractContextManager[Any] = (
             threading.Lock() if self.store.is_postgres else contextlib.nullcontext())
         self._out_of_process = out_of_process
+        self._hosted: set[str] = set()  # executors whose tasks run in host processes
         self._hosts: HostPool | None = None
         self._hosts_lock = threading.Lock()
         # the parts (each reads what it needs of the above when it is made)
@@ -155,6 +157,7 @@ class Worker:
         slots: dict[str, int | None] = {}
         rates: dict[str, Rate] = {}
         self._declared = {}
+        self._hosted = set()
         for qualified in plugins.executor_names():
             try:
                 executor_class = plugins.load_executor(qualified)
@@ -164,6 +167,9 @@ class Worker:
                 executors.append(qualified)
                 continue
             executors.append(qualified)
+            if (getattr(executor_class, "out_of_process", False)
+                    or getattr(executor_class, "roadie_env", None) is not None):
+                self._hosted.add(qualified)
             if is_async_executor(executor_class):
                 self._async_names.add(qualified)
             try:
@@ -195,6 +201,15 @@ class Worker:
         )
         self._claim_sync, self._claim_async = split_claimable(claimable, self._async_names)
         return claimable
+
+    def runs_in_host(self, task: RunningTask) -> bool:
+        """Whether ``task`` runs in a host process (``HostPool.wants``); answered without
+        making the pool, nor importing roadie.hosts, while none of this worker's executors
+        runs in one."""
+        if (self._hosts is None and not self._out_of_process
+                and task.record.executor not in self._hosted):
+            return False
+        return self.hosts.wants(task)
 
     def start_host_templates(self) -> None:
         """Start, in the background, the template host of each environment whose hosts will
@@ -254,8 +269,7 @@ class Worker:
         try:
             self.start_host_templates()
             notify_hook(self.app, "roadie_worker_started", worker=self)
-            self._start_threads()
-            self.app.recover_orphans(self)
+            self._start_threads()  # (the maintenance thread sweeps for dead nodes' tasks)
             self._claims.run()
         finally:
             self._stopping.set()

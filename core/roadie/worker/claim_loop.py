@@ -24,7 +24,6 @@ What keeps the rounds few and full:
 from __future__ import annotations
 
 import collections
-import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -37,7 +36,7 @@ from typing import TYPE_CHECKING, Literal
 from roadie.aio_runner import AsyncRunner
 from roadie.errors import RoadieError
 from roadie.lifecycle import run_attempt
-from roadie.records import TaskRecord
+from roadie.records import TaskRecord, instance_of
 from roadie.running import RunningTask
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store import Claimable, Outcome, Settled, utcnow
@@ -49,6 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("roadie.worker")
 RUN_TIME_WEIGHT = 0.2  # of the newest attempt in the moving average of run times (prefetch)
+LONG_RUN = 2.0  # a task that has run this many times the average run time or more is long
 ROUND_GATHER = 0.02  # seconds a finished attempt may wait for a bigger round, at most
 
 
@@ -176,6 +176,8 @@ class ClaimLoop:
                 wait(self._wake, ROUND_GATHER)
                 continue
             done = self._take_done()
+            if done:  # (before this round's claim ahead, which they inform)
+                self._note_run_times(done)
             starts = self._take_starts(done)
             stopping = self._stopping.is_set()
             with self._running_lock:
@@ -325,6 +327,18 @@ class ClaimLoop:
             except IndexError:
                 return done
 
+    def _note_run_times(self, done: list[_Done]) -> None:
+        """Fold the run times of the attempts in ``done`` into the moving averages of their
+        kind of slot (which size the claim ahead)."""
+        run_time, async_ids = self._run_time, self._async_ids
+        for item in done:
+            if item.released:
+                continue
+            kind = "async" if item.task.id in async_ids else "sync"
+            average = run_time[kind]
+            run_time[kind] = item.seconds if average is None else (
+                average + RUN_TIME_WEIGHT * (item.seconds - average))
+
     def _take_starts(self, done: list[_Done]) -> list[tuple[int, int, dt.datetime]]:
         """The starts of tasks claimed ahead to record (those that ended already go with
         their outcome)."""
@@ -340,21 +354,16 @@ class ClaimLoop:
     def _after_settle(self, done: list[_Done], finished: list[TaskRecord]) -> None:
         records = {r.id: r for r in finished}
         self._progress.forget([item.task.id for item in done])
-        run_time = self._run_time
         ends = []  # for the overview's rollup, counted under one lock
         for item in done:
             task_id = item.task.id
             with self._running_lock:
                 self.running.pop(task_id, None)
-                kind = "async" if task_id in self._async_ids else "sync"
                 self._async_ids.discard(task_id)
             record = records.get(task_id)
             if item.released:
                 self.stats.released += record is not None
                 continue
-            average = run_time[kind]
-            run_time[kind] = item.seconds if average is None else (
-                average + RUN_TIME_WEIGHT * (item.seconds - average))
             if record is None:
                 item.task.taken_over = True
                 self._worker.refused(item.task, f"outcome ({item.outcome.status.label})")
@@ -381,6 +390,10 @@ class ClaimLoop:
             log.exception("roadie: could not record %d ended task(s) at shutdown", len(done))
 
     def _idle(self) -> bool:
+        """Nothing left to run: the sweep for dead nodes' tasks as the worker started is
+        done, and no task it can run is due."""
+        if not self._worker._swept.is_set():
+            return False  # (the sweep wakes the loop when it is done)
         claimable = self.paused.without_paused(self._worker._claimable)
         return claimable is None or not self.app.has_pending_work(claimable)
 
@@ -397,7 +410,7 @@ class ClaimLoop:
                                   max_messages=settings.max_status_messages,
                                   child_width=settings.child_width)
             is_async = (record.executor in self._async_names and self._runner is not None
-                        and not self._worker.hosts.wants(running))  # a host runs its own loop
+                        and not self._worker.runs_in_host(running))  # a host runs its own loop
             (on_loop if is_async else on_threads).append(running)
         with self._running_lock:
             for running in on_loop + on_threads:
@@ -464,22 +477,25 @@ class ClaimLoop:
         """How many tasks to claim beyond the free slots of a ``kind`` ("sync": threads,
         "async": async slots): as many as those slots are expected to start within
         ``prefetch_short`` seconds (from the moving average of their run times), at most
-        ``Settings.prefetch``; none until a task of that kind has ended here. A slot busy
-        with a task that has run longer than ``prefetch_short`` counts for none: one long
-        task (a serial task holding its key, an export) leaves the other slots their
-        prefetch, and a node whose slots all run long tasks claims none ahead. So one thread
-        never has a task of ``prefetch_short`` or longer claimed ahead, while 200 async
-        slots whose tasks take ``prefetch_short`` start about one every half millisecond and
-        may have up to 200 (capped by ``prefetch``)."""
+        ``Settings.prefetch``; none until a task of that kind has ended here, nor while that
+        average is over LONG_RUN times ``prefetch_short``. A slot busy with a long task
+        counts for none: one that has run longer than ``prefetch_short`` and than LONG_RUN
+        times the average (a task of about the average is not long, even as it ends; a slot
+        whose task ended and waits for the round to record it is free).
+        One long task (a serial task holding its key, an export) leaves the other slots
+        their prefetch, and a node whose slots all run long tasks claims none ahead. So one
+        thread never has a task of ``prefetch_short`` or longer claimed ahead, while 200
+        async slots whose tasks take ``prefetch_short`` start about one every half
+        millisecond and may have up to 200 (capped by ``prefetch``)."""
         prefetch, short = self.settings.prefetch, self.settings.prefetch_short
         run_time = self._run_time[kind]
-        if prefetch <= 0 or run_time is None:
-            return 0
+        if prefetch <= 0 or run_time is None or run_time > LONG_RUN * short:
+            return 0  # (tasks this long: the rounds keep up, a start claimed ahead costs a write)
         on_loop = kind == "async"
-        oldest = time.monotonic() - short
+        oldest = time.monotonic() - max(short, LONG_RUN * run_time)
         async_ids = self._async_ids
         with self._running_lock:
-            long_running = sum(t.started is not None and t.started < oldest
+            long_running = sum(t.started is not None and t.started < oldest and not t.ended
                                and (task_id in async_ids) == on_loop
                                for task_id, t in self.running.items())
         slots = (self._worker.async_concurrency if on_loop
@@ -538,14 +554,13 @@ class ClaimLoop:
             now = began or record.started_at or utcnow()  # (set by the claim, or began)
             self.app.rollup.started(record.executor, now, (
                 now - max(record.created_at, record.run_after)).total_seconds())
-        hosts = self._worker.hosts
-        if hosts.wants(task):  # an env executor, out_of_process, or --out-of-process
-            outcome, result, error = hosts.run_attempt(task)
+        if self._worker.runs_in_host(task):  # an env executor, out_of_process, or all
+            outcome, result, error = self._worker.hosts.run_attempt(task)
         else:
             outcome, result, error = run_attempt(self.app, task)
         task.ended = True
         status_bytes, messages, checkpoint = self._progress.final_state(task)
-        outcome = dataclasses.replace(outcome, task_status=status_bytes, messages=messages,
-                                      checkpoint=checkpoint, attempt=task.attempt,
-                                      started_at=began)
+        outcome = instance_of(Outcome, {  # (dataclasses.replace, without its per-field cost)
+            **outcome.__dict__, "task_status": status_bytes, "messages": messages,
+            "checkpoint": checkpoint, "attempt": task.attempt, "started_at": began})
         return _Done(task, outcome, result, error, seconds=time.monotonic() - started)

@@ -68,6 +68,7 @@ class Maintenance:
         next_cancel_poll = time.monotonic() + settings.cancel_poll_interval
         next_prune = time.monotonic() + min(settings.retention_interval, 5.0)
         next_rollup = time.monotonic() + ROLLUP_FLUSH_INTERVAL
+        self._first_sweep()
         while not worker._stopping.wait(settings.status_interval) or worker.running:
             if worker._stop_now.is_set():
                 return
@@ -112,6 +113,21 @@ class Maintenance:
                 log.warning("worker maintenance failed: %s", exc)
             except Exception:  # keep heartbeating whatever happens
                 log.exception("worker maintenance failed")
+
+    def _first_sweep(self) -> None:
+        """The sweep for dead nodes' tasks as the worker starts, beside its first round rather
+        than before it; the claim loop waits for it before it calls itself idle, and claims
+        again once it is done (it may have put tasks back to wait)."""
+        worker = self._worker
+        try:
+            worker.stats.recovered += worker.app.recover_orphans(worker)
+        except DatabaseError as exc:
+            worker.outage.failed(exc)
+        except Exception:
+            log.exception("worker maintenance failed: the sweep for dead nodes' tasks")
+        finally:
+            worker._swept.set()
+            worker._claims.wake_to_claim()
 
     def _check_timeouts(self) -> None:
         """Cancel the running tasks past their timeout (the task's, else its executor's),

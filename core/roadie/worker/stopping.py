@@ -90,7 +90,7 @@ def shut_down(worker: Worker) -> None:
     """End what is left of ``worker`` once its claim loop has returned."""
     claims = worker._claims
     if worker._stop_now.is_set():
-        worker.hosts.close()
+        close_hosts(worker)
         claims.settle_leftovers()  # tasks that ended keep their real outcome
         abandon_running(worker)
     claims.end_threads()
@@ -99,7 +99,7 @@ def shut_down(worker: Worker) -> None:
         worker._maintenance.join(timeout=10)
         claims.settle_leftovers()  # attempts that ended after the claim loop stopped
     claims.stop_runner()
-    worker.hosts.close()
+    close_hosts(worker)
     if worker.schema_error is None:
         try:  # the overview's last counts
             worker.app.rollup.flush(worker.store)
@@ -109,6 +109,12 @@ def shut_down(worker: Worker) -> None:
         worker.store.stop_node(worker.id)
     except RoadieError as exc:
         log.warning("could not mark node %s stopped: %s", worker.id, exc)
+
+
+def close_hosts(worker: Worker) -> None:
+    """End the worker's host processes, if it made its pool of them."""
+    if worker._hosts is not None:
+        worker._hosts.close()
 
 
 def abandon_running(worker: Worker) -> None:
