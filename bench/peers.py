@@ -31,6 +31,7 @@ oban-py 0.7.0 declares Python >= 3.12; on a 3.11 machine install it with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shlex
@@ -46,6 +47,7 @@ import async_tasks
 import batch_adds
 import psycopg
 import throughput
+from _databases import fresh_postgres
 from _results import table, write_section
 
 PEER_DIR = Path(os.environ.get("PEER_BENCH",
@@ -484,6 +486,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only, keep RESULTS.md")
     args = parser.parse_args()
     PEER_PY = args.peer_python
+    with contextlib.suppress(psycopg.Error):  # (the peers' scripts empty it, not make it)
+        fresh_postgres(PEER_PG)
     n = args.tasks
 
     started = time.perf_counter()
