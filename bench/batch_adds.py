@@ -38,19 +38,13 @@ LINE = re.compile(r"^\S+ batch=(?P<rate>\d+)/s")
 
 def child(n: int, repeats: int) -> None:
     """In a subprocess: the median rate of ``repeats`` batch adds of ``n`` tasks."""
-    import psycopg
     import roadie
     import sqlalchemy as sa
+    from _databases import fresh_postgres
 
-    url = sa.make_url(PG_URL)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(
-        hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{url.database}"')
+    url = fresh_postgres(PG_URL)
     with tempfile.TemporaryDirectory() as tmp:
-        app = roadie.Roadie(url.set(drivername="postgresql+psycopg").render_as_string(
-            hide_password=False), data_dir=tmp, auto_upgrade=True)
+        app = roadie.Roadie(url, data_dir=tmp, auto_upgrade=True)
         app.add_tasks([("roadie-examples:noop", {})] * 10)  # schema, plugins, warm up
         rates = []
         for _ in range(repeats):
