@@ -194,18 +194,28 @@ def run_peer(args: list[str], timeout: int) -> tuple[str | None, str]:
     return lines[-1], ""
 
 
-def peer_bench(key: str, args: list[str], n: int, skip: str | None) -> None:
-    s = results[key]
+def peer_line(s: System, args: list[str], timeout: int, pattern: re.Pattern[str],
+              skip: str | None, label: str = "") -> re.Match[str] | None:
+    """Run a peer script and match its last line with ``pattern``; None, with the problem
+    noted in ``s``, when it is skipped, fails or says something else (``label``: what the
+    problem names, e.g. "latency ")."""
     if skip:
         s.problems.append(skip)
-        return
-    line, why = run_peer(args, BENCH_TIMEOUT)
+        return None
+    line, why = run_peer(args, timeout)
     if line is None:
-        s.problems.append(why)
-        return
-    m = BENCH_LINE.match(line)
+        s.problems.append(f"{label}{why}")
+        return None
+    m = pattern.match(line)
     if not m:
-        s.problems.append(f"unparsed output: {line!r}")
+        s.problems.append(f"unparsed {label}output: {line!r}")
+    return m
+
+
+def peer_bench(key: str, args: list[str], n: int, skip: str | None) -> None:
+    s = results[key]
+    m = peer_line(s, args, BENCH_TIMEOUT, BENCH_LINE, skip)
+    if m is None:
         return
     s.add("single", m["single"])
     if key != "pgqueuer":  # PgQueuer's batch: batch_enqueue() (batch_adds.py)
@@ -219,18 +229,9 @@ def peer_rate(key: str, metric: str, pattern: re.Pattern[str], args: list[str],
               skip: str | None) -> None:
     """One figure of a peer script's line (the sleep drain, concurrent adds)."""
     s = results[key]
-    if skip:
-        s.problems.append(skip)
-        return
-    line, why = run_peer(args, BENCH_TIMEOUT)
-    if line is None:
-        s.problems.append(f"{metric}: {why}")
-        return
-    m = pattern.match(line)
-    if not m:
-        s.problems.append(f"unparsed output: {line!r}")
-        return
-    s.add(metric, m["rate"])
+    m = peer_line(s, args, BENCH_TIMEOUT, pattern, skip, label=f"{metric}: ")
+    if m is not None:
+        s.add(metric, m["rate"])
 
 
 def batch_enqueue(n: int, roadie_first: bool, skip: str | None) -> None:
@@ -308,16 +309,9 @@ def roadie_concurrent_adds() -> None:
 
 def peer_latency(key: str, script: str, skip: str | None) -> None:
     s = results[key]
-    if skip:
-        s.problems.append(skip)
-        return
-    line, why = run_peer([script, str(LATENCY_TASKS)], LATENCY_TIMEOUT)
-    if line is None:
-        s.problems.append(f"latency {why}")
-        return
-    m = LATENCY_LINE.match(line)
-    if not m:
-        s.problems.append(f"unparsed latency output: {line!r}")
+    m = peer_line(s, [script, str(LATENCY_TASKS)], LATENCY_TIMEOUT, LATENCY_LINE, skip,
+                  label="latency ")
+    if m is None:
         return
     s.add("p50", m["p50"])
     s.add("p99", m["p99"])
