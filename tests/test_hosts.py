@@ -143,17 +143,9 @@ def children_of(pid: int) -> set[int]:
 def hosts_of(pid: int) -> set[int]:
     """The live host processes of the worker ``pid``: those its template hosts forked (and
     any it started itself)."""
-    found = set()
-    for child in children_of(pid):
-        try:
-            command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"--template" in command:
-            found |= children_of(child)
-        else:
-            found.add(child)
-    return found
+    templates = templates_of(pid)
+    forked = {host for template in templates for host in children_of(template)}
+    return forked | (children_of(pid) - templates)
 
 
 def alive(pid: int) -> bool:
@@ -249,7 +241,7 @@ def templates_of(pid: int) -> set[int]:
         try:
             command = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
-            continue
+            continue  # (it ended)
         if b"--template" in command:
             found.add(child)
     return found
