@@ -64,7 +64,9 @@ def test_a_rate_holds_across_four_processes(app: roadie.Roadie, recorded: dict,
                               for _ in range(160)])
     drain_with_processes(client, recorded, tmp_path)
     ended = [client.get_task(t.id) for t in tasks]
-    assert {t.status for t in ended} == {Status.SUCCESSFUL}
+    assert {t.status for t in ended} == {Status.SUCCESSFUL}, [
+        (t.id, t.status.label, t.status_message, t.error) for t in ended
+        if t.status != Status.SUCCESSFUL]
     assert all(t.attempts == 1 for t in ended)
     starts = [t.started_at for t in ended if t.started_at is not None]
     most = most_in_window(starts, 1.0)
