@@ -41,6 +41,7 @@ from roadie.store.sql import (
     KEY_HEADS,
     PROMOTE_DUE,
     PROMOTE_PARKED,
+    PROMOTE_PARKED_PG,
     RELEASE_LOCKS,
     STRANDED_KEYS,
 )
@@ -101,8 +102,9 @@ def promote_parked(self: Store, conn: Connection, keys: Iterable[str]) -> int:
     keys = set(keys)
     held = self.held_counts(conn, keys)
     woken = 0
+    promote = PROMOTE_PARKED_PG if self.is_postgres else PROMOTE_PARKED
     for key in sorted(keys):
-        ids = list(conn.execute(PROMOTE_PARKED, {"key": key, "held": held.get(key, 0)})
+        ids = list(conn.execute(promote, {"key": key, "held": held.get(key, 0)})
                    .scalars())
         if ids:
             woken += len(ids)

@@ -222,15 +222,21 @@ _ROOM = """(SELECT coalesce(p.key_limit, 1) FROM roadie_tasks AS p
                  AND h.isolation_key IS NOT NULL)"""  # models.KEY_HEAD
 
 # Make the next tasks parked behind ``:key`` (highest priority, then oldest) claimable, as many
-# as its room: one runs next (or n, for a limit of n), not more
-PROMOTE_PARKED = sa.text(f"""
+# as its room: one runs next (or n, for a limit of n), not more. On PostgreSQL ({lock}) the
+# chosen rows are locked in that order and rows another transaction holds are skipped: two
+# workers promoting the same key at once (claims of a rated key, releases of its slots) would
+# otherwise each wait for rows the other updated, in orders that can deadlock; a row another
+# promoter holds is its to wake.
+_PROMOTE_PARKED = f"""
 UPDATE roadie_tasks SET claimable = true
 WHERE id IN (
     SELECT id FROM roadie_tasks
     WHERE isolation_key = :key AND {models.PARKED}
     ORDER BY priority DESC, id
-    LIMIT (CASE WHEN {_ROOM} > 0 THEN {_ROOM} ELSE 0 END))
-RETURNING id""")
+    LIMIT (CASE WHEN {_ROOM} > 0 THEN {_ROOM} ELSE 0 END){{lock}})
+RETURNING id"""
+PROMOTE_PARKED = sa.text(_PROMOTE_PARKED.format(lock=""))
+PROMOTE_PARKED_PG = sa.text(_PROMOTE_PARKED.format(lock="\n    FOR UPDATE SKIP LOCKED"))
 
 # The head (the claimable task) of each of some isolation keys: the key-head index
 KEY_HEADS = (sa.select(T.c.isolation_key, T.c.id, T.c.priority)
