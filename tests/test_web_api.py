@@ -367,6 +367,45 @@ def test_one_feed_serves_every_stream_with_one_listener(app: Roadie) -> None:
     wait_for(lambda: asgi.state.feed.clients == 0, message="the streams to close")
 
 
+def test_a_stream_opened_while_the_feed_reads_gets_the_state_that_read_found(
+        app: Roadie, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream that opens while the feed is reading (after it listed the streams, before it
+    kept what it read) is given the state from before that read. The next read must still
+    send it the new one: a cancel that landed then used to be lost, and the task's page kept
+    showing it in progress (the browser test's cancel, now and then on a loaded machine)."""
+    import asyncio
+
+    from roadie.web.live import Feed
+
+    task = app.add_task("roadie-examples:noop", {}, delay=3600)
+    feed = Feed(app, poll_interval=3600)
+    monkeypatch.setattr(feed, "_ensure_started", lambda: None)  # the test does the reads
+    joined = []
+    list_tasks = app.store.list_tasks
+
+    def read_while_a_stream_opens(*args: Any, **kwargs: Any) -> Any:
+        found = list_tasks(*args, **kwargs)
+        joined.append(feed.subscribe([task.id]))
+        return found
+
+    async def scenario() -> list[dict[str, Any]]:
+        first = feed.subscribe([task.id])
+        feed._refresh()
+        await asyncio.sleep(0)
+        assert [json.loads(data)["status"] for _, data in first.take()] == ["new"]
+        app.cancel_task(task.id)
+        with monkeypatch.context() as patched:
+            patched.setattr(app.store, "list_tasks", read_while_a_stream_opens)
+            feed._refresh()
+        feed._refresh()  # the read the new stream asked for
+        await asyncio.sleep(0)
+        assert [json.loads(data)["status"] for _, data in first.take()] == ["cancelled"]
+        return [json.loads(data) for _, data in joined[0].take()]
+
+    given = asyncio.run(scenario())
+    assert given[-1]["status"] == "cancelled", given
+
+
 def test_a_waiting_parent_streams_its_subtask_counts(app: Roadie, tmp_path: Any) -> None:
     """A waiting parent's row does not change as its subtasks end; its live state counts them
     anyway, so its page's bar and counts move. Each subtask ends only once the stream showed

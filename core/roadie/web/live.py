@@ -42,6 +42,7 @@ class Subscriber:
         self.counts = counts
         self.changes = changes  # a "change" event whenever tasks may have changed (overview)
         self.pending: dict[str, str] = {}  # "task:7" / "counts" -> its latest JSON
+        self.sent: dict[int, str] = {}  # task id -> the state last given to this stream
         self.ready = asyncio.Event()
 
     def offer(self, key: str, data: str) -> None:
@@ -91,10 +92,11 @@ class Feed:
             self._subscribers.add(subscriber)
             for task_id in subscriber.ids:  # a newcomer gets what is known at once...
                 if task_id in self._seen:
+                    subscriber.sent[task_id] = self._seen[task_id]
                     subscriber.offer(f"task:{task_id}", self._seen[task_id])
             if counts and self._counts:
                 subscriber.offer("counts", self._counts)
-        self._wake.set()  # ...and the feed reads its tasks if they are new to it
+        self._wake.set()  # ...and the feed reads its tasks again, for what it missed
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -179,7 +181,8 @@ class Feed:
         watched: set[int] = set()
         for subscriber in subscribers:
             watched |= subscriber.ids
-        messages: dict[str, str] = {}
+        messages: dict[str, str] = {}  # for every stream that wants them: counts, change
+        states: dict[int, str] = {}  # every watched task's state as read now
         if watched:
             self.queries += 1
             tasks = self.app.store.list_tasks(ids=sorted(watched), limit=None,
@@ -190,15 +193,9 @@ class Feed:
                 # A waiting parent's row does not change as its subtasks end: count them.
                 subtasks = subtask_counts(self.app, task) \
                     if task.status == Status.WAITING else None
-                data = json.dumps(live_state(task, subtasks))
-                if self._seen.get(task.id) != data:
-                    self._seen[task.id] = data
-                    messages[f"task:{task.id}"] = data
+                states[task.id] = json.dumps(live_state(task, subtasks))
             for task_id in watched - found:
-                data = json.dumps({"id": task_id, "status": "deleted", "deleted": True})
-                if self._seen.get(task_id) != data:
-                    self._seen[task_id] = data
-                    messages[f"task:{task_id}"] = data
+                states[task_id] = json.dumps({"id": task_id, "status": "deleted", "deleted": True})
         stale = time.monotonic() - self._counts_at > 2.0  # other processes on SQLite
         if any(s.counts for s in subscribers) and (self._counts_changed or stale):
             self._counts_changed = False
@@ -217,16 +214,19 @@ class Feed:
                 self._changes_at = time.monotonic()
                 messages["change"] = json.dumps({"n": self._changes})
         with self._lock:
-            for task_id in list(self._seen):  # forget tasks nobody watches any more
-                if task_id not in watched:
-                    del self._seen[task_id]
-        if not messages:
-            return
+            self._seen = states  # (tasks nobody watches any more are forgotten)
+        # Each stream gets the states that differ from what it was last given: one that
+        # subscribed while this read ran, and was given the state from before it, gets the
+        # new one now, not only the streams that were there when the read began.
         for subscriber in subscribers:
             wanted = [(k, v) for k, v in messages.items()
                       if (k == "counts" and subscriber.counts)
-                      or (k == "change" and subscriber.changes)
-                      or (k.startswith("task:") and int(k[5:]) in subscriber.ids)]
+                      or (k == "change" and subscriber.changes)]
+            for task_id in subscriber.ids:
+                data = states.get(task_id)
+                if data is not None and subscriber.sent.get(task_id) != data:
+                    subscriber.sent[task_id] = data
+                    wanted.append((f"task:{task_id}", data))
             if wanted:
                 subscriber.loop.call_soon_threadsafe(_deliver, subscriber, wanted)
 
