@@ -18,13 +18,13 @@ import pytest
 import sqlalchemy as sa
 from roadie import Roadie
 from roadie.store import Store
-from roadie.testing import make_app
+from roadie.testing import make_app, postgres_test_url
 
 from tests.pgbouncer import Bouncer, pgbouncer_available
 
-PG_URL = os.environ.get(
-    "ROADIE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+# one database per pytest-xdist worker under `pytest -n N`; the worker processes that tests
+# start, and the plugins' tests, read it from the environment
+PG_URL = os.environ["ROADIE_TEST_PG_URL"] = postgres_test_url()
 ROADIE_TABLES = ("roadie_tasks", "roadie_locks", "roadie_nodes", "roadie_attempts",
                  "roadie_attachments", "roadie_schedules", "roadie_dependencies",
                  "roadie_rate_slots", "roadie_executors", "roadie_minutes",

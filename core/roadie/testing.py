@@ -14,10 +14,14 @@ Functions:
 - ``wait_for(condition, timeout=...)``: poll a condition with a deadline (never a bare sleep).
 - ``check_invariants(app)``: what is wrong with the database's tasks, locks and attempt log
   (an empty list when nothing is).
+- ``postgres_test_url()``: the PostgreSQL database of the test run (``ROADIE_TEST_PG_URL``),
+  one per worker when pytest-xdist runs the tests in parallel (``pytest -n 2``);
+  ``for_xdist_worker(url)`` gives a database URL of your own the same treatment.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -274,12 +278,59 @@ def roadie_recorder(roadie_app: Roadie) -> HookRecorder:
 
 
 _UPGRADED: set[str] = set()
+DEFAULT_TEST_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def for_xdist_worker(url: str) -> str:
+    """``url`` with the pytest-xdist worker's id added to its database name (``test`` ->
+    ``test_gw1``) while tests run in parallel (``pytest -n N``), so that each worker empties
+    and fills a database of its own; ``url`` as it is otherwise, or when it names that
+    worker's database already (a worker's subprocesses inherit its environment)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    import sqlalchemy as sa
+
+    parsed = sa.engine.make_url(url)
+    name = parsed.database or ""
+    if name.endswith(f"_{worker}"):
+        return url
+    return parsed.set(database=f"{name}_{worker}").render_as_string(hide_password=False)
+
+
+def postgres_test_url() -> str:
+    """The PostgreSQL database the tests use: ``ROADIE_TEST_PG_URL`` (``test`` on
+    127.0.0.1:5432 when unset), made per pytest-xdist worker (``for_xdist_worker``) and
+    created when that one is missing. An unreachable server is left to the test to report."""
+    base = os.environ.get("ROADIE_TEST_PG_URL", DEFAULT_TEST_PG_URL)
+    url = for_xdist_worker(base)
+    if url != base:
+        _create_database(url)
+    return url
+
+
+def _create_database(url: str) -> None:
+    """Create the database of ``url`` on its server when it does not exist (quietly nothing
+    when the server cannot be reached)."""
+    import sqlalchemy as sa
+
+    target = sa.engine.make_url(url)
+    try:
+        engine = sa.create_engine(target.set(database="postgres"),
+                                  isolation_level="AUTOCOMMIT",
+                                  connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            found = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                 {"name": target.database}).scalar()
+            if not found:
+                conn.execute(sa.text(f'CREATE DATABASE "{target.database}"'))
+        engine.dispose()
+    except sa.exc.OperationalError:
+        pass
 
 
 def _empty_postgres(url: str) -> None:
     """Empty roadie's tables at ``url``, or skip (fail under CI=true) when unreachable."""
-    import os
-
     import sqlalchemy as sa
 
     from roadie.models import metadata
@@ -314,11 +365,8 @@ def roadie_db_app(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ro
     """A Roadie with every installed plugin and fast intervals, once on a fresh SQLite file
     and once on the emptied PostgreSQL database at ``ROADIE_TEST_PG_URL`` (skipped when it is
     unreachable, failing when ``CI=true``)."""
-    import os
-
     if request.param == "postgres":
-        url = os.environ.get("ROADIE_TEST_PG_URL",
-                             "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+        url = postgres_test_url()
         _empty_postgres(url)
     else:
         url = f"sqlite:///{tmp_path / 'roadie.db'}"

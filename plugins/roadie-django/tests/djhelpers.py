@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from roadie.testing import for_xdist_worker
 
 TESTS = Path(__file__).resolve().parent
 ALIASES = ("default", "pg")  # Django's SQLite and PostgreSQL databases of the test project
@@ -25,8 +26,10 @@ def pg_url(database: str) -> str:
     return base.set(database=database).render_as_string(hide_password=False)
 
 
-PG_URL = os.environ.get("ROADIE_DJANGO_TEST_PG_URL") or pg_url("test_django")
-PG2_URL = os.environ.get("ROADIE_DJANGO_TEST_PG2_URL") or pg_url("test_django2")
+# (one pair per pytest-xdist worker when the tests run in parallel)
+PG_URL = for_xdist_worker(os.environ.get("ROADIE_DJANGO_TEST_PG_URL") or pg_url("test_django"))
+PG2_URL = for_xdist_worker(os.environ.get("ROADIE_DJANGO_TEST_PG2_URL")
+                           or pg_url("test_django2"))
 _pg: dict[str, Any] = {}
 
 
