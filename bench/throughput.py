@@ -11,6 +11,17 @@ For each backend, on a fresh database:
 
     python bench/throughput.py [--tasks 5000] [--backend sqlite|postgres|both]
 
+Before and after a change, the drain only: ``--version NAME=REF`` (repeatable; REF a commit,
+whose ``core`` is exported with ``git archive``, ``.`` for the working tree, or a folder with
+a ``core/`` in it) runs each version's drain in a subprocess of its own (that ``core`` first on
+the path, a fresh database each), ``--rounds`` times in an order that rotates from round to
+round; then per version the rate and the CPU time per 1,000 tasks (of the worker, and with the
+PostgreSQL server's backends when it runs on this machine), each as the median over the rounds
+and its ratio to the first version's figure in the same round (median, lowest, highest):
+
+    python bench/throughput.py --backend postgres --version base=e4adf5a --version new=. \
+        --rounds 7 [--no-write]
+
 PostgreSQL: database ``roadie_bench`` on 127.0.0.1:5432 (user postgres), dropped and created
 again for each run; set ROADIE_BENCH_PG to another server's URL (``.../roadie_bench``).
 """
@@ -20,7 +31,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -68,6 +82,8 @@ class Figures:
     drain: float = 0.0
     drain_seconds: float = 0.0
     claims: int = 0
+    drain_cpu: float = 0.0  # seconds of CPU of this process during the drain
+    drain_server_cpu: float | None = None  # and of the database's server processes (local)
     latencies: list[float] = field(default_factory=list)
 
     def latency(self, q: float) -> float:
@@ -100,7 +116,7 @@ def count_successful(app: roadie.Roadie) -> int:
     return app.store.count_tasks().get(roadie.Status.SUCCESSFUL, 0)
 
 
-def measure(backend: str, n: int) -> Figures:
+def measure(backend: str, n: int, *, latency: bool = True) -> Figures:
     figures = Figures(backend, n)
     with tempfile.TemporaryDirectory(prefix="roadie-bench-", ignore_cleanup_errors=True) as tmp:
         url = fresh_database(backend, Path(tmp))
@@ -124,9 +140,13 @@ def measure(backend: str, n: int) -> Figures:
             figures.enqueue_batch = n / (time.perf_counter() - started)
             print(f"  {backend}: enqueue in batches {figures.enqueue_batch:,.0f}/s", flush=True)
 
+            server = ServerCpu(app)
+            cpu = time.process_time()
             started = time.perf_counter()
             stats = app.run_worker(concurrency=2, until_idle=True)
             figures.drain_seconds = time.perf_counter() - started
+            figures.drain_cpu = time.process_time() - cpu
+            figures.drain_server_cpu = server.used()
             figures.drain = n / figures.drain_seconds
             figures.claims = stats.claims
             done = count_successful(app)
@@ -136,12 +156,50 @@ def measure(backend: str, n: int) -> Figures:
             print(f"  {backend}: drain {figures.drain:,.0f}/s ({figures.drain_seconds:.1f} s, "
                   f"{stats.claims} claims)", flush=True)
 
+            if not latency:
+                return figures
             figures.latencies = latency_run(app)
             print(f"  {backend}: latency p50 {figures.latency(0.5):.1f} ms, "
                   f"p99 {figures.latency(0.99):.1f} ms", flush=True)
         finally:
             app.close()
     return figures
+
+
+class ServerCpu:
+    """The CPU time that the database server's processes serving ``app``'s database used
+    since this was made (PostgreSQL on this machine: its backends, found in /proc by their
+    title, which names the database; None elsewhere). The CPU a drain costs is steadier than
+    its rate on a shared machine, where other work takes turns on the cores."""
+
+    def __init__(self, app: roadie.Roadie) -> None:
+        url = app.store.engine.url
+        local = app.store.is_postgres and url.host in ("127.0.0.1", "localhost", "::1")
+        self.marker = f" {url.database} ".encode() if local else b""
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.before = self.sample()
+
+    def sample(self) -> dict[int, float]:
+        found: dict[int, float] = {}
+        if not self.marker:
+            return found
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                if self.marker not in Path(f"/proc/{name}/cmdline").read_bytes():
+                    continue
+                fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(name)] = (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+        return found
+
+    def used(self) -> float | None:
+        """Seconds of CPU since it was made (of the backends alive now)."""
+        if not self.marker:
+            return None
+        return sum(cpu - self.before.get(pid, 0.0) for pid, cpu in self.sample().items())
 
 
 def latency_run(app: roadie.Roadie) -> list[float]:
@@ -179,6 +237,101 @@ def report(results: list[Figures]) -> str:
         for f in results
     ]
     return table(header, rows)
+
+
+# -- versions: the drain of several states of the code, interleaved ------------------------
+
+DRAIN_LINE = re.compile(r"^drain=(?P<rate>[0-9.]+)/s cpu=(?P<cpu>[0-9.]+) "
+                        r"server=(?P<server>[0-9.]+|-)")
+
+
+@dataclass
+class Drain:
+    """One drain of a version: its rate and CPU per 1,000 tasks (ms; the worker's process,
+    and with the database server's)."""
+
+    rate: float
+    cpu: float
+    total_cpu: float | None
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def export_core(ref: str, into: Path) -> Path:
+    """The ``core`` folder of ``ref``: a commit (exported), ``.`` (this checkout) or a folder
+    with a ``core/`` in it."""
+    if ref == ".":
+        return ROOT / "core"
+    if Path(ref).is_dir():
+        return Path(ref).resolve() / "core"
+    target = into / re.sub(r"[^A-Za-z0-9_.-]", "_", ref)
+    target.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "core"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target / "core"
+
+
+def drain_in_subprocess(backend: str, n: int, core: Path) -> tuple[Drain | None, str]:
+    """One drain (``measure`` without the latency run) in a fresh process with ``core`` first
+    on the path: (its figures or None, its last line of output)."""
+    env = {**os.environ, "PYTHONPATH": str(core)}
+    proc = subprocess.run([sys.executable, __file__, "--child-drain", "--backend", backend,
+                           "--tasks", str(n)], capture_output=True, text=True, env=env,
+                          timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()] or \
+        proc.stderr.strip().splitlines()[-1:] or ["no output"]
+    found = DRAIN_LINE.match(lines[-1])
+    if not found or proc.returncode != 0:
+        return None, lines[-1]
+    per = 1_000_000 / n  # seconds for n tasks -> ms per 1,000
+    cpu = float(found["cpu"]) * per
+    server = None if found["server"] == "-" else cpu + float(found["server"]) * per
+    return Drain(float(found["rate"]), cpu, server), lines[-1]
+
+
+def versions_report(backend: str, n: int, versions: list[tuple[str, str]],
+                    rounds: int) -> str:
+    """The drains of ``versions`` (name, ref), interleaved ``rounds`` times; the table."""
+    drains: list[dict[str, Drain]] = []  # per round, by version
+    load = os.getloadavg()[0]
+    tmp = Path(tempfile.mkdtemp(prefix="roadie-versions-"))
+    try:
+        cores = {name: export_core(ref, tmp) for name, ref in versions}
+        names = [name for name, _ in versions]
+        for r in range(rounds):
+            got: dict[str, Drain] = {}
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                drain, line = drain_in_subprocess(backend, n, cores[name])
+                print(f"  round {r + 1} {name}: {line} (load {os.getloadavg()[0]:.2f})",
+                      flush=True)
+                if drain is not None:
+                    got[name] = drain
+            drains.append(got)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    first = names[0]
+
+    def figure(name: str, of: Callable[[Drain], float | None], unit: str) -> list[str]:
+        """Median, range, and the median and range of the ratios to the first version's
+        figure of the same round."""
+        values = [v for got in drains if name in got and (v := of(got[name])) is not None]
+        if not values:
+            return ["—", "—"]
+        pairs = [a / b for got in drains if name in got and first in got
+                 and (a := of(got[name])) is not None and (b := of(got[first]))]
+        ratio = (f"{statistics.median(pairs):.3f} ({min(pairs):.2f}-{max(pairs):.2f})"
+                 if pairs and name != first else "—")
+        return [f"{statistics.median(values):,.0f}{unit} ({min(values):,.0f}-"
+                f"{max(values):,.0f})", ratio]
+
+    rows = [[name, ref, *figure(name, lambda d: d.rate, "/s"),
+             *figure(name, lambda d: d.cpu, " ms"),
+             *figure(name, lambda d: d.total_cpu, " ms")] for name, ref in versions]
+    return (f"{backend}: {n:,} no-ops, drain (1 worker, 2 threads), {rounds} interleaved rounds, "
+            f"load {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end\n\n"
+            + table(["version", "ref", "drain: median (range)", f"/ {first}, per round",
+                     "worker CPU per 1,000", f"/ {first}, per round",
+                     "worker + server CPU per 1,000", f"/ {first}, per round"], rows))
 
 
 # -- depth: drain while many tasks wait that this node cannot take now ----------------------
@@ -452,6 +605,17 @@ def measure_idle_memory(backend: str, blocked: str = "") -> float:
     return rss
 
 
+VERSIONS_NOTES = """Each drain: `measure()` without the latency run (enqueue one by one,
+empty, enqueue in batches of 1,000, then `app.run_worker(concurrency=2, until_idle=True)`
+timed), in a process of its own with the version's `core` first on the path and a fresh
+database; versions in an order that rotates from round to round. Per version: the drain rate,
+the CPU time of the worker's process during the drain, and that plus the CPU time of the
+PostgreSQL backends serving the database (a local server: read from /proc), per 1,000 tasks;
+each as the median (lowest-highest) over the rounds and as the median (lowest-highest) of its
+ratio to the first version's figure of the same round. On a shared machine the CPU figures
+vary less than the rate: other work delays a drain more than it adds to its CPU time."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=5000, help="tasks per measurement")
@@ -468,8 +632,29 @@ def main() -> None:
                         help="add this many tasks from a generator; then time reads")
     parser.add_argument("--processes", type=int, default=0,
                         help="drain with 1 and with this many worker processes; idle memory")
+    parser.add_argument("--version", action="append", default=[],
+                        help="NAME=REF: drain this state of the code (a commit, . or a folder "
+                             "with core/), interleaved with the others (repeatable)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of --version drains")
+    parser.add_argument("--child-drain", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
+    if args.child_drain:
+        figures = measure(backends[0], args.tasks, latency=False)
+        server = figures.drain_server_cpu
+        print(f"drain={figures.drain:.1f}/s cpu={figures.drain_cpu:.3f} "
+              f"server={'-' if server is None else f'{server:.3f}'} "
+              f"({figures.drain_seconds:.2f} s, {figures.claims} claims; roadie from "
+              f"{Path(roadie.__file__).parent})")
+        return
+    if args.version:
+        versions = [(v.split("=", 1)[0], v.split("=", 1)[-1]) for v in args.version]
+        text = "\n\n".join(versions_report(backend, args.tasks, versions, args.rounds)
+                            for backend in backends)
+        print(text)
+        if not args.no_write:
+            write_section("Drain: versions interleaved", text + "\n\n" + VERSIONS_NOTES)
+        return
     if args.processes:
         rows = []
         for backend in backends:

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from roadie import Status, models
 from roadie.rollup import (
     MAX_WINDOW,
+    Rollup,
     bucket_of,
     check_window,
     minute_of,
@@ -161,6 +162,50 @@ def test_buckets_and_percentiles() -> None:
     assert p95 is not None and 8192 <= p95 <= 16384
     assert step_of(3600) == 60 and step_of(86400) == 600 and step_of(MAX_WINDOW) == 3600
     assert step_of(2 * 86400) == 3600  # (beyond a day: the hourly rollup)
+
+
+class KeptRows:
+    """A stand-in for the store: keeps what a flush would write."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, object]] = []
+
+    def add_rollup(self, rows: list[dict[str, object]]) -> None:
+        self.rows.extend(rows)
+
+
+def test_a_flush_counts_each_start_and_end_in_its_minute_and_executor() -> None:
+    """Starts and ends of two executors, interleaved, across minute boundaries (the fold
+    reuses a row for runs of one executor's minute), with odd durations: each counted in the
+    row of its own minute and executor, in its own bucket."""
+    rollup = Rollup()
+    expected: dict[tuple[dt.datetime, str], collections.Counter[str]] = {}
+    base = dt.datetime(2026, 12, 7, 10, 58, 59, 999_000, tzinfo=dt.timezone.utc)
+    durations = [0.0, 0.0004, 0.003, -1.0, float("nan"), 1e9, 2.5]
+    for i in range(400):
+        executor = "tests:a" if i % 3 else "tests:b"
+        at = base + dt.timedelta(milliseconds=7 * i * i)  # runs of one minute, then gaps
+        seconds = durations[i % len(durations)]
+        counts = expected.setdefault((minute_of(at), executor), collections.Counter())
+        if i % 2:
+            rollup.started(executor, at, seconds)
+            counts["started"] += 1
+            counts[f"wait_{bucket_of(seconds)}"] += 1
+        else:
+            status = (Status.SUCCESSFUL, Status.FAILED, Status.CANCELLED, Status.NEW)[i // 2 % 4]
+            ran = None if i % 5 == 0 else seconds
+            rollup.ended_many([(executor, status, at, ran)])
+            if status in ENDED:
+                counts[ENDED[status]] += 1
+            if ran is not None:
+                counts[f"run_{bucket_of(ran)}"] += 1
+    kept = KeptRows()
+    assert rollup.flush(kept) == len(expected) > 6  # type: ignore[arg-type]
+    got = {(row["at"], row["executor"]): collections.Counter(
+        {k: v for k, v in row.items() if k not in ("at", "executor") and v})
+        for row in kept.rows}
+    assert got == expected
+    assert not rollup and rollup.flush(kept) == 0  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("window", ["soon", "59", MAX_WINDOW + 1, -5, "1.5", True, None])
