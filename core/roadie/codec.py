@@ -508,6 +508,31 @@ def _unpack(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
     )
 
 
+_INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 64 - 1  # what msgpack can store
+
+
+def plain_map_fits(value: dict[str, Any], max_size: int) -> bool:
+    """Whether a flat map certainly encodes within ``max_size`` bytes, known without encoding
+    it: str keys; values None, bool, float, int within msgpack's range or ASCII str (a status
+    message from ``task.progress``). False means: encode it to know."""
+    size = 5
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                return False
+            size += len(item)
+        elif kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return False
+        elif not (item is None or kind is float or kind is bool):
+            return False
+        size += len(key) + 14  # (each key's and value's header, a number's bytes: at most)
+    return size <= max_size
+
+
 def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
