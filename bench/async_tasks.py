@@ -51,46 +51,40 @@ PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_b
 SLOTS = 200
 FANOUT_SLOTS = 2000
 HERE = Path(__file__).resolve().parent
-# Where the time went (issue 31, second round), from a timeline of single drains (every
-# attempt's start and end, each round, each start-up and shut-down step; /tmp scripts), per-thread
-# CPU (time.thread_time), py-spy --gil on the event-loop thread, and gc callbacks
-BREAKDOWN = """Where the time went before this change (f3eb067; 1,000 tasks, 200 slots, load 1-3;
-a timeline of single drains, per-thread CPU, py-spy on the event loop, gc callbacks):
+# Where the time went (issue 31, third round), from per-thread CPU (time.thread_time), py-spy
+# --gil on the event-loop thread, gc callbacks, DEBUG_SAVEALL, a timeline of single drains and
+# the lifecycle of 4,000 attempts on an AsyncRunner without a database (/tmp scripts)
+BREAKDOWN = """Where the time went before this change (5f23681; 1,000 tasks, 200 slots; load
+1.5-6 on this shared 2-core machine):
 
-- The limit is 0.5 s of sleeping (five generations of 200 tasks); a drain took 0.8-1.1 s.
-  Start-up: the first claim's statement began 66 ms after `run_worker` (node row and limits
-  12-17 ms, LISTEN 7-9 ms, `roadie_worker_started` 6 ms, threads 5-13 ms, the sweep for dead
-  nodes' tasks 18-47 ms), the first task started at 80-150 ms and the first 200 over the
-  next 100 ms. Shut-down: 25-35 ms from the last end to the return (the last round, the idle
-  check 4 ms, the host pool, imported by the first claim only to say that no task runs in a
-  host, closed; the overview's counts; the node row 3-7 ms).
-- Between generations, each slot waited 30-90 ms for its next task. The claim ahead of the
-  async slots counted a slot whose task had run longer than `prefetch_short` (0.1 s) as busy
-  with a long task: a 0.1 s sleep is just over it as it ends, so the rounds at a generation's
-  end claimed 0-40 ahead instead of 128, and the freed slots waited for a round (20-50 ms
-  under load). The first round to see an end claimed none ahead either (the run time was
-  noted after the claim).
-- Within a generation the event loop is the queue: 0.35-0.45 ms of loop CPU per task
-  (pluggy and the plugins' hooks about 40%, the executor's two status messages 16%, the
-  greenlet bridge and asyncio 15%, the live state's encoding 6%, context decoding 5%;
-  functools.cached_property's shared lock 4%), so the ~200 ends and starts of a generation
-  take 70-90 ms and the generations stay bunched. The process spends 0.55-0.75 ms of CPU
-  per task (the claim loop 0.1 on PostgreSQL, 0.2-0.3 on SQLite; the collector 3-5%): at
-  1,800/s that is more than one core under one interpreter lock, so the target is out of
-  reach without about halving the CPU per task; the timings swing 30% with the machine's
-  load.
+- CPU per task: the worker process 0.19-0.25 ms (the event loop 0.13-0.18, the claim loop
+  0.05-0.11), PostgreSQL's backends 0.07-0.09 more. The lifecycle alone (4,000 attempts of
+  `roadie-examples:wait` on an AsyncRunner, no database, the installed plugins' hooks
+  included) costs the loop 111-116 us an attempt (median of 5); pluggy's dispatch of the
+  task hooks 3-4 us of it, each `task.progress` 5-6 us.
+- The garbage collector: every attempt left about 40 objects in reference cycles (a
+  RunningTask and its lightweight children, which refer back to it; and in each of the two
+  decodes of an attempt, a closure that refers to itself), about 31,500 a thousand tasks. A
+  drain of 1,000 ran about 125 young collections, 11 middle ones and a full one of the
+  process's ~100,000 objects (25-40 ms, with the event loop stopped: the largest lags of
+  the loop measured).
+- Each generation of 200 ends and starts takes 103-160 ms rather than 100 (an attempt's run
+  p50 107-112 ms, p90 116-180 ms): the loop's lag, hand-offs of the GIL to the claim loop's
+  rounds (the 5 ms switch interval) and the machine's other processes. Start-up (first start
+  45-65 ms on PostgreSQL, 30-55 on SQLite) and shut-down (15-40 ms) are most of the rest.
+- Claiming ahead is not the limit: a prefetch of 256 instead of 128 (every slot with its
+  next task claimed ahead) drained at 1,399-1,485/s against 1,432-1,484/s on PostgreSQL in
+  4 alternated pairs (load 1.5-1.8).
 
-What changed: a slot counts as busy with a long task only past `prefetch_short` and twice
-the average run time (and a slot whose attempt ended is free), so the async claim ahead stays
-at its cap across generations, and none is claimed ahead while the average is over twice
-`prefetch_short` (the 1 s fan-out had drained 5-8% slower with 128 starts claimed ahead, each
-recorded by a write of its own); the run times of the round's ended attempts are noted before
-its claim; the start-up sweep runs in the maintenance thread beside the first claim (a worker
-run until idle waits for it); greenlet is imported as the loop starts; the host pool (and
-roadie.hosts) is made only when an executor runs in a host; RunningTask's lazy attributes
-without functools.cached_property; the built-in status translator called directly when it
-is the only implementation; the outcome's last fields set without dataclasses.replace. The
-rows give each drain's first start, last start, last end and return (ms from `run_worker`)."""
+What changed: no reference cycle per attempt (the children are made on first use; decoding
+keeps its depth in an object), so the collector finds about 100 objects a thousand tasks,
+runs 30-35% fewer young collections and no full one in a drain of 1,000; a status message
+of plain values (what `task.progress` sends) is not encoded just to check that it can be;
+task hooks whose implementations are all plain functions are called directly, in pluggy's
+order, without its dispatch; a finished attempt sets the claim loop's wake-up event only
+when it is not set; the OpenTelemetry plugin returns no context manager when no trace was
+captured. The lifecycle on the loop: 111-116 -> 87-91 us an attempt. The rows give each
+drain's first start, last start, last end and return (ms from `run_worker`)."""
 PLUGINS = ["roadie-examples", "roadie-django", "roadie-prometheus", "roadie-opentelemetry"]
 
 

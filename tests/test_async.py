@@ -3,6 +3,8 @@ await, mixed with thread executors, with the same hooks, retries and live state.
 
 from __future__ import annotations
 
+import gc
+import weakref
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,32 @@ def test_cancelling_an_async_parent_cancels_its_coroutine_children(app: roadie.R
         done = wait_final(app, task.id)
     assert done.status is Status.CANCELLED
     assert done.status_message.startswith("cancelled by me at ")
+
+
+class _Remember:
+    """Keeps a weak reference to each task that starts."""
+
+    def __init__(self) -> None:
+        self.tasks: list[weakref.ref[roadie.RunningTask]] = []
+
+    @roadie.hookimpl
+    def roadie_before_task(self, task: roadie.RunningTask) -> None:
+        self.tasks.append(weakref.ref(task))
+
+
+def test_a_finished_attempt_leaves_no_reference_cycle(app: roadie.Roadie) -> None:
+    """Thread and async attempts are freed as they are settled, not by the garbage collector
+    (which would stop the event loop for a full collection every thousand tasks or so)."""
+    remember = _Remember()
+    app.plugins.register(remember, name="remember")
+    app.add_tasks([("tests:asleep", {"seconds": 0}), ("tests:sleep", {"seconds": 0}),
+                   ("roadie-examples:wait", {"seconds": 0})])
+    gc.collect()
+    gc.disable()
+    try:
+        stats = app.run_worker(concurrency=1, until_idle=True)
+        assert stats.by_status == {"successful": 3}
+        assert len(remember.tasks) == 3
+        assert [ref() for ref in remember.tasks] == [None, None, None]
+    finally:
+        gc.enable()

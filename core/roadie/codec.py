@@ -172,6 +172,43 @@ class _Encoding:
             self.depth -= 1
         return msgpack.ExtType(EXT_CODE, payload)
 
+class _Decoding:
+    """The state of one decode: how deeply typed values nest. A method, not a closure: a
+    closure that passes itself to the nested unpack is a reference cycle, left for the
+    garbage collector (a worker decodes two maps per task)."""
+
+    __slots__ = ("allowed", "depth", "installed", "registry", "what")
+
+    def __init__(self, registry: TypeRegistry, what: str, allowed: set[str] | None,
+                 installed: Callable[[str], bool] | None) -> None:
+        self.registry = registry
+        self.what = what
+        self.allowed = allowed
+        self.installed = installed
+        self.depth = 0
+
+    def ext_hook(self, code: int, payload: bytes) -> Any:
+        if code == DATETIME_CODE:
+            return _unpack_datetime(payload)
+        what, registry = self.what, self.registry
+        if code != EXT_CODE:
+            raise ContextDecodeError(f"{what}: unknown msgpack extension code {code}")
+        self.depth += 1
+        if self.depth > registry.max_depth:
+            raise ContextDecodeError(f"{what}: {_too_deep(registry.max_depth)}")
+        try:
+            header = _unpack(payload, self.ext_hook)
+            if not (isinstance(header, list) and len(header) == 3):
+                raise ContextDecodeError(f"{what}: malformed typed value")
+            key, version, inner = header
+            if not (isinstance(key, str) and type(version) is int and version >= 1):
+                raise ContextDecodeError(f"{what}: malformed typed value")
+            return registry._decode_typed(key, version, inner, what, self.allowed,
+                                          self.installed)
+        finally:
+            self.depth -= 1
+
+
 class TypeRegistry:
     """Maps namespaced type keys to codecs; encodes and decodes context maps.
 
@@ -367,30 +404,9 @@ class TypeRegistry:
         Any problem raises ``ContextDecodeError``, never another exception.
         """
         allowed = None if namespaces is None else {*namespaces, CORE_NAMESPACE}
-        depth = 0
-
-        def ext_hook(code: int, payload: bytes) -> Any:
-            nonlocal depth
-            if code == DATETIME_CODE:
-                return _unpack_datetime(payload)
-            if code != EXT_CODE:
-                raise ContextDecodeError(f"{what}: unknown msgpack extension code {code}")
-            depth += 1
-            if depth > self.max_depth:
-                raise ContextDecodeError(f"{what}: {_too_deep(self.max_depth)}")
-            try:
-                header = _unpack(payload, ext_hook)
-                if not (isinstance(header, list) and len(header) == 3):
-                    raise ContextDecodeError(f"{what}: malformed typed value")
-                key, version, inner = header
-                if not (isinstance(key, str) and type(version) is int and version >= 1):
-                    raise ContextDecodeError(f"{what}: malformed typed value")
-                return self._decode_typed(key, version, inner, what, allowed, installed)
-            finally:
-                depth -= 1
-
+        decoding = _Decoding(self, what, allowed, installed)
         try:
-            return _unpack(data, ext_hook)
+            return _unpack(data, decoding.ext_hook)
         except ContextDecodeError:
             raise
         except Exception as exc:  # any failure of corrupt data is a decode error
@@ -490,6 +506,31 @@ def _unpack(data: bytes, ext_hook: Callable[[int, bytes], Any]) -> Any:
     return msgpack.unpackb(
         data, ext_hook=ext_hook, raw=False, strict_map_key=False, use_list=True
     )
+
+
+_INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 64 - 1  # what msgpack can store
+
+
+def plain_map_fits(value: dict[str, Any], max_size: int) -> bool:
+    """Whether a flat map certainly encodes within ``max_size`` bytes, known without encoding
+    it: str keys; values None, bool, float, int within msgpack's range or ASCII str (a status
+    message from ``task.progress``). False means: encode it to know."""
+    size = 5
+    for key, item in value.items():
+        if type(key) is not str or not key.isascii():
+            return False
+        kind = type(item)
+        if kind is str:
+            if not item.isascii():
+                return False
+            size += len(item)
+        elif kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                return False
+        elif not (item is None or kind is float or kind is bool):
+            return False
+        size += len(key) + 14  # (each key's and value's header, a number's bytes: at most)
+    return size <= max_size
 
 
 def _is_utf8(text: str) -> bool:

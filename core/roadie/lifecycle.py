@@ -73,25 +73,25 @@ def run_attempt(
             return outcome, None, None
         result = _execute(app, task, executor, plugins)
     except Cancelled as exc:
-        task.children.wait_all()
+        task.wait_children()
         return _cancelled(task, exc), None, exc
     except HookFailure as exc:
-        task.children.wait_all()
+        task.wait_children()
         return _failed(task, str(exc), exc), None, exc
     except Exception as exc:
-        task.children.wait_all()
+        task.wait_children()
         if task.cancelled:  # a cancel was requested: no retry, whatever the error
             stopped = task.cancellation()
             return _cancelled(task, stopped), None, stopped
         return _on_exception(task, executor, exc), None, exc
     except BaseException as exc:  # SystemExit and the like: the task fails, the worker lives
-        task.children.wait_all()
+        task.wait_children()
         message = f"the executor raised {type(exc).__name__}: {exc}"
         return _failed(task, message, exc), None, exc
     finally:
         _current.reset(token)
 
-    failed_children = task.children.wait_all()
+    failed_children = task.wait_children()
     if result.status == Status.WAITING and task.cancelled:
         # cancelled before the parent went WAITING: it ends CANCELLED, not through its fan-in
         # (its subtasks are cancelled with it by ``cancel_task``)

@@ -477,6 +477,8 @@ class Plugins:
                 caller = self.pm.subset_hook_caller(name, remove) if remove else getattr(
                     self.pm.hook, name
                 )
+                if not self.tracing:
+                    caller = _DirectCall.of(caller) or caller
                 self._subset_callers[(name, scope)] = caller
             return caller
 
@@ -503,6 +505,50 @@ class Plugins:
         if self.tracing:
             arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
             sys.stderr.write(f"  {hook_name} [{plugin_name}] ({arguments})\n")
+
+
+class _DirectCall:
+    """A task-scoped hook whose implementations are all plain functions (no wrapper), called
+    as pluggy calls them, in the same order, without its dispatch: checking the arguments,
+    filtering the subset of plugins and copying the list on every call, which cost about as
+    much as the implementations themselves (a worker calls these hooks for every task). The
+    implementations are fixed when it is made: ``Plugins.register`` and ``unregister`` drop
+    it."""
+
+    __slots__ = ("_caller", "_first", "_functions")
+
+    def __init__(self, caller: Any, functions: tuple[tuple[Callable[..., Any],
+                                                         tuple[str, ...]], ...],
+                 first: bool) -> None:
+        self._caller = caller
+        self._functions = functions
+        self._first = first
+
+    @classmethod
+    def of(cls, caller: Any) -> _DirectCall | None:
+        """The direct call of ``caller``'s implementations, or None when one of them is a
+        wrapper or takes optional arguments (pluggy's own dispatch then)."""
+        impls = caller.get_hookimpls()
+        if any(impl.hookwrapper or impl.wrapper or impl.kwargnames for impl in impls):
+            return None
+        first = bool(caller.spec is not None and caller.spec.opts.get("firstresult"))
+        return cls(caller, tuple((impl.function, tuple(impl.argnames))
+                                 for impl in reversed(impls)), first)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        results = []
+        for function, names in self._functions:
+            result = function(*[kwargs[name] for name in names])
+            if result is not None:
+                if self._first:
+                    return result
+                results.append(result)
+        return None if self._first else results
+
+    def get_hookimpls(self) -> list[Any]:
+        """The implementations, as pluggy's caller lists them."""
+        impls: list[Any] = self._caller.get_hookimpls()
+        return impls
 
 
 def _describe(exc: BaseException) -> str:

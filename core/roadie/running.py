@@ -10,6 +10,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
+from roadie.codec import plain_map_fits
 from roadie.errors import Cancelled, TakenOver
 from roadie.hookcalls import call_hook
 from roadie.lightweight import Children, LightweightTask
@@ -76,7 +77,7 @@ class RunningTask:
         self._timed_out = False
         self._checkpoint: bytes | None = None
         self._checkpoint_version = 0
-        self.children = Children(self, width=child_width)
+        self._child_width = child_width
         self.on_cancel: Callable[[], None] | None = None  # set by the async runner
         self.taken_over = False  # a write was refused: another node took the task over
         # set while a host runs the task: (status, messages) as the host encoded them
@@ -155,7 +156,9 @@ class RunningTask:
         """
         self.raise_if_cancelled()
         message = dict(message)
-        self.app.registry.encode(message, what=f"status message of task {self.id}")
+        registry = self.app.registry
+        if not plain_map_fits(message, registry.max_size):  # (else it encodes: no need to try)
+            registry.encode(message, what=f"status message of task {self.id}")
         call_hook(self.app, "roadie_status_message", self._status_hook, task=self,
                   message=message, status=self.status)
         self.messages.append({"at": utcnow(), **message})
@@ -217,13 +220,32 @@ class RunningTask:
             self._cancel.set()
             if self.on_cancel is not None:  # an async attempt: cancel its current await
                 self.on_cancel()
-            self.children.cancel_coroutines()
+            children: Children | None = self.__dict__.get("_children")
+            if children is not None:  # (one made from now on refuses to spawn: cancelled)
+                children.cancel_coroutines()
 
     def wait_cancelled(self, timeout: float | None = None) -> bool:
         """Sleep up to ``timeout`` seconds, waking early if a cancel is requested."""
         return self._cancel.wait(timeout)
 
     # -- lightweight children ------------------------------------------------------------
+
+    @property
+    def children(self) -> Children:
+        """This task's lightweight children. Made on first use: most tasks have none, and
+        the children refer back to their task, a reference cycle that only the garbage
+        collector would free (a worker makes thousands of tasks a second)."""
+        children: Children | None = self.__dict__.get("_children")
+        if children is None:
+            children = self.__dict__.setdefault("_children",
+                                                Children(self, width=self._child_width))
+        return children
+
+    def wait_children(self) -> list[LightweightTask]:
+        """Wait for every lightweight child to close; the failed ones (``Children.wait_all``),
+        none without making the children."""
+        children: Children | None = self.__dict__.get("_children")
+        return [] if children is None else children.wait_all()
 
     def spawn(self, fn: Callable[..., Any], *args: Any, name: str | None = None,
               **kwargs: Any) -> LightweightTask:

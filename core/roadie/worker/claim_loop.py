@@ -531,7 +531,8 @@ class ClaimLoop:
             outcome = Outcome(task.id, Status.FAILED, f"roadie internal error: {exc!r}",
                               attempt=task.attempt, started_at=began)
             self._done.append(_Done(task, outcome, None, exc))
-        self._wake.set()
+        if not self._wake.is_set():  # (set takes the event's lock and notifies: once will do)
+            self._wake.set()
         self._hand_over()
 
     def _hand_over(self) -> None:

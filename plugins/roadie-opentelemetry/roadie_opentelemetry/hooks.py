@@ -56,11 +56,11 @@ def _attached(carrier: dict[str, str]) -> Iterator[None]:
 
 
 @hookimpl
-def roadie_restore_context(task: RunningTask,
-                           captured: dict[str, Any]) -> contextlib.AbstractContextManager[Any]:
+def roadie_restore_context(task: RunningTask, captured: dict[str, Any]
+                           ) -> contextlib.AbstractContextManager[Any] | None:
     """Make the captured trace context current around the execution (or none: a new trace)."""
     carrier = captured.get(CAPTURED_KEY)
-    return _attached(carrier) if isinstance(carrier, dict) else contextlib.nullcontext()
+    return _attached(carrier) if isinstance(carrier, dict) else None
 
 
 def _tracing() -> bool:
