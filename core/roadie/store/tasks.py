@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import operator
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from roadie.store.grouped import GroupedAdds
 
 T = models.tasks
+R = TypeVar("R")
 BULK_INSERT_FROM = 20
 # the binary COPY types of the columns that a new task sets (PostgreSQL); JSON goes as text
 _COPY_TYPES = {
@@ -134,8 +136,7 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
     added: list[TaskRecord | None]
     if not (keys or after or unique) and len(new_tasks) >= BULK_INSERT_FROM:
         # (the most: plain tasks in bulk, a column at a time from start to end)
-        ids = _bulk_insert(self, conn, columns)
-        return list(added_records(ids, columns, decoder))
+        return list(_bulk_insert(self, conn, columns, decoder))
     heads = self.key_heads(conn, keys) if keys else {}
     held = self.held_counts(conn, keys) if keys else {}
     names = list(columns)
@@ -154,8 +155,7 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
                  for row in rows]
     else:
         columns = {name: list(map(operator.itemgetter(name), rows)) for name in names}
-        ids = _bulk_insert(self, conn, columns)
-        added = list(added_records(ids, columns, decoder))
+        added = list(_bulk_insert(self, conn, columns, decoder))
     if after:
         inserted = [(t, r.id) for t, r in zip(new_tasks, added, strict=True) if r is not None]
         self.trees.record_dependencies(conn, [t for t, _ in inserted],
@@ -271,10 +271,11 @@ def _task_columns(new_tasks: Sequence[NewTask], parent: Fence | None,
     }
 
 
-def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]]) -> list[int]:
+def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]],
+                 decoder: Decoder | None) -> list[TaskRecord]:
     """Insert many task rows (``columns``: their values, a list per column) fast and return
-    their ids: ids are reserved first, then PostgreSQL takes the rows with a binary COPY and
-    SQLite with one prepared statement."""
+    their records: ids are reserved first, then PostgreSQL takes the rows with a binary COPY
+    (the records are made while it does) and SQLite with one prepared statement."""
     count = len(columns["executor"])
     if self.is_postgres:
         ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalar_one()
@@ -283,8 +284,8 @@ def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]]) -
         ids = range(start + 1, start + 1 + count)
     plugins = plugins_texts(columns["plugins"])  # as JSON text, each distinct map dumped once
     if self.is_postgres and not conn.dialect.is_async:
-        _copy_rows(conn, ids, plugins, columns)
-        return list(ids)
+        return _copy_rows(conn, ids, plugins, columns,
+                          functools.partial(added_records, ids, columns, decoder))
     names = ["id", *columns]
     values = zip(ids, *columns.values(), strict=True)
     if self.is_postgres:  # an asyncio driver's connection (the async client) takes the maps
@@ -294,29 +295,34 @@ def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]]) -
         for row, text in zip(rows, plugins, strict=True):
             row["plugins"] = text
         conn.execute(T.insert().values(plugins=sa.bindparam("plugins", type_=sa.Text())), rows)
-    return list(ids)
+    return added_records(ids, columns, decoder)
 
 
 def _copy_rows(conn: Connection, ids: Sequence[int], plugins: list[str],
-               table: dict[str, list[Any]]) -> None:
+               table: dict[str, list[Any]], meanwhile: Callable[[], R]) -> R:
     """Rows (``table``: a list of values per column) into roadie_tasks with one binary COPY
-    (also on a caller's connection: store/caller.py); a column that every row leaves at what
-    the table gives it (``_COPY_DEFAULTS``) is not sent."""
-    columns, values = [], []
+    (also on a caller's connection: store/caller.py), made a column at a time
+    (``copying.BinaryRows``); a column that every row leaves at what the table gives it
+    (``_COPY_DEFAULTS``) is not sent. Returns what ``meanwhile`` returns, called once the
+    rows are sent, while the server takes them."""
+    names, types, values = ["id", "plugins"], ["int8", "text"], [ids, plugins]
     for column, got in table.items():
         default = _COPY_DEFAULTS.get(column, _SENT)
         if column == "plugins" or (default is not _SENT and got.count(default) == len(got)):
             continue
-        columns.append(column)
+        names.append(column)
+        types.append(_COPY_TYPES[column])
         values.append(got)
+    from roadie.store.copying import SIGNATURE, TRAILER, BinaryRows  # (psycopg: not on SQLite)
+
     raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
+    rows = BinaryRows(raw, types, values)
     with raw.cursor() as cursor, cursor.copy(
-        f"COPY roadie_tasks (id, plugins, {', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        f"COPY roadie_tasks ({', '.join(names[i] for i in rows.order)}) FROM STDIN "
+        "(FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
-        write = copy.write_row
-        for row in zip(ids, plugins, *values, strict=True):
-            write(row)
+        copy.write(SIGNATURE + rows.data() + TRAILER)
+        return meanwhile()
 
 
 def get_task(self: Store, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
