@@ -14,6 +14,7 @@ import datetime as dt
 import functools
 import gc
 import itertools
+import operator
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
@@ -80,8 +81,17 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+STREAM_FROM = 1000  # tasks of a batch from which they are made while the database takes them
+STREAM_CHUNK = 500  # tasks made (then sent) at a time
+
+
 def _add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
                resolved: dict[Any, Any]) -> list[TaskRecord]:
+    if len(tasks) >= STREAM_FROM and app.store.streams() and _plain(app, tasks, resolved):
+        added = app.store.stream_tasks(len(tasks), _plain_chunks(app, tasks, resolved),
+                                       decoder=app.decode_for_task)
+        app._tasks_added(added)
+        return list(added)
     specs = []
     for index, item in enumerate(tasks, first):
         if type(item) is tuple and len(item) == 2 and type(item[0]) is str:  # (the most)
@@ -98,6 +108,31 @@ def _add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
     app._tasks_added(added if not added.existing
                      else [task for task in added if task.id not in added.existing])
     return list(added)
+
+
+def _plain(app: Roadie, tasks: Sequence[Any], resolved: dict[Any, Any]) -> bool:
+    """Whether every one of ``tasks`` is an ``(executor, context)`` pair of an executor that
+    is not isolated and has no limits: tasks without options (``store.stream_tasks``)."""
+    if set(map(type, tasks)) != {tuple} or set(map(len, tasks)) != {2}:
+        return False
+    executors = set(map(operator.itemgetter(0), tasks))
+    if set(map(type, executors)) != {str}:
+        return False
+    for executor in executors:
+        known = resolved.get(executor)
+        if known is None:
+            known = resolved[executor] = _resolved(app, executor)
+        if known[5] != (None, None):  # (its fixed isolation key and width)
+            return False
+    return True
+
+
+def _plain_chunks(app: Roadie, tasks: Sequence[tuple[str, Any]],
+                  resolved: dict[Any, Any]) -> Iterator[list[NewTask]]:
+    """The tasks of ``(executor, context)`` pairs, ``STREAM_CHUNK`` at a time."""
+    for start in range(0, len(tasks), STREAM_CHUNK):
+        yield [plain_task(app, executor, context, resolved)
+               for executor, context in tasks[start:start + STREAM_CHUNK]]
 
 
 def new_task(

@@ -3,8 +3,8 @@
 A batch's rows are mostly alike: the tasks of one ``add_tasks`` call share their executor,
 times, status and often their context. So each column's distinct values are dumped once, with
 psycopg's own binary dumpers, and a column that every row has alike is dumped once for all
-rows: a row of such a batch costs its id and little else. The columns that vary are sent
-first, the alike ones after them, so that every row ends with the same bytes.
+rows (with the alike columns beside it, one piece): a row of such a batch costs its id and
+little else.
 """
 
 from __future__ import annotations
@@ -36,30 +36,33 @@ def is_alike(kind: str, values: Sequence[Any]) -> bool:
 
 
 class BinaryRows:
-    """Rows given a list of values per column (of the PostgreSQL ``types``) as binary COPY
-    data, for the COPY of the columns ``order`` names (their indexes): those that vary,
-    then those alike in every row; ``connection`` (psycopg's) gives the dumpers."""
+    """Rows as binary COPY data for the columns of the PostgreSQL ``types`` (in the COPY's
+    order), given a list of values per column; ``connection`` (psycopg's) gives the
+    dumpers."""
 
-    def __init__(self, connection: Any, types: Sequence[str],
-                 columns: Sequence[Sequence[Any]]) -> None:
-        alike = [is_alike(kind, values) for kind, values in zip(types, columns, strict=True)]
-        self.order = ([i for i, same in enumerate(alike) if not same]
-                      + [i for i, same in enumerate(alike) if same])
+    def __init__(self, connection: Any, types: Sequence[str]) -> None:
+        self._types = types
         self._transformer = Transformer(connection)
         self._oids = connection.adapters.types
-        self._count = len(columns[0])
-        self._varying = [(types[i], columns[i]) for i, same in enumerate(alike) if not same]
         self._head = struct.pack(">h", len(types))
-        self._suffix = b"".join(self._fields(types[i], columns[i][:1])[0]
-                                for i, same in enumerate(alike) if same)
 
-    def data(self, start: int = 0, stop: int | None = None) -> bytes:
-        """Rows ``start`` to ``stop`` (without the signature and the trailer)."""
-        stop = self._count if stop is None else min(stop, self._count)
-        fields = [self._column(kind, values[start:stop]) for kind, values in self._varying]
-        rows = zip(itertools.repeat(self._head, stop - start), *fields,
-                   itertools.repeat(self._suffix))
-        return b"".join(itertools.chain.from_iterable(rows))
+    def data(self, columns: Sequence[Sequence[Any]]) -> bytes:
+        """The rows (without the signature and the trailer): a column that every row has
+        alike is dumped once, as one piece with the alike columns next to it."""
+        count = len(columns[0])
+        pieces: list[Any] = []  # per row: a field (bytes) alike in every row, or a list
+        alike: list[bytes] = [self._head]
+        for kind, values in zip(self._types, columns, strict=True):
+            if is_alike(kind, values):
+                alike.append(self._fields(kind, values[:1])[0])
+                continue
+            if alike:
+                pieces.append(itertools.repeat(b"".join(alike), count))
+                alike = []
+            pieces.append(self._column(kind, values))
+        if alike:
+            pieces.append(itertools.repeat(b"".join(alike), count))
+        return b"".join(itertools.chain.from_iterable(zip(*pieces, strict=True)))
 
     def _column(self, kind: str, values: Sequence[Any]) -> list[bytes]:
         """The fields of ``values``: integers packed, the rest dumped once per distinct value

@@ -93,6 +93,61 @@ def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
     return Added(records, existing=frozenset(r.id for r in records if r.id not in new_ids))
 
 
+def streams(self: Store) -> bool:
+    """Whether ``stream_tasks`` may be used: PostgreSQL through psycopg, on the store's own
+    connections (not a caller's transaction, where a hook's query would meet the COPY)."""
+    return self.is_postgres and self._bound is None and not self.engine.dialect.is_async
+
+
+# the columns that ``stream_tasks`` sends: those that a task without options sets
+_STREAMED = ("executor", "context", "captured", "status", "run_after", "created_at",
+             "updated_at")
+
+
+def stream_tasks(self: Store, count: int, chunks: Iterable[Sequence[NewTask]],
+                 decoder: Decoder | None = None) -> Added:
+    """``insert_tasks`` of ``count`` tasks without options (no name, owner, group, priority,
+    delay, tags, timeout, isolation key, dependencies or unique key: those of an
+    ``(executor, context)`` item of an executor that is not isolated), given a chunk at a
+    time and taken as they come: PostgreSQL takes the rows of a chunk, with one binary COPY,
+    while the caller makes the next one. All or none are stored; ``streams()`` says when it
+    may be used. A task with an option is refused (ValueError)."""
+    from roadie.store.copying import SIGNATURE, TRAILER, BinaryRows  # (psycopg: not on SQLite)
+
+    now = utcnow()
+    records: list[TaskRecord] = []
+    with self.write() as conn:
+        ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalar_one()
+        raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
+        rows = BinaryRows(raw, ["int8", "text", *(_COPY_TYPES[c] for c in _STREAMED)])
+        with raw.cursor() as cursor, cursor.copy(
+            f"COPY roadie_tasks (id, plugins, {', '.join(_STREAMED)}) FROM STDIN "
+            "(FORMAT BINARY)"
+        ) as copy:
+            copy.write(SIGNATURE)
+            for chunk in chunks:
+                if len(records) + len(chunk) > count:
+                    raise ValueError(f"stream_tasks was given more than {count} tasks")
+                columns = _task_columns(chunk, None, now)
+                for column, default in _COPY_DEFAULTS.items():  # (claimable: not delayed)
+                    if column not in _STREAMED and columns[column].count(default) != len(chunk):
+                        raise ValueError(f"stream_tasks takes tasks without options: "
+                                         f"{column} is set")
+                if any(map(operator.attrgetter("after"), chunk)):
+                    raise ValueError("stream_tasks takes tasks without dependencies")
+                chunk_ids = ids[len(records):len(records) + len(chunk)]
+                copy.write(rows.data([chunk_ids, plugins_texts(columns["plugins"]),
+                                      *(columns[c] for c in _STREAMED)]))
+                records += added_records(chunk_ids, columns, decoder)
+            copy.write(TRAILER)
+        if len(records) < count:  # (the unused ids are left out, as a rollback leaves them)
+            raise ValueError(f"stream_tasks was given {len(records)} tasks, not {count}")
+        if records:
+            self.notify(conn, CHANNEL_ADDED, str(records[-1].id))
+    self.statistics.added(len(records))
+    return Added(records)
+
+
 def _open_unique(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
                  decoder: Decoder | None) -> dict[tuple[str, str | None], TaskRecord]:
     """The open tasks (not ended) that have the executor and unique key of some of
@@ -316,12 +371,10 @@ def _copy_rows(conn: Connection, ids: Sequence[int], plugins: list[str],
     from roadie.store.copying import SIGNATURE, TRAILER, BinaryRows  # (psycopg: not on SQLite)
 
     raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
-    rows = BinaryRows(raw, types, values)
     with raw.cursor() as cursor, cursor.copy(
-        f"COPY roadie_tasks ({', '.join(names[i] for i in rows.order)}) FROM STDIN "
-        "(FORMAT BINARY)"
+        f"COPY roadie_tasks ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
     ) as copy:
-        copy.write(SIGNATURE + rows.data() + TRAILER)
+        copy.write(SIGNATURE + BinaryRows(raw, types).data(values) + TRAILER)
         return meanwhile()
 
 
