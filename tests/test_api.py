@@ -233,16 +233,24 @@ def test_a_large_batch_that_fails_late_stores_nothing(app: roadie.Roadie) -> Non
     assert len(app.add_tasks(items[:STREAM_FROM])) == STREAM_FROM  # (the session is sound)
 
 
-def test_the_streamed_batch_refuses_tasks_with_options(app: roadie.Roadie) -> None:
+def test_the_streamed_batch_takes_as_many_tasks_as_it_was_told(app: roadie.Roadie) -> None:
     if not app.store.streams():
         pytest.skip("PostgreSQL only")
-    plain = app._new_task("roadie-examples:echo", {}, {})
-    with pytest.raises(ValueError, match="without options: priority is set"):
-        app.store.stream_tasks(2, [[plain, app._new_task("roadie-examples:echo", {}, {},
-                                                         priority=3)]])
+    from roadie.store import PlainTasks
+
+    def chunk(n: int) -> PlainTasks:
+        return PlainTasks(["roadie-examples:echo"] * n, [{"roadie-examples": "1"}] * n,
+                          [b"\x80"] * n, [None] * n)
+
     with pytest.raises(ValueError, match="given 1 tasks, not 2"):
-        app.store.stream_tasks(2, [[plain]])
+        app.store.stream_tasks(2, [chunk(1)])
+    with pytest.raises(ValueError, match="given more than 2 tasks"):
+        app.store.stream_tasks(2, [chunk(2), chunk(1)])
+    with pytest.raises(ValueError, match="a list per field"):
+        app.store.stream_tasks(2, [PlainTasks(["roadie-examples:echo"] * 2)])
     assert app.store.count_tasks() == {}
+    assert [t.context for t in app.store.stream_tasks(3, [chunk(2), chunk(1)],
+                                                      decoder=app.decode_for_task)] == [{}] * 3
 
 
 def test_add_tasks_leaves_the_garbage_collector_as_it_found_it(app: roadie.Roadie) -> None:

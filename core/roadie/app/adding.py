@@ -30,7 +30,7 @@ from roadie.executor import Executor, Isolation
 from roadie.hookcalls import call_hook
 from roadie.plugins import split_executor_name
 from roadie.records import TaskDraft, TaskRecord, instance_of
-from roadie.store import NewTask, tags_key, utcnow
+from roadie.store import NewTask, PlainTasks, tags_key, utcnow
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
@@ -128,11 +128,23 @@ def _plain(app: Roadie, tasks: Sequence[Any], resolved: dict[Any, Any]) -> bool:
 
 
 def _plain_chunks(app: Roadie, tasks: Sequence[tuple[str, Any]],
-                  resolved: dict[Any, Any]) -> Iterator[list[NewTask]]:
-    """The tasks of ``(executor, context)`` pairs, ``STREAM_CHUNK`` at a time."""
+                  resolved: dict[Any, Any]) -> Iterator[PlainTasks]:
+    """The tasks of ``(executor, context)`` pairs (of executors that ``_plain`` resolved),
+    ``STREAM_CHUNK`` at a time."""
     for start in range(0, len(tasks), STREAM_CHUNK):
-        yield [plain_task(app, executor, context, resolved)
-               for executor, context in tasks[start:start + STREAM_CHUNK]]
+        chunk = PlainTasks()
+        executors, plugins = chunk.executors, chunk.plugins
+        contexts, captured = chunk.contexts, chunk.captured
+        for executor, context in tasks[start:start + STREAM_CHUNK]:
+            known = resolved[executor]
+            qualified = known[0]
+            versions, data, caught = task_content(app, resolved, qualified, known[2],
+                                                  context_map(qualified, context))
+            executors.append(qualified)
+            plugins.append(versions)
+            contexts.append(data)
+            captured.append(caught)
+        yield chunk
 
 
 def new_task(
@@ -160,7 +172,7 @@ def new_task(
         known = resolved[executor] = _resolved(app, executor)
     qualified, executor_class, plugin_versions, isolation, limits, fixed_key = known
     context = context_map(qualified, context)
-    fields = task_content(app, resolved, qualified, plugin_versions, context)
+    versions, data, captured = task_content(app, resolved, qualified, plugin_versions, context)
     if fixed_key is not None:  # not isolated: the same for each of its tasks
         isolation_key, key_limit = fixed_key
     else:
@@ -184,14 +196,14 @@ def new_task(
         if timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         timeout = float(timeout)
-    fields.update({
+    return instance_of(NewTask, {
+        "plugins": versions, "context": data, "captured": captured,
         "executor": qualified, "name": name or "", "owner": owner, "group": group,
         "isolation_key": isolation_key, "priority": int(priority), "run_after": run_after,
         "tags": tags_key(tags) if tags else "", "timeout": timeout, "parent_id": None,
         "after": task_ids(after) if after else (),
         "unique_key": unique_key, "key_limit": key_limit if key_limit != 1 else None,
     })
-    return instance_of(NewTask, fields)
 
 
 _DEFAULTS = object()  # ``resolved``'s key of plain_task's task fields, per executor
@@ -216,9 +228,11 @@ def plain_task(app: Roadie, executor: str, context: Mapping[str, Any] | None,
         return new_task(app, executor, context, resolved)
     fields, known = defaults
     qualified = known[0]
-    content = task_content(app, resolved, qualified, known[2], context_map(qualified, context))
-    content.update(fields)
-    return instance_of(NewTask, content)
+    versions, data, captured = task_content(app, resolved, qualified, known[2],
+                                            context_map(qualified, context))
+    fields = fields.copy()
+    fields["plugins"], fields["context"], fields["captured"] = versions, data, captured
+    return instance_of(NewTask, fields)
 
 
 _CONTENT_FIELDS = ("plugins", "context", "captured")
@@ -243,7 +257,8 @@ def context_map(qualified: str, context: Mapping[str, Any] | None) -> dict[str, 
 
 
 def task_content(app: Roadie, resolved: dict[Any, Any], qualified: str,
-                 plugin_versions: Mapping[str, str], context: dict[str, Any]) -> dict[str, Any]:
+                 plugin_versions: Mapping[str, str], context: dict[str, Any]
+                 ) -> tuple[dict[str, str], bytes, bytes | None]:
     """The fields of a task that its context makes: the plugin versions it needs (its
     executor's and its types'), its encoded context, and what the capture hooks captured."""
     data, namespaces = encoded(app, resolved, context, "context")
@@ -251,8 +266,7 @@ def task_content(app: Roadie, resolved: dict[Any, Any], qualified: str,
     for namespace in namespaces:
         if namespace not in versions:
             versions[namespace] = app.plugins.version_of(namespace)
-    return {"plugins": versions, "context": data,
-            "captured": capture(app, qualified, context, resolved)}
+    return versions, data, capture(app, qualified, context, resolved)
 
 
 def _resolved(app: Roadie, executor: str) -> tuple[Any, ...]:

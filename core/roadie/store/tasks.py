@@ -22,7 +22,15 @@ from roadie.store.engine import DATABASE_ERRORS, driver_rows
 from roadie.store.locks import queue_behind_heads
 from roadie.store.rows import added_records, plugins_texts, task_record, utc_time
 from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
-from roadie.store.values import Added, Fence, NewTask, Snapshot, claimable_at, utcnow
+from roadie.store.values import (
+    Added,
+    Fence,
+    NewTask,
+    PlainTasks,
+    Snapshot,
+    claimable_at,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from roadie.store.facade import Store
@@ -104,14 +112,12 @@ _STREAMED = ("executor", "context", "captured", "status", "run_after", "created_
              "updated_at")
 
 
-def stream_tasks(self: Store, count: int, chunks: Iterable[Sequence[NewTask]],
+def stream_tasks(self: Store, count: int, chunks: Iterable[PlainTasks],
                  decoder: Decoder | None = None) -> Added:
-    """``insert_tasks`` of ``count`` tasks without options (no name, owner, group, priority,
-    delay, tags, timeout, isolation key, dependencies or unique key: those of an
-    ``(executor, context)`` item of an executor that is not isolated), given a chunk at a
-    time and taken as they come: PostgreSQL takes the rows of a chunk, with one binary COPY,
-    while the caller makes the next one. All or none are stored; ``streams()`` says when it
-    may be used. A task with an option is refused (ValueError)."""
+    """``insert_tasks`` of ``count`` tasks without options (those of ``(executor, context)``
+    items of executors neither isolated nor limited), given a chunk at a time and taken as
+    they come: PostgreSQL takes the rows of a chunk, with one binary COPY, while the caller
+    makes the next one. All or none are stored; ``streams()`` says when it may be used."""
     from roadie.store.copying import SIGNATURE, TRAILER, BinaryRows  # (psycopg: not on SQLite)
 
     now = utcnow()
@@ -126,16 +132,11 @@ def stream_tasks(self: Store, count: int, chunks: Iterable[Sequence[NewTask]],
         ) as copy:
             copy.write(SIGNATURE)
             for chunk in chunks:
-                if len(records) + len(chunk) > count:
+                n = len(chunk.executors)
+                if len(records) + n > count:
                     raise ValueError(f"stream_tasks was given more than {count} tasks")
-                columns = _task_columns(chunk, None, now)
-                for column, default in _COPY_DEFAULTS.items():  # (claimable: not delayed)
-                    if column not in _STREAMED and columns[column].count(default) != len(chunk):
-                        raise ValueError(f"stream_tasks takes tasks without options: "
-                                         f"{column} is set")
-                if any(map(operator.attrgetter("after"), chunk)):
-                    raise ValueError("stream_tasks takes tasks without dependencies")
-                chunk_ids = ids[len(records):len(records) + len(chunk)]
+                chunk_ids = ids[len(records):len(records) + n]
+                columns = _plain_columns(chunk, now)
                 copy.write(rows.data([chunk_ids, plugins_texts(columns["plugins"]),
                                       *(columns[c] for c in _STREAMED)]))
                 records += added_records(chunk_ids, columns, decoder)
@@ -146,6 +147,24 @@ def stream_tasks(self: Store, count: int, chunks: Iterable[Sequence[NewTask]],
             self.notify(conn, CHANNEL_ADDED, str(records[-1].id))
     self.statistics.added(len(records))
     return Added(records)
+
+
+def _plain_columns(chunk: PlainTasks, now: dt.datetime) -> dict[str, list[Any]]:
+    """``_task_columns`` of tasks without options."""
+    n = len(chunk.executors)
+    if not len(chunk.plugins) == len(chunk.contexts) == len(chunk.captured) == n:
+        raise ValueError("PlainTasks: a list per field, one item per task")
+    default: dict[str, Any] = {
+        "name": "", "owner": None, "task_group": None, "status_message": "",
+        "completed": False, "attempts": 0, "isolation_key": None, "priority": 0, "tags": "",
+        "timeout": None, "finished_at": None, "parent_id": None, "fan_in": False,
+        "has_dependents": False, "unique_key": None, "key_limit": None, "claimable": True,
+        "status": int(Status.NEW), "run_after": now, "created_at": now, "updated_at": now,
+    }
+    columns: dict[str, list[Any]] = {column: [value] * n for column, value in default.items()}
+    columns.update(executor=chunk.executors, plugins=chunk.plugins, context=chunk.contexts,
+                   captured=chunk.captured)
+    return columns
 
 
 def _open_unique(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
