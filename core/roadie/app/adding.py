@@ -342,6 +342,7 @@ def isolation_key_of(
 # 0.0 and -0.0 are equal)
 _PLAIN = frozenset({str, int, bool, bytes, type(None)})
 _MISSING = object()
+_EMPTY = object()  # ``resolved``'s key of the encoding of an empty map
 
 
 def encoded(app: Roadie, resolved: dict[Any, Any], value: dict[str, Any],
@@ -350,6 +351,11 @@ def encoded(app: Roadie, resolved: dict[Any, Any], value: dict[str, Any],
     a flat map of plain values equal to the previous one (the same keys in the same order,
     values of the same types, equal: ``{}``, the same caller's captured context) reuses its
     encoding."""
+    if not value:  # (the most common context: its encoding once per call)
+        empty = resolved.get(_EMPTY)
+        if empty is None:
+            empty = resolved[_EMPTY] = app.registry.encode_with_namespaces(value, what=what)
+        return empty
     types = tuple(map(type, value.values()))
     memo = resolved.get((_MISSING, what))
     if memo is not None and memo[1] == types and memo[0] == tuple(value.items()):
