@@ -154,13 +154,8 @@ def _plain_columns(chunk: PlainTasks, now: dt.datetime) -> dict[str, list[Any]]:
     n = len(chunk.executors)
     if not len(chunk.plugins) == len(chunk.contexts) == len(chunk.captured) == n:
         raise ValueError("PlainTasks: a list per field, one item per task")
-    default: dict[str, Any] = {
-        "name": "", "owner": None, "task_group": None, "status_message": "",
-        "completed": False, "attempts": 0, "isolation_key": None, "priority": 0, "tags": "",
-        "timeout": None, "finished_at": None, "parent_id": None, "fan_in": False,
-        "has_dependents": False, "unique_key": None, "key_limit": None, "claimable": True,
-        "status": int(Status.NEW), "run_after": now, "created_at": now, "updated_at": now,
-    }
+    default = {**_COPY_DEFAULTS, "status": int(Status.NEW), "run_after": now,
+               "created_at": now, "updated_at": now}
     columns: dict[str, list[Any]] = {column: [value] * n for column, value in default.items()}
     columns.update(executor=chunk.executors, plugins=chunk.plugins, context=chunk.contexts,
                    captured=chunk.captured)
