@@ -2,9 +2,10 @@
 
 It checks the executor name (against the installed plugins, or those live workers advertise),
 encodes the context with the type registry, collects the ``roadie_capture_context`` maps,
-computes the isolation key, and reads ``add_tasks``' items a chunk at a time. ``Roadie``'s
-``add_task``, ``add_tasks`` and ``_new_task`` call it; subtasks (``roadie.trees``) and schedules
-(``roadie.schedules``) go through ``Roadie._new_task`` too.
+computes the isolation key, and reads ``add_tasks``' items a chunk at a time (on PostgreSQL a
+large batch of plain pairs is made while the database takes it: ``store.stream_tasks``).
+``Roadie``'s ``add_task``, ``add_tasks`` and ``_new_task`` call it; subtasks (``roadie.trees``)
+and schedules (``roadie.schedules``) go through ``Roadie._new_task`` too.
 """
 
 from __future__ import annotations
