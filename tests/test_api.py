@@ -184,6 +184,75 @@ def test_a_batch_whose_tasks_share_their_values_comes_back_as_stored(
     assert plain[0].plugins is not plain[1].plugins  # each record's map is its own
 
 
+class Counted:
+    """Counts the capture calls and the added tasks of a batch."""
+
+    def __init__(self) -> None:
+        self.captured: list[dict[str, Any]] = []
+        self.added: list[int] = []
+
+    @roadie.hookimpl
+    def roadie_capture_context(self, context: dict[str, Any]) -> dict[str, Any]:
+        self.captured.append(context)
+        return {"n": len(self.captured)}
+
+    @roadie.hookimpl
+    def roadie_task_added(self, task: roadie.TaskRecord) -> None:
+        self.added.append(task.id)
+
+
+def test_a_large_batch_of_pairs_comes_back_as_stored_with_a_hook_call_per_task(
+        app: roadie.Roadie) -> None:
+    # PostgreSQL makes a batch of pairs a chunk at a time while the database takes the rows
+    # of the chunks made before (store.stream_tasks): the same records, hooks and order
+    from roadie.app.adding import STREAM_CHUNK, STREAM_FROM
+
+    counted = Counted()
+    app.plugins.register(counted, name="counted")
+    count = max(STREAM_FROM, 2 * STREAM_CHUNK + 7)
+    items = [("roadie-examples:echo" if i % 3 else "roadie-examples:noop",
+              {} if i % 2 else {"i": i, "s": "é" * (i % 4)}) for i in range(count)]
+    added = app.add_tasks(items)
+    assert [t.id for t in added] == sorted(t.id for t in added)
+    assert [app.get_task(t.id) for t in added] == list(added)
+    assert [t.context for t in added] == [c for _, c in items]
+    assert [t.captured["n"] for t in added] == list(range(1, count + 1))
+    assert counted.captured == [c for _, c in items]
+    assert counted.added == [t.id for t in added]
+    assert app.store.count_tasks() == {Status.NEW: count}
+
+
+def test_a_large_batch_that_fails_late_stores_nothing(app: roadie.Roadie) -> None:
+    from roadie.app.adding import STREAM_FROM
+
+    items: list[Any] = [("roadie-examples:echo", {})] * (STREAM_FROM + 600)
+    items[-3] = ("roadie-examples:echo", {"x": object()})
+    with pytest.raises(roadie.ContextEncodeError, match=r'context\["x"\]'):
+        app.add_tasks(items)
+    assert app.store.count_tasks() == {}
+    assert len(app.add_tasks(items[:STREAM_FROM])) == STREAM_FROM  # (the session is sound)
+
+
+def test_the_streamed_batch_takes_as_many_tasks_as_it_was_told(app: roadie.Roadie) -> None:
+    if not app.store.streams():
+        pytest.skip("PostgreSQL only")
+    from roadie.store import PlainTasks
+
+    def chunk(n: int) -> PlainTasks:
+        return PlainTasks(["roadie-examples:echo"] * n, [{"roadie-examples": "1"}] * n,
+                          [b"\x80"] * n, [None] * n)
+
+    with pytest.raises(ValueError, match="given 1 tasks, not 2"):
+        app.store.stream_tasks(2, [chunk(1)])
+    with pytest.raises(ValueError, match="given more than 2 tasks"):
+        app.store.stream_tasks(2, [chunk(2), chunk(1)])
+    with pytest.raises(ValueError, match="a list per field"):
+        app.store.stream_tasks(2, [PlainTasks(["roadie-examples:echo"] * 2)])
+    assert app.store.count_tasks() == {}
+    assert [t.context for t in app.store.stream_tasks(3, [chunk(2), chunk(1)],
+                                                      decoder=app.decode_for_task)] == [{}] * 3
+
+
 def test_add_tasks_leaves_the_garbage_collector_as_it_found_it(app: roadie.Roadie) -> None:
     # a batch pauses Python's cyclic collector while it makes its objects, not longer
     import gc

@@ -1,12 +1,13 @@
 """Calling the plugins' hooks so that a failure names its plugin: ``call_hook`` turns a raising
 implementation into a ``HookFailure`` (the executor's own exceptions pass through), and
-``notify_hook`` calls an observing hook on every plugin, each on its own."""
+``notify_hook`` calls an observing hook on every plugin, each on its own (``notify_each``: for
+each of many values)."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from roadie.errors import Cancelled, HookFailure
@@ -68,3 +69,26 @@ def notify_hook(roadie: Roadie, hook_name: str, **kwargs: Any) -> list[str]:
             log.warning(line, exc_info=exc)
             failures.append(line)
     return failures
+
+
+def notify_each(roadie: Roadie, hook_name: str, name: str, values: Iterable[Any],
+                **kwargs: Any) -> Iterator[tuple[Any, str]]:
+    """``notify_hook`` for each of ``values`` (as argument ``name``), with the plugins'
+    implementations looked up once (``add_tasks``: a call per task); yields each value with
+    each line of its failures."""
+    impls = [(impl.plugin_name, impl.function, impl.argnames)
+             for impl in roadie.plugins.hook_impls(hook_name)
+             if not (impl.hookwrapper or impl.wrapper)]
+    trace = roadie.plugins.trace_call if roadie.plugins.tracing else None
+    for value in values:
+        kwargs[name] = value
+        for plugin, function, names in impls:
+            if trace is not None:
+                trace(hook_name, plugin, kwargs)
+            try:
+                function(*[kwargs[n] for n in names])
+            except Exception as exc:
+                line = (f"hook {hook_name} of plugin {plugin!r} failed: "
+                        f"{type(exc).__name__}: {exc}")
+                log.warning(line, exc_info=exc)
+                yield value, line

@@ -32,7 +32,7 @@ from roadie.codec import TypeRegistry
 from roadie.config import Settings
 from roadie.errors import PluginError
 from roadie.executor import Executor, Isolation
-from roadie.hookcalls import notify_hook
+from roadie.hookcalls import notify_each, notify_hook
 from roadie.limits import Limits
 from roadie.plugins import Plugins
 from roadie.records import (
@@ -292,6 +292,11 @@ class Roadie:
 
     def _task_added(self, task: TaskRecord) -> None:
         for line in notify_hook(self, "roadie_task_added", app=self, task=task):
+            log.warning("task %s: %s", task.id, line)
+
+    def _tasks_added(self, tasks: Iterable[TaskRecord]) -> None:
+        """``_task_added`` for each of ``tasks``, in order."""
+        for task, line in notify_each(self, "roadie_task_added", "task", tasks, app=self):
             log.warning("task %s: %s", task.id, line)
 
     def _new_task(self, executor: str, context: Mapping[str, Any] | None,

@@ -2,9 +2,10 @@
 
 It checks the executor name (against the installed plugins, or those live workers advertise),
 encodes the context with the type registry, collects the ``roadie_capture_context`` maps,
-computes the isolation key, and reads ``add_tasks``' items a chunk at a time. ``Roadie``'s
-``add_task``, ``add_tasks`` and ``_new_task`` call it; subtasks (``roadie.trees``) and schedules
-(``roadie.schedules``) go through ``Roadie._new_task`` too.
+computes the isolation key, and reads ``add_tasks``' items a chunk at a time (on PostgreSQL a
+large batch of plain pairs is made while the database takes it: ``store.stream_tasks``).
+``Roadie``'s ``add_task``, ``add_tasks`` and ``_new_task`` call it; subtasks (``roadie.trees``)
+and schedules (``roadie.schedules``) go through ``Roadie._new_task`` too.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import datetime as dt
 import functools
 import gc
 import itertools
+import operator
 from array import array
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
@@ -29,7 +31,7 @@ from roadie.executor import Executor, Isolation
 from roadie.hookcalls import call_hook
 from roadie.plugins import split_executor_name
 from roadie.records import TaskDraft, TaskRecord, instance_of
-from roadie.store import NewTask, tags_key, utcnow
+from roadie.store import NewTask, PlainTasks, tags_key, utcnow
 
 if TYPE_CHECKING:
     from roadie.app import Roadie
@@ -80,12 +82,21 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+STREAM_FROM = 1000  # tasks of a batch from which they are made while the database takes them
+STREAM_CHUNK = 500  # tasks made (then sent) at a time
+
+
 def _add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
                resolved: dict[Any, Any]) -> list[TaskRecord]:
+    if len(tasks) >= STREAM_FROM and app.store.streams() and _plain(app, tasks, resolved):
+        added = app.store.stream_tasks(len(tasks), _plain_chunks(app, tasks, resolved),
+                                       decoder=app.decode_for_task)
+        app._tasks_added(added)
+        return list(added)
     specs = []
     for index, item in enumerate(tasks, first):
         if type(item) is tuple and len(item) == 2 and type(item[0]) is str:  # (the most)
-            specs.append(app._new_task(item[0], item[1], resolved))
+            specs.append(plain_task(app, item[0], item[1], resolved))
             continue
         arguments = task_arguments(index, item)
         try:
@@ -95,10 +106,46 @@ def _add_chunk(app: Roadie, tasks: Sequence[Any], first: int,
         context = arguments.pop("context", None)
         specs.append(app._new_task(executor, context, resolved, **arguments))
     added = app.store.insert_tasks(specs, decoder=app.decode_for_task)
-    for task in added:
-        if task.id not in added.existing:
-            app._task_added(task)
+    app._tasks_added(added if not added.existing
+                     else [task for task in added if task.id not in added.existing])
     return list(added)
+
+
+def _plain(app: Roadie, tasks: Sequence[Any], resolved: dict[Any, Any]) -> bool:
+    """Whether every one of ``tasks`` is an ``(executor, context)`` pair of an executor that
+    is not isolated and has no limits: tasks without options (``store.stream_tasks``)."""
+    if set(map(type, tasks)) != {tuple} or set(map(len, tasks)) != {2}:
+        return False
+    executors = set(map(operator.itemgetter(0), tasks))
+    if set(map(type, executors)) != {str}:
+        return False
+    for executor in executors:
+        known = resolved.get(executor)
+        if known is None:
+            known = resolved[executor] = _resolved(app, executor)
+        if known[5] != (None, None):  # (its fixed isolation key and width)
+            return False
+    return True
+
+
+def _plain_chunks(app: Roadie, tasks: Sequence[tuple[str, Any]],
+                  resolved: dict[Any, Any]) -> Iterator[PlainTasks]:
+    """The tasks of ``(executor, context)`` pairs (of executors that ``_plain`` resolved),
+    ``STREAM_CHUNK`` at a time."""
+    for start in range(0, len(tasks), STREAM_CHUNK):
+        chunk = PlainTasks()
+        executors, plugins = chunk.executors, chunk.plugins
+        contexts, captured = chunk.contexts, chunk.captured
+        for executor, context in tasks[start:start + STREAM_CHUNK]:
+            known = resolved[executor]
+            qualified = known[0]
+            versions, data, caught = task_content(app, resolved, qualified, known[2],
+                                                  context_map(qualified, context))
+            executors.append(qualified)
+            plugins.append(versions)
+            contexts.append(data)
+            captured.append(caught)
+        yield chunk
 
 
 def new_task(
@@ -125,24 +172,8 @@ def new_task(
     if known is None:
         known = resolved[executor] = _resolved(app, executor)
     qualified, executor_class, plugin_versions, isolation, limits, fixed_key = known
-    if context is None:
-        context = {}
-    elif type(context) is not dict and not isinstance(context, Mapping):
-        raise ContextEncodeError(
-            f"the context of a {qualified} task must be a mapping (a dict of names to "
-            f"values), not {type(context).__name__}"
-        )
-    context = dict(context)
-    for key in context:
-        if not isinstance(key, str):
-            raise ContextEncodeError(
-                f"context keys must be strings; key {key!r} is {type(key).__name__}"
-            )
-    data, namespaces = encoded(app, resolved, context, "context")
-    versions = dict(plugin_versions)
-    for namespace in namespaces:
-        versions.setdefault(namespace, app.plugins.version_of(namespace))
-    captured = capture(app, qualified, context, resolved)
+    context = context_map(qualified, context)
+    versions, data, captured = task_content(app, resolved, qualified, plugin_versions, context)
     if fixed_key is not None:  # not isolated: the same for each of its tasks
         isolation_key, key_limit = fixed_key
     else:
@@ -167,13 +198,76 @@ def new_task(
             raise ValueError("timeout must be a positive number of seconds")
         timeout = float(timeout)
     return instance_of(NewTask, {
-        "executor": qualified, "plugins": versions, "context": data, "name": name or "",
-        "owner": owner, "group": group, "captured": captured, "isolation_key": isolation_key,
-        "priority": int(priority), "run_after": run_after,
+        "plugins": versions, "context": data, "captured": captured,
+        "executor": qualified, "name": name or "", "owner": owner, "group": group,
+        "isolation_key": isolation_key, "priority": int(priority), "run_after": run_after,
         "tags": tags_key(tags) if tags else "", "timeout": timeout, "parent_id": None,
         "after": task_ids(after) if after else (),
         "unique_key": unique_key, "key_limit": key_limit if key_limit != 1 else None,
     })
+
+
+_DEFAULTS = object()  # ``resolved``'s key of plain_task's task fields, per executor
+
+
+def plain_task(app: Roadie, executor: str, context: Mapping[str, Any] | None,
+               resolved: dict[Any, Any]) -> NewTask:
+    """``new_task(app, executor, context, resolved)``: a task with every option at its
+    default (an ``(executor, context)`` item of ``add_tasks``, the most common). Of an
+    executor whose tasks share one isolation key, the option fields are made once per call
+    (``resolved``) and copied; the others go through ``new_task``."""
+    defaults = resolved.get((_DEFAULTS, executor))
+    if defaults is None:
+        task = new_task(app, executor, context, resolved)
+        fields = dict(vars(task))
+        for name in _CONTENT_FIELDS:
+            del fields[name]
+        fixed = resolved[executor][5] is not None
+        resolved[_DEFAULTS, executor] = (fields, resolved[executor]) if fixed else False
+        return task
+    if defaults is False:  # isolated: a key per task
+        return new_task(app, executor, context, resolved)
+    fields, known = defaults
+    qualified = known[0]
+    versions, data, captured = task_content(app, resolved, qualified, known[2],
+                                            context_map(qualified, context))
+    fields = fields.copy()
+    fields["plugins"], fields["context"], fields["captured"] = versions, data, captured
+    return instance_of(NewTask, fields)
+
+
+_CONTENT_FIELDS = ("plugins", "context", "captured")
+
+
+def context_map(qualified: str, context: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A task's context as a new dict (of string keys; refused otherwise)."""
+    if context is None:
+        return {}
+    if type(context) is not dict and not isinstance(context, Mapping):
+        raise ContextEncodeError(
+            f"the context of a {qualified} task must be a mapping (a dict of names to "
+            f"values), not {type(context).__name__}"
+        )
+    context = dict(context)
+    for key in context:
+        if type(key) is not str and not isinstance(key, str):
+            raise ContextEncodeError(
+                f"context keys must be strings; key {key!r} is {type(key).__name__}"
+            )
+    return context
+
+
+def task_content(app: Roadie, resolved: dict[Any, Any], qualified: str,
+                 plugin_versions: Mapping[str, str], context: dict[str, Any]
+                 ) -> tuple[dict[str, str], bytes, bytes | None]:
+    """The fields of a task that its context makes: the plugin versions it needs (its
+    executor's and its types'), its encoded context, and what the capture hooks captured."""
+    data, namespaces = encoded(app, resolved, context, "context")
+    versions = dict(plugin_versions)
+    for namespace in namespaces:
+        if namespace not in versions:
+            versions[namespace] = app.plugins.version_of(namespace)
+    return versions, data, capture(app, qualified, context, resolved)
 
 
 def _resolved(app: Roadie, executor: str) -> tuple[Any, ...]:
@@ -249,6 +343,7 @@ def isolation_key_of(
 # 0.0 and -0.0 are equal)
 _PLAIN = frozenset({str, int, bool, bytes, type(None)})
 _MISSING = object()
+_EMPTY = object()  # ``resolved``'s key of the encoding of an empty map
 
 
 def encoded(app: Roadie, resolved: dict[Any, Any], value: dict[str, Any],
@@ -257,36 +352,59 @@ def encoded(app: Roadie, resolved: dict[Any, Any], value: dict[str, Any],
     a flat map of plain values equal to the previous one (the same keys in the same order,
     values of the same types, equal: ``{}``, the same caller's captured context) reuses its
     encoding."""
+    if not value:  # (the most common context: its encoding once per call)
+        empty = resolved.get(_EMPTY)
+        if empty is None:
+            empty = resolved[_EMPTY] = app.registry.encode_with_namespaces(value, what=what)
+        return empty
     types = tuple(map(type, value.values()))
-    key = (tuple(value.items()), types) if _PLAIN.issuperset(types) else None
     memo = resolved.get((_MISSING, what))
-    if memo is not None and key is not None and memo[0] == key:
-        return memo[1], memo[2]
+    if memo is not None and memo[1] == types and memo[0] == tuple(value.items()):
+        return memo[2], memo[3]  # (the types first: == of plain values only)
     data, namespaces = app.registry.encode_with_namespaces(value, what=what)
-    if key is not None:  # (the key holds the values, not the map: hooks may change it)
-        resolved[_MISSING, what] = (key, data, namespaces)
+    if _PLAIN.issuperset(types):  # (the memo holds the values, not the map: hooks may change it)
+        resolved[_MISSING, what] = (tuple(value.items()), types, data, namespaces)
     return data, namespaces
+
+
+_CAPTURE = object()  # ``resolved``'s key of the capture hooks' functions for one call
+
+
+def _capture_calls(app: Roadie) -> tuple[tuple[str, Any], ...] | None:
+    """The ``roadie_capture_context`` implementations as (plugin, function of the executor
+    and the context), in pluggy's order; None when some wrap the others (then pluggy calls
+    them)."""
+    impls = app.plugins.hook_impls("roadie_capture_context")
+    if any(impl.hookwrapper or impl.wrapper for impl in impls):
+        return None
+    return tuple((impl.plugin_name, impl.function if impl.argnames == _CAPTURE_ARGS
+                  else functools.partial(_by_name, impl.function, impl.argnames))
+                 for impl in impls)
+
+
+def _by_name(function: Any, names: tuple[str, ...], executor: str,
+             context: dict[str, Any]) -> Any:
+    """``function`` called with the capture hook's arguments it names, in its order."""
+    given = {"executor": executor, "context": context}
+    return function(*[given[name] for name in names])
 
 
 _CAPTURE_ARGS = ("executor", "context")
 
 
-@functools.lru_cache(maxsize=16)
-def _has_wrappers(impls: tuple[Any, ...]) -> bool:
-    """Whether some of these hook implementations wrap the others (then pluggy calls them)."""
-    return any(impl.hookwrapper or impl.wrapper for impl in impls)
-
-
 def capture(app: Roadie, qualified: str, context: dict[str, Any],
             resolved: dict[Any, Any] | None = None) -> bytes | None:
-    """The ``roadie_capture_context`` maps of every plugin, merged and encoded. Without
-    hook wrappers the implementations are called directly, in pluggy's order (add_tasks
-    calls this for every task); one that raises stops the add, naming its plugin."""
-    impls = app.plugins.hook_impls("roadie_capture_context")
-    if not impls:
-        return None
-    parts: list[Any] = []
-    if _has_wrappers(impls):
+    """The ``roadie_capture_context`` maps of every plugin, merged and encoded; called for
+    every task. Without hook wrappers the implementations are called directly, in pluggy's
+    order (looked up once per adding call, ``resolved``); one that raises stops the add,
+    naming its plugin."""
+    if resolved is None:
+        calls = _capture_calls(app)
+    elif _CAPTURE in resolved:
+        calls = resolved[_CAPTURE]
+    else:
+        calls = resolved[_CAPTURE] = _capture_calls(app)
+    if calls is None:
         try:
             parts = call_hook(app, "roadie_capture_context",
                               app.plugins.hook.roadie_capture_context, executor=qualified,
@@ -294,24 +412,26 @@ def capture(app: Roadie, qualified: str, context: dict[str, Any],
         except HookFailure as exc:
             raise PluginError(f"cannot add the {qualified} task: {exc}") from exc
     else:
-        for impl in impls:
+        parts = []
+        for plugin, function in calls:
             try:
-                part = (impl.function(qualified, context) if impl.argnames == _CAPTURE_ARGS
-                        else impl.function(*[{"executor": qualified, "context": context}[a]
-                                             for a in impl.argnames]))
+                part = function(qualified, context)
             except Exception as exc:
                 raise PluginError(
                     f"cannot add the {qualified} task: hook roadie_capture_context of "
-                    f"plugin {impl.plugin_name!r} failed: {type(exc).__name__}: {exc}"
+                    f"plugin {plugin!r} failed: {type(exc).__name__}: {exc}"
                 ) from exc
             if part:
                 parts.append(part)
     if not parts:
         return None
-    captured: dict[str, Any] = {}
-    for part in parts:
-        if part:
-            captured.update(part)
+    if len(parts) == 1 and type(parts[0]) is dict:
+        captured = parts[0]  # (only read)
+    else:
+        captured = {}
+        for part in parts:
+            if part:
+                captured.update(part)
     if not captured:
         return None
     if resolved is None:

@@ -59,6 +59,8 @@ class Store(Database):
 
     # -- tasks: add, read, count, cancel, resume, delete (tasks.py) ------------------------
     insert_tasks = tasks.insert_tasks
+    stream_tasks = tasks.stream_tasks
+    streams = tasks.streams
     inserts_alone = tasks.inserts_alone
     insert_one_async = tasks.insert_one_async
     async_adds = tasks.async_adds

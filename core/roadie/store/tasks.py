@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
 import operator
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -21,13 +22,22 @@ from roadie.store.engine import DATABASE_ERRORS, driver_rows
 from roadie.store.locks import queue_behind_heads
 from roadie.store.rows import added_records, plugins_texts, task_record, utc_time
 from roadie.store.sql import PG_INSERT_ONE, PG_RESERVE_IDS
-from roadie.store.values import Added, Fence, NewTask, Snapshot, claimable_at, utcnow
+from roadie.store.values import (
+    Added,
+    Fence,
+    NewTask,
+    PlainTasks,
+    Snapshot,
+    claimable_at,
+    utcnow,
+)
 
 if TYPE_CHECKING:
     from roadie.store.facade import Store
     from roadie.store.grouped import GroupedAdds
 
 T = models.tasks
+R = TypeVar("R")
 BULK_INSERT_FROM = 20
 # the binary COPY types of the columns that a new task sets (PostgreSQL); JSON goes as text
 _COPY_TYPES = {
@@ -91,6 +101,67 @@ def insert_tasks(self: Store, new_tasks: Sequence[NewTask],
     return Added(records, existing=frozenset(r.id for r in records if r.id not in new_ids))
 
 
+def streams(self: Store) -> bool:
+    """Whether ``stream_tasks`` may be used: PostgreSQL through psycopg, on the store's own
+    connections (not a caller's transaction, where a hook's query would meet the COPY)."""
+    return self.is_postgres and self._bound is None and not self.engine.dialect.is_async
+
+
+# the columns that ``stream_tasks`` sends: those that a task without options sets
+_STREAMED = ("executor", "context", "captured", "status", "run_after", "created_at",
+             "updated_at")
+
+
+def stream_tasks(self: Store, count: int, chunks: Iterable[PlainTasks],
+                 decoder: Decoder | None = None) -> Added:
+    """``insert_tasks`` of ``count`` tasks without options (those of ``(executor, context)``
+    items of executors neither isolated nor limited), given a chunk at a time and taken as
+    they come: PostgreSQL takes the rows of a chunk, with one binary COPY, while the caller
+    makes the next one. All or none are stored; ``streams()`` says when it may be used."""
+    from roadie.store.copying import SIGNATURE, TRAILER, BinaryRows  # (psycopg: not on SQLite)
+
+    now = utcnow()
+    records: list[TaskRecord] = []
+    with self.write() as conn:
+        ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalar_one()
+        raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
+        rows = BinaryRows(raw, ["int8", "text", *(_COPY_TYPES[c] for c in _STREAMED)])
+        with raw.cursor() as cursor, cursor.copy(
+            f"COPY roadie_tasks (id, plugins, {', '.join(_STREAMED)}) FROM STDIN "
+            "(FORMAT BINARY)"
+        ) as copy:
+            copy.write(SIGNATURE)
+            for chunk in chunks:
+                n = len(chunk.executors)
+                if len(records) + n > count:
+                    raise ValueError(f"stream_tasks was given more than {count} tasks")
+                chunk_ids = ids[len(records):len(records) + n]
+                columns = _plain_columns(chunk, now)
+                copy.write(rows.data([chunk_ids, plugins_texts(columns["plugins"]),
+                                      *(columns[c] for c in _STREAMED)]))
+                records += added_records(chunk_ids, columns, decoder)
+            copy.write(TRAILER)
+        if len(records) < count:  # (the unused ids are left out, as a rollback leaves them)
+            raise ValueError(f"stream_tasks was given {len(records)} tasks, not {count}")
+        if records:
+            self.notify(conn, CHANNEL_ADDED, str(records[-1].id))
+    self.statistics.added(len(records))
+    return Added(records)
+
+
+def _plain_columns(chunk: PlainTasks, now: dt.datetime) -> dict[str, list[Any]]:
+    """``_task_columns`` of tasks without options."""
+    n = len(chunk.executors)
+    if not len(chunk.plugins) == len(chunk.contexts) == len(chunk.captured) == n:
+        raise ValueError("PlainTasks: a list per field, one item per task")
+    default = {**_COPY_DEFAULTS, "status": int(Status.NEW), "run_after": now,
+               "created_at": now, "updated_at": now}
+    columns: dict[str, list[Any]] = {column: [value] * n for column, value in default.items()}
+    columns.update(executor=chunk.executors, plugins=chunk.plugins, context=chunk.contexts,
+                   captured=chunk.captured)
+    return columns
+
+
 def _open_unique(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
                  decoder: Decoder | None) -> dict[tuple[str, str | None], TaskRecord]:
     """The open tasks (not ended) that have the executor and unique key of some of
@@ -134,8 +205,7 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
     added: list[TaskRecord | None]
     if not (keys or after or unique) and len(new_tasks) >= BULK_INSERT_FROM:
         # (the most: plain tasks in bulk, a column at a time from start to end)
-        ids = _bulk_insert(self, conn, columns)
-        return list(added_records(ids, columns, decoder))
+        return list(_bulk_insert(self, conn, columns, decoder))
     heads = self.key_heads(conn, keys) if keys else {}
     held = self.held_counts(conn, keys) if keys else {}
     names = list(columns)
@@ -154,8 +224,7 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
                  for row in rows]
     else:
         columns = {name: list(map(operator.itemgetter(name), rows)) for name in names}
-        ids = _bulk_insert(self, conn, columns)
-        added = list(added_records(ids, columns, decoder))
+        added = list(_bulk_insert(self, conn, columns, decoder))
     if after:
         inserted = [(t, r.id) for t, r in zip(new_tasks, added, strict=True) if r is not None]
         self.trees.record_dependencies(conn, [t for t, _ in inserted],
@@ -271,10 +340,11 @@ def _task_columns(new_tasks: Sequence[NewTask], parent: Fence | None,
     }
 
 
-def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]]) -> list[int]:
+def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]],
+                 decoder: Decoder | None) -> list[TaskRecord]:
     """Insert many task rows (``columns``: their values, a list per column) fast and return
-    their ids: ids are reserved first, then PostgreSQL takes the rows with a binary COPY and
-    SQLite with one prepared statement."""
+    their records: ids are reserved first, then PostgreSQL takes the rows with a binary COPY
+    (the records are made while it does) and SQLite with one prepared statement."""
     count = len(columns["executor"])
     if self.is_postgres:
         ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalar_one()
@@ -283,8 +353,8 @@ def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]]) -
         ids = range(start + 1, start + 1 + count)
     plugins = plugins_texts(columns["plugins"])  # as JSON text, each distinct map dumped once
     if self.is_postgres and not conn.dialect.is_async:
-        _copy_rows(conn, ids, plugins, columns)
-        return list(ids)
+        return _copy_rows(conn, ids, plugins, columns,
+                          functools.partial(added_records, ids, columns, decoder))
     names = ["id", *columns]
     values = zip(ids, *columns.values(), strict=True)
     if self.is_postgres:  # an asyncio driver's connection (the async client) takes the maps
@@ -294,29 +364,32 @@ def _bulk_insert(self: Store, conn: Connection, columns: dict[str, list[Any]]) -
         for row, text in zip(rows, plugins, strict=True):
             row["plugins"] = text
         conn.execute(T.insert().values(plugins=sa.bindparam("plugins", type_=sa.Text())), rows)
-    return list(ids)
+    return added_records(ids, columns, decoder)
 
 
 def _copy_rows(conn: Connection, ids: Sequence[int], plugins: list[str],
-               table: dict[str, list[Any]]) -> None:
+               table: dict[str, list[Any]], meanwhile: Callable[[], R]) -> R:
     """Rows (``table``: a list of values per column) into roadie_tasks with one binary COPY
-    (also on a caller's connection: store/caller.py); a column that every row leaves at what
-    the table gives it (``_COPY_DEFAULTS``) is not sent."""
-    columns, values = [], []
+    (also on a caller's connection: store/caller.py), made a column at a time
+    (``copying.BinaryRows``); a column that every row leaves at what the table gives it
+    (``_COPY_DEFAULTS``) is not sent. Returns what ``meanwhile`` returns, called once the
+    rows are sent, while the server takes them."""
+    names, types, values = ["id", "plugins"], ["int8", "text"], [ids, plugins]
     for column, got in table.items():
         default = _COPY_DEFAULTS.get(column, _SENT)
         if column == "plugins" or (default is not _SENT and got.count(default) == len(got)):
             continue
-        columns.append(column)
+        names.append(column)
+        types.append(_COPY_TYPES[column])
         values.append(got)
+    from roadie.store.copying import SIGNATURE, TRAILER, BinaryRows  # (psycopg: not on SQLite)
+
     raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
     with raw.cursor() as cursor, cursor.copy(
-        f"COPY roadie_tasks (id, plugins, {', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        f"COPY roadie_tasks ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
     ) as copy:
-        copy.set_types(["int8", "text", *(_COPY_TYPES[c] for c in columns)])
-        write = copy.write_row
-        for row in zip(ids, plugins, *values, strict=True):
-            write(row)
+        copy.write(SIGNATURE + BinaryRows(raw, types).data(values) + TRAILER)
+        return meanwhile()
 
 
 def get_task(self: Store, task_id: int, decoder: Decoder | None = None) -> TaskRecord:

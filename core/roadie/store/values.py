@@ -69,6 +69,17 @@ class NewTask:
     key_limit: int | None = None  # its isolation key's width (None: 1, serial)
 
 
+@dataclass
+class PlainTasks:
+    """Tasks without options (``NewTask``'s defaults but for these fields), a list per
+    field, one item per task: what ``stream_tasks`` takes a chunk at a time."""
+
+    executors: list[str] = field(default_factory=list)
+    plugins: list[Mapping[str, str]] = field(default_factory=list)
+    contexts: list[bytes] = field(default_factory=list)
+    captured: list[bytes | None] = field(default_factory=list)
+
+
 class Added(list[TaskRecord]):
     """The tasks ``insert_tasks`` stored, in order; ``existing`` holds the ids of those that
     were there already (an open task with the same unique key), not added now."""
