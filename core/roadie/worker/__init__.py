@@ -245,18 +245,18 @@ class Worker:
             stopped_at=None,
         )
 
-    def _advertise(self) -> None:
-        """Work out what this node can run, and register its node row (or update it)."""
+    def _advertise(self) -> frozenset[str]:
+        """Work out what this node can run, and register its node row (or update it) with
+        its executors' limits, in one transaction; returns the executors paused now."""
         self._claimable = self._build_claimable()
-        self.store.register_node(self.node_record())
-        self.store.declare_limits(self._declared)
+        return self.store.advertise_node(self.node_record(), self._declared)
 
     # -- running -------------------------------------------------------------------------
 
     def run(self) -> WorkerStats:
         """Run until stopped; returns the counters. Raises ``SchemaMismatchError`` once its
         running tasks have ended when the database's schema changed under it."""
-        self._advertise()
+        self._claims.paused.seed(self._advertise())  # (the first claim needs no read of them)
         if not self.store.can_listen:
             log.warning(
                 "roadie: behind a transaction pooler without listen_url, LISTEN cannot work: "
