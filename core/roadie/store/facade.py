@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 class Store(Database):
     """The database: connection, schema, and every query roadie makes.
 
-    From ``engine.Database``: ``listen``,
+    From ``engine.Database``: ``listen``, ``wait_listening``,
     ``safe_url``, ``bound``, ``dispose``, ``write``,
     ``read``, ``notify``, ``schema_revision``, ``schema_error``, ``check_revision``,
     ``upgrade``, ``check_schema``.

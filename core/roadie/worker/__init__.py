@@ -256,6 +256,7 @@ class Worker:
     def run(self) -> WorkerStats:
         """Run until stopped; returns the counters. Raises ``SchemaMismatchError`` once its
         running tasks have ended when the database's schema changed under it."""
+        hub = self.store.listen(wait=False)  # (connects while the node registers)
         self._claims.paused.seed(self._advertise())  # (the first claim needs no read of them)
         if not self.store.can_listen:
             log.warning(
@@ -263,8 +264,8 @@ class Worker:
                 "this worker looks for new tasks every %g s (postgres_poll_interval). Set "
                 "ROADIE_LISTEN_URL to a direct connection to the server to start them within "
                 "milliseconds", self.app.settings.postgres_poll_interval)
-        hub = self.store.listen()
         token = hub.subscribe(self._on_notification)
+        self.store.wait_listening()  # (LISTEN is in place before the first claim)
         self._signals.install()
         try:
             self.start_host_templates()
