@@ -130,6 +130,11 @@ class AsyncRunner:
         if added:
             self.loop.call_soon_threadsafe(self._fill)
 
+    def after_queued(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop once what was submitted before has been started (or
+        waits for a slot)."""
+        self.loop.call_soon_threadsafe(callback)
+
     def _fill(self) -> None:
         """Start waiting attempts while slots are free (on the loop)."""
         waiting, pending, slots = self._waiting, self._pending, self.slots

@@ -110,6 +110,9 @@ class Worker:
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
         self._swept = threading.Event()  # the first sweep for dead nodes' tasks is done
+        # the first round's tasks are handed over (async ones: started on the loop), or it
+        # found none: the first sweep waits for this, rather than slow the first claim
+        self._first_round = threading.Event()
         self._claimable: Claimable | None = None
         self._declared: dict[str, tuple[Limits, str]] = {}  # executor -> limits, isolation
         # async executors: their own claim, slots and event-loop thread (roadie.aio_runner)
@@ -274,6 +277,7 @@ class Worker:
             self._claims.run()
         finally:
             self._stopping.set()
+            self._first_round.set()
             notify_hook(self.app, "roadie_worker_stopping", worker=self)
             shut_down(self)
             hub.unsubscribe(token)

@@ -116,6 +116,7 @@ class ClaimLoop:
         self._runner: AsyncRunner | None = None  # async executors' loop (roadie.aio_runner)
         self.paused = PausedExecutors(worker)  # the claim leaves paused executors out
         self._throttled_until: float | None = None  # monotonic: a rate's next start frees
+        self._first_noted = False  # the first round is over (_first_round_over)
 
     # -- the threads and the async runner ------------------------------------------------
 
@@ -217,6 +218,7 @@ class ClaimLoop:
                     with self._start_lock:
                         self._starts.extend(starts)
                     self._may_claim["sync"] = self._may_claim["async"] = True
+                    self._first_round_over()
                     # (stopping already: wait all the same, to try again)
                     wait(self._stop_now if stopping else self._stopping, poll)
                     continue
@@ -227,6 +229,7 @@ class ClaimLoop:
                 except Exception:
                     log.exception("roadie: after recording %d ended task(s)", len(done))
                 self._accept_all(settled.claimed)
+                self._first_round_over()
                 self._round_due_below = concurrency + (ahead + ahead_async) // 2
                 self._handed_over = False
                 if settled.throttled_until is not None:  # (a little late rather than early)
@@ -236,6 +239,7 @@ class ClaimLoop:
                         + (settled.throttled_until - utcnow()).total_seconds())
                 if settled.claimed or done or settled.parked:
                     continue
+            self._first_round_over()
             if stopping and busy <= 0:
                 return
             if worker.until_idle and busy <= 0 and self._idle():
@@ -251,6 +255,18 @@ class ClaimLoop:
                     and time.monotonic() >= self._throttled_until):
                 self._throttled_until = None
                 self._may_claim["sync"] = self._may_claim["async"] = True
+
+    def _first_round_over(self) -> None:
+        """Let the first sweep for dead nodes' tasks begin (once): when the async tasks of the
+        first round have started on the loop (the loop runs this after them), else now."""
+        first = self._worker._first_round
+        if first.is_set() or self._first_noted:
+            return
+        self._first_noted = True
+        if self._runner is not None:
+            self._runner.after_queued(first.set)
+        else:
+            first.set()
 
     def _outcomes(self, done: list[_Done]) -> list[tuple[Outcome, bool]]:
         """The outcomes of ``done`` to record, each with whether its attempt may hold an
