@@ -31,6 +31,8 @@ from roadie.store.statistics import TaskStatistics
 from roadie.store.trees import TreeStore
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from roadie.limits import Limits
     from roadie.records import NodeRecord
 
@@ -66,6 +68,13 @@ class Store(Database):
             nodes.write_node(conn, node)
             executors.write_limits(self, conn, limits)
             return executors.paused_in(conn)
+
+    def add_rollup_and_stop(self, rows: Sequence[dict[str, Any]], node: str) -> None:
+        """A stopping worker's last writes in one transaction: the overview's last counts
+        (``add_rollup``) and its node marked stopped (``stop_node``)."""
+        with self.write() as conn:
+            rollup.write_rollup(self, conn, rows)
+            nodes.write_stopped(conn, node)
 
     def dispose(self) -> None:
         """Let a refresh of the statistics on its way end, then close (``Database``'s)."""

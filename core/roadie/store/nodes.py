@@ -71,8 +71,13 @@ def heartbeat(self: Store, node: str,
 def stop_node(self: Store, node: str) -> None:
     """Mark a node stopped."""
     with self.write() as conn:
-        conn.execute(models.nodes.update().where(models.nodes.c.id == node)
-                     .values(stopped_at=utcnow()))
+        write_stopped(conn, node)
+
+
+def write_stopped(conn: Connection, node: str) -> None:
+    """``stop_node`` in the caller's transaction ``conn``."""
+    conn.execute(models.nodes.update().where(models.nodes.c.id == node)
+                 .values(stopped_at=utcnow()))
 
 
 def list_nodes(self: Store, *, include_stopped: bool = False,
