@@ -131,9 +131,10 @@ class AsyncRunner:
             self.loop.call_soon_threadsafe(self._fill)
 
     def after_queued(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on the loop once what was submitted before has been started (or
-        waits for a slot)."""
-        self.loop.call_soon_threadsafe(callback)
+        """Call ``callback`` on the loop once the attempts submitted before have started (run
+        to their first ``await``) or wait for a slot: the loop's turn after the one that
+        starts them."""
+        self.loop.call_soon_threadsafe(self.loop.call_soon, callback)
 
     def _fill(self) -> None:
         """Start waiting attempts while slots are free (on the loop)."""
