@@ -117,6 +117,7 @@ class ClaimLoop:
         self.paused = PausedExecutors(worker)  # the claim leaves paused executors out
         self._throttled_until: float | None = None  # monotonic: a rate's next start frees
         self._first_noted = False  # the first round is over (_first_round_over)
+        self._guessed = False  # async slots had tasks claimed ahead before a run time was known
 
     # -- the threads and the async runner ------------------------------------------------
 
@@ -264,9 +265,15 @@ class ClaimLoop:
             return
         self._first_noted = True
         if self._runner is not None:
-            self._runner.after_queued(first.set)
+            self._runner.after_queued(self._first_started)
         else:
             first.set()
+
+    def _first_started(self) -> None:
+        """(On the loop) the first round's async tasks have started: the first sweep may
+        begin, and the next round may claim ahead of the busy slots (``_first_ahead``)."""
+        self._worker._first_round.set()
+        self._wake.set()
 
     def _outcomes(self, done: list[_Done]) -> list[tuple[Outcome, bool]]:
         """The outcomes of ``done`` to record, each with whether its attempt may hold an
@@ -493,8 +500,9 @@ class ClaimLoop:
         """How many tasks to claim beyond the free slots of a ``kind`` ("sync": threads,
         "async": async slots): as many as those slots are expected to start within
         ``prefetch_short`` seconds (from the moving average of their run times), at most
-        ``Settings.prefetch``; none until a task of that kind has ended here, nor while that
-        average is over LONG_RUN times ``prefetch_short``. A slot busy with a long task
+        ``Settings.prefetch``; none while that average is over LONG_RUN times
+        ``prefetch_short``, and until a task of that kind has ended here, none but the async
+        slots' one claim of ``_first_ahead``. A slot busy with a long task
         counts for none: one that has run longer than ``prefetch_short`` and than LONG_RUN
         times the average (a task of about the average is not long, even as it ends; a slot
         whose task ended and waits for the round to record it is free).
@@ -505,6 +513,8 @@ class ClaimLoop:
         millisecond and may have up to 200 (capped by ``prefetch``)."""
         prefetch, short = self.settings.prefetch, self.settings.prefetch_short
         run_time = self._run_time[kind]
+        if run_time is None and prefetch > 0:
+            return self._first_ahead(kind)
         if prefetch <= 0 or run_time is None or run_time > LONG_RUN * short:
             return 0  # (tasks this long: the rounds keep up, a start claimed ahead costs a write)
         on_loop = kind == "async"
@@ -519,6 +529,23 @@ class ClaimLoop:
         if slots <= 0:
             return 0
         return min(prefetch, int(slots * short / max(run_time, 1e-6)))
+
+    def _first_ahead(self, kind: str) -> int:
+        """Claim ahead before a run time is known, once: when every async slot is busy with
+        the first round's tasks (started on the loop), as many tasks as there are slots (at
+        most ``prefetch``), so that the second generation starts as the first ends rather
+        than a round later. Bounded as any claim ahead (what no slot starts within
+        ``prefetch_hold`` is put back), and once only: tasks that turn out long are not
+        claimed ahead again. Threads never: they start in turn, a round keeps up with them."""
+        if kind != "async" or self._guessed or not self._worker._first_round.is_set():
+            return 0
+        slots = self._worker.async_concurrency
+        with self._running_lock:
+            busy = len(self._async_ids)
+        if busy < slots:
+            return 0  # (a slot is free: the claim fills it, nothing need wait ahead)
+        self._guessed = True
+        return min(self.settings.prefetch, slots)
 
     def release_unstarted(self, hold: float) -> None:
         """Put back every task that was claimed more than ``hold`` seconds ago and that no
