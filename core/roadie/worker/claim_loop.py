@@ -64,6 +64,9 @@ class _Done:
     released: bool = False  # claimed ahead, never started, put back to wait
 
 
+# seconds a task claimed ahead before a run time was known (_first_ahead) waits for a slot
+# before it is put back, at most (prefetch_hold if shorter): the slots' first tasks may be long
+GUESS_HOLD = 0.2
 THROTTLE_MARGIN = 0.002  # seconds after a rate's next start frees that the claim looks again
 
 
@@ -118,6 +121,7 @@ class ClaimLoop:
         self._throttled_until: float | None = None  # monotonic: a rate's next start frees
         self._first_noted = False  # the first round is over (_first_round_over)
         self._guessed = False  # async slots had tasks claimed ahead before a run time was known
+        self._guessed_ids: set[int] = set()  # those tasks, until started or put back
 
     # -- the threads and the async runner ------------------------------------------------
 
@@ -195,7 +199,9 @@ class ClaimLoop:
                 self._may_claim["sync"] = self._may_claim["async"] = True
             claim_sync = self.paused.without_paused(worker._claim_sync)
             claim_async = self.paused.without_paused(worker._claim_async)
+            guessing = self._guessed
             ahead_async = 0 if stopping or claim_async is None else self._claim_ahead("async")
+            guessing = self._guessed and not guessing  # this round's claim ahead is the guess
             free_async = 0 if stopping or claim_async is None else (
                 worker.async_concurrency + ahead_async - busy_async)
             if claim_sync is None:
@@ -229,7 +235,7 @@ class ClaimLoop:
                     self._after_settle(done, settled.finished)
                 except Exception:
                     log.exception("roadie: after recording %d ended task(s)", len(done))
-                self._accept_all(settled.claimed)
+                self._accept_all(settled.claimed, guessed=guessing)
                 self._first_round_over()
                 self._round_due_below = concurrency + (ahead + ahead_async) // 2
                 self._handed_over = False
@@ -422,9 +428,10 @@ class ClaimLoop:
 
     # -- from a claim to a finished attempt ------------------------------------------------
 
-    def _accept_all(self, records: list[TaskRecord]) -> None:
+    def _accept_all(self, records: list[TaskRecord], *, guessed: bool = False) -> None:
         """Start claimed tasks: async ones on the loop (one wake-up for all), the others on
-        the threads (each lock taken once for the whole batch)."""
+        the threads (each lock taken once for the whole batch). ``guessed``: the async ones
+        claimed ahead were claimed by ``_first_ahead``."""
         on_loop: list[RunningTask] = []
         on_threads: list[RunningTask] = []
         sink, settings = self._progress, self.settings
@@ -453,6 +460,8 @@ class ClaimLoop:
             if ahead:  # claimed ahead of a free slot: started as slots free, or put back
                 claimed_at = time.monotonic()
                 with self._start_lock:
+                    if guessed:  # put back sooner (release_unstarted)
+                        self._guessed_ids.update(running.id for running in ahead)
                     for running in ahead:
                         self._unstarted[running.id] = (running, claimed_at)
             self._runner.submit_many([(running, functools.partial(self._start_async, running))
@@ -535,8 +544,9 @@ class ClaimLoop:
         the first round's tasks (started on the loop), as many tasks as there are slots (at
         most ``prefetch``), so that the second generation starts as the first ends rather
         than a round later. Bounded as any claim ahead (what no slot starts within
-        ``prefetch_hold`` is put back), and once only: tasks that turn out long are not
-        claimed ahead again. Threads never: they start in turn, a round keeps up with them."""
+        ``prefetch_hold`` is put back, and these within GUESS_HOLD), and once only: tasks
+        that turn out long are not claimed ahead again. Threads never: they start in turn,
+        a round keeps up with them."""
         if kind != "async" or self._guessed or not self._worker._first_round.is_set():
             return 0
         slots = self._worker.async_concurrency
@@ -552,13 +562,23 @@ class ClaimLoop:
         thread or async slot has started: any node may take it (the attempt does not
         count)."""
         if not self._unstarted:
+            if self._guessed_ids:  # (all started)
+                with self._start_lock:
+                    if not self._unstarted:
+                        self._guessed_ids.clear()
             return
-        since = time.monotonic() - hold
+        now = time.monotonic()
+        since, guess_since = now - hold, now - min(hold, GUESS_HOLD)
+        guessed = self._guessed_ids
         with self._start_lock:
             stale = [task for task, claimed_at in self._unstarted.values()
-                     if claimed_at <= since and not task.cancelled]
+                     if (claimed_at <= since
+                         or (task.id in guessed and claimed_at <= guess_since))
+                     and not task.cancelled]
             for task in stale:
                 del self._unstarted[task.id]
+            if guessed:
+                guessed.intersection_update(self._unstarted)
         for task in stale:
             outcome = Outcome(task.id, Status.NEW, "", attempt_counts=False,
                               attempt=task.attempt)
