@@ -51,40 +51,43 @@ PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_b
 SLOTS = 200
 FANOUT_SLOTS = 2000
 HERE = Path(__file__).resolve().parent
-# Where the time went (issue 31, third round), from per-thread CPU (time.thread_time), py-spy
-# --gil on the event-loop thread, gc callbacks, DEBUG_SAVEALL, a timeline of single drains and
-# the lifecycle of 4,000 attempts on an AsyncRunner without a database (/tmp scripts)
-BREAKDOWN = """Where the time went before this change (5f23681; 1,000 tasks, 200 slots; load
-1.5-6 on this shared 2-core machine):
+# Where the time went (issue 31, fifth round), from timelines of single drains (run_worker's
+# steps, each round's settle, each attempt's start and end and its sleep's begin and end,
+# /tmp scripts) on this shared 2-core machine, load 0.6-1.9
+BREAKDOWN = """Where the time went before this change (f4fcca0; 1,000 tasks, 200 slots, PostgreSQL,
+ms from `run_worker`; SQLite alike, with cheaper statements):
 
-- CPU per task: the worker process 0.19-0.25 ms (the event loop 0.13-0.18, the claim loop
-  0.05-0.11), PostgreSQL's backends 0.07-0.09 more. The lifecycle alone (4,000 attempts of
-  `roadie-examples:wait` on an AsyncRunner, no database, the installed plugins' hooks
-  included) costs the loop 111-116 us an attempt (median of 5); pluggy's dispatch of the
-  task hooks 3-4 us of it, each `task.progress` 5-6 us.
-- The garbage collector: every attempt left about 40 objects in reference cycles (a
-  RunningTask and its lightweight children, which refer back to it; and in each of the two
-  decodes of an attempt, a closure that refers to itself), about 31,500 a thousand tasks. A
-  drain of 1,000 ran about 125 young collections, 11 middle ones and a full one of the
-  process's ~100,000 objects (25-40 ms, with the event loop stopped: the largest lags of
-  the loop measured).
-- Each generation of 200 ends and starts takes 103-160 ms rather than 100 (an attempt's run
-  p50 107-112 ms, p90 116-180 ms): the loop's lag, hand-offs of the GIL to the claim loop's
-  rounds (the 5 ms switch interval) and the machine's other processes. Start-up (first start
-  45-65 ms on PostgreSQL, 30-55 on SQLite) and shut-down (15-40 ms) are most of the rest.
-- Claiming ahead is not the limit: a prefetch of 256 instead of 128 (every slot with its
-  next task claimed ahead) drained at 1,399-1,485/s against 1,432-1,484/s on PostgreSQL in
-  4 alternated pairs (load 1.5-1.8).
+- Start-up, 38-58 ms to the first start: what the node can run 0.5-3, its node row and its
+  executors' limits two transactions (5.7 + 3.5), the LISTEN connection 4-7, the start
+  hooks 2-5, the threads and the event loop 2-5; then the first round read the paused
+  executors (one more round trip, 5-10) and claimed 200 (settle 12-16, slower beside the
+  first sweep for dead nodes' tasks, which ran at the same time: 14-30 ms of statements and
+  GIL), and made 200 running tasks (5-6) before the first start. The 200 then start on the
+  loop over 20-22 ms, and their sleeps begin after the last of them (each start ~100 us).
+- Between generations: no task was claimed ahead before one had ended (the run time is not
+  known), so the second generation started 16-28 ms after the first ended and its last 72
+  slots (prefetch 128 < 200 slots) waited for a round, as in every generation (a round of
+  ~200 outcomes and claims: 12-19 ms). Each generation took 108-125 ms rather than 100:
+  the sleep began 3-4 ms after the start (the loop busy starting the others), woke 2-9 ms
+  late (ending the others), and the claim loop's rounds hold the GIL beside the loop.
+- Shut-down, 13-23 ms after the last end: the last round and the idle check (count of
+  pending tasks, 2-4), the threads and loop stopped (1), then the overview's last counts and
+  the node marked stopped, two transactions (6 + 5).
 
-What changed: no reference cycle per attempt (the children are made on first use; decoding
-keeps its depth in an object), so the collector finds about 100 objects a thousand tasks,
-runs 30-35% fewer young collections and no full one in a drain of 1,000; a status message
-of plain values (what `task.progress` sends) is not encoded just to check that it can be;
-task hooks whose implementations are all plain functions are called directly, in pluggy's
-order, without its dispatch; a finished attempt sets the claim loop's wake-up event only
-when it is not set; the OpenTelemetry plugin returns no context manager when no trace was
-captured. The lifecycle on the loop: 111-116 -> 87-91 us an attempt. The rows give each
-drain's first start, last start, last end and return (ms from `run_worker`)."""
+What changed: the node row, the limits and the read of paused executors are one transaction
+(the first round reads none); the LISTEN connection opens while the node registers (the first
+claim still waits until LISTEN is in place); the first sweep for dead nodes' tasks begins
+once the first round's async tasks have started on the loop (the loop is still not idle
+before it); once every async slot is busy with those first tasks, the worker claims ahead of
+them once, as many as its slots and at most `prefetch` (put back after 0.2 s if no slot
+started them; made once, so that long tasks are not claimed ahead again until one ends), so
+that the second generation starts as the first ends; the last counts and the node
+marked stopped are one transaction. Timelines after: first start 33-36 ms, the second
+generation's first start 2-5 ms after the first end, return 12-15 ms after the last end
+(PostgreSQL 1,533-1,551/s in 4 single drains, load 0.6). What is left: each generation
+still takes 105-115 ms, the loop's CPU per attempt (starts and ends in bursts of 200) and the
+claim loop's rounds sharing one GIL; 72 slots a generation still wait for a round while
+prefetch (128) is below the slots (200)."""
 PLUGINS = ["roadie-examples", "roadie-django", "roadie-prometheus", "roadie-opentelemetry"]
 
 

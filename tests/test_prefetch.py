@@ -247,3 +247,28 @@ def test_an_async_task_claimed_ahead_behind_a_long_one_is_put_back_for_another_n
         wait_final(ahead, long.id)
     ahead.close()
     other.close()
+
+
+def test_async_slots_claim_ahead_once_before_a_run_time_is_known(
+        db_url: str, tmp_path: Path) -> None:
+    """Before any async task has ended here, a worker whose async slots are all busy claims
+    ahead once: the task taken ahead of a long one goes back within ``prefetch_hold``, and no
+    other is claimed ahead while no task has ended."""
+    ahead = _app(db_url, tmp_path, "a", prefetch=3, prefetch_hold=0.3)
+    other = _app(db_url, tmp_path, "b")
+    long, *quick = ahead.add_tasks(
+        [{"executor": "tests:asleep", "context": {"seconds": 30}, "priority": 5}]
+        + [("tests:asleep", {"seconds": 0.001}) for _ in range(3)])
+    with BackgroundWorker(ahead, concurrency=1, async_concurrency=1) as first:
+        wait_for(lambda: first.worker.stats.released >= 1, message="a task put back")
+        with BackgroundWorker(other, concurrency=1, async_concurrency=1) as second:
+            ended = [wait_final(ahead, task.id) for task in quick]
+            assert {task.node for task in ended} == {second.worker.id}
+            assert [task.attempts for task in ended] == [1, 1, 1]
+        assert ahead.get_task(long.id).status is Status.IN_PROGRESS  # still running
+        # the long task, and one claimed ahead of the one slot, once
+        assert (first.worker.stats.claimed, first.worker.stats.released) == (2, 1)
+        ahead.cancel_task(long.id, by="test")
+        wait_final(ahead, long.id)
+    ahead.close()
+    other.close()

@@ -130,6 +130,12 @@ class AsyncRunner:
         if added:
             self.loop.call_soon_threadsafe(self._fill)
 
+    def after_queued(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the loop once the attempts submitted before have started (run
+        to their first ``await``) or wait for a slot: the loop's turn after the one that
+        starts them."""
+        self.loop.call_soon_threadsafe(self.loop.call_soon, callback)
+
     def _fill(self) -> None:
         """Start waiting attempts while slots are free (on the loop)."""
         waiting, pending, slots = self._waiting, self._pending, self.slots

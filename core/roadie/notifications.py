@@ -71,8 +71,14 @@ class PgListener:
         self._thread = threading.Thread(target=self._run, name="roadie-listen", daemon=True)
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start listening; returns once LISTEN is in place (or after ``timeout``)."""
+        """Start listening; returns once LISTEN is in place (or after ``timeout``; at once
+        with a ``timeout`` of 0: ``wait_ready`` then)."""
         self._thread.start()
+        if timeout > 0:
+            self._ready.wait(timeout)
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Return once LISTEN is in place (or its connection failed), or after ``timeout``."""
         self._ready.wait(timeout)
 
     def stop(self) -> None:

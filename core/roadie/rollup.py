@@ -157,18 +157,24 @@ class Rollup:
     def __bool__(self) -> bool:
         return bool(self._rows) or bool(self._events)
 
-    def flush(self, store: Store) -> int:
+    def flush(self, store: Store, *, stop_node: str | None = None) -> int:
         """Write what was counted (one transaction); returns how many rows. On a failure it
-        is kept for the next flush and the error raised."""
+        is kept for the next flush and the error raised. ``stop_node``: a worker's last
+        flush, which marks its node stopped in the same transaction."""
         with self._lock:
             self._fold()
             rows, self._rows = self._rows, {}
         if not rows:
+            if stop_node is not None:
+                store.stop_node(stop_node)
             return 0
         try:
-            store.add_rollup([{"at": at, "executor": executor, **dict(zip(COLUMNS, row,
-                                                                          strict=True))}
-                              for (at, executor), row in rows.items()])
+            values = [{"at": at, "executor": executor, **dict(zip(COLUMNS, row, strict=True))}
+                      for (at, executor), row in rows.items()]
+            if stop_node is None:
+                store.add_rollup(values)
+            else:
+                store.add_rollup_and_stop(values, stop_node)
         except Exception:
             with self._lock:
                 for key, row in rows.items():

@@ -83,10 +83,11 @@ class Database:
         ``listen_url``; otherwise workers find changes by polling."""
         return not self.is_postgres or self.pooler != "transaction" or bool(self.listen_url)
 
-    def listen(self) -> Hub:
+    def listen(self, *, wait: bool = True) -> Hub:
         """The hub where this database's changes are announced (starts the PostgreSQL
         listener on first use: on ``listen_url`` if set; not at all behind a transaction
-        pooler without one, where LISTEN cannot work)."""
+        pooler without one, where LISTEN cannot work). Returns once LISTEN is in place;
+        without ``wait`` at once (``wait_listening`` then)."""
         if self.is_postgres and self.can_listen:
             with self._listener_lock:
                 if self._listener is None:
@@ -95,8 +96,16 @@ class Database:
                         conninfo, [CHANNEL_ADDED, CHANNEL_CHANGED, CHANNEL_CANCEL,
                                    CHANNEL_SCHEDULES], self.hub
                     )
-                    self._listener.start()
+                    self._listener.start(timeout=10.0 if wait else 0.0)
+                elif wait:
+                    self._listener.wait_ready()
         return self.hub
+
+    def wait_listening(self) -> None:
+        """Return once the listener started by ``listen(wait=False)`` is in place."""
+        listener = self._listener
+        if listener is not None:
+            listener.wait_ready()
 
     def async_sessions(self, size: int) -> AsyncSessions:
         """A new pool of autocommit sessions on psycopg's asyncio side (PostgreSQL), for one

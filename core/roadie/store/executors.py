@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from roadie import models
 from roadie.limits import Limits, Rate
@@ -61,7 +62,7 @@ def set_paused(self: Store, name: str, paused: bool, by: str) -> ExecutorRow:
 def paused_executors(self: Store) -> frozenset[str]:
     """The names of the executors paused now (a read of a small table)."""
     with self.read() as conn:
-        return frozenset(conn.execute(sa.select(E.c.name).where(E.c.paused)).scalars())
+        return paused_in(conn)
 
 
 def declare_limits(self: Store, limits: dict[str, tuple[Limits, str]]) -> None:
@@ -70,15 +71,28 @@ def declare_limits(self: Store, limits: dict[str, tuple[Limits, str]]) -> None:
     stay as they are."""
     if not limits:
         return
+    with self.write() as conn:
+        write_limits(self, conn, limits)
+
+
+def write_limits(self: Store, conn: Connection, limits: dict[str, tuple[Limits, str]]
+                 ) -> None:
+    """``declare_limits`` in the caller's transaction ``conn``."""
+    if not limits:
+        return
     now = utcnow()
     values = [{"name": name, "paused": False, "max_running": lim.max_running,
                "rate_count": lim.rate.count if lim.rate else None,
                "rate_per": lim.rate.per if lim.rate else None, "isolation": isolation,
                "updated_at": now}
               for name, (lim, isolation) in sorted(limits.items())]
-    with self.write() as conn:
-        conn.execute(_upsert(self, values, ("max_running", "rate_count", "rate_per",
-                                            "isolation", "updated_at")))
+    conn.execute(_upsert(self, values, ("max_running", "rate_count", "rate_per",
+                                        "isolation", "updated_at")))
+
+
+def paused_in(conn: Connection) -> frozenset[str]:
+    """``paused_executors`` in the caller's transaction ``conn``."""
+    return frozenset(conn.execute(sa.select(E.c.name).where(E.c.paused)).scalars())
 
 
 def executor_rows(self: Store, names: Iterable[str] | None = None) -> dict[str, ExecutorRow]:

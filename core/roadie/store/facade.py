@@ -10,7 +10,7 @@ the base class, ``engine.Database``.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from roadie.store import (
     attachments,
@@ -30,11 +30,18 @@ from roadie.store.schedules import ScheduleStore
 from roadie.store.statistics import TaskStatistics
 from roadie.store.trees import TreeStore
 
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from roadie.limits import Limits
+    from roadie.records import NodeRecord
+
 
 class Store(Database):
     """The database: connection, schema, and every query roadie makes.
 
-    From ``engine.Database``: ``listen``, ``safe_url``, ``bound``, ``dispose``, ``write``,
+    From ``engine.Database``: ``listen``, ``wait_listening``,
+    ``safe_url``, ``bound``, ``dispose``, ``write``,
     ``read``, ``notify``, ``schema_revision``, ``schema_error``, ``check_revision``,
     ``upgrade``, ``check_schema``.
     """
@@ -51,6 +58,23 @@ class Store(Database):
         self._rate_keys: set[tuple[str, int]] = set()  # (key, count): rate windows made
         # single adds from threads, grouped as they arrive (PostgreSQL; tasks._pg_insert_one)
         self._threaded_adds = ThreadedAdds(functools.partial(tasks._send_group, self))
+
+    def advertise_node(self, node: NodeRecord, limits: dict[str, tuple[Limits, str]]
+                       ) -> frozenset[str]:
+        """A starting worker's writes in one transaction: its node row (``register_node``),
+        its executors' limits (``declare_limits``); returns the executors paused now
+        (``paused_executors``), which its first claim leaves out."""
+        with self.write() as conn:
+            nodes.write_node(conn, node)
+            executors.write_limits(self, conn, limits)
+            return executors.paused_in(conn)
+
+    def add_rollup_and_stop(self, rows: Sequence[dict[str, Any]], node: str) -> None:
+        """A stopping worker's last writes in one transaction: the overview's last counts
+        (``add_rollup``) and its node marked stopped (``stop_node``)."""
+        with self.write() as conn:
+            rollup.write_rollup(self, conn, rows)
+            nodes.write_stopped(conn, node)
 
     def dispose(self) -> None:
         """Let a refresh of the statistics on its way end, then close (``Database``'s)."""

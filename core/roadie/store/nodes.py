@@ -27,6 +27,12 @@ T = models.tasks
 
 def register_node(self: Store, node: NodeRecord) -> None:
     """Insert (or refresh) a worker node row."""
+    with self.write() as conn:
+        write_node(conn, node)
+
+
+def write_node(conn: Connection, node: NodeRecord) -> None:
+    """``register_node`` in the caller's transaction ``conn``."""
     N = models.nodes
     values = {
         "id": node.id, "name": node.name, "host": node.host, "pid": node.pid,
@@ -35,9 +41,8 @@ def register_node(self: Store, node: NodeRecord) -> None:
         "started_at": node.started_at, "heartbeat_at": node.heartbeat_at,
         "stopped_at": None,
     }
-    with self.write() as conn:
-        conn.execute(N.delete().where(N.c.id == node.id))
-        conn.execute(N.insert().values(**values))
+    conn.execute(N.delete().where(N.c.id == node.id))
+    conn.execute(N.insert().values(**values))
 
 
 def heartbeat(self: Store, node: str,
@@ -66,8 +71,13 @@ def heartbeat(self: Store, node: str,
 def stop_node(self: Store, node: str) -> None:
     """Mark a node stopped."""
     with self.write() as conn:
-        conn.execute(models.nodes.update().where(models.nodes.c.id == node)
-                     .values(stopped_at=utcnow()))
+        write_stopped(conn, node)
+
+
+def write_stopped(conn: Connection, node: str) -> None:
+    """``stop_node`` in the caller's transaction ``conn``."""
+    conn.execute(models.nodes.update().where(models.nodes.c.id == node)
+                 .values(stopped_at=utcnow()))
 
 
 def list_nodes(self: Store, *, include_stopped: bool = False,

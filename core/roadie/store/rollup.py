@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from roadie import models
 from roadie.rollup_columns import ROLLUP_BUCKETS
@@ -32,6 +33,14 @@ def add_rollup(self: Store, rows: Sequence[dict[str, Any]]) -> None:
     transaction; rows go in key order, so that concurrent writers never deadlock."""
     if not rows:
         return
+    with self.write() as conn:
+        write_rollup(self, conn, rows)
+
+
+def write_rollup(self: Store, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """``add_rollup`` in the caller's transaction ``conn``."""
+    if not rows:
+        return
     minutes = sorted(({"at": r["at"], "executor": r["executor"],
                        **{c: int(r.get(c, 0)) for c in COUNTED}} for r in rows),
                      key=lambda r: (r["at"], r["executor"]))
@@ -45,11 +54,10 @@ def add_rollup(self: Store, rows: Sequence[dict[str, Any]]) -> None:
             for c in COUNTED:
                 into[c] += row[c]
     at = M.c.at.type.dialect_impl(self.engine.dialect).bind_processor(self.engine.dialect)
-    with self.write() as conn:
-        for table, values in ((M, minutes), (H, [hours[k] for k in sorted(hours)])):
-            conn.exec_driver_sql(_add_sql(table.name, self.engine.dialect.paramstyle), [
-                (at(v["at"]) if at else v["at"], v["executor"], *(v[c] for c in COUNTED))
-                for v in values])
+    for table, values in ((M, minutes), (H, [hours[k] for k in sorted(hours)])):
+        conn.exec_driver_sql(_add_sql(table.name, self.engine.dialect.paramstyle), [
+            (at(v["at"]) if at else v["at"], v["executor"], *(v[c] for c in COUNTED))
+            for v in values])
 
 
 @functools.lru_cache(maxsize=8)

@@ -110,6 +110,9 @@ class Worker:
         self._stopping = threading.Event()
         self._stop_now = threading.Event()
         self._swept = threading.Event()  # the first sweep for dead nodes' tasks is done
+        # the first round's tasks are handed over (async ones: started on the loop), or it
+        # found none: the first sweep waits for this, rather than slow the first claim
+        self._first_round = threading.Event()
         self._claimable: Claimable | None = None
         self._declared: dict[str, tuple[Limits, str]] = {}  # executor -> limits, isolation
         # async executors: their own claim, slots and event-loop thread (roadie.aio_runner)
@@ -245,26 +248,27 @@ class Worker:
             stopped_at=None,
         )
 
-    def _advertise(self) -> None:
-        """Work out what this node can run, and register its node row (or update it)."""
+    def _advertise(self) -> frozenset[str]:
+        """Work out what this node can run, and register its node row (or update it) with
+        its executors' limits, in one transaction; returns the executors paused now."""
         self._claimable = self._build_claimable()
-        self.store.register_node(self.node_record())
-        self.store.declare_limits(self._declared)
+        return self.store.advertise_node(self.node_record(), self._declared)
 
     # -- running -------------------------------------------------------------------------
 
     def run(self) -> WorkerStats:
         """Run until stopped; returns the counters. Raises ``SchemaMismatchError`` once its
         running tasks have ended when the database's schema changed under it."""
-        self._advertise()
+        hub = self.store.listen(wait=False)  # (connects while the node registers)
+        self._claims.paused.seed(self._advertise())  # (the first claim needs no read of them)
         if not self.store.can_listen:
             log.warning(
                 "roadie: behind a transaction pooler without listen_url, LISTEN cannot work: "
                 "this worker looks for new tasks every %g s (postgres_poll_interval). Set "
                 "ROADIE_LISTEN_URL to a direct connection to the server to start them within "
                 "milliseconds", self.app.settings.postgres_poll_interval)
-        hub = self.store.listen()
         token = hub.subscribe(self._on_notification)
+        self.store.wait_listening()  # (LISTEN is in place before the first claim)
         self._signals.install()
         try:
             self.start_host_templates()
@@ -273,6 +277,7 @@ class Worker:
             self._claims.run()
         finally:
             self._stopping.set()
+            self._first_round.set()
             notify_hook(self.app, "roadie_worker_stopping", worker=self)
             shut_down(self)
             hub.unsubscribe(token)

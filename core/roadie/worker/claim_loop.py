@@ -64,6 +64,9 @@ class _Done:
     released: bool = False  # claimed ahead, never started, put back to wait
 
 
+# seconds a task claimed ahead before a run time was known (_first_ahead) waits for a slot
+# before it is put back, at most (prefetch_hold if shorter): the slots' first tasks may be long
+GUESS_HOLD = 0.2
 THROTTLE_MARGIN = 0.002  # seconds after a rate's next start frees that the claim looks again
 
 
@@ -116,6 +119,9 @@ class ClaimLoop:
         self._runner: AsyncRunner | None = None  # async executors' loop (roadie.aio_runner)
         self.paused = PausedExecutors(worker)  # the claim leaves paused executors out
         self._throttled_until: float | None = None  # monotonic: a rate's next start frees
+        self._first_noted = False  # the first round is over (_first_round_over)
+        self._guessed = False  # async slots had tasks claimed ahead before a run time was known
+        self._guessed_ids: set[int] = set()  # those tasks, until started or put back
 
     # -- the threads and the async runner ------------------------------------------------
 
@@ -193,7 +199,9 @@ class ClaimLoop:
                 self._may_claim["sync"] = self._may_claim["async"] = True
             claim_sync = self.paused.without_paused(worker._claim_sync)
             claim_async = self.paused.without_paused(worker._claim_async)
+            guessing = self._guessed
             ahead_async = 0 if stopping or claim_async is None else self._claim_ahead("async")
+            guessing = self._guessed and not guessing  # this round's claim ahead is the guess
             free_async = 0 if stopping or claim_async is None else (
                 worker.async_concurrency + ahead_async - busy_async)
             if claim_sync is None:
@@ -217,6 +225,7 @@ class ClaimLoop:
                     with self._start_lock:
                         self._starts.extend(starts)
                     self._may_claim["sync"] = self._may_claim["async"] = True
+                    self._first_round_over()
                     # (stopping already: wait all the same, to try again)
                     wait(self._stop_now if stopping else self._stopping, poll)
                     continue
@@ -226,7 +235,8 @@ class ClaimLoop:
                     self._after_settle(done, settled.finished)
                 except Exception:
                     log.exception("roadie: after recording %d ended task(s)", len(done))
-                self._accept_all(settled.claimed)
+                self._accept_all(settled.claimed, guessed=guessing)
+                self._first_round_over()
                 self._round_due_below = concurrency + (ahead + ahead_async) // 2
                 self._handed_over = False
                 if settled.throttled_until is not None:  # (a little late rather than early)
@@ -236,6 +246,7 @@ class ClaimLoop:
                         + (settled.throttled_until - utcnow()).total_seconds())
                 if settled.claimed or done or settled.parked:
                     continue
+            self._first_round_over()
             if stopping and busy <= 0:
                 return
             if worker.until_idle and busy <= 0 and self._idle():
@@ -251,6 +262,24 @@ class ClaimLoop:
                     and time.monotonic() >= self._throttled_until):
                 self._throttled_until = None
                 self._may_claim["sync"] = self._may_claim["async"] = True
+
+    def _first_round_over(self) -> None:
+        """Let the first sweep for dead nodes' tasks begin (once): when the async tasks of the
+        first round have started on the loop (the loop runs this after them), else now."""
+        first = self._worker._first_round
+        if first.is_set() or self._first_noted:
+            return
+        self._first_noted = True
+        if self._runner is not None:
+            self._runner.after_queued(self._first_started)
+        else:
+            first.set()
+
+    def _first_started(self) -> None:
+        """(On the loop) the first round's async tasks have started: the first sweep may
+        begin, and the next round may claim ahead of the busy slots (``_first_ahead``)."""
+        self._worker._first_round.set()
+        self._wake.set()
 
     def _outcomes(self, done: list[_Done]) -> list[tuple[Outcome, bool]]:
         """The outcomes of ``done`` to record, each with whether its attempt may hold an
@@ -399,9 +428,10 @@ class ClaimLoop:
 
     # -- from a claim to a finished attempt ------------------------------------------------
 
-    def _accept_all(self, records: list[TaskRecord]) -> None:
+    def _accept_all(self, records: list[TaskRecord], *, guessed: bool = False) -> None:
         """Start claimed tasks: async ones on the loop (one wake-up for all), the others on
-        the threads (each lock taken once for the whole batch)."""
+        the threads (each lock taken once for the whole batch). ``guessed``: the async ones
+        claimed ahead were claimed by ``_first_ahead``."""
         on_loop: list[RunningTask] = []
         on_threads: list[RunningTask] = []
         sink, settings = self._progress, self.settings
@@ -430,6 +460,8 @@ class ClaimLoop:
             if ahead:  # claimed ahead of a free slot: started as slots free, or put back
                 claimed_at = time.monotonic()
                 with self._start_lock:
+                    if guessed:  # put back sooner (release_unstarted)
+                        self._guessed_ids.update(running.id for running in ahead)
                     for running in ahead:
                         self._unstarted[running.id] = (running, claimed_at)
             self._runner.submit_many([(running, functools.partial(self._start_async, running))
@@ -477,8 +509,9 @@ class ClaimLoop:
         """How many tasks to claim beyond the free slots of a ``kind`` ("sync": threads,
         "async": async slots): as many as those slots are expected to start within
         ``prefetch_short`` seconds (from the moving average of their run times), at most
-        ``Settings.prefetch``; none until a task of that kind has ended here, nor while that
-        average is over LONG_RUN times ``prefetch_short``. A slot busy with a long task
+        ``Settings.prefetch``; none while that average is over LONG_RUN times
+        ``prefetch_short``, and until a task of that kind has ended here, none but the async
+        slots' one claim of ``_first_ahead``. A slot busy with a long task
         counts for none: one that has run longer than ``prefetch_short`` and than LONG_RUN
         times the average (a task of about the average is not long, even as it ends; a slot
         whose task ended and waits for the round to record it is free).
@@ -489,6 +522,8 @@ class ClaimLoop:
         millisecond and may have up to 200 (capped by ``prefetch``)."""
         prefetch, short = self.settings.prefetch, self.settings.prefetch_short
         run_time = self._run_time[kind]
+        if run_time is None and prefetch > 0:
+            return self._first_ahead(kind)
         if prefetch <= 0 or run_time is None or run_time > LONG_RUN * short:
             return 0  # (tasks this long: the rounds keep up, a start claimed ahead costs a write)
         on_loop = kind == "async"
@@ -504,18 +539,46 @@ class ClaimLoop:
             return 0
         return min(prefetch, int(slots * short / max(run_time, 1e-6)))
 
+    def _first_ahead(self, kind: str) -> int:
+        """Claim ahead before a run time is known, once: when every async slot is busy with
+        the first round's tasks (started on the loop), as many tasks as there are slots (at
+        most ``prefetch``), so that the second generation starts as the first ends rather
+        than a round later. Bounded as any claim ahead (what no slot starts within
+        ``prefetch_hold`` is put back, and these within GUESS_HOLD), and once only: tasks
+        that turn out long are not claimed ahead again. Threads never: they start in turn,
+        a round keeps up with them."""
+        if kind != "async" or self._guessed or not self._worker._first_round.is_set():
+            return 0
+        slots = self._worker.async_concurrency
+        with self._running_lock:
+            busy = len(self._async_ids)
+        if busy < slots:
+            return 0  # (a slot is free: the claim fills it, nothing need wait ahead)
+        self._guessed = True
+        return min(self.settings.prefetch, slots)
+
     def release_unstarted(self, hold: float) -> None:
         """Put back every task that was claimed more than ``hold`` seconds ago and that no
         thread or async slot has started: any node may take it (the attempt does not
         count)."""
         if not self._unstarted:
+            if self._guessed_ids:  # (all started)
+                with self._start_lock:
+                    if not self._unstarted:
+                        self._guessed_ids.clear()
             return
-        since = time.monotonic() - hold
+        now = time.monotonic()
+        since, guess_since = now - hold, now - min(hold, GUESS_HOLD)
+        guessed = self._guessed_ids
         with self._start_lock:
             stale = [task for task, claimed_at in self._unstarted.values()
-                     if claimed_at <= since and not task.cancelled]
+                     if (claimed_at <= since
+                         or (task.id in guessed and claimed_at <= guess_since))
+                     and not task.cancelled]
             for task in stale:
                 del self._unstarted[task.id]
+            if guessed:
+                guessed.intersection_update(self._unstarted)
         for task in stale:
             outcome = Outcome(task.id, Status.NEW, "", attempt_counts=False,
                               attempt=task.attempt)

@@ -34,6 +34,7 @@ PRUNE_BATCHES = 10  # retention: batches of deletes per maintenance tick, at mos
 # Kubernetes, one per pod), looked for this often
 NODES_KEPT = dt.timedelta(days=7)
 FORGET_NODES_EVERY = 3600.0
+FIRST_SWEEP_WAIT = 1.0  # seconds the first sweep waits for the first round, at most
 ROLLUP_FLUSH_INTERVAL = 1.0  # seconds between writes of the overview's counts, at least
 
 
@@ -68,6 +69,9 @@ class Maintenance:
         next_cancel_poll = time.monotonic() + settings.cancel_poll_interval
         next_prune = time.monotonic() + min(settings.retention_interval, 5.0)
         next_rollup = time.monotonic() + ROLLUP_FLUSH_INTERVAL
+        # (after the first round: the two would slow each other, and the first claim waits
+        # for nothing else; the claim loop is not idle before the sweep)
+        worker._first_round.wait(FIRST_SWEEP_WAIT)
         self._first_sweep()
         while not worker._stopping.wait(settings.status_interval) or worker.running:
             if worker._stop_now.is_set():
@@ -115,9 +119,10 @@ class Maintenance:
                 log.exception("worker maintenance failed")
 
     def _first_sweep(self) -> None:
-        """The sweep for dead nodes' tasks as the worker starts, beside its first round rather
-        than before it; the claim loop waits for it before it calls itself idle, and claims
-        again once it is done (it may have put tasks back to wait)."""
+        """The sweep for dead nodes' tasks as the worker starts, once its first round has
+        handed its tasks over rather than before it; the claim loop waits for it before it
+        calls itself idle, and claims again once it is done (it may have put tasks back to
+        wait)."""
         worker = self._worker
         try:
             worker.stats.recovered += worker.app.recover_orphans(worker)

@@ -30,6 +30,11 @@ class PausedExecutors:
         self._next_check = 0.0
         self._filtered: dict[int, Claimable | None] = {}  # id(claimable) -> without paused
 
+    def seed(self, paused: frozenset[str]) -> None:
+        """Take ``paused`` as the set read now (read with the node's registration)."""
+        self._next_check = time.monotonic() + PAUSE_CHECK_INTERVAL
+        self._changed(paused)
+
     def refresh(self) -> bool:
         """Read the paused executors if it is time; returns whether the set changed."""
         now = time.monotonic()
@@ -40,6 +45,9 @@ class PausedExecutors:
             paused = self._store.paused_executors()
         except RoadieError:  # the round itself meets the outage and says so
             return False
+        return self._changed(paused)
+
+    def _changed(self, paused: frozenset[str]) -> bool:
         if paused == self._paused:
             return False
         ours = set(self._worker._claimable.executors) if self._worker._claimable else set()

@@ -101,8 +101,9 @@ def shut_down(worker: Worker) -> None:
     claims.stop_runner()
     close_hosts(worker)
     if worker.schema_error is None:
-        try:  # the overview's last counts
-            worker.app.rollup.flush(worker.store)
+        try:  # the overview's last counts, and the node stopped, in one transaction
+            worker.app.rollup.flush(worker.store, stop_node=worker.id)
+            return
         except RoadieError as exc:
             log.warning("could not write the overview's counts: %s", exc)
     try:
