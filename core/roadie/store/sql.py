@@ -31,14 +31,16 @@ DUE_BATCH = 1000  # delayed tasks made claimable per promotion, at most
 
 # -- adding tasks ---------------------------------------------------------------------------
 
-# One task without an isolation key (PostgreSQL): insert and announce it in one autocommit
-# statement (one round trip instead of four).
-PG_INSERT_ONE = """
-WITH ins AS (
-    INSERT INTO roadie_tasks
+# The columns that a single add and a group of adds set (PG_INSERT_ONE, PG_INSERT_GROUP)
+_INSERT_NEW_TASKS = """    INSERT INTO roadie_tasks
         (name, owner, task_group, executor, plugins, context, captured, status, status_message,
          completed, attempts, isolation_key, priority, run_after, tags, timeout, created_at,
          updated_at, claimable)
+"""
+
+# One task without an isolation key (PostgreSQL): insert and announce it in one autocommit
+# statement (one round trip instead of four).
+PG_INSERT_ONE = "\nWITH ins AS (\n" + _INSERT_NEW_TASKS + """\
     VALUES
         (%(name)s, %(owner)s, %(task_group)s, %(executor)s, %(plugins)s::json, %(context)s,
          %(captured)s, 0, '', false, 0, NULL, %(priority)s, %(run_after)s, %(tags)s,
@@ -52,12 +54,7 @@ SELECT ins.*, pg_notify('roadie_task_added', ins.id::text)::text AS notified FRO
 # for every count: prepared once; binary parameters, about ten times cheaper to build than
 # text arrays), announced by one notification (the highest id); the rows come back in the
 # order of the arrays (ids are drawn in that order, after the sort).
-PG_INSERT_GROUP = """
-WITH ins AS (
-    INSERT INTO roadie_tasks
-        (name, owner, task_group, executor, plugins, context, captured, status, status_message,
-         completed, attempts, isolation_key, priority, run_after, tags, timeout, created_at,
-         updated_at, claimable)
+PG_INSERT_GROUP = "\nWITH ins AS (\n" + _INSERT_NEW_TASKS + """\
     SELECT v.name, v.owner, v.task_group, v.executor, v.plugins::json, v.context, v.captured,
            0, '', false, 0, NULL, v.priority, v.run_after, v.tags, v.timeout, v.now, v.now,
            v.claimable
