@@ -16,7 +16,7 @@ import datetime as dt
 import logging
 import math
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -157,24 +157,22 @@ class Rollup:
     def __bool__(self) -> bool:
         return bool(self._rows) or bool(self._events)
 
-    def flush(self, store: Store, *, stop_node: str | None = None) -> int:
-        """Write what was counted (one transaction); returns how many rows. On a failure it
-        is kept for the next flush and the error raised. ``stop_node``: a worker's last
-        flush, which marks its node stopped in the same transaction."""
+    def flush(self, store: Store) -> int:
+        """Write what was counted (one transaction, ``Store.add_rollup``); returns how many
+        rows. On a failure it is kept for the next flush and the error raised."""
+        return self.write_with(store.add_rollup)
+
+    def write_with(self, write: Callable[[list[dict[str, Any]]], Any]) -> int:
+        """Hand what was counted to ``write``, as rows that ``Store.add_rollup`` takes (none
+        when nothing was: a stopping worker's ``Store.add_rollup_and_stop`` still marks its
+        node); returns how many rows. On a failure they are kept for the next flush and the
+        error raised."""
         with self._lock:
             self._fold()
             rows, self._rows = self._rows, {}
-        if not rows:
-            if stop_node is not None:
-                store.stop_node(stop_node)
-            return 0
         try:
-            values = [{"at": at, "executor": executor, **dict(zip(COLUMNS, row, strict=True))}
-                      for (at, executor), row in rows.items()]
-            if stop_node is None:
-                store.add_rollup(values)
-            else:
-                store.add_rollup_and_stop(values, stop_node)
+            write([{"at": at, "executor": executor, **dict(zip(COLUMNS, row, strict=True))}
+                   for (at, executor), row in rows.items()])
         except Exception:
             with self._lock:
                 for key, row in rows.items():

@@ -14,6 +14,7 @@ waits for no task: those still running go through their crash policy (``abandon_
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -102,7 +103,8 @@ def shut_down(worker: Worker) -> None:
     close_hosts(worker)
     if worker.schema_error is None:
         try:  # the overview's last counts, and the node stopped, in one transaction
-            worker.app.rollup.flush(worker.store, stop_node=worker.id)
+            worker.app.rollup.write_with(
+                functools.partial(worker.store.add_rollup_and_stop, node=worker.id))
             return
         except RoadieError as exc:
             log.warning("could not write the overview's counts: %s", exc)
