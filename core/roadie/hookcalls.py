@@ -56,19 +56,7 @@ def call_hook(app: Roadie, hook_name: str, caller: Callable[..., Any], **kwargs:
 def notify_hook(roadie: Roadie, hook_name: str, **kwargs: Any) -> list[str]:
     """Call an observing hook on every plugin, each on its own: a failing plugin neither stops
     the others nor the task. Returns one line per failure, naming the plugin."""
-    failures = []
-    for impl in roadie.plugins.hook_impls(hook_name):
-        if impl.hookwrapper or impl.wrapper:
-            continue
-        roadie.plugins.trace_call(hook_name, impl.plugin_name, kwargs)
-        try:
-            impl.function(*[kwargs[name] for name in impl.argnames])
-        except Exception as exc:
-            line = (f"hook {hook_name} of plugin {impl.plugin_name!r} failed: "
-                    f"{type(exc).__name__}: {exc}")
-            log.warning(line, exc_info=exc)
-            failures.append(line)
-    return failures
+    return list(_notify(roadie, hook_name, _observers(roadie, hook_name), kwargs))
 
 
 def notify_each(roadie: Roadie, hook_name: str, name: str, values: Iterable[Any],
@@ -76,19 +64,35 @@ def notify_each(roadie: Roadie, hook_name: str, name: str, values: Iterable[Any]
     """``notify_hook`` for each of ``values`` (as argument ``name``), with the plugins'
     implementations looked up once (``add_tasks``: a call per task); yields each value with
     each line of its failures."""
-    impls = [(impl.plugin_name, impl.function, impl.argnames)
-             for impl in roadie.plugins.hook_impls(hook_name)
-             if not (impl.hookwrapper or impl.wrapper)]
-    trace = roadie.plugins.trace_call if roadie.plugins.tracing else None
+    observers = _observers(roadie, hook_name)
     for value in values:
         kwargs[name] = value
-        for plugin, function, names in impls:
-            if trace is not None:
-                trace(hook_name, plugin, kwargs)
-            try:
-                function(*[kwargs[n] for n in names])
-            except Exception as exc:
-                line = (f"hook {hook_name} of plugin {plugin!r} failed: "
-                        f"{type(exc).__name__}: {exc}")
-                log.warning(line, exc_info=exc)
-                yield value, line
+        for line in _notify(roadie, hook_name, observers, kwargs):
+            yield value, line
+
+
+def _observers(roadie: Roadie, hook_name: str) -> list[tuple[str, Callable[..., Any],
+                                                             tuple[str, ...]]]:
+    """The plain (not wrapping) implementations of ``hook_name``: plugin, function and
+    argument names."""
+    return [(impl.plugin_name, impl.function, tuple(impl.argnames))
+            for impl in roadie.plugins.hook_impls(hook_name)
+            if not (impl.hookwrapper or impl.wrapper)]
+
+
+def _notify(roadie: Roadie, hook_name: str,
+            observers: list[tuple[str, Callable[..., Any], tuple[str, ...]]],
+            kwargs: dict[str, Any]) -> Iterator[str]:
+    """Call each of ``observers`` with ``kwargs``, each on its own; yields a line per
+    failure, naming the plugin (and logs it)."""
+    trace = roadie.plugins.trace_call if roadie.plugins.tracing else None
+    for plugin, function, names in observers:
+        if trace is not None:
+            trace(hook_name, plugin, kwargs)
+        try:
+            function(*[kwargs[n] for n in names])
+        except Exception as exc:
+            line = (f"hook {hook_name} of plugin {plugin!r} failed: "
+                    f"{type(exc).__name__}: {exc}")
+            log.warning(line, exc_info=exc)
+            yield line
