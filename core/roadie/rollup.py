@@ -121,7 +121,7 @@ class Rollup:
         to the row found for the first, without building its key again."""
         events = self._events
         found: dict[str, tuple[dt.datetime, dt.datetime, list[int]]] = {}
-        frexp, top, wait, run, ended = math.frexp, ROLLUP_BUCKETS - 1, _WAIT, _RUN, _ENDED_BY_INT
+        bucket, wait, run, ended = bucket_of, _WAIT, _RUN, _ENDED_BY_INT
         while events:
             try:
                 event = events.popleft()
@@ -135,17 +135,15 @@ class Rollup:
                 start = minute_of(at)
                 row = self._row(start, executor)
                 found[executor] = (start, start + _MINUTE, row)
-            if len(event) == 3:  # a start: (executor, at, waited); bucket_of, inlined
+            if len(event) == 3:  # a start: (executor, at, waited)
                 row[0] += 1
-                ms = event[2] * 1000.0
-                row[wait + (min(frexp(ms)[1], top) if ms >= 1.0 else 0)] += 1
+                row[wait + bucket(event[2])] += 1
             else:  # an end: (executor, at, status, ran)
                 column = ended.get(event[2])
                 if column is not None:
                     row[column] += 1
                 if event[3] is not None:
-                    ms = event[3] * 1000.0
-                    row[run + (min(frexp(ms)[1], top) if ms >= 1.0 else 0)] += 1
+                    row[run + bucket(event[3])] += 1
 
     def ended_tasks(self, records: Iterable[TaskRecord]) -> None:
         """Tasks that ended outside a worker's settle (a cancel, a crash recovery)."""
