@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import functools
 import json
 import operator
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
@@ -118,29 +119,21 @@ def stream_tasks(self: Store, count: int, chunks: Iterable[PlainTasks],
     items of executors neither isolated nor limited), given a chunk at a time and taken as
     they come: PostgreSQL takes the rows of a chunk, with one binary COPY, while the caller
     makes the next one. All or none are stored; ``streams()`` says when it may be used."""
-    from roadie.store.copying import SIGNATURE, TRAILER, BinaryRows  # (psycopg: not on SQLite)
-
     now = utcnow()
     records: list[TaskRecord] = []
     with self.write() as conn:
         ids = conn.execute(PG_RESERVE_IDS, {"n": count}).scalar_one()
-        raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
-        rows = BinaryRows(raw, ["int8", "text", *(_COPY_TYPES[c] for c in _STREAMED)])
-        with raw.cursor() as cursor, cursor.copy(
-            f"COPY roadie_tasks (id, plugins, {', '.join(_STREAMED)}) FROM STDIN "
-            "(FORMAT BINARY)"
-        ) as copy:
-            copy.write(SIGNATURE)
+        with _binary_copy(conn, ["id", "plugins", *_STREAMED],
+                          ["int8", "text", *(_COPY_TYPES[c] for c in _STREAMED)]) as send:
             for chunk in chunks:
                 n = len(chunk.executors)
                 if len(records) + n > count:
                     raise ValueError(f"stream_tasks was given more than {count} tasks")
                 chunk_ids = ids[len(records):len(records) + n]
                 columns = _plain_columns(chunk, now)
-                copy.write(rows.data([chunk_ids, plugins_texts(columns["plugins"]),
-                                      *(columns[c] for c in _STREAMED)]))
+                send([chunk_ids, plugins_texts(columns["plugins"]),
+                      *(columns[c] for c in _STREAMED)])
                 records += added_records(chunk_ids, columns, decoder)
-            copy.write(TRAILER)
         if len(records) < count:  # (the unused ids are left out, as a rollback leaves them)
             raise ValueError(f"stream_tasks was given {len(records)} tasks, not {count}")
         if records:
@@ -382,14 +375,28 @@ def _copy_rows(conn: Connection, ids: Sequence[int], plugins: list[str],
         names.append(column)
         types.append(_COPY_TYPES[column])
         values.append(got)
+    with _binary_copy(conn, names, types) as send:
+        send(values)
+        return meanwhile()
+
+
+@contextlib.contextmanager
+def _binary_copy(conn: Connection, names: Sequence[str], types: Sequence[str]
+                 ) -> Iterator[Callable[[Sequence[Sequence[Any]]], None]]:
+    """A binary COPY into roadie_tasks of the columns ``names`` (of PostgreSQL ``types``) on
+    ``conn``'s psycopg connection: yields a function that sends rows, given as a list of
+    values per column (``copying.BinaryRows``). The COPY ends with the block; an error in it
+    fails the COPY (nothing is stored)."""
     from roadie.store.copying import SIGNATURE, TRAILER, BinaryRows  # (psycopg: not on SQLite)
 
     raw: Any = conn.connection.dbapi_connection  # psycopg's own connection
+    rows = BinaryRows(raw, list(types))
     with raw.cursor() as cursor, cursor.copy(
         f"COPY roadie_tasks ({', '.join(names)}) FROM STDIN (FORMAT BINARY)"
     ) as copy:
-        copy.write(SIGNATURE + BinaryRows(raw, types).data(values) + TRAILER)
-        return meanwhile()
+        copy.write(SIGNATURE)
+        yield lambda values: copy.write(rows.data(values))
+        copy.write(TRAILER)
 
 
 def get_task(self: Store, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
