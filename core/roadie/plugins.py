@@ -482,19 +482,6 @@ class Plugins:
                 self._subset_callers[(name, scope)] = caller
             return caller
 
-    def task_notifier(self, name: str, task_plugins: Iterable[str]) -> Callable[..., Any]:
-        """``task_hook`` for a hook whose value is not used: the implementation itself when
-        a built-in is the only one in the task's scope (a task sends its status messages
-        through one, and pluggy's dispatch costs more than the built-in translation), unless
-        hook calls are traced."""
-        caller = self.task_hook(name, task_plugins)
-        impls = caller.get_hookimpls()  # type: ignore[attr-defined]
-        if (len(impls) == 1 and impls[0].plugin_name in BUILTIN_PLUGINS
-                and not (impls[0].hookwrapper or impls[0].wrapper) and not self.tracing):
-            function: Callable[..., Any] = impls[0].function
-            return function
-        return caller
-
     def _enable_tracing(self) -> None:
         self.tracing = True
         self.pm.trace.root.setwriter(sys.stderr.write)

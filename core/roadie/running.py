@@ -130,7 +130,7 @@ class RunningTask:
     def _status_hook(self) -> Callable[..., Any]:
         hook: Callable[..., Any] | None = self.__dict__.get("_status_hook_caller")
         if hook is None:
-            hook = self.__dict__["_status_hook_caller"] = self.app.plugins.task_notifier(
+            hook = self.__dict__["_status_hook_caller"] = self.app.plugins.task_hook(
                 "roadie_status_message", self.plugins)
         return hook
 
