@@ -318,6 +318,13 @@ class TypeRegistry:
         naming its key path (``context["rows"][3]["when"]``)."""
         return self.encode_with_namespaces(value, what=what, max_size=max_size)[0]
 
+    def check(self, value: Any, *, what: str = "context") -> None:
+        """Raise what ``encode`` raises for ``value``, if anything; a flat map of plain values
+        that certainly fits (``plain_map_fits``: a status message) is not encoded to know."""
+        if type(value) is dict and plain_map_fits(value, self.max_size):
+            return
+        self.encode(value, what=what)
+
     def encode_with_namespaces(
         self, value: Any, *, what: str = "context", max_size: int | None = None
     ) -> tuple[bytes, set[str]]:

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
-from roadie.codec import plain_map_fits
 from roadie.errors import Cancelled, TakenOver
 from roadie.hookcalls import call_hook
 from roadie.lightweight import Children, LightweightTask
@@ -156,9 +155,7 @@ class RunningTask:
         """
         self.raise_if_cancelled()
         message = dict(message)
-        registry = self.app.registry
-        if not plain_map_fits(message, registry.max_size):  # (else it encodes: no need to try)
-            registry.encode(message, what=f"status message of task {self.id}")
+        self.app.registry.check(message, what=f"status message of task {self.id}")
         call_hook(self.app, "roadie_status_message", self._status_hook, task=self,
                   message=message, status=self.status)
         self.messages.append({"at": utcnow(), **message})
