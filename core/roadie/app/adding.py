@@ -223,15 +223,15 @@ def plain_task(app: Roadie, executor: str, context: Mapping[str, Any] | None,
         for name in _CONTENT_FIELDS:
             del fields[name]
         fixed = resolved[executor][5] is not None
-        resolved[_DEFAULTS, executor] = (fields, resolved[executor]) if fixed else False
+        resolved[_DEFAULTS, executor] = fields if fixed else False
         return task
     if defaults is False:  # isolated: a key per task
         return new_task(app, executor, context, resolved)
-    fields, known = defaults
+    known = resolved[executor]
     qualified = known[0]
     versions, data, captured = task_content(app, resolved, qualified, known[2],
                                             context_map(qualified, context))
-    fields = fields.copy()
+    fields = defaults.copy()
     fields["plugins"], fields["context"], fields["captured"] = versions, data, captured
     return instance_of(NewTask, fields)
 
