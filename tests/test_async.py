@@ -3,9 +3,13 @@ await, mixed with thread executors, with the same hooks, retries and live state.
 
 from __future__ import annotations
 
+import functools
 import gc
+import threading
+import warnings
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import roadie
@@ -194,3 +198,34 @@ def test_a_finished_attempt_leaves_no_reference_cycle(app: roadie.Roadie) -> Non
         assert [ref() for ref in remember.tasks] == [None, None, None]
     finally:
         gc.enable()
+
+
+def test_a_stopped_loop_drops_no_coroutine_unawaited() -> None:
+    """An attempt started on the loop's last turn (as a worker stops) is cancelled and closed
+    with the loop: it never runs, and Python warns of no coroutine left unawaited."""
+    from roadie.aio_runner import AsyncRunner
+
+    runner = AsyncRunner(slots=2)
+    runner.start()
+    held, gate = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    def hold() -> None:
+        held.set()
+        gate.wait()
+
+    runner.loop.call_soon_threadsafe(hold)  # the loop's turn, held while the next one is queued
+    assert held.wait(10)
+    runner.submit_many([(SimpleNamespace(on_cancel=None), functools.partial(ran.append, index))
+                        for index in range(2)])  # their start and the stop: the next turn
+    runner.loop.call_soon_threadsafe(runner.loop.stop)
+    gate.set()
+    runner._thread.join(10)
+    assert not runner._thread.is_alive()
+    assert ran == []
+    assert runner._pending == set()  # each was cancelled and has ended
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        del runner
+        gc.collect()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("roadie.aio")
 
 T = TypeVar("T")
+END_PENDING = 5.0  # seconds a stopped loop gives the coroutines still on it to unwind, at most
 
 
 def is_async_executor(executor_class: type[Executor]) -> bool:
@@ -111,7 +112,20 @@ class AsyncRunner:
         try:
             self.loop.run_forever()
         finally:
+            self._end_pending()
             self.loop.close()
+
+    def _end_pending(self) -> None:
+        """Once the loop has stopped: start nothing more, cancel what is still on it (attempts
+        a hard stop abandoned, or one started as the loop stopped) and let them unwind, for at
+        most END_PENDING seconds, so that no coroutine is dropped unawaited."""
+        self._waiting.clear()
+        pending = asyncio.all_tasks(self.loop)
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.wait(pending, timeout=END_PENDING))
 
     def submit(self, task: RunningTask, run: Callable[[], None]) -> None:
         """Run ``run()`` (one attempt of ``task``, reporting its own end) on the loop; a cancel
