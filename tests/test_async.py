@@ -3,13 +3,18 @@ await, mixed with thread executors, with the same hooks, retries and live state.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
 import functools
 import gc
 import threading
 import warnings
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import roadie
@@ -128,6 +133,47 @@ def test_async_attempts_meet_the_same_hooks_as_sync_ones(
     assert roadie_recorder.names(aio.id)[:4] == expected
     assert roadie_recorder.names(aio.id).count("roadie_status_message") == 3
     assert roadie_recorder.names(aio.id)[-1] == "roadie_task_finished"
+
+
+LOCALE: contextvars.ContextVar[str] = contextvars.ContextVar("test_locale", default="none")
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("test_caller", default="none")
+
+
+class _RestoreLocale:
+    @roadie.hookimpl
+    def roadie_restore_context(self, task: roadie.RunningTask, captured: dict[str, Any]
+                               ) -> contextlib.AbstractContextManager[None]:
+        @contextlib.contextmanager
+        def restored() -> Iterator[None]:
+            token = LOCALE.set(str(task.context.get("locale")))
+            try:
+                yield
+            finally:
+                LOCALE.reset(token)
+        return restored()
+
+
+class _SeesLocale(roadie.Executor):
+    async def execute(self, task: roadie.RunningTask) -> roadie.Result:
+        before = LOCALE.get()
+        await asyncio.sleep(0)
+        return roadie.Result.success(f"{before} {LOCALE.get()} {CALLER.get()}")
+
+
+def test_an_async_execute_sees_the_context_its_hooks_restored(app: roadie.Roadie) -> None:
+    """What a restore hook sets is seen across the executor's awaits, as in a thread; what
+    the code that runs the worker set is not (an attempt starts in an empty context)."""
+    app.plugins.register(_RestoreLocale(), name="restore-locale")
+    app.plugins.register_executor("tests:sees-locale", _SeesLocale)
+    tasks = app.add_tasks([("tests:sees-locale", {"locale": "fr"}),
+                           ("tests:sees-locale", {"locale": "de"})])
+    token = CALLER.set("the worker's caller")
+    try:
+        stats = app.run_worker(concurrency=1, until_idle=True)
+    finally:
+        CALLER.reset(token)
+    assert stats.by_status == {"successful": 2}
+    assert [app.get_task(t.id).status_message for t in tasks] == ["fr fr none", "de de none"]
 
 
 def test_async_children_attachments_and_subtasks_are_awaited(app: roadie.Roadie) -> None:

@@ -5,9 +5,7 @@ no async attempt never needs."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import greenlet
@@ -15,19 +13,12 @@ import greenlet
 T = TypeVar("T")
 
 
-@dataclass
-class Await:
-    """What an attempt's greenlet asks the loop to await for it."""
-
-    awaitable: Awaitable[Any]
-    context: contextvars.Context
-    cancellable: bool
-
-
 class AttemptGreenlet(greenlet.greenlet):
-    """The greenlet of one async attempt; knows the future it currently waits on."""
+    """The greenlet of one async attempt. While it awaits, ``current`` is the asyncio task
+    that awaits for it (cancelling that task cancels what is awaited), and ``cancellable``
+    whether a cancel request may do so."""
 
-    current: asyncio.Future[Any] | None = None
+    current: asyncio.Task[Any] | None = None
     cancellable: bool = False
 
 
@@ -38,22 +29,23 @@ def current_attempt() -> AttemptGreenlet | None:
 
 
 def await_in_attempt(attempt: AttemptGreenlet, awaitable: Awaitable[T], cancellable: bool) -> T:
-    """Hand ``awaitable`` to the loop running ``attempt`` (the current greenlet) and wait."""
-    request = Await(awaitable, contextvars.copy_context(), cancellable)
-    value: T = attempt.parent.switch(request)
+    """Hand ``awaitable`` to the task running ``attempt`` (the current greenlet) and wait."""
+    value: T = attempt.parent.switch(awaitable, cancellable)
     return value
 
 
-async def run_in_greenlet(fn: Callable[[], T]) -> T:
-    """Run ``fn()`` in a greenlet of this loop, awaiting what it asks for (``await_value``)."""
-    glet = AttemptGreenlet(fn)
+async def run_in_greenlet(glet: AttemptGreenlet) -> Any:
+    """Run ``glet`` (made with the attempt's function) to its end, awaiting what it asks for
+    (``await_value``) in this task. The greenlet shares this task's context, so that what it
+    awaits sees the context variables the attempt set, as a thread's executor does."""
+    glet.gr_context = greenlet.getcurrent().gr_context
+    task = asyncio.current_task()
     value = glet.switch()
     while not glet.dead:
-        request: Await = value
-        future = request.context.run(asyncio.ensure_future, request.awaitable)
-        glet.current, glet.cancellable = future, request.cancellable
+        awaitable, cancellable = value
+        glet.current, glet.cancellable = task, cancellable
         try:
-            result = await future
+            result = await awaitable
         except BaseException as exc:
             glet.current = None
             value = glet.throw(exc)

@@ -3,22 +3,26 @@ as ordinary synchronous lifecycle code (hooks, wrappers, retries), await an exec
 coroutine without blocking the loop.
 
 Each async attempt runs the same ``run_attempt`` as a thread does, but inside a greenlet on the
-loop thread. Where the attempt needs a coroutine's value (``await executor.execute(task)``, an
-async ``handle_exception``), the greenlet hands the coroutine to the loop and is resumed with
-its result, so hundreds of attempts wait at once on one thread. A cancel request or a timeout
-cancels the executor's coroutine at its current ``await``.
+loop thread, driven by one asyncio task. Where the attempt needs a coroutine's value (``await
+executor.execute(task)``, an async ``handle_exception``), the greenlet hands the coroutine to
+that task, which awaits it and resumes the greenlet with its result, so hundreds of attempts
+wait at once on one thread. The greenlet and what it awaits share the task's context, empty at
+the start as a worker thread's. A cancel request or a timeout cancels the executor's coroutine
+at its current ``await``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import functools
 import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -49,17 +53,15 @@ def split_claimable(claimable: Claimable, async_names: Iterable[str]
             replace(claimable, executors=aio) if aio else None)
 
 
-# greenlet (roadie.aio_greenlet) is imported by the first async attempt, so that a worker
-# running none never loads it (with libstdc++, about 1 MB); until then no code runs in one
-_greenlets_loaded = False
+# greenlet (roadie.aio_greenlet) is imported as an event loop for async attempts starts, so
+# that a worker running none never loads it (with libstdc++, about 1 MB); until then no code
+# runs in one
+_bridge: ModuleType | None = None
 
 
 def _current_attempt() -> AttemptGreenlet | None:
-    if not _greenlets_loaded:
-        return None
-    from roadie.aio_greenlet import current_attempt
-
-    return current_attempt()
+    bridge = _bridge
+    return None if bridge is None else bridge.current_attempt()
 
 
 def in_async_attempt() -> bool:
@@ -75,9 +77,9 @@ def await_value(awaitable: Awaitable[T], *, cancellable: bool = False) -> T:
         async def wrap() -> T:
             return await awaitable
         return asyncio.run(wrap())
-    from roadie.aio_greenlet import await_in_attempt
-
-    return await_in_attempt(current, awaitable, cancellable)
+    assert _bridge is not None  # (an attempt runs: the bridge is loaded)
+    value: T = _bridge.await_in_attempt(current, awaitable, cancellable)
+    return value
 
 
 def resolve(value: Any) -> Any:
@@ -107,8 +109,11 @@ class AsyncRunner:
         self._thread.start()
 
     def _main(self) -> None:
+        global _bridge
         asyncio.set_event_loop(self.loop)
-        import roadie.aio_greenlet  # noqa: F401  (here, beside the worker's first round)
+        import roadie.aio_greenlet  # (here, beside the worker's first round)
+
+        _bridge = roadie.aio_greenlet
         try:
             self.loop.run_forever()
         finally:
@@ -161,25 +166,21 @@ class AsyncRunner:
         self.loop.call_soon_threadsafe(_cancel_current, holder)
 
     def _start(self, holder: dict[str, AttemptGreenlet], run: Callable[[], None]) -> None:
-        global _greenlets_loaded
-        from roadie.aio_greenlet import current_attempt, run_in_greenlet
-
-        _greenlets_loaded = True
-
-        def remembered() -> None:
-            glet = current_attempt()
-            assert glet is not None  # remembered() runs in its attempt's greenlet
-            holder["glet"] = glet
-            run()
-
-        future = asyncio.ensure_future(run_in_greenlet(remembered))
+        assert _bridge is not None  # (imported as the loop started)
+        glet = holder["glet"] = _bridge.AttemptGreenlet(run)
+        # in an empty context, as a worker's thread runs its attempts
+        future = contextvars.Context().run(self.loop.create_task, self._attempt(glet))
         self._pending.add(future)
-        future.add_done_callback(self._ended)
 
-    def _ended(self, future: asyncio.Future[Any]) -> None:
-        self._pending.discard(future)
-        if self._waiting:
-            self._fill()
+    async def _attempt(self, glet: AttemptGreenlet) -> None:
+        """Run one attempt's greenlet; once it ended, start the next waiting one."""
+        assert _bridge is not None
+        try:
+            await _bridge.run_in_greenlet(glet)
+        finally:
+            self._pending.discard(asyncio.current_task())
+            if self._waiting:
+                self._fill()
 
     def run(self, coroutine: Awaitable[T], timeout: float = 10.0) -> T:
         """Run ``coroutine`` on the loop from another thread and return its value."""
