@@ -627,4 +627,6 @@ class ClaimLoop:
         outcome = instance_of(Outcome, {  # (dataclasses.replace, without its per-field cost)
             **outcome.__dict__, "task_status": status_bytes, "messages": messages,
             "checkpoint": checkpoint, "attempt": task.attempt, "started_at": began})
-        return _Done(task, outcome, result, error, seconds=time.monotonic() - started)
+        return instance_of(_Done, {"task": task, "outcome": outcome, "result": result,
+                                   "error": error, "seconds": time.monotonic() - started,
+                                   "released": False})
