@@ -154,21 +154,26 @@ class RunningTask:
         cancellation.
         """
         self.raise_if_cancelled()
-        message = dict(message)
-        self.app.registry.check(message, what=f"status message of task {self.id}")
-        call_hook(self.app, "roadie_status_message", self._status_hook, task=self,
-                  message=message, status=self.status)
-        self.messages.append({"at": utcnow(), **message})
-        self._sink.mark_dirty(self)
+        self._send(dict(message))
 
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Report generic progress: ``done`` of ``total`` (no translator needed)."""
+        self.raise_if_cancelled()
         update: dict[str, Any] = {"done": done}
         if total is not None:
             update["total"] = total
         if message is not None:
             update["message"] = message
-        self.send_status(update)
+        self._send(update)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        """``send_status`` of a map of its own (not the caller's, which it may keep)."""
+        app = self.app
+        app.registry.check(message, what=f"status message of task {self.id}")
+        call_hook(app, "roadie_status_message", self._status_hook, task=self, message=message,
+                  status=self.status)
+        self.messages.append({"at": utcnow(), **message})
+        self._sink.mark_dirty(self)
 
     def checkpoint(self, state: Mapping[str, Any]) -> None:
         """Persist a small map from which a later attempt can resume (``last_checkpoint``)."""

@@ -73,15 +73,16 @@ class TaskStatus(Mapping[str, Any]):
             values["total"] = message["total"]
         if not values:
             return
+        data = self._data
         with self._lock:
-            self._data.update(values)
-            done, total = self._data.get("done"), self._data.get("total")
+            data.update(values)
+            done, total = data.get("done"), data.get("total")
             if isinstance(done, (int, float)):
                 elapsed = max(time.monotonic() - self._started, 1e-6)
                 rate = done / elapsed
-                self._data["rate"] = round(rate, 3)
+                data["rate"] = round(rate, 3)
                 if isinstance(total, (int, float)) and total > 0:
-                    self._data["percent"] = round(min(100.0, 100.0 * done / total), 2)
+                    data["percent"] = round(min(100.0, 100.0 * done / total), 2)
                     left = max(total - done, 0)
-                    self._data["eta_seconds"] = round(left / rate, 1) if rate > 0 else None
+                    data["eta_seconds"] = round(left / rate, 1) if rate > 0 else None
             self._version += 1

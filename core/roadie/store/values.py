@@ -16,9 +16,12 @@ from roadie.status import Status
 MAX_TAGS_PER_NODE = 10
 
 
+_now, _UTC = dt.datetime.now, dt.timezone.utc  # (looked up once: every attempt asks a few times)
+
+
 def utcnow() -> dt.datetime:
     """The current time, timezone-aware UTC."""
-    return dt.datetime.now(dt.timezone.utc)
+    return _now(_UTC)
 
 
 def tags_key(tags: Iterable[str]) -> str:
