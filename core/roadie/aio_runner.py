@@ -53,10 +53,18 @@ def split_claimable(claimable: Claimable, async_names: Iterable[str]
             replace(claimable, executors=aio) if aio else None)
 
 
-# greenlet (roadie.aio_greenlet) is imported as an event loop for async attempts starts, so
-# that a worker running none never loads it (with libstdc++, about 1 MB); until then no code
-# runs in one
+# greenlet (roadie.aio_greenlet) is imported by the first async attempt, so that a worker
+# running none, idle or not, never loads it (with libstdc++, about 1 MB; its import takes a
+# few milliseconds of that first attempt); until then no code runs in one
 _bridge: ModuleType | None = None
+
+
+def _load_bridge() -> ModuleType:
+    global _bridge
+    import roadie.aio_greenlet
+
+    _bridge = roadie.aio_greenlet
+    return _bridge
 
 
 def _current_attempt() -> AttemptGreenlet | None:
@@ -109,11 +117,7 @@ class AsyncRunner:
         self._thread.start()
 
     def _main(self) -> None:
-        global _bridge
         asyncio.set_event_loop(self.loop)
-        import roadie.aio_greenlet  # (here, beside the worker's first round)
-
-        _bridge = roadie.aio_greenlet
         try:
             self.loop.run_forever()
         finally:
@@ -166,8 +170,8 @@ class AsyncRunner:
         self.loop.call_soon_threadsafe(_cancel_current, holder)
 
     def _start(self, holder: dict[str, AttemptGreenlet], run: Callable[[], None]) -> None:
-        assert _bridge is not None  # (imported as the loop started)
-        glet = holder["glet"] = _bridge.AttemptGreenlet(run)
+        bridge = _bridge or _load_bridge()
+        glet = holder["glet"] = bridge.AttemptGreenlet(run)
         # in an empty context, as a worker's thread runs its attempts
         future = contextvars.Context().run(self.loop.create_task, self._attempt(glet))
         self._pending.add(future)
