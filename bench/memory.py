@@ -23,7 +23,7 @@ The breakdown (this checkout only, Python-started, per backend): the RSS after e
 fresh process (the interpreter; asyncio, which SQLAlchemy imports and which imports ssl;
 SQLAlchemy; the plugin machinery; roadie; the plugins; the database; the idle worker) and the
 Python allocations of the idle worker by package (tracemalloc, traced from the start, in
-another process: its records would count in the RSS); and the floor, the RSS of a process
+another process: its records would count in the RSS); and the floor, step by step: a process
 with SQLAlchemy and the driver holding one connection, without roadie.
 
 Target (issue 31): an idle worker at most 45 MB on both databases.
@@ -107,17 +107,27 @@ threading.Thread(target=report, daemon=True).start()
 app.run_worker()
 """
 
-# The floor: SQLAlchemy and the database's driver with one connection (and pluggy, msgpack,
-# importlib.metadata), no roadie: what any SQLAlchemy program on this database keeps
+# The floor: SQLAlchemy and the database's driver holding one connection, no roadie (nor pluggy,
+# msgpack): what any SQLAlchemy program on this database keeps, step by step in one process
 FLOOR = """
-import sys
-import importlib.metadata, msgpack, pluggy
-import sqlalchemy as sa
-engine = sa.create_engine(sys.argv[1])
+import json, sys
+def rss():
+    with open("/proc/self/status") as f:
+        return int(next(l.split()[1] for l in f if l.startswith("VmRSS:"))) / 1024
+steps = [("the interpreter", rss())]
+import asyncio; steps.append(("+ asyncio, with ssl and OpenSSL (SQLAlchemy imports it)", rss()))
+import sqlalchemy as sa; steps.append(("+ SQLAlchemy", rss()))
+if sa.engine.make_url(sys.argv[1]).get_backend_name() == "sqlite":
+    import sqlite3; steps.append(("+ the driver (sqlite3, libsqlite3)", rss()))
+else:
+    import psycopg
+    steps.append(("+ the driver (psycopg, psycopg-binary's libpq, OpenSSL, Kerberos, LDAP)",
+                  rss()))
+engine = sa.create_engine(sys.argv[1]); steps.append(("+ SQLAlchemy's dialect", rss()))
 with engine.connect() as conn:
     conn.execute(sa.text("SELECT 1"))
-with open("/proc/self/status") as f:
-    print(int(next(l.split()[1] for l in f if l.startswith("VmRSS:"))) / 1024)
+steps.append(("+ one connection (SELECT 1)", rss()))
+print(json.dumps(steps))
 """
 
 
@@ -186,7 +196,7 @@ def breakdown(url: str, env: dict[str, str]) -> dict[str, Any]:
     """Where an idle Python-started worker's memory goes (this checkout)."""
     run = subprocess.run([sys.executable, "-c", FLOOR, url], env=env, capture_output=True,
                          text=True, timeout=300, check=True)
-    found: dict[str, Any] = {"floor": float(run.stdout.strip().splitlines()[-1])}
+    found: dict[str, Any] = {"floor": json.loads(run.stdout.strip().splitlines()[-1])}
     for what in ("rss", "trace"):
         run = subprocess.run([sys.executable, "-c", BREAKDOWN, url, what], env=env,
                              capture_output=True, text=True, timeout=300, check=True)
@@ -196,6 +206,12 @@ def breakdown(url: str, env: dict[str, str]) -> dict[str, Any]:
         else:
             found["packages"], found["traced"] = figures["packages"], figures["traced"]
     return found
+
+
+def step_rows(steps: list[tuple[str, float]]) -> list[list[str]]:
+    """Table rows of a process's steps: the RSS after each and what it added."""
+    return [[what, f"{mb:.1f} MB", f"{mb - steps[i - 1][1]:+.1f} MB" if i else ""]
+            for i, (what, mb) in enumerate(steps)]
 
 
 def main() -> None:
@@ -232,19 +248,17 @@ def main() -> None:
                 found = breakdown(url, environ(None, tmp))
             finally:
                 app.close()
-            steps = found["steps"]
-            rows = [[what, f"{mb:.1f} MB", f"{mb - steps[i - 1][1]:+.1f} MB" if i else ""]
-                    for i, (what, mb) in enumerate(steps)]
+            rows = step_rows(found["steps"])
             packages = ", ".join(f"{name} {size / 1e6:.1f} MB"
                                  for name, size in found["packages"])
             parts.append(f"**Breakdown, {backend}** (this checkout, a worker started from "
                          f"Python, steps of one fresh process):\n\n"
                          + table(["step", "RSS", "step's share"], rows)
                          + f"\n\nPython allocations of the idle worker (tracemalloc, "
-                         f"{found['traced'] / 1e6:.1f} MB traced), by package: {packages}. "
-                         f"The floor, SQLAlchemy and the driver with one connection (and "
-                         f"pluggy, msgpack, importlib.metadata) without roadie: "
-                         f"{found['floor']:.1f} MB.")
+                         f"{found['traced'] / 1e6:.1f} MB traced), by package: {packages}."
+                         f"\n\nThe floor, {backend}: SQLAlchemy and the driver holding one "
+                         f"connection, without roadie (steps of one fresh process):\n\n"
+                         + table(["step", "RSS", "step's share"], step_rows(found["floor"])))
     rows = []
     for backend in backends:
         for mode in ("cli", "python"):
