@@ -19,6 +19,7 @@ from roadie import Status
 from roadie.attachments import store_attachment
 from roadie.errors import TakenOver
 from roadie.records import AttachmentInfo
+from roadie.running import RunningTask
 from roadie.store import Claimable, Fence, NewTask, Outcome, utcnow
 from roadie.testing import wait_final, wait_for
 
@@ -242,3 +243,32 @@ def test_a_progress_write_says_which_tasks_have_a_cancel_request(app: roadie.Roa
     assert app.get_task(first).status_bytes == b"\x80"
     written = app.get_task(second)
     assert (written.messages_bytes, written.checkpoint_bytes) == (b"\x90", b"cp")
+
+
+def test_a_refused_write_of_live_state_stops_only_the_attempt_it_was_for(
+        app: roadie.Roadie, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker sends an attempt's live state; meanwhile that attempt ends with a retry and
+    this worker claims the task again. The database refuses the old attempt's write, and the
+    new attempt runs on (it was cancelled as 'taken over by another node', seen in CI)."""
+    task = app.add_task("tests:sleep", {"seconds": 0})
+    worker = app.worker(concurrency=1, handle_signals=False)
+    old = RunningTask(app, claim_one(app, worker.id), sink=worker._progress)
+    old.started = time.monotonic() - 60  # (not a young attempt: its state is written now)
+    worker.running[task.id] = old
+    old.progress(1, 2)
+    save, claimed_again = app.store.save_progress, []
+
+    def retried_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        retry = Outcome(task.id, Status.NEW, "retrying", attempt=1)
+        app.store.settle(worker.id, [(retry, False)], None, 0)
+        new = RunningTask(app, claim_one(app, worker.id), sink=worker._progress)
+        worker.running[task.id] = new
+        claimed_again.append(new)
+        return save(*args, **kwargs)
+
+    monkeypatch.setattr(app.store, "save_progress", retried_meanwhile)
+    worker.flush_progress()
+    (new,) = claimed_again
+    assert new.attempt == 2 and not new.cancelled and not new.taken_over
+    assert worker.stats.refused_writes == 0
+    assert app.get_task(task.id).task_status == {}  # the old attempt's state was not written

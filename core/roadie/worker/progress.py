@@ -55,6 +55,7 @@ class ProgressWriter:
             return
         worker = self._worker
         updates: dict[int, tuple[bytes | None, bytes | None, bytes | None]] = {}
+        written: dict[int, RunningTask] = {}  # the attempts the updates are for
         versions: dict[int, int] = {}
         attempts: dict[int, int] = {}
         young: set[int] = set()
@@ -75,6 +76,7 @@ class ProgressWriter:
                 checkpoint = None
             status_bytes, messages = self.encode(task)
             updates[task_id] = (status_bytes, messages, checkpoint)
+            written[task_id] = task
             versions[task_id] = version
         if young:
             with self._lock:
@@ -93,8 +95,8 @@ class ProgressWriter:
         worker.stats.progress_writes += len(updates) - len(lost)
         if cancelled:
             worker._apply_cancel_requests(cancelled)
-        if lost:
-            worker._stop_lost(lost, "progress")
+        if lost:  # (an attempt that ended meanwhile is not its task's next attempt)
+            worker._stop_lost(lost, "progress", written)
 
     def final_state(self, task: RunningTask) -> tuple[bytes | None, bytes | None, bytes | None]:
         """The live state to write with the outcome of ``task``'s attempt, which ended:
