@@ -51,43 +51,40 @@ PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_b
 SLOTS = 200
 FANOUT_SLOTS = 2000
 HERE = Path(__file__).resolve().parent
-# Where the time went (issue 31, fifth round), from timelines of single drains (run_worker's
-# steps, each round's settle, each attempt's start and end and its sleep's begin and end,
-# /tmp scripts) on this shared 2-core machine, load 0.6-1.9
-BREAKDOWN = """Where the time went before this change (f4fcca0; 1,000 tasks, 200 slots, PostgreSQL,
-ms from `run_worker`; SQLite alike, with cheaper statements):
+# Where the time goes (issue 31, sixth round), from timelines of single drains (run_worker's
+# steps, each round's settle, each attempt's start and end), per-thread CPU times, py-spy and
+# the garbage collector's callbacks, on this shared 2-core machine, load 0.8-1.5
+BREAKDOWN = """Where the time goes (sixth round; this machine is slower per core than the fifth
+round's: the same code ran 1,441-1,570/s there and 933-1,075/s here, PgQueuer 1,544-1,615
+there and 1,242-1,330 here). PostgreSQL, 1,000 tasks, 200 slots, from timelines and profiles
+of single drains:
 
-- Start-up, 38-58 ms to the first start: what the node can run 0.5-3, its node row and its
-  executors' limits two transactions (5.7 + 3.5), the LISTEN connection 4-7, the start
-  hooks 2-5, the threads and the event loop 2-5; then the first round read the paused
-  executors (one more round trip, 5-10) and claimed 200 (settle 12-16, slower beside the
-  first sweep for dead nodes' tasks, which ran at the same time: 14-30 ms of statements and
-  GIL), and made 200 running tasks (5-6) before the first start. The 200 then start on the
-  loop over 20-22 ms, and their sleeps begin after the last of them (each start ~100 us).
-- Between generations: no task was claimed ahead before one had ended (the run time is not
-  known), so the second generation started 16-28 ms after the first ended and its last 72
-  slots (prefetch 128 < 200 slots) waited for a round, as in every generation (a round of
-  ~200 outcomes and claims: 12-19 ms). Each generation took 108-125 ms rather than 100:
-  the sleep began 3-4 ms after the start (the loop busy starting the others), woke 2-9 ms
-  late (ending the others), and the claim loop's rounds hold the GIL beside the loop.
-- Shut-down, 13-23 ms after the last end: the last round and the idle check (count of
-  pending tasks, 2-4), the threads and loop stopped (1), then the overview's last counts and
-  the node marked stopped, two transactions (6 + 5).
+- The drain is CPU-bound on one GIL. Per task, the event loop's thread spent 0.45 ms and the
+  claim loop 0.11 ms (SQLite 0.30: recording outcomes and reading rows back); the process
+  0.55-0.62 ms. At 1,100-1,300/s the loop is busy 60-70 % of the time, and each generation's
+  200 timers fire late behind the other attempts' starts and ends: an attempt lasted 133 ms
+  on average for its 100 ms sleep. PgQueuer spends 0.33 ms of CPU per task.
+- The loop's 0.45 ms (py-spy, GIL samples): the greenlet bridge about 50 us (a plain asyncio
+  task 19 us), two `task.progress` calls about 50 us, the installed plugins' hooks about
+  75 us (prometheus, opentelemetry, the examples' locale wrapper: 12 % of the process's CPU),
+  the live state encoded with the outcome 18 us; records, outcomes, the rollup and asyncio's
+  scheduling the rest. Gen-1 garbage collections walk the 200-400 attempts in flight,
+  13-17 ms each: 4-6 % of a drain.
+- Start-up, 80-95 ms to the first start (33-36 on the fifth round's machine): the node's
+  registration 17-23 ms (5 of them statements, the rest compiling them), the start hooks 7,
+  the threads 6, the first claim of 200 25, their running tasks 13; then the first attempt
+  imports prometheus_client (once, about 29 ms of the loop).
+- Tried, not kept: claiming up to 256 ahead of 200 slots instead of prefetch's 128 (+3 %,
+  within the noise); a shorter GIL switch interval (0.5 or 1 ms: no change); gc.freeze()
+  before the drain (+7 % over 2,000 tasks, one 49 ms full collection avoided; nothing over
+  1,000; a process-wide setting).
 
-What changed: the node row, the limits and the read of paused executors are one transaction
-(the first round reads none); the LISTEN connection opens while the node registers (the first
-claim still waits until LISTEN is in place); the first sweep for dead nodes' tasks begins
-once the first round's async tasks have started on the loop (the loop is still not idle
-before it); once every async slot is busy with those first tasks, the worker claims ahead of
-them once, as many as its slots and at most `prefetch` (put back after 0.2 s if no slot
-started them; made once, so that long tasks are not claimed ahead again until one ends), so
-that the second generation starts as the first ends; the last counts and the node
-marked stopped are one transaction. Timelines after: first start 33-36 ms, the second
-generation's first start 2-5 ms after the first end, return 12-15 ms after the last end
-(PostgreSQL 1,533-1,551/s in 4 single drains, load 0.6). What is left: each generation
-still takes 105-115 ms, the loop's CPU per attempt (starts and ends in bursts of 200) and the
-claim loop's rounds sharing one GIL; 72 slots a generation still wait for a round while
-prefetch (128) is below the slots (200)."""
+What changed this round: one asyncio task drives each attempt's greenlet and awaits the
+executor's coroutine itself (the bridge 67 -> 45 us an attempt); an empty context decodes
+without the type machinery; datetimes' msgpack extensions skip ExtType's checks; outcomes
+are made with instance_of; task.progress copies its map once; the OpenTelemetry plugin reads
+its environment once. Loop CPU per attempt 0.46 -> 0.42 ms (the table: process CPU 0.69 ->
+0.65 ms on PostgreSQL, 0.85 -> 0.80 on SQLite)."""
 PLUGINS = ["roadie-examples", "roadie-django", "roadie-prometheus", "roadie-opentelemetry"]
 
 
