@@ -71,7 +71,9 @@ def test_a_rate_holds_across_four_processes(app: roadie.Roadie, recorded: dict,
     starts = [t.started_at for t in ended if t.started_at is not None]
     most = most_in_window(starts, 1.0)
     assert most <= 51  # Rate(50, per=1), plus or minus one, in every window of a second
-    assert most >= 40  # and the rate is used (a loaded machine may start a few late)
+    # and the rate is used: a loaded machine starts fewer (35 seen in a full parallel run
+    # beside benchmarks), a window or a count wrong by a factor far fewer
+    assert most >= 20
     assert (max(starts) - min(starts)).total_seconds() >= 3.0  # 160 at 50 a second
     client.close()
 
