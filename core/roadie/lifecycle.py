@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import traceback
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from roadie.aio_runner import resolve
 from roadie.errors import Cancelled, ContextDecodeError, HookFailure, PluginError, RoadieError
 from roadie.executor import Executor
 from roadie.hookcalls import call_hook
-from roadie.records import instance_of
+from roadie.records import instance_with_defaults
 from roadie.result import Result
 from roadie.running import RunningTask, _current
 from roadie.status import Status
@@ -170,11 +170,7 @@ def _failed(task: RunningTask, message: str, exc: BaseException | None) -> Outco
     return _outcome(task, Status.FAILED, message, error=trace)
 
 
-# Outcome's fields that have a default, with it: an attempt's outcome is made without the
-# per-field cost of a frozen dataclass's __init__ (4.7 us; this way 2.3)
-_OUTCOME_DEFAULTS = {f.name: f.default for f in fields(Outcome) if f.default is not MISSING}
-
-
 def _outcome(task: RunningTask, status: Status, message: str, **extra: Any) -> Outcome:
-    return instance_of(Outcome, {**_OUTCOME_DEFAULTS, "task_id": task.id, "status": status,
-                                 "message": message, **extra})
+    # (without the per-field cost of a frozen dataclass's __init__: 4.7 us; this way 2.3)
+    return instance_with_defaults(Outcome, {"task_id": task.id, "status": status,
+                                            "message": message, **extra})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -111,6 +112,30 @@ def instance_of(cls: type[T], fields: dict[str, Any]) -> T:
     instance = object.__new__(cls)
     object.__setattr__(instance, "__dict__", fields)
     return instance
+
+
+_DEFAULTS: dict[type, tuple[dict[str, Any], frozenset[str]]] = {}  # by dataclass
+
+
+def _defaults(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """The fields of the dataclass ``cls`` that have a default, with it, and all its field
+    names (worked out once per class)."""
+    known = _DEFAULTS.get(cls)
+    if known is None:
+        fields = dataclasses.fields(cls)
+        known = _DEFAULTS[cls] = (
+            {f.name: f.default for f in fields if f.default is not dataclasses.MISSING},
+            frozenset(f.name for f in fields))
+    return known
+
+
+def instance_with_defaults(cls: type[T], fields: dict[str, Any]) -> T:
+    """``instance_of`` for a map of some of the fields, the others taking their defaults; a
+    name that is not a field of ``cls`` raises TypeError, as ``__init__`` would."""
+    defaults, names = _defaults(cls)
+    if not fields.keys() <= names:
+        raise TypeError(f"{cls.__name__} has no field {sorted(fields.keys() - names)}")
+    return instance_of(cls, {**defaults, **fields})
 
 
 def task_record_of(fields: dict[str, Any]) -> TaskRecord:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Literal
 from roadie.aio_runner import AsyncRunner
 from roadie.errors import RoadieError
 from roadie.lifecycle import run_attempt
-from roadie.records import TaskRecord, instance_of
+from roadie.records import TaskRecord, instance_of, instance_with_defaults
 from roadie.running import RunningTask
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store import Claimable, Outcome, Settled, utcnow
@@ -627,6 +627,6 @@ class ClaimLoop:
         outcome = instance_of(Outcome, {  # (dataclasses.replace, without its per-field cost)
             **outcome.__dict__, "task_status": status_bytes, "messages": messages,
             "checkpoint": checkpoint, "attempt": task.attempt, "started_at": began})
-        return instance_of(_Done, {"task": task, "outcome": outcome, "result": result,
-                                   "error": error, "seconds": time.monotonic() - started,
-                                   "released": False})
+        return instance_with_defaults(_Done, {"task": task, "outcome": outcome, "result": result,
+                                              "error": error,
+                                              "seconds": time.monotonic() - started})
