@@ -237,7 +237,10 @@ class ClaimLoop:
                     log.exception("roadie: after recording %d ended task(s)", len(done))
                 self._accept_all(settled.claimed, guessed=guessing)
                 self._first_round_over()
-                self._round_due_below = concurrency + (ahead + ahead_async) // 2
+                # (in the first generation, the guess of _first_ahead still waits, though
+                # these rounds claim nothing ahead: half of it, not nothing)
+                self._round_due_below = concurrency + (
+                    ahead + (ahead_async or len(self._guessed_ids))) // 2
                 self._handed_over = False
                 if settled.throttled_until is not None:  # (a little late rather than early)
                     self._throttled_until = min(
