@@ -48,3 +48,14 @@ def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigurationError, match="ROADIE_PREFETCH='many'"):
         roadie.Settings()
     assert roadie.Settings(prefetch=1).prefetch == 1  # an argument needs no variable
+
+
+def test_a_switch_reads_the_usual_words_and_refuses_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for raw, value in [("1", True), ("yes", True), ("ON", True), ("true", True),
+                       ("0", False), ("no", False), ("Off", False), ("false", False)]:
+        monkeypatch.setenv("ROADIE_TUNE_GC", raw)
+        assert roadie.Settings().tune_gc is value, raw
+    monkeypatch.setenv("ROADIE_TUNE_GC", "maybe")
+    with pytest.raises(ConfigurationError, match=r"ROADIE_TUNE_GC='maybe'.*1 or 0"):
+        roadie.Settings()

@@ -60,6 +60,7 @@ class Settings:
     # ROADIE_LISTEN_URL: a direct PostgreSQL connection for LISTEN only (behind a pooler)
     listen_url: str = ""
     aio_pool_size: int = 10  # PostgreSQL sessions of the async client's adds, per event loop
+    tune_gc: bool = True  # a worker in the main thread tunes the garbage collector as it runs
 
     def __init__(self, **values: Any) -> None:
         fields = {f.name: f for f in dataclasses.fields(self)}
@@ -106,6 +107,10 @@ class Settings:
         return self.postgres_poll_interval if postgres else self.sqlite_poll_interval
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
+
+
 def _parse(name: str, kind: Any, raw: str) -> Any:
     kind = str(kind)
     try:
@@ -115,10 +120,13 @@ def _parse(name: str, kind: Any, raw: str) -> Any:
             return int(raw)
         if kind == "Path":
             return Path(raw)
+        if kind == "bool":
+            return _BOOLEANS[raw.strip().lower()]
         if kind.startswith("tuple"):
             return tuple(p.strip() for p in raw.split(",") if p.strip())
-    except ValueError:
+    except (ValueError, KeyError):
         raise ConfigurationError(
             f"environment variable ROADIE_{name.upper()}={raw!r} is not a valid {kind}"
+            + (" (use 1 or 0, true or false, yes or no, on or off)" if kind == "bool" else "")
         ) from None
     return raw

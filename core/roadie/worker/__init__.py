@@ -13,6 +13,7 @@ it). The moving parts live in the modules of this package, one concept each:
 - ``maintenance``: the maintenance thread (live-state writes, timeouts, cancel polling,
   heartbeats, sweeps for dead nodes' tasks, retention, environment refreshes);
 - ``stopping``: SIGINT/SIGTERM, and the shutdown once the claim loop returns;
+- ``collector``: the garbage collector while a worker that owns its process runs;
 - ``outage``: how a database outage is logged (``DatabaseOutage``);
 - ``stats``: the counters of a run (``WorkerStats``).
 
@@ -47,6 +48,7 @@ from roadie.store import (
     utcnow,
 )
 from roadie.worker.claim_loop import ClaimLoop
+from roadie.worker.collector import tuned_collector
 from roadie.worker.maintenance import Maintenance
 from roadie.worker.outage import DatabaseOutage
 from roadie.worker.progress import ProgressWriter
@@ -259,6 +261,13 @@ class Worker:
     def run(self) -> WorkerStats:
         """Run until stopped; returns the counters. Raises ``SchemaMismatchError`` once its
         running tasks have ended when the database's schema changed under it."""
+        # a worker in the main thread owns its process: it tunes the garbage collector while
+        # it runs (the tune_gc setting; roadie.worker.collector)
+        owns_process = threading.current_thread() is threading.main_thread()
+        with tuned_collector(self.settings.tune_gc and owns_process):
+            return self._run()
+
+    def _run(self) -> WorkerStats:
         hub = self.store.listen(wait=False)  # (connects while the node registers)
         self._claims.paused.seed(self._advertise())  # (the first claim needs no read of them)
         if not self.store.can_listen:
