@@ -9,6 +9,7 @@ exceptions are written down in one place.
 
 from __future__ import annotations
 
+import pkgutil
 import re
 import subprocess
 import sys
@@ -240,6 +241,52 @@ def test_a_worker_started_from_python_loads_no_cli_web_or_other_database(
     assert run.returncode == 0, run.stderr
     found = json.loads(run.stdout.strip().splitlines()[-1])
     assert found == {"ran": 1, "loaded": []}
+
+
+# What `roadie worker` must not load beyond what a worker started from Python must not: it
+# needs click and its own command (roadie.cli, roadie.cli.common, roadie.cli.worker), not the
+# other commands' modules nor what only they use: rich while stderr is not a terminal (its log
+# lines are then jsonlog's LineFormatter's), the plugin starter (issue 31: idle memory)
+NOT_IN_A_CLI_WORKER = (
+    *(name for name in NOT_IN_A_WORKER if name not in ("click", "roadie.cli")),
+    "roadie.starter",
+    *(f"roadie.cli.{module.name}" for module in pkgutil.iter_modules(
+        [str(ROOT / "core" / "roadie" / "cli")]) if module.name not in ("common", "worker")),
+)
+CLI_WORKER_SCRIPT = """
+import json, sys
+from roadie.cli import cli
+cli.main(args=sys.argv[2:], prog_name="roadie", standalone_mode=False)
+print(json.dumps(sorted(m for m in json.loads(sys.argv[1]) if m in sys.modules)))
+"""
+
+
+def test_roadie_worker_loads_no_other_command_nor_rich(db_url: str, tmp_path: Path) -> None:
+    """``roadie worker --until-idle`` with its stderr a pipe (the plugins installed here
+    loaded, a task run) imports none of ``NOT_IN_A_CLI_WORKER`` nor the other database's
+    modules."""
+    import json
+    import os
+
+    from roadie.testing import make_app
+
+    app = make_app(db_url, tmp_path / "data")
+    try:
+        dialect = app.store.engine.dialect.name
+        app.add_task("roadie-examples:noop", {})
+    finally:
+        app.close()
+    watched = [*NOT_IN_A_CLI_WORKER, *OTHER_DATABASE[dialect]]
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DJANGO_SETTINGS_MODULE", "ROADIE_LOG_FORMAT")}
+    env["ROADIE_DATA_DIR"] = str(tmp_path / "data")
+    run = subprocess.run([sys.executable, "-c", CLI_WORKER_SCRIPT, json.dumps(watched),
+                          "--url", db_url, "worker", "--concurrency", "1", "--until-idle"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr
+    *_, stopped, loaded = run.stdout.strip().splitlines()
+    assert stopped.startswith("worker stopped: 1 task(s) run")
+    assert json.loads(loaded) == []
 
 
 # What a host process must not load: it never opens the database (its worker does), so neither

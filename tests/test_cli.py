@@ -216,3 +216,33 @@ def test_worker_name_from_the_environment(run, app: roadie.Roadie,
     assert run("worker", "--until-idle").exit_code == 0
     [node] = app.list_nodes(include_stopped=True, name="pod-7")
     assert node.stopped_at is not None
+
+
+def test_every_command_of_the_cli_modules_is_reachable(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each command a module of ``roadie/cli`` defines is a command of ``roadie`` or a
+    subcommand of one (the root group imports a command's module when the command is looked
+    up), and ``roadie --help`` lists every built-in one."""
+    import importlib
+    import pkgutil
+
+    import click
+    import roadie.cli
+    from roadie.cli import BUILTIN_COMMANDS
+
+    monkeypatch.setenv("ROADIE_DATA_DIR", str(tmp_path / "data"))
+    ctx = click.Context(cli)
+    reachable: list[click.Command] = []
+    pending = [cli.get_command(ctx, name) for name in cli.list_commands(ctx)]
+    while pending:
+        command = pending.pop()
+        assert command is not None
+        reachable.append(command)
+        if isinstance(command, click.Group):
+            pending.extend(command.commands.values())
+    for module in pkgutil.iter_modules(roadie.cli.__path__):
+        for name, value in vars(importlib.import_module(f"roadie.cli.{module.name}")).items():
+            if isinstance(value, click.Command):
+                assert any(value is command for command in reachable), (module.name, name)
+    output = CliRunner().invoke(cli, ["--help"]).output
+    assert all(f"\n  {name} " in output for name in BUILTIN_COMMANDS)

@@ -143,7 +143,9 @@ def roadie_register_commands(cli: click.Group) -> None:
     A plugin may also add options to ``roadie worker``: append a ``click.Option`` with
     ``expose_value=False`` and a ``callback`` that keeps the value (an environment variable
     reaches ``-p`` worker processes too) to ``cli.commands["worker"].params``, and read it in
-    ``roadie_worker_started`` (roadie-prometheus adds ``--metrics-port`` this way)."""
+    ``roadie_worker_started`` (roadie-prometheus adds ``--metrics-port`` this way). For
+    ``roadie worker`` the other built-in commands are not loaded (an idle worker would keep
+    them in memory): ``cli.commands`` holds ``worker`` then, not necessarily the others."""
 
 
 @hookspec(firstresult=True)
