@@ -51,40 +51,38 @@ PEER_PG = os.environ.get("PEER_PG", "postgresql://postgres@127.0.0.1:5432/peer_b
 SLOTS = 200
 FANOUT_SLOTS = 2000
 HERE = Path(__file__).resolve().parent
-# Where the time goes (issue 31, sixth round), from timelines of single drains (run_worker's
-# steps, each round's settle, each attempt's start and end), per-thread CPU times, py-spy and
-# the garbage collector's callbacks, on this shared 2-core machine, load 0.8-1.5
-BREAKDOWN = """Where the time goes (sixth round; this machine is slower per core than the fifth
-round's: the same code ran 1,441-1,570/s there and 933-1,075/s here, PgQueuer 1,544-1,615
-there and 1,242-1,330 here). PostgreSQL, 1,000 tasks, 200 slots, from timelines and profiles
-of single drains:
+# Where the time goes (issue 31, seventh round), from timelines of single drains (run_worker's
+# steps, each round's settle, each attempt's start and end, slots busy per millisecond),
+# py-spy of the loop's thread and the garbage collector's callbacks; shared 2-core machine
+BREAKDOWN = """Where the time goes (seventh round; this machine is faster per core than the sixth
+round's: a loop of 10 M additions takes 0.79 s here, 1.96 s there). PostgreSQL, 200 slots,
+from timelines and profiles of single drains:
 
-- The drain is CPU-bound on one GIL. Per task, the event loop's thread spent 0.45 ms and the
-  claim loop 0.11 ms (SQLite 0.30: recording outcomes and reading rows back); the process
-  0.55-0.62 ms. At 1,100-1,300/s the loop is busy 60-70 % of the time, and each generation's
-  200 timers fire late behind the other attempts' starts and ends: an attempt lasted 133 ms
-  on average for its 100 ms sleep. PgQueuer spends 0.33 ms of CPU per task.
-- The loop's 0.45 ms (py-spy, GIL samples): the greenlet bridge about 50 us (a plain asyncio
-  task 19 us), two `task.progress` calls about 50 us, the installed plugins' hooks about
-  75 us (prometheus, opentelemetry, the examples' locale wrapper: 12 % of the process's CPU),
-  the live state encoded with the outcome 18 us; records, outcomes, the rollup and asyncio's
-  scheduling the rest. Gen-1 garbage collections walk the 200-400 attempts in flight,
-  13-17 ms each: 4-6 % of a drain.
-- Start-up, 80-95 ms to the first start (33-36 on the fifth round's machine): the node's
-  registration 17-23 ms (5 of them statements, the rest compiling them), the start hooks 7,
-  the threads 6, the first claim of 200 25, their running tasks 13; then the first attempt
-  imports prometheus_client (once, about 29 ms of the loop).
-- Tried, not kept: claiming up to 256 ahead of 200 slots instead of prefetch's 128 (+3 %,
-  within the noise); a shorter GIL switch interval (0.5 or 1 ms: no change); gc.freeze()
-  before the drain (+7 % over 2,000 tasks, one 49 ms full collection avoided; nothing over
-  1,000; a process-wide setting).
+- The steady state is near the limit: once the first generation ends, 195-200 of the 200
+  slots are busy (over a drain of 2,000 tasks, 90 % of the time from the first start to the
+  last end), and an attempt lasts 104-105 ms for its 100 ms sleep. The rounds, one every
+  25-50 ms, keep about 128 tasks claimed ahead.
+- What a drain of 1,000 loses is at its ends: 25-45 ms from run_worker to the first start
+  (the node's registration 10-14 ms, half of it compiling 4 statements; the first claim of
+  200 13-18 ms with its session's connection), the first generation's 200 starts spread over
+  about 40 ms (the loop's work per start, hooks and all), the same spread in the last
+  generation, and about 15 ms of shutdown. So 1,000 tasks take at least about 585 ms here
+  (1,700/s), where 1,800/s needs 555.
+- The deeper the queue, the less the ends weigh. Before this round's change, one
+  interleaved run, 1,000 / 2,000 / 4,000 tasks: roadie 1,391-1,519 / 1,643-1,686 /
+  1,755-1,824/s; PgQueuer 1,452-1,565 / 1,585-1,663 / 1,720-1,779/s. PgQueuer reaches
+  86-89 % of the physical limit at 4,000 tasks: 1.2x PgQueuer is above the limit there.
+- The garbage collector: the attempts leave no cyclic garbage (3,319 unreachable objects
+  after 500 tasks, 3,412 after 8,000, all from start-up), yet its walks of the attempts in
+  flight cost a third of the fan-out's CPU (0.31 -> 0.21 ms a task with collection off), and
+  six full collections of about 0.1 s each held the loop for 0.64-0.71 s of a 6.5 s fan-out.
+- Tried, not kept: a GIL switch interval of 0.5 or 1 ms (no change, again); claiming up to
+  256 ahead instead of prefetch's 128 (1,483 against 1,474/s, 4 interleaved rounds).
 
-What changed this round: one asyncio task drives each attempt's greenlet and awaits the
-executor's coroutine itself (the bridge 67 -> 45 us an attempt); an empty context decodes
-without the type machinery; datetimes' msgpack extensions skip ExtType's checks; outcomes
-are made with instance_of; task.progress copies its map once; the OpenTelemetry plugin reads
-its environment once. Loop CPU per attempt 0.46 -> 0.42 ms (the table: process CPU 0.69 ->
-0.65 ms on PostgreSQL, 0.85 -> 0.80 on SQLite)."""
+What changed this round: a worker that owns its process tunes the collector while it runs
+(tune_gc: what exists at its start is frozen, young collections every 10,000 allocations;
+docs/operations.md); and the gather rule of the first generation no longer lets finished
+attempts wait the full 20 ms while the tasks claimed ahead by the first guess run out."""
 PLUGINS = ["roadie-examples", "roadie-django", "roadie-prometheus", "roadie-opentelemetry"]
 
 
