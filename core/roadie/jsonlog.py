@@ -7,20 +7,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 from typing import TYPE_CHECKING, Any
+
+from roadie.running import RunningTask
 
 if TYPE_CHECKING:
     from roadie.records import TaskRecord
-    from roadie.running import RunningTask
 
 TASK_FIELDS = ("task_id", "executor", "attempt", "status", "node")
+
+_ENCODER = json.JSONEncoder(default=str)  # what json.dumps(..., default=str) makes per call
 
 
 def task_fields(task: TaskRecord | RunningTask, status: str | None = None) -> dict[str, Any]:
     """The ``extra`` of a log call about ``task``: its id, executor, attempt and status (the
     formatter adds the node)."""
-    from roadie.running import RunningTask
-
     record = task.record if isinstance(task, RunningTask) else task
     return {
         "task_id": record.id,
@@ -28,6 +30,39 @@ def task_fields(task: TaskRecord | RunningTask, status: str | None = None) -> di
         "attempt": record.attempts,
         "status": status or record.status.label,
     }
+
+
+class _Clock:
+    """A record's time in UTC as ``datetime.fromtimestamp(created, timezone.utc)`` would
+    write it, without making a datetime per record: the date and time to the second are
+    made once a second, the fraction is the same rounding (half to even, to microseconds)."""
+
+    def __init__(self) -> None:
+        self._second: tuple[float, str] = (math.nan, "")  # one tuple: read whole by threads
+
+    def split(self, created: float) -> tuple[str, int]:
+        """``YYYY-MM-DDTHH:MM:SS`` and the microseconds of ``created``."""
+        fraction, second = math.modf(created)
+        micro = round(fraction * 1e6)
+        if micro >= 1_000_000:
+            micro -= 1_000_000
+            second += 1.0
+        cached, text = self._second
+        if second != cached:
+            when = dt.datetime.fromtimestamp(second, dt.timezone.utc)
+            text = when.replace(tzinfo=None).isoformat(timespec="seconds")
+            self._second = (second, text)
+        return text, micro
+
+    def milliseconds(self, created: float) -> str:
+        """``isoformat(timespec="milliseconds")``: the milliseconds truncated."""
+        text, micro = self.split(created)
+        return f"{text}.{micro // 1000:03d}+00:00"
+
+    def isoformat(self, created: float) -> str:
+        """``isoformat()``: microseconds, left out when they are 0."""
+        text, micro = self.split(created)
+        return f"{text}.{micro:06d}+00:00" if micro else f"{text}+00:00"
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,11 +73,12 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, node: str | None = None) -> None:
         super().__init__()
         self.node = node
+        self._clock = _Clock()
 
     def format(self, record: logging.LogRecord) -> str:
         """One line of JSON."""
         line: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(),
+            "time": self._clock.isoformat(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -55,7 +91,7 @@ class JsonFormatter(logging.Formatter):
             line["node"] = self.node
         if record.exc_info:
             line["error"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str)
+        return _ENCODER.encode(line)
 
 
 class LineFormatter(logging.Formatter):
@@ -63,10 +99,13 @@ class LineFormatter(logging.Formatter):
     fields when the record is about a task); newlines in the message or a traceback become
     ``\\n`` so that an event never spans lines."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._clock = _Clock()
+
     def format(self, record: logging.LogRecord) -> str:
         """One line of text."""
-        when = dt.datetime.fromtimestamp(record.created, dt.timezone.utc)
-        text = (f"{when.isoformat(timespec='milliseconds')} {record.levelname} "
+        text = (f"{self._clock.milliseconds(record.created)} {record.levelname} "
                 f"{record.name}: {record.getMessage()}")
         fields = [f"{name}={getattr(record, name)}" for name in TASK_FIELDS
                   if getattr(record, name, None) is not None]
