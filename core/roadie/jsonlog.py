@@ -107,8 +107,11 @@ class LineFormatter(logging.Formatter):
         """One line of text."""
         text = (f"{self._clock.milliseconds(record.created)} {record.levelname} "
                 f"{record.name}: {record.getMessage()}")
-        fields = [f"{name}={getattr(record, name)}" for name in TASK_FIELDS
-                  if getattr(record, name, None) is not None]
+        fields: list[str] = []
+        for name in TASK_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                fields.append(f"{name}={value}")
         if fields:
             text += f" [{' '.join(fields)}]"
         if record.exc_info:
