@@ -133,11 +133,11 @@ def failed_record(created: float, **changes: Any) -> logging.LogRecord:
         **changes})
 
 
-NOON = dt.datetime(2026, 11, 30, 19, 41, 2, tzinfo=dt.timezone.utc).timestamp()
+INSTANT = dt.datetime(2026, 11, 30, 19, 41, 2, tzinfo=dt.timezone.utc).timestamp()
 
 
 def test_formatters_write_a_record_as_before() -> None:
-    record = failed_record(NOON + 0.1175)
+    record = failed_record(INSTANT + 0.1175)
     assert LineFormatter().format(record) == (
         "2026-11-30T19:41:02.117+00:00 WARNING roadie.events: task 7 failed: fail example: "
         "boom [task_id=7 executor=roadie-examples:fail attempt=1 status=failed]")
@@ -146,7 +146,7 @@ def test_formatters_write_a_record_as_before() -> None:
         '"roadie.events", "message": "task 7 failed: fail example: boom", "task_id": 7, '
         '"executor": "roadie-examples:fail", "attempt": 1, "status": "failed", '
         '"node": "node-1"}')
-    on_the_second = failed_record(NOON, node="other", executor=Path("a path"))
+    on_the_second = failed_record(INSTANT, node="other", executor=Path("a path"))
     assert json.loads(JsonFormatter("node-1").format(on_the_second))["time"] == (
         "2026-11-30T19:41:02+00:00")  # isoformat() leaves out a fraction of 0
     assert json.loads(JsonFormatter("node-1").format(on_the_second))["node"] == "other"
@@ -157,9 +157,9 @@ def test_formatters_write_a_record_as_before() -> None:
                                     0.5, 0.9994999, 0.9995, 0.9999994, 0.9999995, 0.9999999])
 def test_formatters_write_the_time_as_datetime_does(offset: float) -> None:
     text, json_format = LineFormatter(), JsonFormatter()
-    # one formatter over times that go forwards, across seconds, and back
-    for created in [NOON + offset, NOON + 1 + offset, NOON + offset,
-                    *(NOON + offset + step * 0.0371 for step in range(60)), 0.0 + offset]:
+    # one formatter over times that go forwards, across seconds, and back (to 1970, and before)
+    for created in [INSTANT + offset, INSTANT + 1 + offset, INSTANT + offset,
+                    *(INSTANT + offset + step * 0.0371 for step in range(60)), offset, -1 - offset]:
         when = dt.datetime.fromtimestamp(created, dt.timezone.utc)
         record = failed_record(created)
         assert text.format(record).split(" ", 1)[0] == when.isoformat(timespec="milliseconds")

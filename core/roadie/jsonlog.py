@@ -47,6 +47,9 @@ class _Clock:
         if micro >= 1_000_000:
             micro -= 1_000_000
             second += 1.0
+        elif micro < 0:  # before 1970
+            micro += 1_000_000
+            second -= 1.0
         cached, text = self._second
         if second != cached:
             when = dt.datetime.fromtimestamp(second, dt.timezone.utc)
