@@ -102,8 +102,8 @@ class LineFormatter(logging.Formatter):
     fields when the record is about a task); newlines in the message or a traceback become
     ``\\n`` so that an event never spans lines."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # logging.Formatter's arguments, as before
         self._clock = _Clock()
 
     def format(self, record: logging.LogRecord) -> str:
