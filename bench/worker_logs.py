@@ -147,12 +147,15 @@ def main() -> None:
             row = [workload, mode, str(lines[(workload, mode)])]
             row += [f"{m:.3f}" + ("" if mode == "off" else f" (log {(m - o) * 1000:+.0f} us)")
                     for m, o in zip(medians, off, strict=True)]
-            if len(trees) == 2:
-                row.append(f"{(medians[1] - medians[0]) * 1000:+.0f} us")
+            if len(trees) == 2:  # round by round: the load drifts less within a round
+                before, after = (per_task[(workload, label, mode)] for label, _ in trees)
+                changes = sorted((b - a) * 1000 for a, b in zip(before, after, strict=True))
+                row.append(f"{statistics.median(changes):+.0f} us "
+                           f"({changes[0]:+.0f} to {changes[-1]:+.0f})")
             rows.append(row)
     header = ["workload", "mode", "lines", *(f"CPU ms/task, {label}" for label, _ in trees)]
     if len(trees) == 2:
-        header.append("change")
+        header.append("change a task (median, range of the rounds')")
     content = "\n\n".join([
         table(header, rows),
         f"Median of {args.rounds} rounds (load average {min(loads):.1f}-{max(loads):.1f}); "
