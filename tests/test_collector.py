@@ -95,3 +95,22 @@ def test_a_disabled_collector_stays_disabled(db_url: str, tmp_path: Path) -> Non
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_a_failed_attempt_leaves_nothing_for_the_collector(app: roadie.Roadie) -> None:
+    # a failed attempt's traceback holds its frames, and through them its task and context:
+    # once its hooks have run, nothing of it may wait in a reference cycle (with the
+    # collector off, anything left in one stays visible to gc.get_objects)
+    tasks = app.add_tasks([("tests:boom", {}), ("tests:awork", {"fail": True}),
+                           ("tests:flaky", {"succeed_on": 2})])
+    gc.collect()
+    gc.disable()
+    try:
+        stats = app.run_worker(until_idle=True)
+        left = [o for o in gc.get_objects() if isinstance(o, roadie.RunningTask)]
+    finally:
+        gc.enable()
+    assert stats.by_status == {"failed": 2, "new": 1, "successful": 1}
+    assert [app.get_task(t.id).status for t in tasks] == [
+        Status.FAILED, Status.FAILED, Status.SUCCESSFUL]
+    assert left == []

@@ -111,7 +111,8 @@ def roadie_task_finished(task: TaskRecord, result: Result) -> None:
 
 @hookspec
 def roadie_task_failed(task: TaskRecord, message: str, error: BaseException | None) -> None:
-    """The task ended FAILED; ``error`` is the exception, when there was one."""
+    """The task ended FAILED; ``error`` is the exception, when there was one (a worker
+    clears its traceback's frames once these hooks have run)."""
 
 
 @hookspec

@@ -98,7 +98,8 @@ def run_attempt(
         # (its subtasks are cancelled with it by ``cancel_task``)
         stopped = task.cancellation()
         return _cancelled(task, stopped), None, stopped
-    if task.cancelled and task.children.cut_short():
+    children = task._made_children()  # (asking a task without any would make them)
+    if task.cancelled and children is not None and children.cut_short():
         try:
             task.raise_if_cancelled()
         except Cancelled as exc:
@@ -153,7 +154,8 @@ def _on_exception(task: RunningTask, executor: Executor, exc: Exception) -> Outc
     except Exception as handler_error:
         message = (f"{type(exc).__name__}: {exc} (and handle_exception failed: "
                    f"{type(handler_error).__name__}: {handler_error})")
-    child = task.children.child_of(exc)
+    children = task._made_children()  # (making them for this would tie them to the task)
+    child = children.child_of(exc) if children is not None else None
     if child is not None:
         message = f"child task {child.name!r} failed: {message}"
     return _outcome(task, Status.FAILED, str(message), error=trace)
@@ -174,3 +176,17 @@ def _outcome(task: RunningTask, status: Status, message: str, **extra: Any) -> O
     # (without the per-field cost of a frozen dataclass's __init__: 4.7 us; this way 2.3)
     return instance_with_defaults(Outcome, {"task_id": task.id, "status": status,
                                             "message": message, **extra})
+
+
+def release_error(error: BaseException | None) -> None:
+    """Let go of the frames an ended attempt's error holds, once its hooks have seen it: the
+    traceback's frames keep their locals (the task, its context, the executor), and a frame
+    that holds the error makes a cycle that only the garbage collector would free, however
+    large the context. Clearing them frees it all as the round lets go of the attempt. The
+    errors chained to it (``__cause__``, ``__context__``) are cleared too; a frame that still
+    runs is left as it is."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__

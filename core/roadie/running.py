@@ -243,10 +243,15 @@ class RunningTask:
                                                 Children(self, width=self._child_width))
         return children
 
+    def _made_children(self) -> Children | None:
+        """The lightweight children if they were made, else None (without making them)."""
+        children: Children | None = self.__dict__.get("_children")
+        return children
+
     def wait_children(self) -> list[LightweightTask]:
         """Wait for every lightweight child to close; the failed ones (``Children.wait_all``),
         none without making the children."""
-        children: Children | None = self.__dict__.get("_children")
+        children = self._made_children()
         return [] if children is None else children.wait_all()
 
     def spawn(self, fn: Callable[..., Any], *args: Any, name: str | None = None,

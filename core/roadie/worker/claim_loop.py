@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Literal
 
 from roadie.aio_runner import AsyncRunner
 from roadie.errors import RoadieError
-from roadie.lifecycle import run_attempt
+from roadie.lifecycle import release_error, run_attempt
 from roadie.records import TaskRecord, instance_of, instance_with_defaults
 from roadie.running import RunningTask
 from roadie.status import FINAL_STATUSES, Status
@@ -408,6 +408,8 @@ class ClaimLoop:
             self.app.after_finish(record, item.outcome, item.result, item.error)
         if ends:
             self.app.rollup.ended_many(ends)
+        for item in done:  # (its hooks have seen it: what it holds goes with the attempt)
+            release_error(item.error)
 
     def settle_leftovers(self) -> None:
         """At shutdown: record the attempts that ended after the last round."""
@@ -630,6 +632,9 @@ class ClaimLoop:
         outcome = instance_of(Outcome, {  # (dataclasses.replace, without its per-field cost)
             **outcome.__dict__, "task_status": status_bytes, "messages": messages,
             "checkpoint": checkpoint, "attempt": task.attempt, "started_at": began})
-        return instance_with_defaults(_Done, {"task": task, "outcome": outcome, "result": result,
-                                              "error": error,
-                                              "seconds": time.monotonic() - started})
+        try:
+            return instance_with_defaults(_Done, {"task": task, "outcome": outcome,
+                                                  "result": result, "error": error,
+                                                  "seconds": time.monotonic() - started})
+        finally:  # (the error's traceback holds this frame: no cycle through its locals)
+            del error

@@ -2,7 +2,8 @@
 
 A worker's attempts make no cyclic garbage: what an attempt allocates is freed by reference
 counting as it ends (a drain of 8,000 async tasks left the same 3,400 unreachable objects as
-one of 500, all from start-up). Yet with Python's default thresholds the collector runs a
+one of 500, all from start-up; a failed attempt's traceback is cleared once its hooks ran,
+``lifecycle.release_error``). Yet with Python's default thresholds the collector runs a
 young collection every 700 allocations and, from time to time, a full one, and each walks
 every object alive: the imported modules, SQLAlchemy's caches, and the hundreds or thousands
 of attempts in flight on the event loop. In a fan-out of 10,000 async tasks on 2,000 slots
@@ -10,11 +11,11 @@ that was a third of the worker's CPU, and each full collection held the GIL for 
 
 So while it runs, a worker that owns its process (it runs in the main thread: ``roadie
 worker``, or ``app.run_worker()`` from a script) moves the objects made before it out of the
-collector's reach (``gc.freeze``) and collects young objects less often. Cycles are still
-collected (a failed attempt's traceback makes some), in batches of GEN0_THRESHOLD allocations
-rather than 700. When the worker returns, the collector is as it was. A process whose
-collector was already tuned (other thresholds, objects frozen, or collection disabled) is left
-alone, and so is every process when ``tune_gc`` is off.
+collector's reach (``gc.freeze``) and collects young objects less often. Cycles that
+executors or plugins make are still collected, in batches of GEN0_THRESHOLD allocations rather
+than 700. When the worker returns, the collector is as it was. A process whose collector was
+already tuned (other thresholds, objects frozen, or collection disabled) is left alone, and so
+is every process when ``tune_gc`` is off.
 """
 
 from __future__ import annotations
