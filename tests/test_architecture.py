@@ -9,6 +9,8 @@ exceptions are written down in one place.
 
 from __future__ import annotations
 
+import json
+import os
 import pkgutil
 import re
 import subprocess
@@ -218,22 +220,23 @@ print(json.dumps({"ran": stats.finished, "loaded": sorted(
 """
 
 
-def test_a_worker_started_from_python_loads_no_cli_web_or_other_database(
-        db_url: str, tmp_path: Path) -> None:
-    """``import roadie`` and a worker run from Python (the plugins installed here loaded,
-    a task run) import none of ``NOT_IN_A_WORKER`` nor the other database's modules."""
-    import json
-    import os
-
+def _one_task_waits(db_url: str, tmp_path: Path) -> str:
+    """Add one no-op task in a fresh data directory (the schema made); the dialect's name."""
     from roadie.testing import make_app
 
     app = make_app(db_url, tmp_path / "data")
     try:
-        dialect = app.store.engine.dialect.name
         app.add_task("roadie-examples:noop", {})
+        return str(app.store.engine.dialect.name)
     finally:
         app.close()
-    watched = [*NOT_IN_A_WORKER, *OTHER_DATABASE[dialect]]
+
+
+def test_a_worker_started_from_python_loads_no_cli_web_or_other_database(
+        db_url: str, tmp_path: Path) -> None:
+    """``import roadie`` and a worker run from Python (the plugins installed here loaded,
+    a task run) import none of ``NOT_IN_A_WORKER`` nor the other database's modules."""
+    watched = [*NOT_IN_A_WORKER, *OTHER_DATABASE[_one_task_waits(db_url, tmp_path)]]
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     run = subprocess.run([sys.executable, "-c", WORKER_SCRIPT, db_url, str(tmp_path / "data"),
                           json.dumps(watched)], capture_output=True, text=True, timeout=300,
@@ -265,18 +268,7 @@ def test_roadie_worker_loads_no_other_command_nor_rich(db_url: str, tmp_path: Pa
     """``roadie worker --until-idle`` with its stderr a pipe (the plugins installed here
     loaded, a task run) imports none of ``NOT_IN_A_CLI_WORKER`` nor the other database's
     modules."""
-    import json
-    import os
-
-    from roadie.testing import make_app
-
-    app = make_app(db_url, tmp_path / "data")
-    try:
-        dialect = app.store.engine.dialect.name
-        app.add_task("roadie-examples:noop", {})
-    finally:
-        app.close()
-    watched = [*NOT_IN_A_CLI_WORKER, *OTHER_DATABASE[dialect]]
+    watched = [*NOT_IN_A_CLI_WORKER, *OTHER_DATABASE[_one_task_waits(db_url, tmp_path)]]
     env = {k: v for k, v in os.environ.items()
            if k not in ("DJANGO_SETTINGS_MODULE", "ROADIE_LOG_FORMAT")}
     env["ROADIE_DATA_DIR"] = str(tmp_path / "data")
@@ -300,8 +292,6 @@ def test_a_host_process_loads_no_sqlalchemy_nor_driver(make_plugin: Any, db_url:
                                                         tmp_path: Path) -> None:
     """A task run in a host (forked from the worker's template host, with the plugins
     installed here loaded) finds none of ``NOT_IN_A_HOST`` in its process."""
-    import os
-
     from roadie.testing import make_app
 
     from tests import host_plugin
