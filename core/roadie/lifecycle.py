@@ -186,7 +186,11 @@ def release_error(error: BaseException | None) -> None:
     errors chained to it (``__cause__``, ``__context__``) are cleared too; a frame that still
     runs is left as it is."""
     seen: set[int] = set()
-    while error is not None and id(error) not in seen:
+    errors = [error]
+    while errors:
+        error = errors.pop()
+        if error is None or id(error) in seen:
+            continue
         seen.add(id(error))
         traceback.clear_frames(error.__traceback__)
-        error = error.__cause__ or error.__context__
+        errors += [error.__cause__, error.__context__]

@@ -38,7 +38,8 @@ def tuned_collector(wanted: bool) -> Iterator[bool]:
             or gc.get_threshold() != PYTHON_THRESHOLDS:
         yield False
         return
-    gc.freeze()  # (what exists now lives as long as the process: no walk finds it garbage)
+    gc.freeze()  # (no walk looks at what exists now until the worker returns: the modules,
+    # the caches and the app live as long as the process anyway)
     gc.set_threshold(GEN0_THRESHOLD, *PYTHON_THRESHOLDS[1:])
     log.debug("roadie: garbage collector tuned while the worker runs")
     try:
