@@ -38,7 +38,6 @@ created again for each run; ROADIE_BENCH_MEMORY_PG points elsewhere.
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import signal
@@ -53,11 +52,10 @@ from typing import Any
 import roadie
 from _databases import fresh_postgres
 from _results import table, write_section
+from _trees import PLUGINS, ROOT, compile_tree, environ
 
-ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("ROADIE_BENCH_MEMORY_PG",
                         "postgresql://postgres@127.0.0.1:5432/roadie_bench_memory")
-PLUGINS = ["roadie-examples", "roadie-prometheus", "roadie-opentelemetry", "roadie-django"]
 WATCHED = ["click", "rich", "starlette", "roadie.cli", "roadie.web", "django",
            "sqlalchemy.dialects.sqlite", "sqlite3", "sqlalchemy.dialects.postgresql", "psycopg",
            "alembic"]
@@ -131,14 +129,6 @@ print(json.dumps(steps))
 """
 
 
-def compile_tree(tree: Path) -> None:
-    """Compile ``tree``'s ``core/`` and ``plugins/`` to bytecode, as an installed package has
-    it (written even under PYTHONDONTWRITEBYTECODE)."""
-    for part in ("core", "plugins"):
-        if not compileall.compile_dir(tree / part, quiet=1):
-            sys.exit(f"could not compile {tree / part}")
-
-
 def fresh_database(backend: str, tmp: Path) -> str:
     """The URL of a new database for ``backend``, with roadie's schema."""
     url = f"sqlite:///{tmp / 'roadie.db'}" if backend == "sqlite" else fresh_postgres(PG_URL)
@@ -146,18 +136,6 @@ def fresh_database(backend: str, tmp: Path) -> str:
     app.store  # noqa: B018 - create the schema
     app.close()
     return url
-
-
-def environ(tree: Path | None, tmp: Path) -> dict[str, str]:
-    """The environment of a measured process: ``tree``'s core and plugins first, if given."""
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env["ROADIE_DATA_DIR"] = str(tmp)
-    if tree is not None:
-        paths = [str(tree / "core")] + [str(tree / "plugins" / p) for p in PLUGINS
-                                        if (tree / "plugins" / p).is_dir()]
-        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep)
-    return env
 
 
 def idle_rss(url: str, mode: str, env: dict[str, str], app: roadie.Roadie

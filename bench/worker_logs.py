@@ -30,7 +30,6 @@ created again for each drain; ROADIE_BENCH_LOGS_PG points elsewhere.
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import resource
 import statistics
@@ -41,11 +40,10 @@ from pathlib import Path
 
 from _databases import fresh_postgres
 from _results import table, write_section
+from _trees import ROOT, compile_tree, environ
 
-ROOT = Path(__file__).resolve().parents[1]
 PG_URL = os.environ.get("ROADIE_BENCH_LOGS_PG",
                         "postgresql://postgres@127.0.0.1:5432/roadie_bench_logs")
-PLUGINS = ["roadie-examples", "roadie-prometheus", "roadie-opentelemetry", "roadie-django"]
 MODES = ("text", "json", "off")
 
 ADD = """
@@ -65,17 +63,6 @@ roadie.Roadie(sys.argv[1]).run_worker(concurrency=2, until_idle=True, async_conc
 WORKLOADS = {"sync": ("roadie-examples:noop", "null"),
              "async": ("roadie-examples:wait", '{"seconds": 0.1}')}
 
-
-def environ(tree: Path | None, tmp: Path) -> dict[str, str]:
-    """The environment of a measured process: ``tree``'s core and plugins first, if given."""
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
-    env["ROADIE_DATA_DIR"] = str(tmp)
-    if tree is not None:
-        paths = [str(tree / "core")] + [str(tree / "plugins" / p) for p in PLUGINS
-                                        if (tree / "plugins" / p).is_dir()]
-        env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(
-            os.pathsep)
-    return env
 
 
 def drain_cpu(workload: str, tasks: int, mode: str, env: dict[str, str], tmp: Path
@@ -117,9 +104,7 @@ def main() -> None:
     if args.against:
         trees.insert(0, ("before", Path(args.against).resolve()))
     for _, tree in trees:
-        for part in ("core", "plugins"):
-            if not compileall.compile_dir((tree or ROOT) / part, quiet=1):
-                sys.exit(f"could not compile {(tree or ROOT) / part}")
+        compile_tree(tree or ROOT)
     per_task: dict[tuple[str, str, str], list[float]] = {}
     lines: dict[tuple[str, str], int] = {}
     loads = []
