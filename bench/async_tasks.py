@@ -7,6 +7,8 @@ Cases, each on a fresh database, per backend:
   drained by one worker with 2 threads and ``async_concurrency`` 200, from ``run_worker`` to
   its return; the physical limit is 200 / 0.1 s = 2,000/s. Target (issue 31): at least
   1,800/s on both databases and 1.2x PgQueuer's async entrypoint with 200 concurrent tasks;
+- deep: the same at ``--deep`` (4,000) tasks, where start-up and the first and last
+  generations weigh less: how near the limit the steady state comes;
 - fan-out: ``--fanout`` (10,000) tasks that each await 1 s, ``async_concurrency`` 2,000 (a
   webhook fan-out): the rate, the worker process's peak RSS and the memory per waiting task
   (peak RSS less the RSS before the drain, over the 2,000 tasks waiting at once);
@@ -18,7 +20,7 @@ folder holding an exported ``core`` and ``plugins``, see bench/README.md) can be
 round by round, state by state. PgQueuer (``bench/peer_scripts/sleep_pgqueuer.py``, the peers' own
 virtualenv: PEER_PY) runs the same two workloads in each round on PostgreSQL.
 
-    python bench/async_tasks.py [--tasks 1000] [--fanout 10000] [--rounds 3]
+    python bench/async_tasks.py [--tasks 1000] [--deep 4000] [--fanout 10000] [--rounds 3]
         [--backend sqlite|postgres|both] [--state A=/tmp/pa-A --state B=/tmp/pa-B] [--no-write]
 
 PostgreSQL: database ``roadie_bench_async`` on 127.0.0.1:5432 (user postgres), dropped and
@@ -54,35 +56,46 @@ HERE = Path(__file__).resolve().parent
 # Where the time goes (issue 31, seventh round), from timelines of single drains (run_worker's
 # steps, each round's settle, each attempt's start and end, slots busy per millisecond),
 # py-spy of the loop's thread and the garbage collector's callbacks; shared 2-core machine
-BREAKDOWN = """Where the time goes (seventh round; this machine is faster per core than the sixth
-round's: a loop of 10 M additions takes 0.79 s here, 1.96 s there). PostgreSQL, 200 slots,
-from timelines and profiles of single drains:
+BREAKDOWN = """Where the time goes (eighth round, on a machine slower per core than the seventh
+round's: compare figures of one run only). PostgreSQL, 200 slots, from timelines of single
+drains (each attempt's start and end, the worker's steps, each thread's CPU time) and
+profiles of the loop's thread and the claim loop's:
 
-- The steady state is near the limit: once the first generation ends, 195-200 of the 200
-  slots are busy (over a drain of 2,000 tasks, 90 % of the time from the first start to the
-  last end), and an attempt lasts 104-105 ms for its 100 ms sleep. The rounds, one every
-  25-50 ms, keep about 128 tasks claimed ahead.
-- What a drain of 1,000 loses is at its ends: 25-45 ms from run_worker to the first start
-  (the node's registration 10-14 ms, half of it compiling 4 statements; the first claim of
-  200 13-18 ms with its session's connection), the first generation's 200 starts spread over
-  about 40 ms (the loop's work per start, hooks and all), the same spread in the last
-  generation, and about 15 ms of shutdown. So 1,000 tasks take at least about 585 ms here
-  (1,700/s), where 1,800/s needs 555.
-- The deeper the queue, the less the ends weigh. Before this round's change, one
-  interleaved run, 1,000 / 2,000 / 4,000 tasks: roadie 1,391-1,519 / 1,643-1,686 /
-  1,755-1,824/s; PgQueuer 1,452-1,565 / 1,585-1,663 / 1,720-1,779/s. PgQueuer reaches
-  86-89 % of the physical limit at 4,000 tasks: 1.2x PgQueuer is above the limit there.
-- The garbage collector: the attempts leave no cyclic garbage (3,319 unreachable objects
-  after 500 tasks, 3,412 after 8,000, all from start-up), yet its walks of the attempts in
-  flight cost a third of the fan-out's CPU (0.31 -> 0.21 ms a task with collection off), and
-  six full collections of about 0.1 s each held the loop for 0.64-0.71 s of a 6.5 s fan-out.
-- Tried, not kept: a GIL switch interval of 0.5 or 1 ms (no change, again); claiming up to
-  256 ahead instead of prefetch's 128 (1,483 against 1,474/s, 4 interleaved rounds).
-
-What changed this round: a worker that owns its process tunes the collector while it runs
-(tune_gc: what exists at its start is frozen, young collections every 10,000 allocations;
-docs/operations.md); and the gather rule of the first generation no longer lets finished
-attempts wait the full 20 ms while the tasks claimed ahead by the first guess run out."""
+- CPU per attempt, by thread: the event loop 0.23-0.27 ms (the lifecycle and its hooks, the
+  two status messages of the example executor, the live state's encoding, the greenlet's
+  three switches, asyncio's task and timer), the claim loop about 0.1 ms (the settle round's
+  rows and records, the ending hooks); the rest of its time the claim loop waits on the
+  database, without the interpreter lock. The installed plugins (Prometheus,
+  OpenTelemetry, Django) cost about 2 % of the rate: a virtualenv with roadie and
+  roadie-examples alone drained 3,000 tasks at 1,738-1,770/s against 1,710-1,731/s.
+- The generations spread: the first generation's 200 starts take 20-45 ms of the loop; every
+  generation after it starts as the previous one ends, with the attempts' jitter (an attempt
+  takes 102-106 ms for its 100 ms sleep, up to 120 ms while the loop is busy), until after
+  about ten generations the starts are spread evenly over the whole 100 ms. That is the
+  steady state of any pool of slots and costs nothing while tasks wait, but the last
+  generation then ends over up to 100 ms with fewer and fewer slots busy: about half a
+  generation lost at the end of a drain, whatever its depth.
+- So a drain of 1,000 (five generations) loses at its ends: 45-80 ms from run_worker to the
+  first start (the node's registration about 30 ms with its connection, the first claim
+  15-30 ms), the last generation's tail, and 20-40 ms from the last end to the return (the last
+  round, the check that nothing is left, the shutdown's writes). 1,800/s would need 555 ms
+  for 1,000 tasks, where the sleeps alone take 500.
+- The first attempt imports what the hooks need when first called: prometheus_client (about
+  25 ms here) and greenlet (about 4 ms), so the second start comes 20-30 ms after the first.
+  Importing them before the drain moved the first generation 20-30 ms earlier but not the
+  drain's end (4 interleaved pairs: 1,426-1,468/s against 1,405-1,503/s), and an idle worker
+  would carry them (about 3 MB): not kept.
+- Tried again, not kept: claiming up to 256 ahead instead of prefetch's 128 (the second
+  generation's slots refilled sooner, p90 3-7 ms against 12-15 ms, but the drains' rates
+  stayed within the noise: 1,459-1,508/s against 1,405-1,505/s, 3 interleaved pairs).
+- Memory per waiting task in the fan-out: 25 KB on PostgreSQL, 32 KB on SQLite (the table;
+  PgQueuer's whole process peaks at 65 MB). The greenlet is 6 KB of it or more:
+  2,000 greenlets switched out at the depth of a plain call cost 6.0 KB each, and each
+  C-level call on the stack where they wait (a generator resumed, a call through ``*args``)
+  about 0.9 KB more; the rest is the attempt's objects (its task and record, its asyncio task
+  and timer, its status and messages).
+- The deeper the queue, the less the ends weigh: at 4,000 tasks (the table) the drain
+  reaches 83-89 % of the limit on both databases, and PgQueuer 82-85 %."""
 PLUGINS = ["roadie-examples", "roadie-django", "roadie-prometheus", "roadie-opentelemetry"]
 
 
@@ -205,6 +218,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--fanout", type=int, default=10000, help="0: no fan-out case")
+    parser.add_argument("--deep", type=int, default=4000, help="0: no deep case")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--state", action="append", default=[],
@@ -220,9 +234,12 @@ def main() -> None:
     states: list[tuple[str, str | None]] = [
         (s.split("=", 1)[0], s.split("=", 1)[1] or None) for s in args.state] or [("this", None)]
     cases = [Case("async", "roadie-examples:wait", {"seconds": 0.1}, 2, SLOTS)]
+    if args.deep:
+        cases.append(Case("deep", "roadie-examples:wait", {"seconds": 0.1}, 2, SLOTS))
     if args.fanout:
         cases.append(Case("fan-out", "roadie-examples:wait", {"seconds": 1.0}, 2, FANOUT_SLOTS))
     threads = Case("threads", "roadie-examples:count", {"n": 1, "delay": 0.1}, SLOTS, 1)
+    sizes = {"async": args.tasks, "deep": args.deep, "fan-out": args.fanout}
     got: dict[tuple[str, str, str], list[dict]] = {}
     lines: list[str] = []
 
@@ -234,7 +251,7 @@ def main() -> None:
     for round_no in range(1, args.rounds + 1):
         for backend in backends:
             for case in cases:
-                n = args.tasks if case.name == "async" else args.fanout
+                n = sizes[case.name]
                 for state, path in states:
                     result = run_roadie(state, path, backend, case, n)
                     if result is not None:
@@ -254,7 +271,7 @@ def main() -> None:
                      f"{result['rate']:.0f}/s, {result['cpu_ms']:.2f} ms CPU/task")
         if not args.no_peers and "postgres" in backends:
             for case in cases:
-                n = args.tasks if case.name == "async" else args.fanout
+                n = sizes[case.name]
                 peer = run_pgqueuer(n, case.context["seconds"], case.async_slots)
                 if peer is not None:
                     got.setdefault(("PgQueuer", "postgres", case.name), []).append(peer)
@@ -274,6 +291,8 @@ def main() -> None:
             if rate is None:
                 continue
             spread = [r["rate"] for r in got[(state, backend, "async")]]
+            deep = median((state, backend, "deep"), "rate")
+            peer_deep = median(("PgQueuer", "postgres", "deep"), "rate")
             fan = got.get((state, backend, "fan-out"), [])
             fan_rate = median((state, backend, "fan-out"), "rate")
             per_task = (statistics.median((r["rss_peak"] - r["rss_before"]) * 1024
@@ -284,24 +303,30 @@ def main() -> None:
                 f"{rate / peer:.2f}x" if peer and backend == "postgres" else "",
                 "yes" if rate >= 1800 and (backend != "postgres" or not peer
                                            or rate >= 1.2 * peer) else "NO",
+                (f"{deep:.0f}" + (f" ({deep / peer_deep:.2f}x)" if peer_deep
+                                  and backend == "postgres" else "")) if deep else "",
                 f"{fan_rate:.0f}" if fan_rate else "",
                 f"{median((state, backend, 'fan-out'), 'rss_peak'):.0f}" if fan else "",
                 f"{per_task:.1f}" if per_task is not None else ""])
     if peer:
         fan_peer = median(("PgQueuer", "postgres", "fan-out"), "rate")
         fan_rss = median(("PgQueuer", "postgres", "fan-out"), "rss_peak")
+        deep_peer = median(("PgQueuer", "postgres", "deep"), "rate")
         rows.append(["postgres", "PgQueuer", f"{peer:.0f}", "", "1.00x", "",
+                     f"{deep_peer:.0f}" if deep_peer else "",
                      f"{fan_peer:.0f}" if fan_peer else "",
                      f"{fan_rss:.0f}" if fan_rss else "", ""])
     content = "\n\n".join([
         table(["backend", "state", f"async ({SLOTS} slots) /s, median (range)",
                "async CPU ms/task", "vs PgQueuer", "≥ 1,800/s and ≥ 1.2x PgQueuer",
+               f"async, {args.deep:,} tasks /s (vs PgQueuer)",
                f"fan-out ({FANOUT_SLOTS} slots, 1 s) /s", "fan-out peak RSS MB",
                "KB per waiting task"], rows),
         f"Conditions: each drain in a process of its own on a fresh database, interleaved "
         f"over {args.rounds} round(s) ({', '.join(s for s, _ in states)}"
         f"{', PgQueuer' if peer else ''}); {args.tasks} tasks that each await 100 ms with "
-        f"{SLOTS} async slots (limit {SLOTS * 10}/s), and {args.fanout} that each await 1 s "
+        f"{SLOTS} async slots (limit {SLOTS * 10}/s), the same at {args.deep} tasks, and "
+        f"{args.fanout} that each await 1 s "
         f"with {FANOUT_SLOTS} (limit {FANOUT_SLOTS}/s). Rate: from `run_worker` to its "
         "return (PgQueuer: `PgQueuer.run(mode=drain, max_concurrent_tasks=...)`, its default "
         "batch size). CPU ms/task: the worker process's CPU time per task. KB per waiting "
