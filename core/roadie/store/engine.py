@@ -286,6 +286,19 @@ class Database:
         except DATABASE_ERRORS as exc:
             raise self._database_error(exc) from exc
 
+    @contextmanager
+    def read_one(self) -> Iterator[Connection]:
+        """A connection for a read of one statement, which is its own transaction: no
+        BEGIN and COMMIT round trips (``read`` when already in a transaction)."""
+        if self._bound is not None and self._bound.in_transaction():
+            yield self._bound
+            return
+        try:
+            with self._autocommit() as conn:
+                yield conn
+        except DATABASE_ERRORS as exc:
+            raise self._database_error(exc) from exc
+
     def _database_error(self, exc: sa.exc.DBAPIError) -> DatabaseError:
         """The roadie error for a failed statement: the database is unreachable, or its
         schema is not this code's (checked then, with one query), or it refused the

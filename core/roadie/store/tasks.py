@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 T = models.tasks
 R = TypeVar("R")
 BULK_INSERT_FROM = 20
+# one task row in, the row as stored out: made once (a statement built for each add costs
+# SQLAlchemy about as much again as running it on SQLite)
+_INSERT_RETURNING = T.insert().returning(*T.c)
+_SELECT_BY_ID = sa.select(T).where(T.c.id == sa.bindparam("task_id"))
 # the binary COPY types of the columns that a new task sets (PostgreSQL); JSON goes as text
 _COPY_TYPES = {
     "name": "text", "owner": "text", "task_group": "text", "executor": "text",
@@ -213,7 +217,7 @@ def _insert_rows(self: Store, conn: Connection, new_tasks: Sequence[NewTask],
     if unique:
         added = _insert_unique(self, conn, rows, decoder)
     elif len(rows) < BULK_INSERT_FROM:
-        added = [task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
+        added = [task_record(conn.execute(_INSERT_RETURNING, row).one(), decoder)
                  for row in rows]
     else:
         columns = {name: list(map(operator.itemgetter(name), rows)) for name in names}
@@ -241,7 +245,7 @@ def _insert_unique(self: Store, conn: Connection, rows: list[dict[str, Any]],
     stored = {(r.executor, r.unique_key): task_record(r, decoder)
               for r in conn.execute(statement, keyed)}
     return [stored.get((row["executor"], row["unique_key"])) if row["unique_key"] is not None
-            else task_record(conn.execute(T.insert().returning(*T.c), row).one(), decoder)
+            else task_record(conn.execute(_INSERT_RETURNING, row).one(), decoder)
             for row in rows]
 
 
@@ -401,8 +405,8 @@ def _binary_copy(conn: Connection, names: Sequence[str], types: Sequence[str]
 
 def get_task(self: Store, task_id: int, decoder: Decoder | None = None) -> TaskRecord:
     """The task with ``task_id``; raises TaskNotFound."""
-    with self.read() as conn:
-        row = conn.execute(sa.select(T).where(T.c.id == task_id)).first()
+    with self.read_one() as conn:
+        row = conn.execute(_SELECT_BY_ID, {"task_id": task_id}).first()
     if row is None:
         raise TaskNotFound(task_id)
     return task_record(row, decoder)
