@@ -522,7 +522,7 @@ def count_pending(self: Store, can: Claimable, before: dt.datetime) -> int:
         T.c.tags.in_(list(can.tag_keys)),
         HAS_PLUGINS_SQLITE if self.is_sqlite else HAS_PLUGINS_PG,
     ).limit(1)
-    with self.read() as conn:
+    with self.read_one() as conn:
         return len(conn.execute(query, {"plugins": list(can.plugins)}).all())
 
 

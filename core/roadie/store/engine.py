@@ -433,7 +433,7 @@ class Database:
     def _task_columns(self) -> tuple[str, ...]:
         """The task table's columns in the database's order (a table that migrations
         grew has its new columns last, whatever the model's order)."""
-        with self.read() as conn:
+        with self.read_one() as conn:
             return tuple(conn.execute(sa.text(
                 "SELECT attname FROM pg_attribute WHERE attrelid = 'roadie_tasks'::regclass "
                 "AND attnum > 0 AND NOT attisdropped ORDER BY attnum")).scalars())

@@ -61,7 +61,7 @@ def set_paused(self: Store, name: str, paused: bool, by: str) -> ExecutorRow:
 
 def paused_executors(self: Store) -> frozenset[str]:
     """The names of the executors paused now (a read of a small table)."""
-    with self.read() as conn:
+    with self.read_one() as conn:
         return paused_in(conn)
 
 
