@@ -42,7 +42,7 @@ def add_attachment(self: Store, info: AttachmentInfo, fence: Fence | None = None
 def list_attachments(self: Store, task_id: int) -> list[AttachmentInfo]:
     """The attachments of a task, by name."""
     A = models.attachments
-    with self.read() as conn:
+    with self.read_one() as conn:
         rows = conn.execute(sa.select(A).where(A.c.task_id == task_id).order_by(A.c.name))
         return [AttachmentInfo(r.task_id, r.name, r.size, r.checksum, r.media_type,
                                r.created_at) for r in rows]

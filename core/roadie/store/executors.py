@@ -100,7 +100,7 @@ def executor_rows(self: Store, names: Iterable[str] | None = None) -> dict[str, 
     query = sa.select(E)
     if names is not None:
         query = query.where(E.c.name.in_(sorted(set(names))))
-    with self.read() as conn:
+    with self.read_one() as conn:
         rows = conn.execute(query).all()
     return {r.name: ExecutorRow(
         r.name, bool(r.paused), r.paused_at, r.paused_by,
@@ -110,7 +110,7 @@ def executor_rows(self: Store, names: Iterable[str] | None = None) -> dict[str, 
 
 def has_tasks_of(self: Store, executor: str) -> bool:
     """Whether any task of ``executor`` is stored (an index probe)."""
-    with self.read() as conn:
+    with self.read_one() as conn:
         return conn.execute(sa.select(T.c.id).where(T.c.executor == executor).limit(1)
                             ).first() is not None
 
@@ -126,5 +126,5 @@ def executor_counts(self: Store) -> dict[str, tuple[int, int, int]]:
                        sa.func.count().filter(T.c.status == int(Status.IN_PROGRESS)))
              .where(sa.text(f"roadie_tasks.{models.OPEN_BY_EXECUTOR}"))  # (its index)
              .group_by(T.c.executor))
-    with self.read() as conn:
+    with self.read_one() as conn:
         return {e: (int(w), int(h), int(r)) for e, w, h, r in conn.execute(query)}

@@ -89,7 +89,7 @@ def list_nodes(self: Store, *, include_stopped: bool = False,
         query = query.where(N.c.stopped_at.is_(None))
     if name is not None:
         query = query.where(N.c.name == name)
-    with self.read() as conn:
+    with self.read_one() as conn:
         return [
             NodeRecord(r.id, r.name, r.host, r.pid, r.concurrency, r.plugins or {},
                        r.executors or {}, frozenset(r.tags or ()), r.started_at,
@@ -118,7 +118,7 @@ def orphaned_tasks(self: Store, grace: float) -> list[TaskRecord]:
         N.c.id == T.c.node, N.c.heartbeat_at >= stale, N.c.stopped_at.is_(None)
     )
     query = sa.select(T).where(models.IS_RUNNING, ~alive)  # the running tasks' index
-    with self.read() as conn:
+    with self.read_one() as conn:
         return [task_record(r, None) for r in conn.execute(query)]
 
 
@@ -196,7 +196,7 @@ def check_fence(self: Store, conn: Connection | None, fence: Fence) -> None:
 
 def cancel_requests(self: Store, node: str) -> set[int]:
     """The ids of this node's running tasks that have a cancel request."""
-    with self.read() as conn:
+    with self.read_one() as conn:
         return set(
             conn.execute(
                 sa.select(T.c.id).where(  # the partial index of running tasks, not

@@ -82,7 +82,7 @@ def sample_depth(self: Store, minute: dt.datetime) -> bool:
     """Record the queue's depth (waiting and running tasks, all executors) for ``minute``
     (and as its hour's latest), unless another node did already; returns whether this call
     wrote it."""
-    with self.read() as conn:
+    with self.read_one() as conn:
         if conn.execute(sa.select(M.c.at).where(M.c.at == minute, M.c.executor == TOTAL,
                                                 M.c.waiting.is_not(None))).first():
             return False
@@ -111,7 +111,7 @@ def rollup_counts(self: Store, since: dt.datetime, *, hourly: bool = False,
     query = (sa.select(R.c.at, *(sa.func.sum(R.c[c]) for c in models.ROLLUP_COUNTS))
              .where(R.c.at >= since, R.c.executor != TOTAL)
              .group_by(R.c.at).order_by(R.c.at))
-    with self.read() as conn:
+    with self.read_one() as conn:
         return [(at, int(s), int(o), int(f), int(c)) for at, s, o, f, c in conn.execute(query)]
 
 
@@ -122,7 +122,7 @@ def rollup_depth(self: Store, since: dt.datetime, *, hourly: bool = False,
     query = (sa.select(R.c.at, R.c.waiting, R.c.running)
              .where(R.c.at >= since, R.c.executor == TOTAL, R.c.waiting.is_not(None))
              .order_by(R.c.at))
-    with self.read() as conn:
+    with self.read_one() as conn:
         return [(at, int(w), int(r or 0)) for at, w, r in conn.execute(query)]
 
 
@@ -133,7 +133,7 @@ def rollup_times(self: Store, since: dt.datetime, *, hourly: bool = False,
     buckets = ROLLUP_BUCKETS
     query = (sa.select(R.c.executor, *(sa.func.sum(R.c[c]) for c in models.ROLLUP_HISTOGRAMS))
              .where(R.c.at >= since, R.c.executor != TOTAL).group_by(R.c.executor))
-    with self.read() as conn:
+    with self.read_one() as conn:
         found = {}
         for row in conn.execute(query):
             sums = [int(v or 0) for v in row[1:]]
@@ -145,7 +145,7 @@ def rollup_failed(self: Store, since: dt.datetime) -> dict[str, int]:
     """Per executor: its tasks that failed from ``since`` (a minute) on."""
     query = (sa.select(M.c.executor, sa.func.sum(M.c.failed))
              .where(M.c.at >= since, M.c.executor != TOTAL).group_by(M.c.executor))
-    with self.read() as conn:
+    with self.read_one() as conn:
         return {e: int(n or 0) for e, n in conn.execute(query)}
 
 
