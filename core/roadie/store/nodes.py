@@ -17,7 +17,7 @@ from roadie.records import NodeRecord, TaskRecord
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store.channels import CHANNEL_ADDED, CHANNEL_CHANGED
 from roadie.store.rows import task_record
-from roadie.store.values import Fence, utcnow
+from roadie.store.values import RUN_ONCE, Fence, utcnow
 
 if TYPE_CHECKING:
     from roadie.store.facade import Store
@@ -41,8 +41,8 @@ def write_node(conn: Connection, node: NodeRecord) -> None:
         "started_at": node.started_at, "heartbeat_at": node.heartbeat_at,
         "stopped_at": None,
     }
-    conn.execute(N.delete().where(N.c.id == node.id))
-    conn.execute(N.insert().values(**values))
+    conn.execute(N.delete().where(N.c.id == node.id), execution_options=RUN_ONCE)
+    conn.execute(N.insert().values(**values), execution_options=RUN_ONCE)
 
 
 def heartbeat(self: Store, node: str,
