@@ -202,11 +202,13 @@ def test_circles_finds_a_circle_and_its_members() -> None:
 # processes' pool while no executor runs in one (none of the installed plugins' does; it was
 # imported by the first claim); greenlet (with libstdc++, about 1 MB) while no async attempt
 # ran, though the event loop of the installed async executors runs; alembic while the schema
-# is current; on each database, the other database's SQLAlchemy dialect and driver (issue 31:
-# idle memory, async executors).
+# is current; on each database, the other database's SQLAlchemy dialect and driver; what only
+# a task that uses it needs (subtasks, lightweight children, attachments) and what only a
+# program asks (watching tasks, why one waits) (issue 31: idle memory, async executors).
 NOT_IN_A_WORKER = ("click", "rich", "starlette", "uvicorn", "roadie.cli", "roadie.web",
                    "roadie.aio_client", "django", "opentelemetry", "roadie.hosts", "greenlet",
-                   "alembic")
+                   "alembic", "roadie.trees", "roadie.lightweight", "roadie.attachments",
+                   "roadie.app.watching", "roadie.app.waiting")
 OTHER_DATABASE = {"sqlite": ("sqlalchemy.dialects.postgresql", "psycopg"),
                   "postgresql": ("sqlalchemy.dialects.sqlite", "sqlite3")}
 WORKER_SCRIPT = """

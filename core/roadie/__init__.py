@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from roadie.app import Roadie
-from roadie.attachments import AttachmentStore, LocalAttachmentStore
 from roadie.codec import TypeRegistry, context_type
 from roadie.config import Settings
 from roadie.errors import (
@@ -34,7 +34,6 @@ from roadie.errors import (
 from roadie.executor import CrashPolicy, Executor, Isolation, Retry, StatusMessageTranslator
 from roadie.hookspecs import hookimpl, hookspec
 from roadie.lifecycle import Delay, Veto
-from roadie.lightweight import ChildState, LightweightTask
 from roadie.limits import Rate
 from roadie.records import (
     AttachmentInfo,
@@ -49,11 +48,13 @@ from roadie.running import AsyncTaskCalls, RunningTask, current_task
 from roadie.schedules import Cron, Every, ScheduleInfo
 from roadie.status import Status
 from roadie.taskstatus import TaskStatus
-from roadie.trees import Subtasks
 from roadie.worker import Worker, WorkerStats
 
 if TYPE_CHECKING:
     from roadie.aio_client import AsyncRoadie
+    from roadie.attachments import AttachmentStore, LocalAttachmentStore
+    from roadie.lightweight import ChildState, LightweightTask
+    from roadie.trees import Subtasks
 
 __version__ = "0.1.0"
 
@@ -120,11 +121,21 @@ __all__ = [
 logging.getLogger("roadie").addHandler(logging.NullHandler())
 
 
-def __getattr__(name: str) -> Any:
-    # AsyncRoadie is imported on first use (PEP 562): a worker, or any synchronous program,
-    # never compiles or keeps roadie.aio_client
-    if name == "AsyncRoadie":
-        from roadie.aio_client import AsyncRoadie
+# Imported on first use (PEP 562), what a worker needs only for a task that uses it: a worker,
+# or any synchronous program, compiles and keeps none of these modules until then (issue 31:
+# idle memory). The async client, subtasks, lightweight children, attachment stores.
+_LAZY = {
+    "AsyncRoadie": "roadie.aio_client",
+    "Subtasks": "roadie.trees",
+    "ChildState": "roadie.lightweight",
+    "LightweightTask": "roadie.lightweight",
+    "AttachmentStore": "roadie.attachments",
+    "LocalAttachmentStore": "roadie.attachments",
+}
 
-        return AsyncRoadie
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -12,7 +12,6 @@ from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar
 
 from roadie.errors import Cancelled, TakenOver
 from roadie.hookcalls import call_hook
-from roadie.lightweight import Children, LightweightTask
 from roadie.records import TaskRecord
 from roadie.status import Status
 from roadie.store import Fence, utcnow
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
 
     from roadie.app import Roadie
     from roadie.executor import Executor
+    from roadie.lightweight import Children, LightweightTask
     from roadie.records import AttachmentInfo
 
 T = TypeVar("T")
@@ -239,6 +239,8 @@ class RunningTask:
         collector would free (a worker makes thousands of tasks a second)."""
         children: Children | None = self.__dict__.get("_children")
         if children is None:
+            from roadie.lightweight import Children  # on first use: most tasks have none
+
             children = self.__dict__.setdefault("_children",
                                                 Children(self, width=self._child_width))
         return children

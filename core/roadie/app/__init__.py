@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, TYPE_CHECKING, Any, cast
 
-from roadie.app import adding, flow, recovery, waiting, watching
+from roadie.app import adding, flow, recovery
 from roadie.app.adding import ADD_CHUNK
 from roadie.codec import TypeRegistry
 from roadie.config import Settings
@@ -392,6 +392,8 @@ class Roadie:
 
     def waiting_reason(self, task: TaskRecord) -> str | None:
         """Why a waiting task is not running yet, or None when nothing stands in its way."""
+        from roadie.app import waiting  # on first use: a worker never asks
+
         return waiting.waiting_reason(self, task)
 
     # -- changing ------------------------------------------------------------------------
@@ -674,5 +676,7 @@ class Roadie:
         Ends when every watched task has ended (``until_done``) or after ``timeout`` seconds.
         On PostgreSQL changes wake it at once (NOTIFY); otherwise it polls every ``interval``.
         """
+        from roadie.app import watching  # on first use: a worker never watches
+
         return watching.watch(self, ids, filters, interval=interval, timeout=timeout,
                               until_done=until_done)

@@ -16,7 +16,7 @@ from roadie import models
 from roadie.limits import Limits, Rate
 from roadie.status import Status
 from roadie.store.channels import CHANNEL_ADDED
-from roadie.store.values import utcnow
+from roadie.store.values import RUN_ONCE, utcnow
 
 if TYPE_CHECKING:
     from roadie.store.facade import Store
@@ -87,7 +87,7 @@ def write_limits(self: Store, conn: Connection, limits: dict[str, tuple[Limits, 
                "updated_at": now}
               for name, (lim, isolation) in sorted(limits.items())]
     conn.execute(_upsert(self, values, ("max_running", "rate_count", "rate_per",
-                                        "isolation", "updated_at")))
+                                        "isolation", "updated_at")), execution_options=RUN_ONCE)
 
 
 def paused_in(conn: Connection) -> frozenset[str]:

@@ -17,7 +17,7 @@ from roadie.records import NodeRecord, TaskRecord
 from roadie.status import FINAL_STATUSES, Status
 from roadie.store.channels import CHANNEL_ADDED, CHANNEL_CHANGED
 from roadie.store.rows import task_record
-from roadie.store.values import Fence, utcnow
+from roadie.store.values import RUN_ONCE, Fence, utcnow
 
 if TYPE_CHECKING:
     from roadie.store.facade import Store
@@ -41,8 +41,8 @@ def write_node(conn: Connection, node: NodeRecord) -> None:
         "started_at": node.started_at, "heartbeat_at": node.heartbeat_at,
         "stopped_at": None,
     }
-    conn.execute(N.delete().where(N.c.id == node.id))
-    conn.execute(N.insert().values(**values))
+    conn.execute(N.delete().where(N.c.id == node.id), execution_options=RUN_ONCE)
+    conn.execute(N.insert().values(**values), execution_options=RUN_ONCE)
 
 
 def heartbeat(self: Store, node: str,
@@ -117,7 +117,15 @@ def orphaned_tasks(self: Store, grace: float) -> list[TaskRecord]:
     alive = sa.exists().where(
         N.c.id == T.c.node, N.c.heartbeat_at >= stale, N.c.stopped_at.is_(None)
     )
-    query = sa.select(T).where(models.IS_RUNNING, ~alive)  # the running tasks' index
+    orphaned = (models.IS_RUNNING, ~alive)  # the running tasks' index
+    # their ids first: every worker asks every heartbeat, and there is nearly never one (an
+    # idle worker keeps no compiled statement of every column of the tasks' table); then their
+    # rows, where the condition is asked again: two statements, each its own transaction
+    with self.read_one() as conn:
+        ids = list(conn.execute(sa.select(T.c.id).where(*orphaned)).scalars())
+    if not ids:
+        return []
+    query = sa.select(T).where(T.c.id.in_(ids), *orphaned)
     with self.read_one() as conn:
         return [task_record(r, None) for r in conn.execute(query)]
 

@@ -24,7 +24,7 @@ from roadie.status import Status
 from roadie.store.channels import CHANNEL_ADDED, CHANNEL_SCHEDULES
 from roadie.store.locks import queue_behind_heads
 from roadie.store.rows import task_record
-from roadie.store.values import claimable_at
+from roadie.store.values import RUN_ONCE, claimable_at
 
 if TYPE_CHECKING:
     from roadie.records import Decoder, TaskRecord
@@ -190,7 +190,8 @@ class ScheduleStore:
             S.c.name.in_(list(names)),
             sa.and_(S.c.origin == "executor", S.c.executor.in_(list(executors)))))
         with self.store.read() as conn:
-            existing = {r.name: r for r in map(_row, conn.execute(query))}
+            existing = {r.name: r for r in map(_row, conn.execute(
+                query, execution_options=RUN_ONCE))}
         inserts: list[dict[str, Any]] = []
         updates: list[tuple[str, dict[str, Any]]] = []
         for row in rows:

@@ -49,9 +49,16 @@ def _ids_text(ids: Iterable[int]) -> str:
     return shown + (f" and {len(items) - 10} more" if len(items) > 10 else "")
 
 
+# The tasks' table as open_child_of reads it: the two columns it names, not an alias of the
+# whole table, whose proxies of every column would stay in the cache of compiled statements
+# with each statement that asks (every worker's sweep, every heartbeat)
+_CHILD = sa.table("roadie_tasks", sa.column("parent_id", models.Id),
+                  sa.column("status", sa.SmallInteger)).alias("child")
+
+
 def open_child_of(parent: Any) -> Any:
     """An open (not ended) subtask of ``parent`` exists: one probe of the partial index."""
-    child = T.alias("child")
+    child = _CHILD
     return sa.exists().where(child.c.parent_id == parent, child.c.parent_id.is_not(None),
                              child.c.status.not_in([2, 3, 5]))
 
