@@ -40,8 +40,8 @@ if TYPE_CHECKING:
 T = models.tasks
 R = TypeVar("R")
 BULK_INSERT_FROM = 20
-# one task row in, the row as stored out: made once (a statement built for each add costs
-# SQLAlchemy about as much again as running it on SQLite)
+# one task row in, the row as stored out; one task by its id: each statement made once, as
+# building one for each call (and its cache key) cost a fifth or more of a single add's time
 _INSERT_RETURNING = T.insert().returning(*T.c)
 _SELECT_BY_ID = sa.select(T).where(T.c.id == sa.bindparam("task_id"))
 # the binary COPY types of the columns that a new task sets (PostgreSQL); JSON goes as text
