@@ -90,27 +90,27 @@ class ScheduleStore:
 
     def get(self, name: str) -> ScheduleRow | None:
         """The schedule called ``name``, or None."""
-        with self.store.read() as conn:
+        with self.store.read_one() as conn:
             row = conn.execute(sa.select(S).where(S.c.name == name)).first()
         return None if row is None else _row(row)
 
     def all(self) -> list[ScheduleRow]:
         """Every schedule, by name."""
-        with self.store.read() as conn:
+        with self.store.read_one() as conn:
             return [_row(r) for r in conn.execute(sa.select(S).order_by(S.c.name))]
 
     def due(self, now: dt.datetime, executors: Sequence[str]) -> list[ScheduleRow]:
         """Schedules of ``executors``, not paused, whose next slot is at or before ``now``."""
         query = sa.select(S).where(S.c.paused == sa.false(), S.c.next_at <= now,
                                    S.c.executor.in_(list(executors))).order_by(S.c.next_at)
-        with self.store.read() as conn:
+        with self.store.read_one() as conn:
             return [_row(r) for r in conn.execute(query)]
 
     def next_due(self, executors: Sequence[str]) -> dt.datetime | None:
         """The earliest next slot among the active schedules of ``executors``."""
         query = sa.select(sa.func.min(S.c.next_at)).where(
             S.c.paused == sa.false(), S.c.executor.in_(list(executors)))
-        with self.store.read() as conn:
+        with self.store.read_one() as conn:
             value = conn.execute(query).scalar()
         if value is None:
             return None

@@ -446,20 +446,20 @@ def list_tasks(
     ):
         if value is not None:
             query = query.where(column == value)
-    with self.read() as conn:
+    with self.read_one() as conn:
         return [task_record(row, decoder) for row in conn.execute(query)]
 
 
 def count_tasks(self: Store) -> dict[Status, int]:
     """How many tasks have each status."""
-    with self.read() as conn:
+    with self.read_one() as conn:
         rows = conn.execute(sa.select(T.c.status, sa.func.count()).group_by(T.c.status))
         return {Status(s): n for s, n in rows}
 
 
 def count_tasks_by_executor(self: Store) -> dict[tuple[Status, str], int]:
     """How many tasks each (status, executor) pair has."""
-    with self.read() as conn:
+    with self.read_one() as conn:
         rows = conn.execute(sa.select(T.c.status, T.c.executor, sa.func.count())
                             .group_by(T.c.status, T.c.executor))
         return {(Status(s), e): n for s, e, n in rows}
@@ -472,7 +472,7 @@ def oldest_due(self: Store, now: dt.datetime) -> dict[str, dt.datetime]:
              .where(T.c.status.in_([int(Status.NEW), int(Status.QUEUED)]),
                     T.c.run_after <= now)
              .group_by(T.c.executor))
-    with self.read() as conn:
+    with self.read_one() as conn:
         return {e: utc_time(when) for e, when in conn.execute(query) if when is not None}
 
 
@@ -601,7 +601,7 @@ def append_error(self: Store, task_id: int, text: str) -> None:
 def attempts_of(self: Store, task_id: int) -> list[AttemptRecord]:
     """The finished attempts of a task, oldest first."""
     A = models.attempts
-    with self.read() as conn:
+    with self.read_one() as conn:
         rows = conn.execute(sa.select(A).where(A.c.task_id == task_id).order_by(A.c.id))
         return [
             AttemptRecord(r.task_id, r.attempt, r.node, Status(r.status), r.message,

@@ -247,7 +247,7 @@ class TreeStore:
 
     def subtask_counts(self, parent_id: int) -> dict[Status, int]:
         """How many subtasks of ``parent_id`` have each status."""
-        with self.store.read() as conn:
+        with self.store.read_one() as conn:
             rows = conn.execute(sa.select(T.c.status, sa.func.count())
                                 .where(T.c.parent_id == parent_id).group_by(T.c.status))
             return {Status(s): n for s, n in rows}
@@ -268,7 +268,7 @@ class TreeStore:
 
     def subtask_count(self, parent_id: int) -> int:
         """How many subtasks ``parent_id`` has (one COUNT over the parent index)."""
-        with self.store.read() as conn:
+        with self.store.read_one() as conn:
             return int(conn.execute(sa.select(sa.func.count())
                                     .where(T.c.parent_id == parent_id)).scalar_one())
 
@@ -280,13 +280,13 @@ class TreeStore:
                  .order_by(T.c.id).limit(limit))
         if offset:
             query = query.offset(offset)
-        with self.store.read() as conn:
+        with self.store.read_one() as conn:
             return list(conn.execute(query).scalars())
 
     def unmet_dependencies(self, task_id: int) -> list[int]:
         """The tasks that ``task_id`` runs after and that have not succeeded yet."""
         other = T.alias("other")
-        with self.store.read() as conn:
+        with self.store.read_one() as conn:
             return list(conn.execute(
                 sa.select(D.c.after_id).join(other, other.c.id == D.c.after_id)
                 .where(D.c.task_id == task_id, other.c.status != int(Status.SUCCESSFUL))
