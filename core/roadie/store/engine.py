@@ -289,7 +289,8 @@ class Database:
     @contextmanager
     def read_one(self) -> Iterator[Connection]:
         """A connection for a read of one statement, which is its own transaction: no
-        BEGIN and COMMIT round trips. Inside a bound connection's transaction, it joins it."""
+        BEGIN and COMMIT round trips. Inside a bound connection's transaction, it joins it,
+        and that transaction's errors reach its owner as they are (as with ``read``)."""
         if self._bound is not None and self._bound.in_transaction():
             yield self._bound
             return
